@@ -1,0 +1,477 @@
+//! The vswitch control protocol: one definition of every request and reply, plus a
+//! small blocking client.
+//!
+//! Layer: shared by `vswitchd` (server side, in `vswitch::control`), `vswitchctl` and
+//! `pipework`, so neither CLI compiles the datapath.
+//!
+//! # Wire format
+//! A Unix stream socket carrying one JSON object per line in each direction.
+//!
+//! Request: `{"version":1,"cmd":"add-br","name":"br1","subnet":"10.0.0.0/24",...}` —
+//! the command name equals the CLI verb, its arguments sit beside it.
+//!
+//! Reply: `{"version":1,"ok":true,"result":...}` or
+//! `{"version":1,"ok":false,"error":"no such bridge: br9"}`.
+//!
+//! A server answers a request whose `version` it does not know with an error reply and
+//! keeps the connection open; so does a line that is not valid JSON.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Version of the protocol spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Socket used when neither `--socket` nor `$VSWITCH_SOCK` is given.
+pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
+/// Database used when neither `--db` nor `$VSWITCH_DB` is given.
+pub const DEFAULT_DB: &str = "/var/lib/vswitch/conf.db";
+/// Longest request or reply line accepted, in bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Resolve the control socket path: explicit flag, then `$VSWITCH_SOCK`, then the default.
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("VSWITCH_SOCK") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// Resolve the database path: explicit flag, then `$VSWITCH_DB`, then the default.
+pub fn db_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("VSWITCH_DB") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_DB),
+    }
+}
+
+/// Kind of a port. Serialised lower-case (`system`, `tap`, `internal`, `vxlan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// An existing netdev (e.g. a veth end) attached through AF_PACKET.
+    #[default]
+    System,
+    /// A TAP device created by vswitchd.
+    Tap,
+    /// A TAP device that gives vswitchd's own network namespace a leg on the bridge.
+    Internal,
+    /// A VXLAN tunnel endpoint (not yet implemented by the datapath).
+    Vxlan,
+}
+
+impl PortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::System => "system",
+            PortKind::Tap => "tap",
+            PortKind::Internal => "internal",
+            PortKind::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl std::fmt::Display for PortKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PortKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(PortKind::System),
+            "tap" => Ok(PortKind::Tap),
+            "internal" => Ok(PortKind::Internal),
+            "vxlan" => Ok(PortKind::Vxlan),
+            other => Err(format!(
+                "unknown port type: {other} (expected system, tap, internal or vxlan)"
+            )),
+        }
+    }
+}
+
+/// A request: the protocol version plus one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+impl Request {
+    pub fn new(command: Command) -> Self {
+        Request {
+            version: PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+/// Every command of the control protocol. The `cmd` tag equals the CLI verb.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Command {
+    /// Liveness and version check; result: [`VersionInfo`].
+    Version,
+    /// Result: [`BridgeInfo`] of the new bridge.
+    AddBr(AddBr),
+    /// Result: null.
+    DelBr { name: String },
+    /// Result: `Vec<BridgeInfo>`.
+    ListBr,
+    /// Result: [`ShowInfo`].
+    Show,
+    /// Result: [`PortInfo`] of the new port.
+    AddPort(AddPort),
+    /// Result: null.
+    DelPort { bridge: String, port: String },
+    /// Result: `Vec<PortInfo>`.
+    ListPorts { bridge: String },
+    /// Result: `Vec<FdbEntry>`.
+    FdbShow { bridge: String },
+    /// Result: [`FlushResult`].
+    FdbFlush { bridge: String },
+    /// Result: `Vec<PortStats>` (one entry when `port` is given).
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+}
+
+impl Command {
+    /// The CLI verb / JSON `cmd` of this command.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Version => "version",
+            Command::AddBr(_) => "add-br",
+            Command::DelBr { .. } => "del-br",
+            Command::ListBr => "list-br",
+            Command::Show => "show",
+            Command::AddPort(_) => "add-port",
+            Command::DelPort { .. } => "del-port",
+            Command::ListPorts { .. } => "list-ports",
+            Command::FdbShow { .. } => "fdb-show",
+            Command::FdbFlush { .. } => "fdb-flush",
+            Command::Stats { .. } => "stats",
+        }
+    }
+}
+
+/// Arguments of `add-br`. Addresses travel as strings and are validated by the daemon,
+/// so every client gets the same error text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AddBr {
+    pub name: String,
+    /// IPv4 CIDR, e.g. `10.0.0.0/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// The router's own address on this bridge; requires `subnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// DHCP service: `None` off, `Some("")` on with the default range,
+    /// `Some("FIRST-LAST")` on with that range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<String>,
+    #[serde(default)]
+    pub isolated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// Arguments of `add-port`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AddPort {
+    pub bridge: String,
+    pub port: String,
+    #[serde(default, rename = "type")]
+    pub kind: PortKind,
+    /// Access port of this VLAN (1..=4094).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// Trunk port carrying these VLANs (each 1..=4094). Empty: all VLANs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+}
+
+/// Reply envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn ok(result: serde_json::Value) -> Self {
+        Reply {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    pub fn err(msg: impl Into<String>) -> Self {
+        Reply {
+            version: PROTOCOL_VERSION,
+            ok: false,
+            result: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// Result of `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub protocol: u32,
+    pub daemon: String,
+    pub pid: u32,
+    pub workers: usize,
+}
+
+/// A bridge and its ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    /// DHCP range `FIRST-LAST` when DHCP is on.
+    pub dhcp: Option<String>,
+    pub isolated: bool,
+    pub mtu: u32,
+    pub ports: Vec<PortInfo>,
+}
+
+/// A port as configured, with its live state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    pub name: String,
+    pub bridge: String,
+    #[serde(rename = "type")]
+    pub kind: PortKind,
+    pub tag: Option<u16>,
+    pub trunks: Vec<u16>,
+    /// `up` when attached to the datapath, otherwise the reason it is not
+    /// (e.g. `error: no such device`).
+    pub state: String,
+    /// Kernel ifindex of the netdev in vswitchd's namespace, when attached.
+    pub ifindex: Option<u32>,
+    /// The worker thread polling this port, when attached.
+    pub worker: Option<usize>,
+}
+
+/// Result of `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowInfo {
+    pub version: String,
+    pub workers: usize,
+    pub db: String,
+    pub bridges: Vec<BridgeInfo>,
+}
+
+/// One learned MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub port: String,
+    /// VLAN id; 0 for untagged traffic.
+    pub vlan: u16,
+    /// Lower-case colon hex.
+    pub mac: String,
+    /// Seconds since the address was last seen.
+    pub age: u64,
+}
+
+/// Result of `fdb-flush`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushResult {
+    pub flushed: u64,
+}
+
+/// Counters of one port, summed over workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortStats {
+    pub port: String,
+    pub bridge: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Dropped frames by reason (stable snake_case names); zero counts are omitted.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Errors of the blocking client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("vswitchd is not running (cannot connect to {path}: {source}); start it with `vswitchd --socket {path} &`")]
+    NotRunning {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("permission denied on {path}: the control socket is root-only")]
+    PermissionDenied { path: String },
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("vswitchd closed the connection without a reply")]
+    Closed,
+    #[error("bad reply from vswitchd: {0}")]
+    BadReply(String),
+    /// The daemon refused the request; the message is its one-line error.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// A blocking connection to vswitchd.
+pub struct Client {
+    path: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connect to the control socket at `path`.
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let shown = path.display().to_string();
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                path: shown.clone(),
+            },
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning {
+                    path: shown.clone(),
+                    source: e,
+                }
+            }
+            _ => ClientError::Io {
+                path: shown.clone(),
+                source: e,
+            },
+        })?;
+        // A wedged daemon must not hang scripts forever.
+        let timeout = Some(Duration::from_secs(60));
+        let io = |e| ClientError::Io {
+            path: shown.clone(),
+            source: e,
+        };
+        stream.set_read_timeout(timeout).map_err(io)?;
+        stream.set_write_timeout(timeout).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        Ok(Client {
+            path: shown,
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    /// Send one command and return the raw `result` value of a successful reply.
+    pub fn call_value(&mut self, command: Command) -> Result<serde_json::Value, ClientError> {
+        let mut line = serde_json::to_string(&Request::new(command))
+            .map_err(|e| ClientError::BadReply(e.to_string()))?;
+        line.push('\n');
+        let io = |e| ClientError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        self.writer.write_all(line.as_bytes()).map_err(io)?;
+        let mut reply = String::new();
+        let n = (&mut self.reader)
+            .take(MAX_LINE as u64)
+            .read_line(&mut reply)
+            .map_err(|e| ClientError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        let reply: Reply =
+            serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        if reply.ok {
+            Ok(reply.result.unwrap_or(serde_json::Value::Null))
+        } else {
+            Err(ClientError::Daemon(
+                reply.error.unwrap_or_else(|| "unknown error".to_string()),
+            ))
+        }
+    }
+
+    /// Send one command and decode its result as `T`.
+    pub fn call<T: serde::de::DeserializeOwned>(
+        &mut self,
+        command: Command,
+    ) -> Result<T, ClientError> {
+        let v = self.call_value(command)?;
+        serde_json::from_value(v).map_err(|e| ClientError::BadReply(e.to_string()))
+    }
+}
+
+use std::io::Read as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_form_uses_cli_verbs() {
+        let r = Request::new(Command::AddPort(AddPort {
+            bridge: "br1".into(),
+            port: "veth1".into(),
+            kind: PortKind::Tap,
+            tag: Some(10),
+            trunks: vec![],
+        }));
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"version":1,"cmd":"add-port","bridge":"br1","port":"veth1","type":"tap","tag":10}"#
+        );
+        let back: Request = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.command.verb(), "add-port");
+    }
+
+    #[test]
+    fn unit_commands_round_trip() {
+        for c in [
+            Command::ListBr,
+            Command::Show,
+            Command::Version,
+            Command::Stats { port: None },
+        ] {
+            let s = serde_json::to_string(&Request::new(c.clone())).unwrap();
+            assert!(s.contains(&format!("\"cmd\":\"{}\"", c.verb())), "{s}");
+            let back: Request = serde_json::from_str(&s).unwrap();
+            assert_eq!(back.command, c);
+        }
+    }
+
+    #[test]
+    fn unknown_command_is_an_error() {
+        assert!(serde_json::from_str::<Request>(r#"{"version":1,"cmd":"frobnicate"}"#).is_err());
+    }
+
+    #[test]
+    fn socket_path_prefers_flag() {
+        assert_eq!(
+            socket_path(Some(Path::new("/x.sock"))),
+            PathBuf::from("/x.sock")
+        );
+    }
+}
