@@ -1,1 +1,27 @@
-//! vswitch
+//! # vswitch: a userspace virtual switch
+//!
+//! The crate is cut into layers; each depends only on the layers below it.
+//!
+//! ```text
+//!   control/   Unix-socket server, request handlers (control thread)
+//!   config/    Model (what the user asked for), Snapshot (what workers read), db
+//!   dp/        Worker threads, Batch, per-worker Stats
+//!   pipeline/  per-batch stages: parse → ingress VLAN → L2 learn/lookup → output
+//!   tables/    Fdb (lock-free MAC table)
+//!   port/      trait Port + afpacket (system), tap/internal, mem (tests);
+//!              the only `unsafe` lives in port/sys/
+//!   wire/      in-place header views: Ethernet, 802.1Q, MAC addresses
+//! ```
+//!
+//! The hot path (`dp` + `pipeline` + `tables` + `port`) takes no lock: configuration is
+//! an immutable [`config::Snapshot`] published through `arc-swap`, the [`tables::Fdb`]
+//! is a seqlock-per-slot table, and counters are per worker.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dp;
+pub mod pipeline;
+pub mod port;
+pub mod tables;
+pub mod wire;

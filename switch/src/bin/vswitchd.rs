@@ -1,1 +1,72 @@
-fn main() {}
+//! vswitchd: the vswitch daemon. Thin: parse arguments, set up logging, call the library.
+
+use clap::Parser;
+use std::path::PathBuf;
+use vswitch::control::handlers::Limits;
+
+/// Userspace virtual switch daemon. Runs in the foreground; stop it with SIGTERM.
+#[derive(Parser, Debug)]
+#[command(name = "vswitchd", version)]
+struct Args {
+    /// Control socket [env VSWITCH_SOCK; default /run/vswitch/vswitchd.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration database [env VSWITCH_DB; default /var/lib/vswitch/conf.db]
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Worker threads (0: one per core)
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter)
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Maximum learned MAC addresses per bridge
+    #[arg(long, default_value_t = 8192)]
+    fdb_max: usize,
+    /// Seconds a learned MAC address lives without traffic
+    #[arg(long, default_value_t = 300)]
+    fdb_aging: u32,
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if !(1..=1 << 20).contains(&args.fdb_max) || args.fdb_aging == 0 {
+        eprintln!("error: --fdb-max must be 1..1048576 and --fdb-aging at least 1");
+        std::process::exit(2);
+    }
+    let opts = vswitch::daemon::Options {
+        socket: vswitch_proto::socket_path(args.socket.as_deref()),
+        db: vswitch_proto::db_path(args.db.as_deref()),
+        workers: args.workers,
+        limits: Limits {
+            fdb_cap: args.fdb_max,
+            fdb_aging: args.fdb_aging,
+        },
+    };
+    if let Err(e) = vswitch::daemon::run(opts) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,13 @@
+//! Config layer: the [`Model`] the user asked for (validated, persisted in the db) and
+//! the [`Snapshot`] the workers read.
+//!
+//! The control thread owns the model. Each accepted change builds a new immutable
+//! snapshot and publishes it with one atomic pointer swap (arc-swap, RCU style);
+//! workers load it once per batch and never lock.
+
+pub mod db;
+pub mod model;
+pub mod snapshot;
+
+pub use model::{BridgeConf, ConfigError, DhcpRange, Model, PortConf};
+pub use snapshot::{BridgeRt, PortEntry, Snapshot, VlanMode};

@@ -1,0 +1,413 @@
+//! The configuration model and its validation. Every mutation is validated in full
+//! before anything changes: a rejected request leaves the model as it was.
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use vswitch_proto::{AddBr, AddPort, PortKind};
+
+use crate::port::sys::netdev::valid_ifname;
+
+/// Default bridge MTU.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Longest bridge name.
+pub const BRIDGE_NAME_MAX: usize = 32;
+
+/// Why a change was refused. Messages are one lower-case line naming the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no such bridge: {0}")]
+    NoSuchBridge(String),
+    #[error("bridge already exists: {0}")]
+    BridgeExists(String),
+    #[error("bad bridge name {0:?}: use 1-32 characters from A-Z a-z 0-9 . _ -")]
+    BadBridgeName(String),
+    #[error("no such port: {port} (on bridge {bridge})")]
+    NoSuchPort { bridge: String, port: String },
+    #[error("port already exists: {port} (on bridge {bridge})")]
+    PortExists { bridge: String, port: String },
+    #[error("bad port name {0:?}: interface names are 1-15 characters without '/', ':' or spaces")]
+    BadPortName(String),
+    #[error("bad VLAN id {0}: must be 1..4094")]
+    BadVlan(u32),
+    #[error("--tag and --trunks are mutually exclusive")]
+    TagAndTrunks,
+    #[error("bad CIDR {0:?}: expected an IPv4 network such as 10.0.0.0/24")]
+    BadCidr(String),
+    #[error("bad subnet {given}: host bits set, did you mean {network}?")]
+    HostBitsSet { given: String, network: String },
+    #[error("bad IP address {0:?}")]
+    BadIp(String),
+    #[error("--gateway needs --subnet")]
+    GatewayWithoutSubnet,
+    #[error("--dhcp needs --subnet")]
+    DhcpWithoutSubnet,
+    #[error("gateway {gateway} is outside subnet {subnet}")]
+    GatewayOutside { gateway: String, subnet: String },
+    #[error("gateway {0} is the network or broadcast address of its subnet")]
+    GatewayReserved(String),
+    #[error("subnet {subnet} overlaps {other} of bridge {bridge}")]
+    SubnetOverlap {
+        subnet: String,
+        other: String,
+        bridge: String,
+    },
+    #[error("bad DHCP range {0:?}: expected FIRST-LAST inside the subnet, FIRST <= LAST")]
+    BadDhcpRange(String),
+    #[error("bad MTU {0}: must be 68..65535")]
+    BadMtu(u32),
+    #[error("port type {0} is not supported yet")]
+    UnsupportedKind(PortKind),
+    #[error("--remote-ip/--vni only apply to vxlan ports")]
+    VxlanOptions,
+}
+
+/// A DHCP address range, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl std::fmt::Display for DhcpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// One port as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConf {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: PortKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+}
+
+/// One bridge as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeConf {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpRange>,
+    #[serde(default)]
+    pub isolated: bool,
+    pub mtu: u32,
+    #[serde(default)]
+    pub ports: Vec<PortConf>,
+}
+
+/// Everything the user configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub bridges: Vec<BridgeConf>,
+}
+
+fn valid_bridge_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= BRIDGE_NAME_MAX
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn check_vlan(v: u16) -> Result<u16, ConfigError> {
+    if (1..=4094).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::BadVlan(v.into()))
+    }
+}
+
+fn parse_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ConfigError::BadIp(s.to_string()))
+}
+
+impl Model {
+    pub fn bridge(&self, name: &str) -> Result<&BridgeConf, ConfigError> {
+        self.bridges
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| ConfigError::NoSuchBridge(name.to_string()))
+    }
+
+    fn bridge_mut(&mut self, name: &str) -> Result<&mut BridgeConf, ConfigError> {
+        self.bridges
+            .iter_mut()
+            .find(|b| b.name == name)
+            .ok_or_else(|| ConfigError::NoSuchBridge(name.to_string()))
+    }
+
+    /// The bridge holding port `port`, if any.
+    pub fn port_owner(&self, port: &str) -> Option<&BridgeConf> {
+        self.bridges
+            .iter()
+            .find(|b| b.ports.iter().any(|p| p.name == port))
+    }
+
+    /// Validate an `add-br` request into a bridge, without changing the model.
+    pub fn check_add_bridge(&self, req: &AddBr) -> Result<BridgeConf, ConfigError> {
+        if !valid_bridge_name(&req.name) {
+            return Err(ConfigError::BadBridgeName(req.name.clone()));
+        }
+        if self.bridge(&req.name).is_ok() {
+            return Err(ConfigError::BridgeExists(req.name.clone()));
+        }
+        let subnet = match &req.subnet {
+            None => None,
+            Some(s) => {
+                let net: Ipv4Net = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::BadCidr(s.clone()))?;
+                if net.trunc() != net {
+                    return Err(ConfigError::HostBitsSet {
+                        given: s.clone(),
+                        network: net.trunc().to_string(),
+                    });
+                }
+                Some(net)
+            }
+        };
+        let gateway = match (&req.gateway, subnet) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ConfigError::GatewayWithoutSubnet),
+            (Some(g), Some(net)) => {
+                let gw = parse_ip(g)?;
+                if !net.contains(&gw) {
+                    return Err(ConfigError::GatewayOutside {
+                        gateway: gw.to_string(),
+                        subnet: net.to_string(),
+                    });
+                }
+                if net.prefix_len() < 31 && (gw == net.network() || gw == net.broadcast()) {
+                    return Err(ConfigError::GatewayReserved(gw.to_string()));
+                }
+                Some(gw)
+            }
+        };
+        if let Some(net) = subnet {
+            for b in &self.bridges {
+                if let Some(other) = b.subnet {
+                    if other.contains(&net.network()) || net.contains(&other.network()) {
+                        return Err(ConfigError::SubnetOverlap {
+                            subnet: net.to_string(),
+                            other: other.to_string(),
+                            bridge: b.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let dhcp = match (&req.dhcp, subnet) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ConfigError::DhcpWithoutSubnet),
+            (Some(r), Some(net)) if r.trim().is_empty() => Some(default_range(net)),
+            (Some(r), Some(net)) => {
+                let bad = || ConfigError::BadDhcpRange(r.clone());
+                let (a, b) = r.split_once('-').ok_or_else(bad)?;
+                let first: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+                let last: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+                if !net.contains(&first) || !net.contains(&last) || first > last {
+                    return Err(bad());
+                }
+                Some(DhcpRange { first, last })
+            }
+        };
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        if !(68..=65535).contains(&mtu) {
+            return Err(ConfigError::BadMtu(mtu));
+        }
+        Ok(BridgeConf {
+            name: req.name.clone(),
+            subnet,
+            gateway,
+            dhcp,
+            isolated: req.isolated,
+            mtu,
+            ports: Vec::new(),
+        })
+    }
+
+    /// Validate an `add-port` request into a port, without changing the model.
+    pub fn check_add_port(&self, req: &AddPort) -> Result<PortConf, ConfigError> {
+        self.bridge(&req.bridge)?;
+        if !valid_ifname(&req.port) {
+            return Err(ConfigError::BadPortName(req.port.clone()));
+        }
+        if let Some(b) = self.port_owner(&req.port) {
+            return Err(ConfigError::PortExists {
+                bridge: b.name.clone(),
+                port: req.port.clone(),
+            });
+        }
+        if req.kind == PortKind::Vxlan {
+            return Err(ConfigError::UnsupportedKind(req.kind));
+        }
+        if req.tag.is_some() && !req.trunks.is_empty() {
+            return Err(ConfigError::TagAndTrunks);
+        }
+        let tag = req.tag.map(check_vlan).transpose()?;
+        let mut trunks = req
+            .trunks
+            .iter()
+            .map(|&v| check_vlan(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        trunks.sort_unstable();
+        trunks.dedup();
+        Ok(PortConf {
+            name: req.port.clone(),
+            kind: req.kind,
+            tag,
+            trunks,
+        })
+    }
+
+    pub fn insert_bridge(&mut self, b: BridgeConf) {
+        self.bridges.push(b);
+    }
+
+    pub fn remove_bridge(&mut self, name: &str) -> Result<BridgeConf, ConfigError> {
+        let i = self
+            .bridges
+            .iter()
+            .position(|b| b.name == name)
+            .ok_or_else(|| ConfigError::NoSuchBridge(name.to_string()))?;
+        Ok(self.bridges.remove(i))
+    }
+
+    pub fn insert_port(&mut self, bridge: &str, p: PortConf) -> Result<(), ConfigError> {
+        self.bridge_mut(bridge)?.ports.push(p);
+        Ok(())
+    }
+
+    pub fn remove_port(&mut self, bridge: &str, port: &str) -> Result<PortConf, ConfigError> {
+        let b = self.bridge_mut(bridge)?;
+        let i =
+            b.ports
+                .iter()
+                .position(|p| p.name == port)
+                .ok_or_else(|| ConfigError::NoSuchPort {
+                    bridge: bridge.to_string(),
+                    port: port.to_string(),
+                })?;
+        Ok(b.ports.remove(i))
+    }
+}
+
+/// The default DHCP range: every host address of the subnet (the gateway and static
+/// addresses are skipped when leasing).
+pub fn default_range(net: Ipv4Net) -> DhcpRange {
+    let n = u32::from(net.network());
+    let b = u32::from(net.broadcast());
+    if net.prefix_len() >= 31 {
+        return DhcpRange {
+            first: net.network(),
+            last: net.broadcast(),
+        };
+    }
+    DhcpRange {
+        first: Ipv4Addr::from(n + 1),
+        last: Ipv4Addr::from(b - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn br(name: &str, subnet: Option<&str>, gw: Option<&str>) -> AddBr {
+        AddBr {
+            name: name.into(),
+            subnet: subnet.map(Into::into),
+            gateway: gw.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bridge_validation() {
+        let mut m = Model::default();
+        let b = m
+            .check_add_bridge(&br("br1", Some("10.0.0.0/24"), Some("10.0.0.1")))
+            .unwrap();
+        m.insert_bridge(b);
+        let err = |r: AddBr| m.check_add_bridge(&r).unwrap_err().to_string();
+        assert_eq!(err(br("br1", None, None)), "bridge already exists: br1");
+        assert_eq!(
+            err(br("br2", Some("10.0.0.0/25"), None)),
+            "subnet 10.0.0.0/25 overlaps 10.0.0.0/24 of bridge br1"
+        );
+        assert_eq!(
+            err(br("br2", Some("10.1.0.0/24"), Some("10.0.0.1"))),
+            "gateway 10.0.0.1 is outside subnet 10.1.0.0/24"
+        );
+        assert!(err(br("br2", Some("10.1.0.0/33"), None)).starts_with("bad CIDR"));
+        assert!(err(br("br2", Some("10.1.0.5/24"), None)).contains("did you mean 10.1.0.0/24"));
+        assert_eq!(
+            err(br("br2", None, Some("10.1.0.1"))),
+            "--gateway needs --subnet"
+        );
+        assert!(err(br("bad name", None, None)).starts_with("bad bridge name"));
+        let mut r = br("br2", Some("10.1.0.0/24"), None);
+        r.dhcp = Some("10.1.0.100-10.1.0.50".into());
+        assert!(err(r.clone()).starts_with("bad DHCP range"));
+        r.dhcp = Some(String::new());
+        let b = m.check_add_bridge(&r).unwrap();
+        assert_eq!(b.dhcp.unwrap().to_string(), "10.1.0.1-10.1.0.254");
+        r.mtu = Some(10);
+        assert_eq!(err(r), "bad MTU 10: must be 68..65535");
+    }
+
+    #[test]
+    fn port_validation() {
+        let mut m = Model::default();
+        m.insert_bridge(m.check_add_bridge(&br("br1", None, None)).unwrap());
+        let p = |port: &str, tag: Option<u16>, trunks: Vec<u16>| AddPort {
+            bridge: "br1".into(),
+            port: port.into(),
+            kind: PortKind::System,
+            tag,
+            trunks,
+        };
+        m.insert_port("br1", m.check_add_port(&p("veth1", None, vec![])).unwrap())
+            .unwrap();
+        let err = |r: AddPort| m.check_add_port(&r).unwrap_err().to_string();
+        assert_eq!(
+            err(p("veth1", None, vec![])),
+            "port already exists: veth1 (on bridge br1)"
+        );
+        assert_eq!(
+            err(p("veth2", Some(5000), vec![])),
+            "bad VLAN id 5000: must be 1..4094"
+        );
+        assert_eq!(
+            err(p("veth2", Some(0), vec![])),
+            "bad VLAN id 0: must be 1..4094"
+        );
+        assert_eq!(
+            err(p("veth2", None, vec![10, 4095])),
+            "bad VLAN id 4095: must be 1..4094"
+        );
+        assert_eq!(
+            err(p("veth2", Some(1), vec![2])),
+            "--tag and --trunks are mutually exclusive"
+        );
+        assert!(err(p("abcdefghijklmnopq", None, vec![])).starts_with("bad port name"));
+        let mut r = p("veth2", None, vec![]);
+        r.bridge = "br9".into();
+        assert_eq!(err(r), "no such bridge: br9");
+        let t = m
+            .check_add_port(&p("veth2", None, vec![20, 10, 20]))
+            .unwrap();
+        assert_eq!(t.trunks, vec![10, 20]);
+    }
+}

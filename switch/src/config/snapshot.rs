@@ -1,0 +1,135 @@
+//! The immutable view of the configuration that workers read.
+//!
+//! # Thread safety
+//! Built by the control thread, published with `ArcSwap::store`, read by workers with
+//! `ArcSwap::load` once per batch. Never mutated after publication; the FDB and counters
+//! it points to are the only shared mutable state, and they are lock-free.
+
+use crate::dp::PortCounters;
+use crate::port::Port;
+use crate::tables::{Fdb, PortId};
+use std::sync::Arc;
+
+/// Ingress/egress VLAN behaviour of a port.
+#[derive(Clone)]
+pub enum VlanMode {
+    /// Untagged frames belong to this VLAN; tagged frames are dropped.
+    Access(u16),
+    /// Tagged frames keep their VLAN (if allowed); untagged frames are VLAN 0.
+    /// `None`: every VLAN is allowed.
+    Trunk(Option<Arc<VlanSet>>),
+}
+
+/// A set of VLAN ids, one bit each.
+#[derive(Clone)]
+pub struct VlanSet([u64; 64]);
+
+impl VlanSet {
+    pub fn from_ids(ids: &[u16]) -> VlanSet {
+        let mut s = [0u64; 64];
+        for &v in ids {
+            let v = usize::from(v & 0x0fff);
+            s[v / 64] |= 1 << (v % 64);
+        }
+        VlanSet(s)
+    }
+
+    #[inline]
+    pub fn contains(&self, v: u16) -> bool {
+        let v = usize::from(v & 0x0fff);
+        self.0[v / 64] & (1 << (v % 64)) != 0
+    }
+}
+
+impl VlanMode {
+    pub fn from_conf(tag: Option<u16>, trunks: &[u16]) -> VlanMode {
+        match tag {
+            Some(t) => VlanMode::Access(t),
+            None if trunks.is_empty() => VlanMode::Trunk(None),
+            None => VlanMode::Trunk(Some(Arc::new(VlanSet::from_ids(trunks)))),
+        }
+    }
+
+    /// Whether the port carries VLAN `v` (0: untagged).
+    #[inline]
+    pub fn carries(&self, v: u16) -> bool {
+        match self {
+            VlanMode::Access(t) => *t == v,
+            VlanMode::Trunk(None) => true,
+            VlanMode::Trunk(Some(set)) => v == 0 || set.contains(v),
+        }
+    }
+
+    /// The tag to put on a frame of VLAN `v` leaving this port (`None`: untagged).
+    #[inline]
+    pub fn egress_tag(&self, v: u16) -> Option<u16> {
+        match self {
+            VlanMode::Access(_) => None,
+            VlanMode::Trunk(_) if v == 0 => None,
+            VlanMode::Trunk(_) => Some(v),
+        }
+    }
+}
+
+/// One attached port.
+pub struct PortEntry {
+    pub id: PortId,
+    pub name: String,
+    /// Index of the bridge in [`Snapshot::bridges`].
+    pub bridge: usize,
+    pub vlan: VlanMode,
+    pub dev: Arc<dyn Port>,
+    pub counters: Arc<PortCounters>,
+}
+
+/// One bridge.
+pub struct BridgeRt {
+    pub name: String,
+    pub fdb: Arc<Fdb>,
+    /// Slots (into [`Snapshot::ports`]) of its attached ports.
+    pub ports: Vec<u16>,
+}
+
+/// The whole datapath configuration at one instant.
+#[derive(Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// Attached ports by slot (the low 16 bits of their [`PortId`]).
+    pub ports: Vec<Option<PortEntry>>,
+    pub bridges: Vec<BridgeRt>,
+}
+
+/// Slot of a port id.
+#[inline]
+pub fn slot_of(id: PortId) -> usize {
+    (id & 0xffff) as usize
+}
+
+impl Snapshot {
+    /// The port with exactly this id (slot and generation), if attached.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortEntry> {
+        match self.ports.get(slot_of(id)) {
+            Some(Some(p)) if p.id == id => Some(p),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_modes() {
+        let a = VlanMode::from_conf(Some(10), &[]);
+        assert!(a.carries(10) && !a.carries(0) && !a.carries(20));
+        assert_eq!(a.egress_tag(10), None);
+        let t = VlanMode::from_conf(None, &[10, 20]);
+        assert!(t.carries(0) && t.carries(10) && t.carries(20) && !t.carries(30));
+        assert_eq!(t.egress_tag(10), Some(10));
+        assert_eq!(t.egress_tag(0), None);
+        let all = VlanMode::from_conf(None, &[]);
+        assert!(all.carries(4094) && all.carries(0));
+    }
+}

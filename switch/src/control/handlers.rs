@@ -1,0 +1,552 @@
+//! Request handlers: validate, apply, persist, publish.
+//!
+//! Order for every mutation: validate against the model (nothing changed yet) → create
+//! or open devices → write the new model to the db → commit the model → publish a new
+//! snapshot → tell workers. A failure at any step before the commit undoes the steps
+//! before it, so a refused request leaves configuration, devices and db as they were.
+
+use crate::config::snapshot::slot_of;
+use crate::config::{
+    db, BridgeConf, BridgeRt, ConfigError, Model, PortConf, PortEntry, Snapshot, VlanMode,
+};
+use crate::dp::{clock, PortCounters, WorkerPool};
+use crate::port::afpacket::AfPacketPort;
+use crate::port::tap::TapPort;
+use crate::port::Port;
+use crate::tables::{Fdb, PortId};
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vswitch_proto::{
+    BridgeInfo, Command, FdbEntry, FlushResult, PortInfo, PortKind, PortStats, ShowInfo,
+    VersionInfo, PROTOCOL_VERSION,
+};
+
+/// Tunables of the tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub fdb_cap: usize,
+    pub fdb_aging: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fdb_cap: 8192,
+            fdb_aging: 300,
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no such device: {0}")]
+    NoDevice(String),
+    #[error("device already exists: {0}")]
+    DeviceExists(String),
+    #[error("cannot attach {name}: {source}")]
+    Attach { name: String, source: io::Error },
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("no such port: {0}")]
+    NoSuchPort(String),
+    #[error("too many ports (65535)")]
+    TooManyPorts,
+    #[error("cannot encode result: {0}")]
+    Encode(String),
+}
+
+struct Live {
+    id: PortId,
+    dev: Arc<dyn Port>,
+    counters: Arc<PortCounters>,
+    worker: Option<usize>,
+}
+
+/// The control plane's state. Owned behind one mutex by the control server.
+pub struct State {
+    model: Model,
+    db_path: PathBuf,
+    snap: Arc<ArcSwap<Snapshot>>,
+    pool: WorkerPool,
+    limits: Limits,
+    fdbs: HashMap<String, Arc<Fdb>>,
+    live: HashMap<String, Live>,
+    /// Configured ports that are not attached, with the reason.
+    failed: HashMap<String, String>,
+    /// Generation of each slot; bumped when a slot is freed.
+    slot_gen: Vec<u16>,
+    free_slots: Vec<u16>,
+    generation: u64,
+}
+
+fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
+    match p.kind {
+        PortKind::System => match AfPacketPort::open(&p.name) {
+            Ok(d) => Ok(Arc::new(d)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                Err(HandlerError::NoDevice(p.name.clone()))
+            }
+            Err(e) => Err(HandlerError::Attach {
+                name: p.name.clone(),
+                source: e,
+            }),
+        },
+        PortKind::Tap | PortKind::Internal => {
+            let m = (mtu != crate::config::model::DEFAULT_MTU).then_some(mtu);
+            // A TAP just deleted may linger while another worker drops its last
+            // reference: retry briefly before calling the name taken.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                match TapPort::create(&p.name, m) {
+                    Ok(d) => return Ok(Arc::new(d)),
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY))
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY)) =>
+                    {
+                        return Err(HandlerError::DeviceExists(p.name.clone()))
+                    }
+                    Err(e) => {
+                        return Err(HandlerError::Attach {
+                            name: p.name.clone(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+        PortKind::Vxlan => Err(ConfigError::UnsupportedKind(p.kind).into()),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
+    serde_json::to_value(v).map_err(|e| HandlerError::Encode(e.to_string()))
+}
+
+impl State {
+    /// Take over `model` (restored from `db_path`): create each bridge's tables and
+    /// attach every port it can; the others are reported in `show` and retried by
+    /// [`State::tick`].
+    pub fn new(
+        model: Model,
+        db_path: PathBuf,
+        snap: Arc<ArcSwap<Snapshot>>,
+        pool: WorkerPool,
+        limits: Limits,
+    ) -> State {
+        let mut s = State {
+            model,
+            db_path,
+            snap,
+            pool,
+            limits,
+            fdbs: HashMap::new(),
+            live: HashMap::new(),
+            failed: HashMap::new(),
+            slot_gen: Vec::new(),
+            free_slots: Vec::new(),
+            generation: 0,
+        };
+        for b in &s.model.bridges {
+            s.fdbs.insert(
+                b.name.clone(),
+                Arc::new(Fdb::new(limits.fdb_cap, limits.fdb_aging)),
+            );
+        }
+        let ports: Vec<(PortConf, u32)> = s
+            .model
+            .bridges
+            .iter()
+            .flat_map(|b| b.ports.iter().map(move |p| (p.clone(), b.mtu)))
+            .collect();
+        let mut attached = Vec::new();
+        for (p, mtu) in ports {
+            match s.attach(&p, mtu) {
+                Ok(()) => attached.push(p.name.clone()),
+                Err(e) => {
+                    tracing::warn!(port = %p.name, error = %e, "cannot restore port");
+                    s.failed.insert(p.name.clone(), format!("error: {e}"));
+                }
+            }
+        }
+        s.publish();
+        for name in attached {
+            s.start_polling(&name);
+        }
+        s
+    }
+
+    pub fn workers(&self) -> usize {
+        self.pool.len()
+    }
+
+    fn alloc_id(&mut self) -> Result<PortId, HandlerError> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                if self.slot_gen.len() >= usize::from(u16::MAX) {
+                    return Err(HandlerError::TooManyPorts);
+                }
+                self.slot_gen.push(0);
+                (self.slot_gen.len() - 1) as u16
+            }
+        };
+        let gen = self.slot_gen[usize::from(slot)];
+        Ok((u32::from(gen) << 16) | u32::from(slot))
+    }
+
+    fn free_id(&mut self, id: PortId) {
+        let slot = slot_of(id);
+        if let Some(g) = self.slot_gen.get_mut(slot) {
+            *g = g.wrapping_add(1);
+            self.free_slots.push(slot as u16);
+        }
+    }
+
+    /// Open the device of `p` and record it as live (not yet published or polled).
+    fn attach(&mut self, p: &PortConf, mtu: u32) -> Result<(), HandlerError> {
+        let dev = open_dev(p, mtu)?;
+        let id = self.alloc_id()?;
+        self.live.insert(
+            p.name.clone(),
+            Live {
+                id,
+                dev,
+                counters: Arc::new(PortCounters::new(self.pool.len())),
+                worker: None,
+            },
+        );
+        self.failed.remove(&p.name);
+        Ok(())
+    }
+
+    fn start_polling(&mut self, name: &str) {
+        if let Some(l) = self.live.get_mut(name) {
+            if l.worker.is_none() {
+                l.worker = Some(self.pool.add_port(l.id, l.dev.clone()));
+            }
+        }
+    }
+
+    /// Stop polling and forget a live port; its FDB entries go with it.
+    fn detach(&mut self, bridge: &str, name: &str) {
+        self.failed.remove(name);
+        let Some(l) = self.live.remove(name) else {
+            return;
+        };
+        self.publish();
+        if let Some(w) = l.worker {
+            self.pool.remove_port(w, l.id);
+        }
+        if let Some(f) = self.fdbs.get(bridge) {
+            f.flush_port(l.id, clock::now_secs());
+        }
+        self.free_id(l.id);
+        drop(l);
+    }
+
+    /// Build and publish a snapshot of the current model and live ports.
+    fn publish(&mut self) {
+        self.generation += 1;
+        let mut ports: Vec<Option<PortEntry>> = Vec::new();
+        let mut bridges = Vec::new();
+        for (bi, b) in self.model.bridges.iter().enumerate() {
+            let mut slots = Vec::new();
+            for p in &b.ports {
+                let Some(l) = self.live.get(&p.name) else {
+                    continue;
+                };
+                let s = slot_of(l.id);
+                if ports.len() <= s {
+                    ports.resize_with(s + 1, || None);
+                }
+                ports[s] = Some(PortEntry {
+                    id: l.id,
+                    name: p.name.clone(),
+                    bridge: bi,
+                    vlan: VlanMode::from_conf(p.tag, &p.trunks),
+                    dev: l.dev.clone(),
+                    counters: l.counters.clone(),
+                });
+                slots.push(s as u16);
+            }
+            let fdb = self
+                .fdbs
+                .entry(b.name.clone())
+                .or_insert_with(|| Arc::new(Fdb::new(self.limits.fdb_cap, self.limits.fdb_aging)))
+                .clone();
+            bridges.push(BridgeRt {
+                name: b.name.clone(),
+                fdb,
+                ports: slots,
+            });
+        }
+        self.snap.store(Arc::new(Snapshot {
+            generation: self.generation,
+            ports,
+            bridges,
+        }));
+    }
+
+    /// Write `next` to the db and make it the model.
+    fn commit(&mut self, next: Model) -> Result<(), HandlerError> {
+        db::save(&self.db_path, &next)?;
+        self.model = next;
+        Ok(())
+    }
+
+    /// Periodic work: retry configured ports that are not attached (a veth that
+    /// appeared after a restart, a TAP whose name was busy).
+    pub fn tick(&mut self) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let todo: Vec<(PortConf, u32)> = self
+            .model
+            .bridges
+            .iter()
+            .flat_map(|b| b.ports.iter().map(move |p| (p.clone(), b.mtu)))
+            .filter(|(p, _)| self.failed.contains_key(&p.name))
+            .collect();
+        let mut changed = Vec::new();
+        for (p, mtu) in todo {
+            match self.attach(&p, mtu) {
+                Ok(()) => {
+                    tracing::info!(port = %p.name, "port attached");
+                    changed.push(p.name.clone());
+                }
+                Err(e) => {
+                    self.failed.insert(p.name.clone(), format!("error: {e}"));
+                }
+            }
+        }
+        if !changed.is_empty() {
+            self.publish();
+            for n in changed {
+                self.start_polling(&n);
+            }
+        }
+    }
+
+    /// Release every device (shutdown). The db is left as it is.
+    pub fn shutdown(&mut self) {
+        let names: Vec<(String, String)> = self
+            .model
+            .bridges
+            .iter()
+            .flat_map(|b| {
+                b.ports
+                    .iter()
+                    .map(move |p| (b.name.clone(), p.name.clone()))
+            })
+            .collect();
+        for (b, p) in names {
+            self.detach(&b, &p);
+        }
+        self.pool.stop();
+    }
+
+    fn port_info(&self, b: &BridgeConf, p: &PortConf) -> PortInfo {
+        let l = self.live.get(&p.name);
+        PortInfo {
+            name: p.name.clone(),
+            bridge: b.name.clone(),
+            kind: p.kind,
+            tag: p.tag,
+            trunks: p.trunks.clone(),
+            state: match (l, self.failed.get(&p.name)) {
+                (Some(_), _) => "up".to_string(),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "down".to_string(),
+            },
+            ifindex: l.and_then(|l| l.dev.ifindex()),
+            worker: l.and_then(|l| l.worker),
+        }
+    }
+
+    fn bridge_info(&self, b: &BridgeConf) -> BridgeInfo {
+        BridgeInfo {
+            name: b.name.clone(),
+            subnet: b.subnet.map(|s| s.to_string()),
+            gateway: b.gateway.map(|g| g.to_string()),
+            dhcp: b.dhcp.map(|d| d.to_string()),
+            isolated: b.isolated,
+            mtu: b.mtu,
+            ports: b.ports.iter().map(|p| self.port_info(b, p)).collect(),
+        }
+    }
+
+    fn port_stats(&self, b: &BridgeConf, p: &PortConf) -> PortStats {
+        let mut s = PortStats {
+            port: p.name.clone(),
+            bridge: b.name.clone(),
+            ..Default::default()
+        };
+        if let Some(l) = self.live.get(&p.name) {
+            let t = l.counters.totals();
+            s.rx_packets = t.rx_packets;
+            s.rx_bytes = t.rx_bytes;
+            s.tx_packets = t.tx_packets;
+            s.tx_bytes = t.tx_bytes;
+            s.drops = t
+                .drops
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+        }
+        s
+    }
+
+    /// Execute one command.
+    pub fn handle(&mut self, cmd: Command) -> Result<Value, HandlerError> {
+        match cmd {
+            Command::Version => to_value(VersionInfo {
+                protocol: PROTOCOL_VERSION,
+                daemon: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                workers: self.pool.len(),
+            }),
+            Command::AddBr(req) => {
+                let b = self.model.check_add_bridge(&req)?;
+                let mut next = self.model.clone();
+                next.insert_bridge(b.clone());
+                self.commit(next)?;
+                self.fdbs.insert(
+                    b.name.clone(),
+                    Arc::new(Fdb::new(self.limits.fdb_cap, self.limits.fdb_aging)),
+                );
+                self.publish();
+                tracing::info!(bridge = %b.name, "bridge added");
+                to_value(self.bridge_info(&b))
+            }
+            Command::DelBr { name } => {
+                let b = self.model.bridge(&name)?.clone();
+                let mut next = self.model.clone();
+                next.remove_bridge(&name)?;
+                db::save(&self.db_path, &next)?;
+                for p in &b.ports {
+                    self.detach(&b.name, &p.name);
+                }
+                self.model = next;
+                self.fdbs.remove(&name);
+                self.publish();
+                tracing::info!(bridge = %name, "bridge deleted");
+                Ok(Value::Null)
+            }
+            Command::ListBr => {
+                let v: Vec<BridgeInfo> = self
+                    .model
+                    .bridges
+                    .iter()
+                    .map(|b| self.bridge_info(b))
+                    .collect();
+                to_value(v)
+            }
+            Command::Show => to_value(ShowInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                workers: self.pool.len(),
+                db: self.db_path.display().to_string(),
+                bridges: self
+                    .model
+                    .bridges
+                    .iter()
+                    .map(|b| self.bridge_info(b))
+                    .collect(),
+            }),
+            Command::AddPort(req) => {
+                let p = self.model.check_add_port(&req)?;
+                let mtu = self.model.bridge(&req.bridge)?.mtu;
+                let mut next = self.model.clone();
+                next.insert_port(&req.bridge, p.clone())?;
+                self.attach(&p, mtu)?;
+                if let Err(e) = db::save(&self.db_path, &next) {
+                    if let Some(l) = self.live.remove(&p.name) {
+                        self.free_id(l.id);
+                    }
+                    return Err(e.into());
+                }
+                self.model = next;
+                self.publish();
+                self.start_polling(&p.name);
+                tracing::info!(bridge = %req.bridge, port = %p.name, kind = %p.kind, "port added");
+                let b = self.model.bridge(&req.bridge)?;
+                to_value(self.port_info(b, &p))
+            }
+            Command::DelPort { bridge, port } => {
+                let mut next = self.model.clone();
+                next.remove_port(&bridge, &port)?;
+                db::save(&self.db_path, &next)?;
+                // Detach while the port is still in the model, then drop it.
+                self.detach(&bridge, &port);
+                self.model = next;
+                self.publish();
+                tracing::info!(bridge = %bridge, port = %port, "port deleted");
+                Ok(Value::Null)
+            }
+            Command::ListPorts { bridge } => {
+                let b = self.model.bridge(&bridge)?;
+                let v: Vec<PortInfo> = b.ports.iter().map(|p| self.port_info(b, p)).collect();
+                to_value(v)
+            }
+            Command::FdbShow { bridge } => {
+                self.model.bridge(&bridge)?;
+                let now = clock::now_secs();
+                let names: HashMap<PortId, &str> =
+                    self.live.iter().map(|(n, l)| (l.id, n.as_str())).collect();
+                let mut v: Vec<FdbEntry> = match self.fdbs.get(&bridge) {
+                    Some(f) => f
+                        .entries(now)
+                        .into_iter()
+                        .filter_map(|r| {
+                            Some(FdbEntry {
+                                port: names.get(&r.port)?.to_string(),
+                                vlan: r.vlan,
+                                mac: r.mac.to_string(),
+                                age: u64::from(now.saturating_sub(r.last_seen)),
+                            })
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                v.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+                to_value(v)
+            }
+            Command::FdbFlush { bridge } => {
+                self.model.bridge(&bridge)?;
+                let flushed = self
+                    .fdbs
+                    .get(&bridge)
+                    .map_or(0, |f| f.flush(clock::now_secs()));
+                to_value(FlushResult { flushed })
+            }
+            Command::Stats { port } => {
+                let mut v = Vec::new();
+                for b in &self.model.bridges {
+                    for p in &b.ports {
+                        if port.as_deref().is_none_or(|n| n == p.name) {
+                            v.push(self.port_stats(b, p));
+                        }
+                    }
+                }
+                if let Some(n) = port {
+                    if v.is_empty() {
+                        return Err(HandlerError::NoSuchPort(n));
+                    }
+                }
+                to_value(v)
+            }
+        }
+    }
+}

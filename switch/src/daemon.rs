@@ -1,0 +1,85 @@
+//! `vswitchd` as a library call: restore the db, start workers and the control server,
+//! wait for SIGTERM/SIGINT, release devices, exit.
+
+use crate::config::{db, Snapshot};
+use crate::control::handlers::Limits;
+use crate::control::{server, State};
+use crate::dp::WorkerPool;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use nix::sys::signal::{SigSet, Signal};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Daemon options (the `vswitchd` command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    pub limits: Limits,
+}
+
+/// Interval of periodic control-plane work (retrying ports that are not attached).
+const TICK: Duration = Duration::from_secs(2);
+
+/// Run until SIGTERM or SIGINT. Returns after devices were released.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    // Block the stop signals in every thread (threads inherit the mask), and take them
+    // synchronously below with sigtimedwait.
+    let mut sigs = SigSet::empty();
+    sigs.add(Signal::SIGTERM);
+    sigs.add(Signal::SIGINT);
+    sigs.thread_block().context("block signals")?;
+
+    let model = db::load(&opts.db)?;
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let listener = server::bind(&opts.socket)?;
+    let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let pool = WorkerPool::start(workers, snap.clone()).context("start workers")?;
+    let state = State::new(model, opts.db.clone(), snap, pool, opts.limits);
+    let state = Arc::new(Mutex::new(state));
+    server::spawn(listener, state.clone()).context("start control server")?;
+    tracing::info!(
+        socket = %opts.socket.display(),
+        db = %opts.db.display(),
+        workers,
+        "vswitchd ready"
+    );
+
+    let signal = loop {
+        match wait_signal(&sigs, TICK) {
+            Some(s) => break s,
+            None => state.lock().tick(),
+        }
+    };
+    tracing::info!(signal = %signal, "stopping");
+    let _ = std::fs::remove_file(&opts.socket);
+    state.lock().shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Wait up to `timeout` for one of `sigs`.
+fn wait_signal(sigs: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    let set: &libc::sigset_t = sigs.as_ref();
+    // SAFETY: sigtimedwait with a valid set and timespec; no siginfo requested.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    if rc > 0 {
+        Signal::try_from(rc).ok()
+    } else {
+        None
+    }
+}

@@ -1,0 +1,14 @@
+//! Datapath layer: worker threads, the [`Batch`] they process, per-worker counters.
+//!
+//! A worker owns the ports assigned to it (it alone calls `recv` on them), polls them
+//! with mio, and runs each received batch to completion through the pipeline, which
+//! queues output per transmit port and flushes once per batch.
+
+mod batch;
+pub mod clock;
+pub mod stats;
+pub mod worker;
+
+pub use batch::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
+pub use stats::{DropReason, PortCounters};
+pub use worker::{WorkerHandle, WorkerPool};

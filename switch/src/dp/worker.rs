@@ -1,0 +1,266 @@
+//! Worker threads: each polls the ports assigned to it and runs every received batch
+//! to completion (receive → pipeline → flush) before the next.
+//!
+//! # Thread safety
+//! A worker is the only thread that calls `recv` on its ports. The control thread talks
+//! to it through a bounded channel plus a mio `Waker`; the messages are rare (port
+//! added/removed, stop). Everything per-frame is read from the published snapshot.
+
+use super::{clock, Batch};
+use crate::config::snapshot::slot_of;
+use crate::config::Snapshot;
+use crate::pipeline::{self, Ctx, OutQueues};
+use crate::port::Port;
+use crate::tables::PortId;
+use arc_swap::ArcSwap;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const WAKER: Token = Token(usize::MAX);
+
+enum Msg {
+    Add(PortId, Arc<dyn Port>),
+    Remove(PortId, Sender<()>),
+    Stop,
+}
+
+/// The control thread's handle on one worker.
+pub struct WorkerHandle {
+    tx: Sender<Msg>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    ports: AtomicUsize,
+}
+
+/// All workers.
+pub struct WorkerPool {
+    workers: Vec<WorkerHandle>,
+}
+
+impl WorkerPool {
+    /// Start `n` workers reading configuration from `snap`.
+    pub fn start(n: usize, snap: Arc<ArcSwap<Snapshot>>) -> io::Result<WorkerPool> {
+        let mut workers = Vec::with_capacity(n);
+        for id in 0..n.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = bounded(1024);
+            let snap = snap.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("vswitch-worker-{id}"))
+                .spawn(move || Worker::new(id, poll, rx, snap).run())?;
+            workers.push(WorkerHandle {
+                tx,
+                waker,
+                thread: Some(thread),
+                ports: AtomicUsize::new(0),
+            });
+        }
+        Ok(WorkerPool { workers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Hand a port to the least-loaded worker; returns that worker's index.
+    pub fn add_port(&self, id: PortId, dev: Arc<dyn Port>) -> usize {
+        let (w, h) = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, h)| h.ports.load(Ordering::Relaxed))
+            .expect("pool has at least one worker");
+        h.ports.fetch_add(1, Ordering::Relaxed);
+        let _ = h.tx.send(Msg::Add(id, dev));
+        let _ = h.waker.wake();
+        w
+    }
+
+    /// Take a port away from worker `w` and wait (bounded) until it stopped polling it,
+    /// so the device can be closed and its name reused.
+    pub fn remove_port(&self, w: usize, id: PortId) {
+        let Some(h) = self.workers.get(w) else { return };
+        h.ports.fetch_sub(1, Ordering::Relaxed);
+        let (ack_tx, ack_rx) = bounded(1);
+        if h.tx.send(Msg::Remove(id, ack_tx)).is_ok() {
+            let _ = h.waker.wake();
+            let _ = ack_rx.recv_timeout(Duration::from_secs(2));
+        }
+    }
+
+    /// Stop every worker and wait for them.
+    pub fn stop(&mut self) {
+        for h in &self.workers {
+            let _ = h.tx.send(Msg::Stop);
+            let _ = h.waker.wake();
+        }
+        for h in &mut self.workers {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Owned {
+    id: PortId,
+    dev: Arc<dyn Port>,
+}
+
+struct Worker {
+    id: usize,
+    poll: Poll,
+    rx: Receiver<Msg>,
+    snap: Arc<ArcSwap<Snapshot>>,
+    ports: HashMap<usize, Owned>,
+    ready: Vec<usize>,
+    batch: Batch,
+    out: OutQueues,
+}
+
+impl Worker {
+    fn new(id: usize, poll: Poll, rx: Receiver<Msg>, snap: Arc<ArcSwap<Snapshot>>) -> Worker {
+        Worker {
+            id,
+            poll,
+            rx,
+            snap,
+            ports: HashMap::new(),
+            ready: Vec::with_capacity(64),
+            batch: Batch::new(),
+            out: OutQueues::default(),
+        }
+    }
+
+    /// Apply control messages; false when told to stop.
+    fn control(&mut self) -> bool {
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Msg::Add(id, dev) => {
+                    let slot = slot_of(id);
+                    if let Some(fd) = dev.fd() {
+                        if let Err(e) = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            Token(slot),
+                            Interest::READABLE,
+                        ) {
+                            tracing::error!(port = dev.name(), error = %e, "cannot poll port");
+                        }
+                    }
+                    // Frames may already be waiting: edge-triggered polling would not
+                    // report them, so try the port once now.
+                    self.ready.push(slot);
+                    self.ports.insert(slot, Owned { id, dev });
+                }
+                Msg::Remove(id, ack) => {
+                    let slot = slot_of(id);
+                    if let Some(o) = self.ports.remove(&slot) {
+                        if let Some(fd) = o.dev.fd() {
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        }
+                    }
+                    self.ready.retain(|&s| s != slot);
+                    let _ = ack.send(());
+                }
+                Msg::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.ready.is_empty() {
+                Some(Duration::from_millis(500))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.id, error = %e, "poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    woken = true;
+                } else if !self.ready.contains(&ev.token().0) {
+                    self.ready.push(ev.token().0);
+                }
+            }
+            if woken && !self.control() {
+                return;
+            }
+            self.service_ready();
+        }
+    }
+
+    /// One batch from each ready port; ports with more to read stay ready.
+    fn service_ready(&mut self) {
+        let now = clock::now_secs();
+        let snap = self.snap.load();
+        let mut i = 0;
+        while i < self.ready.len() {
+            let slot = self.ready[i];
+            let Some(o) = self.ports.get(&slot) else {
+                self.ready.swap_remove(i);
+                continue;
+            };
+            self.batch.clear();
+            let res = o.dev.recv(&mut self.batch);
+            let drained = match res {
+                Ok(r) => {
+                    if r.dropped > 0 {
+                        if let Some(p) = snap.port(o.id) {
+                            p.counters.dropped(
+                                self.id,
+                                crate::dp::DropReason::Malformed,
+                                r.dropped as u64,
+                            );
+                        }
+                    }
+                    r.drained
+                }
+                Err(e) => {
+                    tracing::debug!(port = o.dev.name(), error = %e, "receive failed");
+                    true
+                }
+            };
+            if !self.batch.is_empty() {
+                let ctx = Ctx {
+                    worker: self.id,
+                    now,
+                    snap: &snap,
+                };
+                pipeline::process(&ctx, o.id, &self.batch, &mut self.out);
+                pipeline::flush(&ctx, &self.batch, &mut self.out);
+            }
+            if drained {
+                self.ready.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Port layer: everything frames enter and leave by.
+//!
+//! A [`Port`] receives into a worker's [`Batch`] and sends [`TxFrame`]s. Receive is
+//! called only by the one worker that polls the port; send may be called by any worker
+//! at once (the kernel serialises writes on one fd), so both take `&self`.
+//!
+//! Kinds: [`afpacket::AfPacketPort`] (`system`: an existing netdev through AF_PACKET),
+//! [`tap::TapPort`] (`tap` and `internal`: a TAP device vswitchd creates), and
+//! [`mem::MemPort`] (in-memory, for pipeline tests). All `unsafe` lives in [`sys`].
+
+pub mod afpacket;
+pub mod mem;
+pub mod sys;
+pub mod tap;
+
+use crate::dp::Batch;
+use std::io;
+use std::os::fd::RawFd;
+
+/// One frame to transmit, rebuilt from its parts without copying:
+/// `head` (destination and source MAC), an optional 802.1Q `tag`, then `rest`
+/// (from the EtherType on). This is how egress pushes and pops VLAN tags.
+#[derive(Debug, Clone, Copy)]
+pub struct TxFrame<'a> {
+    pub head: &'a [u8],
+    pub tag: Option<[u8; 4]>,
+    pub rest: &'a [u8],
+}
+
+impl TxFrame<'_> {
+    pub fn len(&self) -> usize {
+        self.head.len() + if self.tag.is_some() { 4 } else { 0 } + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as one contiguous buffer (tests and slow paths only).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.head);
+        if let Some(t) = self.tag {
+            v.extend_from_slice(&t);
+        }
+        v.extend_from_slice(self.rest);
+        v
+    }
+}
+
+/// Outcome of a receive call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RxResult {
+    /// Frames appended to the batch.
+    pub received: usize,
+    /// Frames read but discarded by the port (truncated, outgoing echoes).
+    pub dropped: usize,
+    /// True when the port has no more frames right now (the worker waits for the
+    /// next readiness event instead of polling again).
+    pub drained: bool,
+}
+
+/// Outcome of a send call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxResult {
+    pub sent: usize,
+    pub bytes: usize,
+    /// Frames the kernel refused (full queue, too big, device down).
+    pub failed: usize,
+}
+
+/// A switch port.
+pub trait Port: Send + Sync {
+    /// Kernel name of the device ("" for in-memory ports).
+    fn name(&self) -> &str;
+    /// File descriptor to poll for readability; `None` for ports without one.
+    fn fd(&self) -> Option<RawFd>;
+    /// Kernel ifindex, when the port is a netdev.
+    fn ifindex(&self) -> Option<u32>;
+    /// Receive frames into the free slots of `batch`. Only the owning worker calls this.
+    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult>;
+    /// Send frames; never blocks.
+    fn send(&self, frames: &[TxFrame<'_>]) -> TxResult;
+}

@@ -1,0 +1,60 @@
+//! `tap` and `internal` ports: TAP devices vswitchd creates and removes.
+//!
+//! A `tap` port is handed to a guest (moved into a container's namespace, or given to
+//! a VM); an `internal` port stays in vswitchd's namespace so the host's own kernel has
+//! a leg on the bridge (docker0, OVS internal ports). Both are the same device; the
+//! difference is only who uses the kernel side. Closing the fd removes the device,
+//! wherever it was moved.
+
+use super::sys::{netdev, tap};
+use super::{Port, RxResult, TxFrame, TxResult};
+use crate::dp::Batch;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Reads per wake-up, so one busy TAP cannot starve the worker's other ports.
+const READ_BUDGET: usize = 64;
+
+pub struct TapPort {
+    name: String,
+    ifindex: u32,
+    fd: OwnedFd,
+}
+
+impl TapPort {
+    /// Create TAP `name` (which must not exist yet) and bring it up.
+    pub fn create(name: &str, mtu: Option<u32>) -> io::Result<TapPort> {
+        if netdev::ifindex(name).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        let fd = tap::create(name)?;
+        if let Some(m) = mtu {
+            netdev::set_mtu(name, m)?;
+        }
+        netdev::set_up(name)?;
+        let ifindex = netdev::ifindex(name)?;
+        Ok(TapPort {
+            name: name.to_string(),
+            ifindex,
+            fd,
+        })
+    }
+}
+
+impl Port for TapPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+    fn ifindex(&self) -> Option<u32> {
+        Some(self.ifindex)
+    }
+    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult> {
+        tap::recv_batch(self.fd.as_raw_fd(), batch, READ_BUDGET)
+    }
+    fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
+        tap::send_batch(self.fd.as_raw_fd(), frames)
+    }
+}

@@ -1,0 +1,385 @@
+//! The forwarding database: (VLAN, MAC) → port, learned from source addresses.
+//!
+//! A fixed-size, set-associative hash table: `buckets × WAYS` slots, sized once from the
+//! cap, so a MAC flood cannot grow memory. When a key's bucket is full, the entry seen
+//! longest ago in that bucket is evicted and counted (hardware switches do the same).
+//! Entries older than the aging time are invisible to lookups and reused first.
+//!
+//! # Thread safety
+//! Every bucket carries a sequence number (a seqlock). Writers — any worker learning,
+//! the control thread flushing — take a bucket by moving its sequence from even to odd
+//! with one CAS, write, and release it with the next even value; a writer that finds the
+//! bucket taken skips the update (learning is best effort; the next frame retries).
+//! Readers never write: they read the sequence, the slots, and the sequence again
+//! (Acquire fences) and retry a few times if a writer interfered, then give up (the
+//! caller floods). So lookups take no lock and never wait on a writer.
+//!
+//! An entry's age is refreshed at most once per second per entry, and only when the
+//! stored value differs, so steady traffic does not write shared cache lines per frame.
+//! The table's hash is keyed with a per-table random seed, so an attacker cannot aim
+//! many MACs at one bucket.
+
+use crate::wire::MacAddr;
+use std::hash::BuildHasher;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Identifies a port for the lifetime of the daemon: slot in the snapshot (low 16 bits)
+/// and a generation (high 16 bits), so entries pointing at a deleted port never match a
+/// new port that reuses its slot.
+pub type PortId = u32;
+
+/// Slots per bucket.
+pub const WAYS: usize = 4;
+const KEY_VALID: u64 = 1 << 63;
+const READ_RETRIES: usize = 8;
+
+#[repr(align(64))]
+struct Bucket {
+    seq: AtomicU32,
+    keys: [AtomicU64; WAYS],
+    vals: [AtomicU64; WAYS],
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            seq: AtomicU32::new(0),
+            keys: Default::default(),
+            vals: Default::default(),
+        }
+    }
+
+    /// Take the bucket for writing; `None` if another writer holds it.
+    #[inline]
+    fn try_lock(&self) -> Option<u32> {
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 == 1 {
+            return None;
+        }
+        self.seq
+            .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(s)
+    }
+
+    #[inline]
+    fn unlock(&self, s: u32) {
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+}
+
+#[inline]
+fn key_of(vlan: u16, mac: MacAddr) -> u64 {
+    KEY_VALID | (u64::from(vlan & 0x0fff) << 48) | mac.to_u64()
+}
+
+#[inline]
+fn val_of(port: PortId, now: u32) -> u64 {
+    (u64::from(port) << 32) | u64::from(now)
+}
+
+#[inline]
+fn val_port(v: u64) -> PortId {
+    (v >> 32) as u32
+}
+
+#[inline]
+fn val_time(v: u64) -> u32 {
+    v as u32
+}
+
+/// One live entry, for `fdb-show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbRecord {
+    pub vlan: u16,
+    pub mac: MacAddr,
+    pub port: PortId,
+    pub last_seen: u32,
+}
+
+/// Result of [`Fdb::learn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Entry already current; nothing written.
+    Unchanged,
+    /// New entry or refreshed/moved entry written.
+    Written,
+    /// Written by evicting the oldest entry of the bucket.
+    Evicted,
+    /// Bucket busy with another writer; skipped.
+    Busy,
+}
+
+/// A per-bridge MAC table.
+pub struct Fdb {
+    buckets: Box<[Bucket]>,
+    mask: usize,
+    seed: u64,
+    aging: u32,
+    evictions: AtomicU64,
+}
+
+impl Fdb {
+    /// A table holding at least `cap` entries (rounded up to a power of two), whose
+    /// entries expire `aging` seconds after they were last seen.
+    pub fn new(cap: usize, aging: u32) -> Fdb {
+        let nb = cap.div_ceil(WAYS).max(1).next_power_of_two();
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5157_u64);
+        Fdb {
+            buckets: (0..nb).map(|_| Bucket::new()).collect(),
+            mask: nb - 1,
+            seed,
+            aging: aging.max(1),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of slots (the cap).
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    pub fn aging(&self) -> u32 {
+        self.aging
+    }
+
+    /// Entries evicted to make room since the table was created.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn bucket(&self, key: u64) -> &Bucket {
+        let x = (key ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        &self.buckets[((h >> 32) as usize) & self.mask]
+    }
+
+    #[inline]
+    fn live(&self, val: u64, now: u32) -> bool {
+        now.wrapping_sub(val_time(val)) < self.aging
+    }
+
+    /// The port `mac` was last seen on in `vlan`, if that was less than the aging time
+    /// ago. Never blocks.
+    #[inline]
+    pub fn lookup(&self, vlan: u16, mac: MacAddr, now: u32) -> Option<PortId> {
+        let key = key_of(vlan, mac);
+        let b = self.bucket(key);
+        for _ in 0..READ_RETRIES {
+            let s1 = b.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut found = None;
+            for w in 0..WAYS {
+                if b.keys[w].load(Ordering::Relaxed) == key {
+                    found = Some(b.vals[w].load(Ordering::Relaxed));
+                    break;
+                }
+            }
+            fence(Ordering::Acquire);
+            if b.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            return match found {
+                Some(v) if self.live(v, now) => Some(val_port(v)),
+                _ => None,
+            };
+        }
+        None
+    }
+
+    /// Record that `mac` in `vlan` was seen on `port` at `now`.
+    #[inline]
+    pub fn learn(&self, vlan: u16, mac: MacAddr, port: PortId, now: u32) -> Learned {
+        let key = key_of(vlan, mac);
+        let val = val_of(port, now);
+        let b = self.bucket(key);
+        // Fast path without writing: the entry is already current.
+        for w in 0..WAYS {
+            if b.keys[w].load(Ordering::Relaxed) == key && b.vals[w].load(Ordering::Relaxed) == val
+            {
+                return Learned::Unchanged;
+            }
+        }
+        let Some(s) = b.try_lock() else {
+            return Learned::Busy;
+        };
+        let mut target = None;
+        let mut free = None;
+        // (age, way) of the entry seen longest ago.
+        let mut oldest: Option<(u32, usize)> = None;
+        for w in 0..WAYS {
+            let k = b.keys[w].load(Ordering::Relaxed);
+            let v = b.vals[w].load(Ordering::Relaxed);
+            if k == key {
+                target = Some(w);
+                break;
+            }
+            if k == 0 || !self.live(v, now) {
+                free.get_or_insert(w);
+            } else {
+                let age = now.wrapping_sub(val_time(v));
+                if oldest.is_none_or(|(a, _)| age > a) {
+                    oldest = Some((age, w));
+                }
+            }
+        }
+        let (slot, result) = match (target, free) {
+            (Some(w), _) => (w, Learned::Written),
+            (None, Some(w)) => (w, Learned::Written),
+            (None, None) => {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                (oldest.map_or(0, |(_, w)| w), Learned::Evicted)
+            }
+        };
+        b.keys[slot].store(key, Ordering::Relaxed);
+        b.vals[slot].store(val, Ordering::Relaxed);
+        b.unlock(s);
+        result
+    }
+
+    /// Apply `f` to every slot of every bucket under the bucket's write lock, spinning
+    /// until each bucket is free (control thread only: never on the data path).
+    fn for_each_locked(&self, mut f: impl FnMut(&AtomicU64, &AtomicU64)) {
+        for b in self.buckets.iter() {
+            let s = loop {
+                if let Some(s) = b.try_lock() {
+                    break s;
+                }
+                std::hint::spin_loop();
+            };
+            for w in 0..WAYS {
+                f(&b.keys[w], &b.vals[w]);
+            }
+            b.unlock(s);
+        }
+    }
+
+    /// Remove every entry; returns how many live entries were removed.
+    pub fn flush(&self, now: u32) -> u64 {
+        self.remove_where(now, |_| true)
+    }
+
+    /// Remove every entry pointing at `port`.
+    pub fn flush_port(&self, port: PortId, now: u32) -> u64 {
+        self.remove_where(now, |p| p == port)
+    }
+
+    fn remove_where(&self, now: u32, pred: impl Fn(PortId) -> bool) -> u64 {
+        let mut n = 0;
+        self.for_each_locked(|k, v| {
+            let kv = k.load(Ordering::Relaxed);
+            let vv = v.load(Ordering::Relaxed);
+            if kv != 0 && pred(val_port(vv)) {
+                if self.live(vv, now) {
+                    n += 1;
+                }
+                k.store(0, Ordering::Relaxed);
+                v.store(0, Ordering::Relaxed);
+            }
+        });
+        n
+    }
+
+    /// Every live entry, in no particular order.
+    pub fn entries(&self, now: u32) -> Vec<FdbRecord> {
+        let mut out = Vec::new();
+        self.for_each_locked(|k, v| {
+            let kv = k.load(Ordering::Relaxed);
+            let vv = v.load(Ordering::Relaxed);
+            if kv != 0 && self.live(vv, now) {
+                out.push(FdbRecord {
+                    vlan: ((kv >> 48) & 0x0fff) as u16,
+                    mac: MacAddr::from_u64(kv & 0xffff_ffff_ffff),
+                    port: val_port(vv),
+                    last_seen: val_time(vv),
+                });
+            }
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(i: u64) -> MacAddr {
+        MacAddr::from_u64(0x0200_0000_0000 | i)
+    }
+
+    #[test]
+    fn learn_then_lookup() {
+        let t = Fdb::new(64, 300);
+        assert_eq!(t.lookup(0, mac(1), 10), None);
+        assert_eq!(t.learn(0, mac(1), 7, 10), Learned::Written);
+        assert_eq!(t.lookup(0, mac(1), 10), Some(7));
+        // Other VLAN: separate entry.
+        assert_eq!(t.lookup(10, mac(1), 10), None);
+        // Same second, same port: no write.
+        assert_eq!(t.learn(0, mac(1), 7, 10), Learned::Unchanged);
+        // MAC move.
+        assert_eq!(t.learn(0, mac(1), 8, 11), Learned::Written);
+        assert_eq!(t.lookup(0, mac(1), 11), Some(8));
+        assert_eq!(t.entries(11).len(), 1);
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let t = Fdb::new(64, 300);
+        t.learn(0, mac(1), 7, 10);
+        assert_eq!(t.lookup(0, mac(1), 309), Some(7));
+        assert_eq!(t.lookup(0, mac(1), 310), None);
+        assert!(t.entries(310).is_empty());
+    }
+
+    #[test]
+    fn flood_stays_at_cap_and_counts_evictions() {
+        let t = Fdb::new(1024, 300);
+        for i in 0..100_000 {
+            t.learn(0, mac(i), 1, 10 + (i / 1000) as u32);
+        }
+        let n = t.entries(110).len();
+        assert!(n <= t.capacity(), "{n} > {}", t.capacity());
+        assert!(n > t.capacity() / 2, "table mostly empty: {n}");
+        assert!(t.evictions() >= 100_000 - t.capacity() as u64);
+        // The newest entry survives: eviction takes the oldest.
+        assert_eq!(t.lookup(0, mac(99_999), 110), Some(1));
+    }
+
+    #[test]
+    fn flush_port_removes_only_that_port() {
+        let t = Fdb::new(64, 300);
+        t.learn(0, mac(1), 1, 10);
+        t.learn(0, mac(2), 2, 10);
+        assert_eq!(t.flush_port(1, 10), 1);
+        assert_eq!(t.lookup(0, mac(1), 10), None);
+        assert_eq!(t.lookup(0, mac(2), 10), Some(2));
+        assert_eq!(t.flush(10), 1);
+        assert!(t.entries(10).is_empty());
+    }
+
+    #[test]
+    fn concurrent_learners_and_readers_agree() {
+        let t = std::sync::Arc::new(Fdb::new(4096, 300));
+        let mut hs = Vec::new();
+        for w in 0..4u32 {
+            let t = t.clone();
+            hs.push(std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let m = mac(i % 512);
+                    t.learn(0, m, w + 1, 10);
+                    if let Some(p) = t.lookup(0, m, 10) {
+                        assert!((1..=4).contains(&p), "torn value {p}");
+                    }
+                }
+            }));
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+}

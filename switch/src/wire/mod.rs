@@ -1,0 +1,13 @@
+//! Wire layer: in-place views of the headers the L2 pipeline touches.
+//!
+//! Read first: IEEE 802.3 (Ethernet II framing), IEEE 802.1Q (VLAN tag: TPID 0x8100,
+//! TCI = PCP:3 DEI:1 VID:12). Untrusted bytes are length-checked once in
+//! [`EthFrame::parse`]; after that, no accessor can panic.
+
+mod ethernet;
+mod mac;
+
+pub use ethernet::{
+    field, vlan_tag, EthFrame, ParseError, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN,
+};
+pub use mac::MacAddr;
