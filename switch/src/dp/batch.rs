@@ -1,5 +1,7 @@
 //! A batch of frames received from one port, processed together.
 
+use crate::wire::VnetHdr;
+
 /// Frames per batch: large enough to amortise syscalls, small enough to stay in cache.
 pub const BATCH_SIZE: usize = 64;
 /// Free bytes in front of every frame, so a tag (or, later, a tunnel header) can be
@@ -12,6 +14,7 @@ pub const FRAME_CAP: usize = 65536 + 64;
 struct Desc {
     off: u32,
     len: u32,
+    vnet: VnetHdr,
 }
 
 /// Up to [`BATCH_SIZE`] frames, each in its own preallocated buffer. Allocated once
@@ -66,6 +69,12 @@ impl Batch {
         &self.bufs[i][d.off as usize..(d.off + d.len) as usize]
     }
 
+    /// Offload state of frame `i` (GSO, partial checksum).
+    #[inline]
+    pub fn vnet(&self, i: usize) -> VnetHdr {
+        self.desc[i].vnet
+    }
+
     /// Copy `frame` into the next free slot. False when the batch is full or the frame
     /// is larger than [`FRAME_CAP`].
     pub fn push_copy(&mut self, frame: &[u8]) -> bool {
@@ -77,6 +86,7 @@ impl Batch {
         self.desc[i] = Desc {
             off: HEADROOM as u32,
             len: frame.len() as u32,
+            vnet: VnetHdr::default(),
         };
         self.len += 1;
         true
@@ -92,7 +102,7 @@ impl Batch {
 
     /// Commit the next free slot as a frame at `off..off + len` of its buffer.
     #[inline]
-    pub fn commit(&mut self, off: usize, len: usize) {
+    pub fn commit(&mut self, off: usize, len: usize, vnet: VnetHdr) {
         debug_assert!(off + len <= HEADROOM + FRAME_CAP);
         if self.is_full() {
             return;
@@ -100,6 +110,7 @@ impl Batch {
         self.desc[self.len] = Desc {
             off: off as u32,
             len: len as u32,
+            vnet,
         };
         self.len += 1;
     }

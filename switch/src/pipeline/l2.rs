@@ -6,7 +6,7 @@ use crate::config::Snapshot;
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::PortId;
-use crate::wire::{field, vlan_tag, EthFrame};
+use crate::wire::{field, vlan_tag, EthFrame, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
 pub struct Ctx<'a> {
@@ -144,6 +144,14 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &Batch, out: &mut OutQueues)
 /// Transmit everything queued by [`process`], one send call per port.
 pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
     const EMPTY: TxFrame<'static> = TxFrame {
+        vnet: VnetHdr {
+            flags: 0,
+            gso_type: 0,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: 0,
+            csum_offset: 0,
+        },
         head: &[],
         tag: None,
         rest: &[],
@@ -157,8 +165,13 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
         };
         let n = q.len().min(BATCH_SIZE);
         for (slot, d) in frames.iter_mut().zip(q.iter()) {
-            let f = batch.frame(usize::from(d.frame));
+            let i = usize::from(d.frame);
+            let f = batch.frame(i);
+            // Offsets in the virtio header move with the tag we push or pop.
+            let was = i32::from(d.payload_ofs) - field::ETHERTYPE.start as i32;
+            let now = if d.tag.is_some() { VLAN_HLEN as i32 } else { 0 };
             *slot = TxFrame {
+                vnet: batch.vnet(i).shifted(now - was),
                 head: &f[..field::ETHERTYPE.start],
                 tag: d.tag.map(vlan_tag),
                 rest: &f[usize::from(d.payload_ofs)..],

@@ -14,6 +14,7 @@ pub mod sys;
 pub mod tap;
 
 use crate::dp::Batch;
+use crate::wire::VnetHdr;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -22,6 +23,8 @@ use std::os::fd::RawFd;
 /// (from the EtherType on). This is how egress pushes and pops VLAN tags.
 #[derive(Debug, Clone, Copy)]
 pub struct TxFrame<'a> {
+    /// Offload state to hand to the device with the frame.
+    pub vnet: VnetHdr,
     pub head: &'a [u8],
     pub tag: Option<[u8; 4]>,
     pub rest: &'a [u8],

@@ -6,8 +6,10 @@
 
 mod ethernet;
 mod mac;
+pub mod vnet;
 
 pub use ethernet::{
     field, vlan_tag, EthFrame, ParseError, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN,
 };
 pub use mac::MacAddr;
+pub use vnet::{VnetHdr, VNET_HDR_LEN};
