@@ -6,11 +6,13 @@ use super::{Port, RxResult, TxFrame, TxResult};
 use crate::dp::Batch;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct AfPacketPort {
     name: String,
     ifindex: u32,
     fd: OwnedFd,
+    kernel_drops: AtomicU64,
 }
 
 impl AfPacketPort {
@@ -23,6 +25,7 @@ impl AfPacketPort {
             name: name.to_string(),
             ifindex,
             fd,
+            kernel_drops: AtomicU64::new(0),
         })
     }
 }
@@ -42,5 +45,9 @@ impl Port for AfPacketPort {
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         afpacket::send_batch(self.fd.as_raw_fd(), frames)
+    }
+    fn kernel_rx_drops(&self) -> u64 {
+        let new = afpacket::take_drops(self.fd.as_raw_fd()).unwrap_or(0);
+        self.kernel_drops.fetch_add(new, Ordering::Relaxed) + new
     }
 }

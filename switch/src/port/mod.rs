@@ -84,4 +84,9 @@ pub trait Port: Send + Sync {
     fn recv(&self, batch: &mut Batch) -> io::Result<RxResult>;
     /// Send frames; never blocks.
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult;
+    /// Frames the kernel dropped before we could read them (socket buffer full), since
+    /// the port was opened. Control thread only.
+    fn kernel_rx_drops(&self) -> u64 {
+        0
+    }
 }

@@ -53,7 +53,16 @@ impl VnetHdr {
         let s = self.csum_start.to_ne_bytes();
         let o = self.csum_offset.to_ne_bytes();
         [
-            self.flags, self.gso_type, h[0], h[1], g[0], g[1], s[0], s[1], o[0], o[1],
+            self.flags,
+            self.gso_type,
+            h[0],
+            h[1],
+            g[0],
+            g[1],
+            s[0],
+            s[1],
+            o[0],
+            o[1],
         ]
     }
 

@@ -93,6 +93,24 @@ pub fn open(ifindex: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Frames dropped by the kernel since the last call (`PACKET_STATISTICS`, which
+/// resets on read).
+pub fn take_drops(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: all-zero tpacket_stats is valid; getsockopt fills at most `len` bytes.
+    let mut st: libc::tpacket_stats = unsafe { zeroed() };
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut st as *mut libc::tpacket_stats as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(st.tp_drops))
+}
+
 /// Receive up to the free capacity of `batch` in one recvmmsg.
 pub fn recv_batch(fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
     let mut res = RxResult::default();

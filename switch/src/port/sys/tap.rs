@@ -33,7 +33,14 @@ pub fn create(name: &str) -> io::Result<OwnedFd> {
     // on with their virtio-net header.
     let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
     // SAFETY: TUNSETOFFLOAD takes its argument by value.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, offloads as libc::c_ulong) } < 0 {
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            offloads as libc::c_ulong,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
