@@ -285,17 +285,17 @@ mod tests {
     fn floods_unknown_then_forwards_learned() {
         let r = rig(vec![trunk(), trunk(), trunk()]);
         let f = frame(2, 1, None);
-        r.send(0, &[f.clone()]);
+        r.send(0, std::slice::from_ref(&f));
         assert_eq!(r.sent(0).len(), 0, "no reflection to the ingress port");
         assert_eq!(r.sent(1), vec![f.clone()]);
         assert_eq!(r.sent(2), vec![f.clone()]);
         // Reply from host 2 on port 1 goes only to port 0, where host 1 was learned.
         let back = frame(1, 2, None);
-        r.send(1, &[back.clone()]);
+        r.send(1, std::slice::from_ref(&back));
         assert_eq!(r.sent(0), vec![back]);
         assert!(r.sent(2).is_empty());
         // Now host 2 is known on port 1: unicast, no flood.
-        r.send(0, &[f.clone()]);
+        r.send(0, std::slice::from_ref(&f));
         assert_eq!(r.sent(1), vec![f]);
         assert!(r.sent(2).is_empty());
     }
@@ -321,7 +321,7 @@ mod tests {
             VlanMode::from_conf(None, &[10]),
         ]);
         let f = frame(0xff, 1, None);
-        r.send(0, &[f.clone()]);
+        r.send(0, std::slice::from_ref(&f));
         assert_eq!(r.sent(1), vec![f.clone()], "same VLAN, untagged");
         assert!(r.sent(2).is_empty(), "VLAN 20 must not see VLAN 10");
         let tagged = r.sent(3);
