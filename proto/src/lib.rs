@@ -147,6 +147,12 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<String>,
     },
+    /// Register a DNS name on a bridge. Result: [`HostEntry`].
+    AddHost(AddHost),
+    /// Result: null.
+    DelHost { bridge: String, name: String },
+    /// Result: `Vec<HostEntry>`.
+    ListHosts { bridge: String },
 }
 
 impl Command {
@@ -164,6 +170,9 @@ impl Command {
             Command::FdbShow { .. } => "fdb-show",
             Command::FdbFlush { .. } => "fdb-flush",
             Command::Stats { .. } => "stats",
+            Command::AddHost(_) => "add-host",
+            Command::DelHost { .. } => "del-host",
+            Command::ListHosts { .. } => "list-hosts",
         }
     }
 }
@@ -202,6 +211,35 @@ pub struct AddPort {
     /// Trunk port carrying these VLANs (each 1..=4094). Empty: all VLANs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<u16>,
+    /// vswitchd deletes the netdev (and its veth peer) when the port is deleted.
+    /// pipework sets this for the veth pairs it creates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned: bool,
+    /// Free-form key/value pairs kept with the port (like OVS `external_ids`), e.g.
+    /// pipework's `guest`, `ifname`, `ip`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Arguments of `add-host`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AddHost {
+    pub bridge: String,
+    /// A DNS name (case-insensitive; stored lower-case).
+    pub name: String,
+    pub ip: String,
+    /// Who registers it (`user` when absent; pipework sends `pipework`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A DNS name registered on a bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub name: String,
+    pub ip: String,
+    /// Who registered it: `user` (add-host), `pipework`, `dhcp`.
+    pub source: String,
 }
 
 /// Reply envelope.
@@ -272,6 +310,11 @@ pub struct PortInfo {
     pub ifindex: Option<u32>,
     /// The worker thread polling this port, when attached.
     pub worker: Option<usize>,
+    /// Whether vswitchd deletes the netdev when the port is deleted.
+    #[serde(default)]
+    pub owned: bool,
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// Result of `show`.
@@ -436,6 +479,7 @@ mod tests {
             kind: PortKind::Tap,
             tag: Some(10),
             trunks: vec![],
+            ..Default::default()
         }));
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(

@@ -130,7 +130,10 @@ mod tests {
                     kind: vswitch_proto::PortKind::System,
                     tag: Some(10),
                     trunks: vec![],
+                    owned: false,
+                    external_ids: Default::default(),
                 }],
+                hosts: vec![],
             }],
         }
     }

@@ -9,5 +9,5 @@ pub mod db;
 pub mod model;
 pub mod snapshot;
 
-pub use model::{BridgeConf, ConfigError, DhcpRange, Model, PortConf};
+pub use model::{BridgeConf, ConfigError, DhcpRange, HostConf, Model, PortConf};
 pub use snapshot::{BridgeRt, PortEntry, Snapshot, VlanMode};

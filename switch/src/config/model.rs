@@ -3,8 +3,9 @@
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use vswitch_proto::{AddBr, AddPort, PortKind};
+use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
 
@@ -58,8 +59,22 @@ pub enum ConfigError {
     BadMtu(u32),
     #[error("port type {0} is not supported yet")]
     UnsupportedKind(PortKind),
-    #[error("--remote-ip/--vni only apply to vxlan ports")]
-    VxlanOptions,
+    #[error("bad host name {0:?}: use DNS labels of a-z 0-9 - _ separated by dots")]
+    BadHostName(String),
+    #[error("host already exists: {name} ({ip}) on bridge {bridge}")]
+    HostExists {
+        bridge: String,
+        name: String,
+        ip: String,
+    },
+    #[error("no such host: {name} (on bridge {bridge})")]
+    NoSuchHost { bridge: String, name: String },
+    #[error("address {ip} is outside subnet {subnet} of bridge {bridge}")]
+    AddressOutside {
+        ip: String,
+        subnet: String,
+        bridge: String,
+    },
 }
 
 /// A DHCP address range, inclusive.
@@ -85,6 +100,20 @@ pub struct PortConf {
     pub tag: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<u16>,
+    /// Delete the netdev (a veth pair pipework made) when the port is deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// A DNS name on a bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostConf {
+    /// Lower-case.
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub source: String,
 }
 
 /// One bridge as configured.
@@ -102,6 +131,8 @@ pub struct BridgeConf {
     pub mtu: u32,
     #[serde(default)]
     pub ports: Vec<PortConf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostConf>,
 }
 
 /// Everything the user configured.
@@ -234,7 +265,58 @@ impl Model {
             isolated: req.isolated,
             mtu,
             ports: Vec::new(),
+            hosts: Vec::new(),
         })
+    }
+
+    /// Validate an `add-host` request, without changing the model.
+    pub fn check_add_host(&self, req: &AddHost) -> Result<HostConf, ConfigError> {
+        let b = self.bridge(&req.bridge)?;
+        let name = req.name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !valid_dns_name(&name) {
+            return Err(ConfigError::BadHostName(req.name.clone()));
+        }
+        let ip = parse_ip(&req.ip)?;
+        if let Some(net) = b.subnet {
+            if !net.contains(&ip) {
+                return Err(ConfigError::AddressOutside {
+                    ip: ip.to_string(),
+                    subnet: net.to_string(),
+                    bridge: b.name.clone(),
+                });
+            }
+        }
+        if let Some(h) = b.hosts.iter().find(|h| h.name == name) {
+            return Err(ConfigError::HostExists {
+                bridge: b.name.clone(),
+                name,
+                ip: h.ip.to_string(),
+            });
+        }
+        Ok(HostConf {
+            name,
+            ip,
+            source: req.source.clone().unwrap_or_else(|| "user".to_string()),
+        })
+    }
+
+    pub fn insert_host(&mut self, bridge: &str, h: HostConf) -> Result<(), ConfigError> {
+        self.bridge_mut(bridge)?.hosts.push(h);
+        Ok(())
+    }
+
+    pub fn remove_host(&mut self, bridge: &str, name: &str) -> Result<HostConf, ConfigError> {
+        let key = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let b = self.bridge_mut(bridge)?;
+        let i =
+            b.hosts
+                .iter()
+                .position(|h| h.name == key)
+                .ok_or_else(|| ConfigError::NoSuchHost {
+                    bridge: bridge.to_string(),
+                    name: name.to_string(),
+                })?;
+        Ok(b.hosts.remove(i))
     }
 
     /// Validate an `add-port` request into a port, without changing the model.
@@ -268,6 +350,8 @@ impl Model {
             kind: req.kind,
             tag,
             trunks,
+            owned: req.owned,
+            external_ids: req.external_ids.clone(),
         })
     }
 
@@ -301,6 +385,19 @@ impl Model {
                 })?;
         Ok(b.ports.remove(i))
     }
+}
+
+/// A DNS name: dot-separated labels of 1-63 characters from a-z 0-9 - _, 253 at most.
+pub fn valid_dns_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
 }
 
 /// The default DHCP range: every host address of the subnet (the gateway and static
@@ -368,6 +465,40 @@ mod tests {
     }
 
     #[test]
+    fn host_validation() {
+        let mut m = Model::default();
+        m.insert_bridge(
+            m.check_add_bridge(&br("br1", Some("10.0.0.0/24"), None))
+                .unwrap(),
+        );
+        let h = |name: &str, ip: &str| AddHost {
+            bridge: "br1".into(),
+            name: name.into(),
+            ip: ip.into(),
+            source: None,
+        };
+        let web = m.check_add_host(&h("Web.", "10.0.0.5")).unwrap();
+        assert_eq!((web.name.as_str(), web.source.as_str()), ("web", "user"));
+        m.insert_host("br1", web).unwrap();
+        let err = |r: AddHost| m.check_add_host(&r).unwrap_err().to_string();
+        assert_eq!(
+            err(h("WEB", "10.0.0.6")),
+            "host already exists: web (10.0.0.5) on bridge br1"
+        );
+        assert_eq!(
+            err(h("db", "10.1.0.6")),
+            "address 10.1.0.6 is outside subnet 10.0.0.0/24 of bridge br1"
+        );
+        assert!(err(h("bad name", "10.0.0.7")).starts_with("bad host name"));
+        assert!(err(h("db", "10.0.0.300")).starts_with("bad IP address"));
+        assert_eq!(
+            m.remove_host("br1", "WEB").unwrap().ip.to_string(),
+            "10.0.0.5"
+        );
+        assert!(m.remove_host("br1", "web").is_err());
+    }
+
+    #[test]
     fn port_validation() {
         let mut m = Model::default();
         m.insert_bridge(m.check_add_bridge(&br("br1", None, None)).unwrap());
@@ -377,6 +508,7 @@ mod tests {
             kind: PortKind::System,
             tag,
             trunks,
+            ..Default::default()
         };
         m.insert_port("br1", m.check_add_port(&p("veth1", None, vec![])).unwrap())
             .unwrap();

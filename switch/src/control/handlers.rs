@@ -7,7 +7,7 @@
 
 use crate::config::snapshot::slot_of;
 use crate::config::{
-    db, BridgeConf, BridgeRt, ConfigError, Model, PortConf, PortEntry, Snapshot, VlanMode,
+    db, BridgeConf, BridgeRt, ConfigError, HostConf, Model, PortConf, PortEntry, Snapshot, VlanMode,
 };
 use crate::dp::{clock, PortCounters, WorkerPool};
 use crate::port::afpacket::AfPacketPort;
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
-    BridgeInfo, Command, FdbEntry, FlushResult, PortInfo, PortKind, PortStats, ShowInfo,
+    BridgeInfo, Command, FdbEntry, FlushResult, HostEntry, PortInfo, PortKind, PortStats, ShowInfo,
     VersionInfo, PROTOCOL_VERSION,
 };
 
@@ -128,6 +128,24 @@ fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
             }
         }
         PortKind::Vxlan => Err(ConfigError::UnsupportedKind(p.kind).into()),
+    }
+}
+
+fn host_entry(h: &HostConf) -> HostEntry {
+    HostEntry {
+        name: h.name.clone(),
+        ip: h.ip.to_string(),
+        source: h.source.clone(),
+    }
+}
+
+/// Delete a netdev vswitchd owns (a pipework veth pair). The port is already gone from
+/// the configuration, so a failure is logged, not returned.
+fn delete_netdev(name: &str) {
+    use crate::port::sys::netdev;
+    match netdev::ifindex(name).and_then(netdev::delete) {
+        Ok(()) => tracing::info!(device = name, "device deleted"),
+        Err(e) => tracing::warn!(device = name, error = %e, "cannot delete device"),
     }
 }
 
@@ -373,6 +391,8 @@ impl State {
             },
             ifindex: l.and_then(|l| l.dev.ifindex()),
             worker: l.and_then(|l| l.worker),
+            owned: p.owned,
+            external_ids: p.external_ids.clone(),
         }
     }
 
@@ -438,6 +458,9 @@ impl State {
                 db::save(&self.db_path, &next)?;
                 for p in &b.ports {
                     self.detach(&b.name, &p.name);
+                    if p.owned {
+                        delete_netdev(&p.name);
+                    }
                 }
                 self.model = next;
                 self.fdbs.remove(&name);
@@ -486,10 +509,13 @@ impl State {
             }
             Command::DelPort { bridge, port } => {
                 let mut next = self.model.clone();
-                next.remove_port(&bridge, &port)?;
+                let removed = next.remove_port(&bridge, &port)?;
                 db::save(&self.db_path, &next)?;
                 // Detach while the port is still in the model, then drop it.
                 self.detach(&bridge, &port);
+                if removed.owned {
+                    delete_netdev(&port);
+                }
                 self.model = next;
                 self.publish();
                 tracing::info!(bridge = %bridge, port = %port, "port deleted");
@@ -545,6 +571,25 @@ impl State {
                         return Err(HandlerError::NoSuchPort(n));
                     }
                 }
+                to_value(v)
+            }
+            Command::AddHost(req) => {
+                let h = self.model.check_add_host(&req)?;
+                let mut next = self.model.clone();
+                next.insert_host(&req.bridge, h.clone())?;
+                self.commit(next)?;
+                to_value(host_entry(&h))
+            }
+            Command::DelHost { bridge, name } => {
+                let mut next = self.model.clone();
+                next.remove_host(&bridge, &name)?;
+                self.commit(next)?;
+                Ok(Value::Null)
+            }
+            Command::ListHosts { bridge } => {
+                let b = self.model.bridge(&bridge)?;
+                let mut v: Vec<HostEntry> = b.hosts.iter().map(host_entry).collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
                 to_value(v)
             }
         }

@@ -100,6 +100,93 @@ pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Delete the netdev with `ifindex` (and, for a veth, its peer) with one
+/// RTM_DELLINK on a route netlink socket, waiting for the kernel's acknowledgement.
+pub fn delete(ifindex: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Req {
+        nh: libc::nlmsghdr,
+        ifi: IfInfoMsg,
+    }
+    #[repr(C)]
+    struct IfInfoMsg {
+        family: u8,
+        pad: u8,
+        kind: u16,
+        index: i32,
+        flags: u32,
+        change: u32,
+    }
+    // SAFETY: plain socket(2); the fd is owned on success.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let req = Req {
+        nh: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<Req>() as u32,
+            nlmsg_type: libc::RTM_DELLINK,
+            nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        ifi: IfInfoMsg {
+            family: libc::AF_UNSPEC as u8,
+            pad: 0,
+            kind: 0,
+            index: ifindex as i32,
+            flags: 0,
+            change: 0,
+        },
+    };
+    // SAFETY: sends the bytes of a live, fully initialised repr(C) struct.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            &req as *const Req as *const libc::c_void,
+            std::mem::size_of::<Req>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: receives into a live buffer of the stated size.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An NLMSG_ERROR carries a negative errno, or 0 for the acknowledgement.
+    let n = n as usize;
+    let hl = std::mem::size_of::<libc::nlmsghdr>();
+    if n >= hl + 4 {
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        if ty == libc::NLMSG_ERROR as u16 {
+            let err = i32::from_ne_bytes([buf[hl], buf[hl + 1], buf[hl + 2], buf[hl + 3]]);
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(-err));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
