@@ -51,11 +51,12 @@ pub fn bridge(n: usize, fdb_cap: usize) -> Snapshot {
     Snapshot {
         generation: 1,
         ports,
-        bridges: vec![BridgeRt {
-            name: "br0".into(),
-            fdb: Arc::new(Fdb::new(fdb_cap, 300)),
-            ports: (0..n as u16).collect(),
-        }],
+        bridges: vec![BridgeRt::plain(
+            "br0",
+            Arc::new(Fdb::new(fdb_cap, 300)),
+            (0..n as u16).collect(),
+        )],
+        ..Default::default()
     }
 }
 

@@ -153,6 +153,14 @@ pub enum Command {
     DelHost { bridge: String, name: String },
     /// Result: `Vec<HostEntry>`.
     ListHosts { bridge: String },
+    /// Static route. Result: [`RouteEntry`].
+    AddRoute { cidr: String, via: String },
+    /// Result: null.
+    DelRoute { cidr: String },
+    /// Connected and static routes. Result: `Vec<RouteEntry>`.
+    ListRoutes,
+    /// Result: `Vec<LeaseEntry>`.
+    DhcpLeases { bridge: String },
 }
 
 impl Command {
@@ -173,6 +181,10 @@ impl Command {
             Command::AddHost(_) => "add-host",
             Command::DelHost { .. } => "del-host",
             Command::ListHosts { .. } => "list-hosts",
+            Command::AddRoute { .. } => "add-route",
+            Command::DelRoute { .. } => "del-route",
+            Command::ListRoutes => "list-routes",
+            Command::DhcpLeases { .. } => "dhcp-leases",
         }
     }
 }
@@ -240,6 +252,31 @@ pub struct HostEntry {
     pub ip: String,
     /// Who registered it: `user` (add-host), `pipework`, `dhcp`.
     pub source: String,
+}
+
+/// A route of the router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// Destination network, e.g. `10.2.0.0/24` or `0.0.0.0/0`.
+    pub cidr: String,
+    /// Next hop for static routes; `None` for connected subnets.
+    pub via: Option<String>,
+    /// Bridge the traffic leaves by.
+    pub bridge: String,
+    /// `connected` or `static`.
+    pub kind: String,
+}
+
+/// A DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEntry {
+    pub mac: String,
+    pub ip: String,
+    pub hostname: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires: u64,
+    /// Seconds until expiry (0 when expired).
+    pub remaining: u64,
 }
 
 /// Reply envelope.

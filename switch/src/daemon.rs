@@ -5,6 +5,9 @@ use crate::config::{db, Snapshot};
 use crate::control::handlers::Limits;
 use crate::control::{server, State};
 use crate::dp::WorkerPool;
+use crate::pipeline::punt::PUNT_QUEUE;
+use crate::service::Service;
+use crate::tables::NeighCache;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use nix::sys::signal::{SigSet, Signal};
@@ -22,6 +25,9 @@ pub struct Options {
     pub workers: usize,
     pub limits: Limits,
 }
+
+/// Neighbour cache entries.
+const NEIGH_CAP: usize = 4096;
 
 /// Interval of periodic control-plane work (retrying ports that are not attached).
 const TICK: Duration = Duration::from_secs(2);
@@ -43,9 +49,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     let listener = server::bind(&opts.socket)?;
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let pool = WorkerPool::start(workers, snap.clone()).context("start workers")?;
-    let state = State::new(model, opts.db.clone(), snap, pool, opts.limits);
+    let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
+    let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
+    let pool = WorkerPool::start(workers, snap.clone(), neigh.clone(), punt_tx)
+        .context("start workers")?;
+    let state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
     let state = Arc::new(Mutex::new(state));
+    let service = Service::new(snap, neigh, Some(state.clone()), workers);
+    std::thread::Builder::new()
+        .name("vswitch-service".into())
+        .spawn(move || service.run(punt_rx))
+        .context("start service thread")?;
     server::spawn(listener, state.clone()).context("start control server")?;
     tracing::info!(
         socket = %opts.socket.display(),

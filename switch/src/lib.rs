@@ -6,8 +6,9 @@
 //!   control/   Unix-socket server, request handlers (control thread)
 //!   config/    Model (what the user asked for), Snapshot (what workers read), db
 //!   dp/        Worker threads, Batch, per-worker Stats
-//!   pipeline/  per-batch stages: parse → ingress VLAN → L2 learn/lookup → output
-//!   tables/    Fdb (lock-free MAC table)
+//!   pipeline/  per-batch stages: parse → ingress VLAN → L2 learn/lookup → L3 → output
+//!   service/   slow path thread: ARP, ICMP, DHCP server, DNS (punted frames)
+//!   tables/    Fdb (lock-free MAC table), RouteTable (LPM), NeighCache (ARP)
 //!   port/      trait Port + afpacket (system), tap/internal, mem (tests);
 //!              the only `unsafe` lives in port/sys/
 //!   wire/      in-place header views: Ethernet, 802.1Q, MAC addresses
@@ -23,5 +24,6 @@ pub mod daemon;
 pub mod dp;
 pub mod pipeline;
 pub mod port;
+pub mod service;
 pub mod tables;
 pub mod wire;

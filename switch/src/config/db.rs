@@ -134,7 +134,9 @@ mod tests {
                     external_ids: Default::default(),
                 }],
                 hosts: vec![],
+                leases: vec![],
             }],
+            routes: vec![],
         }
     }
 

@@ -9,5 +9,5 @@ pub mod db;
 pub mod model;
 pub mod snapshot;
 
-pub use model::{BridgeConf, ConfigError, DhcpRange, HostConf, Model, PortConf};
-pub use snapshot::{BridgeRt, PortEntry, Snapshot, VlanMode};
+pub use model::{BridgeConf, ConfigError, DhcpRange, HostConf, Lease, Model, PortConf, RouteConf};
+pub use snapshot::{router_mac, BridgeRt, NameMap, PortEntry, RouterIf, Snapshot, VlanMode};

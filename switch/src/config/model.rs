@@ -43,6 +43,14 @@ pub enum ConfigError {
     GatewayWithoutSubnet,
     #[error("--dhcp needs --subnet")]
     DhcpWithoutSubnet,
+    #[error("--dhcp needs --gateway (the DHCP server answers from the gateway address)")]
+    DhcpWithoutGateway,
+    #[error("route already exists: {0}")]
+    RouteExists(String),
+    #[error("no such route: {0}")]
+    NoSuchRoute(String),
+    #[error("next hop {0} is not inside the subnet of any bridge with a gateway")]
+    NextHopUnreachable(String),
     #[error("gateway {gateway} is outside subnet {subnet}")]
     GatewayOutside { gateway: String, subnet: String },
     #[error("gateway {0} is the network or broadcast address of its subnet")]
@@ -116,6 +124,24 @@ pub struct HostConf {
     pub source: String,
 }
 
+/// A DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mac: crate::wire::MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub expires: u64,
+}
+
+/// A static route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConf {
+    pub cidr: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
 /// One bridge as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeConf {
@@ -133,12 +159,16 @@ pub struct BridgeConf {
     pub ports: Vec<PortConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostConf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
 }
 
 /// Everything the user configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
     pub bridges: Vec<BridgeConf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConf>,
 }
 
 fn valid_bridge_name(n: &str) -> bool {
@@ -154,6 +184,21 @@ fn check_vlan(v: u16) -> Result<u16, ConfigError> {
     } else {
         Err(ConfigError::BadVlan(v.into()))
     }
+}
+
+/// Parse an IPv4 network in CIDR form, refusing host bits.
+pub fn parse_net(s: &str) -> Result<Ipv4Net, ConfigError> {
+    let net: Ipv4Net = s
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadCidr(s.to_string()))?;
+    if net.trunc() != net {
+        return Err(ConfigError::HostBitsSet {
+            given: s.to_string(),
+            network: net.trunc().to_string(),
+        });
+    }
+    Ok(net)
 }
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -194,19 +239,7 @@ impl Model {
         }
         let subnet = match &req.subnet {
             None => None,
-            Some(s) => {
-                let net: Ipv4Net = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError::BadCidr(s.clone()))?;
-                if net.trunc() != net {
-                    return Err(ConfigError::HostBitsSet {
-                        given: s.clone(),
-                        network: net.trunc().to_string(),
-                    });
-                }
-                Some(net)
-            }
+            Some(s) => Some(parse_net(s)?),
         };
         let gateway = match (&req.gateway, subnet) {
             (None, _) => None,
@@ -241,6 +274,7 @@ impl Model {
         let dhcp = match (&req.dhcp, subnet) {
             (None, _) => None,
             (Some(_), None) => return Err(ConfigError::DhcpWithoutSubnet),
+            (Some(_), Some(_)) if gateway.is_none() => return Err(ConfigError::DhcpWithoutGateway),
             (Some(r), Some(net)) if r.trim().is_empty() => Some(default_range(net)),
             (Some(r), Some(net)) => {
                 let bad = || ConfigError::BadDhcpRange(r.clone());
@@ -266,7 +300,35 @@ impl Model {
             mtu,
             ports: Vec::new(),
             hosts: Vec::new(),
+            leases: Vec::new(),
         })
+    }
+
+    /// Validate an `add-route` request, without changing the model.
+    pub fn check_add_route(&self, cidr: &str, via: &str) -> Result<RouteConf, ConfigError> {
+        let net = parse_net(cidr)?;
+        let via = parse_ip(via)?;
+        if !self
+            .bridges
+            .iter()
+            .any(|b| b.gateway.is_some() && b.subnet.is_some_and(|s| s.contains(&via)))
+        {
+            return Err(ConfigError::NextHopUnreachable(via.to_string()));
+        }
+        if self.routes.iter().any(|r| r.cidr == net) {
+            return Err(ConfigError::RouteExists(net.to_string()));
+        }
+        Ok(RouteConf { cidr: net, via })
+    }
+
+    pub fn remove_route(&mut self, cidr: &str) -> Result<RouteConf, ConfigError> {
+        let net = parse_net(cidr)?;
+        let i = self
+            .routes
+            .iter()
+            .position(|r| r.cidr == net)
+            .ok_or_else(|| ConfigError::NoSuchRoute(net.to_string()))?;
+        Ok(self.routes.remove(i))
     }
 
     /// Validate an `add-host` request, without changing the model.
@@ -455,6 +517,9 @@ mod tests {
         );
         assert!(err(br("bad name", None, None)).starts_with("bad bridge name"));
         let mut r = br("br2", Some("10.1.0.0/24"), None);
+        r.dhcp = Some(String::new());
+        assert!(err(r.clone()).starts_with("--dhcp needs --gateway"));
+        r.gateway = Some("10.1.0.1".into());
         r.dhcp = Some("10.1.0.100-10.1.0.50".into());
         assert!(err(r.clone()).starts_with("bad DHCP range"));
         r.dhcp = Some(String::new());

@@ -5,9 +5,14 @@
 //! `ArcSwap::load` once per batch. Never mutated after publication; the FDB and counters
 //! it points to are the only shared mutable state, and they are lock-free.
 
+use crate::config::DhcpRange;
 use crate::dp::PortCounters;
 use crate::port::Port;
-use crate::tables::{Fdb, PortId};
+use crate::tables::{Fdb, PortId, RouteTable};
+use crate::wire::MacAddr;
+use ipnet::Ipv4Net;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// Ingress/egress VLAN behaviour of a port.
@@ -82,12 +87,59 @@ pub struct PortEntry {
     pub counters: Arc<PortCounters>,
 }
 
+/// The router's interface on a bridge with a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterIf {
+    /// The gateway address.
+    pub ip: Ipv4Addr,
+    pub net: Ipv4Net,
+    pub mac: MacAddr,
+}
+
+/// A DNS name's address and expiry (Unix seconds; 0: never).
+pub type NameMap = HashMap<String, (Ipv4Addr, u64)>;
+
 /// One bridge.
 pub struct BridgeRt {
     pub name: String,
     pub fdb: Arc<Fdb>,
     /// Slots (into [`Snapshot::ports`]) of its attached ports.
     pub ports: Vec<u16>,
+    pub router: Option<RouterIf>,
+    pub isolated: bool,
+    pub mtu: u32,
+    pub dhcp: Option<DhcpRange>,
+    /// DNS names on this bridge (add-host, pipework, DHCP hostnames), lower-case.
+    pub names: Arc<NameMap>,
+}
+
+impl BridgeRt {
+    /// A bridge with no router or services (tests, benches).
+    pub fn plain(name: &str, fdb: Arc<Fdb>, ports: Vec<u16>) -> BridgeRt {
+        BridgeRt {
+            name: name.to_string(),
+            fdb,
+            ports,
+            router: None,
+            isolated: false,
+            mtu: 1500,
+            dhcp: None,
+            names: Arc::default(),
+        }
+    }
+}
+
+/// The stable, locally administered MAC of the router's interface on `bridge`, so hosts'
+/// ARP caches stay valid across restarts.
+pub fn router_mac(bridge: &str) -> MacAddr {
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bridge.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let x = h.to_be_bytes();
+    MacAddr([0x02, 0x76, x[0], x[1], x[2], x[3]])
 }
 
 /// The whole datapath configuration at one instant.
@@ -97,6 +149,10 @@ pub struct Snapshot {
     /// Attached ports by slot (the low 16 bits of their [`PortId`]).
     pub ports: Vec<Option<PortEntry>>,
     pub bridges: Vec<BridgeRt>,
+    /// Connected subnets of bridges with a gateway, and static routes.
+    pub routes: RouteTable,
+    /// Gateway address → bridge index.
+    pub router_ips: HashMap<Ipv4Addr, usize>,
 }
 
 /// Slot of a port id.
@@ -106,6 +162,15 @@ pub fn slot_of(id: PortId) -> usize {
 }
 
 impl Snapshot {
+    /// Index of the bridge whose gateway is `ip`.
+    #[inline]
+    pub fn router_ip(&self, ip: Ipv4Addr) -> Option<usize> {
+        if self.router_ips.is_empty() {
+            return None;
+        }
+        self.router_ips.get(&ip).copied()
+    }
+
     /// The port with exactly this id (slot and generation), if attached.
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortEntry> {
@@ -131,5 +196,13 @@ mod tests {
         assert_eq!(t.egress_tag(0), None);
         let all = VlanMode::from_conf(None, &[]);
         assert!(all.carries(4094) && all.carries(0));
+    }
+
+    #[test]
+    fn router_mac_is_stable_and_local() {
+        let m = router_mac("br1");
+        assert_eq!(m, router_mac("br1"));
+        assert_ne!(m, router_mac("br2"));
+        assert_eq!(m.0[0] & 0x03, 0x02, "locally administered unicast");
     }
 }

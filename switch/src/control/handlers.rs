@@ -9,11 +9,12 @@ use crate::config::snapshot::slot_of;
 use crate::config::{
     db, BridgeConf, BridgeRt, ConfigError, HostConf, Model, PortConf, PortEntry, Snapshot, VlanMode,
 };
+use crate::config::{router_mac, NameMap, RouterIf};
 use crate::dp::{clock, PortCounters, WorkerPool};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::TapPort;
 use crate::port::Port;
-use crate::tables::{Fdb, PortId};
+use crate::tables::{Fdb, PortId, Route, RouteTable};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -22,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
-    BridgeInfo, Command, FdbEntry, FlushResult, HostEntry, PortInfo, PortKind, PortStats, ShowInfo,
-    VersionInfo, PROTOCOL_VERSION,
+    BridgeInfo, Command, FdbEntry, FlushResult, HostEntry, LeaseEntry, PortInfo, PortKind,
+    PortStats, RouteEntry, ShowInfo, VersionInfo, PROTOCOL_VERSION,
 };
 
 /// Tunables of the tables.
@@ -305,16 +306,67 @@ impl State {
                 .entry(b.name.clone())
                 .or_insert_with(|| Arc::new(Fdb::new(self.limits.fdb_cap, self.limits.fdb_aging)))
                 .clone();
+            let router = match (b.gateway, b.subnet) {
+                (Some(ip), Some(net)) => Some(RouterIf {
+                    ip,
+                    net,
+                    mac: router_mac(&b.name),
+                }),
+                _ => None,
+            };
+            let mut names: NameMap = b
+                .hosts
+                .iter()
+                .map(|h| (h.name.clone(), (h.ip, 0)))
+                .collect();
+            for l in &b.leases {
+                if let Some(h) = &l.hostname {
+                    names.entry(h.clone()).or_insert((l.ip, l.expires));
+                }
+            }
             bridges.push(BridgeRt {
                 name: b.name.clone(),
                 fdb,
                 ports: slots,
+                router,
+                isolated: b.isolated,
+                mtu: b.mtu,
+                dhcp: b.dhcp,
+                names: Arc::new(names),
             });
+        }
+        let mut routes = RouteTable::default();
+        let mut router_ips = HashMap::new();
+        for (bi, b) in bridges.iter().enumerate() {
+            if let Some(r) = b.router {
+                routes.insert(
+                    r.net,
+                    Route {
+                        bridge: bi,
+                        via: None,
+                    },
+                );
+                router_ips.insert(r.ip, bi);
+            }
+        }
+        for r in &self.model.routes {
+            // The next hop's bridge: the connected subnet that holds it.
+            if let Some(c) = routes.lookup(r.via).filter(|c| c.via.is_none()) {
+                routes.insert(
+                    r.cidr,
+                    Route {
+                        bridge: c.bridge,
+                        via: Some(r.via),
+                    },
+                );
+            }
         }
         self.snap.store(Arc::new(Snapshot {
             generation: self.generation,
             ports,
             bridges,
+            routes,
+            router_ips,
         }));
     }
 
@@ -358,6 +410,31 @@ impl State {
         }
     }
 
+    /// Answer a DHCP message for `bridge` (service thread), persisting lease changes.
+    pub fn dhcp(&mut self, bridge: &str, data: &[u8]) -> Option<crate::service::dhcp::Outcome> {
+        use crate::service::dhcp;
+        let now = dhcp::unix_now();
+        let mut next = self.model.clone();
+        let b = next.bridges.iter_mut().find(|b| b.name == bridge)?;
+        let served = dhcp::serve(b, data, now);
+        if served.exhausted {
+            tracing::warn!(bridge, "DHCP pool exhausted: no offer");
+        }
+        if served.changed {
+            let names_changed = self.model.bridge(bridge).ok().map(|b| &b.leases)
+                != next.bridge(bridge).ok().map(|b| &b.leases);
+            if let Err(e) = db::save(&self.db_path, &next) {
+                tracing::error!(error = %e, "cannot persist DHCP lease; not answering");
+                return None;
+            }
+            self.model = next;
+            if names_changed {
+                self.publish();
+            }
+        }
+        served.outcome
+    }
+
     /// Release every device (shutdown). The db is left as it is.
     pub fn shutdown(&mut self) {
         let names: Vec<(String, String)> = self
@@ -374,6 +451,16 @@ impl State {
             self.detach(&b, &p);
         }
         self.pool.stop();
+    }
+
+    /// Name of the bridge whose subnet holds `ip` ("" if none).
+    fn bridge_of(&self, ip: std::net::Ipv4Addr) -> String {
+        self.model
+            .bridges
+            .iter()
+            .find(|b| b.subnet.is_some_and(|s| s.contains(&ip)))
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
     }
 
     fn port_info(&self, b: &BridgeConf, p: &PortConf) -> PortInfo {
@@ -585,6 +672,68 @@ impl State {
                 next.remove_host(&bridge, &name)?;
                 self.commit(next)?;
                 Ok(Value::Null)
+            }
+            Command::AddRoute { cidr, via } => {
+                let r = self.model.check_add_route(&cidr, &via)?;
+                let mut next = self.model.clone();
+                next.routes.push(r.clone());
+                self.commit(next)?;
+                self.publish();
+                to_value(RouteEntry {
+                    cidr: r.cidr.to_string(),
+                    via: Some(r.via.to_string()),
+                    bridge: self.bridge_of(r.via),
+                    kind: "static".into(),
+                })
+            }
+            Command::DelRoute { cidr } => {
+                let mut next = self.model.clone();
+                next.remove_route(&cidr)?;
+                self.commit(next)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            Command::ListRoutes => {
+                let mut v: Vec<RouteEntry> = self
+                    .model
+                    .bridges
+                    .iter()
+                    .filter(|b| b.gateway.is_some())
+                    .filter_map(|b| {
+                        Some(RouteEntry {
+                            cidr: b.subnet?.to_string(),
+                            via: None,
+                            bridge: b.name.clone(),
+                            kind: "connected".into(),
+                        })
+                    })
+                    .collect();
+                for r in &self.model.routes {
+                    v.push(RouteEntry {
+                        cidr: r.cidr.to_string(),
+                        via: Some(r.via.to_string()),
+                        bridge: self.bridge_of(r.via),
+                        kind: "static".into(),
+                    });
+                }
+                to_value(v)
+            }
+            Command::DhcpLeases { bridge } => {
+                let b = self.model.bridge(&bridge)?;
+                let now = crate::service::dhcp::unix_now();
+                let mut v: Vec<LeaseEntry> = b
+                    .leases
+                    .iter()
+                    .map(|l| LeaseEntry {
+                        mac: l.mac.to_string(),
+                        ip: l.ip.to_string(),
+                        hostname: l.hostname.clone(),
+                        expires: l.expires,
+                        remaining: l.expires.saturating_sub(now),
+                    })
+                    .collect();
+                v.sort_by_key(|l| l.ip.parse::<std::net::Ipv4Addr>().ok());
+                to_value(v)
             }
             Command::ListHosts { bridge } => {
                 let b = self.model.bridge(&bridge)?;

@@ -69,6 +69,13 @@ impl Batch {
         &self.bufs[i][d.off as usize..(d.off + d.len) as usize]
     }
 
+    /// The bytes of frame `i`, writable (in-place rewrites: MACs, TTL, NAT).
+    #[inline]
+    pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
+        let d = self.desc[i];
+        &mut self.bufs[i][d.off as usize..(d.off + d.len) as usize]
+    }
+
     /// Offload state of frame `i` (GSO, partial checksum).
     #[inline]
     pub fn vnet(&self, i: usize) -> VnetHdr {

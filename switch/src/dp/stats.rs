@@ -25,10 +25,20 @@ pub enum DropReason {
     TxError,
     /// Source MAC is multicast or zero: never a valid sender.
     BadSource,
+    /// Sent to the router but not routable (multicast, not IPv4, bad source).
+    NotRoutable,
+    /// Between an `--isolated` bridge and another bridge.
+    Isolated,
+    /// Larger than the egress MTU without DF (vswitchd does not fragment).
+    TooBig,
+    /// The slow path's queue was full (a flood of ARP/ICMP/DHCP/DNS).
+    PuntQueueFull,
+    /// Dropped by a service: unanswerable request, ARP resolution failed, rate limit.
+    Service,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -36,6 +46,11 @@ impl DropReason {
         DropReason::NoPort,
         DropReason::TxError,
         DropReason::BadSource,
+        DropReason::NotRoutable,
+        DropReason::Isolated,
+        DropReason::TooBig,
+        DropReason::PuntQueueFull,
+        DropReason::Service,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -47,6 +62,11 @@ impl DropReason {
             DropReason::NoPort => "no_port",
             DropReason::TxError => "tx_error",
             DropReason::BadSource => "bad_source",
+            DropReason::NotRoutable => "not_routable",
+            DropReason::Isolated => "isolated",
+            DropReason::TooBig => "too_big",
+            DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::Service => "service",
         }
     }
 }

@@ -9,8 +9,10 @@
 use super::{clock, Batch};
 use crate::config::snapshot::slot_of;
 use crate::config::Snapshot;
+use crate::pipeline::punt::PuntTx;
 use crate::pipeline::{self, Ctx, OutQueues};
 use crate::port::Port;
+use crate::tables::NeighCache;
 use crate::tables::PortId;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -46,16 +48,23 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     /// Start `n` workers reading configuration from `snap`.
-    pub fn start(n: usize, snap: Arc<ArcSwap<Snapshot>>) -> io::Result<WorkerPool> {
+    pub fn start(
+        n: usize,
+        snap: Arc<ArcSwap<Snapshot>>,
+        neigh: Arc<NeighCache>,
+        punt: PuntTx,
+    ) -> io::Result<WorkerPool> {
         let mut workers = Vec::with_capacity(n);
         for id in 0..n.max(1) {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = bounded(1024);
             let snap = snap.clone();
+            let neigh = neigh.clone();
+            let punt = punt.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vswitch-worker-{id}"))
-                .spawn(move || Worker::new(id, poll, rx, snap).run())?;
+                .spawn(move || Worker::new(id, poll, rx, snap, neigh, punt).run())?;
             workers.push(WorkerHandle {
                 tx,
                 waker,
@@ -130,6 +139,8 @@ struct Worker {
     poll: Poll,
     rx: Receiver<Msg>,
     snap: Arc<ArcSwap<Snapshot>>,
+    neigh: Arc<NeighCache>,
+    punt: PuntTx,
     ports: HashMap<usize, Owned>,
     ready: Vec<usize>,
     batch: Batch,
@@ -137,12 +148,21 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(id: usize, poll: Poll, rx: Receiver<Msg>, snap: Arc<ArcSwap<Snapshot>>) -> Worker {
+    fn new(
+        id: usize,
+        poll: Poll,
+        rx: Receiver<Msg>,
+        snap: Arc<ArcSwap<Snapshot>>,
+        neigh: Arc<NeighCache>,
+        punt: PuntTx,
+    ) -> Worker {
         Worker {
             id,
             poll,
             rx,
             snap,
+            neigh,
+            punt,
             ports: HashMap::new(),
             ready: Vec::with_capacity(64),
             batch: Batch::new(),
@@ -220,6 +240,7 @@ impl Worker {
     fn service_ready(&mut self) {
         let now = clock::now_secs();
         let snap = self.snap.load();
+        let neigh = self.neigh.load();
         let mut i = 0;
         while i < self.ready.len() {
             let slot = self.ready[i];
@@ -252,8 +273,10 @@ impl Worker {
                     worker: self.id,
                     now,
                     snap: &snap,
+                    neigh: &neigh,
+                    punt: Some(&self.punt),
                 };
-                pipeline::process(&ctx, o.id, &self.batch, &mut self.out);
+                pipeline::process(&ctx, o.id, &mut self.batch, &mut self.out);
                 pipeline::flush(&ctx, &self.batch, &mut self.out);
             }
             if drained {

@@ -1,18 +1,26 @@
 //! The L2 stage: VLAN ingress filtering, MAC learning, forwarding or flooding, and the
-//! egress VLAN push/pop, with output queued per transmit port.
+//! egress VLAN push/pop, with output queued per transmit port. Frames addressed to the
+//! router's MAC go through [`super::l3`] and leave by the egress bridge's L2 output.
 
+use super::l3::{self, Verdict};
+use super::punt::{Punt, PuntKind, PuntTx};
 use crate::config::snapshot::slot_of;
-use crate::config::Snapshot;
+use crate::config::{PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
+use crate::tables::neigh::NeighMap;
 use crate::tables::PortId;
-use crate::wire::{field, vlan_tag, EthFrame, VnetHdr, VLAN_HLEN};
+use crate::wire::{field, ipv4, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
 pub struct Ctx<'a> {
     pub worker: usize,
     pub now: u32,
     pub snap: &'a Snapshot,
+    /// The neighbour cache as of this batch.
+    pub neigh: &'a NeighMap,
+    /// Where frames for the slow path go; `None` drops them (tests, benches).
+    pub punt: Option<&'a PuntTx>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,15 +63,112 @@ impl OutQueues {
     }
 }
 
-/// Run the L2 stage over `batch`, received on port `in_id`.
-pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &Batch, out: &mut OutQueues) {
+/// Hand a copy of frame `i` to the service thread.
+fn punt(ctx: &Ctx<'_>, inp: &PortEntry, in_id: PortId, batch: &Batch, i: usize, kind: PuntKind) {
+    let Some(tx) = ctx.punt else {
+        inp.counters
+            .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
+        return;
+    };
+    let p = Punt {
+        in_port: in_id,
+        kind,
+        vnet: batch.vnet(i),
+        frame: batch.frame(i).to_vec(),
+    };
+    if tx.try_send(p).is_err() {
+        inp.counters
+            .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
+    }
+}
+
+/// Queue frame `frame` for `vlan` on bridge `b`: to the learned port of `dst`, or to
+/// every port carrying the VLAN except `except_slot`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn output(
+    ctx: &Ctx<'_>,
+    out: &mut OutQueues,
+    b: usize,
+    vlan: u16,
+    dst: MacAddr,
+    except_slot: Option<usize>,
+    frame: u8,
+    payload_ofs: u8,
+) -> Result<(), DropReason> {
+    let bridge = &ctx.snap.bridges[b];
+    if !dst.is_multicast() {
+        if let Some(pid) = bridge.fdb.lookup(vlan, dst, ctx.now) {
+            if Some(slot_of(pid)) == except_slot {
+                return Err(DropReason::SameSegment);
+            }
+            if let Some(op) = ctx.snap.port(pid) {
+                if op.bridge == b && op.vlan.carries(vlan) {
+                    out.push(
+                        slot_of(pid),
+                        OutDesc {
+                            frame,
+                            payload_ofs,
+                            tag: op.vlan.egress_tag(vlan),
+                        },
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+    // Broadcast, multicast, unknown unicast: every other port of the bridge that
+    // carries the VLAN.
+    for &s in &bridge.ports {
+        let s = usize::from(s);
+        if Some(s) == except_slot {
+            continue;
+        }
+        if let Some(Some(op)) = ctx.snap.ports.get(s) {
+            if op.vlan.carries(vlan) {
+                out.push(
+                    s,
+                    OutDesc {
+                        frame,
+                        payload_ofs,
+                        tag: op.vlan.egress_tag(vlan),
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a broadcast frame is something the router's services want a copy of
+/// (ARP, or DHCP from a client), without taking it off the wire.
+#[inline]
+fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
+    let l3 = eth.payload_ofs + 2;
+    match eth.ethertype {
+        ipv4::ETHERTYPE_ARP => true,
+        ipv4::ETHERTYPE_IPV4 if dhcp => {
+            // UDP to port 67 with a 20-byte header (DHCP clients never send options).
+            f.len() >= l3 + 24
+                && f[l3] == 0x45
+                && f[l3 + ipv4::field::PROTOCOL] == ipv4::PROTO_UDP
+                && f[l3 + 22..l3 + 24] == [0, 67]
+        }
+        _ => false,
+    }
+}
+
+/// Run the L2 (and, for frames to the router, L3) stage over `batch`, received on
+/// port `in_id`.
+pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
     let w = ctx.worker;
     let Some(inp) = ctx.snap.port(in_id) else {
         return;
     };
     out.fit(ctx.snap);
     let in_slot = slot_of(in_id);
-    let bridge = &ctx.snap.bridges[inp.bridge];
+    let bi = inp.bridge;
+    let bridge = &ctx.snap.bridges[bi];
     let mut rx_bytes = 0u64;
     for i in 0..batch.len() {
         let f = batch.frame(i);
@@ -73,14 +178,14 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &Batch, out: &mut OutQueues)
             continue;
         };
         let vlan = match inp.vlan {
-            crate::config::VlanMode::Access(t) => {
+            VlanMode::Access(t) => {
                 if eth.tagged && eth.vid != 0 {
                     inp.counters.dropped(w, DropReason::VlanFiltered, 1);
                     continue;
                 }
                 t
             }
-            crate::config::VlanMode::Trunk(_) => {
+            VlanMode::Trunk(_) => {
                 let v = if eth.tagged { eth.vid } else { 0 };
                 if !inp.vlan.carries(v) {
                     inp.counters.dropped(w, DropReason::VlanFiltered, 1);
@@ -96,49 +201,83 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &Batch, out: &mut OutQueues)
         bridge.fdb.learn(vlan, eth.src, in_id, ctx.now);
         let frame = i as u8;
         let payload_ofs = eth.payload_ofs as u8;
-        if !eth.dst.is_multicast() {
-            if let Some(pid) = bridge.fdb.lookup(vlan, eth.dst, ctx.now) {
-                if pid == in_id {
-                    inp.counters.dropped(w, DropReason::SameSegment, 1);
-                    continue;
-                }
-                if let Some(op) = ctx.snap.port(pid) {
-                    if op.bridge == inp.bridge && op.vlan.carries(vlan) {
-                        out.push(
-                            slot_of(pid),
-                            OutDesc {
-                                frame,
-                                payload_ofs,
-                                tag: op.vlan.egress_tag(vlan),
-                            },
-                        );
-                        continue;
-                    }
-                }
-            }
-        }
-        // Broadcast, multicast, unknown unicast: every other port of the bridge that
-        // carries the VLAN.
-        for &s in &bridge.ports {
-            let s = usize::from(s);
-            if s == in_slot {
+        if let Some(rif) = bridge.router.filter(|_| vlan == 0) {
+            if eth.dst == rif.mac {
+                route(ctx, inp, in_id, batch, i, &eth, out);
                 continue;
             }
-            if let Some(Some(op)) = ctx.snap.ports.get(s) {
-                if op.vlan.carries(vlan) {
-                    out.push(
-                        s,
-                        OutDesc {
-                            frame,
-                            payload_ofs,
-                            tag: op.vlan.egress_tag(vlan),
-                        },
-                    );
-                }
+            if eth.dst.is_multicast() && wants_copy(f, &eth, bridge.dhcp.is_some()) {
+                punt(ctx, inp, in_id, batch, i, PuntKind::Local);
             }
+        }
+        if let Err(r) = output(
+            ctx,
+            out,
+            bi,
+            vlan,
+            eth.dst,
+            Some(in_slot),
+            frame,
+            payload_ofs,
+        ) {
+            inp.counters.dropped(w, r, 1);
         }
     }
     inp.counters.rx(w, batch.len() as u64, rx_bytes);
+}
+
+/// A frame addressed to the router's MAC.
+fn route(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    in_id: PortId,
+    batch: &mut Batch,
+    i: usize,
+    eth: &EthFrame,
+    out: &mut OutQueues,
+) {
+    let w = ctx.worker;
+    let l3_ofs = eth.payload_ofs + 2;
+    let verdict = match eth.ethertype {
+        ipv4::ETHERTYPE_IPV4 => {
+            let f = batch.frame(i);
+            l3::decide(
+                ctx.snap,
+                ctx.neigh,
+                ctx.now,
+                inp.bridge,
+                &f[l3_ofs..],
+                l3_ofs,
+                &batch.vnet(i),
+            )
+        }
+        ipv4::ETHERTYPE_ARP => Verdict::Punt(PuntKind::Local),
+        _ => Verdict::Drop(DropReason::NotRoutable),
+    };
+    match verdict {
+        Verdict::Forward { bridge, mac } => {
+            let Some(rif) = ctx.snap.bridges[bridge].router else {
+                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                return;
+            };
+            l3::rewrite(batch.frame_mut(i), l3_ofs, mac, rif.mac);
+            // Routed frames may leave by the port they came in (hairpin).
+            if let Err(r) = output(
+                ctx,
+                out,
+                bridge,
+                0,
+                mac,
+                None,
+                i as u8,
+                eth.payload_ofs as u8,
+            ) {
+                inp.counters.dropped(w, r, 1);
+            }
+        }
+        Verdict::Punt(kind) => punt(ctx, inp, in_id, batch, i, kind),
+        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+    }
 }
 
 /// Transmit everything queued by [`process`], one send call per port.
@@ -224,11 +363,12 @@ mod tests {
             snap: Snapshot {
                 generation: 1,
                 ports,
-                bridges: vec![BridgeRt {
-                    name: "br0".into(),
-                    fdb: Arc::new(Fdb::new(64, 300)),
-                    ports: (0..n as u16).collect(),
-                }],
+                bridges: vec![BridgeRt::plain(
+                    "br0",
+                    Arc::new(Fdb::new(64, 300)),
+                    (0..n as u16).collect(),
+                )],
+                ..Default::default()
             },
             mems,
         }
@@ -254,13 +394,16 @@ mod tests {
                 self.mems[port].inject(f);
             }
             self.mems[port].recv(&mut b).unwrap();
+            let neigh = NeighMap::default();
             let ctx = Ctx {
                 worker: 0,
                 now: 10,
                 snap: &self.snap,
+                neigh: &neigh,
+                punt: None,
             };
             let mut out = OutQueues::default();
-            process(&ctx, port as u32, &b, &mut out);
+            process(&ctx, port as u32, &mut b, &mut out);
             flush(&ctx, &b, &mut out);
         }
         fn sent(&self, port: usize) -> Vec<Vec<u8>> {

@@ -4,7 +4,9 @@
 //! TCI = PCP:3 DEI:1 VID:12). Untrusted bytes are length-checked once in
 //! [`EthFrame::parse`]; after that, no accessor can panic.
 
+pub mod arp;
 mod ethernet;
+pub mod ipv4;
 mod mac;
 pub mod vnet;
 

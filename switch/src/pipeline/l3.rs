@@ -1,0 +1,94 @@
+//! The L3 stage: IPv4 forwarding between bridges with a gateway.
+//!
+//! For a frame addressed to the router's MAC: parse the IPv4 header once, decide
+//! (local → punt; no route → punt for ICMP; isolation → drop; TTL → punt for ICMP;
+//! MTU with DF → punt for ICMP; neighbour unknown → punt to resolve), and for a
+//! forwarded frame rewrite MACs and TTL in place with an incremental checksum update.
+//! GSO super-frames are judged by their segment size, not their total length, and are
+//! forwarded whole (TTL and checksum are per-header, so every segment inherits them).
+//!
+//! Read first: RFC 1812 (requirements for IPv4 routers) §5.2–5.3.
+
+use super::punt::PuntKind;
+use crate::config::Snapshot;
+use crate::dp::DropReason;
+use crate::tables::neigh::{NeighCache, NeighMap};
+use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::{MacAddr, VnetHdr};
+
+/// What to do with a frame sent to the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward { bridge: usize, mac: MacAddr },
+    Punt(PuntKind),
+    Drop(DropReason),
+}
+
+/// Decide the fate of the IPv4 packet `ip` (the bytes after the EtherType, `l3_ofs`
+/// bytes into the frame) that arrived on bridge `in_bridge`.
+#[inline]
+pub fn decide(
+    snap: &Snapshot,
+    neigh: &NeighMap,
+    now: u32,
+    in_bridge: usize,
+    ip: &[u8],
+    l3_ofs: usize,
+    vnet: &VnetHdr,
+) -> Verdict {
+    let Ok(m) = Ipv4Meta::parse(ip) else {
+        return Verdict::Drop(DropReason::Malformed);
+    };
+    if snap.router_ip(m.dst).is_some() || m.dst.is_broadcast() {
+        return Verdict::Punt(PuntKind::Local);
+    }
+    if m.dst.is_multicast() || m.src.is_multicast() || m.src.is_broadcast() {
+        return Verdict::Drop(DropReason::NotRoutable);
+    }
+    let Some(r) = snap.routes.lookup(m.dst) else {
+        return Verdict::Punt(PuntKind::NoRoute);
+    };
+    let (Some(inb), Some(outb)) = (snap.bridges.get(in_bridge), snap.bridges.get(r.bridge)) else {
+        return Verdict::Drop(DropReason::NotRoutable);
+    };
+    if r.bridge != in_bridge && (inb.isolated || outb.isolated) {
+        return Verdict::Drop(DropReason::Isolated);
+    }
+    if m.ttl <= 1 {
+        return Verdict::Punt(PuntKind::TtlExceeded);
+    }
+    let seg = if vnet.is_gso() {
+        let hdrs = usize::from(vnet.hdr_len).saturating_sub(l3_ofs);
+        let hdrs = if hdrs == 0 { m.hlen + 60 } else { hdrs };
+        hdrs + usize::from(vnet.gso_size)
+    } else {
+        m.total_len
+    };
+    if seg > outb.mtu as usize {
+        if m.df {
+            return Verdict::Punt(PuntKind::FragNeeded {
+                mtu: outb.mtu.min(0xffff) as u16,
+            });
+        }
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    let next = r.via.unwrap_or(m.dst);
+    match NeighCache::lookup(neigh, next, now) {
+        Some(mac) => Verdict::Forward {
+            bridge: r.bridge,
+            mac,
+        },
+        None => Verdict::Punt(PuntKind::Resolve),
+    }
+}
+
+/// Rewrite a routed frame in place: new destination and source MAC, TTL − 1.
+#[inline]
+pub fn rewrite(frame: &mut [u8], l3_ofs: usize, dst: MacAddr, src: MacAddr) {
+    if frame.len() < l3_ofs + ipv4::MIN_HLEN {
+        return;
+    }
+    frame[0..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+    ipv4::decrement_ttl(&mut frame[l3_ofs..]);
+}

@@ -1,0 +1,514 @@
+//! Service layer: the slow path. One thread receives frames the workers punted (ARP,
+//! ICMP to the router, DHCP, DNS, frames waiting for ARP resolution, ICMP errors to
+//! generate) over a bounded channel, answers them, and injects replies straight into
+//! ports. A flood fills the channel and is dropped and counted by the workers; this
+//! thread's own queues (ARP pending packets) are bounded per entry and in entries.
+//!
+//! Read first: RFC 826 (ARP), RFC 792 (ICMP), RFC 1812 §4.3 (ICMP errors from routers),
+//! RFC 2131/2132 (DHCP), RFC 1035 (DNS).
+
+pub mod dhcp;
+pub mod dns;
+mod ipbuild;
+
+use crate::config::snapshot::slot_of;
+use crate::config::{BridgeRt, Snapshot};
+use crate::control::State;
+use crate::dp::{clock, DropReason};
+use crate::pipeline::l3;
+use crate::pipeline::punt::{Punt, PuntKind, PuntRx};
+use crate::port::TxFrame;
+use crate::tables::neigh::NeighCache;
+use crate::tables::PortId;
+use crate::wire::arp::{self, Arp};
+use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::{EthFrame, MacAddr, VnetHdr};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Packets queued per unresolved next hop.
+const PENDING_PER_ENTRY: usize = 16;
+/// Unresolved next hops tracked at once.
+const PENDING_ENTRIES: usize = 1024;
+/// ARP requests before giving up on a next hop.
+const ARP_TRIES: u8 = 3;
+const ARP_INTERVAL: Duration = Duration::from_secs(1);
+/// ICMP errors per second (token bucket), as Linux's icmp_ratelimit.
+const ICMP_ERRORS_PER_SEC: f64 = 100.0;
+
+struct Queued {
+    frame: Vec<u8>,
+    vnet: VnetHdr,
+    /// Routed through us (TTL to decrement) rather than originated by us.
+    forwarded: bool,
+}
+
+struct Pending {
+    frames: VecDeque<Queued>,
+    tries: u8,
+    next_try: Instant,
+}
+
+/// The service thread's state.
+pub struct Service {
+    snap: Arc<ArcSwap<Snapshot>>,
+    neigh: Arc<NeighCache>,
+    state: Option<Arc<Mutex<State>>>,
+    /// Counter slot of this thread in every port's counters.
+    slot: usize,
+    pending: HashMap<Ipv4Addr, Pending>,
+    learned: Vec<(Ipv4Addr, MacAddr)>,
+    icmp_tokens: f64,
+    icmp_refill: Instant,
+}
+
+impl Service {
+    pub fn new(
+        snap: Arc<ArcSwap<Snapshot>>,
+        neigh: Arc<NeighCache>,
+        state: Option<Arc<Mutex<State>>>,
+        slot: usize,
+    ) -> Service {
+        Service {
+            snap,
+            neigh,
+            state,
+            slot,
+            pending: HashMap::new(),
+            learned: Vec::new(),
+            icmp_tokens: ICMP_ERRORS_PER_SEC,
+            icmp_refill: Instant::now(),
+        }
+    }
+
+    /// Serve punts until every sender is gone.
+    pub fn run(mut self, rx: PuntRx) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(p) => {
+                    self.handle(p);
+                    // Drain a bounded burst, then publish what was learned once.
+                    for _ in 0..255 {
+                        match rx.try_recv() {
+                            Ok(p) => self.handle(p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+            self.flush_learned();
+            self.tick(Instant::now());
+        }
+    }
+
+    fn flush_learned(&mut self) {
+        if !self.learned.is_empty() {
+            self.neigh.update(&self.learned, clock::now_secs());
+            self.learned.clear();
+        }
+    }
+
+    fn count_drop(&self, snap: &Snapshot, port: PortId) {
+        if let Some(p) = snap.port(port) {
+            p.counters.dropped(self.slot, DropReason::Service, 1);
+        }
+    }
+
+    /// Handle one punted frame.
+    pub fn handle(&mut self, p: Punt) {
+        let snap = self.snap.load_full();
+        let Some(inp) = snap.port(p.in_port) else {
+            return;
+        };
+        let bi = inp.bridge;
+        let Ok(eth) = EthFrame::parse(&p.frame) else {
+            return;
+        };
+        let l3_ofs = eth.payload_ofs + 2;
+        match p.kind {
+            PuntKind::Local => match eth.ethertype {
+                ipv4::ETHERTYPE_ARP => self.arp(&snap, bi, p.in_port, &p.frame[l3_ofs..]),
+                ipv4::ETHERTYPE_IPV4 => {
+                    self.local_ip(&snap, bi, p.in_port, &eth, &p.frame[l3_ofs..])
+                }
+                _ => {}
+            },
+            PuntKind::Resolve => self.resolve(&snap, p, l3_ofs),
+            PuntKind::TtlExceeded => self.icmp_error(&snap, bi, &p.frame[l3_ofs..], 11, 0, 0),
+            PuntKind::NoRoute => self.icmp_error(&snap, bi, &p.frame[l3_ofs..], 3, 0, 0),
+            PuntKind::FragNeeded { mtu } => {
+                self.icmp_error(&snap, bi, &p.frame[l3_ofs..], 3, 4, mtu)
+            }
+        }
+    }
+
+    /// Retry or give up on unresolved next hops.
+    pub fn tick(&mut self, now: Instant) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let snap = self.snap.load_full();
+        let due: Vec<Ipv4Addr> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            let give_up = self.pending.get(&ip).is_none_or(|p| p.tries >= ARP_TRIES);
+            if give_up {
+                if let Some(p) = self.pending.remove(&ip) {
+                    for q in p.frames {
+                        if q.forwarded {
+                            if let Ok(eth) = EthFrame::parse(&q.frame) {
+                                let l3 = eth.payload_ofs + 2;
+                                if let Some(b) = bridge_of_source(&snap, &q.frame[l3..]) {
+                                    // Host unreachable.
+                                    self.icmp_error(&snap, b, &q.frame[l3..], 3, 1, 0);
+                                }
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            self.send_arp_request(&snap, ip);
+            if let Some(p) = self.pending.get_mut(&ip) {
+                p.tries += 1;
+                p.next_try = now + ARP_INTERVAL;
+            }
+        }
+    }
+
+    fn arp(&mut self, snap: &Snapshot, bi: usize, in_port: PortId, payload: &[u8]) {
+        let Some(a) = Arp::parse(payload) else { return };
+        let Some(rif) = snap.bridges[bi].router else {
+            return;
+        };
+        if !a.spa.is_unspecified() && rif.net.contains(&a.spa) && a.spa != rif.ip {
+            self.learned.push((a.spa, a.sha));
+            if self.pending.contains_key(&a.spa) {
+                self.flush_learned();
+                self.release(snap, a.spa, a.sha);
+            }
+        }
+        if a.op == arp::OP_REQUEST && a.tpa == rif.ip {
+            let reply = Arp {
+                op: arp::OP_REPLY,
+                sha: rif.mac,
+                spa: rif.ip,
+                tha: a.sha,
+                tpa: a.spa,
+            };
+            self.send_port(snap, in_port, &reply.to_frame(a.sha, rif.mac));
+        }
+    }
+
+    fn local_ip(&mut self, snap: &Snapshot, bi: usize, in_port: PortId, eth: &EthFrame, ip: &[u8]) {
+        let Ok(m) = Ipv4Meta::parse(ip) else { return };
+        if m.fragment {
+            return;
+        }
+        let body = &ip[m.hlen..m.total_len];
+        let bridge = &snap.bridges[bi];
+        // Which router address was asked, and may this bridge reach it?
+        let target = snap.router_ip(m.dst);
+        if let Some(t) = target {
+            if t != bi && (bridge.isolated || snap.bridges[t].isolated) {
+                self.count_drop(snap, in_port);
+                return;
+            }
+        }
+        match m.protocol {
+            ipv4::PROTO_ICMP if target.is_some() => {
+                if body.len() >= 8 && body[0] == 8 {
+                    let mut reply = body.to_vec();
+                    reply[0] = 0;
+                    reply[2] = 0;
+                    reply[3] = 0;
+                    let c = ipv4::checksum(&reply);
+                    reply[2..4].copy_from_slice(&c.to_be_bytes());
+                    let pkt = ipbuild::ipv4(m.dst, m.src, ipv4::PROTO_ICMP, &reply);
+                    self.emit(snap, pkt);
+                }
+            }
+            ipv4::PROTO_UDP if body.len() >= 8 => {
+                let sport = u16::from_be_bytes([body[0], body[1]]);
+                let dport = u16::from_be_bytes([body[2], body[3]]);
+                let data = &body[8..];
+                if dport == 67 && bridge.dhcp.is_some() {
+                    self.dhcp(snap, bi, in_port, eth, data);
+                } else if dport == 53 && target == Some(bi) {
+                    let now = dhcp::unix_now();
+                    match dns::answer(&bridge.names, data, now) {
+                        Some(resp) => {
+                            let udp = ipbuild::udp(m.dst, m.src, 53, sport, &resp);
+                            self.emit(snap, ipbuild::ipv4(m.dst, m.src, ipv4::PROTO_UDP, &udp));
+                        }
+                        None => self.count_drop(snap, in_port),
+                    }
+                } else if target.is_some() {
+                    // Port unreachable.
+                    self.icmp_error(snap, bi, ip, 3, 3, 0);
+                }
+            }
+            _ => self.count_drop(snap, in_port),
+        }
+    }
+
+    fn dhcp(&mut self, snap: &Snapshot, bi: usize, in_port: PortId, eth: &EthFrame, data: &[u8]) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let bridge = &snap.bridges[bi];
+        let Some(rif) = bridge.router else { return };
+        let out = state.lock().dhcp(&bridge.name, data);
+        let Some(out) = out else {
+            self.count_drop(snap, in_port);
+            return;
+        };
+        let (dst_ip, dst_mac) = match out.unicast {
+            Some(ip) => (ip, eth.src),
+            None => (Ipv4Addr::BROADCAST, MacAddr::BROADCAST),
+        };
+        let udp = ipbuild::udp(rif.ip, dst_ip, 67, 68, &out.reply);
+        let pkt = ipbuild::ipv4(rif.ip, dst_ip, ipv4::PROTO_UDP, &udp);
+        let frame = ipbuild::ethernet(dst_mac, rif.mac, &pkt);
+        self.send_port(snap, in_port, &frame);
+    }
+
+    /// A routed frame whose next hop is unknown: queue it and ask.
+    fn resolve(&mut self, snap: &Snapshot, p: Punt, l3_ofs: usize) {
+        let Ok(m) = Ipv4Meta::parse(&p.frame[l3_ofs..]) else {
+            return;
+        };
+        let Some(r) = snap.routes.lookup(m.dst) else {
+            return;
+        };
+        let nh = r.via.unwrap_or(m.dst);
+        // It may have been learned since the worker looked.
+        if let Some(mac) = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs()) {
+            let mut f = p.frame;
+            if let Some(rif) = snap.bridges[r.bridge].router {
+                l3::rewrite(&mut f, l3_ofs, mac, rif.mac);
+                self.send_bridge(snap, r.bridge, &f, p.vnet);
+            }
+            return;
+        }
+        self.enqueue(
+            snap,
+            nh,
+            Queued {
+                frame: p.frame,
+                vnet: p.vnet,
+                forwarded: true,
+            },
+        );
+    }
+
+    fn enqueue(&mut self, snap: &Snapshot, nh: Ipv4Addr, q: Queued) {
+        if !self.pending.contains_key(&nh) {
+            if self.pending.len() >= PENDING_ENTRIES {
+                return;
+            }
+            self.pending.insert(
+                nh,
+                Pending {
+                    frames: VecDeque::new(),
+                    tries: 1,
+                    next_try: Instant::now() + ARP_INTERVAL,
+                },
+            );
+            self.send_arp_request(snap, nh);
+        }
+        if let Some(p) = self.pending.get_mut(&nh) {
+            if p.frames.len() >= PENDING_PER_ENTRY {
+                p.frames.pop_front();
+            }
+            p.frames.push_back(q);
+        }
+    }
+
+    fn send_arp_request(&self, snap: &Snapshot, nh: Ipv4Addr) {
+        let Some((bi, rif)) = snap
+            .bridges
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| b.router.filter(|r| r.net.contains(&nh)).map(|r| (i, r)))
+        else {
+            return;
+        };
+        let req = Arp {
+            op: arp::OP_REQUEST,
+            sha: rif.mac,
+            spa: rif.ip,
+            tha: MacAddr::default(),
+            tpa: nh,
+        };
+        self.send_bridge(
+            snap,
+            bi,
+            &req.to_frame(MacAddr::BROADCAST, rif.mac),
+            VnetHdr::default(),
+        );
+    }
+
+    /// `nh` answered: send everything that waited for it.
+    fn release(&mut self, snap: &Snapshot, nh: Ipv4Addr, mac: MacAddr) {
+        let Some(p) = self.pending.remove(&nh) else {
+            return;
+        };
+        let Some(bi) = snap
+            .routes
+            .lookup(nh)
+            .filter(|r| r.via.is_none())
+            .map(|r| r.bridge)
+        else {
+            return;
+        };
+        let Some(rif) = snap.bridges[bi].router else {
+            return;
+        };
+        for mut q in p.frames {
+            let Ok(eth) = EthFrame::parse(&q.frame) else {
+                continue;
+            };
+            let l3_ofs = eth.payload_ofs + 2;
+            if q.forwarded {
+                l3::rewrite(&mut q.frame, l3_ofs, mac, rif.mac);
+            } else {
+                q.frame[0..6].copy_from_slice(&mac.0);
+                q.frame[6..12].copy_from_slice(&rif.mac.0);
+            }
+            self.send_bridge(snap, bi, &q.frame, q.vnet);
+        }
+    }
+
+    /// Send an IP packet the router originates (ICMP, DNS reply) towards its
+    /// destination through the route table.
+    fn emit(&mut self, snap: &Snapshot, pkt: Vec<u8>) {
+        let Ok(m) = Ipv4Meta::parse(&pkt) else { return };
+        let Some(r) = snap.routes.lookup(m.dst) else {
+            return;
+        };
+        let Some(rif) = snap.bridges[r.bridge].router else {
+            return;
+        };
+        let nh = r.via.unwrap_or(m.dst);
+        match NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs()) {
+            Some(mac) => {
+                let f = ipbuild::ethernet(mac, rif.mac, &pkt);
+                self.send_bridge(snap, r.bridge, &f, VnetHdr::default());
+            }
+            None => {
+                let f = ipbuild::ethernet(MacAddr::default(), rif.mac, &pkt);
+                self.enqueue(
+                    snap,
+                    nh,
+                    Queued {
+                        frame: f,
+                        vnet: VnetHdr::default(),
+                        forwarded: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Answer `orig` (an IPv4 packet that arrived on bridge `bi`) with an ICMP error.
+    fn icmp_error(&mut self, snap: &Snapshot, bi: usize, orig: &[u8], ty: u8, code: u8, mtu: u16) {
+        let Ok(m) = Ipv4Meta::parse(orig) else { return };
+        // RFC 1812 4.3.2.7: never about ICMP errors, fragments, or non-unicast sources.
+        if m.fragment || m.src.is_broadcast() || m.src.is_multicast() || m.src.is_unspecified() {
+            return;
+        }
+        if m.protocol == ipv4::PROTO_ICMP && orig.get(m.hlen).is_some_and(|t| ![0, 8].contains(t)) {
+            return;
+        }
+        let now = Instant::now();
+        let dt = now.duration_since(self.icmp_refill).as_secs_f64();
+        self.icmp_refill = now;
+        self.icmp_tokens = (self.icmp_tokens + dt * ICMP_ERRORS_PER_SEC).min(ICMP_ERRORS_PER_SEC);
+        if self.icmp_tokens < 1.0 {
+            return;
+        }
+        self.icmp_tokens -= 1.0;
+        let Some(rif) = snap.bridges.get(bi).and_then(|b| b.router) else {
+            return;
+        };
+        let quote = &orig[..(m.hlen + 8).min(m.total_len)];
+        let mut icmp = vec![ty, code, 0, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(quote);
+        let c = ipv4::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let pkt = ipbuild::ipv4(rif.ip, m.src, ipv4::PROTO_ICMP, &icmp);
+        self.emit(snap, pkt);
+    }
+
+    fn send_port(&self, snap: &Snapshot, port: PortId, frame: &[u8]) {
+        let Some(p) = snap.port(port) else { return };
+        let tx = [tx_frame(frame, VnetHdr::default(), None)];
+        let r = p.dev.send(&tx);
+        p.counters.tx(self.slot, r.sent as u64, r.bytes as u64);
+    }
+
+    /// L2 output of an untagged frame on bridge `bi`: to the port its destination was
+    /// learned on, else to every port carrying untagged traffic.
+    fn send_bridge(&self, snap: &Snapshot, bi: usize, frame: &[u8], vnet: VnetHdr) {
+        let Some(b) = snap.bridges.get(bi) else {
+            return;
+        };
+        let Ok(eth) = EthFrame::parse(frame) else {
+            return;
+        };
+        let now = clock::now_secs();
+        let targets: Vec<usize> = match b
+            .fdb
+            .lookup(0, eth.dst, now)
+            .filter(|_| !eth.dst.is_multicast())
+        {
+            Some(pid) if snap.port(pid).is_some_and(|p| p.bridge == bi) => vec![slot_of(pid)],
+            _ => flood_slots(snap, b),
+        };
+        for s in targets {
+            if let Some(Some(p)) = snap.ports.get(s) {
+                let tx = [tx_frame(frame, vnet, p.vlan.egress_tag(0))];
+                let r = p.dev.send(&tx);
+                p.counters.tx(self.slot, r.sent as u64, r.bytes as u64);
+            }
+        }
+    }
+}
+
+fn flood_slots(snap: &Snapshot, b: &BridgeRt) -> Vec<usize> {
+    b.ports
+        .iter()
+        .map(|s| usize::from(*s))
+        .filter(|s| matches!(snap.ports.get(*s), Some(Some(p)) if p.vlan.carries(0)))
+        .collect()
+}
+
+fn tx_frame(frame: &[u8], vnet: VnetHdr, tag: Option<u16>) -> TxFrame<'_> {
+    let split = crate::wire::field::ETHERTYPE.start.min(frame.len());
+    TxFrame {
+        vnet,
+        head: &frame[..split],
+        tag: tag.map(crate::wire::vlan_tag),
+        rest: &frame[split..],
+    }
+}
+
+/// The bridge whose subnet holds the source of `ip` (where an ICMP error goes).
+fn bridge_of_source(snap: &Snapshot, ip: &[u8]) -> Option<usize> {
+    let m = Ipv4Meta::parse(ip).ok()?;
+    snap.bridges
+        .iter()
+        .position(|b| b.router.is_some_and(|r| r.net.contains(&m.src)))
+}

@@ -1,0 +1,138 @@
+//! The neighbour (ARP) cache: next-hop IPv4 address → MAC address.
+//!
+//! Subnets of bridges never overlap (validated), so an address alone names a neighbour.
+//!
+//! # Thread safety
+//! Single writer: the service thread, which learns from ARP and publishes a new
+//! immutable map at most once per batch of punted frames (RCU, arc-swap). Workers read
+//! with one atomic load per batch and never lock. The map is capped; when full, the
+//! oldest entry is dropped and counted.
+
+use crate::wire::MacAddr;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Seconds after which an entry is re-resolved.
+pub const NEIGH_TTL: u32 = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neigh {
+    pub mac: MacAddr,
+    /// When it was learned (clock seconds).
+    pub learned: u32,
+}
+
+pub type NeighMap = HashMap<Ipv4Addr, Neigh>;
+
+pub struct NeighCache {
+    map: ArcSwap<NeighMap>,
+    cap: usize,
+    evictions: AtomicU64,
+}
+
+impl NeighCache {
+    pub fn new(cap: usize) -> NeighCache {
+        NeighCache {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            cap: cap.max(1),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// A cheap handle on the current map (workers: once per batch).
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<NeighMap>> {
+        self.map.load()
+    }
+
+    /// The MAC of `ip` if known and fresh.
+    #[inline]
+    pub fn lookup(map: &NeighMap, ip: Ipv4Addr, now: u32) -> Option<MacAddr> {
+        map.get(&ip)
+            .filter(|n| now.wrapping_sub(n.learned) < NEIGH_TTL)
+            .map(|n| n.mac)
+    }
+
+    /// Apply learned entries (service thread only) and publish once.
+    pub fn update(&self, learned: &[(Ipv4Addr, MacAddr)], now: u32) {
+        if learned.is_empty() {
+            return;
+        }
+        let cur = self.map.load();
+        let mut changed = false;
+        for (ip, mac) in learned {
+            match cur.get(ip) {
+                Some(n) if n.mac == *mac && now.wrapping_sub(n.learned) < NEIGH_TTL / 2 => {}
+                _ => changed = true,
+            }
+        }
+        if !changed {
+            return;
+        }
+        let mut next: NeighMap = (**cur).clone();
+        for (ip, mac) in learned {
+            if !next.contains_key(ip) && next.len() >= self.cap {
+                if let Some(old) = next.iter().min_by_key(|(_, n)| n.learned).map(|(k, _)| *k) {
+                    next.remove(&old);
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            next.insert(
+                *ip,
+                Neigh {
+                    mac: *mac,
+                    learned: now,
+                },
+            );
+        }
+        self.map.store(Arc::new(next));
+    }
+
+    pub fn remove(&self, ip: Ipv4Addr) {
+        let cur = self.map.load();
+        if cur.contains_key(&ip) {
+            let mut next: NeighMap = (**cur).clone();
+            next.remove(&ip);
+            self.map.store(Arc::new(next));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learn_lookup_expire_cap() {
+        let c = NeighCache::new(2);
+        let ip = |i| Ipv4Addr::new(10, 0, 0, i);
+        let mac = |i| MacAddr([2, 0, 0, 0, 0, i]);
+        c.update(&[(ip(1), mac(1))], 10);
+        assert_eq!(NeighCache::lookup(&c.load(), ip(1), 10), Some(mac(1)));
+        assert_eq!(NeighCache::lookup(&c.load(), ip(1), 10 + NEIGH_TTL), None);
+        c.update(&[(ip(2), mac(2))], 11);
+        c.update(&[(ip(3), mac(3))], 12);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.evictions(), 1);
+        assert_eq!(
+            NeighCache::lookup(&c.load(), ip(1), 12),
+            None,
+            "oldest evicted"
+        );
+    }
+}
