@@ -10,6 +10,7 @@
 pub mod dhcp;
 pub mod dns;
 mod ipbuild;
+mod tcp53;
 
 use crate::config::snapshot::slot_of;
 use crate::config::{BridgeRt, Snapshot};
@@ -64,6 +65,7 @@ pub struct Service {
     learned: Vec<(Ipv4Addr, MacAddr)>,
     icmp_tokens: f64,
     icmp_refill: Instant,
+    tcp53: tcp53::Tcp53,
 }
 
 impl Service {
@@ -82,6 +84,7 @@ impl Service {
             learned: Vec::new(),
             icmp_tokens: ICMP_ERRORS_PER_SEC,
             icmp_refill: Instant::now(),
+            tcp53: tcp53::Tcp53::default(),
         }
     }
 
@@ -256,6 +259,17 @@ impl Service {
                 } else if target.is_some() {
                     // Port unreachable.
                     self.icmp_error(snap, bi, ip, 3, 3, 0);
+                }
+            }
+            ipv4::PROTO_TCP if target == Some(bi) && body.len() >= 20 && body[2..4] == [0, 53] => {
+                let now = dhcp::unix_now();
+                let names = &bridge.names;
+                match self
+                    .tcp53
+                    .handle(m.src, m.dst, body, |q| dns::answer(names, q, now))
+                {
+                    Some(pkt) => self.emit(snap, pkt),
+                    None => self.count_drop(snap, in_port),
                 }
             }
             _ => self.count_drop(snap, in_port),
