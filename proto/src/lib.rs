@@ -161,6 +161,22 @@ pub enum Command {
     ListRoutes,
     /// Result: `Vec<LeaseEntry>`.
     DhcpLeases { bridge: String },
+    /// Source NAT of `bridge`'s subnet behind `out`'s gateway address. Result: null.
+    Masquerade { bridge: String, out: String },
+    /// Remove a masquerade rule (extension). Result: null.
+    DelMasquerade { bridge: String },
+    /// Destination NAT (like `docker run -p`). Result: [`PublishedEntry`].
+    Publish(Publish),
+    /// Result: null.
+    Unpublish {
+        proto: String,
+        /// `[IP:]PORT`
+        listen: String,
+    },
+    /// Result: `Vec<PublishedEntry>`.
+    ListPublished,
+    /// Result: `Vec<CtEntry>`.
+    CtShow,
 }
 
 impl Command {
@@ -185,6 +201,12 @@ impl Command {
             Command::DelRoute { .. } => "del-route",
             Command::ListRoutes => "list-routes",
             Command::DhcpLeases { .. } => "dhcp-leases",
+            Command::Masquerade { .. } => "masquerade",
+            Command::DelMasquerade { .. } => "del-masquerade",
+            Command::Publish(_) => "publish",
+            Command::Unpublish { .. } => "unpublish",
+            Command::ListPublished => "list-published",
+            Command::CtShow => "ct-show",
         }
     }
 }
@@ -265,6 +287,44 @@ pub struct RouteEntry {
     pub bridge: String,
     /// `connected` or `static`.
     pub kind: String,
+}
+
+/// Arguments of `publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Publish {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// `[IP:]PORT` on the router's outside address(es).
+    pub listen: String,
+    /// `IP:PORT` of the container.
+    pub target: String,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedEntry {
+    pub proto: String,
+    /// The listening address, `None` for every outside address.
+    pub ip: Option<String>,
+    pub port: u16,
+    pub target_ip: String,
+    pub target_port: u16,
+}
+
+/// A tracked connection (original direction, as translated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtEntry {
+    pub proto: String,
+    /// `IP:PORT` (ICMP: `IP:ID`) as the connection's first packet had it.
+    pub src: String,
+    pub dst: String,
+    /// After translation.
+    pub nat_src: String,
+    pub nat_dst: String,
+    /// `new`, `established`, `closing` (TCP), `active` (UDP/ICMP).
+    pub state: String,
+    /// Seconds left before the entry expires without traffic.
+    pub expires_in: u64,
 }
 
 /// A DHCP lease.

@@ -26,6 +26,9 @@ struct Args {
     /// Seconds a learned MAC address lives without traffic
     #[arg(long, default_value_t = 300)]
     fdb_aging: u32,
+    /// Maximum tracked NAT connections
+    #[arg(long, default_value_t = 32768)]
+    ct_max: usize,
 }
 
 fn main() {
@@ -56,6 +59,10 @@ fn main() {
         eprintln!("error: --fdb-max must be 1..1048576 and --fdb-aging at least 1");
         std::process::exit(2);
     }
+    if !(1..=1 << 22).contains(&args.ct_max) {
+        eprintln!("error: --ct-max must be 1..4194304");
+        std::process::exit(2);
+    }
     let opts = vswitch::daemon::Options {
         socket: vswitch_proto::socket_path(args.socket.as_deref()),
         db: vswitch_proto::db_path(args.db.as_deref()),
@@ -63,6 +70,7 @@ fn main() {
         limits: Limits {
             fdb_cap: args.fdb_max,
             fdb_aging: args.fdb_aging,
+            ct_cap: args.ct_max * 2,
         },
     };
     if let Err(e) = vswitch::daemon::run(opts) {

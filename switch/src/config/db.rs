@@ -136,7 +136,7 @@ mod tests {
                 hosts: vec![],
                 leases: vec![],
             }],
-            routes: vec![],
+            ..Default::default()
         }
     }
 

@@ -9,5 +9,10 @@ pub mod db;
 pub mod model;
 pub mod snapshot;
 
-pub use model::{BridgeConf, ConfigError, DhcpRange, HostConf, Lease, Model, PortConf, RouteConf};
-pub use snapshot::{router_mac, BridgeRt, NameMap, PortEntry, RouterIf, Snapshot, VlanMode};
+pub use model::{
+    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, PortConf, PublishConf,
+    RouteConf,
+};
+pub use snapshot::{
+    router_mac, BridgeRt, NameMap, NatRt, PortEntry, PublishRt, RouterIf, Snapshot, VlanMode,
+};

@@ -51,6 +51,34 @@ pub enum ConfigError {
     NoSuchRoute(String),
     #[error("next hop {0} is not inside the subnet of any bridge with a gateway")]
     NextHopUnreachable(String),
+    #[error("bridge {0} has no --subnet to masquerade")]
+    MasqNoSubnet(String),
+    #[error("bridge {0} has no gateway address to masquerade behind (add-br ... --gateway IP)")]
+    MasqNoGateway(String),
+    #[error("a bridge cannot masquerade behind itself: {0}")]
+    MasqSelf(String),
+    #[error("bridge {0} is already masqueraded")]
+    MasqExists(String),
+    #[error("bridge {0} is not masqueraded")]
+    NoSuchMasq(String),
+    #[error("bad protocol {0:?}: expected tcp or udp")]
+    BadProto(String),
+    #[error("bad port {0:?}: expected 1..65535")]
+    BadPort(String),
+    #[error("bad address {0:?}: expected IP:PORT")]
+    BadEndpoint(String),
+    #[error("{proto} port {listen} is already published (to {target})")]
+    AlreadyPublished {
+        proto: String,
+        listen: String,
+        target: String,
+    },
+    #[error("{proto} port {listen} is not published")]
+    NotPublished { proto: String, listen: String },
+    #[error("target {0} is outside every bridge's subnet")]
+    TargetOutside(String),
+    #[error("{0} is not a gateway address of any bridge")]
+    NotRouterAddress(String),
     #[error("gateway {gateway} is outside subnet {subnet}")]
     GatewayOutside { gateway: String, subnet: String },
     #[error("gateway {0} is the network or broadcast address of its subnet")]
@@ -142,6 +170,34 @@ pub struct RouteConf {
     pub via: Ipv4Addr,
 }
 
+/// Source NAT of a bridge's subnet behind another bridge's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasqConf {
+    pub bridge: String,
+    pub out: String,
+}
+
+/// A published port: destination NAT from the router's outside address(es).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishConf {
+    /// IP protocol number: 6 (tcp) or 17 (udp).
+    pub proto: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    pub port: u16,
+    pub target_ip: Ipv4Addr,
+    pub target_port: u16,
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
+    }
+}
+
 /// One bridge as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeConf {
@@ -169,6 +225,10 @@ pub struct Model {
     pub bridges: Vec<BridgeConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masquerade: Vec<MasqConf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishConf>,
 }
 
 fn valid_bridge_name(n: &str) -> bool {
@@ -199,6 +259,29 @@ pub fn parse_net(s: &str) -> Result<Ipv4Net, ConfigError> {
         });
     }
     Ok(net)
+}
+
+fn parse_proto(s: &str) -> Result<u8, ConfigError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        _ => Err(ConfigError::BadProto(s.to_string())),
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, ConfigError> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(ConfigError::BadPort(s.to_string())),
+    }
+}
+
+/// `[IP:]PORT`
+fn parse_listen(s: &str) -> Result<(Option<Ipv4Addr>, u16), ConfigError> {
+    match s.rsplit_once(':') {
+        Some((ip, port)) => Ok((Some(parse_ip(ip)?), parse_port(port)?)),
+        None => Ok((None, parse_port(s)?)),
+    }
 }
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -302,6 +385,93 @@ impl Model {
             hosts: Vec::new(),
             leases: Vec::new(),
         })
+    }
+
+    /// Validate a `masquerade` request.
+    pub fn check_masquerade(&self, bridge: &str, out: &str) -> Result<MasqConf, ConfigError> {
+        let b = self.bridge(bridge)?;
+        let o = self.bridge(out)?;
+        if b.name == o.name {
+            return Err(ConfigError::MasqSelf(b.name.clone()));
+        }
+        if b.subnet.is_none() {
+            return Err(ConfigError::MasqNoSubnet(b.name.clone()));
+        }
+        if o.gateway.is_none() {
+            return Err(ConfigError::MasqNoGateway(o.name.clone()));
+        }
+        if self.masquerade.iter().any(|m| m.bridge == bridge) {
+            return Err(ConfigError::MasqExists(bridge.to_string()));
+        }
+        Ok(MasqConf {
+            bridge: bridge.to_string(),
+            out: out.to_string(),
+        })
+    }
+
+    /// Validate a `publish` request.
+    pub fn check_publish(
+        &self,
+        proto: &str,
+        listen: &str,
+        target: &str,
+    ) -> Result<PublishConf, ConfigError> {
+        let proto_n = parse_proto(proto)?;
+        let (ip, port) = parse_listen(listen)?;
+        if let Some(ip) = ip {
+            if !self.bridges.iter().any(|b| b.gateway == Some(ip)) {
+                return Err(ConfigError::NotRouterAddress(ip.to_string()));
+            }
+        }
+        let (tip, tport) = target
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::BadEndpoint(target.to_string()))?;
+        let target_ip: Ipv4Addr = tip
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadEndpoint(target.to_string()))?;
+        let target_port = parse_port(tport)?;
+        if !self
+            .bridges
+            .iter()
+            .any(|b| b.subnet.is_some_and(|s| s.contains(&target_ip)))
+        {
+            return Err(ConfigError::TargetOutside(target_ip.to_string()));
+        }
+        if let Some(p) = self.published.iter().find(|p| {
+            p.proto == proto_n && p.port == port && (p.ip.is_none() || ip.is_none() || p.ip == ip)
+        }) {
+            return Err(ConfigError::AlreadyPublished {
+                proto: proto_name(proto_n).to_string(),
+                listen: listen.to_string(),
+                target: format!("{}:{}", p.target_ip, p.target_port),
+            });
+        }
+        Ok(PublishConf {
+            proto: proto_n,
+            ip,
+            port,
+            target_ip,
+            target_port,
+        })
+    }
+
+    pub fn remove_published(
+        &mut self,
+        proto: &str,
+        listen: &str,
+    ) -> Result<PublishConf, ConfigError> {
+        let proto_n = parse_proto(proto)?;
+        let (ip, port) = parse_listen(listen)?;
+        let i = self
+            .published
+            .iter()
+            .position(|p| p.proto == proto_n && p.port == port && p.ip == ip)
+            .ok_or_else(|| ConfigError::NotPublished {
+                proto: proto_name(proto_n).to_string(),
+                listen: listen.to_string(),
+            })?;
+        Ok(self.published.remove(i))
     }
 
     /// Validate an `add-route` request, without changing the model.
@@ -561,6 +731,54 @@ mod tests {
             "10.0.0.5"
         );
         assert!(m.remove_host("br1", "web").is_err());
+    }
+
+    #[test]
+    fn nat_validation() {
+        let mut m = Model::default();
+        for (n, s, g) in [
+            ("br1", "10.0.0.0/24", None),
+            ("wan", "198.51.100.0/24", Some("198.51.100.2")),
+        ] {
+            m.insert_bridge(m.check_add_bridge(&br(n, Some(s), g)).unwrap());
+        }
+        assert_eq!(
+            m.check_masquerade("wan", "br1").unwrap_err().to_string(),
+            "bridge br1 has no gateway address to masquerade behind (add-br ... --gateway IP)"
+        );
+        assert_eq!(
+            m.check_masquerade("br9", "wan").unwrap_err().to_string(),
+            "no such bridge: br9"
+        );
+        m.masquerade.push(m.check_masquerade("br1", "wan").unwrap());
+        assert!(m.check_masquerade("br1", "wan").is_err());
+        let p = m.check_publish("tcp", "8080", "10.0.0.5:80").unwrap();
+        assert_eq!((p.proto, p.ip, p.port, p.target_port), (6, None, 8080, 80));
+        m.published.push(p);
+        assert_eq!(
+            m.check_publish("TCP", "198.51.100.2:8080", "10.0.0.6:80")
+                .unwrap_err()
+                .to_string(),
+            "tcp port 198.51.100.2:8080 is already published (to 10.0.0.5:80)"
+        );
+        assert!(m.check_publish("udp", "8080", "10.0.0.6:80").is_ok());
+        assert!(m
+            .check_publish("sctp", "1", "10.0.0.6:80")
+            .unwrap_err()
+            .to_string()
+            .starts_with("bad protocol"));
+        assert_eq!(
+            m.check_publish("tcp", "81", "192.168.1.1:80")
+                .unwrap_err()
+                .to_string(),
+            "target 192.168.1.1 is outside every bridge's subnet"
+        );
+        assert!(m.check_publish("tcp", "0", "10.0.0.6:80").is_err());
+        assert!(m
+            .check_publish("tcp", "10.0.0.9:81", "10.0.0.6:80")
+            .is_err());
+        assert!(m.remove_published("tcp", "8081").is_err());
+        assert!(m.remove_published("tcp", "8080").is_ok());
     }
 
     #[test]

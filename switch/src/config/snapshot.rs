@@ -8,7 +8,7 @@
 use crate::config::DhcpRange;
 use crate::dp::PortCounters;
 use crate::port::Port;
-use crate::tables::{Fdb, PortId, RouteTable};
+use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -143,7 +143,33 @@ pub fn router_mac(bridge: &str) -> MacAddr {
 }
 
 /// The whole datapath configuration at one instant.
-#[derive(Default)]
+/// A published port as the data path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRt {
+    /// Listening address; `None`: every outside address.
+    pub ip: Option<Ipv4Addr>,
+    pub target_ip: Ipv4Addr,
+    pub target_port: u16,
+}
+
+/// NAT rules.
+#[derive(Debug, Default, Clone)]
+pub struct NatRt {
+    /// By bridge index: the outside bridge it is masqueraded behind.
+    pub masq: Vec<Option<usize>>,
+    /// By (protocol, port).
+    pub publish: HashMap<(u8, u16), Vec<PublishRt>>,
+    /// Gateway addresses of bridges used with `masquerade --out`.
+    pub outside_ips: Vec<Ipv4Addr>,
+}
+
+impl NatRt {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.masq.iter().all(Option::is_none)
+    }
+}
+
 pub struct Snapshot {
     pub generation: u64,
     /// Attached ports by slot (the low 16 bits of their [`PortId`]).
@@ -153,6 +179,23 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Gateway address → bridge index.
     pub router_ips: HashMap<Ipv4Addr, usize>,
+    pub nat: NatRt,
+    /// Shared by every snapshot (its entries outlive configuration changes).
+    pub conntrack: Arc<Conntrack>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            generation: 0,
+            ports: Vec::new(),
+            bridges: Vec::new(),
+            routes: RouteTable::default(),
+            router_ips: HashMap::new(),
+            nat: NatRt::default(),
+            conntrack: Arc::new(Conntrack::new(64)),
+        }
+    }
 }
 
 /// Slot of a port id.

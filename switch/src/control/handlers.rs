@@ -5,16 +5,18 @@
 //! snapshot → tell workers. A failure at any step before the commit undoes the steps
 //! before it, so a refused request leaves configuration, devices and db as they were.
 
+use crate::config::model::proto_name;
 use crate::config::snapshot::slot_of;
 use crate::config::{
     db, BridgeConf, BridgeRt, ConfigError, HostConf, Model, PortConf, PortEntry, Snapshot, VlanMode,
 };
-use crate::config::{router_mac, NameMap, RouterIf};
+use crate::config::{router_mac, NameMap, NatRt, PublishRt, RouterIf};
 use crate::dp::{clock, PortCounters, WorkerPool};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::TapPort;
 use crate::port::Port;
-use crate::tables::{Fdb, PortId, Route, RouteTable};
+use crate::tables::conntrack::CtState;
+use crate::tables::{Conntrack, Fdb, PortId, Route, RouteTable};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -23,8 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
-    BridgeInfo, Command, FdbEntry, FlushResult, HostEntry, LeaseEntry, PortInfo, PortKind,
-    PortStats, RouteEntry, ShowInfo, VersionInfo, PROTOCOL_VERSION,
+    BridgeInfo, Command, CtEntry as CtEntryInfo, FdbEntry, FlushResult, HostEntry, LeaseEntry,
+    PortInfo, PortKind, PortStats, PublishedEntry, RouteEntry, ShowInfo, VersionInfo,
+    PROTOCOL_VERSION,
 };
 
 /// Tunables of the tables.
@@ -32,6 +35,8 @@ use vswitch_proto::{
 pub struct Limits {
     pub fdb_cap: usize,
     pub fdb_aging: u32,
+    /// Directional conntrack entries (two per connection).
+    pub ct_cap: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +44,7 @@ impl Default for Limits {
         Limits {
             fdb_cap: 8192,
             fdb_aging: 300,
+            ct_cap: 65536,
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct State {
     slot_gen: Vec<u16>,
     free_slots: Vec<u16>,
     generation: u64,
+    conntrack: Arc<Conntrack>,
 }
 
 fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
@@ -129,6 +136,16 @@ fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
             }
         }
         PortKind::Vxlan => Err(ConfigError::UnsupportedKind(p.kind).into()),
+    }
+}
+
+fn published_entry(p: &crate::config::PublishConf) -> PublishedEntry {
+    PublishedEntry {
+        proto: proto_name(p.proto).to_string(),
+        ip: p.ip.map(|i| i.to_string()),
+        port: p.port,
+        target_ip: p.target_ip.to_string(),
+        target_port: p.target_port,
     }
 }
 
@@ -177,6 +194,7 @@ impl State {
             slot_gen: Vec::new(),
             free_slots: Vec::new(),
             generation: 0,
+            conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
         };
         for b in &s.model.bridges {
             s.fdbs.insert(
@@ -361,12 +379,39 @@ impl State {
                 );
             }
         }
+        let mut nat = NatRt {
+            masq: vec![None; bridges.len()],
+            ..Default::default()
+        };
+        let index = |name: &str| bridges.iter().position(|b| b.name == name);
+        for m in &self.model.masquerade {
+            if let (Some(i), Some(o)) = (index(&m.bridge), index(&m.out)) {
+                nat.masq[i] = Some(o);
+                if let Some(r) = bridges[o].router {
+                    if !nat.outside_ips.contains(&r.ip) {
+                        nat.outside_ips.push(r.ip);
+                    }
+                }
+            }
+        }
+        for p in &self.model.published {
+            nat.publish
+                .entry((p.proto, p.port))
+                .or_default()
+                .push(PublishRt {
+                    ip: p.ip,
+                    target_ip: p.target_ip,
+                    target_port: p.target_port,
+                });
+        }
         self.snap.store(Arc::new(Snapshot {
             generation: self.generation,
             ports,
             bridges,
             routes,
             router_ips,
+            nat,
+            conntrack: self.conntrack.clone(),
         }));
     }
 
@@ -733,6 +778,88 @@ impl State {
                     })
                     .collect();
                 v.sort_by_key(|l| l.ip.parse::<std::net::Ipv4Addr>().ok());
+                to_value(v)
+            }
+            Command::Masquerade { bridge, out } => {
+                let m = self.model.check_masquerade(&bridge, &out)?;
+                let mut next = self.model.clone();
+                next.masquerade.push(m);
+                self.commit(next)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            Command::DelMasquerade { bridge } => {
+                self.model.bridge(&bridge)?;
+                let mut next = self.model.clone();
+                let before = next.masquerade.len();
+                next.masquerade.retain(|m| m.bridge != bridge);
+                if next.masquerade.len() == before {
+                    return Err(ConfigError::NoSuchMasq(bridge).into());
+                }
+                self.commit(next)?;
+                self.conntrack.flush();
+                self.publish();
+                Ok(Value::Null)
+            }
+            Command::Publish(req) => {
+                let p = self
+                    .model
+                    .check_publish(&req.proto, &req.listen, &req.target)?;
+                let mut next = self.model.clone();
+                next.published.push(p.clone());
+                self.commit(next)?;
+                self.publish();
+                to_value(published_entry(&p))
+            }
+            Command::Unpublish { proto, listen } => {
+                let mut next = self.model.clone();
+                next.remove_published(&proto, &listen)?;
+                self.commit(next)?;
+                // Established connections to the port end with it, as `docker stop` would.
+                self.conntrack.flush();
+                self.publish();
+                Ok(Value::Null)
+            }
+            Command::ListPublished => {
+                let v: Vec<PublishedEntry> =
+                    self.model.published.iter().map(published_entry).collect();
+                to_value(v)
+            }
+            Command::CtShow => {
+                let now = clock::now_secs();
+                let mut v: Vec<CtEntryInfo> = self
+                    .conntrack
+                    .entries(now)
+                    .into_iter()
+                    .filter(|(_, e)| e.original)
+                    .map(|(t, e)| {
+                        let ep = |ip: std::net::Ipv4Addr, p: u16| format!("{ip}:{p}");
+                        let (sp, dp, xsp, xdp) = if t.proto == 1 {
+                            (t.sport, t.sport, e.xlate.sport, e.xlate.sport)
+                        } else {
+                            (t.sport, t.dport, e.xlate.sport, e.xlate.dport)
+                        };
+                        let timeout = crate::tables::conntrack::timeout(t.proto, e.state);
+                        CtEntryInfo {
+                            proto: proto_name(t.proto).to_string(),
+                            src: ep(t.src, sp),
+                            dst: ep(t.dst, dp),
+                            nat_src: ep(e.xlate.src, xsp),
+                            nat_dst: ep(e.xlate.dst, xdp),
+                            state: match (t.proto, e.state) {
+                                (_, CtState::New) => "new",
+                                (6, CtState::Established) => "established",
+                                (_, CtState::Established) => "active",
+                                (_, CtState::Closing) => "closing",
+                            }
+                            .to_string(),
+                            expires_in: u64::from(
+                                timeout.saturating_sub(now.wrapping_sub(e.last_seen)),
+                            ),
+                        }
+                    })
+                    .collect();
+                v.sort_by(|a, b| (&a.proto, &a.src, &a.dst).cmp(&(&b.proto, &b.src, &b.dst)));
                 to_value(v)
             }
             Command::ListHosts { bridge } => {

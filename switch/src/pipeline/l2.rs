@@ -3,6 +3,7 @@
 //! router's MAC go through [`super::l3`] and leave by the egress bridge's L2 output.
 
 use super::l3::{self, Verdict};
+use super::nat;
 use super::punt::{Punt, PuntKind, PuntTx};
 use crate::config::snapshot::slot_of;
 use crate::config::{PortEntry, Snapshot, VlanMode};
@@ -238,8 +239,11 @@ fn route(
 ) {
     let w = ctx.worker;
     let l3_ofs = eth.payload_ofs + 2;
+    let vnet = batch.vnet(i);
+    let mut translated = false;
     let verdict = match eth.ethertype {
         ipv4::ETHERTYPE_IPV4 => {
+            translated = nat::pre(ctx, batch.frame_mut(i), l3_ofs, &vnet);
             let f = batch.frame(i);
             l3::decide(
                 ctx.snap,
@@ -248,7 +252,8 @@ fn route(
                 inp.bridge,
                 &f[l3_ofs..],
                 l3_ofs,
-                &batch.vnet(i),
+                &vnet,
+                translated,
             )
         }
         ipv4::ETHERTYPE_ARP => Verdict::Punt(PuntKind::Local),
@@ -256,6 +261,13 @@ fn route(
     };
     match verdict {
         Verdict::Forward { bridge, mac } => {
+            if !translated {
+                nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), l3_ofs, &vnet);
+            }
+            let Some(mac) = mac else {
+                punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
+                return;
+            };
             let Some(rif) = ctx.snap.bridges[bridge].router else {
                 inp.counters.dropped(w, DropReason::NotRoutable, 1);
                 return;

@@ -19,11 +19,16 @@ use crate::wire::{MacAddr, VnetHdr};
 /// What to do with a frame sent to the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Forward { bridge: usize, mac: MacAddr },
+    /// Route out of `bridge`; `mac` is the next hop's, `None` when it must be resolved.
+    Forward {
+        bridge: usize,
+        mac: Option<MacAddr>,
+    },
     Punt(PuntKind),
     Drop(DropReason),
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Decide the fate of the IPv4 packet `ip` (the bytes after the EtherType, `l3_ofs`
 /// bytes into the frame) that arrived on bridge `in_bridge`.
 #[inline]
@@ -35,6 +40,7 @@ pub fn decide(
     ip: &[u8],
     l3_ofs: usize,
     vnet: &VnetHdr,
+    translated: bool,
 ) -> Verdict {
     let Ok(m) = Ipv4Meta::parse(ip) else {
         return Verdict::Drop(DropReason::Malformed);
@@ -51,7 +57,10 @@ pub fn decide(
     let (Some(inb), Some(outb)) = (snap.bridges.get(in_bridge), snap.bridges.get(r.bridge)) else {
         return Verdict::Drop(DropReason::NotRoutable);
     };
-    if r.bridge != in_bridge && (inb.isolated || outb.isolated) {
+    // Isolated bridges reach other bridges only through NAT (masquerade out, published
+    // ports and their replies in).
+    let via_nat = translated || snap.nat.masq.get(in_bridge).copied().flatten() == Some(r.bridge);
+    if r.bridge != in_bridge && (inb.isolated || outb.isolated) && !via_nat {
         return Verdict::Drop(DropReason::Isolated);
     }
     if m.ttl <= 1 {
@@ -73,12 +82,9 @@ pub fn decide(
         return Verdict::Drop(DropReason::TooBig);
     }
     let next = r.via.unwrap_or(m.dst);
-    match NeighCache::lookup(neigh, next, now) {
-        Some(mac) => Verdict::Forward {
-            bridge: r.bridge,
-            mac,
-        },
-        None => Verdict::Punt(PuntKind::Resolve),
+    Verdict::Forward {
+        bridge: r.bridge,
+        mac: NeighCache::lookup(neigh, next, now),
     }
 }
 

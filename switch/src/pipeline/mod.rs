@@ -7,6 +7,7 @@
 
 pub mod l2;
 pub mod l3;
+pub mod nat;
 pub mod punt;
 
 pub use l2::{flush, process, Ctx, OutQueues};

@@ -5,6 +5,7 @@
 //! [`EthFrame::parse`]; after that, no accessor can panic.
 
 pub mod arp;
+pub mod csum;
 mod ethernet;
 pub mod ipv4;
 mod mac;

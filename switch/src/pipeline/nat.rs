@@ -1,0 +1,319 @@
+//! The NAT stage: masquerade (source NAT behind an outside gateway address), published
+//! ports (destination NAT, with hairpin source NAT for clients on the target's own
+//! bridge), and the conntrack lookups that translate every later packet of a
+//! connection in both directions.
+//!
+//! Runs inside the L3 stage: [`pre`] before the route decision (existing connections,
+//! published ports), [`post`] after it (new masqueraded connections). Headers are
+//! rewritten in place with incremental checksum updates; for a frame whose L4 checksum
+//! is partial (a GSO super-frame from a veth or TAP), only the pseudo-header part is
+//! updated, as Linux does, and the device completes it.
+//!
+//! Read first: RFC 3022 (traditional NAT), RFC 5382/4787 (NAT behaviour for TCP/UDP),
+//! RFC 1624 (incremental checksums).
+
+use super::Ctx;
+use crate::tables::conntrack::{CtEntry, CtState, Inserted, Tuple};
+use crate::wire::csum;
+use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::vnet::F_NEEDS_CSUM;
+use crate::wire::VnetHdr;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+
+/// Ports (and ICMP identifiers) masquerade allocates from, as Linux's ephemeral range.
+const PORT_MIN: u16 = 32768;
+const PORT_MAX: u16 = 60999;
+const PORT_TRIES: u32 = 64;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO: u8 = 8;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// The conntrack tuple of an IPv4 packet (`ip` = bytes from the IPv4 header on).
+/// `None` for fragments, other protocols, ICMP other than echo, and runts.
+#[inline]
+pub fn tuple_of(ip: &[u8], m: &Ipv4Meta) -> Option<Tuple> {
+    if m.fragment {
+        return None;
+    }
+    let l4 = ip.get(m.hlen..m.total_len)?;
+    let (sport, dport) = match m.protocol {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP if l4.len() >= 8 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        ipv4::PROTO_ICMP if l4.len() >= 8 => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            match l4[0] {
+                ICMP_ECHO => (id, 0),
+                ICMP_ECHO_REPLY => (0, id),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(Tuple {
+        proto: m.protocol,
+        src: m.src,
+        sport,
+        dst: m.dst,
+        dport,
+    })
+}
+
+/// Rewrite the packet whose tuple is `from` (IPv4 header at `l3`) to `to`.
+pub fn rewrite(frame: &mut [u8], l3: usize, hlen: usize, from: &Tuple, to: &Tuple, vnet: &VnetHdr) {
+    let l4 = l3 + hlen;
+    if frame.len() < l4 + 8 {
+        return;
+    }
+    let mut old = [0u16; 4];
+    let mut new = [0u16; 4];
+    let mut n = 0;
+    if from.src != to.src {
+        old[n..n + 2].copy_from_slice(&csum::words(from.src));
+        new[n..n + 2].copy_from_slice(&csum::words(to.src));
+        n += 2;
+        frame[l3 + ipv4::field::SRC..l3 + ipv4::field::SRC + 4].copy_from_slice(&to.src.octets());
+    }
+    if from.dst != to.dst {
+        old[n..n + 2].copy_from_slice(&csum::words(from.dst));
+        new[n..n + 2].copy_from_slice(&csum::words(to.dst));
+        n += 2;
+        frame[l3 + ipv4::field::DST..l3 + ipv4::field::DST + 4].copy_from_slice(&to.dst.octets());
+    }
+    if n > 0 {
+        let c = l3 + ipv4::field::CHECKSUM;
+        let hc = u16::from_be_bytes([frame[c], frame[c + 1]]);
+        frame[c..c + 2].copy_from_slice(&csum::update(hc, &old[..n], &new[..n]).to_be_bytes());
+    }
+    let partial = vnet.flags & F_NEEDS_CSUM != 0 && usize::from(vnet.csum_start) == l4;
+    let (csum_at, pseudo) = match to.proto {
+        ipv4::PROTO_TCP => (l4 + 16, true),
+        ipv4::PROTO_UDP => (l4 + 6, true),
+        _ => (l4 + 2, false),
+    };
+    if frame.len() < csum_at + 2 {
+        return;
+    }
+    let mut sum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let udp_none = to.proto == ipv4::PROTO_UDP && sum == 0 && !partial;
+    // Ports (or the ICMP identifier), which a partial checksum does not cover yet.
+    let mut pold = [0u16; 2];
+    let mut pnew = [0u16; 2];
+    let mut pn = 0;
+    if to.proto == ipv4::PROTO_ICMP {
+        let is_request = frame[l4] == ICMP_ECHO;
+        let (f, t) = if is_request {
+            (from.sport, to.sport)
+        } else {
+            (from.dport, to.dport)
+        };
+        if f != t {
+            frame[l4 + 4..l4 + 6].copy_from_slice(&t.to_be_bytes());
+            pold[0] = f;
+            pnew[0] = t;
+            pn = 1;
+        }
+    } else {
+        if from.sport != to.sport {
+            frame[l4..l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
+            pold[pn] = from.sport;
+            pnew[pn] = to.sport;
+            pn += 1;
+        }
+        if from.dport != to.dport {
+            frame[l4 + 2..l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
+            pold[pn] = from.dport;
+            pnew[pn] = to.dport;
+            pn += 1;
+        }
+    }
+    if udp_none {
+        return;
+    }
+    if partial {
+        if pseudo && n > 0 {
+            sum = csum::update_partial(sum, &old[..n], &new[..n]);
+        }
+    } else {
+        if pseudo && n > 0 {
+            sum = csum::update(sum, &old[..n], &new[..n]);
+        }
+        if pn > 0 {
+            sum = csum::update(sum, &pold[..pn], &pnew[..pn]);
+        }
+        if to.proto == ipv4::PROTO_UDP && sum == 0 {
+            sum = 0xffff;
+        }
+    }
+    frame[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+fn tcp_flags(frame: &[u8], l4: usize, proto: u8) -> u8 {
+    if proto == ipv4::PROTO_TCP {
+        frame.get(l4 + 13).copied().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Existing connections and published ports. Returns whether the packet was translated.
+pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
+    let snap = ctx.snap;
+    if snap.nat.is_empty() {
+        return false;
+    }
+    let Some(ip) = frame.get(l3..) else {
+        return false;
+    };
+    let Ok(m) = Ipv4Meta::parse(ip) else {
+        return false;
+    };
+    let Some(t) = tuple_of(ip, &m) else {
+        return false;
+    };
+    let ct = &snap.conntrack;
+    let now = ctx.now;
+    if let Some(e) = ct.lookup(&t, now) {
+        let flags = tcp_flags(frame, l3 + m.hlen, t.proto);
+        let state = if flags & (TCP_FIN | TCP_RST) != 0 {
+            CtState::Closing
+        } else if !e.original && e.state == CtState::New {
+            CtState::Established
+        } else {
+            e.state
+        };
+        ct.touch(&t, state, now);
+        ct.touch(&e.xlate.reversed(), state, now);
+        rewrite(frame, l3, m.hlen, &t, &e.xlate, vnet);
+        return true;
+    }
+    // A new connection to a published port?
+    if t.proto == ipv4::PROTO_ICMP {
+        return false;
+    }
+    let Some(rules) = snap.nat.publish.get(&(t.proto, t.dport)) else {
+        return false;
+    };
+    let Some(rule) = rules.iter().find(|r| match r.ip {
+        Some(ip) => ip == t.dst,
+        None => snap.nat.outside_ips.contains(&t.dst),
+    }) else {
+        return false;
+    };
+    let mut x = Tuple {
+        dst: rule.target_ip,
+        dport: rule.target_port,
+        ..t
+    };
+    // Hairpin: a client on the target's own bridge must see the answer come back
+    // through us, so it gets the gateway as source (Docker's hairpin NAT).
+    let hairpin_gw = snap
+        .bridges
+        .iter()
+        .filter_map(|b| b.router)
+        .find(|r| r.net.contains(&rule.target_ip) && r.net.contains(&t.src))
+        .map(|r| r.ip);
+    if let Some(gw) = hairpin_gw {
+        x.src = gw;
+        match allocate(ctx, &t, x) {
+            Some(x2) => x = x2,
+            None => return false,
+        }
+    } else if !commit(ctx, &t, x) {
+        return false;
+    }
+    rewrite(frame, l3, m.hlen, &t, &x, vnet);
+    true
+}
+
+/// New connections leaving a masqueraded bridge by its outside bridge.
+pub fn post(
+    ctx: &Ctx<'_>,
+    in_bridge: usize,
+    out_bridge: usize,
+    frame: &mut [u8],
+    l3: usize,
+    vnet: &VnetHdr,
+) {
+    let snap = ctx.snap;
+    if snap.nat.masq.get(in_bridge).copied().flatten() != Some(out_bridge) {
+        return;
+    }
+    let (Some(inr), Some(outr)) = (
+        snap.bridges[in_bridge].router,
+        snap.bridges[out_bridge].router,
+    ) else {
+        return;
+    };
+    let Some(ip) = frame.get(l3..) else { return };
+    let Ok(m) = Ipv4Meta::parse(ip) else { return };
+    if !inr.net.contains(&m.src) {
+        return;
+    }
+    let Some(t) = tuple_of(ip, &m) else { return };
+    if t.proto == ipv4::PROTO_ICMP && t.sport == 0 {
+        // An echo reply leaving: not a new connection.
+        return;
+    }
+    let x = Tuple { src: outr.ip, ..t };
+    if let Some(x) = allocate(ctx, &t, x) {
+        rewrite(frame, l3, m.hlen, &t, &x, vnet);
+    }
+}
+
+/// Find a free source port (ICMP: identifier) for `x` and record the connection.
+fn allocate(ctx: &Ctx<'_>, t: &Tuple, mut x: Tuple) -> Option<Tuple> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    let span = u32::from(PORT_MAX - PORT_MIN) + 1;
+    let start = (h.finish() % u64::from(span)) as u32;
+    // Keep the original port when it is free (RFC 4787 port preservation).
+    let keep = t.sport;
+    for i in 0..=PORT_TRIES {
+        let p = if i == 0 {
+            keep
+        } else {
+            PORT_MIN + ((start + i) % span) as u16
+        };
+        if p == 0 {
+            continue;
+        }
+        x.sport = p;
+        if commit(ctx, t, x) {
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// Insert both directions of the connection `t` → `x`; false if the reply tuple is
+/// taken.
+fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> bool {
+    let ct = &ctx.snap.conntrack;
+    let reply = CtEntry {
+        xlate: t.reversed(),
+        state: CtState::New,
+        original: false,
+        last_seen: ctx.now,
+    };
+    match ct.insert(&x.reversed(), reply, ctx.now) {
+        Inserted::Ok | Inserted::Evicted => {}
+        Inserted::Exists | Inserted::Busy => return false,
+    }
+    let orig = CtEntry {
+        xlate: x,
+        state: CtState::New,
+        original: true,
+        last_seen: ctx.now,
+    };
+    !matches!(ct.insert(t, orig, ctx.now), Inserted::Busy)
+}
+
+/// Whether `ip` is an address masquerade or publish answers on.
+pub fn is_outside(snap: &crate::config::Snapshot, ip: Ipv4Addr) -> bool {
+    snap.nat.outside_ips.contains(&ip)
+}
