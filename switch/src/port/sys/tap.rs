@@ -12,7 +12,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub fn create(name: &str) -> io::Result<OwnedFd> {
     let mut ifr = ifreq_for(name)?;
     ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as libc::c_short;
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_TUN_EXCL)
+            as libc::c_short;
     // SAFETY: open(2) of a constant NUL-terminated path.
     let raw = unsafe {
         libc::open(
