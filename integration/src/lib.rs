@@ -1,1 +1,427 @@
-//! lab
+//! The netns lab harness: uniquely named network namespaces, veth links, a vswitchd
+//! per lab, real tools (ping, iperf3, udhcpc, dig, curl) run inside namespaces, and
+//! cleanup in `Drop` — also when a test panics.
+//!
+//! Safety: every entry point ([`runner::main`], `vswitch-lab`) re-executes itself under
+//! `unshare --net` unconditionally, so even the namespace the harness itself runs in is
+//! a private, empty one; nothing is ever configured in the machine's namespace.
+//! Container addresses come from 10.0.0.0/8 (never 10.255.0.0/16), outside networks
+//! from 198.51.100.0/24 and 203.0.113.0/24, and every namespace gets its own
+//! /etc/netns/NAME/resolv.conf so no lookup leaves the lab.
+
+pub mod runner;
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static LAB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Directory holding vswitchd, vswitchctl and pipework: `$VSWITCH_BIN_DIR`, else the
+/// cargo target directory of the running test or tool (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("VSWITCH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// Path of one of the project's binaries; an error tells how to build it.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        bail!(
+            "{} not found: run `cargo build --workspace` first (or set VSWITCH_BIN_DIR)",
+            p.display()
+        )
+    }
+}
+
+/// Run a command, capturing its output; a failure to start is an error.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd:?}"))
+}
+
+/// Run a command that must succeed; its stderr is in the error.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = run(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run_ok(Command::new("ip").args(args))
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The result of a vswitchctl call.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// One lab: namespaces, links, one vswitchd.
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+    switch_ns: Option<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// A new, empty lab. Fails unless running as root inside the runner's private
+    /// network namespace.
+    pub fn new() -> Result<Lab> {
+        if std::env::var_os(runner::INNER_ENV).is_none() {
+            bail!("refusing to build a lab outside a private network namespace: use vswitch_integration::runner");
+        }
+        let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("v{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("vswitch-lab-{prefix}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Lab {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            daemon: None,
+            switch_ns: None,
+            children: Vec::new(),
+        })
+    }
+
+    /// The lab's private directory (sockets, db, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Full name of the lab namespace `short`.
+    pub fn ns(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    /// Create namespace `short` (lo up, private resolv.conf); returns its full name.
+    pub fn add_ns(&mut self, short: &str) -> Result<String> {
+        let name = self.ns(short);
+        ip(&["netns", "add", &name])?;
+        self.namespaces.push(name.clone());
+        let etc = PathBuf::from("/etc/netns").join(&name);
+        std::fs::create_dir_all(&etc)?;
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")?;
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(name)
+    }
+
+    /// A command to run inside namespace `short`.
+    pub fn cmd(&self, short: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(short), program]);
+        c
+    }
+
+    /// Run `sh -c script` inside namespace `short`; must succeed.
+    pub fn sh(&self, short: &str, script: &str) -> Result<String> {
+        run_ok(self.cmd(short, "sh").args(["-c", script]))
+    }
+
+    /// Run `sh -c script` inside namespace `short`; returns the output whatever happened.
+    pub fn sh_out(&self, short: &str, script: &str) -> Result<Output> {
+        run(self.cmd(short, "sh").args(["-c", script]))
+    }
+
+    /// A veth pair: `a_if` in namespace `a`, `b_if` in namespace `b`.
+    pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> Result<()> {
+        ip(&[
+            "link",
+            "add",
+            "name",
+            a_if,
+            "netns",
+            &self.ns(a),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            &self.ns(b),
+        ])
+        .map(|_| ())
+    }
+
+    /// Start vswitchd in namespace `sw` (created if needed) with the lab's socket and
+    /// db, and wait until it answers.
+    pub fn start_switch(&mut self, sw: &str) -> Result<()> {
+        self.start_switch_with(sw, &[])
+    }
+
+    /// As [`Lab::start_switch`], with extra vswitchd flags.
+    pub fn start_switch_with(&mut self, sw: &str, extra: &[&str]) -> Result<()> {
+        if !self.namespaces.contains(&self.ns(sw)) {
+            self.add_ns(sw)?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("vswitchd.log"))?;
+        let vswitchd = bin("vswitchd")?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(sw)])
+            .arg(&vswitchd)
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--db")
+            .arg(self.db())
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start vswitchd")?;
+        self.daemon = Some(child);
+        self.switch_ns = Some(sw.to_string());
+        let ok = wait_until(Duration::from_secs(10), || {
+            self.ctl(&["version"]).map(|o| o.code == 0).unwrap_or(false)
+        });
+        if !ok {
+            bail!(
+                "vswitchd did not answer within 10 s; log:\n{}",
+                self.log_tail(30)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM vswitchd and wait (bounded) for it; returns its exit code.
+    pub fn stop_switch(&mut self) -> Result<i32> {
+        let Some(mut child) = self.daemon.take() else {
+            bail!("vswitchd is not running");
+        };
+        // `ip netns exec` execs vswitchd, so the child's PID is vswitchd's.
+        let pid = child.id() as libc::pid_t;
+        send_signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("vswitchd did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop and start vswitchd again with the same db.
+    pub fn restart_switch(&mut self) -> Result<()> {
+        let sw = self.switch_ns.clone().ok_or_else(|| anyhow!("no switch"))?;
+        let code = self.stop_switch()?;
+        if code != 0 {
+            bail!("vswitchd exited {code} on SIGTERM");
+        }
+        self.start_switch(&sw)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("vswitchd.sock")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("conf.db")
+    }
+
+    /// The last `n` lines of vswitchd's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Run vswitchctl (from the runner's namespace: the socket is a file, reachable
+    /// from anywhere).
+    pub fn ctl(&self, args: &[&str]) -> Result<CtlOutput> {
+        let out = run(Command::new(bin("vswitchctl")?)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args))?;
+        Ok(CtlOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Run vswitchctl inside the switch namespace (for commands that touch netdevs
+    /// relative to vswitchd — none today — or to mirror what a user types there).
+    pub fn ctl_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.ctl(args)?;
+        if o.code != 0 {
+            bail!("vswitchctl {} failed: {}", args.join(" "), o.stderr.trim());
+        }
+        Ok(o.stdout)
+    }
+
+    /// Run vswitchctl with `--json` and parse its output.
+    pub fn ctl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl_ok(&a)?;
+        serde_json::from_str(&out).with_context(|| format!("parse JSON of {}", args.join(" ")))
+    }
+
+    /// A container: namespace `name` with `eth0` (address `cidr`, optional default
+    /// route via `gw`) linked to port `port` in the switch namespace `sw`.
+    pub fn container(
+        &mut self,
+        sw: &str,
+        name: &str,
+        port: &str,
+        cidr: &str,
+        gw: Option<&str>,
+    ) -> Result<()> {
+        self.add_ns(name)?;
+        if !self.namespaces.contains(&self.ns(sw)) {
+            self.add_ns(sw)?;
+        }
+        self.veth(sw, port, name, "eth0")?;
+        let ns = self.ns(name);
+        ip(&["-n", &ns, "addr", "add", cidr, "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        if let Some(g) = gw {
+            ip(&["-n", &ns, "route", "add", "default", "via", g])?;
+        }
+        Ok(())
+    }
+
+    /// The MAC address of `ifname` in namespace `short`.
+    pub fn mac(&self, short: &str, ifname: &str) -> Result<String> {
+        let out = ip(&["-n", &self.ns(short), "-j", "link", "show", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        v[0]["address"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no address for {ifname}"))
+    }
+
+    /// Whether one ping from `from` to `dst` gets an answer.
+    pub fn ping_once(&self, from: &str, dst: &str) -> bool {
+        run(self.cmd(from, "ping").args(["-c", "1", "-W", "1", dst]))
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Ping from `from` to `dst` until it answers (10 s deadline), then three more
+    /// that must all be answered.
+    pub fn assert_ping(&self, from: &str, dst: &str) -> Result<()> {
+        if !wait_until(Duration::from_secs(10), || self.ping_once(from, dst)) {
+            bail!(
+                "{from} cannot ping {dst}; vswitchd log:\n{}",
+                self.log_tail(20)
+            );
+        }
+        run_ok(
+            self.cmd(from, "ping")
+                .args(["-c", "3", "-i", "0.2", "-W", "1", dst]),
+        )
+        .map(|_| ())
+        .with_context(|| format!("{from} → {dst}: not every ping answered"))
+    }
+
+    /// Assert that `dst` does not answer `from` (three tries).
+    pub fn assert_no_ping(&self, from: &str, dst: &str) -> Result<()> {
+        let out = run(self
+            .cmd(from, "ping")
+            .args(["-c", "3", "-i", "0.3", "-W", "1", dst]))?;
+        if out.status.success() {
+            bail!("{from} can ping {dst}, but must not");
+        }
+        Ok(())
+    }
+
+    /// Start a background process inside namespace `short`; the lab kills it on drop.
+    pub fn spawn(&mut self, short: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
+        let f = std::fs::File::create(self.dir.join(log))?;
+        let child = self
+            .cmd(short, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("spawn {program} in {short}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Contents of a log file written by [`Lab::spawn`].
+    pub fn read_log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+    }
+}
+
+fn send_signal(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned
+    // and have not reaped, so it cannot name another process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Teardown goes on after failures.
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.daemon.is_some() {
+            if let Err(e) = self.stop_switch() {
+                eprintln!("lab teardown: {e}");
+            }
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&ns));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

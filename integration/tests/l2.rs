@@ -1,0 +1,444 @@
+//! L2 switching through vswitchd with real kernel interfaces and real ping.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+use vswitch_integration::{wait_until, Lab};
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "two_namespaces_ping_and_fdb_lists_both",
+            two_namespaces_ping_and_fdb_lists_both,
+        ),
+        ("three_namespaces_all_ping", three_namespaces_all_ping),
+        ("tap_ports_ping", tap_ports_ping),
+        ("mac_move_follows_the_host", mac_move_follows_the_host),
+        (
+            "vlan_access_ports_are_separate",
+            vlan_access_ports_are_separate,
+        ),
+        ("trunk_carries_tagged_vlan", trunk_carries_tagged_vlan),
+        ("del_port_cuts_traffic", del_port_cuts_traffic),
+        (
+            "restart_keeps_bridges_ports_and_traffic",
+            restart_keeps_bridges_ports_and_traffic,
+        ),
+        (
+            "internal_port_gives_host_a_leg",
+            internal_port_gives_host_a_leg,
+        ),
+        ("stats_count_traffic", stats_count_traffic),
+        (
+            "errors_are_one_line_and_change_nothing",
+            errors_are_one_line_and_change_nothing,
+        ),
+        (
+            "malformed_json_gets_error_and_daemon_keeps_serving",
+            malformed_json_gets_error_and_daemon_keeps_serving,
+        ),
+        (
+            "no_daemon_says_how_to_start_it",
+            no_daemon_says_how_to_start_it,
+        ),
+        (
+            "sigterm_removes_taps_keeps_db",
+            sigterm_removes_taps_keeps_db,
+        ),
+        (
+            "tcp_crosses_with_default_offloads",
+            tcp_crosses_with_default_offloads,
+        ),
+    ])
+}
+
+/// A switch with bridge br0 and containers c1..cN at 10.0.0.i/24 on ports vI.
+fn lab_with(n: usize) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    for i in 1..=n {
+        lab.container(
+            "sw",
+            &format!("c{i}"),
+            &format!("v{i}"),
+            &format!("10.0.0.{i}/24"),
+            None,
+        )?;
+        lab.ctl_ok(&["add-port", "br0", &format!("v{i}")])?;
+    }
+    Ok(lab)
+}
+
+fn two_namespaces_ping_and_fdb_lists_both() -> Result<()> {
+    let lab = lab_with(2)?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let fdb = lab.ctl_json(&["fdb-show", "br0"])?;
+    for (c, port) in [("c1", "v1"), ("c2", "v2")] {
+        let mac = lab.mac(c, "eth0")?;
+        let e = fdb
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["mac"] == mac.as_str()))
+            .with_context(|| format!("{mac} of {c} not in fdb-show: {fdb}"))?;
+        ensure!(
+            e["port"] == port,
+            "{mac} learned on {} instead of {port}",
+            e["port"]
+        );
+        ensure!(e["vlan"] == 0);
+        ensure!(
+            e["age"].as_u64().is_some_and(|a| a < 30),
+            "age {}",
+            e["age"]
+        );
+    }
+    let human = lab.ctl_ok(&["fdb-show", "br0"])?;
+    ensure!(human.starts_with("PORT  VLAN  MAC"), "{human}");
+    Ok(())
+}
+
+fn three_namespaces_all_ping() -> Result<()> {
+    let lab = lab_with(3)?;
+    for (a, b) in [
+        ("c1", "10.0.0.2"),
+        ("c1", "10.0.0.3"),
+        ("c2", "10.0.0.3"),
+        ("c3", "10.0.0.1"),
+    ] {
+        lab.assert_ping(a, b)?;
+    }
+    Ok(())
+}
+
+fn tap_ports_ping() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    for (i, c) in ["c1", "c2"].iter().enumerate() {
+        let tap = format!("tap{i}");
+        lab.add_ns(c)?;
+        lab.ctl_ok(&["add-port", "br0", &tap, "--type", "tap"])?;
+        lab.sh("sw", &format!("ip link set {tap} netns {}", lab.ns(c)))?;
+        lab.sh(
+            c,
+            &format!(
+                "ip addr add 10.0.0.{}/24 dev {tap} && ip link set {tap} up",
+                i + 1
+            ),
+        )?;
+    }
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let ports = lab.ctl_json(&["list-ports", "br0"])?;
+    ensure!(
+        ports[0]["type"] == "tap" && ports[0]["state"] == "up",
+        "{ports}"
+    );
+    Ok(())
+}
+
+fn mac_move_follows_the_host() -> Result<()> {
+    let lab = lab_with(3)?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let mac = lab.mac("c1", "eth0")?;
+    // The host "moves" from behind v1 to behind v3: same MAC and address.
+    lab.sh("c1", "ip link set eth0 down")?;
+    lab.sh("c3", &format!("ip link set eth0 down && ip link set eth0 address {mac} && ip addr flush dev eth0 && ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up"))?;
+    lab.assert_ping("c3", "10.0.0.2")?;
+    let fdb = lab.ctl_json(&["fdb-show", "br0"])?;
+    let e = fdb
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["mac"] == mac.as_str()))
+        .context("moved MAC missing")?;
+    ensure!(e["port"] == "v3", "MAC still on {}", e["port"]);
+    Ok(())
+}
+
+fn vlan_access_ports_are_separate() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    for (i, tag) in [(1, "10"), (2, "10"), (3, "20")] {
+        lab.container(
+            "sw",
+            &format!("c{i}"),
+            &format!("v{i}"),
+            &format!("10.0.0.{i}/24"),
+            None,
+        )?;
+        lab.ctl_ok(&["add-port", "br0", &format!("v{i}"), "--tag", tag])?;
+    }
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.assert_no_ping("c3", "10.0.0.1")?;
+    lab.assert_no_ping("c1", "10.0.0.3")?;
+    let fdb = lab.ctl_json(&["fdb-show", "br0"])?;
+    ensure!(
+        fdb.as_array()
+            .is_some_and(|a| a.iter().any(|e| e["vlan"] == 10)),
+        "{fdb}"
+    );
+    Ok(())
+}
+
+fn trunk_carries_tagged_vlan() -> Result<()> {
+    // This kernel may lack 8021q, so the VLAN-aware host on the trunk is a small
+    // AF_PACKET script that sends a tagged ARP request and reads the tagged reply.
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    lab.container("sw", "c1", "v1", "10.0.0.1/24", None)?;
+    lab.ctl_ok(&["add-port", "br0", "v1", "--tag", "10"])?;
+    lab.container("sw", "c2", "v2", "10.9.0.2/24", None)?;
+    lab.ctl_ok(&["add-port", "br0", "v2", "--trunks", "10,20"])?;
+    lab.container("sw", "c3", "v3", "10.0.0.3/24", None)?;
+    lab.ctl_ok(&["add-port", "br0", "v3", "--tag", "30"])?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vlan_arp.py");
+    let out = lab.sh("c2", &format!("python3 {script} eth0 10 10.0.0.2 10.0.0.1"))?;
+    ensure!(
+        out.trim() == "10",
+        "reply to the trunk carried VLAN {:?}, want 10",
+        out.trim()
+    );
+    // VLAN 30 exists on an access port but is not carried by the trunk.
+    let o = lab.sh_out("c2", &format!("python3 {script} eth0 30 10.0.0.2 10.0.0.3"))?;
+    ensure!(
+        !o.status.success(),
+        "VLAN 30 crossed a trunk limited to 10,20"
+    );
+    let stats = lab.ctl_json(&["stats", "v2"])?;
+    ensure!(
+        stats[0]["drops"]["vlan_filtered"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    Ok(())
+}
+
+fn del_port_cuts_traffic() -> Result<()> {
+    let lab = lab_with(2)?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.ctl_ok(&["del-port", "br0", "v2"])?;
+    lab.assert_no_ping("c1", "10.0.0.2")?;
+    let ports = lab.ctl_ok(&["list-ports", "br0"])?;
+    ensure!(ports == "v1\n", "{ports}");
+    Ok(())
+}
+
+fn restart_keeps_bridges_ports_and_traffic() -> Result<()> {
+    let mut lab = lab_with(2)?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
+    lab.ctl_ok(&["add-port", "br1", "t1", "--type", "internal"])?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let before = lab.ctl_ok(&["show"])?;
+    lab.restart_switch()?;
+    let after = lab.ctl_ok(&["show"])?;
+    ensure!(
+        before == after,
+        "show differs after restart:\n{before}\n---\n{after}"
+    );
+    lab.assert_ping("c1", "10.0.0.2")?;
+    Ok(())
+}
+
+fn internal_port_gives_host_a_leg() -> Result<()> {
+    let lab = lab_with(1)?;
+    lab.ctl_ok(&["add-port", "br0", "vsint0", "--type", "internal"])?;
+    lab.sh("sw", "ip addr add 10.0.0.254/24 dev vsint0")?;
+    lab.assert_ping("sw", "10.0.0.1")?;
+    lab.assert_ping("c1", "10.0.0.254")?;
+    Ok(())
+}
+
+fn stats_count_traffic() -> Result<()> {
+    let lab = lab_with(2)?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let s = lab.ctl_json(&["stats", "v1"])?;
+    ensure!(s.as_array().map(Vec::len) == Some(1), "{s}");
+    ensure!(s[0]["rx_packets"].as_u64().unwrap_or(0) >= 4, "{s}");
+    ensure!(s[0]["tx_packets"].as_u64().unwrap_or(0) >= 4, "{s}");
+    ensure!(s[0]["rx_bytes"].as_u64().unwrap_or(0) > 300, "{s}");
+    let e = lab.ctl(&["stats", "nope"])?;
+    ensure!(
+        e.code != 0 && e.stderr.trim() == "error: no such port: nope",
+        "{e:?}"
+    );
+    Ok(())
+}
+
+fn errors_are_one_line_and_change_nothing() -> Result<()> {
+    let mut lab = lab_with(1)?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
+    lab.add_ns("cx")?;
+    lab.veth("sw", "vx", "cx", "eth0")?;
+    lab.ctl_ok(&["add-port", "br1", "vx"])?;
+    let before = lab.ctl_ok(&["--json", "show"])?;
+    let cases: &[(&[&str], &str)] = &[
+        (&["add-port", "br9", "v1"], "error: no such bridge: br9"),
+        (&["add-br", "br0"], "error: bridge already exists: br0"),
+        (
+            &["add-port", "br0", "v1"],
+            "error: port already exists: v1 (on bridge br0)",
+        ),
+        (
+            &["add-port", "br0", "vx"],
+            "error: port already exists: vx (on bridge br1)",
+        ),
+        (
+            &["add-port", "br0", "nosuchdev"],
+            "error: no such device: nosuchdev",
+        ),
+        (
+            &["add-port", "br0", "v9", "--tag", "5000"],
+            "error: bad VLAN id 5000: must be 1..4094",
+        ),
+        (
+            &["add-br", "br2", "--subnet", "10.2.0.0/33"],
+            "error: bad CIDR \"10.2.0.0/33\": expected an IPv4 network such as 10.0.0.0/24",
+        ),
+        (
+            &[
+                "add-br",
+                "br2",
+                "--subnet",
+                "10.2.0.0/24",
+                "--gateway",
+                "10.3.0.1",
+            ],
+            "error: gateway 10.3.0.1 is outside subnet 10.2.0.0/24",
+        ),
+        (
+            &["add-br", "br2", "--subnet", "10.1.0.0/16"],
+            "error: subnet 10.1.0.0/16 overlaps 10.1.0.0/24 of bridge br1",
+        ),
+        (
+            &["del-port", "br0", "vx"],
+            "error: no such port: vx (on bridge br0)",
+        ),
+        (&["del-br", "nope"], "error: no such bridge: nope"),
+        (
+            &["frobnicate"],
+            "error: unrecognized subcommand 'frobnicate'",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = lab.ctl(args)?;
+        ensure!(o.code != 0, "{args:?} succeeded");
+        ensure!(
+            o.stderr.lines().count() == 1,
+            "{args:?}: not one line: {:?}",
+            o.stderr
+        );
+        ensure!(
+            o.stderr.trim() == *want,
+            "{args:?}: got {:?}, want {want:?}",
+            o.stderr.trim()
+        );
+    }
+    let j = lab.ctl(&["--json", "del-br", "nope"])?;
+    let v: serde_json::Value = serde_json::from_str(&j.stdout)?;
+    ensure!(v["error"] == "no such bridge: nope", "{v}");
+    let after = lab.ctl_ok(&["--json", "show"])?;
+    ensure!(before == after, "configuration changed by refused requests");
+    Ok(())
+}
+
+fn malformed_json_gets_error_and_daemon_keeps_serving() -> Result<()> {
+    let lab = lab_with(0)?;
+    let s = std::os::unix::net::UnixStream::connect(lab.socket())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    for bad in [
+        "this is not json",
+        r#"{"version":99,"cmd":"list-br"}"#,
+        r#"{"version":1,"cmd":"nope"}"#,
+    ] {
+        w.write_all(format!("{bad}\n").as_bytes())?;
+        line.clear();
+        r.read_line(&mut line)?;
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        ensure!(v["ok"] == false && v["error"].is_string(), "{bad} → {line}");
+    }
+    w.write_all(b"{\"version\":1,\"cmd\":\"list-br\"}\n")?;
+    line.clear();
+    r.read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    ensure!(v["ok"] == true && v["result"][0]["name"] == "br0", "{line}");
+    // Root-only socket.
+    let mode = std::fs::metadata(lab.socket())?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "socket mode {mode:o}");
+    Ok(())
+}
+
+fn no_daemon_says_how_to_start_it() -> Result<()> {
+    let lab = Lab::new()?;
+    let o = lab.ctl(&["list-br"])?;
+    ensure!(o.code != 0);
+    ensure!(o.stderr.lines().count() == 1, "{:?}", o.stderr);
+    ensure!(
+        o.stderr.starts_with("error: vswitchd is not running")
+            && o.stderr.contains("start it with `vswitchd"),
+        "{:?}",
+        o.stderr
+    );
+    Ok(())
+}
+
+fn sigterm_removes_taps_keeps_db() -> Result<()> {
+    let mut lab = lab_with(0)?;
+    lab.ctl_ok(&["add-port", "br0", "tap7", "--type", "tap"])?;
+    lab.ctl_ok(&["add-port", "br0", "int7", "--type", "internal"])?;
+    ensure!(lab.sh_out("sw", "ip link show tap7")?.status.success());
+    let code = lab.stop_switch()?;
+    ensure!(code == 0, "vswitchd exited {code}");
+    for dev in ["tap7", "int7"] {
+        if lab
+            .sh_out("sw", &format!("ip link show {dev}"))?
+            .status
+            .success()
+        {
+            bail!("{dev} still exists after SIGTERM");
+        }
+    }
+    let db = std::fs::read_to_string(lab.db())?;
+    ensure!(db.contains("\"tap7\"") && db.contains("\"br0\""), "{db}");
+    ensure!(!lab.socket().exists(), "socket left behind");
+    Ok(())
+}
+
+fn tcp_crosses_with_default_offloads() -> Result<()> {
+    let mut lab = lab_with(2)?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.spawn(
+        "c2",
+        "iperf3",
+        &["-s", "-1", "-B", "10.0.0.2"],
+        "iperf-s.log",
+    )?;
+    let ok = wait_until(Duration::from_secs(5), || {
+        lab.sh_out("c2", "ss -ltn | grep -q ':5201'")
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    ensure!(ok, "iperf3 server did not start");
+    let out = lab.sh("c1", "timeout 20 iperf3 -c 10.0.0.2 -t 1 -J")?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    // Not a speed assertion: TCP with GSO and partial checksums must get through at all.
+    ensure!(bytes > 1_000_000, "TCP moved only {bytes} bytes");
+    Ok(())
+}
