@@ -710,12 +710,14 @@ impl State {
                 let mut next = self.model.clone();
                 next.insert_host(&req.bridge, h.clone())?;
                 self.commit(next)?;
+                self.publish();
                 to_value(host_entry(&h))
             }
             Command::DelHost { bridge, name } => {
                 let mut next = self.model.clone();
                 next.remove_host(&bridge, &name)?;
                 self.commit(next)?;
+                self.publish();
                 Ok(Value::Null)
             }
             Command::AddRoute { cidr, via } => {

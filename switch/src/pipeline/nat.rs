@@ -187,7 +187,18 @@ pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
             e.state
         };
         ct.touch(&t, state, now);
-        ct.touch(&e.xlate.reversed(), state, now);
+        let partner = e.xlate.reversed();
+        if !ct.touch(&partner, state, now) {
+            // The other direction was evicted (table full): restore it, or the answers
+            // of a live connection would be lost.
+            let back = CtEntry {
+                xlate: t.reversed(),
+                state,
+                original: !e.original,
+                last_seen: now,
+            };
+            ct.insert(&partner, back, now);
+        }
         rewrite(frame, l3, m.hlen, &t, &e.xlate, vnet);
         return true;
     }

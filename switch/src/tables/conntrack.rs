@@ -316,8 +316,9 @@ impl Conntrack {
     }
 
     /// Refresh the entry of `t` (at most once per second) and move it to `state`.
+    /// Returns false if there is no such entry.
     #[inline]
-    pub fn touch(&self, t: &Tuple, state: CtState, now: u32) {
+    pub fn touch(&self, t: &Tuple, state: CtState, now: u32) -> bool {
         let key = t.key();
         let b = self.bucket(key);
         for w in 0..WAYS {
@@ -325,9 +326,9 @@ impl Conntrack {
             {
                 let cur = b.read(w, t.proto);
                 if cur.last_seen == now && cur.state == state {
-                    return;
+                    return true;
                 }
-                let Some(s) = b.try_lock() else { return };
+                let Some(s) = b.try_lock() else { return true };
                 if b.k0[w].load(Ordering::Relaxed) == key.0
                     && b.k1[w].load(Ordering::Relaxed) == key.1
                 {
@@ -337,9 +338,10 @@ impl Conntrack {
                     b.write(w, key, &e);
                 }
                 b.unlock(s);
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Every live entry with its tuple (control thread).
