@@ -4,6 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vswitch::dp::Batch;
 use vswitch::pipeline::{flush, process, Ctx, OutQueues};
+use vswitch::tables::neigh::NeighMap;
 use vswitch_benches::{bridge, frame};
 
 fn l2(c: &mut Criterion) {
@@ -21,16 +22,19 @@ fn l2(c: &mut Criterion) {
         fwd.push_copy(&frame(2000 + i, 1000 + i));
     }
     let mut out = OutQueues::default();
+    let neigh = NeighMap::default();
     let ctx = Ctx {
         worker: 0,
         now: 10,
         snap: &snap,
+        neigh: &neigh,
+        punt: None,
     };
-    process(&ctx, 1, &back, &mut out);
+    process(&ctx, 1, &mut back, &mut out);
     flush(&ctx, &back, &mut out);
     g.bench_function("unicast_learned", |b| {
         b.iter(|| {
-            process(&ctx, 0, &fwd, &mut out);
+            process(&ctx, 0, &mut fwd, &mut out);
             flush(&ctx, &fwd, &mut out);
         })
     });
@@ -44,7 +48,7 @@ fn l2(c: &mut Criterion) {
     }
     g.bench_function("flood_3_ports", |b| {
         b.iter(|| {
-            process(&ctx, 0, &bc, &mut out);
+            process(&ctx, 0, &mut bc, &mut out);
             flush(&ctx, &bc, &mut out);
         })
     });
