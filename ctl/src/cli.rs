@@ -94,6 +94,15 @@ pub enum Cmd {
     ListRoutes,
     /// Show DHCP leases of a bridge
     DhcpLeases { bridge: String },
+    /// Always lease IP to MAC (optionally registering NAME in DNS)
+    DhcpReserve {
+        bridge: String,
+        mac: String,
+        ip: String,
+        name: Option<String>,
+    },
+    /// Remove a DHCP reservation
+    DhcpUnreserve { bridge: String, mac: String },
     /// Source-NAT a bridge's subnet behind another bridge's gateway address
     Masquerade {
         bridge: String,
@@ -205,6 +214,21 @@ impl Cmd {
             Cmd::ListRoutes => Command::ListRoutes,
             Cmd::DhcpLeases { bridge } => Command::DhcpLeases {
                 bridge: bridge.clone(),
+            },
+            Cmd::DhcpReserve {
+                bridge,
+                mac,
+                ip,
+                name,
+            } => Command::DhcpReserve {
+                bridge: bridge.clone(),
+                mac: mac.clone(),
+                ip: ip.clone(),
+                name: name.clone(),
+            },
+            Cmd::DhcpUnreserve { bridge, mac } => Command::DhcpUnreserve {
+                bridge: bridge.clone(),
+                mac: mac.clone(),
             },
             Cmd::Masquerade { bridge, out } => Command::Masquerade {
                 bridge: bridge.clone(),

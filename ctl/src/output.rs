@@ -155,7 +155,9 @@ pub fn human(cmd: &Command, v: &Value) -> Result<String, String> {
         | Command::Masquerade { .. }
         | Command::DelMasquerade { .. }
         | Command::Publish(_)
-        | Command::Unpublish { .. } => String::new(),
+        | Command::Unpublish { .. }
+        | Command::DhcpReserve { .. }
+        | Command::DhcpUnreserve { .. } => String::new(),
         Command::ListBr => {
             let b: Vec<BridgeInfo> = de(v)?;
             b.iter().map(|b| format!("{}\n", b.name)).collect()

@@ -161,6 +161,16 @@ pub enum Command {
     ListRoutes,
     /// Result: `Vec<LeaseEntry>`.
     DhcpLeases { bridge: String },
+    /// Reserve a DHCP address for a MAC (optionally with a DNS name). Result: null.
+    DhcpReserve {
+        bridge: String,
+        mac: String,
+        ip: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Result: null.
+    DhcpUnreserve { bridge: String, mac: String },
     /// Source NAT of `bridge`'s subnet behind `out`'s gateway address. Result: null.
     Masquerade { bridge: String, out: String },
     /// Remove a masquerade rule (extension). Result: null.
@@ -201,6 +211,8 @@ impl Command {
             Command::DelRoute { .. } => "del-route",
             Command::ListRoutes => "list-routes",
             Command::DhcpLeases { .. } => "dhcp-leases",
+            Command::DhcpReserve { .. } => "dhcp-reserve",
+            Command::DhcpUnreserve { .. } => "dhcp-unreserve",
             Command::Masquerade { .. } => "masquerade",
             Command::DelMasquerade { .. } => "del-masquerade",
             Command::Publish(_) => "publish",
@@ -337,6 +349,9 @@ pub struct LeaseEntry {
     pub expires: u64,
     /// Seconds until expiry (0 when expired).
     pub remaining: u64,
+    /// The address is reserved for this MAC (`dhcp-reserve`).
+    #[serde(default)]
+    pub reserved: bool,
 }
 
 /// Reply envelope.

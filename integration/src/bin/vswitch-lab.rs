@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Result};
 use std::process::{Command, ExitCode};
-use vswitch_integration::{runner::INNER_ENV, run_ok, Lab};
+use vswitch_integration::{run_ok, runner::INNER_ENV, Lab};
 
 fn usage() -> &'static str {
     "usage: vswitch-lab demo | up FILE | down FILE | status FILE"
@@ -77,7 +77,10 @@ fn ping(lab: &Lab, from: &str, to: &str) -> Result<()> {
     lab.assert_ping(from, to)?;
     println!("[{from}]$ ping -c 3 {to}");
     let out = run_ok(lab.cmd(from, "ping").args(["-c", "3", "-i", "0.2", to]))?;
-    for l in out.lines().filter(|l| l.contains("bytes from") || l.contains("packet loss") || l.starts_with("rtt")) {
+    for l in out
+        .lines()
+        .filter(|l| l.contains("bytes from") || l.contains("packet loss") || l.starts_with("rtt"))
+    {
         println!("  {l}");
     }
     Ok(())
@@ -87,8 +90,22 @@ fn demo() -> Result<()> {
     let mut lab = Lab::new()?;
     step("vswitchd in namespace `sw`, two bridges routed by its gateways");
     lab.start_switch("sw")?;
-    lab.ctl_ok(&["add-br", "br0", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1"])?;
-    lab.ctl_ok(&["add-br", "br1", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.1"])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br0",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+    ])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
     println!("$ vswitchctl add-br br0 --subnet 10.0.0.0/24 --gateway 10.0.0.1");
     println!("$ vswitchctl add-br br1 --subnet 10.1.0.0/24 --gateway 10.1.0.1");
     for (ctr, port, cidr, gw, br) in [

@@ -135,6 +135,7 @@ mod tests {
                 }],
                 hosts: vec![],
                 leases: vec![],
+                reservations: vec![],
             }],
             ..Default::default()
         }

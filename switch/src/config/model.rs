@@ -79,6 +79,18 @@ pub enum ConfigError {
     TargetOutside(String),
     #[error("{0} is not a gateway address of any bridge")]
     NotRouterAddress(String),
+    #[error("bad MAC address {0:?}: expected six colon-separated hex bytes")]
+    BadMac(String),
+    #[error("bridge {0} has no DHCP server (add-br ... --dhcp)")]
+    NoDhcp(String),
+    #[error("address {ip} is already reserved for {mac} on bridge {bridge}")]
+    ReservationTaken {
+        ip: String,
+        mac: String,
+        bridge: String,
+    },
+    #[error("no reservation for {mac} on bridge {bridge}")]
+    NoSuchReservation { mac: String, bridge: String },
     #[error("gateway {gateway} is outside subnet {subnet}")]
     GatewayOutside { gateway: String, subnet: String },
     #[error("gateway {0} is the network or broadcast address of its subnet")]
@@ -152,6 +164,15 @@ pub struct HostConf {
     pub source: String,
 }
 
+/// A DHCP address reserved for one client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub mac: crate::wire::MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// A DHCP lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -217,6 +238,8 @@ pub struct BridgeConf {
     pub hosts: Vec<HostConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<Lease>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<Reservation>,
 }
 
 /// Everything the user configured.
@@ -384,6 +407,7 @@ impl Model {
             ports: Vec::new(),
             hosts: Vec::new(),
             leases: Vec::new(),
+            reservations: Vec::new(),
         })
     }
 
@@ -472,6 +496,79 @@ impl Model {
                 listen: listen.to_string(),
             })?;
         Ok(self.published.remove(i))
+    }
+
+    /// Validate and apply a `dhcp-reserve` request.
+    pub fn reserve(
+        &mut self,
+        bridge: &str,
+        mac: &str,
+        ip: &str,
+        name: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        let mac_a: crate::wire::MacAddr = mac
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
+        let ip_a = parse_ip(ip)?;
+        let name = match name {
+            Some(n) => {
+                let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+                if !valid_dns_name(&n) {
+                    return Err(ConfigError::BadHostName(n));
+                }
+                Some(n)
+            }
+            None => None,
+        };
+        let b = self.bridge_mut(bridge)?;
+        if b.dhcp.is_none() {
+            return Err(ConfigError::NoDhcp(bridge.to_string()));
+        }
+        if let Some(net) = b.subnet {
+            if !net.contains(&ip_a) || Some(ip_a) == b.gateway {
+                return Err(ConfigError::AddressOutside {
+                    ip: ip_a.to_string(),
+                    subnet: net.to_string(),
+                    bridge: bridge.to_string(),
+                });
+            }
+        }
+        if let Some(r) = b
+            .reservations
+            .iter()
+            .find(|r| r.ip == ip_a && r.mac != mac_a)
+        {
+            return Err(ConfigError::ReservationTaken {
+                ip: ip_a.to_string(),
+                mac: r.mac.to_string(),
+                bridge: bridge.to_string(),
+            });
+        }
+        b.reservations.retain(|r| r.mac != mac_a);
+        b.reservations.push(Reservation {
+            mac: mac_a,
+            ip: ip_a,
+            name,
+        });
+        Ok(())
+    }
+
+    pub fn unreserve(&mut self, bridge: &str, mac: &str) -> Result<(), ConfigError> {
+        let mac_a: crate::wire::MacAddr = mac
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
+        let b = self.bridge_mut(bridge)?;
+        let before = b.reservations.len();
+        b.reservations.retain(|r| r.mac != mac_a);
+        if b.reservations.len() == before {
+            return Err(ConfigError::NoSuchReservation {
+                mac: mac_a.to_string(),
+                bridge: bridge.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Validate an `add-route` request, without changing the model.

@@ -337,6 +337,11 @@ impl State {
                 .iter()
                 .map(|h| (h.name.clone(), (h.ip, 0)))
                 .collect();
+            for r in &b.reservations {
+                if let Some(n) = &r.name {
+                    names.entry(n.clone()).or_insert((r.ip, 0));
+                }
+            }
             for l in &b.leases {
                 if let Some(h) = &l.hostname {
                     names.entry(h.clone()).or_insert((l.ip, l.expires));
@@ -777,6 +782,7 @@ impl State {
                         hostname: l.hostname.clone(),
                         expires: l.expires,
                         remaining: l.expires.saturating_sub(now),
+                        reserved: b.reservations.iter().any(|r| r.mac == l.mac),
                     })
                     .collect();
                 v.sort_by_key(|l| l.ip.parse::<std::net::Ipv4Addr>().ok());
@@ -864,9 +870,50 @@ impl State {
                 v.sort_by(|a, b| (&a.proto, &a.src, &a.dst).cmp(&(&b.proto, &b.src, &b.dst)));
                 to_value(v)
             }
+            Command::DhcpReserve {
+                bridge,
+                mac,
+                ip,
+                name,
+            } => {
+                let mut next = self.model.clone();
+                next.reserve(&bridge, &mac, &ip, name.as_deref())?;
+                self.commit(next)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            Command::DhcpUnreserve { bridge, mac } => {
+                let mut next = self.model.clone();
+                next.unreserve(&bridge, &mac)?;
+                self.commit(next)?;
+                self.publish();
+                Ok(Value::Null)
+            }
             Command::ListHosts { bridge } => {
                 let b = self.model.bridge(&bridge)?;
                 let mut v: Vec<HostEntry> = b.hosts.iter().map(host_entry).collect();
+                // Every name the bridge answers, whatever registered it.
+                for r in &b.reservations {
+                    if let Some(n) = &r.name {
+                        v.push(HostEntry {
+                            name: n.clone(),
+                            ip: r.ip.to_string(),
+                            source: "dhcp-reserve".into(),
+                        });
+                    }
+                }
+                let now = crate::service::dhcp::unix_now();
+                for l in b.leases.iter().filter(|l| l.expires > now) {
+                    if let Some(h) = &l.hostname {
+                        if !v.iter().any(|e| &e.name == h) {
+                            v.push(HostEntry {
+                                name: h.clone(),
+                                ip: l.ip.to_string(),
+                                source: "dhcp".into(),
+                            });
+                        }
+                    }
+                }
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 to_value(v)
             }

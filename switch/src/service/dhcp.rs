@@ -42,6 +42,7 @@ pub struct Served {
 /// Addresses of `b` that DHCP must not hand out, whoever asks.
 pub fn reserved(b: &BridgeConf) -> HashSet<Ipv4Addr> {
     let mut r: HashSet<Ipv4Addr> = b.hosts.iter().map(|h| h.ip).collect();
+    r.extend(b.reservations.iter().map(|x| x.ip));
     r.extend(b.gateway);
     for p in &b.ports {
         if let Some(ip) = p.external_ids.get("ip") {
@@ -62,6 +63,10 @@ fn free_for(
     now: u64,
 ) -> bool {
     let Some(range) = b.dhcp else { return false };
+    if let Some(r) = b.reservations.iter().find(|r| r.mac == mac) {
+        // A reserved client gets its address and nothing else, in range or not.
+        return r.ip == ip;
+    }
     if ip < range.first || ip > range.last || reserved.contains(&ip) {
         return false;
     }
@@ -77,6 +82,9 @@ fn pick(
     wanted: Option<Ipv4Addr>,
     now: u64,
 ) -> Option<Ipv4Addr> {
+    if let Some(r) = b.reservations.iter().find(|r| r.mac == mac) {
+        return Some(r.ip);
+    }
     if let Some(l) = b.leases.iter().find(|l| l.mac == mac) {
         if free_for(b, reserved, l.ip, mac, now) {
             return Some(l.ip);
@@ -325,6 +333,53 @@ mod tests {
             decode(&s.outcome.unwrap()).yiaddr(),
             Ipv4Addr::new(10, 0, 0, 10)
         );
+    }
+
+    #[test]
+    fn reservation_wins() {
+        let mut b = bridge("10.0.0.100-10.0.0.110");
+        let mut m = Model::default();
+        m.bridges.push(b.clone());
+        m.reserve("br1", "02:00:00:00:00:07", "10.0.0.50", Some("seven"))
+            .unwrap();
+        b = m.bridges[0].clone();
+        let s = serve(&mut b, &msg(MessageType::Discover, 7, None), 100);
+        assert_eq!(
+            decode(&s.outcome.unwrap()).yiaddr(),
+            Ipv4Addr::new(10, 0, 0, 50)
+        );
+        let s = serve(
+            &mut b,
+            &msg(MessageType::Request, 7, Some(Ipv4Addr::new(10, 0, 0, 50))),
+            100,
+        );
+        assert_eq!(
+            decode(&s.outcome.unwrap()).opts().msg_type(),
+            Some(MessageType::Ack)
+        );
+        // Nobody else gets it, and the reserved client gets nothing else.
+        let s = serve(
+            &mut b,
+            &msg(MessageType::Request, 8, Some(Ipv4Addr::new(10, 0, 0, 50))),
+            100,
+        );
+        assert_eq!(
+            decode(&s.outcome.unwrap()).opts().msg_type(),
+            Some(MessageType::Nak)
+        );
+        let s = serve(
+            &mut b,
+            &msg(MessageType::Request, 7, Some(Ipv4Addr::new(10, 0, 0, 100))),
+            100,
+        );
+        assert_eq!(
+            decode(&s.outcome.unwrap()).opts().msg_type(),
+            Some(MessageType::Nak)
+        );
+        assert!(m
+            .reserve("br1", "02:00:00:00:00:08", "10.0.0.50", None)
+            .is_err());
+        assert!(m.reserve("br1", "zz", "10.0.0.51", None).is_err());
     }
 
     #[test]
