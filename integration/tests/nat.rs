@@ -14,6 +14,11 @@ fn main() -> std::process::ExitCode {
         ("udp_ping_and_tcp_through_nat", udp_ping_and_tcp_through_nat),
         ("conntrack_cap_holds", conntrack_cap_holds),
         ("nat_errors", nat_errors),
+        (
+            "icmp_errors_are_translated_for_pmtu",
+            icmp_errors_are_translated_for_pmtu,
+        ),
+        ("conntrack_entries_expire", conntrack_entries_expire),
     ])
 }
 
@@ -211,5 +216,68 @@ fn nat_errors() -> Result<()> {
         );
     }
     ensure!(lab.ctl_ok(&["--json", "list-published"])? == before);
+    Ok(())
+}
+
+fn icmp_errors_are_translated_for_pmtu() -> Result<()> {
+    // The outside host routes to a far network over a 1400-byte link: its
+    // fragmentation-needed goes to the router's outside address and must reach the
+    // masqueraded container, with the quoted packet translated back.
+    let mut lab = nat_lab(None)?;
+    lab.add_ns("far")?;
+    lab.veth("out", "eth1", "far", "eth0")?;
+    lab.sh("out", "ip addr add 203.0.113.1/24 dev eth1 && ip link set eth1 mtu 1400 up && sysctl -qw net.ipv4.ip_forward=1")?;
+    lab.sh("far", "ip addr add 203.0.113.10/24 dev eth0 && ip link set eth0 mtu 1400 up && ip route add default via 203.0.113.1")?;
+    lab.ctl_ok(&["add-route", "203.0.113.0/24", "--via", "198.51.100.1"])?;
+    lab.assert_ping("c1", "203.0.113.10")?;
+    let o = lab.sh_out("c1", "ping -c 2 -W 1 -M do -s 1450 203.0.113.10")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(
+        text.contains("mtu = 1400") || text.contains("mtu=1400"),
+        "PMTU error not translated: {text}"
+    );
+    Ok(())
+}
+
+fn conntrack_entries_expire() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--ct-timeouts", "udp=2,icmp=2"])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+    ])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "wan",
+        "--subnet",
+        "198.51.100.0/24",
+        "--gateway",
+        "198.51.100.2",
+    ])?;
+    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "wan", "vo"])?;
+    lab.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+    lab.assert_ping("c1", "198.51.100.1")?;
+    let n = |lab: &Lab| {
+        lab.ctl_json(&["ct-show"])
+            .map(|v| v.as_array().map_or(0, Vec::len))
+    };
+    ensure!(n(&lab)? > 0, "no connection tracked");
+    ensure!(
+        wait_until(Duration::from_secs(10), || n(&lab).is_ok_and(|n| n == 0)),
+        "entries did not expire"
+    );
+    let bad = lab.ctl(&["version"])?;
+    ensure!(bad.code == 0);
     Ok(())
 }

@@ -32,7 +32,10 @@ fn main() -> std::process::ExitCode {
             dns_names_aliases_ptr_nxdomain_tcp,
         ),
         ("route_and_host_errors", route_and_host_errors),
-        ("mtu_frag_needed_and_host_unreachable", mtu_frag_needed_and_host_unreachable),
+        (
+            "mtu_frag_needed_and_host_unreachable",
+            mtu_frag_needed_and_host_unreachable,
+        ),
     ])
 }
 
@@ -330,16 +333,39 @@ fn route_and_host_errors() -> Result<()> {
 fn mtu_frag_needed_and_host_unreachable() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.start_switch("sw")?;
-    lab.ctl_ok(&["add-br", "br1", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1"])?;
-    lab.ctl_ok(&["add-br", "br2", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.1", "--mtu", "1400"])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+    ])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br2",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+        "--mtu",
+        "1400",
+    ])?;
     lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
     lab.container("sw", "c2", "v2", "10.1.0.5/24", Some("10.1.0.1"))?;
     lab.ctl_ok(&["add-port", "br1", "v1"])?;
     lab.ctl_ok(&["add-port", "br2", "v2"])?;
     lab.assert_ping("c1", "10.1.0.5")?;
     let o = lab.sh_out("c1", "ping -c 2 -W 1 -M do -s 1450 10.1.0.5")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    ensure!(text.contains("mtu = 1400") || text.contains("mtu=1400"), "no fragmentation-needed: {text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(
+        text.contains("mtu = 1400") || text.contains("mtu=1400"),
+        "no fragmentation-needed: {text}"
+    );
     // A neighbour that never answers ARP: host unreachable after the retries.
     let o = lab.sh_out("c1", "ping -c 1 -W 6 10.1.0.77")?;
     let text = String::from_utf8_lossy(&o.stdout);

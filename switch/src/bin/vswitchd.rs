@@ -29,6 +29,10 @@ struct Args {
     /// Maximum tracked NAT connections
     #[arg(long, default_value_t = 32768)]
     ct_max: usize,
+    /// NAT connection timeouts in seconds, e.g. `udp=30,tcp_established=3600`
+    /// (tcp_new, tcp_established, tcp_closing, udp, udp_stream, icmp)
+    #[arg(long)]
+    ct_timeouts: Option<String>,
 }
 
 fn main() {
@@ -58,6 +62,12 @@ fn main() {
     if !(1..=1 << 20).contains(&args.fdb_max) || args.fdb_aging == 0 {
         eprintln!("error: --fdb-max must be 1..1048576 and --fdb-aging at least 1");
         std::process::exit(2);
+    }
+    if let Some(t) = &args.ct_timeouts {
+        if let Err(e) = vswitch::tables::conntrack::set_timeouts(t) {
+            eprintln!("error: --ct-timeouts: {e}");
+            std::process::exit(2);
+        }
     }
     if !(1..=1 << 22).contains(&args.ct_max) {
         eprintln!("error: --ct-max must be 1..4194304");

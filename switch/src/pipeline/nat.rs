@@ -173,7 +173,7 @@ pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
         return false;
     };
     let Some(t) = tuple_of(ip, &m) else {
-        return false;
+        return m.protocol == ipv4::PROTO_ICMP && icmp_error(ctx, frame, l3, &m);
     };
     let ct = &snap.conntrack;
     let now = ctx.now;
@@ -238,6 +238,86 @@ pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
         return false;
     }
     rewrite(frame, l3, m.hlen, &t, &x, vnet);
+    true
+}
+
+/// An ICMP error (unreachable, time exceeded, parameter problem) quoting a packet of a
+/// translated connection: translate the quoted header back and send the error to the
+/// connection's real endpoint, so path-MTU discovery and unreachables work through
+/// NAT (RFC 5508 §4).
+fn icmp_error(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, m: &Ipv4Meta) -> bool {
+    let l4 = l3 + m.hlen;
+    let end = l3 + m.total_len;
+    if frame.len() < end || end < l4 + 8 + ipv4::MIN_HLEN + 8 || m.fragment {
+        return false;
+    }
+    if !matches!(frame[l4], 3 | 4 | 11 | 12) {
+        return false;
+    }
+    // The quoted packet: its header and at least 8 bytes of its payload.
+    let q = l4 + 8;
+    let qhlen = usize::from(frame[q] & 0x0f) * 4;
+    if frame[q] >> 4 != 4 || qhlen < ipv4::MIN_HLEN || q + qhlen + 8 > end {
+        return false;
+    }
+    let proto = frame[q + ipv4::field::PROTOCOL];
+    let addr = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    let p16 = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    let ql4 = q + qhlen;
+    let (sport, dport) = match proto {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP => (p16(ql4), p16(ql4 + 2)),
+        ipv4::PROTO_ICMP if frame[ql4] == ICMP_ECHO => (p16(ql4 + 4), 0),
+        ipv4::PROTO_ICMP if frame[ql4] == ICMP_ECHO_REPLY => (0, p16(ql4 + 4)),
+        _ => return false,
+    };
+    let quoted = Tuple {
+        proto,
+        src: addr(q + ipv4::field::SRC),
+        sport,
+        dst: addr(q + ipv4::field::DST),
+        dport,
+    };
+    // An answer to the quoted packet would have the reversed tuple; its entry says
+    // what that answer becomes, hence what the quoted packet was before translation.
+    let Some(e) = ctx.snap.conntrack.lookup(&quoted.reversed(), ctx.now) else {
+        return false;
+    };
+    let orig = e.xlate.reversed();
+    // Quoted header back to the original addresses and ports.
+    frame[q + ipv4::field::SRC..q + ipv4::field::SRC + 4].copy_from_slice(&orig.src.octets());
+    frame[q + ipv4::field::DST..q + ipv4::field::DST + 4].copy_from_slice(&orig.dst.octets());
+    match proto {
+        ipv4::PROTO_ICMP => {
+            let id = if frame[ql4] == ICMP_ECHO {
+                orig.sport
+            } else {
+                orig.dport
+            };
+            frame[ql4 + 4..ql4 + 6].copy_from_slice(&id.to_be_bytes());
+        }
+        _ => {
+            frame[ql4..ql4 + 2].copy_from_slice(&orig.sport.to_be_bytes());
+            frame[ql4 + 2..ql4 + 4].copy_from_slice(&orig.dport.to_be_bytes());
+        }
+    }
+    let qc = q + ipv4::field::CHECKSUM;
+    frame[qc..qc + 2].copy_from_slice(&[0, 0]);
+    let c = ipv4::checksum(&frame[q..q + qhlen]);
+    frame[qc..qc + 2].copy_from_slice(&c.to_be_bytes());
+    // The error goes to the connection's real endpoint.
+    let new_dst = e.xlate.dst;
+    let hc = u16::from_be_bytes([
+        frame[l3 + ipv4::field::CHECKSUM],
+        frame[l3 + ipv4::field::CHECKSUM + 1],
+    ]);
+    let hc = csum::update(hc, &csum::words(m.dst), &csum::words(new_dst));
+    frame[l3 + ipv4::field::CHECKSUM..l3 + ipv4::field::CHECKSUM + 2]
+        .copy_from_slice(&hc.to_be_bytes());
+    frame[l3 + ipv4::field::DST..l3 + ipv4::field::DST + 4].copy_from_slice(&new_dst.octets());
+    // The ICMP checksum covers the quote: recompute it (errors are small and rare).
+    frame[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    let c = ipv4::checksum(&frame[l4..end]);
+    frame[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
     true
 }
 

@@ -90,16 +90,68 @@ impl CtState {
     }
 }
 
-/// Timeout of a connection of `proto` in `state`, seconds.
-pub fn timeout(proto: u8, state: CtState) -> u32 {
-    match (proto, state) {
-        (6, CtState::New) => 120,
-        (6, CtState::Established) => 86_400,
-        (6, CtState::Closing) => 120,
-        (17, CtState::Established) => 180,
-        (17, _) => 60,
-        _ => 30,
+/// Configurable timeouts, seconds: tcp_new, tcp_established, tcp_closing, udp,
+/// udp_stream, icmp. Set once at start (`vswitchd --ct-timeouts`), read per packet.
+static TIMEOUTS: [AtomicU32; 6] = [
+    AtomicU32::new(120),
+    AtomicU32::new(86_400),
+    AtomicU32::new(120),
+    AtomicU32::new(60),
+    AtomicU32::new(180),
+    AtomicU32::new(30),
+];
+/// Names of the timeouts, in [`TIMEOUTS`] order.
+pub const TIMEOUT_NAMES: [&str; 6] = [
+    "tcp_new",
+    "tcp_established",
+    "tcp_closing",
+    "udp",
+    "udp_stream",
+    "icmp",
+];
+
+/// Parse and apply `name=secs,...` (any subset of [`TIMEOUT_NAMES`]).
+pub fn set_timeouts(spec: &str) -> Result<(), String> {
+    let mut parsed = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("bad timeout {part:?}: expected NAME=SECONDS"))?;
+        let i = TIMEOUT_NAMES
+            .iter()
+            .position(|n| *n == k.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown timeout {k:?} (one of {})",
+                    TIMEOUT_NAMES.join(", ")
+                )
+            })?;
+        let secs: u32 = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| format!("bad timeout value {v:?}: expected seconds > 0"))?;
+        parsed.push((i, secs));
     }
+    for (i, secs) in parsed {
+        TIMEOUTS[i].store(secs, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Timeout of a connection of `proto` in `state`, seconds.
+#[inline]
+pub fn timeout(proto: u8, state: CtState) -> u32 {
+    let i = match (proto, state) {
+        (6, CtState::New) => 0,
+        (6, CtState::Established) => 1,
+        (6, CtState::Closing) => 2,
+        (17, CtState::Established) => 4,
+        (17, _) => 3,
+        _ => 5,
+    };
+    TIMEOUTS[i].load(Ordering::Relaxed)
 }
 
 /// One direction of a connection: what matching packets become.
@@ -426,6 +478,18 @@ mod tests {
         ct.touch(&t(40000), CtState::Established, 20);
         assert!(ct.lookup(&t(40000), 1000).is_some());
         assert_eq!(ct.entries(20).len(), 2);
+    }
+
+    #[test]
+    fn timeouts_parse() {
+        assert!(set_timeouts("udp=61").is_ok());
+        assert_eq!(timeout(17, CtState::New), 61);
+        assert!(set_timeouts("udp=60").is_ok());
+        assert!(set_timeouts("bogus=1")
+            .unwrap_err()
+            .starts_with("unknown timeout"));
+        assert!(set_timeouts("udp=0").is_err());
+        assert!(set_timeouts("udp").is_err());
     }
 
     #[test]
