@@ -45,6 +45,7 @@ pub fn bridge(n: usize, fdb_cap: usize) -> Snapshot {
                 vlan: VlanMode::from_conf(None, &[]),
                 dev: Arc::new(NullPort),
                 counters: Arc::new(PortCounters::new(1)),
+                group: 0,
             })
         })
         .collect();

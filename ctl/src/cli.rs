@@ -60,6 +60,18 @@ pub enum Cmd {
         /// Trunk port carrying these VLANs (comma-separated)
         #[arg(long, value_delimiter = ',')]
         trunks: Vec<u16>,
+        /// vxlan: remote VTEP address(es), comma-separated
+        #[arg(long, value_delimiter = ',')]
+        remote_ip: Vec<String>,
+        /// vxlan: VXLAN network identifier (1-16777215)
+        #[arg(long)]
+        vni: Option<u32>,
+        /// vxlan: local VTEP address (default: the route's source address)
+        #[arg(long)]
+        local_ip: Option<String>,
+        /// vxlan: UDP port (default 4789)
+        #[arg(long)]
+        dst_port: Option<u16>,
     },
     /// Detach a port from a bridge
     DelPort { bridge: String, port: String },
@@ -168,6 +180,10 @@ impl Cmd {
                 kind,
                 tag,
                 trunks,
+                remote_ip,
+                vni,
+                local_ip,
+                dst_port,
             } => Command::AddPort(AddPort {
                 bridge: bridge.clone(),
                 port: port.clone(),
@@ -177,6 +193,10 @@ impl Cmd {
                     .iter()
                     .map(|v| check_vlan(*v))
                     .collect::<Result<_, _>>()?,
+                remote_ip: remote_ip.clone(),
+                vni: *vni,
+                local_ip: local_ip.clone(),
+                dst_port: *dst_port,
                 ..Default::default()
             }),
             Cmd::DelPort { bridge, port } => Command::DelPort {

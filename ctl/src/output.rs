@@ -57,6 +57,15 @@ fn port_line(p: &PortInfo) -> String {
         let t: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
         let _ = write!(s, " trunks {}", t.join(","));
     }
+    if let Some(v) = &p.vxlan {
+        let _ = write!(s, " vni {} remote {}", v.vni, v.remote_ip.join(","));
+        if let Some(l) = &v.local_ip {
+            let _ = write!(s, " local {l}");
+        }
+        if v.dst_port != 4789 {
+            let _ = write!(s, " dst_port {}", v.dst_port);
+        }
+    }
     s
 }
 
@@ -321,6 +330,7 @@ mod tests {
                     worker: Some(0),
                     owned: false,
                     external_ids: Default::default(),
+                    vxlan: None,
                 }],
             }],
         };

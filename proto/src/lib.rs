@@ -265,6 +265,27 @@ pub struct AddPort {
     /// pipework's `guest`, `ifname`, `ip`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    /// VXLAN: remote VTEP addresses (`--remote-ip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip: Vec<String>,
+    /// VXLAN network identifier (`--vni`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// VXLAN: local address (`--local-ip`; default: the route's source address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<String>,
+    /// VXLAN: UDP port (`--dst-port`, default 4789).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+}
+
+/// VXLAN settings of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    pub remote_ip: Vec<String>,
+    pub vni: u32,
+    pub local_ip: Option<String>,
+    pub dst_port: u16,
 }
 
 /// Arguments of `add-host`.
@@ -427,6 +448,9 @@ pub struct PortInfo {
     pub owned: bool,
     #[serde(default)]
     pub external_ids: BTreeMap<String, String>,
+    /// VXLAN settings, for `vxlan` ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanInfo>,
 }
 
 /// Result of `show`.

@@ -132,6 +132,7 @@ mod tests {
                     trunks: vec![],
                     owned: false,
                     external_ids: Default::default(),
+                    vxlan: None,
                 }],
                 hosts: vec![],
                 leases: vec![],

@@ -11,7 +11,7 @@ pub mod snapshot;
 
 pub use model::{
     BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, PortConf, PublishConf,
-    RouteConf,
+    RouteConf, VxlanConf,
 };
 pub use snapshot::{
     router_mac, BridgeRt, NameMap, NatRt, PortEntry, PublishRt, RouterIf, Snapshot, VlanMode,

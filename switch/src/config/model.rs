@@ -107,6 +107,14 @@ pub enum ConfigError {
     BadMtu(u32),
     #[error("port type {0} is not supported yet")]
     UnsupportedKind(PortKind),
+    #[error("--remote-ip/--vni/--local-ip/--dst-port only apply to vxlan ports")]
+    VxlanOptions,
+    #[error("a vxlan port needs {0}")]
+    VxlanNeeds(&'static str),
+    #[error("bad VNI {0}: must be 1..16777215")]
+    BadVni(u32),
+    #[error("vxlan port {port} already uses UDP port {udp} (one vxlan port per local address and UDP port)")]
+    VxlanPortTaken { port: String, udp: u16 },
     #[error("bad host name {0:?}: use DNS labels of a-z 0-9 - _ separated by dots")]
     BadHostName(String),
     #[error("host already exists: {name} ({ip}) on bridge {bridge}")]
@@ -153,7 +161,22 @@ pub struct PortConf {
     pub owned: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanConf>,
 }
+
+/// VXLAN settings of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanConf {
+    pub remotes: Vec<Ipv4Addr>,
+    pub vni: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Ipv4Addr>,
+    pub dst_port: u16,
+}
+
+/// Default VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
 
 /// A DNS name on a bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,9 +683,18 @@ impl Model {
                 port: req.port.clone(),
             });
         }
-        if req.kind == PortKind::Vxlan {
-            return Err(ConfigError::UnsupportedKind(req.kind));
-        }
+        let vxlan = if req.kind == PortKind::Vxlan {
+            Some(self.check_vxlan(req)?)
+        } else {
+            if !req.remote_ip.is_empty()
+                || req.vni.is_some()
+                || req.local_ip.is_some()
+                || req.dst_port.is_some()
+            {
+                return Err(ConfigError::VxlanOptions);
+            }
+            None
+        };
         if req.tag.is_some() && !req.trunks.is_empty() {
             return Err(ConfigError::TagAndTrunks);
         }
@@ -681,6 +713,52 @@ impl Model {
             trunks,
             owned: req.owned,
             external_ids: req.external_ids.clone(),
+            vxlan,
+        })
+    }
+
+    fn check_vxlan(&self, req: &AddPort) -> Result<VxlanConf, ConfigError> {
+        if req.remote_ip.is_empty() {
+            return Err(ConfigError::VxlanNeeds("--remote-ip"));
+        }
+        let vni = req.vni.ok_or(ConfigError::VxlanNeeds("--vni"))?;
+        if !(1..=0xff_ffff).contains(&vni) {
+            return Err(ConfigError::BadVni(vni));
+        }
+        let mut remotes = Vec::new();
+        for r in req.remote_ip.iter().flat_map(|r| r.split(',')) {
+            let ip = parse_ip(r)?;
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                return Err(ConfigError::BadIp(r.to_string()));
+            }
+            if !remotes.contains(&ip) {
+                remotes.push(ip);
+            }
+        }
+        let local = req.local_ip.as_deref().map(parse_ip).transpose()?;
+        let dst_port = req.dst_port.unwrap_or(VXLAN_PORT);
+        if dst_port == 0 {
+            return Err(ConfigError::BadPort("0".into()));
+        }
+        for b in &self.bridges {
+            for p in &b.ports {
+                if let Some(v) = &p.vxlan {
+                    if v.dst_port == dst_port
+                        && (v.local == local || v.local.is_none() || local.is_none())
+                    {
+                        return Err(ConfigError::VxlanPortTaken {
+                            port: p.name.clone(),
+                            udp: dst_port,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(VxlanConf {
+            remotes,
+            vni,
+            local,
+            dst_port,
         })
     }
 

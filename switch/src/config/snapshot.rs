@@ -85,6 +85,9 @@ pub struct PortEntry {
     pub vlan: VlanMode,
     pub dev: Arc<dyn Port>,
     pub counters: Arc<PortCounters>,
+    /// Split-horizon group (0: none): frames never go from a port to another port of
+    /// the same group (the remote VTEPs of one vxlan port).
+    pub group: u32,
 }
 
 /// The router's interface on a bridge with a gateway.

@@ -14,6 +14,7 @@ use crate::config::{router_mac, NameMap, NatRt, PublishRt, RouterIf};
 use crate::dp::{clock, PortCounters, WorkerPool};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::TapPort;
+use crate::port::vxlan::{VxlanRemote, VxlanShared};
 use crate::port::Port;
 use crate::tables::conntrack::CtState;
 use crate::tables::{Conntrack, Fdb, PortId, Route, RouteTable};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
     BridgeInfo, Command, CtEntry as CtEntryInfo, FdbEntry, FlushResult, HostEntry, LeaseEntry,
-    PortInfo, PortKind, PortStats, PublishedEntry, RouteEntry, ShowInfo, VersionInfo,
+    PortInfo, PortKind, PortStats, PublishedEntry, RouteEntry, ShowInfo, VersionInfo, VxlanInfo,
     PROTOCOL_VERSION,
 };
 
@@ -136,6 +137,18 @@ fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
             }
         }
         PortKind::Vxlan => Err(ConfigError::UnsupportedKind(p.kind).into()),
+    }
+}
+
+/// Names of the live ports of configured port `p`: itself, or one per remote VTEP.
+fn live_names(p: &PortConf) -> Vec<String> {
+    match &p.vxlan {
+        Some(v) => v
+            .remotes
+            .iter()
+            .map(|r| format!("{}@{r}", p.name))
+            .collect(),
+        None => vec![p.name.clone()],
     }
 }
 
@@ -254,6 +267,43 @@ impl State {
 
     /// Open the device of `p` and record it as live (not yet published or polled).
     fn attach(&mut self, p: &PortConf, mtu: u32) -> Result<(), HandlerError> {
+        if let Some(v) = &p.vxlan {
+            let shared =
+                VxlanShared::open(v.remotes.clone(), v.vni, v.local, v.dst_port).map_err(|e| {
+                    HandlerError::Attach {
+                        name: p.name.clone(),
+                        source: e,
+                    }
+                })?;
+            let mut ids = Vec::new();
+            for (i, name) in live_names(p).into_iter().enumerate() {
+                let id = match self.alloc_id() {
+                    Ok(id) => id,
+                    Err(e) => {
+                        for (n, id) in ids {
+                            self.live.remove(&n);
+                            self.free_id(id);
+                        }
+                        return Err(e);
+                    }
+                };
+                shared.set_id(i, id);
+                let dev: Arc<dyn Port> =
+                    Arc::new(VxlanRemote::new(name.clone(), shared.clone(), i));
+                self.live.insert(
+                    name.clone(),
+                    Live {
+                        id,
+                        dev,
+                        counters: Arc::new(PortCounters::new(self.pool.len())),
+                        worker: None,
+                    },
+                );
+                ids.push((name, id));
+            }
+            self.failed.remove(&p.name);
+            return Ok(());
+        }
         let dev = open_dev(p, mtu)?;
         let id = self.alloc_id()?;
         self.live.insert(
@@ -269,10 +319,21 @@ impl State {
         Ok(())
     }
 
+    /// Hand the live port(s) of configured port `name` to workers (vxlan: the remote
+    /// that owns the shared socket; the others are never polled).
     fn start_polling(&mut self, name: &str) {
-        if let Some(l) = self.live.get_mut(name) {
-            if l.worker.is_none() {
-                l.worker = Some(self.pool.add_port(l.id, l.dev.clone()));
+        let prefix = format!("{name}@");
+        let keys: Vec<String> = self
+            .live
+            .keys()
+            .filter(|k| *k == name || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(l) = self.live.get_mut(&k) {
+                if l.worker.is_none() && l.dev.fd().is_some() {
+                    l.worker = Some(self.pool.add_port(l.id, l.dev.clone()));
+                }
             }
         }
     }
@@ -280,18 +341,27 @@ impl State {
     /// Stop polling and forget a live port; its FDB entries go with it.
     fn detach(&mut self, bridge: &str, name: &str) {
         self.failed.remove(name);
-        let Some(l) = self.live.remove(name) else {
+        let prefix = format!("{name}@");
+        let keys: Vec<String> = self
+            .live
+            .keys()
+            .filter(|k| *k == name || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let gone: Vec<Live> = keys.iter().filter_map(|k| self.live.remove(k)).collect();
+        if gone.is_empty() {
             return;
-        };
+        }
         self.publish();
-        if let Some(w) = l.worker {
-            self.pool.remove_port(w, l.id);
+        for l in gone {
+            if let Some(w) = l.worker {
+                self.pool.remove_port(w, l.id);
+            }
+            if let Some(f) = self.fdbs.get(bridge) {
+                f.flush_port(l.id, clock::now_secs());
+            }
+            self.free_id(l.id);
         }
-        if let Some(f) = self.fdbs.get(bridge) {
-            f.flush_port(l.id, clock::now_secs());
-        }
-        self.free_id(l.id);
-        drop(l);
     }
 
     /// Build and publish a snapshot of the current model and live ports.
@@ -302,22 +372,30 @@ impl State {
         for (bi, b) in self.model.bridges.iter().enumerate() {
             let mut slots = Vec::new();
             for p in &b.ports {
-                let Some(l) = self.live.get(&p.name) else {
-                    continue;
-                };
-                let s = slot_of(l.id);
-                if ports.len() <= s {
-                    ports.resize_with(s + 1, || None);
+                let mut group = 0;
+                for name in live_names(p) {
+                    let Some(l) = self.live.get(&name) else {
+                        continue;
+                    };
+                    if p.vxlan.is_some() && group == 0 {
+                        // The remotes of one vxlan port: a split-horizon group.
+                        group = l.id.wrapping_add(1).max(1);
+                    }
+                    let s = slot_of(l.id);
+                    if ports.len() <= s {
+                        ports.resize_with(s + 1, || None);
+                    }
+                    ports[s] = Some(PortEntry {
+                        id: l.id,
+                        name,
+                        bridge: bi,
+                        vlan: VlanMode::from_conf(p.tag, &p.trunks),
+                        dev: l.dev.clone(),
+                        counters: l.counters.clone(),
+                        group,
+                    });
+                    slots.push(s as u16);
                 }
-                ports[s] = Some(PortEntry {
-                    id: l.id,
-                    name: p.name.clone(),
-                    bridge: bi,
-                    vlan: VlanMode::from_conf(p.tag, &p.trunks),
-                    dev: l.dev.clone(),
-                    counters: l.counters.clone(),
-                });
-                slots.push(s as u16);
             }
             let fdb = self
                 .fdbs
@@ -514,7 +592,7 @@ impl State {
     }
 
     fn port_info(&self, b: &BridgeConf, p: &PortConf) -> PortInfo {
-        let l = self.live.get(&p.name);
+        let l = live_names(p).first().and_then(|n| self.live.get(n));
         PortInfo {
             name: p.name.clone(),
             bridge: b.name.clone(),
@@ -530,6 +608,12 @@ impl State {
             worker: l.and_then(|l| l.worker),
             owned: p.owned,
             external_ids: p.external_ids.clone(),
+            vxlan: p.vxlan.as_ref().map(|v| VxlanInfo {
+                remote_ip: v.remotes.iter().map(ToString::to_string).collect(),
+                vni: v.vni,
+                local_ip: v.local.map(|l| l.to_string()),
+                dst_port: v.dst_port,
+            }),
         }
     }
 
@@ -545,13 +629,21 @@ impl State {
         }
     }
 
-    fn port_stats(&self, b: &BridgeConf, p: &PortConf) -> PortStats {
+    /// Counters of port `p`: one entry, or one per remote VTEP for vxlan.
+    fn port_stats(&self, b: &BridgeConf, p: &PortConf) -> Vec<PortStats> {
+        live_names(p)
+            .into_iter()
+            .map(|n| self.live_stats(&b.name, &n))
+            .collect()
+    }
+
+    fn live_stats(&self, bridge: &str, name: &str) -> PortStats {
         let mut s = PortStats {
-            port: p.name.clone(),
-            bridge: b.name.clone(),
+            port: name.to_string(),
+            bridge: bridge.to_string(),
             ..Default::default()
         };
-        if let Some(l) = self.live.get(&p.name) {
+        if let Some(l) = self.live.get(name) {
             let t = l.counters.totals();
             s.rx_packets = t.rx_packets;
             s.rx_bytes = t.rx_bytes;
@@ -562,6 +654,10 @@ impl State {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            let k = l.dev.kernel_rx_drops();
+            if k > 0 {
+                s.drops.insert("rx_kernel_queue_full".to_string(), k);
+            }
         }
         s
     }
@@ -698,8 +794,11 @@ impl State {
                 let mut v = Vec::new();
                 for b in &self.model.bridges {
                     for p in &b.ports {
-                        if port.as_deref().is_none_or(|n| n == p.name) {
-                            v.push(self.port_stats(b, p));
+                        for st in self.port_stats(b, p) {
+                            // A vxlan port's name selects all its remotes.
+                            if port.as_deref().is_none_or(|n| n == p.name || n == st.port) {
+                                v.push(st);
+                            }
                         }
                     }
                 }

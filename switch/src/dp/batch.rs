@@ -23,6 +23,10 @@ pub struct Batch {
     bufs: Vec<Box<[u8]>>,
     desc: [Desc; BATCH_SIZE],
     len: usize,
+    /// Per-frame ingress port, when one receive call serves several ports (a VXLAN
+    /// socket shared by the remote VTEPs of one port); `None`: the polled port.
+    origin: [Option<u32>; BATCH_SIZE],
+    mixed: bool,
 }
 
 impl Default for Batch {
@@ -39,12 +43,37 @@ impl Batch {
                 .collect(),
             desc: [Desc::default(); BATCH_SIZE],
             len: 0,
+            origin: [None; BATCH_SIZE],
+            mixed: false,
         }
     }
 
     #[inline]
     pub fn clear(&mut self) {
+        if self.mixed {
+            self.origin = [None; BATCH_SIZE];
+            self.mixed = false;
+        }
         self.len = 0;
+    }
+
+    /// Attribute frame `i` to port `port` rather than the polled one.
+    #[inline]
+    pub fn set_origin(&mut self, i: usize, port: u32) {
+        if i < BATCH_SIZE {
+            self.origin[i] = Some(port);
+            self.mixed = true;
+        }
+    }
+
+    /// The port frame `i` came from, if not the polled one.
+    #[inline]
+    pub fn origin(&self, i: usize) -> Option<u32> {
+        if self.mixed {
+            self.origin[i]
+        } else {
+            None
+        }
     }
 
     #[inline]

@@ -93,17 +93,23 @@ fn output(
     b: usize,
     vlan: u16,
     dst: MacAddr,
-    except_slot: Option<usize>,
+    except: Option<(usize, u32)>,
     frame: u8,
     payload_ofs: u8,
 ) -> Result<(), DropReason> {
     let bridge = &ctx.snap.bridges[b];
+    // The ingress port, and every port of its split-horizon group, is excluded.
+    let excluded =
+        |slot: usize, group: u32| except.is_some_and(|(s, g)| s == slot || (g != 0 && g == group));
     if !dst.is_multicast() {
         if let Some(pid) = bridge.fdb.lookup(vlan, dst, ctx.now) {
-            if Some(slot_of(pid)) == except_slot {
+            if except.is_some_and(|(s, _)| s == slot_of(pid)) {
                 return Err(DropReason::SameSegment);
             }
             if let Some(op) = ctx.snap.port(pid) {
+                if excluded(slot_of(pid), op.group) {
+                    return Err(DropReason::SameSegment);
+                }
                 if op.bridge == b && op.vlan.carries(vlan) {
                     out.push(
                         slot_of(pid),
@@ -122,11 +128,8 @@ fn output(
     // carries the VLAN.
     for &s in &bridge.ports {
         let s = usize::from(s);
-        if Some(s) == except_slot {
-            continue;
-        }
         if let Some(Some(op)) = ctx.snap.ports.get(s) {
-            if op.vlan.carries(vlan) {
+            if op.vlan.carries(vlan) && !excluded(s, op.group) {
                 out.push(
                     s,
                     OutDesc {
@@ -163,17 +166,35 @@ fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
 /// port `in_id`.
 pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
     let w = ctx.worker;
-    let Some(inp) = ctx.snap.port(in_id) else {
+    let Some(polled) = ctx.snap.port(in_id) else {
         return;
     };
     out.fit(ctx.snap);
-    let in_slot = slot_of(in_id);
-    let bi = inp.bridge;
+    let bi = polled.bridge;
     let bridge = &ctx.snap.bridges[bi];
-    let mut rx_bytes = 0u64;
+    let (mut rx_pkts, mut rx_bytes) = (0u64, 0u64);
+    let polled_id = in_id;
     for i in 0..batch.len() {
+        // A shared receive (vxlan) names each frame's port.
+        let (in_id, inp) = match batch.origin(i) {
+            Some(o) if o != polled_id => match ctx.snap.port(o) {
+                Some(p) if p.bridge == bi => {
+                    p.counters.rx(w, 1, batch.frame(i).len() as u64);
+                    (o, p)
+                }
+                _ => {
+                    polled.counters.dropped(w, DropReason::NoPort, 1);
+                    continue;
+                }
+            },
+            _ => {
+                rx_pkts += 1;
+                rx_bytes += batch.frame(i).len() as u64;
+                (polled_id, polled)
+            }
+        };
+        let in_slot = slot_of(in_id);
         let f = batch.frame(i);
-        rx_bytes += f.len() as u64;
         let Ok(eth) = EthFrame::parse(f) else {
             inp.counters.dropped(w, DropReason::Malformed, 1);
             continue;
@@ -217,14 +238,14 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             bi,
             vlan,
             eth.dst,
-            Some(in_slot),
+            Some((in_slot, inp.group)),
             frame,
             payload_ofs,
         ) {
             inp.counters.dropped(w, r, 1);
         }
     }
-    inp.counters.rx(w, batch.len() as u64, rx_bytes);
+    polled.counters.rx(w, rx_pkts, rx_bytes);
 }
 
 /// A frame addressed to the router's MAC.
@@ -368,6 +389,7 @@ mod tests {
                 vlan,
                 dev: m,
                 counters: Arc::new(PortCounters::new(1)),
+                group: 0,
             }));
         }
         let n = ports.len();

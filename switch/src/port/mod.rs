@@ -12,6 +12,7 @@ pub mod afpacket;
 pub mod mem;
 pub mod sys;
 pub mod tap;
+pub mod vxlan;
 
 use crate::dp::Batch;
 use crate::wire::VnetHdr;

@@ -9,3 +9,4 @@
 pub mod afpacket;
 pub mod netdev;
 pub mod tap;
+pub mod udp;

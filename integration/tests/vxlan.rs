@@ -1,0 +1,248 @@
+//! VXLAN: two vswitchd hosts joined by a tunnel, and vswitchd against the Linux
+//! kernel's own VXLAN device (the reference peer), with ping and TCP across.
+
+use anyhow::{ensure, Context, Result};
+use std::time::Duration;
+use vswitch_integration::{run_ok, wait_until, Lab};
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "two_vswitchd_hosts_over_vxlan",
+            two_vswitchd_hosts_over_vxlan,
+        ),
+        ("interop_with_kernel_vxlan", interop_with_kernel_vxlan),
+        ("vxlan_errors", vxlan_errors),
+    ])
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run_ok(std::process::Command::new("ip").args(args))
+}
+
+/// A host: its own Lab, namespace `sw` running vswitchd with bridge br0, and a
+/// container `c` at `cidr` on it.
+fn host(cidr: &str) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    lab.container("sw", "c", "vc", cidr, None)?;
+    lab.ctl_ok(&["add-port", "br0", "vc"])?;
+    Ok(lab)
+}
+
+/// An underlay link between the `sw` namespaces of two labs (192.0.2.0/24), with room
+/// for the 50 bytes of VXLAN overhead.
+fn underlay(a: &Lab, a_ip: &str, b_ns: &str, b_ip: &str) -> Result<()> {
+    ip(&[
+        "link",
+        "add",
+        "name",
+        "u0",
+        "netns",
+        &a.ns("sw"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "u0",
+        "netns",
+        b_ns,
+    ])?;
+    for (ns, addr) in [(a.ns("sw"), a_ip), (b_ns.to_string(), b_ip)] {
+        ip(&["-n", &ns, "addr", "add", addr, "dev", "u0"])?;
+        ip(&["-n", &ns, "link", "set", "u0", "mtu", "1600", "up"])?;
+    }
+    Ok(())
+}
+
+fn tcp_bytes(
+    lab: &mut Lab,
+    server_lab_sh: &dyn Fn(&str) -> Result<std::process::Output>,
+    server_ip: &str,
+) -> Result<u64> {
+    let _ = server_lab_sh;
+    let out = lab.sh("c", &format!("timeout 20 iperf3 -c {server_ip} -t 1 -J"))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .context("no iperf3 result")
+}
+
+fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
+    let mut h1 = host("10.0.0.1/24")?;
+    let mut h2 = host("10.0.0.2/24")?;
+    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
+    h1.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "--type",
+        "vxlan",
+        "--remote-ip",
+        "192.0.2.2",
+        "--vni",
+        "42",
+    ])?;
+    h2.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "--type",
+        "vxlan",
+        "--remote-ip",
+        "192.0.2.1",
+        "--vni",
+        "42",
+    ])?;
+    // Across the tunnel: h1's container reaches h2's (the Lab's ping runs in its own
+    // namespaces, so ping h2's container from h1's).
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(
+        ok,
+        "no ping across the tunnel; h1 log:\n{}\nh2 log:\n{}",
+        h1.log_tail(10),
+        h2.log_tail(10)
+    );
+    h1.assert_ping("c", "10.0.0.2")?;
+    // The MAC of h2's container is learned behind the remote VTEP.
+    let mac2 = h2.mac("c", "eth0")?;
+    let fdb = h1.ctl_json(&["fdb-show", "br0"])?;
+    let e = fdb
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["mac"] == mac2.as_str()))
+        .context("remote MAC not learned")?;
+    ensure!(e["port"] == "vx0@192.0.2.2", "{e}");
+    let stats = h1.ctl_json(&["stats", "vx0"])?;
+    ensure!(
+        stats[0]["port"] == "vx0@192.0.2.2" && stats[0]["tx_packets"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    // TCP: GSO super-frames are segmented before encapsulation.
+    h2.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.2"], "iperf.log")?;
+    ensure!(wait_until(Duration::from_secs(5), || h2
+        .sh_out("c", "ss -ltn | grep -q :5201")
+        .map(|o| o.status.success())
+        .unwrap_or(false)));
+    let bytes = tcp_bytes(&h1, "10.0.0.2")?;
+    ensure!(
+        bytes > 1_000_000,
+        "TCP across the tunnel moved {bytes} bytes"
+    );
+    let show = h1.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains("Port vx0 (vxlan, up) vni 42 remote 192.0.2.2"),
+        "{show}"
+    );
+    Ok(())
+}
+
+fn interop_with_kernel_vxlan() -> Result<()> {
+    let mut h1 = host("10.0.0.1/24")?;
+    // The peer host: a kernel VXLAN device and a kernel bridge.
+    let mut h2 = Lab::new()?;
+    h2.add_ns("sw")?;
+    h2.container("sw", "c", "vc", "10.0.0.2/24", None)?;
+    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
+    h2.sh("sw", "ip link add name vx0 type vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dstport 4789 && ip link set vx0 mtu 1500 && ip link add name br0 type bridge && ip link set vx0 master br0 && ip link set vc master br0 && ip link set vx0 up && ip link set vc up && ip link set br0 up")?;
+    h1.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "--type",
+        "vxlan",
+        "--remote-ip",
+        "192.0.2.2",
+        "--vni",
+        "42",
+    ])?;
+    let ok = wait_until(Duration::from_secs(15), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(
+        ok,
+        "vswitchd → kernel VXLAN: no ping; log:\n{}",
+        h1.log_tail(10)
+    );
+    h1.assert_ping("c", "10.0.0.2")?;
+    h2.assert_ping("c", "10.0.0.1")?;
+    // TCP both ways.
+    h2.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.2"], "iperf.log")?;
+    ensure!(wait_until(Duration::from_secs(5), || h2
+        .sh_out("c", "ss -ltn | grep -q :5201")
+        .map(|o| o.status.success())
+        .unwrap_or(false)));
+    let bytes = tcp_bytes(&h1, "10.0.0.2")?;
+    ensure!(bytes > 1_000_000, "TCP vswitchd→kernel moved {bytes} bytes");
+    h1.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.1"], "iperf.log")?;
+    ensure!(wait_until(Duration::from_secs(5), || h1
+        .sh_out("c", "ss -ltn | grep -q :5201")
+        .map(|o| o.status.success())
+        .unwrap_or(false)));
+    let out = h2.sh("c", "timeout 20 iperf3 -c 10.0.0.1 -t 1 -J")?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    ensure!(bytes > 1_000_000, "TCP kernel→vswitchd moved {bytes} bytes");
+    Ok(())
+}
+
+fn vxlan_errors() -> Result<()> {
+    let h1 = host("10.0.0.1/24")?;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["add-port", "br0", "vx0", "--type", "vxlan", "--vni", "42"],
+            "error: a vxlan port needs --remote-ip",
+        ),
+        (
+            &[
+                "add-port",
+                "br0",
+                "vx0",
+                "--type",
+                "vxlan",
+                "--remote-ip",
+                "192.0.2.2",
+            ],
+            "error: a vxlan port needs --vni",
+        ),
+        (
+            &[
+                "add-port",
+                "br0",
+                "vx0",
+                "--type",
+                "vxlan",
+                "--remote-ip",
+                "192.0.2.2",
+                "--vni",
+                "16777216",
+            ],
+            "error: bad VNI 16777216: must be 1..16777215",
+        ),
+        (
+            &[
+                "add-port",
+                "br0",
+                "vx0",
+                "--type",
+                "vxlan",
+                "--remote-ip",
+                "192.0.2.999",
+                "--vni",
+                "1",
+            ],
+            "error: bad IP address \"192.0.2.999\"",
+        ),
+        (
+            &["add-port", "br0", "vc2", "--vni", "5"],
+            "error: --remote-ip/--vni/--local-ip/--dst-port only apply to vxlan ports",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = h1.ctl(args)?;
+        ensure!(
+            o.code != 0 && o.stderr.trim() == *want,
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    Ok(())
+}
