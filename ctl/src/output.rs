@@ -332,6 +332,9 @@ mod tests {
                     external_ids: Default::default(),
                     vxlan: None,
                 }],
+                fdb_entries: 0,
+                fdb_capacity: 8192,
+                fdb_evictions: 0,
             }],
         };
         assert_eq!(

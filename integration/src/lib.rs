@@ -249,6 +249,21 @@ impl Lab {
         }
     }
 
+    /// SIGKILL vswitchd (a crash) and reap it.
+    pub fn kill_switch(&mut self) -> Result<()> {
+        let Some(mut child) = self.daemon.take() else {
+            bail!("vswitchd is not running");
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// PID of the running vswitchd (the child we spawned).
+    pub fn switch_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     /// Stop and start vswitchd again with the same db.
     pub fn restart_switch(&mut self) -> Result<()> {
         let sw = self.switch_ns.clone().ok_or_else(|| anyhow!("no switch"))?;

@@ -425,6 +425,13 @@ pub struct BridgeInfo {
     pub isolated: bool,
     pub mtu: u32,
     pub ports: Vec<PortInfo>,
+    /// Learned MAC addresses now, the table's capacity, and evictions so far.
+    #[serde(default)]
+    pub fdb_entries: u64,
+    #[serde(default)]
+    pub fdb_capacity: u64,
+    #[serde(default)]
+    pub fdb_evictions: u64,
 }
 
 /// A port as configured, with its live state.

@@ -626,6 +626,12 @@ impl State {
             isolated: b.isolated,
             mtu: b.mtu,
             ports: b.ports.iter().map(|p| self.port_info(b, p)).collect(),
+            fdb_entries: self
+                .fdbs
+                .get(&b.name)
+                .map_or(0, |f| f.entries(clock::now_secs()).len() as u64),
+            fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
+            fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
         }
     }
 

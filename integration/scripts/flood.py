@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Bounded frame floods from one interface, for the robustness tests.
+
+flood.py IFACE KIND COUNT [SECONDS [DST_MAC]]
+  macs   broadcast frames from COUNT random source MACs
+  arp    ARP requests for 10.0.0.1 from random MACs/addresses (the router punt path)
+  junk   malformed frames (to DST_MAC, default broadcast): runts, bad IHL, bad total
+         length, stacked VLAN tags, truncated tags, cut fragments
+Stops after COUNT frames or SECONDS (default 30), whichever first; prints frames sent.
+"""
+import os, random, socket, struct, sys, time
+
+iface, kind, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limit = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
+dst = bytes.fromhex(sys.argv[5].replace(":", "")) if len(sys.argv) > 5 else b"\xff" * 6
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+rnd = random.Random(42)
+
+def rmac():
+    b = bytearray(rnd.getrandbits(8) for _ in range(6))
+    b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
+    return bytes(b)
+
+def frame(i):
+    if kind == "macs":
+        return b"\xff" * 6 + rmac() + b"\x88\xb5" + b"flood" * 10
+    if kind == "arp":
+        src = rmac()
+        spa = socket.inet_aton("10.0.%d.%d" % (rnd.randrange(256), rnd.randrange(1, 255)))
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src, spa, b"\0" * 6,
+                          socket.inet_aton("10.0.0.1"))
+        return b"\xff" * 6 + src + b"\x08\x06" + arp
+    # junk
+    src = rmac()
+    j = i % 6
+    if j == 0:
+        return src[:5]  # runt
+    if j == 1:
+        return dst + src + b"\x08\x00" + b"\x4f" + b"\0" * 30  # IHL 15, too short
+    if j == 2:
+        return dst + src + b"\x08\x00" + b"\x45\x00\xff\xff" + b"\0" * 30  # total len
+    if j == 3:
+        return dst + src + b"\x81\x00\x00\x0a\x81\x00\x00\x14\x08\x00" + b"\x45" + b"\0" * 40
+    if j == 4:
+        return dst + src + b"\x81\x00"  # truncated tag
+    return dst + src + b"\x08\x00\x45\x00\x00\x1c\x00\x00\x20\x00\x40\x11"  # fragment, cut
+
+sent = 0
+end = time.time() + limit
+while sent < count and time.time() < end:
+    try:
+        s.send(frame(sent))
+    except OSError:
+        pass
+    sent += 1
+print(sent)

@@ -1,0 +1,214 @@
+//! Robustness: floods (bounded in count and time) with legitimate traffic beside them,
+//! malformed frames, crash safety of the db, and the control socket under abuse.
+
+use anyhow::{ensure, Context, Result};
+use std::io::{Read, Write};
+use std::time::Duration;
+use vswitch_integration::{run, wait_until, Lab};
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "mac_flood_stays_at_cap_and_pings_go_on",
+            mac_flood_stays_at_cap_and_pings_go_on,
+        ),
+        (
+            "punt_flood_does_not_stop_forwarding",
+            punt_flood_does_not_stop_forwarding,
+        ),
+        (
+            "malformed_frames_are_counted_not_fatal",
+            malformed_frames_are_counted_not_fatal,
+        ),
+        (
+            "kill9_during_churn_never_corrupts_the_db",
+            kill9_during_churn_never_corrupts_the_db,
+        ),
+        ("control_socket_abuse", control_socket_abuse),
+    ])
+}
+
+const FLOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/flood.py");
+
+fn rss_kb(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// br0 (gateway 10.0.0.254) with c1, c2 (legitimate traffic) and c3 (the flooder) at
+/// 10.0.0.1-3.
+fn lab3(extra: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", extra)?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br0",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.254",
+    ])?;
+    for i in 1..=3 {
+        lab.container(
+            "sw",
+            &format!("c{i}"),
+            &format!("v{i}"),
+            &format!("10.0.0.{i}/24"),
+            None,
+        )?;
+        lab.ctl_ok(&["add-port", "br0", &format!("v{i}")])?;
+    }
+    Ok(lab)
+}
+
+fn mac_flood_stays_at_cap_and_pings_go_on() -> Result<()> {
+    let lab = lab3(&["--fdb-max", "1024"])?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let pid = lab.switch_pid().context("no pid")?;
+    let before = rss_kb(pid)?;
+    let sent = lab.sh("c3", &format!("python3 {FLOOD} eth0 macs 100000 40"))?;
+    let sent: u64 = sent.trim().parse().unwrap_or(0);
+    ensure!(sent > 10_000, "flood sent only {sent} frames");
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let show = lab.ctl_json(&["show"])?;
+    let b = &show["bridges"][0];
+    let (n, cap, ev) = (
+        b["fdb_entries"].as_u64().unwrap_or(0),
+        b["fdb_capacity"].as_u64().unwrap_or(0),
+        b["fdb_evictions"].as_u64().unwrap_or(0),
+    );
+    ensure!(cap == 1024 && n <= cap, "fdb {n} entries, capacity {cap}");
+    ensure!(ev > 0, "no evictions counted after {sent} new MACs");
+    let after = rss_kb(pid)?;
+    // Bounded memory: the table is preallocated, so the flood must not grow the heap.
+    ensure!(
+        after < before + 20_000,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    println!("mac flood: {sent} frames, fdb {n}/{cap}, {ev} evictions, RSS {before} -> {after} kB");
+    Ok(())
+}
+
+fn punt_flood_does_not_stop_forwarding() -> Result<()> {
+    let lab = lab3(&[])?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.sh("c3", &format!("python3 {FLOOD} eth0 arp 50000 30"))?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.assert_ping("c1", "10.0.0.254")?;
+    Ok(())
+}
+
+fn malformed_frames_are_counted_not_fatal() -> Result<()> {
+    let lab = lab3(&[])?;
+    // Aim the junk at the router, which parses deeper than L2.
+    lab.assert_ping("c3", "10.0.0.254")?;
+    let neigh: serde_json::Value =
+        serde_json::from_str(&lab.sh("c3", "ip -j neigh show 10.0.0.254")?)?;
+    let router = neigh[0]["lladdr"]
+        .as_str()
+        .context("router MAC unknown")?
+        .to_string();
+    lab.sh("c3", &format!("python3 {FLOOD} eth0 junk 6000 20 {router}"))?;
+    lab.sh("c3", &format!("python3 {FLOOD} eth0 junk 6000 20"))?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let s = lab.ctl_json(&["stats", "v3"])?;
+    ensure!(s[0]["drops"]["malformed"].as_u64().unwrap_or(0) > 0, "{s}");
+    ensure!(lab.ctl(&["version"])?.code == 0, "vswitchd died");
+    Ok(())
+}
+
+fn kill9_during_churn_never_corrupts_the_db() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&["add-br", "br0", "--subnet", "10.0.0.0/24"])?;
+    for round in 0..5u64 {
+        // A burst of configuration changes from another process, killed mid-way.
+        let script = format!(
+            "for i in $(seq 1 200); do {ctl} add-host br0 h{round}x$i 10.0.0.$(( (i % 250) + 1 )) >/dev/null 2>&1; {ctl} del-host br0 h{round}x$i >/dev/null 2>&1; done",
+            ctl = format!("{} --socket {}", vswitch_integration::bin("vswitchctl")?.display(), lab.socket().display())
+        );
+        let mut churn = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(150 + 97 * round));
+        lab.kill_switch()?;
+        let _ = churn.kill();
+        let _ = churn.wait();
+        let text = std::fs::read_to_string(lab.db())?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("db corrupt after kill -9 (round {round})"))?;
+        ensure!(v["bridges"][0]["name"] == "br0");
+        lab.start_switch("sw")?;
+        ensure!(lab.ctl_ok(&["list-br"])? == "br0\n");
+    }
+    Ok(())
+}
+
+fn control_socket_abuse() -> Result<()> {
+    let lab = lab3(&[])?;
+    // A non-root user: permission denied, one line.
+    let o = run(std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(vswitch_integration::bin("vswitchctl")?)
+        .arg("--socket")
+        .arg(lab.socket())
+        .arg("list-br"))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        !o.status.success() && err.lines().count() == 1 && err.contains("permission denied"),
+        "{err}"
+    );
+    // An endless request is cut off; another client is served meanwhile.
+    let mut s = std::os::unix::net::UnixStream::connect(lab.socket())?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut wrote = 0usize;
+    while wrote < 3 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => wrote += n,
+            Err(_) => break,
+        }
+        if wrote == 1 << 20 {
+            ensure!(
+                lab.ctl(&["list-br"])?.code == 0,
+                "daemon blocked by a slow client"
+            );
+        }
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    ensure!(
+        reply.contains("longer than"),
+        "no error for an oversized request: {reply:?}"
+    );
+    // Many clients at once: all succeed.
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let children: Vec<std::process::Child> = (0..40)
+        .map(|i| {
+            std::process::Command::new(&ctl)
+                .arg("--socket")
+                .arg(lab.socket())
+                .args([
+                    "add-host",
+                    "br0",
+                    &format!("n{i}"),
+                    &format!("10.0.0.{}", 100 + i),
+                ])
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    for mut c in children {
+        ensure!(c.wait()?.success(), "a concurrent vswitchctl failed");
+    }
+    let hosts = lab.ctl_json(&["list-hosts", "br0"])?;
+    ensure!(hosts.as_array().map(Vec::len) == Some(40), "{hosts}");
+    ensure!(wait_until(Duration::from_secs(2), || lab
+        .ctl(&["version"])
+        .is_ok_and(|o| o.code == 0)));
+    Ok(())
+}
