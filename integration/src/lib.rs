@@ -9,6 +9,8 @@
 //! from 198.51.100.0/24 and 203.0.113.0/24, and every namespace gets its own
 //! /etc/netns/NAME/resolv.conf so no lookup leaves the lab.
 
+pub mod labfile;
+pub mod labrun;
 pub mod runner;
 
 use anyhow::{anyhow, bail, Context, Result};

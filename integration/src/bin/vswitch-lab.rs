@@ -1,15 +1,16 @@
 //! vswitch-lab: build network labs of namespaces around vswitchd.
 //!
 //! `demo` brings up a built-in lab, proves connectivity with real pings, prints what
-//! it built and tears it down. `up`/`down`/`status FILE` (multi-host labs from a file)
-//! arrive with VXLAN.
+//! it built and tears it down. `up`/`down`/`status FILE` manage a lab described in a
+//! TOML file (see `vswitch_integration::labfile`); `graph FILE` prints it as DOT.
 
 use anyhow::{bail, Result};
 use std::process::{Command, ExitCode};
-use vswitch_integration::{run_ok, runner::INNER_ENV, Lab};
+use vswitch_integration::labfile::LabFile;
+use vswitch_integration::{labrun, run_ok, runner::INNER_ENV, Lab};
 
 fn usage() -> &'static str {
-    "usage: vswitch-lab demo | up FILE | down FILE | status FILE"
+    "usage: vswitch-lab demo | up FILE | down FILE | status FILE | graph FILE"
 }
 
 fn main() -> ExitCode {
@@ -20,10 +21,7 @@ fn main() -> ExitCode {
             println!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        Some(c @ ("up" | "down" | "status")) => {
-            eprintln!("error: vswitch-lab {c}: lab files are not implemented yet (they come with VXLAN); try `vswitch-lab demo`");
-            return ExitCode::from(2);
-        }
+        Some("up" | "down" | "status" | "graph") if args.len() == 2 => {}
         _ => {
             eprintln!("error: {}", usage());
             return ExitCode::from(2);
@@ -54,11 +52,29 @@ fn main() -> ExitCode {
             }
         };
     }
-    match demo() {
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some(cmd) => file_command(cmd, &args[1]),
+        None => Ok(()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn file_command(cmd: &str, file: &str) -> Result<()> {
+    let lab = LabFile::load(std::path::Path::new(file))?;
+    match cmd {
+        "up" => labrun::up(&lab),
+        "down" => labrun::down(&lab),
+        "status" => labrun::status(&lab),
+        _ => {
+            print!("{}", lab.dot());
+            Ok(())
         }
     }
 }

@@ -1,0 +1,244 @@
+//! Lab files: a TOML description of hosts (each a network namespace running its own
+//! vswitchd), bridges (present on every host, joined across hosts by a full mesh of
+//! VXLAN tunnels when they have a `vni`), and containers (namespaces on a host's bridge).
+//!
+//! ```toml
+//! name = "demo"                       # optional; default: the file name
+//!
+//! [[host]]
+//! name = "h1"
+//! underlay = "192.0.2.1/24"           # address on the shared underlay segment
+//!
+//! [[bridge]]
+//! name = "br0"
+//! subnet = "10.0.0.0/24"              # optional, as `vswitchctl add-br`
+//! gateway = "10.0.0.254"              # optional
+//! dhcp = false                        # optional
+//! vni = 100                           # optional: VXLAN full mesh between the hosts
+//!
+//! [[container]]
+//! name = "a1"
+//! host = "h1"
+//! bridge = "br0"
+//! ip = "10.0.0.11/24"                 # or "dhcp"
+//! gateway = "10.0.0.254"              # optional default route
+//! run = "python3 -m http.server 80"   # optional, started in the background
+//! ```
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabFile {
+    pub name: Option<String>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostSpec>,
+    #[serde(default, rename = "bridge")]
+    pub bridges: Vec<BridgeSpec>,
+    #[serde(default, rename = "container")]
+    pub containers: Vec<ContainerSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub name: String,
+    pub underlay: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dhcp: bool,
+    pub vni: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub host: String,
+    pub bridge: String,
+    pub ip: String,
+    pub gateway: Option<String>,
+    pub run: Option<String>,
+}
+
+fn short_name(n: &str, what: &str, max: usize) -> Result<()> {
+    if n.is_empty()
+        || n.len() > max
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        bail!("bad {what} name {n:?}: 1-{max} characters from A-Z a-z 0-9 - _");
+    }
+    Ok(())
+}
+
+impl LabFile {
+    /// Read and validate a lab file. Syntax errors carry the line and column.
+    pub fn load(path: &Path) -> Result<LabFile> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let mut lab: LabFile = toml::from_str(&text).map_err(|e| {
+            let msg = e.to_string().replace('\n', " ");
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })?;
+        if lab.name.is_none() {
+            lab.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        lab.validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(lab)
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("lab")
+    }
+
+    fn validate(&self) -> Result<()> {
+        short_name(self.name(), "lab", 6)?;
+        if self.hosts.is_empty() {
+            bail!("no [[host]]");
+        }
+        let mut seen = HashSet::new();
+        for h in &self.hosts {
+            short_name(&h.name, "host", 6)?;
+            if !seen.insert(h.name.clone()) {
+                bail!("host {} defined twice", h.name);
+            }
+            if self.hosts.len() > 1 && h.underlay.is_none() {
+                bail!(
+                    "host {} needs an underlay address (several hosts share the underlay)",
+                    h.name
+                );
+            }
+        }
+        let mut bridges = HashSet::new();
+        for b in &self.bridges {
+            short_name(&b.name, "bridge", 12)?;
+            if !bridges.insert(b.name.clone()) {
+                bail!("bridge {} defined twice", b.name);
+            }
+        }
+        let mut ctrs = HashSet::new();
+        for c in &self.containers {
+            short_name(&c.name, "container", 8)?;
+            if !ctrs.insert(c.name.clone()) {
+                bail!("container {} defined twice", c.name);
+            }
+            if !seen.contains(&c.host) {
+                bail!("container {}: no such host {}", c.name, c.host);
+            }
+            if !bridges.contains(&c.bridge) {
+                bail!("container {}: no such bridge {}", c.name, c.bridge);
+            }
+            if c.ip != "dhcp" && !c.ip.contains('/') {
+                bail!(
+                    "container {}: ip must be ADDRESS/PREFIX or \"dhcp\"",
+                    c.name
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The topology as Graphviz DOT.
+    pub fn dot(&self) -> String {
+        let mut s = format!("graph \"{}\" {{\n  node [shape=box];\n", self.name());
+        for h in &self.hosts {
+            s.push_str(&format!(
+                "  subgraph \"cluster_{0}\" {{\n    label=\"host {0}{1}\";\n",
+                h.name,
+                h.underlay
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default()
+            ));
+            for b in &self.bridges {
+                s.push_str(&format!(
+                    "    \"{}/{}\" [label=\"{}\", shape=ellipse];\n",
+                    h.name, b.name, b.name
+                ));
+            }
+            for c in self.containers.iter().filter(|c| c.host == h.name) {
+                s.push_str(&format!(
+                    "    \"{}\" [label=\"{}\\n{}\"];\n",
+                    c.name, c.name, c.ip
+                ));
+                s.push_str(&format!(
+                    "    \"{}\" -- \"{}/{}\";\n",
+                    c.name, h.name, c.bridge
+                ));
+            }
+            s.push_str("  }\n");
+        }
+        for b in self.bridges.iter().filter(|b| b.vni.is_some()) {
+            for (i, a) in self.hosts.iter().enumerate() {
+                for z in &self.hosts[i + 1..] {
+                    s.push_str(&format!(
+                        "  \"{}/{}\" -- \"{}/{}\" [style=dashed, label=\"vxlan {}\"];\n",
+                        a.name,
+                        b.name,
+                        z.name,
+                        b.name,
+                        b.vni.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<LabFile> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("labfile-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let f = dir.join("t.toml");
+        std::fs::write(&f, t)?;
+        let r = LabFile::load(&f);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn errors_name_the_line_or_the_thing() {
+        let e = parse("name = \"x\"\n[[host]]\nname = \"h1\"\nunderlay = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4"), "{e}");
+        let e = parse("[[host]]\nname=\"h1\"\n[[container]]\nname=\"c\"\nhost=\"h9\"\nbridge=\"b\"\nip=\"dhcp\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("no such host h9"), "{e:#}");
+        let e = parse("[[host]]\nname=\"h1\"\nbogus=1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn dot_has_hosts_and_tunnels() {
+        let l = parse("name=\"t\"\n[[host]]\nname=\"h1\"\nunderlay=\"192.0.2.1/24\"\n[[host]]\nname=\"h2\"\nunderlay=\"192.0.2.2/24\"\n[[bridge]]\nname=\"br0\"\nvni=7\n").unwrap();
+        let d = l.dot();
+        assert!(d.contains("cluster_h1") && d.contains("vxlan 7"), "{d}");
+    }
+}

@@ -1,0 +1,407 @@
+//! `vswitch-lab up | down | status`: build a lab file's world out of network
+//! namespaces, remember what was built in a state directory, and tear it down again —
+//! also after a failed or interrupted `up`.
+//!
+//! Layout: namespace `vl-LAB-ul` holds the underlay (a kernel bridge joining every
+//! host at 192.0.2.0/24, MTU 1600 so VXLAN fits 1500-byte frames); `vl-LAB-HOST` runs
+//! that host's vswitchd; `vl-LAB-CTR` is a container, linked by a veth (`c-CTR` on the
+//! host side, `eth0` inside). Bridges with a `vni` get a vxlan port towards every
+//! other host (UDP port 4789 for the first such bridge, 4790 for the next, ...).
+
+use crate::labfile::LabFile;
+use crate::{bin, run_ok, wait_until};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// What `up` created, written before each step so `down` can undo a partial `up`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub namespaces: Vec<String>,
+    /// (pid, start time in clock ticks) of every process `up` started.
+    pub pids: Vec<(u32, u64)>,
+    pub complete: bool,
+}
+
+fn state_dir(lab: &LabFile) -> PathBuf {
+    PathBuf::from("/run/vswitch-lab").join(lab.name())
+}
+
+fn ns_name(lab: &LabFile, part: &str) -> String {
+    format!("vl-{}-{part}", lab.name())
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = s.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run_ok(Command::new("ip").args(args))
+}
+
+struct Builder {
+    dir: PathBuf,
+    state: State,
+}
+
+impl Builder {
+    fn save(&self) -> Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
+        std::fs::rename(&tmp, self.dir.join("state.json"))?;
+        Ok(())
+    }
+
+    fn add_ns(&mut self, name: &str, nameserver: &str) -> Result<()> {
+        self.state.namespaces.push(name.to_string());
+        self.save()?;
+        ip(&["netns", "add", name])?;
+        let etc = PathBuf::from("/etc/netns").join(name);
+        std::fs::create_dir_all(&etc)?;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )?;
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn spawn(&mut self, ns: &str, program: &[&str], log: &str) -> Result<u32> {
+        let f = std::fs::File::create(self.dir.join(log))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(program)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("start {} in {ns}", program[0]))?;
+        let pid = child.id();
+        // Not waited for: it outlives `up`; `down` ends it by this PID.
+        std::mem::forget(child);
+        self.state.pids.push((pid, start_time(pid).unwrap_or(0)));
+        self.save()?;
+        Ok(pid)
+    }
+
+    fn ctl(&self, host: &str, args: &[&str]) -> Result<String> {
+        let sock = self.dir.join(format!("{host}.sock"));
+        let out = Command::new(bin("vswitchctl")?)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{host}: vswitchctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Build the lab. On failure the partial state stays recorded for `down`.
+pub fn up(lab: &LabFile) -> Result<()> {
+    let dir = state_dir(lab);
+    if dir.join("state.json").exists() {
+        let st: State =
+            serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).unwrap_or_default();
+        bail!(
+            "lab {} is already up ({} namespaces: {}); run `vswitch-lab down` with the same file first",
+            lab.name(),
+            st.namespaces.len(),
+            st.namespaces.join(" ")
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut b = Builder {
+        dir: dir.clone(),
+        state: State::default(),
+    };
+    b.save()?;
+    let multi = lab.hosts.len() > 1;
+    let ul = ns_name(lab, "ul");
+    if multi {
+        println!("underlay {ul} (192.0.2.0/24)");
+        b.add_ns(&ul, "127.0.0.1")?;
+        ip(&["-n", &ul, "link", "add", "name", "ulbr", "type", "bridge"])?;
+        ip(&["-n", &ul, "link", "set", "ulbr", "up"])?;
+    }
+    let vswitchd = bin("vswitchd")?;
+    for h in &lab.hosts {
+        let ns = ns_name(lab, &h.name);
+        println!(
+            "host {} ({ns}){}",
+            h.name,
+            h.underlay
+                .as_deref()
+                .map(|u| format!(" underlay {u}"))
+                .unwrap_or_default()
+        );
+        b.add_ns(&ns, "127.0.0.1")?;
+        if let (true, Some(u)) = (multi, &h.underlay) {
+            let side = format!("u-{}", h.name);
+            ip(&[
+                "link", "add", "name", &side, "netns", &ul, "type", "veth", "peer", "name", "ul0",
+                "netns", &ns,
+            ])?;
+            ip(&[
+                "-n", &ul, "link", "set", &side, "master", "ulbr", "mtu", "1600", "up",
+            ])?;
+            ip(&["-n", &ns, "addr", "add", u, "dev", "ul0"])?;
+            ip(&["-n", &ns, "link", "set", "ul0", "mtu", "1600", "up"])?;
+        }
+        let sock = dir.join(format!("{}.sock", h.name));
+        let db = dir.join(format!("{}.db", h.name));
+        let vs = vswitchd.display().to_string();
+        let (sock_s, db_s) = (sock.display().to_string(), db.display().to_string());
+        b.spawn(
+            &ns,
+            &[&vs, "--socket", &sock_s, "--db", &db_s],
+            &format!("{}.log", h.name),
+        )?;
+        let ready = wait_until(Duration::from_secs(10), || {
+            b.ctl(&h.name, &["version"]).is_ok()
+        });
+        if !ready {
+            bail!(
+                "vswitchd on host {} did not start; see {}",
+                h.name,
+                dir.join(format!("{}.log", h.name)).display()
+            );
+        }
+        let mut vx_port = 4789u16;
+        for br in &lab.bridges {
+            let mut a = vec!["add-br".to_string(), br.name.clone()];
+            for (flag, v) in [("--subnet", &br.subnet), ("--gateway", &br.gateway)] {
+                if let Some(v) = v {
+                    a.push(flag.into());
+                    a.push(v.clone());
+                }
+            }
+            if br.dhcp {
+                a.push("--dhcp".into());
+            }
+            if let Some(m) = br.mtu {
+                a.push("--mtu".into());
+                a.push(m.to_string());
+            }
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            b.ctl(&h.name, &refs)?;
+            if let (true, Some(vni)) = (multi, br.vni) {
+                let remotes: Vec<String> = lab
+                    .hosts
+                    .iter()
+                    .filter(|o| o.name != h.name)
+                    .filter_map(|o| {
+                        o.underlay
+                            .as_deref()
+                            .and_then(|u| u.split('/').next())
+                            .map(str::to_string)
+                    })
+                    .collect();
+                let local = h
+                    .underlay
+                    .as_deref()
+                    .and_then(|u| u.split('/').next())
+                    .unwrap_or_default();
+                b.ctl(
+                    &h.name,
+                    &[
+                        "add-port",
+                        &br.name,
+                        &format!("vx-{}", br.name)
+                            .chars()
+                            .take(15)
+                            .collect::<String>(),
+                        "--type",
+                        "vxlan",
+                        "--remote-ip",
+                        &remotes.join(","),
+                        "--vni",
+                        &vni.to_string(),
+                        "--local-ip",
+                        local,
+                        "--dst-port",
+                        &vx_port.to_string(),
+                    ],
+                )?;
+                vx_port += 1;
+            }
+        }
+    }
+    for c in &lab.containers {
+        let ns = ns_name(lab, &c.name);
+        let hns = ns_name(lab, &c.host);
+        let br = lab
+            .bridges
+            .iter()
+            .find(|x| x.name == c.bridge)
+            .context("bridge")?;
+        let dns = br.gateway.clone().unwrap_or_else(|| "127.0.0.1".into());
+        b.add_ns(&ns, &dns)?;
+        let side = format!("c-{}", c.name);
+        ip(&[
+            "link", "add", "name", &side, "netns", &hns, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        b.ctl(&c.host, &["add-port", &c.bridge, &side])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        if c.ip == "dhcp" {
+            let script = b.dir.join("udhcpc.sh");
+            std::fs::write(&script, "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface; [ -n \"$router\" ] && ip route replace default via $router;; esac\n")?;
+            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            run_ok(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &ns,
+                        "busybox",
+                        "udhcpc",
+                        "-i",
+                        "eth0",
+                        "-n",
+                        "-q",
+                        "-t",
+                        "5",
+                        "-T",
+                        "1",
+                        "-x",
+                        &format!("hostname:{}", c.name),
+                        "-s",
+                    ])
+                    .arg(&script),
+            )
+            .with_context(|| format!("container {}: DHCP", c.name))?;
+        } else {
+            ip(&["-n", &ns, "addr", "add", &c.ip, "dev", "eth0"])?;
+            if let Some(addr) = c.ip.split('/').next() {
+                let _ = b.ctl(&c.host, &["add-host", &c.bridge, &c.name, addr]);
+            }
+        }
+        if let Some(g) = &c.gateway {
+            ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
+        }
+        if let Some(cmd) = &c.run {
+            b.spawn(&ns, &["sh", "-c", cmd], &format!("{}.run.log", c.name))?;
+        }
+    }
+    b.state.complete = true;
+    b.save()?;
+    print!("{}", status_table(lab)?);
+    Ok(())
+}
+
+/// The summary: one row per container.
+pub fn status_table(lab: &LabFile) -> Result<String> {
+    let mut rows = vec![(
+        "CONTAINER".to_string(),
+        "HOST".to_string(),
+        "BRIDGE".to_string(),
+        "ADDRESS".to_string(),
+    )];
+    for c in &lab.containers {
+        let ns = ns_name(lab, &c.name);
+        let addr = ip(&["-n", &ns, "-j", "-4", "addr", "show", "dev", "eth0"])
+            .ok()
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+            .and_then(|v| {
+                let a = &v[0]["addr_info"][0];
+                Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"]))
+            })
+            .unwrap_or_else(|| "-".into());
+        rows.push((c.name.clone(), c.host.clone(), c.bridge.clone(), addr));
+    }
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
+    Ok(rows
+        .iter()
+        .map(|r| format!("{:<w0$}  {:<w1$}  {:<w2$}  {}\n", r.0, r.1, r.2, r.3))
+        .collect())
+}
+
+/// Is the lab up? Prints hosts (vswitchd alive or not) and containers.
+pub fn status(lab: &LabFile) -> Result<()> {
+    let dir = state_dir(lab);
+    let st: State = match std::fs::read(dir.join("state.json")) {
+        Ok(b) => serde_json::from_slice(&b).context("state file")?,
+        Err(_) => bail!("lab {} is not up", lab.name()),
+    };
+    println!(
+        "lab {}: {}",
+        lab.name(),
+        if st.complete {
+            "up"
+        } else {
+            "partially up (run down)"
+        }
+    );
+    for (pid, t) in &st.pids {
+        let alive = start_time(*pid) == Some(*t);
+        println!(
+            "  process {pid}: {}",
+            if alive { "running" } else { "gone" }
+        );
+    }
+    print!("{}", status_table(lab)?);
+    Ok(())
+}
+
+/// Remove everything `up` recorded, carrying on after failures and reporting them.
+pub fn down(lab: &LabFile) -> Result<()> {
+    let dir = state_dir(lab);
+    let st: State = match std::fs::read(dir.join("state.json")) {
+        Ok(b) => serde_json::from_slice(&b).context("state file")?,
+        Err(_) => bail!(
+            "lab {} is not up (no {})",
+            lab.name(),
+            dir.join("state.json").display()
+        ),
+    };
+    let mut errors = Vec::new();
+    for (pid, t) in &st.pids {
+        // Only a process that is still the one we started (PIDs wrap).
+        if *t != 0 && start_time(*pid) == Some(*t) {
+            signal(*pid, libc::SIGTERM);
+        }
+    }
+    for (pid, t) in &st.pids {
+        if !wait_until(Duration::from_secs(5), || start_time(*pid) != Some(*t)) {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+    for ns in st.namespaces.iter().rev() {
+        if let Err(e) = ip(&["netns", "del", ns]) {
+            if PathBuf::from("/run/netns").join(ns).exists() {
+                errors.push(format!("{ns}: {e}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+    }
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        errors.push(format!("{}: {e}", dir.display()));
+    }
+    if !errors.is_empty() {
+        bail!("teardown incomplete: {}", errors.join("; "));
+    }
+    println!("lab {} is down", lab.name());
+    Ok(())
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the caller checked that `pid`
+    // is still the process it started (same start time).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
