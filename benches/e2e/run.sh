@@ -19,6 +19,7 @@ if [ -z "${VSWITCH_E2E_INNER:-}" ]; then
 fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CMDLINE="benches/e2e/run.sh $*"
 QUICK=0; BUILD=1; ROUNDS=3; WRITE=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,7 +33,6 @@ while [ $# -gt 0 ]; do
 done
 T_TCP=5; UDP_COUNT=2000000; PINGS=300
 if [ $QUICK = 1 ]; then T_TCP=2; UDP_COUNT=500000; PINGS=100; fi
-CMDLINE="benches/e2e/run.sh $*"
 
 if [ $BUILD = 1 ]; then
   (cd "$ROOT" && cargo build --release -q -p vswitch -p vswitchctl)
