@@ -323,6 +323,21 @@ impl Lab {
         serde_json::from_str(&out).with_context(|| format!("parse JSON of {}", args.join(" ")))
     }
 
+    /// `show --json` without the counters that traffic changes (learned MACs), to
+    /// compare configuration before and after a refused request.
+    pub fn config_snapshot(&self) -> Result<serde_json::Value> {
+        let mut v = self.ctl_json(&["show"])?;
+        if let Some(bs) = v["bridges"].as_array_mut() {
+            for b in bs {
+                if let Some(o) = b.as_object_mut() {
+                    o.remove("fdb_entries");
+                    o.remove("fdb_evictions");
+                }
+            }
+        }
+        Ok(v)
+    }
+
     /// A container: namespace `name` with `eth0` (address `cidr`, optional default
     /// route via `gw`) linked to port `port` in the switch namespace `sw`.
     pub fn container(

@@ -284,7 +284,7 @@ fn errors_are_one_line_and_change_nothing() -> Result<()> {
     lab.add_ns("cx")?;
     lab.veth("sw", "vx", "cx", "eth0")?;
     lab.ctl_ok(&["add-port", "br1", "vx"])?;
-    let before = lab.ctl_ok(&["--json", "show"])?;
+    let before = lab.config_snapshot()?;
     let cases: &[(&[&str], &str)] = &[
         (&["add-port", "br9", "v1"], "error: no such bridge: br9"),
         (&["add-br", "br0"], "error: bridge already exists: br0"),
@@ -350,7 +350,7 @@ fn errors_are_one_line_and_change_nothing() -> Result<()> {
     let j = lab.ctl(&["--json", "del-br", "nope"])?;
     let v: serde_json::Value = serde_json::from_str(&j.stdout)?;
     ensure!(v["error"] == "no such bridge: nope", "{v}");
-    let after = lab.ctl_ok(&["--json", "show"])?;
+    let after = lab.config_snapshot()?;
     ensure!(before == after, "configuration changed by refused requests");
     Ok(())
 }

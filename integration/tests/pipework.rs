@@ -1,0 +1,282 @@
+//! pipework against vswitchd with named network namespaces as guests.
+
+use anyhow::{ensure, Result};
+use std::process::Command;
+use vswitch_integration::{bin, run, Lab};
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "static_guests_ping_and_removal_leaves_nothing",
+            static_guests_ping_and_removal_leaves_nothing,
+        ),
+        (
+            "gateway_dns_mac_vlan_second_network_route",
+            gateway_dns_mac_vlan_second_network_route,
+        ),
+        (
+            "dhcp_guest_gets_a_lease_and_a_name",
+            dhcp_guest_gets_a_lease_and_a_name,
+        ),
+        (
+            "errors_are_one_line_and_change_nothing",
+            errors_are_one_line_and_change_nothing,
+        ),
+        ("wait_for_the_interface", wait_for_the_interface),
+    ])
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn pipework(lab: &Lab, args: &[&str]) -> Result<Out> {
+    let o = run(Command::new(bin("pipework")?)
+        .arg("--socket")
+        .arg(lab.socket())
+        .args(args))?;
+    Ok(Out {
+        ok: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    })
+}
+
+fn pipework_ok(lab: &Lab, args: &[&str]) -> Result<String> {
+    let o = pipework(lab, args)?;
+    ensure!(
+        o.ok,
+        "pipework {} failed: {}",
+        args.join(" "),
+        o.stderr.trim()
+    );
+    Ok(o.stdout)
+}
+
+fn lab_with(guests: &[&str], br: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(br)?;
+    for g in guests {
+        lab.add_ns(g)?;
+    }
+    Ok(lab)
+}
+
+fn static_guests_ping_and_removal_leaves_nothing() -> Result<()> {
+    let lab = lab_with(&["g1", "g2"], &["add-br", "br0", "--subnet", "10.0.0.0/24"])?;
+    let (g1, g2) = (lab.ns("g1"), lab.ns("g2"));
+    pipework_ok(&lab, &["br0", &g1, "10.0.0.11/24"])?;
+    pipework_ok(&lab, &["br0", &g2, "10.0.0.12/24"])?;
+    lab.assert_ping("g1", "10.0.0.12")?;
+    let ports = lab.ctl_json(&["list-ports", "br0"])?;
+    let p = &ports[0];
+    ensure!(
+        p["owned"] == true
+            && p["external_ids"]["guest"] == g1.as_str()
+            && p["external_ids"]["ifname"] == "eth1",
+        "{p}"
+    );
+    let host_if = p["name"].as_str().unwrap_or_default().to_string();
+    ensure!(
+        host_if.len() <= 15 && host_if.starts_with("vp"),
+        "{host_if}"
+    );
+    // Same again: a clear error, nothing half-built.
+    let again = pipework(&lab, &["br0", &g1, "10.0.0.13/24"])?;
+    ensure!(
+        !again.ok && again.stderr.starts_with("error: already plumbed"),
+        "{}",
+        again.stderr
+    );
+    // Removal: port, veth, DNS name gone; traffic stops.
+    pipework_ok(&lab, &["--remove", "br0", &g2])?;
+    ensure!(
+        lab.ctl_json(&["list-ports", "br0"])?
+            .as_array()
+            .map(Vec::len)
+            == Some(1)
+    );
+    ensure!(
+        !lab.sh_out("g2", "ip link show eth1")?.status.success(),
+        "eth1 still in the guest"
+    );
+    ensure!(!lab
+        .sh_out("sw", &format!("ip link show {host_if}x 2>/dev/null"))?
+        .status
+        .success());
+    let hosts = lab.ctl_ok(&["list-hosts", "br0"])?;
+    ensure!(!hosts.contains(&g2), "{hosts}");
+    lab.assert_no_ping("g1", "10.0.0.12")?;
+    Ok(())
+}
+
+fn gateway_dns_mac_vlan_second_network_route() -> Result<()> {
+    let lab = lab_with(
+        &["web", "cli", "v10", "v20"],
+        &[
+            "add-br",
+            "br0",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+        ],
+    )?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
+    let (web, cli) = (lab.ns("web"), lab.ns("cli"));
+    pipework_ok(&lab, &["br0", &web, "10.0.0.5/24@10.0.0.1", "U:web"])?;
+    pipework_ok(&lab, &["br0", &cli, "10.0.0.6/24@10.0.0.1"])?;
+    // U: MAC applied and stable.
+    let mac = lab.mac("web", "eth1")?;
+    ensure!(mac.starts_with("02:"), "{mac}");
+    // Gateway and DNS: the guest's name resolves on the bridge.
+    lab.assert_ping("cli", "10.0.0.1")?;
+    let dig = lab.sh("cli", &format!("dig +short +time=2 @10.0.0.1 {web}"))?;
+    ensure!(dig.trim() == "10.0.0.5", "{dig}");
+    // A second network with -i eth2, routed.
+    pipework_ok(&lab, &["br1", "-i", "eth2", &web, "10.1.0.5/24"])?;
+    ensure!(lab.sh_out("web", "ip link show eth2")?.status.success());
+    // route: applied inside the guest.
+    pipework_ok(
+        &lab,
+        &["route", &cli, "add", "10.9.0.0/24", "via", "10.0.0.1"],
+    )?;
+    ensure!(lab
+        .sh("cli", "ip route show 10.9.0.0/24")?
+        .contains("via 10.0.0.1"));
+    // VLANs: guests on different tags do not talk.
+    let (v10, v20) = (lab.ns("v10"), lab.ns("v20"));
+    pipework_ok(&lab, &["br0", &v10, "10.0.0.30/24", "@10"])?;
+    pipework_ok(&lab, &["br0", &v20, "10.0.0.31/24", "@20"])?;
+    lab.assert_no_ping("v10", "10.0.0.31")?;
+    Ok(())
+}
+
+fn dhcp_guest_gets_a_lease_and_a_name() -> Result<()> {
+    let lab = lab_with(
+        &["dc", "peer"],
+        &[
+            "add-br",
+            "br0",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+            "--dhcp",
+            "10.0.0.100-10.0.0.120",
+        ],
+    )?;
+    let dc = lab.ns("dc");
+    let out = pipework_ok(&lab, &["br0", &dc, "dhcp"])?;
+    ensure!(out.contains("10.0.0.1"), "{out}");
+    let addr = lab.sh("dc", "ip -4 -o addr show dev eth1")?;
+    ensure!(
+        addr.contains("10.0.0.10") || addr.contains("10.0.0.11") || addr.contains("10.0.0.12"),
+        "{addr}"
+    );
+    lab.assert_ping("dc", "10.0.0.1")?;
+    let leased = addr
+        .split_whitespace()
+        .nth(3)
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let dig = lab.sh("dc", &format!("dig +short +time=2 @10.0.0.1 {dc}"))?;
+    ensure!(dig.trim() == leased, "name → {dig:?}, lease {leased}");
+    pipework_ok(&lab, &["--remove", "br0", &dc])?;
+    let dig = lab.sh("peer", &format!("dig +time=2 @10.0.0.1 {dc} || true"))?;
+    ensure!(
+        dig.is_empty() || dig.contains("NXDOMAIN") || !dig.contains(&leased),
+        "{dig}"
+    );
+    Ok(())
+}
+
+fn errors_are_one_line_and_change_nothing() -> Result<()> {
+    let lab = lab_with(&["g1", "g2"], &["add-br", "br0", "--subnet", "10.0.0.0/24"])?;
+    let (g1, g2) = (lab.ns("g1"), lab.ns("g2"));
+    pipework_ok(&lab, &["br0", &g1, "10.0.0.11/24"])?;
+    lab.sh("g2", "ip link add name eth1 type veth peer name eth1p")?;
+    let before = lab.config_snapshot()?;
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["br9", &g2, "10.0.0.12/24"],
+            "error: no such bridge: br9".into(),
+        ),
+        (
+            vec!["br0", "nosuchns", "10.0.0.12/24"],
+            "error: no such container or network namespace: nosuchns".into(),
+        ),
+        (
+            vec!["br0", &g2, "10.1.0.12/24"],
+            "error: address 10.1.0.12 is outside subnet 10.0.0.0/24 of bridge br0".into(),
+        ),
+        (
+            vec!["br0", "-i", "eth2", &g2, "10.0.0.11/24"],
+            "error: address 10.0.0.11 is already in use on bridge br0".into(),
+        ),
+        (
+            vec!["br0", &g2, "10.0.0.12/24"],
+            format!("error: interface eth1 already exists in {g2}"),
+        ),
+        (
+            vec!["br0", &g2, "10.0.0.12"],
+            "error: bad address \"10.0.0.12\": expected IP/PREFIX, e.g. 10.0.0.5/24".into(),
+        ),
+    ];
+    for (args, want) in &cases {
+        let o = pipework(&lab, args)?;
+        ensure!(!o.ok, "{args:?} succeeded");
+        ensure!(
+            o.stderr.lines().count() == 1 && o.stderr.trim().starts_with(want.as_str()),
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    ensure!(
+        lab.config_snapshot()? == before,
+        "configuration changed by a refused plumbing"
+    );
+    // No daemon: says so, and how to start it.
+    let o = run(Command::new(bin("pipework")?).args([
+        "--socket",
+        "/nonexistent/sock",
+        "br0",
+        &g2,
+        "10.0.0.12/24",
+    ]))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        !o.status.success()
+            && err.contains("vswitchd is not running")
+            && err.contains("start it with"),
+        "{err}"
+    );
+    Ok(())
+}
+
+fn wait_for_the_interface() -> Result<()> {
+    let lab = lab_with(&["g1"], &["add-br", "br0", "--subnet", "10.0.0.0/24"])?;
+    let pw = bin("pipework")?;
+    let o = lab.sh_out(
+        "g1",
+        &format!("{} --wait -i eth1 --timeout 1", pw.display()),
+    )?;
+    ensure!(!o.status.success(), "--wait succeeded without an interface");
+    pipework_ok(&lab, &["br0", &lab.ns("g1"), "10.0.0.11/24"])?;
+    lab.sh(
+        "g1",
+        &format!("{} --wait -i eth1 --timeout 10", pw.display()),
+    )?;
+    Ok(())
+}
