@@ -178,7 +178,7 @@ fn dhcp_udhcpc_dhclient_restart_exhaustion() -> Result<()> {
     let script = lab.dir().join("udhcpc.sh");
     std::fs::write(
         &script,
-        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface; [ -n \"$router\" ] && ip route replace default via $router; echo \"router=$router dns=$dns\";; esac\n",
+        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface; [ -n \"$router\" ] && ip route replace default via $router; echo \"router=$router dns=$dns domain=$domain\";; esac\n",
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = lab.sh(
@@ -189,7 +189,9 @@ fn dhcp_udhcpc_dhclient_restart_exhaustion() -> Result<()> {
         ),
     )?;
     ensure!(
-        out.contains("router=10.0.0.1") && out.contains("dns=10.0.0.1"),
+        out.contains("router=10.0.0.1")
+            && out.contains("dns=10.0.0.1")
+            && out.contains("domain=br1"),
         "{out}"
     );
     let ip1 = lease_of(&lab, "d1")?.context("udhcpc got no address")?;

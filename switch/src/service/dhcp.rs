@@ -137,6 +137,8 @@ fn reply(b: &BridgeConf, req: &Message, ty: MessageType, yiaddr: Ipv4Addr) -> Op
         o.insert(DhcpOption::Router(vec![gw]));
         o.insert(DhcpOption::DomainNameServer(vec![gw]));
         o.insert(DhcpOption::InterfaceMtu(b.mtu.min(0xffff) as u16));
+        // The bridge's DNS domain: `web.br1` resolves like `web`.
+        o.insert(DhcpOption::DomainName(b.name.to_ascii_lowercase()));
         if ty != MessageType::Ack || !yiaddr.is_unspecified() {
             o.insert(DhcpOption::AddressLeaseTime(LEASE_SECS));
             o.insert(DhcpOption::Renewal(LEASE_SECS / 2));
@@ -291,6 +293,10 @@ mod tests {
             Some(DhcpOption::Router(r)) => assert_eq!(r, &vec![Ipv4Addr::new(10, 0, 0, 1)]),
             other => panic!("no router option: {other:?}"),
         }
+        match ack.opts().get(OptionCode::DomainName) {
+            Some(DhcpOption::DomainName(d)) => assert_eq!(d, "br1"),
+            other => panic!("no domain option: {other:?}"),
+        }
         // Same client later (after a restart the leases come from the db): same address.
         let s = serve(&mut b, &msg(MessageType::Discover, 1, None), 5000);
         assert_eq!(
@@ -380,6 +386,29 @@ mod tests {
             .reserve("br1", "02:00:00:00:00:08", "10.0.0.50", None)
             .is_err());
         assert!(m.reserve("br1", "zz", "10.0.0.51", None).is_err());
+    }
+
+    #[test]
+    fn decline_quarantines_and_inform_leases_nothing() {
+        let mut b = bridge("10.0.0.10-10.0.0.11");
+        let s = serve(
+            &mut b,
+            &msg(MessageType::Decline, 1, Some(Ipv4Addr::new(10, 0, 0, 10))),
+            100,
+        );
+        assert!(s.changed && s.outcome.is_none());
+        // The declined address is not offered to anyone while quarantined.
+        let s = serve(&mut b, &msg(MessageType::Discover, 2, None), 100);
+        assert_eq!(
+            decode(&s.outcome.unwrap()).yiaddr(),
+            Ipv4Addr::new(10, 0, 0, 11)
+        );
+        let before = b.leases.len();
+        let s = serve(&mut b, &msg(MessageType::Inform, 3, None), 100);
+        let ack = decode(&s.outcome.unwrap());
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert!(ack.opts().get(OptionCode::AddressLeaseTime).is_none());
+        assert_eq!(b.leases.len(), before);
     }
 
     #[test]

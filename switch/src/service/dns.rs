@@ -24,7 +24,9 @@ fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
 }
 
 /// The reply to the query `data`, or `None` if it is not a query we can parse.
-pub fn answer(names: &NameMap, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
+/// `domain` is the bridge's DNS domain (the DHCP domain-name option): `web.br1`
+/// answers like `web`.
+pub fn answer(names: &NameMap, domain: &str, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
     let q = Message::from_vec(data).ok()?;
     if q.metadata.message_type != MessageType::Query {
         return None;
@@ -38,7 +40,13 @@ pub fn answer(names: &NameMap, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
     }
     let query = q.queries[0].clone();
     let qname = query.name().to_ascii().to_ascii_lowercase();
-    let key = qname.trim_end_matches('.').to_string();
+    let full = qname.trim_end_matches('.');
+    let key = full
+        .strip_suffix(domain)
+        .and_then(|k| k.strip_suffix('.'))
+        .filter(|k| !k.is_empty())
+        .unwrap_or(full)
+        .to_string();
     let live = |exp: u64| exp == 0 || exp > now_unix;
     r.add_query(query.clone());
     match (query.query_type(), ptr_addr(&key)) {
@@ -99,8 +107,10 @@ mod tests {
 
     #[test]
     fn a_ptr_nxdomain() {
-        let r = Message::from_vec(&answer(&names(), &query("WEB.", RecordType::A), 100).unwrap())
-            .unwrap();
+        let r = Message::from_vec(
+            &answer(&names(), "br1", &query("WEB.", RecordType::A), 100).unwrap(),
+        )
+        .unwrap();
         assert_eq!(r.metadata.id, 7);
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert_eq!(r.answers.len(), 1);
@@ -109,6 +119,7 @@ mod tests {
         let r = Message::from_vec(
             &answer(
                 &names(),
+                "br1",
                 &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
                 100,
             )
@@ -118,16 +129,23 @@ mod tests {
         assert_eq!(r.answers.len(), 1);
 
         for (n, ty) in [("nope.", RecordType::A), ("old.", RecordType::A)] {
-            let r = Message::from_vec(&answer(&names(), &query(n, ty), 100).unwrap()).unwrap();
+            let r =
+                Message::from_vec(&answer(&names(), "br1", &query(n, ty), 100).unwrap()).unwrap();
             assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{n}");
         }
-        let r =
-            Message::from_vec(&answer(&names(), &query("web.", RecordType::AAAA), 100).unwrap())
-                .unwrap();
+        let r = Message::from_vec(
+            &answer(&names(), "br1", &query("web.", RecordType::AAAA), 100).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             (r.metadata.response_code, r.answers.len()),
             (ResponseCode::NoError, 0)
         );
-        assert!(answer(&names(), b"junk", 1).is_none());
+        assert!(answer(&names(), "br1", b"junk", 1).is_none());
+        let r = Message::from_vec(
+            &answer(&names(), "br1", &query("web.br1.", RecordType::A), 100).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
     }
 }

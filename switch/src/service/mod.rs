@@ -249,7 +249,7 @@ impl Service {
                     self.dhcp(snap, bi, in_port, eth, data);
                 } else if dport == 53 && target == Some(bi) {
                     let now = dhcp::unix_now();
-                    match dns::answer(&bridge.names, data, now) {
+                    match dns::answer(&bridge.names, &bridge.name, data, now) {
                         Some(resp) => {
                             let udp = ipbuild::udp(m.dst, m.src, 53, sport, &resp);
                             self.emit(snap, ipbuild::ipv4(m.dst, m.src, ipv4::PROTO_UDP, &udp));
@@ -264,9 +264,10 @@ impl Service {
             ipv4::PROTO_TCP if target == Some(bi) && body.len() >= 20 && body[2..4] == [0, 53] => {
                 let now = dhcp::unix_now();
                 let names = &bridge.names;
+                let domain = bridge.name.as_str();
                 match self
                     .tcp53
-                    .handle(m.src, m.dst, body, |q| dns::answer(names, q, now))
+                    .handle(m.src, m.dst, body, |q| dns::answer(names, domain, q, now))
                 {
                     Some(pkt) => self.emit(snap, pkt),
                     None => self.count_drop(snap, in_port),
