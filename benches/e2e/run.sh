@@ -47,7 +47,7 @@ PIDFILES=()
 cleanup() {
   set +e
   for f in "${PIDFILES[@]}"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-  for n in $SW $C1 $C2; do ip netns del $n 2>/dev/null; rm -rf /etc/netns/$n; done
+  for n in $SW $C1 $C2 ${P}out; do ip netns del $n 2>/dev/null; rm -rf /etc/netns/$n; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -192,6 +192,107 @@ for round in $(seq 1 $ROUNDS); do
   done
 done
 
+# NAT: c1 (10.0.0.1, behind the router) to an outside host (198.51.100.1) through
+# masquerade: Linux forwarding + nftables masquerade vs vswitchd's masquerade.
+OUT=${P}out
+nat_up() {
+  local v=$1
+  for n in $SW $C1 $OUT; do
+    ip netns add $n; mkdir -p /etc/netns/$n; echo "nameserver 127.0.0.1" > /etc/netns/$n/resolv.conf
+    ip -n $n link set lo up
+  done
+  ip link add name v1 netns $SW type veth peer name eth0 netns $C1
+  ip link add name vo netns $SW type veth peer name eth0 netns $OUT
+  ip -n $C1 addr add 10.0.0.1/24 dev eth0; ip -n $C1 link set eth0 up
+  ip -n $C1 route add default via 10.0.0.254
+  ip -n $OUT addr add 198.51.100.1/24 dev eth0; ip -n $OUT link set eth0 up
+  SWITCH_PID=""
+  case $v in
+    kernel-nat)
+      ip -n $SW addr add 10.0.0.254/24 dev v1; ip -n $SW addr add 198.51.100.2/24 dev vo
+      ip -n $SW link set v1 up; ip -n $SW link set vo up
+      ip netns exec $SW sysctl -qw net.ipv4.ip_forward=1
+      ip netns exec $SW nft -f - <<NFT
+table ip nat { chain post { type nat hook postrouting priority 100; oifname "vo" masquerade; } }
+NFT
+      ;;
+    vswitchd-nat)
+      ip netns exec $SW $BIN/vswitchd --socket $TMP/vs.sock --db $TMP/vsn.db --workers 2 2>$TMP/vsn.log &
+      echo $! > $TMP/vs.pid; PIDFILES+=($TMP/vs.pid); SWITCH_PID=$!
+      for _ in $(seq 100); do [ -S $TMP/vs.sock ] && break; sleep 0.05; done
+      local V="$BIN/vswitchctl --socket $TMP/vs.sock"
+      $V add-br br1 --subnet 10.0.0.0/24 --gateway 10.0.0.254
+      $V add-br wan --subnet 198.51.100.0/24 --gateway 198.51.100.2
+      $V add-port br1 v1; $V add-port wan vo
+      $V masquerade br1 --out wan ;;
+  esac
+  for _ in $(seq 60); do
+    ip netns exec $C1 ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1 && return 0
+  done
+  echo "error: $v: no connectivity through NAT" >&2; return 1
+}
+nat_down() {
+  for f in "${PIDFILES[@]}"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  sleep 0.3; PIDFILES=()
+  for n in $SW $C1 $OUT; do ip netns del $n 2>/dev/null || true; rm -rf /etc/netns/$n; done
+  rm -f $TMP/vsn.db
+}
+nat_iperf() { # streams -> Gbit/s, c1 -> outside
+  ip netns exec $OUT timeout $((T_TCP + 15)) iperf3 -s -1 -B 198.51.100.1 >/dev/null 2>&1 &
+  local sp=$!
+  sleep 0.3
+  local out
+  out=$(ip netns exec $C1 timeout $((T_TCP + 10)) iperf3 -c 198.51.100.1 -t $T_TCP -P $1 -J 2>/dev/null || true)
+  wait $sp 2>/dev/null || true
+  echo "$out" | python3 -c 'import json,sys
+try: print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))
+except Exception: print("nan")'
+}
+NAT_VARIANTS=()
+command -v nft >/dev/null && NAT_VARIANTS+=(kernel-nat) || echo "note: nftables not installed: kernel NAT row skipped" >&2
+NAT_VARIANTS+=(vswitchd-nat)
+declare -A N
+for round in $(seq 1 $ROUNDS); do
+  for v in "${NAT_VARIANTS[@]}"; do
+    echo "round $round: $v" >&2
+    if nat_up $v; then
+      c0=$(cpu_ticks); n1=$(nat_iperf 1); c1=$(cpu_ticks)
+      n4=$(nat_iperf 4)
+      cpu=$(python3 -c "print('%.2f' % (($c1-$c0)/$(getconf CLK_TCK)))")
+      N[$v,$round]="$n1 $n4 $cpu"
+    else
+      N[$v,$round]="nan nan nan"
+    fi
+    nat_down
+  done
+done
+NAT_TABLE=$(for v in "${NAT_VARIANTS[@]}"; do
+  line="$v"
+  for r in $(seq 1 $ROUNDS); do line="$line|${N[$v,$r]}"; done
+  echo "$line"
+done | python3 -c '
+import sys, math, statistics
+rows, order = {}, []
+for l in sys.stdin.read().strip().splitlines():
+    name, *rounds = l.split("|")
+    order.append(name)
+    cols = list(zip(*[[float(x) for x in r.split()] for r in rounds]))
+    rows[name] = [statistics.median([c for c in col if not math.isnan(c)]) if any(not math.isnan(c) for c in col) else float("nan") for col in cols]
+k = rows.get("kernel-nat")
+print("| NAT (masquerade, c1 → outside) | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | router CPU s (TCP 1) |")
+print("|---|---|---|---|")
+labels = {"kernel-nat": "Linux forwarding + nftables masquerade", "vswitchd-nat": "vswitchd masquerade"}
+for n in order:
+    r = rows[n]
+    def c(i):
+        if math.isnan(r[i]): return "n/a"
+        s = "%.2f" % r[i]
+        if k and not math.isnan(k[i]) and k[i] > 0: s += " (%.2f×)" % (r[i] / k[i])
+        return s
+    cpu = ("%.2f" % r[2]) + (" (softirq, all CPUs)" if n == "kernel-nat" else "")
+    print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
+')
+
 # Medians over rounds, ratios to the kernel bridge.
 TABLE=$(for v in "${VARIANTS[@]}"; do
   line="$v"
@@ -224,6 +325,8 @@ for n in order:
 ')
 echo
 echo "$TABLE"
+echo
+echo "$NAT_TABLE"
 
 if [ $WRITE = 1 ]; then
   DOC=$ROOT/docs/performance.md
@@ -234,6 +337,8 @@ if [ $WRITE = 1 ]; then
 $FACTS
 
 $TABLE
+
+$NAT_TABLE
 <!-- e2e:end -->"
   if [ -f "$DOC" ] && grep -q '<!-- e2e:begin -->' "$DOC"; then
     python3 - "$DOC" "$BLOCK" <<'PY'
