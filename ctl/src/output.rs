@@ -312,6 +312,9 @@ mod tests {
             version: "0.1.0".into(),
             workers: 2,
             db: "/var/lib/vswitch/conf.db".into(),
+            ct_entries: 0,
+            ct_capacity: 65536,
+            ct_evictions: 0,
             bridges: vec![BridgeInfo {
                 name: "br1".into(),
                 subnet: Some("10.0.0.0/24".into()),

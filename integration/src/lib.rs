@@ -327,6 +327,10 @@ impl Lab {
     /// compare configuration before and after a refused request.
     pub fn config_snapshot(&self) -> Result<serde_json::Value> {
         let mut v = self.ctl_json(&["show"])?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ct_entries");
+            o.remove("ct_evictions");
+        }
         if let Some(bs) = v["bridges"].as_array_mut() {
             for b in bs {
                 if let Some(o) = b.as_object_mut() {

@@ -168,6 +168,11 @@ fn conntrack_cap_holds() -> Result<()> {
     let ct = lab.ctl_json(&["ct-show"])?;
     let n = ct.as_array().map(Vec::len).unwrap_or(0);
     ensure!(n > 0 && n <= 32, "{n} connections tracked with --ct-max 16");
+    let show = lab.ctl_json(&["show"])?;
+    ensure!(
+        show["ct_evictions"].as_u64().unwrap_or(0) > 0,
+        "evictions not counted: {show}"
+    );
     // New connections still work after the flood (oldest entries were evicted).
     lab.assert_ping("c1", "198.51.100.1")?;
     Ok(())

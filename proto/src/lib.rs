@@ -467,6 +467,13 @@ pub struct ShowInfo {
     pub workers: usize,
     pub db: String,
     pub bridges: Vec<BridgeInfo>,
+    /// NAT connection tracking: directional entries now, capacity, evictions so far.
+    #[serde(default)]
+    pub ct_entries: u64,
+    #[serde(default)]
+    pub ct_capacity: u64,
+    #[serde(default)]
+    pub ct_evictions: u64,
 }
 
 /// One learned MAC address.

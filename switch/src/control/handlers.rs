@@ -726,6 +726,9 @@ impl State {
                     .iter()
                     .map(|b| self.bridge_info(b))
                     .collect(),
+                ct_entries: self.conntrack.entries(clock::now_secs()).len() as u64,
+                ct_capacity: self.conntrack.capacity() as u64,
+                ct_evictions: self.conntrack.evictions(),
             }),
             Command::AddPort(req) => {
                 let p = self.model.check_add_port(&req)?;
