@@ -92,6 +92,26 @@ fn masquerade_publish_unpublish_hairpin() -> Result<()> {
         "{}",
         lab.read_log("c1.log")
     );
+    // From another (routed) bridge: the container sees that client's real address.
+    lab.ctl_ok(&[
+        "add-br",
+        "br2",
+        "--subnet",
+        "10.2.0.0/24",
+        "--gateway",
+        "10.2.0.1",
+    ])?;
+    lab.container("sw", "c3", "v3", "10.2.0.7/24", Some("10.2.0.1"))?;
+    lab.ctl_ok(&["add-port", "br2", "v3"])?;
+    ensure!(
+        curl(&lab, "c3", "http://198.51.100.2:8080/")? == "200",
+        "published port not reachable from another bridge"
+    );
+    ensure!(
+        lab.read_log("c1.log").contains("10.2.0.7 - -"),
+        "{}",
+        lab.read_log("c1.log")
+    );
     // Hairpin from a neighbour on the same bridge, through the outside address.
     ensure!(curl(&lab, "c2", "http://198.51.100.2:8080/")? == "200");
     ensure!(
