@@ -47,7 +47,7 @@ PIDFILES=()
 cleanup() {
   set +e
   for f in "${PIDFILES[@]}"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-  for n in $SW $C1 $C2 ${P}out; do ip netns del $n 2>/dev/null; rm -rf /etc/netns/$n; done
+  for n in $SW $C1 $C2 ${P}out ${P}sw2; do ip netns del $n 2>/dev/null; rm -rf /etc/netns/$n; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -293,6 +293,101 @@ for n in order:
     print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
 ')
 
+# VXLAN: c1 on host 1, c2 on host 2, hosts joined by an underlay veth (192.0.2.0/24,
+# MTU 1600): Linux VXLAN device + bridge on each host vs vswitchd with a vxlan port.
+SW2=${P}sw2
+vx_up() {
+  local v=$1
+  for n in $SW $SW2 $C1 $C2; do
+    ip netns add $n; mkdir -p /etc/netns/$n; echo "nameserver 127.0.0.1" > /etc/netns/$n/resolv.conf
+    ip -n $n link set lo up
+  done
+  ip link add name v1 netns $SW type veth peer name eth0 netns $C1
+  ip link add name v2 netns $SW2 type veth peer name eth0 netns $C2
+  ip link add name u0 netns $SW type veth peer name u0 netns $SW2
+  ip -n $SW addr add 192.0.2.1/24 dev u0; ip -n $SW2 addr add 192.0.2.2/24 dev u0
+  ip -n $SW link set u0 mtu 1600 up; ip -n $SW2 link set u0 mtu 1600 up
+  ip -n $C1 addr add 10.0.0.1/24 dev eth0; ip -n $C1 link set eth0 up
+  ip -n $C2 addr add 10.0.0.2/24 dev eth0; ip -n $C2 link set eth0 up
+  SWITCH_PID=""
+  case $v in
+    kernel-vxlan)
+      for pair in "$SW v1 192.0.2.1 192.0.2.2" "$SW2 v2 192.0.2.2 192.0.2.1"; do
+        set -- $pair
+        ip -n $1 link add name vx0 type vxlan id 42 local $3 remote $4 dstport 4789
+        ip -n $1 link set vx0 mtu 1500
+        ip -n $1 link add name br0 type bridge
+        ip -n $1 link set br0 type bridge stp_state 0 forward_delay 0 2>/dev/null || true
+        ip -n $1 link set vx0 master br0; ip -n $1 link set $2 master br0
+        for l in vx0 $2 br0; do ip -n $1 link set $l up; done
+      done ;;
+    vswitchd-vxlan)
+      local i=0
+      for pair in "$SW v1 192.0.2.2" "$SW2 v2 192.0.2.1"; do
+        set -- $pair
+        i=$((i + 1))
+        ip netns exec $1 $BIN/vswitchd --socket $TMP/vx$i.sock --db $TMP/vx$i.db --workers 2 2>$TMP/vx$i.log &
+        echo $! > $TMP/vx$i.pid; PIDFILES+=($TMP/vx$i.pid)
+        [ $i = 1 ] && SWITCH_PID=$!
+        for _ in $(seq 100); do [ -S $TMP/vx$i.sock ] && break; sleep 0.05; done
+        local V="$BIN/vswitchctl --socket $TMP/vx$i.sock"
+        $V add-br br0; $V add-port br0 $2
+        $V add-port br0 vx0 --type vxlan --remote-ip $3 --vni 42
+      done ;;
+  esac
+  for _ in $(seq 60); do
+    ip netns exec $C1 ping -c 1 -W 1 10.0.0.2 >/dev/null 2>&1 && return 0
+  done
+  echo "error: $v: no connectivity across the tunnel" >&2; return 1
+}
+vx_down() {
+  for f in "${PIDFILES[@]}"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  sleep 0.3; PIDFILES=()
+  for n in $SW $SW2 $C1 $C2; do ip netns del $n 2>/dev/null || true; rm -rf /etc/netns/$n; done
+  rm -f $TMP/vx1.db $TMP/vx2.db
+}
+declare -A X
+for round in $(seq 1 $ROUNDS); do
+  for v in kernel-vxlan vswitchd-vxlan; do
+    echo "round $round: $v" >&2
+    if vx_up $v; then
+      c0=$(cpu_ticks); x1=$(iperf 1); c1=$(cpu_ticks)
+      x4=$(iperf 4)
+      cpu=$(python3 -c "print('%.2f' % (($c1-$c0)/$(getconf CLK_TCK)))")
+      X[$v,$round]="$x1 $x4 $cpu"
+    else
+      X[$v,$round]="nan nan nan"
+    fi
+    vx_down
+  done
+done
+VX_TABLE=$(for v in kernel-vxlan vswitchd-vxlan; do
+  line="$v"
+  for r in $(seq 1 $ROUNDS); do line="$line|${X[$v,$r]}"; done
+  echo "$line"
+done | python3 -c '
+import sys, math, statistics
+rows, order = {}, []
+for l in sys.stdin.read().strip().splitlines():
+    name, *rounds = l.split("|")
+    order.append(name)
+    cols = list(zip(*[[float(x) for x in r.split()] for r in rounds]))
+    rows[name] = [statistics.median([c for c in col if not math.isnan(c)]) if any(not math.isnan(c) for c in col) else float("nan") for col in cols]
+k = rows.get("kernel-vxlan")
+print("| VXLAN (two hosts, c1 → c2 across the tunnel) | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | host 1 switch CPU s (TCP 1) |")
+print("|---|---|---|---|")
+labels = {"kernel-vxlan": "Linux VXLAN device + bridge", "vswitchd-vxlan": "vswitchd vxlan port"}
+for n in order:
+    r = rows[n]
+    def c(i):
+        if math.isnan(r[i]): return "n/a"
+        s = "%.2f" % r[i]
+        if k and not math.isnan(k[i]) and k[i] > 0: s += " (%.2f×)" % (r[i] / k[i])
+        return s
+    cpu = ("%.2f" % r[2]) + (" (softirq, all CPUs)" if n == "kernel-vxlan" else "")
+    print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
+')
+
 # Medians over rounds, ratios to the kernel bridge.
 TABLE=$(for v in "${VARIANTS[@]}"; do
   line="$v"
@@ -327,6 +422,8 @@ echo
 echo "$TABLE"
 echo
 echo "$NAT_TABLE"
+echo
+echo "$VX_TABLE"
 
 if [ $WRITE = 1 ]; then
   DOC=$ROOT/docs/performance.md
@@ -339,6 +436,8 @@ $FACTS
 $TABLE
 
 $NAT_TABLE
+
+$VX_TABLE
 <!-- e2e:end -->"
   if [ -f "$DOC" ] && grep -q '<!-- e2e:begin -->' "$DOC"; then
     python3 - "$DOC" "$BLOCK" <<'PY'
