@@ -192,6 +192,44 @@ for round in $(seq 1 $ROUNDS); do
   done
 done
 
+# A table of (TCP 1, TCP 4, CPU) medians from the associative array named $1, with
+# ratios to the base variant $4: small_table ARRAY TITLE CPU_TITLE BASE NAME=LABEL.. -- VARIANT..
+small_table() {
+  local -n data=$1
+  local title=$2 cputitle=$3 base=$4
+  shift 4
+  local labels=()
+  while [ "$1" != "--" ]; do labels+=("$1"); shift; done
+  shift
+  for v in "$@"; do
+    local line="$v"
+    for r in $(seq 1 $ROUNDS); do line="$line|${data[$v,$r]}"; done
+    echo "$line"
+  done | python3 -c '
+import sys, math, statistics
+title, cputitle, base = sys.argv[1:4]
+labels = dict(a.split("=", 1) for a in sys.argv[4:])
+rows, order = {}, []
+for l in sys.stdin.read().strip().splitlines():
+    name, *rounds = l.split("|")
+    order.append(name)
+    cols = list(zip(*[[float(x) for x in r.split()] for r in rounds]))
+    rows[name] = [statistics.median([c for c in col if not math.isnan(c)]) if any(not math.isnan(c) for c in col) else float("nan") for col in cols]
+k = rows.get(base)
+print("| %s | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | %s |" % (title, cputitle))
+print("|---|---|---|---|")
+for n in order:
+    r = rows[n]
+    def c(i):
+        if math.isnan(r[i]): return "n/a"
+        s = "%.2f" % r[i]
+        if k and not math.isnan(k[i]) and k[i] > 0: s += " (%.2f×)" % (r[i] / k[i])
+        return s
+    cpu = "n/a" if math.isnan(r[2]) else ("%.2f" % r[2]) + (" (softirq, all CPUs)" if n == base else "")
+    print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
+' "$title" "$cputitle" "$base" "${labels[@]}"
+}
+
 # NAT: c1 (10.0.0.1, behind the router) to an outside host (198.51.100.1) through
 # masquerade: Linux forwarding + nftables masquerade vs vswitchd's masquerade.
 OUT=${P}out
@@ -213,7 +251,12 @@ nat_up() {
       ip -n $SW link set v1 up; ip -n $SW link set vo up
       ip netns exec $SW sysctl -qw net.ipv4.ip_forward=1
       ip netns exec $SW nft -f - <<NFT
-table ip nat { chain post { type nat hook postrouting priority 100; oifname "vo" masquerade; } }
+table ip nat {
+  chain post {
+    type nat hook postrouting priority 100;
+    oifname "vo" masquerade
+  }
+}
 NFT
       ;;
     vswitchd-nat)
@@ -266,32 +309,8 @@ for round in $(seq 1 $ROUNDS); do
     nat_down
   done
 done
-NAT_TABLE=$(for v in "${NAT_VARIANTS[@]}"; do
-  line="$v"
-  for r in $(seq 1 $ROUNDS); do line="$line|${N[$v,$r]}"; done
-  echo "$line"
-done | python3 -c '
-import sys, math, statistics
-rows, order = {}, []
-for l in sys.stdin.read().strip().splitlines():
-    name, *rounds = l.split("|")
-    order.append(name)
-    cols = list(zip(*[[float(x) for x in r.split()] for r in rounds]))
-    rows[name] = [statistics.median([c for c in col if not math.isnan(c)]) if any(not math.isnan(c) for c in col) else float("nan") for col in cols]
-k = rows.get("kernel-nat")
-print("| NAT (masquerade, c1 → outside) | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | router CPU s (TCP 1) |")
-print("|---|---|---|---|")
-labels = {"kernel-nat": "Linux forwarding + nftables masquerade", "vswitchd-nat": "vswitchd masquerade"}
-for n in order:
-    r = rows[n]
-    def c(i):
-        if math.isnan(r[i]): return "n/a"
-        s = "%.2f" % r[i]
-        if k and not math.isnan(k[i]) and k[i] > 0: s += " (%.2f×)" % (r[i] / k[i])
-        return s
-    cpu = ("%.2f" % r[2]) + (" (softirq, all CPUs)" if n == "kernel-nat" else "")
-    print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
-')
+NAT_TABLE=$(small_table N "NAT (masquerade, c1 → outside)" "router CPU s (TCP 1)" kernel-nat \
+  "kernel-nat=Linux forwarding + nftables masquerade" "vswitchd-nat=vswitchd masquerade" -- "${NAT_VARIANTS[@]}")
 
 # VXLAN: c1 on host 1, c2 on host 2, hosts joined by an underlay veth (192.0.2.0/24,
 # MTU 1600): Linux VXLAN device + bridge on each host vs vswitchd with a vxlan port.
@@ -361,32 +380,8 @@ for round in $(seq 1 $ROUNDS); do
     vx_down
   done
 done
-VX_TABLE=$(for v in kernel-vxlan vswitchd-vxlan; do
-  line="$v"
-  for r in $(seq 1 $ROUNDS); do line="$line|${X[$v,$r]}"; done
-  echo "$line"
-done | python3 -c '
-import sys, math, statistics
-rows, order = {}, []
-for l in sys.stdin.read().strip().splitlines():
-    name, *rounds = l.split("|")
-    order.append(name)
-    cols = list(zip(*[[float(x) for x in r.split()] for r in rounds]))
-    rows[name] = [statistics.median([c for c in col if not math.isnan(c)]) if any(not math.isnan(c) for c in col) else float("nan") for col in cols]
-k = rows.get("kernel-vxlan")
-print("| VXLAN (two hosts, c1 → c2 across the tunnel) | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | host 1 switch CPU s (TCP 1) |")
-print("|---|---|---|---|")
-labels = {"kernel-vxlan": "Linux VXLAN device + bridge", "vswitchd-vxlan": "vswitchd vxlan port"}
-for n in order:
-    r = rows[n]
-    def c(i):
-        if math.isnan(r[i]): return "n/a"
-        s = "%.2f" % r[i]
-        if k and not math.isnan(k[i]) and k[i] > 0: s += " (%.2f×)" % (r[i] / k[i])
-        return s
-    cpu = ("%.2f" % r[2]) + (" (softirq, all CPUs)" if n == "kernel-vxlan" else "")
-    print("| %s | %s | %s | %s |" % (labels.get(n, n), c(0), c(1), cpu))
-')
+VX_TABLE=$(small_table X "VXLAN (two hosts, c1 → c2 across the tunnel)" "host 1 switch CPU s (TCP 1)" kernel-vxlan \
+  "kernel-vxlan=Linux VXLAN device + bridge" "vswitchd-vxlan=vswitchd vxlan port" -- kernel-vxlan vswitchd-vxlan)
 
 # Medians over rounds, ratios to the kernel bridge.
 TABLE=$(for v in "${VARIANTS[@]}"; do

@@ -427,6 +427,36 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Start a one-shot `iperf3 -s -1` on `ip` in namespace `ns` and wait (bounded)
+    /// until it listens.
+    pub fn iperf_server(&mut self, ns: &str, ip: &str) -> Result<()> {
+        self.spawn(
+            ns,
+            "iperf3",
+            &["-s", "-1", "-B", ip],
+            &format!("iperf-{ns}.log"),
+        )?;
+        let up = wait_until(Duration::from_secs(5), || {
+            self.sh_out(ns, "ss -ltn | grep -q ':5201'")
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        if !up {
+            bail!("iperf3 server in {ns} did not start");
+        }
+        Ok(())
+    }
+
+    /// Bytes one second of iperf3 TCP from namespace `from` to `server_ip` delivered
+    /// (a functional check that TCP gets through, not a speed measurement).
+    pub fn iperf_bytes(&self, from: &str, server_ip: &str) -> Result<u64> {
+        let out = self.sh(from, &format!("timeout 20 iperf3 -c {server_ip} -t 1 -J"))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        v["end"]["sum_received"]["bytes"]
+            .as_u64()
+            .context("no iperf3 result")
+    }
+
     /// Contents of a log file written by [`Lab::spawn`].
     pub fn read_log(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()

@@ -4,7 +4,7 @@ use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-use vswitch_integration::{wait_until, Lab};
+use vswitch_integration::Lab;
 
 fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
@@ -423,21 +423,8 @@ fn sigterm_removes_taps_keeps_db() -> Result<()> {
 fn tcp_crosses_with_default_offloads() -> Result<()> {
     let mut lab = lab_with(2)?;
     lab.assert_ping("c1", "10.0.0.2")?;
-    lab.spawn(
-        "c2",
-        "iperf3",
-        &["-s", "-1", "-B", "10.0.0.2"],
-        "iperf-s.log",
-    )?;
-    let ok = wait_until(Duration::from_secs(5), || {
-        lab.sh_out("c2", "ss -ltn | grep -q ':5201'")
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
-    ensure!(ok, "iperf3 server did not start");
-    let out = lab.sh("c1", "timeout 20 iperf3 -c 10.0.0.2 -t 1 -J")?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    lab.iperf_server("c2", "10.0.0.2")?;
+    let bytes = lab.iperf_bytes("c1", "10.0.0.2")?;
     // Not a speed assertion: TCP with GSO and partial checksums must get through at all.
     ensure!(bytes > 1_000_000, "TCP moved only {bytes} bytes");
     Ok(())

@@ -1,7 +1,7 @@
 //! NAT with real peers: an "outside" namespace on 198.51.100.0/24 with python's
 //! http.server and iperf3, containers behind masquerade, published ports, hairpin.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use std::time::Duration;
 use vswitch_integration::{wait_until, Lab};
 
@@ -158,21 +158,8 @@ fn udp_ping_and_tcp_through_nat() -> Result<()> {
         "UDP echo did not come back through NAT (or showed the inside address)"
     );
     // TCP bulk (GSO super-frames with partial checksums through the rewrite).
-    lab.spawn(
-        "out",
-        "iperf3",
-        &["-s", "-1", "-B", "198.51.100.1"],
-        "iperf.log",
-    )?;
-    ensure!(wait_until(Duration::from_secs(5), || lab
-        .sh_out("out", "ss -ltn | grep -q :5201")
-        .map(|o| o.status.success())
-        .unwrap_or(false)));
-    let out = lab.sh("c1", "timeout 20 iperf3 -c 198.51.100.1 -t 1 -J")?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let bytes = v["end"]["sum_received"]["bytes"]
-        .as_u64()
-        .context("no iperf3 result")?;
+    lab.iperf_server("out", "198.51.100.1")?;
+    let bytes = lab.iperf_bytes("c1", "198.51.100.1")?;
     ensure!(
         bytes > 1_000_000,
         "TCP through NAT moved only {bytes} bytes"

@@ -56,15 +56,6 @@ fn underlay(a: &Lab, a_ip: &str, b_ns: &str, b_ip: &str) -> Result<()> {
     Ok(())
 }
 
-/// Bytes one second of iperf3 from the lab's container to `server_ip` delivered.
-fn tcp_bytes(lab: &Lab, server_ip: &str) -> Result<u64> {
-    let out = lab.sh("c", &format!("timeout 20 iperf3 -c {server_ip} -t 1 -J"))?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v["end"]["sum_received"]["bytes"]
-        .as_u64()
-        .context("no iperf3 result")
-}
-
 fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
     let h1 = host("10.0.0.1/24")?;
     let mut h2 = host("10.0.0.2/24")?;
@@ -115,12 +106,8 @@ fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
         "{stats}"
     );
     // TCP: GSO super-frames are segmented before encapsulation.
-    h2.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.2"], "iperf.log")?;
-    ensure!(wait_until(Duration::from_secs(5), || h2
-        .sh_out("c", "ss -ltn | grep -q :5201")
-        .map(|o| o.status.success())
-        .unwrap_or(false)));
-    let bytes = tcp_bytes(&h1, "10.0.0.2")?;
+    h2.iperf_server("c", "10.0.0.2")?;
+    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
     ensure!(
         bytes > 1_000_000,
         "TCP across the tunnel moved {bytes} bytes"
@@ -161,21 +148,11 @@ fn interop_with_kernel_vxlan() -> Result<()> {
     h1.assert_ping("c", "10.0.0.2")?;
     h2.assert_ping("c", "10.0.0.1")?;
     // TCP both ways.
-    h2.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.2"], "iperf.log")?;
-    ensure!(wait_until(Duration::from_secs(5), || h2
-        .sh_out("c", "ss -ltn | grep -q :5201")
-        .map(|o| o.status.success())
-        .unwrap_or(false)));
-    let bytes = tcp_bytes(&h1, "10.0.0.2")?;
+    h2.iperf_server("c", "10.0.0.2")?;
+    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
     ensure!(bytes > 1_000_000, "TCP vswitchd→kernel moved {bytes} bytes");
-    h1.spawn("c", "iperf3", &["-s", "-1", "-B", "10.0.0.1"], "iperf.log")?;
-    ensure!(wait_until(Duration::from_secs(5), || h1
-        .sh_out("c", "ss -ltn | grep -q :5201")
-        .map(|o| o.status.success())
-        .unwrap_or(false)));
-    let out = h2.sh("c", "timeout 20 iperf3 -c 10.0.0.1 -t 1 -J")?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    h1.iperf_server("c", "10.0.0.1")?;
+    let bytes = h2.iperf_bytes("c", "10.0.0.1")?;
     ensure!(bytes > 1_000_000, "TCP kernel→vswitchd moved {bytes} bytes");
     Ok(())
 }

@@ -17,9 +17,10 @@
 //! Writers: workers (new connections, state changes, once-per-second refresh) and the
 //! control thread (`ct-show` reads, flushes). Readers never write; see `Fdb`.
 
+use super::seqlock::SeqLock;
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const WAYS: usize = 4;
 const KEY_VALID: u64 = 1 << 63;
@@ -165,8 +166,9 @@ pub struct CtEntry {
 }
 
 #[repr(align(64))]
+#[derive(Default)]
 struct Bucket {
-    seq: AtomicU32,
+    seq: SeqLock,
     k0: [AtomicU64; WAYS],
     k1: [AtomicU64; WAYS],
     /// xlate src ip (32) | sport (16) | dport (16)
@@ -178,41 +180,6 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new() -> Bucket {
-        Bucket {
-            seq: AtomicU32::new(0),
-            k0: Default::default(),
-            k1: Default::default(),
-            v0: Default::default(),
-            v1: Default::default(),
-            v2: Default::default(),
-        }
-    }
-
-    fn try_lock(&self) -> Option<u32> {
-        let s = self.seq.load(Ordering::Relaxed);
-        if s & 1 == 1 {
-            return None;
-        }
-        self.seq
-            .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(s)
-    }
-
-    fn lock(&self) -> u32 {
-        loop {
-            if let Some(s) = self.try_lock() {
-                return s;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    fn unlock(&self, s: u32) {
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
-    }
-
     fn read(&self, w: usize, proto: u8) -> CtEntry {
         let v0 = self.v0[w].load(Ordering::Relaxed);
         let v1 = self.v1[w].load(Ordering::Relaxed);
@@ -274,7 +241,7 @@ impl Conntrack {
     pub fn new(cap: usize) -> Conntrack {
         let nb = cap.div_ceil(WAYS).max(1).next_power_of_two();
         Conntrack {
-            buckets: (0..nb).map(|_| Bucket::new()).collect(),
+            buckets: (0..nb).map(|_| Bucket::default()).collect(),
             mask: nb - 1,
             seed: std::collections::hash_map::RandomState::new().hash_one(0xc7_u64),
             evictions: AtomicU64::new(0),
@@ -305,11 +272,10 @@ impl Conntrack {
         let key = t.key();
         let b = self.bucket(key);
         for _ in 0..READ_RETRIES {
-            let s1 = b.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
+            let Some(s1) = b.seq.read_begin() else {
                 std::hint::spin_loop();
                 continue;
-            }
+            };
             let mut found = None;
             for w in 0..WAYS {
                 if b.k0[w].load(Ordering::Relaxed) == key.0
@@ -319,8 +285,7 @@ impl Conntrack {
                     break;
                 }
             }
-            fence(Ordering::Acquire);
-            if b.seq.load(Ordering::Relaxed) != s1 {
+            if !b.seq.read_valid(s1) {
                 continue;
             }
             return found.filter(|e| Self::live(e, t.proto, now));
@@ -332,7 +297,7 @@ impl Conntrack {
     pub fn insert(&self, t: &Tuple, e: CtEntry, now: u32) -> Inserted {
         let key = t.key();
         let b = self.bucket(key);
-        let Some(s) = b.try_lock() else {
+        let Some(s) = b.seq.try_lock() else {
             return Inserted::Busy;
         };
         let mut free = None;
@@ -343,7 +308,7 @@ impl Conntrack {
             let cur = b.read(w, (k0 >> 32) as u8);
             let live = k0 != 0 && Self::live(&cur, (k0 >> 32) as u8, now);
             if k0 == key.0 && k1 == key.1 && live {
-                b.unlock(s);
+                b.seq.unlock(s);
                 return Inserted::Exists;
             }
             if !live {
@@ -363,7 +328,7 @@ impl Conntrack {
             }
         };
         b.write(w, key, &e);
-        b.unlock(s);
+        b.seq.unlock(s);
         r
     }
 
@@ -380,7 +345,9 @@ impl Conntrack {
                 if cur.last_seen == now && cur.state == state {
                     return true;
                 }
-                let Some(s) = b.try_lock() else { return true };
+                let Some(s) = b.seq.try_lock() else {
+                    return true;
+                };
                 if b.k0[w].load(Ordering::Relaxed) == key.0
                     && b.k1[w].load(Ordering::Relaxed) == key.1
                 {
@@ -389,7 +356,7 @@ impl Conntrack {
                     e.state = state;
                     b.write(w, key, &e);
                 }
-                b.unlock(s);
+                b.seq.unlock(s);
                 return true;
             }
         }
@@ -400,7 +367,7 @@ impl Conntrack {
     pub fn entries(&self, now: u32) -> Vec<(Tuple, CtEntry)> {
         let mut out = Vec::new();
         for b in self.buckets.iter() {
-            let s = b.lock();
+            let s = b.seq.lock();
             for w in 0..WAYS {
                 let k0 = b.k0[w].load(Ordering::Relaxed);
                 if k0 == 0 {
@@ -412,7 +379,7 @@ impl Conntrack {
                     out.push((t, e));
                 }
             }
-            b.unlock(s);
+            b.seq.unlock(s);
         }
         out
     }
@@ -420,12 +387,12 @@ impl Conntrack {
     /// Remove every entry (e.g. after NAT rules changed).
     pub fn flush(&self) {
         for b in self.buckets.iter() {
-            let s = b.lock();
+            let s = b.seq.lock();
             for w in 0..WAYS {
                 b.k0[w].store(0, Ordering::Relaxed);
                 b.k1[w].store(0, Ordering::Relaxed);
             }
-            b.unlock(s);
+            b.seq.unlock(s);
         }
     }
 }

@@ -19,9 +19,10 @@
 //! The table's hash is keyed with a per-table random seed, so an attacker cannot aim
 //! many MACs at one bucket.
 
+use super::seqlock::SeqLock;
 use crate::wire::MacAddr;
 use std::hash::BuildHasher;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Identifies a port for the lifetime of the daemon: slot in the snapshot (low 16 bits)
 /// and a generation (high 16 bits), so entries pointing at a deleted port never match a
@@ -34,38 +35,11 @@ const KEY_VALID: u64 = 1 << 63;
 const READ_RETRIES: usize = 8;
 
 #[repr(align(64))]
+#[derive(Default)]
 struct Bucket {
-    seq: AtomicU32,
+    seq: SeqLock,
     keys: [AtomicU64; WAYS],
     vals: [AtomicU64; WAYS],
-}
-
-impl Bucket {
-    fn new() -> Bucket {
-        Bucket {
-            seq: AtomicU32::new(0),
-            keys: Default::default(),
-            vals: Default::default(),
-        }
-    }
-
-    /// Take the bucket for writing; `None` if another writer holds it.
-    #[inline]
-    fn try_lock(&self) -> Option<u32> {
-        let s = self.seq.load(Ordering::Relaxed);
-        if s & 1 == 1 {
-            return None;
-        }
-        self.seq
-            .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(s)
-    }
-
-    #[inline]
-    fn unlock(&self, s: u32) {
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
-    }
 }
 
 #[inline]
@@ -126,7 +100,7 @@ impl Fdb {
         let nb = cap.div_ceil(WAYS).max(1).next_power_of_two();
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x5157_u64);
         Fdb {
-            buckets: (0..nb).map(|_| Bucket::new()).collect(),
+            buckets: (0..nb).map(|_| Bucket::default()).collect(),
             mask: nb - 1,
             seed,
             aging: aging.max(1),
@@ -167,11 +141,10 @@ impl Fdb {
         let key = key_of(vlan, mac);
         let b = self.bucket(key);
         for _ in 0..READ_RETRIES {
-            let s1 = b.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
+            let Some(s1) = b.seq.read_begin() else {
                 std::hint::spin_loop();
                 continue;
-            }
+            };
             let mut found = None;
             for w in 0..WAYS {
                 if b.keys[w].load(Ordering::Relaxed) == key {
@@ -179,8 +152,7 @@ impl Fdb {
                     break;
                 }
             }
-            fence(Ordering::Acquire);
-            if b.seq.load(Ordering::Relaxed) != s1 {
+            if !b.seq.read_valid(s1) {
                 continue;
             }
             return match found {
@@ -204,7 +176,7 @@ impl Fdb {
                 return Learned::Unchanged;
             }
         }
-        let Some(s) = b.try_lock() else {
+        let Some(s) = b.seq.try_lock() else {
             return Learned::Busy;
         };
         let mut target = None;
@@ -237,7 +209,7 @@ impl Fdb {
         };
         b.keys[slot].store(key, Ordering::Relaxed);
         b.vals[slot].store(val, Ordering::Relaxed);
-        b.unlock(s);
+        b.seq.unlock(s);
         result
     }
 
@@ -245,16 +217,11 @@ impl Fdb {
     /// until each bucket is free (control thread only: never on the data path).
     fn for_each_locked(&self, mut f: impl FnMut(&AtomicU64, &AtomicU64)) {
         for b in self.buckets.iter() {
-            let s = loop {
-                if let Some(s) = b.try_lock() {
-                    break s;
-                }
-                std::hint::spin_loop();
-            };
+            let s = b.seq.lock();
             for w in 0..WAYS {
                 f(&b.keys[w], &b.vals[w]);
             }
-            b.unlock(s);
+            b.seq.unlock(s);
         }
     }
 

@@ -4,6 +4,7 @@ pub mod conntrack;
 pub mod fdb;
 pub mod neigh;
 pub mod route;
+pub mod seqlock;
 
 pub use conntrack::Conntrack;
 pub use fdb::{Fdb, FdbRecord, PortId};
