@@ -69,7 +69,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     );
 
     let signal = loop {
-        match wait_signal(&sigs, TICK) {
+        match crate::port::sys::signal::wait(&sigs, TICK) {
             Some(s) => break s,
             None => state.lock().tick(),
         }
@@ -79,21 +79,4 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     state.lock().shutdown();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Wait up to `timeout` for one of `sigs`.
-fn wait_signal(sigs: &SigSet, timeout: Duration) -> Option<Signal> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    let set: &libc::sigset_t = sigs.as_ref();
-    // SAFETY: sigtimedwait with a valid set and timespec; no siginfo requested.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    if rc > 0 {
-        Signal::try_from(rc).ok()
-    } else {
-        None
-    }
 }

@@ -8,5 +8,6 @@
 
 pub mod afpacket;
 pub mod netdev;
+pub mod signal;
 pub mod tap;
 pub mod udp;
