@@ -12,6 +12,7 @@ use crate::labfile::LabFile;
 use crate::{bin, run_ok, wait_until};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -73,9 +74,11 @@ impl Builder {
 
     fn spawn(&mut self, ns: &str, program: &[&str], log: &str) -> Result<u32> {
         let f = std::fs::File::create(self.dir.join(log))?;
+        // A process group of its own, so `down` ends the command and its children.
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .args(program)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -372,12 +375,15 @@ pub fn down(lab: &LabFile) -> Result<()> {
         // Only a process that is still the one we started (PIDs wrap).
         if *t != 0 && start_time(*pid) == Some(*t) {
             signal(*pid, libc::SIGTERM);
+            // The rest of its process group (a `run` command's children).
+            signal_group(*pid, libc::SIGTERM);
         }
     }
     for (pid, t) in &st.pids {
         if !wait_until(Duration::from_secs(5), || start_time(*pid) != Some(*t)) {
             signal(*pid, libc::SIGKILL);
         }
+        signal_group(*pid, libc::SIGKILL);
     }
     for ns in st.namespaces.iter().rev() {
         if let Err(e) = ip(&["netns", "del", ns]) {
@@ -395,6 +401,19 @@ pub fn down(lab: &LabFile) -> Result<()> {
     }
     println!("lab {} is down", lab.name());
     Ok(())
+}
+
+/// Signal the process group `pgid` that `up` created (`process_group(0)`: its id is the
+/// leader's PID). A group whose members all exited no longer exists; ESRCH is harmless.
+fn signal_group(pgid: u32, sig: libc::c_int) {
+    if pgid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the
+        // process group this tool created for the command.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-(pgid as libc::pid_t), sig);
+        }
+    }
 }
 
 fn signal(pid: u32, sig: libc::c_int) {

@@ -106,7 +106,25 @@ fn mynet_lab_names_dhcp_routing() -> Result<()> {
     ns_exec("vl-mynet-db", "ping -c 1 -W 2 10.1.0.10")?;
     let dot = run_ok(Command::new(bin("vswitch-lab")?).arg("graph").arg(&f))?;
     ensure!(dot.starts_with("graph \"mynet\""), "{dot}");
+    let server = run_ok(Command::new("ps").args(["-eo", "pid,args"]))?;
+    let before = server
+        .lines()
+        .filter(|l| l.contains("http.server -b 10.1.0.10"))
+        .count();
+    ensure!(before >= 1, "the lab's web server is not running");
     ensure!(lab(&["down"], &f)?.status.success());
     ensure!(namespaces("vl-mynet-")? == 0);
+    // `run` commands end with the lab (the whole process group).
+    let gone = wait_until(std::time::Duration::from_secs(5), || {
+        run_ok(Command::new("ps").args(["-eo", "pid,args"]))
+            .map(|o| {
+                o.lines()
+                    .filter(|l| l.contains("http.server -b 10.1.0.10"))
+                    .count()
+                    == 0
+            })
+            .unwrap_or(false)
+    });
+    ensure!(gone, "the web server outlived `vswitch-lab down`");
     Ok(())
 }
