@@ -60,6 +60,9 @@ pub fn open(ifindex: u32) -> io::Result<OwnedFd> {
     setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
     // Kernels before 4.20 lack it; the receive path also filters PACKET_OUTGOING.
     let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
+    // Transmit straight to the driver: a switch port queues in its own batches, and a
+    // qdisc in between only adds a lock and a copy of the decision (as OVS does).
+    let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     // Bigger socket buffers absorb bursts between worker wake-ups.
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
