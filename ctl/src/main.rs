@@ -1,72 +1,56 @@
 //! vswitchctl: the control CLI of vswitch (the ovs-vsctl of this project).
 //!
-//! Thin: parse arguments, send one request over the control socket, print the result
-//! as a human table or, with `--json`, as the protocol's JSON.
+//! Thin: parse the arguments, run one command (one request over vswitchd's control
+//! socket, see `commands/`), print its output. Every failure is one line on stderr,
+//! `error: …` (with `--json` also `{"error":"…"}` on stdout); exit status 1 when the
+//! daemon refused or cannot be reached, 2 for bad arguments.
 
 mod cli;
+mod commands;
+mod error;
 mod output;
 
+use clap::error::ErrorKind;
 use clap::Parser;
+use commands::{json_error, Ctx};
+use error::Error;
+use std::io::{self, Write};
 use std::process::ExitCode;
-use vswitch_proto::{socket_path, Client};
+use vswitch_proto::socket_path;
 
 fn main() -> ExitCode {
-    let json_anywhere = std::env::args().any(|a| a == "--json");
+    let json_typed = cli::wants_json(std::env::args_os());
     let args = match cli::Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            print_error(first, json_anywhere);
-            return ExitCode::from(2);
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return fail(&cli::usage_error(&e), json_typed),
     };
-    let json = args.json;
-    let command = match args.command.to_request() {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&e, json);
-            return ExitCode::from(2);
-        }
-    };
-    let path = socket_path(args.socket.as_deref());
-    let result = Client::connect(&path).and_then(|mut c| c.call_value(command.clone()));
-    match result {
-        Ok(v) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).unwrap_or_else(|_| "null".into())
-                );
-            } else {
-                match output::human(&command, &v) {
-                    Ok(text) => print!("{text}"),
-                    Err(e) => {
-                        print_error(&format!("cannot read vswitchd's reply: {e}"), json);
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            print_error(&e.to_string(), json);
-            ExitCode::FAILURE
-        }
+    let ctx = Ctx::new(socket_path(args.socket.as_deref()), args.json);
+    match args.command.run(&ctx) {
+        Ok(text) => match write_stdout(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            // A reader that went away (`| head`) is not our failure.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => fail(&Error::Failed(format!("cannot write output: {e}")), false),
+        },
+        Err(e) => fail(&e, args.json),
     }
 }
 
-/// One line on stderr; with `--json` also `{"error": ...}` on stdout.
-fn print_error(msg: &str, json: bool) {
-    let one_line = msg.replace('\n', " ");
+fn write_stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Report `e` as one line on stderr (and as JSON on stdout with `--json`).
+fn fail(e: &Error, json: bool) -> ExitCode {
     if json {
-        println!("{}", serde_json::json!({ "error": one_line }));
+        let _ = write_stdout(&format!("{}\n", json_error(e)));
     }
-    eprintln!("error: {one_line}");
+    let _ = writeln!(io::stderr(), "error: {e}");
+    ExitCode::from(e.exit_code())
 }

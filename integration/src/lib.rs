@@ -9,6 +9,7 @@
 //! from 198.51.100.0/24 and 203.0.113.0/24, and every namespace gets its own
 //! /etc/netns/NAME/resolv.conf so no lookup leaves the lab.
 
+pub mod docker;
 pub mod labfile;
 pub mod labrun;
 pub mod runner;
@@ -235,19 +236,9 @@ impl Lab {
             bail!("vswitchd is not running");
         };
         // `ip netns exec` execs vswitchd, so the child's PID is vswitchd's.
-        let pid = child.id() as libc::pid_t;
-        send_signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait()? {
-                return Ok(st.code().unwrap_or(-1));
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("vswitchd did not exit within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match terminate(&mut child, Duration::from_secs(10)) {
+            Some(code) => Ok(code),
+            None => bail!("vswitchd did not exit within 10 s of SIGTERM"),
         }
     }
 
@@ -461,6 +452,25 @@ impl Lab {
     pub fn read_log(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
+}
+
+/// SIGTERM a child we spawned, wait up to `grace` for it, then SIGKILL; reaps it.
+/// Whether it exited by itself, and its exit code.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<i32> {
+    if let Ok(Some(st)) = child.try_wait() {
+        return Some(st.code().unwrap_or(-1));
+    }
+    send_signal(child.id() as libc::pid_t, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn send_signal(pid: libc::pid_t, sig: libc::c_int) {

@@ -231,7 +231,8 @@ fn errors_are_one_line_and_change_nothing() -> Result<()> {
         ),
         (
             vec!["br0", &g2, "10.0.0.12"],
-            "error: bad address \"10.0.0.12\": expected IP/PREFIX, e.g. 10.0.0.5/24".into(),
+            "error: bad address \"10.0.0.12\": expected IP/PREFIX (e.g. 10.0.0.5/24) or dhcp"
+                .into(),
         ),
     ];
     for (args, want) in &cases {

@@ -1,231 +1,329 @@
-//! The pipework command line (hand-parsed: the original's positional grammar does not
-//! fit a derive parser).
+//! The pipework command line. Hand-parsed: the original's positional grammar
+//! (`BRIDGE [-i IF] GUEST IP[@GW] [MAC][@VLAN]`, flags anywhere) does not fit a
+//! derive parser. Everything is validated here that can be without asking anyone.
 
-use anyhow::{bail, Result};
+use crate::netlink::{check_ifname, parse_mac};
+use anyhow::{anyhow, bail, Result};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-pub const USAGE: &str = "usage: pipework [--socket PATH] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 4] GUEST IP/PREFIX[@GATEWAY]|dhcp [MAC][@VLAN]
-       pipework [--socket PATH] --remove BRIDGE [-i IFNAME] GUEST
+pub const USAGE: &str = "\
+usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 4] [--name DNSNAME] GUEST IP/PREFIX[@GATEWAY] [MAC][@VLAN]
+       pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [--name DNSNAME] [--timeout SECS] GUEST dhcp [MAC][@VLAN]
+       pipework [--socket PATH] [--json] --remove BRIDGE [-i IFNAME] GUEST
        pipework --wait [-i IFNAME] [--timeout SECS]
+       pipework [--socket PATH] --watch
        pipework route GUEST ROUTE...
-       pipework rule GUEST RULE...";
+       pipework rule GUEST RULE...
+
+GUEST: a Docker container (name or id), a named network namespace (ip netns), or pid:N.
+MAC: aa:bb:cc:dd:ee:ff, or U:STRING for a stable locally administered MAC.
+@VLAN: the host end of the link becomes an access port of VLAN 1..4094.
+Default IFNAME: eth1. Default --timeout: 60 s for --wait, 30 s for dhcp.";
+
+/// Default bound of `--wait`.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound of a DHCP exchange.
+pub const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
     Static {
-        cidr: String,
-        gateway: Option<String>,
+        ip: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
     },
     Dhcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plumb {
-    pub socket: Option<PathBuf>,
     pub bridge: String,
     pub ifname: String,
     pub host_ifname: Option<String>,
     pub guest: String,
+    /// DNS name to register instead of the guest's own name.
+    pub name: Option<String>,
     pub addr: Addr,
     /// Explicit MAC, or `U:STRING` already turned into one.
-    pub mac: Option<String>,
+    pub mac: Option<[u8; 6]>,
     pub vlan: Option<u16>,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
     Plumb(Plumb),
     Remove {
-        socket: Option<PathBuf>,
         bridge: String,
         ifname: String,
         guest: String,
     },
     Wait {
         ifname: String,
-        timeout: u64,
+        timeout: Duration,
     },
     Ip {
         what: &'static str,
         guest: String,
         args: Vec<String>,
     },
+    /// Follow Docker's events and re-plumb restarted containers.
+    Watch,
     Help,
 }
 
-/// A stable, locally administered unicast MAC derived from `s` (the original's `U:`).
-pub fn mac_from_string(s: &str) -> String {
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub socket: Option<PathBuf>,
+    pub json: bool,
+    pub cmd: Cmd,
+}
+
+/// A stable, locally administered unicast MAC derived from `s` (the original's
+/// `U:STRING`): 02 followed by five bytes of a 64-bit FNV-1a hash of `s`.
+pub fn mac_from_string(s: &str) -> [u8; 6] {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let b = h.to_be_bytes();
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[1], b[2], b[3], b[4], b[5]
-    )
+    [0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 
-fn valid_mac(m: &str) -> bool {
-    let parts: Vec<&str> = m.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
-        && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
-}
-
-fn parse_mac_vlan(s: &str) -> Result<(Option<String>, Option<u16>)> {
-    let (mac, vlan) = match s.split_once('@') {
+fn parse_mac_vlan(s: &str) -> Result<(Option<[u8; 6]>, Option<u16>)> {
+    let (mac, vlan) = match s.rsplit_once('@') {
         Some((m, v)) => (m, Some(v)),
         None => (s, None),
     };
     let mac = if mac.is_empty() {
         None
     } else if let Some(seed) = mac.strip_prefix("U:") {
+        if seed.is_empty() {
+            bail!("bad MAC address {mac:?}: U: needs a string after it");
+        }
         Some(mac_from_string(seed))
-    } else if valid_mac(&mac.to_ascii_lowercase()) {
-        Some(mac.to_ascii_lowercase())
     } else {
-        bail!(
-            "bad MAC address {mac:?}: expected six colon-separated hex bytes (unicast) or U:STRING"
-        );
+        match parse_mac(mac) {
+            Some(m) if m[0] & 1 == 1 => {
+                bail!("bad MAC address {mac:?}: a multicast address (the first byte is odd)")
+            }
+            Some(m) if m == [0; 6] => bail!("bad MAC address {mac:?}: all zeros"),
+            Some(m) => Some(m),
+            None => {
+                bail!("bad MAC address {mac:?}: expected six colon-separated hex bytes or U:STRING")
+            }
+        }
     };
     let vlan = match vlan {
         None => None,
         Some(v) => match v.parse::<u16>() {
             Ok(n) if (1..=4094).contains(&n) => Some(n),
-            _ => bail!("bad VLAN id {v:?}: must be 1..4094"),
+            _ => bail!("bad VLAN {v:?}: must be 1..4094"),
         },
     };
     Ok((mac, vlan))
 }
 
+fn parse_addr(s: &str) -> Result<Addr> {
+    if s == "dhcp" {
+        return Ok(Addr::Dhcp);
+    }
+    if s.starts_with("dhcp:") {
+        bail!("bad address {s:?}: dhcp takes no client options here (pipework runs the exchange itself)");
+    }
+    let (cidr, gw) = match s.split_once('@') {
+        Some((c, g)) => (c, Some(g)),
+        None => (s, None),
+    };
+    let net: Ipv4Net = match cidr.split_once('/') {
+        Some((ip, len)) if ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok() => cidr
+            .parse()
+            .map_err(|_| anyhow!("bad address {cidr:?}: the prefix must be 0..32"))?,
+        _ => bail!("bad address {cidr:?}: expected IP/PREFIX (e.g. 10.0.0.5/24) or dhcp"),
+    };
+    let ip = net.addr();
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        bail!("bad address {cidr:?}: not a unicast host address");
+    }
+    let gateway = match gw {
+        None => None,
+        Some(g) => {
+            let g: Ipv4Addr = g
+                .parse()
+                .map_err(|_| anyhow!("bad gateway {g:?}: expected an IPv4 address"))?;
+            if !net.contains(&g) || g == ip {
+                bail!("bad gateway {g}: must be another address inside {net}");
+            }
+            Some(g)
+        }
+    };
+    Ok(Addr::Static {
+        ip,
+        prefix: net.prefix_len(),
+        gateway,
+    })
+}
+
+fn parse_secs(flag: &str, v: &str) -> Result<Duration> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => bail!("bad {flag} {v:?}: seconds, 1..86400"),
+    }
+}
+
 /// Parse the arguments (without the program name).
-pub fn parse(argv: &[String]) -> Result<Cmd> {
+pub fn parse(argv: &[String]) -> Result<Args> {
     let mut socket = None;
-    let mut ifname = "eth1".to_string();
-    let mut host_ifname = None;
-    let mut timeout = 60u64;
-    let mut remove = false;
-    let mut wait = false;
-    let mut pos: Vec<String> = Vec::new();
-    let mut it = argv.iter();
-    let need = |it: &mut std::slice::Iter<String>, flag: &str| -> Result<String> {
-        match it.next() {
-            Some(v) => Ok(v.clone()),
-            None => bail!("{flag} needs a value"),
+    let mut json = false;
+    // Global flags first, so `--socket S route ...` works.
+    let mut rest = argv;
+    loop {
+        match rest {
+            [f, v, tail @ ..] if f == "--socket" => {
+                socket = Some(PathBuf::from(v));
+                rest = tail;
+            }
+            [f, tail @ ..] if f == "--json" => {
+                json = true;
+                rest = tail;
+            }
+            _ => break,
         }
-    };
-    // `route`/`rule` take everything after GUEST verbatim (a leading --socket is
-    // accepted and ignored: they do not talk to vswitchd).
-    let argv = match argv {
-        [s, _, rest @ ..]
-            if s == "--socket" && rest.first().is_some_and(|r| r == "route" || r == "rule") =>
-        {
-            rest
-        }
-        _ => argv,
-    };
-    if let Some(first) = argv.first() {
+    }
+    if let Some(first) = rest.first() {
         if first == "route" || first == "rule" {
             let what = if first == "route" { "route" } else { "rule" };
-            let Some(guest) = argv.get(1) else {
-                bail!("{what} needs GUEST and arguments; see pipework --help")
+            let Some(guest) = rest.get(1) else {
+                bail!("pipework {what} needs GUEST and {what} arguments (see pipework --help)")
             };
-            if argv.len() < 3 {
-                bail!("pipework {what} {guest}: no {what} arguments");
+            if rest.len() < 3 {
+                bail!("pipework {what} {guest}: no {what} arguments (see pipework --help)");
             }
-            return Ok(Cmd::Ip {
-                what,
-                guest: guest.clone(),
-                args: argv[2..].to_vec(),
+            return Ok(Args {
+                socket,
+                json,
+                cmd: Cmd::Ip {
+                    what,
+                    guest: guest.clone(),
+                    args: rest[2..].to_vec(),
+                },
             });
         }
     }
+    let mut ifname = "eth1".to_string();
+    let mut host_ifname = None;
+    let mut name = None;
+    let mut timeout = None;
+    let mut remove = false;
+    let mut wait = false;
+    let mut watch = false;
+    let mut pos: Vec<String> = Vec::new();
+    let mut it = rest.iter();
+    fn value(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
+        it.next()
+            .cloned()
+            .ok_or_else(|| anyhow!("{flag} needs a value (see pipework --help)"))
+    }
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-h" | "--help" => return Ok(Cmd::Help),
-            "--socket" => socket = Some(PathBuf::from(need(&mut it, "--socket")?)),
-            "-i" => ifname = need(&mut it, "-i")?,
-            "-l" => host_ifname = Some(need(&mut it, "-l")?),
-            "-a" => {
-                let v = need(&mut it, "-a")?;
-                if v != "4" && v != "inet" {
-                    bail!("-a {v}: only IPv4 (-a 4) is supported");
-                }
+            "-h" | "--help" => {
+                return Ok(Args {
+                    socket,
+                    json,
+                    cmd: Cmd::Help,
+                })
             }
-            "--timeout" => {
-                let v = need(&mut it, "--timeout")?;
-                timeout = v
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("bad --timeout {v:?}"))?;
-            }
+            "--socket" => socket = Some(PathBuf::from(value(&mut it, "--socket")?)),
+            "--json" => json = true,
+            "-i" => ifname = value(&mut it, "-i")?,
+            "-l" => host_ifname = Some(value(&mut it, "-l")?),
+            "--name" => name = Some(value(&mut it, "--name")?),
+            "-a" => match value(&mut it, "-a")?.as_str() {
+                "4" | "inet" => {}
+                "6" | "inet6" => bail!("-a 6: IPv6 is not supported yet; use -a 4"),
+                v => bail!("bad -a {v:?}: 4 (or inet)"),
+            },
+            "--timeout" => timeout = Some(parse_secs("--timeout", &value(&mut it, "--timeout")?)?),
             "--wait" => wait = true,
+            "--watch" => watch = true,
             "--remove" => remove = true,
-            s if s.starts_with('-') && s.len() > 1 => bail!("unknown option {s}"),
+            s if s.starts_with('-') && s.len() > 1 => {
+                bail!("unknown option {s} (see pipework --help)")
+            }
             s => pos.push(s.to_string()),
         }
     }
-    for n in [&ifname].into_iter().chain(host_ifname.as_ref()) {
-        if n.is_empty() || n.len() > 15 || n.contains('/') || n.contains(char::is_whitespace) {
-            bail!("bad interface name {n:?}: 1-15 characters");
+    check_ifname(&ifname)?;
+    if let Some(h) = &host_ifname {
+        check_ifname(h)?;
+    }
+    if watch {
+        if !pos.is_empty() || remove || wait {
+            bail!("--watch takes only --socket (see pipework --help)");
         }
+        return Ok(Args {
+            socket,
+            json,
+            cmd: Cmd::Watch,
+        });
     }
     if wait {
-        if !pos.is_empty() {
-            bail!("--wait takes no other arguments; see pipework --help");
+        if !pos.is_empty() || remove {
+            bail!("--wait takes only -i and --timeout (see pipework --help)");
         }
-        return Ok(Cmd::Wait { ifname, timeout });
+        return Ok(Args {
+            socket,
+            json,
+            cmd: Cmd::Wait {
+                ifname,
+                timeout: timeout.unwrap_or(WAIT_TIMEOUT),
+            },
+        });
     }
     if remove {
         let [bridge, guest] = <[String; 2]>::try_from(pos)
-            .map_err(|_| anyhow::anyhow!("--remove needs BRIDGE and GUEST; see pipework --help"))?;
-        return Ok(Cmd::Remove {
+            .map_err(|_| anyhow!("--remove needs BRIDGE and GUEST (see pipework --help)"))?;
+        return Ok(Args {
             socket,
-            bridge,
-            ifname,
-            guest,
+            json,
+            cmd: Cmd::Remove {
+                bridge,
+                ifname,
+                guest,
+            },
         });
     }
-    if pos.len() < 3 || pos.len() > 4 {
-        bail!("expected BRIDGE GUEST IP/PREFIX[@GATEWAY]|dhcp [MAC][@VLAN]; see pipework --help");
+    if pos.is_empty() {
+        bail!("no arguments (see pipework --help)");
     }
-    let addr = if pos[2] == "dhcp" {
-        Addr::Dhcp
-    } else {
-        let (cidr, gw) = match pos[2].split_once('@') {
-            Some((c, g)) => (c.to_string(), Some(g.to_string())),
-            None => (pos[2].clone(), None),
-        };
-        let Some((ip, len)) = cidr.split_once('/') else {
-            bail!("bad address {cidr:?}: expected IP/PREFIX, e.g. 10.0.0.5/24");
-        };
-        if ip.parse::<std::net::Ipv4Addr>().is_err() || !len.parse::<u8>().is_ok_and(|l| l <= 32) {
-            bail!("bad address {cidr:?}: expected IP/PREFIX, e.g. 10.0.0.5/24");
-        }
-        if let Some(g) = &gw {
-            if g.parse::<std::net::Ipv4Addr>().is_err() {
-                bail!("bad gateway {g:?}");
-            }
-        }
-        Addr::Static { cidr, gateway: gw }
-    };
+    if pos.len() < 3 || pos.len() > 4 {
+        bail!("expected BRIDGE GUEST IP/PREFIX[@GATEWAY]|dhcp [MAC][@VLAN] (see pipework --help)");
+    }
+    let addr = parse_addr(&pos[2])?;
     let (mac, vlan) = match pos.get(3) {
         Some(s) => parse_mac_vlan(s)?,
         None => (None, None),
     };
-    Ok(Cmd::Plumb(Plumb {
+    Ok(Args {
         socket,
-        bridge: pos[0].clone(),
-        ifname,
-        host_ifname,
-        guest: pos[1].clone(),
-        addr,
-        mac,
-        vlan,
-    }))
+        json,
+        cmd: Cmd::Plumb(Plumb {
+            bridge: pos[0].clone(),
+            ifname,
+            host_ifname,
+            guest: pos[1].clone(),
+            name,
+            addr,
+            mac,
+            vlan,
+            timeout: timeout.unwrap_or(DHCP_TIMEOUT),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -233,7 +331,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<Cmd> {
-        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>()).map(|a| a.cmd)
     }
 
     #[test]
@@ -244,8 +342,9 @@ mod tests {
                 assert_eq!(
                     x.addr,
                     Addr::Static {
-                        cidr: "10.0.0.5/24".into(),
-                        gateway: Some("10.0.0.1".into())
+                        ip: Ipv4Addr::new(10, 0, 0, 5),
+                        prefix: 24,
+                        gateway: Some(Ipv4Addr::new(10, 0, 0, 1))
                     }
                 );
                 assert_eq!(x.mac, Some(mac_from_string("web")));
@@ -253,48 +352,72 @@ mod tests {
             }
             c => panic!("{c:?}"),
         }
-        match p("br1 ctr dhcp").unwrap() {
-            Cmd::Plumb(x) => assert_eq!((x.addr, x.ifname.as_str()), (Addr::Dhcp, "eth1")),
+        match p("br1 ctr dhcp AA:bb:cc:dd:ee:00").unwrap() {
+            Cmd::Plumb(x) => {
+                assert_eq!((&x.addr, x.ifname.as_str()), (&Addr::Dhcp, "eth1"));
+                assert_eq!(x.mac, Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0]));
+                assert_eq!(x.timeout, DHCP_TIMEOUT);
+            }
+            c => panic!("{c:?}"),
+        }
+        match p("br1 -l myveth -a 4 pid:42 10.0.0.9/16 @4094").unwrap() {
+            Cmd::Plumb(x) => {
+                assert_eq!(x.host_ifname.as_deref(), Some("myveth"));
+                assert_eq!((x.mac, x.vlan), (None, Some(4094)));
+            }
             c => panic!("{c:?}"),
         }
         assert_eq!(
             p("--wait -i eth3").unwrap(),
             Cmd::Wait {
                 ifname: "eth3".into(),
-                timeout: 60
+                timeout: WAIT_TIMEOUT
             }
         );
         assert!(matches!(
             p("route ctr add 10.9.0.0/24 via 10.0.0.1").unwrap(),
             Cmd::Ip { what: "route", .. }
         ));
-        assert!(matches!(p("--remove br1 ctr").unwrap(), Cmd::Remove { .. }));
+        let a = parse(
+            &"--socket /s --json rule ctr add from 10.0.0.5 table 7"
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(a.json && a.socket.is_some());
+        assert!(matches!(a.cmd, Cmd::Ip { what: "rule", .. }));
+        assert!(matches!(
+            p("--remove br1 -i eth2 ctr").unwrap(),
+            Cmd::Remove { ref ifname, .. } if ifname == "eth2"
+        ));
     }
 
     #[test]
     fn bad_input() {
-        assert!(p("br1 ctr 10.0.0.5")
-            .unwrap_err()
-            .to_string()
-            .starts_with("bad address"));
-        assert!(p("br1 ctr 10.0.0.5/24 zz:zz")
-            .unwrap_err()
-            .to_string()
-            .starts_with("bad MAC"));
-        assert!(p("br1 ctr 10.0.0.5/24 @5000")
-            .unwrap_err()
-            .to_string()
-            .starts_with("bad VLAN"));
-        assert!(p("br1 -i abcdefghijklmnopq ctr 10.0.0.5/24").is_err());
+        let err = |s: &str| p(s).unwrap_err().to_string();
+        assert!(err("br1 ctr 10.0.0.5").starts_with("bad address"));
+        assert!(err("br1 ctr 10.0.0.5/33").starts_with("bad address"));
+        assert!(err("br1 ctr 10.0.0.256/24").starts_with("bad address"));
+        assert!(err("br1 ctr 10.0.0.5/24@10.1.0.1").starts_with("bad gateway"));
+        assert!(err("br1 ctr 10.0.0.5/24@nope").starts_with("bad gateway"));
+        assert!(err("br1 ctr 10.0.0.5/24 zz:zz").starts_with("bad MAC"));
+        assert!(err("br1 ctr 10.0.0.5/24 01:00:5e:00:00:01").starts_with("bad MAC"));
+        assert!(err("br1 ctr 10.0.0.5/24 @5000").starts_with("bad VLAN"));
+        assert!(err("br1 ctr 10.0.0.5/24 @0").starts_with("bad VLAN"));
+        assert!(err("br1 -i abcdefghijklmnopq ctr 10.0.0.5/24").starts_with("bad interface"));
+        assert!(err("br1 -a 6 ctr 10.0.0.5/24").contains("IPv6"));
         assert!(p("br1 ctr").is_err());
         assert!(p("--bogus").is_err());
+        assert!(p("--wait --timeout 0").is_err());
+        assert!(p("route ctr").is_err());
     }
 
     #[test]
     fn u_mac_is_stable_local_unicast() {
         let m = mac_from_string("x");
         assert_eq!(m, mac_from_string("x"));
-        assert!(m.starts_with("02:"));
-        assert!(valid_mac(&m));
+        assert_ne!(m, mac_from_string("y"));
+        assert_eq!(m[0], 0x02);
     }
 }

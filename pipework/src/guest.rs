@@ -1,44 +1,68 @@
-//! Finding a guest's network namespace: `pid:N`, a named namespace (`ip netns`), or a
-//! Docker container through the Docker Engine API (`$DOCKER_HOST` or the default
-//! socket).
+//! Finding a guest's network namespace: `pid:N`, a named namespace (`ip netns`,
+//! `/run/netns/NAME`), or a Docker container through the Docker Engine API
+//! (`GET /containers/NAME/json` over `$DOCKER_HOST` if it is `unix://…`, else
+//! `/var/run/docker.sock`; plain HTTP/1.0, so the reply is never chunked).
 
+use crate::netns::NetNs;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A guest's network namespace.
-#[derive(Debug, Clone)]
-pub struct Guest {
-    /// `/proc/PID/ns/net` or `/run/netns/NAME`.
-    pub netns: PathBuf,
-    /// What `ip link set DEV netns X` takes: a PID or a namespace name.
-    pub ip_target: String,
-    /// Name registered in DNS (container or namespace name).
-    pub dns_name: Option<String>,
+/// Longest Docker reply read (an inspect document is a few KB).
+const MAX_DOCKER_REPLY: u64 = 4 << 20;
+
+/// What kind of guest it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Docker { id: String },
+    Netns,
+    Pid,
 }
 
-fn docker_socket() -> PathBuf {
+/// A guest's network namespace and names.
+#[derive(Debug)]
+pub struct Guest {
+    pub ns: NetNs,
+    /// How the guest is recorded on its ports (`external_ids.guest`): the container
+    /// name, the namespace name, or `pid:N`.
+    pub key: String,
+    /// The name registered in the bridge's DNS, if any.
+    pub dns_name: Option<String>,
+    pub kind: Kind,
+}
+
+/// The Docker Engine socket: `$DOCKER_HOST` (`unix://` only) or the default.
+pub fn docker_socket() -> Result<PathBuf> {
     match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.starts_with("unix://") => PathBuf::from(&h["unix://".len()..]),
-        _ => PathBuf::from("/var/run/docker.sock"),
+        Ok(h) if h.is_empty() => Ok(PathBuf::from("/var/run/docker.sock")),
+        Ok(h) => match h.strip_prefix("unix://") {
+            Some(p) => Ok(PathBuf::from(p)),
+            None => bail!("DOCKER_HOST={h}: only unix:// Docker engines are supported"),
+        },
+        Err(_) => Ok(PathBuf::from("/var/run/docker.sock")),
     }
 }
 
-/// GET `path` from the Docker Engine; `None` if there is no engine to ask.
-fn docker_get(path: &str) -> Result<Option<(u16, String)>> {
-    let sock = docker_socket();
-    let mut s = match UnixStream::connect(&sock) {
+/// GET `path` from the Docker Engine at `sock`: `Ok(None)` if no engine listens there.
+fn docker_get(sock: &Path, path: &str) -> Result<Option<(u16, String)>> {
+    let mut s = match UnixStream::connect(sock) {
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)
-        .context("read from the Docker engine")?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .with_context(|| format!("ask the Docker engine at {}", sock.display()))?;
+    let mut resp = Vec::new();
+    s.take(MAX_DOCKER_REPLY)
+        .read_to_end(&mut resp)
+        .with_context(|| format!("read from the Docker engine at {}", sock.display()))?;
+    let resp = String::from_utf8_lossy(&resp);
+    let Some((head, body)) = resp.split_once("\r\n\r\n") else {
+        bail!("the Docker engine at {} sent no HTTP reply", sock.display());
+    };
     let code = head
         .split_whitespace()
         .nth(1)
@@ -47,51 +71,112 @@ fn docker_get(path: &str) -> Result<Option<(u16, String)>> {
     Ok(Some((code, body.to_string())))
 }
 
-/// Resolve GUEST.
-pub fn find(guest: &str) -> Result<Guest> {
+/// A DNS name for `s`, if it makes one (lower-case letters, digits, `-`, `_`, dots).
+pub fn dns_name(s: &str) -> Option<String> {
+    let n = s.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+    ok.then_some(n)
+}
+
+/// Resolve GUEST. `name` overrides the DNS name.
+pub fn find(guest: &str, name: Option<&str>) -> Result<Guest> {
+    let dns = |own: Option<&str>| name.or(own).and_then(dns_name);
     if let Some(pid) = guest.strip_prefix("pid:") {
-        let n: u32 = pid
-            .parse()
-            .map_err(|_| anyhow::anyhow!("bad guest {guest:?}: pid:N"))?;
-        let netns = PathBuf::from(format!("/proc/{n}/ns/net"));
-        if !netns.exists() {
+        let n: u32 = match pid.parse() {
+            Ok(n) if n > 0 => n,
+            _ => bail!("bad guest {guest:?}: expected pid:N with a process id"),
+        };
+        let path = PathBuf::from(format!("/proc/{n}/ns/net"));
+        if !Path::new(&format!("/proc/{n}")).exists() {
             bail!("no such process: {n}");
         }
         return Ok(Guest {
-            netns,
-            ip_target: n.to_string(),
-            dns_name: None,
+            ns: NetNs::open(&path)?,
+            key: format!("pid:{n}"),
+            dns_name: dns(None),
+            kind: Kind::Pid,
         });
     }
-    if !guest.is_empty() && !guest.contains('/') {
-        let named = PathBuf::from("/run/netns").join(guest);
-        if named.exists() {
-            return Ok(Guest {
-                netns: named,
-                ip_target: guest.to_string(),
-                dns_name: Some(guest.to_string()),
-            });
-        }
+    if guest.is_empty() || guest.contains('/') || guest == "." || guest == ".." {
+        bail!("no such container or network namespace: {guest:?}");
     }
-    let safe: String = guest
+    let named = PathBuf::from("/run/netns").join(guest);
+    if named.exists() {
+        return Ok(Guest {
+            ns: NetNs::open(&named)?,
+            key: guest.to_string(),
+            dns_name: dns(Some(guest)),
+            kind: Kind::Netns,
+        });
+    }
+    // Docker names and ids: [a-zA-Z0-9][a-zA-Z0-9_.-]*.
+    if !guest
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-        .collect();
-    if safe != guest || guest.is_empty() {
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
         bail!("no such container or network namespace: {guest}");
     }
-    match docker_get(&format!("/containers/{guest}/json"))? {
-        None => bail!("no such container or network namespace: {guest} (no network namespace of that name, and no Docker engine at {})", docker_socket().display()),
+    let sock = docker_socket()?;
+    match docker_get(&sock, &format!("/containers/{guest}/json"))? {
+        None => bail!(
+            "no such container or network namespace: {guest} (no /run/netns/{guest}, and no Docker engine at {})",
+            sock.display()
+        ),
         Some((404, _)) => bail!("no such container or network namespace: {guest}"),
         Some((200, body)) => {
-            let v: serde_json::Value = serde_json::from_str(&body).context("Docker engine reply")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&body).context("read the Docker engine's reply")?;
+            let cname = v["Name"]
+                .as_str()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| guest.to_string());
             let pid = v["State"]["Pid"].as_u64().unwrap_or(0);
-            if pid == 0 {
-                bail!("container {guest} is not running");
+            if v["State"]["Running"] != true || pid == 0 {
+                bail!("container {cname} is not running");
             }
-            let name = v["Name"].as_str().map(|n| n.trim_start_matches('/').to_string());
-            Ok(Guest { netns: PathBuf::from(format!("/proc/{pid}/ns/net")), ip_target: pid.to_string(), dns_name: name })
+            let id = v["Id"].as_str().unwrap_or_default().to_string();
+            Ok(Guest {
+                ns: NetNs::open(Path::new(&format!("/proc/{pid}/ns/net")))?,
+                dns_name: dns(Some(&cname)),
+                key: cname,
+                kind: Kind::Docker { id },
+            })
         }
-        Some((code, body)) => bail!("Docker engine answered {code}: {}", body.trim()),
+        Some((code, body)) => {
+            let msg = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| body.trim().to_string());
+            bail!("the Docker engine answered {code} for {guest}: {msg}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert_eq!(dns_name("Web-1").as_deref(), Some("web-1"));
+        assert_eq!(dns_name("my_app.v2").as_deref(), Some("my_app.v2"));
+        assert_eq!(dns_name("-x"), None);
+        assert_eq!(dns_name("a..b"), None);
+        assert_eq!(dns_name("pid:4"), None);
+    }
+
+    #[test]
+    fn bad_pid_guest() {
+        assert!(find("pid:abc", None).is_err());
+        assert!(find("pid:0", None).is_err());
+        assert!(find("../etc", None).is_err());
     }
 }

@@ -1,54 +1,174 @@
-//! Plumbing, unplumbing, waiting and routes.
+//! The commands: plumb a guest into a bridge, remove it again, wait for an interface,
+//! and run `ip route`/`ip rule` inside a guest.
+//!
+//! Plumbing validates everything it can first (bridge, guest, address, MAC, names),
+//! then changes things in an order that a rollback can undo: veth pair (created in
+//! vswitchd's namespace, its peer born inside the guest) → host end up → guest address
+//! → `add-port` (owned: vswitchd deletes the pair with the port) → guest link up →
+//! default route → gratuitous ARP → (dhcp) exchange + reservation → DNS name.
+//! A failure part-way undoes what was done, in reverse, and reports every teardown
+//! failure too.
 
-use crate::args::{Addr, Cmd, Plumb, USAGE};
-use crate::guest::{self, Guest};
-use anyhow::{bail, Context, Result};
+use crate::args::{Addr, Args, Cmd, Plumb, USAGE};
+use crate::guest::{self, Guest, Kind};
+use crate::netlink::{mac_string, parse_mac, Rtnl};
+use crate::netns::NetNs;
+use crate::{arp, dhcp};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
 use vswitch_proto::{
-    socket_path, AddHost, AddPort, BridgeInfo, Client, Command as Req, PortKind, VersionInfo,
+    socket_path, AddHost, AddPort, BridgeInfo, Client, Command as Req, HostEntry, LeaseEntry,
+    PortInfo, PortKind, VersionInfo,
 };
 
-/// Run `ip ARGS` inside the network namespace at `netns`.
-fn ip_in(netns: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .arg("--")
-        .arg("ip")
-        .args(args)
-        .output()
-        .context("run nsenter (util-linux) and ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// The running daemon and the namespace its ports live in.
+pub(crate) struct Daemon {
+    pub(crate) client: Client,
+    pub(crate) ns: NetNs,
 }
 
-fn exists_in(netns: &Path, dev: &str) -> bool {
-    ip_in(netns, &["link", "show", "dev", dev]).is_ok()
+/// vswitchd's PID as this process sees it: SO_PEERCRED on a connection to its socket
+/// (translated into our PID namespace by the kernel).
+fn peer_pid(path: &Path) -> Option<u32> {
+    let s = UnixStream::connect(path).ok()?;
+    let c = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    u32::try_from(c.pid()).ok().filter(|p| *p > 0)
 }
 
-struct Daemon {
-    client: Client,
-    netns: PathBuf,
-}
-
-fn connect(socket: Option<&Path>) -> Result<Daemon> {
-    let mut client = Client::connect(&socket_path(socket))?;
+pub(crate) fn connect(socket: Option<&Path>) -> Result<Daemon> {
+    let path = socket_path(socket);
+    let mut client = Client::connect(&path)?;
     let v: VersionInfo = client.call(Req::Version)?;
-    Ok(Daemon {
-        client,
-        netns: PathBuf::from(format!("/proc/{}/ns/net", v.pid)),
-    })
+    let pid = peer_pid(&path).unwrap_or(v.pid);
+    let ns = NetNs::open(Path::new(&format!("/proc/{pid}/ns/net")))
+        .with_context(|| format!("find vswitchd's network namespace (PID {pid})"))?;
+    Ok(Daemon { client, ns })
 }
 
-fn fnv(s: &str) -> u32 {
+/// What `pipework BRIDGE GUEST ...` did (`--json` prints this).
+#[derive(Debug, Serialize)]
+pub struct Plumbed {
+    pub guest: String,
+    pub ifname: String,
+    pub bridge: String,
+    pub port: String,
+    pub mac: String,
+    /// `IP/PREFIX`.
+    pub ip: String,
+    pub gateway: Option<String>,
+    pub vlan: Option<u16>,
+    pub dhcp: bool,
+    pub dns_name: Option<String>,
+}
+
+/// What `pipework --remove` did (`--json` prints this).
+#[derive(Debug, Serialize)]
+pub struct Removed {
+    pub guest: String,
+    pub ifname: String,
+    pub bridge: String,
+    pub port: String,
+    pub dns_name: Option<String>,
+    /// A dhcp port: whether the DHCP lease is gone.
+    pub lease_released: Option<bool>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let json = args.json;
+    match args.cmd {
+        Cmd::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Cmd::Wait { ifname, timeout } => wait(&ifname, timeout),
+        Cmd::Watch => crate::watch::watch(args.socket.as_deref()),
+        Cmd::Ip { what, guest, args } => ip_in_guest(what, &guest, &args),
+        Cmd::Remove {
+            bridge,
+            ifname,
+            guest,
+        } => {
+            let mut d = connect(args.socket.as_deref())?;
+            remove(&mut d, &bridge, &ifname, &guest)?.print(json);
+            Ok(())
+        }
+        Cmd::Plumb(p) => {
+            let mut d = connect(args.socket.as_deref())?;
+            plumb(&mut d, &p)?.print(json);
+            Ok(())
+        }
+    }
+}
+
+/// A result: one human line, or (`--json`) its fields as a JSON object.
+pub(crate) trait Report: Serialize {
+    fn human(&self) -> String;
+    fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(self).unwrap_or_else(|_| "null".into())
+            );
+        } else {
+            println!("{}", self.human());
+        }
+    }
+}
+
+impl Report for Plumbed {
+    fn human(&self) -> String {
+        let mut s = format!(
+            "plumbed {} {} {} mac {} into {} as port {}",
+            self.guest, self.ifname, self.ip, self.mac, self.bridge, self.port
+        );
+        if let Some(g) = &self.gateway {
+            s += &format!(", default route via {g}");
+        }
+        if let Some(v) = self.vlan {
+            s += &format!(", vlan {v}");
+        }
+        if let Some(n) = &self.dns_name {
+            s += &format!(", dns name {n}");
+        }
+        s
+    }
+}
+
+impl Report for Removed {
+    fn human(&self) -> String {
+        let mut s = format!(
+            "removed {} {} from {} (port {} and its veth pair deleted",
+            self.guest, self.ifname, self.bridge, self.port
+        );
+        if let Some(n) = &self.dns_name {
+            s += &format!(", dns name {n} deleted");
+        }
+        match self.lease_released {
+            Some(true) => s += ", DHCP lease released",
+            Some(false) => s += ", DHCP lease left to expire",
+            None => {}
+        }
+        s + ")"
+    }
+}
+
+fn id<'a>(p: &'a PortInfo, k: &str) -> Option<&'a str> {
+    p.external_ids.get(k).map(String::as_str)
+}
+
+/// Is `p` the port of `guest`'s `ifname`?
+fn is_port_of(p: &PortInfo, guest: &str, ifname: &str) -> bool {
+    id(p, "pipework") == Some("1")
+        && id(p, "guest") == Some(guest)
+        && id(p, "ifname") == Some(ifname)
+}
+
+fn fnv32(s: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in s.bytes() {
         h ^= u32::from(b);
@@ -57,311 +177,651 @@ fn fnv(s: &str) -> u32 {
     h
 }
 
-pub fn run(cmd: Cmd) -> Result<()> {
-    match cmd {
-        Cmd::Help => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Cmd::Wait { ifname, timeout } => wait(&ifname, timeout),
-        Cmd::Ip { what, guest, args } => {
-            let g = guest::find(&guest)?;
-            let mut a = vec![what];
-            a.extend(args.iter().map(String::as_str));
-            ip_in(&g.netns, &a).map(|out| print!("{out}"))
-        }
-        Cmd::Remove {
-            socket,
-            bridge,
-            ifname,
-            guest,
-        } => remove(socket.as_deref(), &bridge, &ifname, &guest),
-        Cmd::Plumb(p) => plumb(p),
-    }
-}
-
-fn wait(ifname: &str, timeout: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let dir = PathBuf::from("/sys/class/net").join(ifname);
-    loop {
-        let up = std::fs::read_to_string(dir.join("operstate")).is_ok_and(|s| s.trim() == "up")
-            || std::fs::read_to_string(dir.join("flags"))
-                .ok()
-                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
-                .is_some_and(|f| {
-                    f & 1 == 1
-                        && std::fs::read_to_string(dir.join("carrier"))
-                            .is_ok_and(|c| c.trim() == "1")
-                });
-        if up {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("interface {ifname} did not come up within {timeout} s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn guest_key(g: &Guest, guest_arg: &str) -> String {
-    g.dns_name.clone().unwrap_or_else(|| guest_arg.to_string())
-}
-
-fn plumb(p: Plumb) -> Result<()> {
-    let mut d = connect(p.socket.as_deref())?;
-    let bridges: Vec<BridgeInfo> = d.client.call(Req::ListBr)?;
-    let Some(br) = bridges.iter().find(|b| b.name == p.bridge) else {
-        bail!("no such bridge: {}", p.bridge);
+/// The host-side name: given (and checked), or `vp` + 8 hex digits of a hash of the
+/// guest and interface names, re-salted until it names nothing in vswitchd's namespace
+/// and no port.
+fn host_name(
+    rt: &mut Rtnl,
+    bridges: &[BridgeInfo],
+    given: Option<&str>,
+    key: &str,
+    ifname: &str,
+) -> Result<String> {
+    let port_of = |n: &str| {
+        bridges
+            .iter()
+            .find(|b| b.ports.iter().any(|p| p.name == n))
+            .map(|b| b.name.clone())
     };
-    let g = guest::find(&p.guest)?;
-    let key = guest_key(&g, &p.guest);
-    // Already plumbed?
-    for b in &bridges {
-        for port in &b.ports {
-            if port.external_ids.get("guest") == Some(&key)
-                && port.external_ids.get("ifname") == Some(&p.ifname)
-            {
-                bail!(
-                    "already plumbed: {key} {} is port {} on bridge {}",
-                    p.ifname,
-                    port.name,
-                    b.name
-                );
+    if let Some(h) = given {
+        if let Some(b) = port_of(h) {
+            bail!("port {h} already exists on bridge {b}");
+        }
+        if rt.link(h)?.is_some() {
+            bail!("interface {h} already exists in vswitchd's network namespace");
+        }
+        return Ok(h.to_string());
+    }
+    for salt in 0..64u32 {
+        let cand = format!("vp{:08x}", fnv32(&format!("{key}\0{ifname}\0{salt}")));
+        if port_of(&cand).is_none() && rt.link(&cand)?.is_none() {
+            return Ok(cand);
+        }
+    }
+    bail!("cannot find a free host interface name for {key} {ifname}: use -l HOSTIFNAME")
+}
+
+/// Refuse an address that is not free on `br`.
+fn check_static(
+    br: &BridgeInfo,
+    hosts: &[HostEntry],
+    leases: &[LeaseEntry],
+    ip: Ipv4Addr,
+) -> Result<()> {
+    if let Some(subnet) = &br.subnet {
+        let net: ipnet::Ipv4Net = subnet
+            .parse()
+            .with_context(|| format!("bridge {}'s subnet {subnet}", br.name))?;
+        if !net.contains(&ip) {
+            bail!(
+                "address {ip} is outside subnet {subnet} of bridge {}",
+                br.name
+            );
+        }
+        if net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()) {
+            bail!(
+                "address {ip} is the network or broadcast address of subnet {subnet} of bridge {}",
+                br.name
+            );
+        }
+    }
+    let ip_s = ip.to_string();
+    let used_by = if br.gateway.as_deref() == Some(&ip_s) {
+        Some("the bridge's gateway".to_string())
+    } else if let Some(p) = br
+        .ports
+        .iter()
+        .find(|p| id(p, "ip").and_then(|v| v.split('/').next()) == Some(&ip_s))
+    {
+        Some(format!(
+            "port {}{}",
+            p.name,
+            id(p, "guest")
+                .map(|g| format!(", guest {g}"))
+                .unwrap_or_default()
+        ))
+    } else if let Some(h) = hosts.iter().find(|h| h.ip == ip_s) {
+        Some(format!("DNS name {}", h.name))
+    } else {
+        leases
+            .iter()
+            .find(|l| l.ip == ip_s && (l.remaining > 0 || l.reserved))
+            .map(|l| format!("DHCP lease of {}", l.mac))
+    };
+    if let Some(u) = used_by {
+        bail!("address {ip} is already in use on bridge {} ({u})", br.name);
+    }
+    Ok(())
+}
+
+/// Whether to register `name` on `br`: `Some(name)` to register, `None` when this
+/// guest already holds it there (through another interface); an error when someone
+/// else does. Names that only come from DHCP leases give way.
+fn check_name(
+    br: &BridgeInfo,
+    hosts: &[HostEntry],
+    name: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    let Some(h) = hosts.iter().find(|h| h.name == name && h.source != "dhcp") else {
+        return Ok(Some(name.to_string()));
+    };
+    let ours = br
+        .ports
+        .iter()
+        .any(|p| id(p, "guest") == Some(key) && id(p, "dns") == Some(name));
+    if ours {
+        return Ok(None);
+    }
+    bail!(
+        "DNS name {name} is already registered on bridge {} (for {}): use --name",
+        br.name,
+        h.ip
+    )
+}
+
+/// What has been changed so far, to undo on failure.
+#[derive(Default)]
+struct Undo {
+    veth: Option<u32>,
+    port: Option<(String, String)>,
+    reserved: Option<(String, String)>,
+    host: Option<(String, String)>,
+}
+
+impl Undo {
+    fn run(self, d: &mut Daemon, hrt: &mut Rtnl) -> Vec<String> {
+        let mut errs = Vec::new();
+        if let Some((bridge, name)) = self.host {
+            if let Err(e) = d.client.call_value(Req::DelHost { bridge, name }) {
+                errs.push(format!("del-host: {e}"));
             }
         }
-    }
-    let ip_only = match &p.addr {
-        Addr::Static { cidr, .. } => {
-            let ip: std::net::Ipv4Addr = cidr
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .context("address")?;
-            if let Some(subnet) = &br.subnet {
-                let net: ipnet::Ipv4Net = subnet.parse().context("bridge subnet")?;
-                if !net.contains(&ip) {
-                    bail!(
-                        "address {ip} is outside subnet {subnet} of bridge {}",
-                        br.name
-                    );
+        if let Some((bridge, mac)) = self.reserved {
+            if let Err(e) = d.client.call_value(Req::DhcpUnreserve { bridge, mac }) {
+                errs.push(format!("dhcp-unreserve: {e}"));
+            }
+        }
+        let mut veth_gone = false;
+        if let Some((bridge, port)) = self.port {
+            match d.client.call_value(Req::DelPort { bridge, port }) {
+                Ok(_) => veth_gone = true,
+                Err(e) => errs.push(format!("del-port: {e}")),
+            }
+        }
+        if let (Some(index), false) = (self.veth, veth_gone) {
+            if let Err(e) = hrt.del_link(index) {
+                let gone = e
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error)
+                    == Some(libc::ENODEV);
+                if !gone {
+                    errs.push(format!("{e:#}"));
                 }
             }
-            let taken = br.ports.iter().any(|x| {
-                x.external_ids.get("ip").and_then(|v| v.split('/').next()) == Some(&ip.to_string())
-            }) || Some(ip.to_string()) == br.gateway;
-            let hosts: Vec<vswitch_proto::HostEntry> = d.client.call(Req::ListHosts {
-                bridge: br.name.clone(),
-            })?;
-            if taken || hosts.iter().any(|h| h.ip == ip.to_string()) {
-                bail!("address {ip} is already in use on bridge {}", br.name);
-            }
-            Some(ip.to_string())
         }
+        errs
+    }
+}
+
+pub(crate) fn plumb(d: &mut Daemon, p: &Plumb) -> Result<Plumbed> {
+    // ---- Validate: nothing changes until every check has passed.
+    let bridges: Vec<BridgeInfo> = d.client.call(Req::ListBr)?;
+    let br = bridges
+        .iter()
+        .find(|b| b.name == p.bridge)
+        .cloned()
+        .ok_or_else(|| anyhow!("no such bridge: {}", p.bridge))?;
+    let g = guest::find(&p.guest, p.name.as_deref())?;
+    if p.name.is_some() && g.dns_name.is_none() {
+        bail!(
+            "bad --name {:?}: not a DNS name",
+            p.name.as_deref().unwrap_or_default()
+        );
+    }
+    for b in &bridges {
+        if let Some(port) = b.ports.iter().find(|x| is_port_of(x, &g.key, &p.ifname)) {
+            bail!(
+                "already plumbed: {} {} is port {} on bridge {} (pipework --remove {} -i {} {} first)",
+                g.key,
+                p.ifname,
+                port.name,
+                b.name,
+                b.name,
+                p.ifname,
+                p.guest
+            );
+        }
+    }
+    let hosts: Vec<HostEntry> = d.client.call(Req::ListHosts {
+        bridge: br.name.clone(),
+    })?;
+    let leases: Vec<LeaseEntry> = if br.dhcp.is_some() {
+        d.client.call(Req::DhcpLeases {
+            bridge: br.name.clone(),
+        })?
+    } else {
+        Vec::new()
+    };
+    match &p.addr {
+        Addr::Static { ip, .. } => check_static(&br, &hosts, &leases, *ip)?,
         Addr::Dhcp => {
-            if br.dhcp.is_none() {
+            if br.dhcp.is_none() || br.gateway.is_none() {
                 bail!(
-                    "bridge {} has no DHCP server (vswitchctl add-br ... --dhcp)",
+                    "bridge {} has no DHCP server (vswitchctl add-br {} --subnet CIDR --gateway IP --dhcp)",
+                    br.name,
                     br.name
                 );
             }
-            None
+            if p.vlan.is_some() {
+                bail!(
+                    "bridge {}'s DHCP server answers untagged ports only: drop @VLAN or give a static address",
+                    br.name
+                );
+            }
         }
-    };
-    if exists_in(&g.netns, &p.ifname) {
-        bail!("interface {} already exists in {key}", p.ifname);
     }
-    // Host-side name: given, or derived and checked for collisions.
-    let host = match &p.host_ifname {
-        Some(h) => {
-            if exists_in(&d.netns, h) {
-                bail!("interface {h} already exists in vswitchd's namespace");
-            }
-            h.clone()
+    if let Some(mac) = p.mac {
+        let m = mac_string(&mac);
+        if let Some(x) = br.ports.iter().find(|x| id(x, "mac") == Some(&m)) {
+            bail!(
+                "MAC {m} is already used on bridge {} by port {}",
+                br.name,
+                x.name
+            );
         }
-        None => {
-            let mut n = None;
-            for salt in 0..16u32 {
-                let cand = format!("vp{:08x}", fnv(&format!("{key}/{}/{salt}", p.ifname)));
-                if !exists_in(&d.netns, &cand) {
-                    n = Some(cand);
-                    break;
-                }
-            }
-            n.context("cannot find a free host interface name")?
-        }
-    };
-    let tmp = format!("vg{:08x}", fnv(&format!("tmp/{host}")));
-    let mtu = br.mtu.to_string();
-    ip_in(
-        &d.netns,
-        &[
-            "link", "add", "name", &host, "mtu", &mtu, "type", "veth", "peer", "name", &tmp, "mtu",
-            &mtu,
-        ],
+    }
+    let mut grt = Rtnl::open_in(&g.ns)?;
+    if grt.link(&p.ifname)?.is_some() {
+        bail!("interface {} already exists in {}", p.ifname, g.key);
+    }
+    let mut hrt = Rtnl::open_in(&d.ns)?;
+    let host = host_name(
+        &mut hrt,
+        &bridges,
+        p.host_ifname.as_deref(),
+        &g.key,
+        &p.ifname,
     )?;
-    let undo_veth = |d: &Daemon| {
-        let _ = ip_in(&d.netns, &["link", "del", &host]);
+    let register = match &g.dns_name {
+        Some(n) => check_name(&br, &hosts, n, &g.key)?,
+        None => None,
     };
-    let configure = || -> Result<()> {
-        ip_in(
-            &d.netns,
-            &["link", "set", "dev", &tmp, "netns", &g.ip_target],
-        )?;
-        ip_in(&g.netns, &["link", "set", "dev", &tmp, "name", &p.ifname])?;
-        if let Some(m) = &p.mac {
-            ip_in(&g.netns, &["link", "set", "dev", &p.ifname, "address", m])?;
-        }
-        ip_in(&g.netns, &["link", "set", "lo", "up"])?;
-        ip_in(&g.netns, &["link", "set", "dev", &p.ifname, "up"])?;
-        if let Addr::Static { cidr, gateway } = &p.addr {
-            ip_in(&g.netns, &["addr", "add", cidr, "dev", &p.ifname])?;
-            if let Some(gw) = gateway {
-                ip_in(&g.netns, &["route", "replace", "default", "via", gw])?;
+
+    // ---- Change, undoing everything on failure.
+    let mut undo = Undo::default();
+    let result = build(
+        d, &mut hrt, &mut grt, &g, p, &br, &host, register, &mut undo,
+    );
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let errs = undo.run(d, &mut hrt);
+            if errs.is_empty() {
+                Err(e)
+            } else {
+                Err(e.context(format!("rollback also failed: {}", errs.join("; "))))
             }
         }
-        Ok(())
-    };
-    if let Err(e) = configure() {
-        undo_veth(&d);
-        return Err(e);
     }
-    let mac = ip_in(&g.netns, &["-j", "link", "show", "dev", &p.ifname])
-        .ok()
-        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
-        .and_then(|v| v[0]["address"].as_str().map(str::to_string))
-        .unwrap_or_default();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    d: &mut Daemon,
+    hrt: &mut Rtnl,
+    grt: &mut Rtnl,
+    g: &Guest,
+    p: &Plumb,
+    br: &BridgeInfo,
+    host: &str,
+    register: Option<String>,
+    undo: &mut Undo,
+) -> Result<Plumbed> {
+    hrt.add_veth(host, &p.ifname, &g.ns, br.mtu, p.mac)?;
+    let h = hrt
+        .link(host)?
+        .ok_or_else(|| anyhow!("veth end {host} vanished"))?;
+    undo.veth = Some(h.index);
+    hrt.set_up(h.index)?;
+    let gl = grt
+        .link(&p.ifname)?
+        .ok_or_else(|| anyhow!("{} did not appear in {}", p.ifname, g.key))?;
+    let mac = gl
+        .mac
+        .ok_or_else(|| anyhow!("{} has no MAC address", p.ifname))?;
+    if let Some(lo) = grt.link("lo")? {
+        grt.set_up(lo.index)?;
+    }
+    if let Addr::Static { ip, prefix, .. } = &p.addr {
+        // Address first, link up after: `pipework --wait` (up + address) then means
+        // the guest is ready.
+        grt.add_addr(gl.index, *ip, *prefix)?;
+    }
+
     let mut ids = BTreeMap::new();
     ids.insert("pipework".to_string(), "1".to_string());
-    ids.insert("guest".to_string(), key.clone());
+    ids.insert("guest".to_string(), g.key.clone());
     ids.insert("ifname".to_string(), p.ifname.clone());
-    ids.insert("mac".to_string(), mac.clone());
-    if let Some(ip) = &ip_only {
-        ids.insert("ip".to_string(), ip.clone());
+    ids.insert("mac".to_string(), mac_string(&mac));
+    match &p.addr {
+        Addr::Static {
+            ip,
+            prefix,
+            gateway,
+        } => {
+            ids.insert("ip".to_string(), format!("{ip}/{prefix}"));
+            if let Some(gw) = gateway {
+                ids.insert("gateway".to_string(), gw.to_string());
+            }
+        }
+        Addr::Dhcp => {
+            ids.insert("dhcp".to_string(), "1".to_string());
+        }
     }
-    if p.addr == Addr::Dhcp {
-        ids.insert("dhcp".to_string(), "1".to_string());
+    if let Some(n) = &register {
+        ids.insert("dns".to_string(), n.clone());
     }
-    let add = AddPort {
-        bridge: br.name.clone(),
-        port: host.clone(),
-        kind: PortKind::System,
-        tag: p.vlan,
-        owned: true,
-        external_ids: ids,
-        ..Default::default()
+    if let Kind::Docker { id } = &g.kind {
+        ids.insert("container_id".to_string(), id.clone());
+    }
+    d.client
+        .call_value(Req::AddPort(AddPort {
+            bridge: br.name.clone(),
+            port: host.to_string(),
+            kind: PortKind::System,
+            tag: p.vlan,
+            owned: true,
+            external_ids: ids,
+            ..Default::default()
+        }))
+        .with_context(|| format!("add-port {} {host}", br.name))?;
+    undo.port = Some((br.name.clone(), host.to_string()));
+    grt.set_up(gl.index)?;
+
+    let (ip, prefix, gateway) = match &p.addr {
+        Addr::Static {
+            ip,
+            prefix,
+            gateway,
+        } => {
+            if let Some(gw) = gateway {
+                grt.replace_default_route(*gw)?;
+            }
+            (*ip, *prefix, *gateway)
+        }
+        Addr::Dhcp => {
+            let lease = dhcp::obtain(&g.ns, &p.ifname, mac, g.dns_name.as_deref(), p.timeout)?;
+            grt.add_addr(gl.index, lease.ip, lease.prefix)?;
+            if let Some(r) = lease.router {
+                grt.replace_default_route(r)?;
+            }
+            // Pin the address to this MAC for as long as the port exists: pipework
+            // does not stay behind to renew the lease.
+            d.client
+                .call_value(Req::DhcpReserve {
+                    bridge: br.name.clone(),
+                    mac: mac_string(&mac),
+                    ip: lease.ip.to_string(),
+                    name: register.clone(),
+                })
+                .context("dhcp-reserve the leased address")?;
+            undo.reserved = Some((br.name.clone(), mac_string(&mac)));
+            (lease.ip, lease.prefix, lease.router)
+        }
     };
-    if let Err(e) = d.client.call_value(Req::AddPort(add)) {
-        undo_veth(&d);
-        return Err(e.into());
+    // Best effort: the switch learns the binding from the guest's first packet anyway.
+    if let Err(e) = arp::announce(&g.ns, gl.index, mac, ip) {
+        eprintln!("warning: gratuitous ARP for {ip} not sent: {e:#}");
     }
-    let result = (|| -> Result<()> {
-        let ip = match &p.addr {
-            Addr::Static { .. } => ip_only.clone(),
-            Addr::Dhcp => Some(dhcp(&g, &p.ifname, &key)?),
-        };
-        if let (Some(name), Some(ip)) = (&g.dns_name, &ip) {
-            if p.addr == Addr::Dhcp {
-                // Keep the address for as long as the port exists: a reservation
-                // (removed with the port by `pipework --remove`).
-                d.client.call_value(Req::DhcpReserve {
-                    bridge: br.name.clone(),
-                    mac: mac.clone(),
-                    ip: ip.clone(),
-                    name: Some(name.to_ascii_lowercase()),
-                })?;
-            } else {
-                let name = name.to_ascii_lowercase();
-                if let Err(e) = d.client.call_value(Req::AddHost(AddHost {
-                    bridge: br.name.clone(),
-                    name: name.clone(),
-                    ip: ip.clone(),
-                    source: Some("pipework".into()),
-                })) {
-                    eprintln!("warning: DNS name {name} not registered: {e}");
+    if let (Some(name), Addr::Static { .. }) = (&register, &p.addr) {
+        d.client
+            .call_value(Req::AddHost(AddHost {
+                bridge: br.name.clone(),
+                name: name.clone(),
+                ip: ip.to_string(),
+                source: Some("pipework".into()),
+            }))
+            .with_context(|| format!("add-host {} {name} {ip}", br.name))?;
+        undo.host = Some((br.name.clone(), name.clone()));
+    }
+    Ok(Plumbed {
+        guest: g.key.clone(),
+        ifname: p.ifname.clone(),
+        bridge: br.name.clone(),
+        port: host.to_string(),
+        mac: mac_string(&mac),
+        ip: format!("{ip}/{prefix}"),
+        gateway: gateway.map(|g| g.to_string()),
+        vlan: p.vlan,
+        dhcp: p.addr == Addr::Dhcp,
+        dns_name: register.or_else(|| g.dns_name.clone()),
+    })
+}
+
+pub(crate) fn remove(
+    d: &mut Daemon,
+    bridge: &str,
+    ifname: &str,
+    guest_arg: &str,
+) -> Result<Removed> {
+    let bridges: Vec<BridgeInfo> = d.client.call(Req::ListBr)?;
+    let br = bridges
+        .iter()
+        .find(|b| b.name == bridge)
+        .ok_or_else(|| anyhow!("no such bridge: {bridge}"))?;
+    // The guest may be gone (a stopped container): then match what was recorded.
+    let g = guest::find(guest_arg, None).ok();
+    let key = g.as_ref().map_or(guest_arg, |g| g.key.as_str());
+    let port = br
+        .ports
+        .iter()
+        .find(|p| {
+            id(p, "pipework") == Some("1")
+                && id(p, "ifname") == Some(ifname)
+                && (id(p, "guest") == Some(key)
+                    || id(p, "guest") == Some(guest_arg)
+                    || (guest_arg.len() >= 4
+                        && id(p, "container_id").is_some_and(|c| c.starts_with(guest_arg))))
+        })
+        .cloned()
+        .ok_or_else(|| anyhow!("{key} {ifname} is not plumbed into bridge {bridge}"))?;
+    let guest_key = id(&port, "guest").unwrap_or(key).to_string();
+    let mut errs: Vec<String> = Vec::new();
+    let mut lease_released = None;
+    if id(&port, "dhcp") == Some("1") {
+        lease_released = Some(release_lease(d, br, &port, g.as_ref(), ifname, &mut errs));
+    }
+    let dns_name = id(&port, "dns").map(str::to_string);
+    // A dhcp port's name went with its reservation and lease.
+    if let (Some(name), None) = (&dns_name, lease_released) {
+        if let Err(e) = d.client.call_value(Req::DelHost {
+            bridge: bridge.to_string(),
+            name: name.clone(),
+        }) {
+            errs.push(format!("del-host {bridge} {name}: {e}"));
+        }
+    }
+    if let Err(e) = d.client.call_value(Req::DelPort {
+        bridge: bridge.to_string(),
+        port: port.name.clone(),
+    }) {
+        errs.push(format!("del-port {bridge} {}: {e}", port.name));
+    }
+    if !errs.is_empty() {
+        bail!(
+            "removing {guest_key} {ifname} from {bridge}: {}",
+            errs.join("; ")
+        );
+    }
+    Ok(Removed {
+        guest: guest_key,
+        ifname: ifname.to_string(),
+        bridge: bridge.to_string(),
+        port: port.name,
+        dns_name,
+        lease_released,
+    })
+}
+
+/// Send DHCPRELEASE from the guest (if it is still there), wait (bounded) for the
+/// lease to go, and drop the reservation. Whether the lease is gone.
+fn release_lease(
+    d: &mut Daemon,
+    br: &BridgeInfo,
+    port: &PortInfo,
+    g: Option<&Guest>,
+    ifname: &str,
+    errs: &mut Vec<String>,
+) -> bool {
+    let bridge = br.name.clone();
+    let Some(mac) = id(port, "mac").and_then(parse_mac) else {
+        errs.push(format!(
+            "port {} has no usable mac in external_ids",
+            port.name
+        ));
+        return false;
+    };
+    let mac_s = mac_string(&mac);
+    let leases = |d: &mut Daemon| -> Result<Option<LeaseEntry>> {
+        let v: Vec<LeaseEntry> = d.client.call(Req::DhcpLeases {
+            bridge: bridge.clone(),
+        })?;
+        Ok(v.into_iter().find(|l| l.mac == mac_s))
+    };
+    let server = br
+        .gateway
+        .as_deref()
+        .and_then(|s| s.parse::<Ipv4Addr>().ok());
+    let mut gone = match leases(d) {
+        Ok(l) => l.is_none(),
+        Err(e) => {
+            errs.push(format!("dhcp-leases {bridge}: {e:#}"));
+            false
+        }
+    };
+    if !gone {
+        if let (Some(g), Some(server), Ok(Some(l))) = (g, server, leases(d)) {
+            if let Ok(ip) = l.ip.parse::<Ipv4Addr>() {
+                for _ in 0..3 {
+                    if let Err(e) = dhcp::release(&g.ns, ifname, mac, ip, server) {
+                        eprintln!("warning: DHCPRELEASE not sent: {e:#}");
+                        break;
+                    }
+                    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                    while std::time::Instant::now() < deadline {
+                        if matches!(leases(d), Ok(None)) {
+                            gone = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    if gone {
+                        break;
+                    }
                 }
             }
         }
-        println!(
-            "{key} {} {} on {} (host side {host})",
-            p.ifname,
-            ip.unwrap_or_default(),
-            br.name
+    }
+    match d.client.call_value(Req::DhcpUnreserve {
+        bridge: bridge.clone(),
+        mac: mac_s.clone(),
+    }) {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("no reservation") => {}
+        Err(e) => errs.push(format!("dhcp-unreserve {bridge} {mac_s}: {e}")),
+    }
+    if !gone {
+        eprintln!(
+            "warning: the DHCP lease of {mac_s} on {bridge} could not be released (guest gone?); it expires by itself"
         );
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = d.client.call_value(Req::DelPort {
-            bridge: br.name.clone(),
-            port: host.clone(),
-        });
-        return Err(e);
     }
-    Ok(())
+    gone
 }
 
-/// Get an address from the bridge's DHCP server by a real exchange from inside the
-/// guest's namespace (busybox udhcpc run from the host; nothing needed in the guest).
-fn dhcp(g: &Guest, ifname: &str, hostname: &str) -> Result<String> {
-    let script = std::env::temp_dir().join(format!("pipework-udhcpc-{}.sh", std::process::id()));
-    std::fs::write(&script, "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface; [ -n \"$router\" ] && ip route replace default via $router; echo \"$ip\";; esac\n")?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", g.netns.display()))
-        .args([
-            "--", "busybox", "udhcpc", "-i", ifname, "-n", "-q", "-t", "5", "-T", "1", "-x",
-        ])
-        .arg(format!("hostname:{hostname}"))
-        .arg("-s")
-        .arg(&script)
-        .output()
-        .context("run busybox udhcpc (apt-get install busybox)");
-    let _ = std::fs::remove_file(&script);
-    let out = out?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text
-        .lines()
-        .rev()
-        .find(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
-    {
-        Some(ip) if out.status.success() => Ok(ip.to_string()),
-        _ => bail!("no DHCP lease for {ifname} of {hostname} (pool exhausted or no answer)"),
-    }
-}
-
-fn remove(socket: Option<&Path>, bridge: &str, ifname: &str, guest_arg: &str) -> Result<()> {
-    let mut d = connect(socket)?;
-    let bridges: Vec<BridgeInfo> = d.client.call(Req::ListBr)?;
-    let Some(br) = bridges.iter().find(|b| b.name == bridge) else {
-        bail!("no such bridge: {bridge}");
-    };
-    // The guest may be gone already (stopped container): match on the recorded name.
-    let key = guest::find(guest_arg)
-        .map(|g| guest_key(&g, guest_arg))
-        .unwrap_or_else(|_| guest_arg.to_string());
-    let Some(port) = br.ports.iter().find(|p| {
-        p.external_ids.get("guest") == Some(&key)
-            && p.external_ids.get("ifname").map(String::as_str) == Some(ifname)
-    }) else {
-        bail!("{key} {ifname} is not plumbed into bridge {bridge}");
-    };
-    if port.external_ids.contains_key("dhcp") {
-        if let Some(mac) = port.external_ids.get("mac") {
-            let _ = d.client.call_value(Req::DhcpUnreserve {
-                bridge: bridge.into(),
-                mac: mac.clone(),
-            });
-        }
-    } else if port.external_ids.contains_key("ip") {
-        let _ = d.client.call_value(Req::DelHost {
-            bridge: bridge.into(),
-            name: key.to_ascii_lowercase(),
-        });
-    }
-    d.client.call_value(Req::DelPort {
-        bridge: bridge.into(),
-        port: port.name.clone(),
+/// `pipework --wait`: until IFNAME exists, is up with a carrier, and has an IPv4
+/// address — in the namespace pipework runs in.
+fn wait(ifname: &str, timeout: Duration) -> Result<()> {
+    let mut rt = Rtnl::open()?;
+    let mut seen = false;
+    let ok = rt.wait_link(ifname, timeout, |rt, l| {
+        seen = true;
+        Ok(l.up && l.lower_up && !rt.addrs(l.index)?.is_empty())
     })?;
-    println!("removed {key} {ifname} from {bridge}");
+    if ok {
+        return Ok(());
+    }
+    if seen {
+        bail!(
+            "interface {ifname} is not up with an address after {} s",
+            timeout.as_secs()
+        )
+    }
+    bail!(
+        "interface {ifname} did not appear within {} s",
+        timeout.as_secs()
+    )
+}
+
+/// `pipework route|rule GUEST ARGS...`: the host's `ip` run inside the guest's
+/// namespace (the child inherits the namespace of the thread that spawns it).
+fn ip_in_guest(what: &str, guest_arg: &str, args: &[String]) -> Result<()> {
+    let g = guest::find(guest_arg, None)?;
+    let out = g.ns.run(|| {
+        std::process::Command::new("ip")
+            .arg(what)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("run ip (iproute2)")
+    })?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim().replace('\n', " ");
+        bail!("ip {what} {} in {}: {err}", args.join(" "), g.key);
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge() -> BridgeInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": "br0", "subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "dhcp": null,
+            "isolated": false, "mtu": 1500,
+            "ports": [{"name": "vp1", "bridge": "br0", "type": "system", "tag": null,
+                       "trunks": [], "state": "up", "ifindex": 3, "worker": 0,
+                       "external_ids": {"pipework": "1", "guest": "web", "ifname": "eth1",
+                                        "ip": "10.0.0.5/24", "dns": "web"}}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn static_address_checks() {
+        let b = bridge();
+        let hosts = vec![HostEntry {
+            name: "db".into(),
+            ip: "10.0.0.7".into(),
+            source: "user".into(),
+        }];
+        let lease = LeaseEntry {
+            mac: "02:00:00:00:00:01".into(),
+            ip: "10.0.0.8".into(),
+            hostname: None,
+            expires: 1,
+            remaining: 10,
+            reserved: false,
+        };
+        let chk = |ip: [u8; 4]| {
+            check_static(&b, &hosts, std::slice::from_ref(&lease), Ipv4Addr::from(ip))
+                .map_err(|e| e.to_string())
+        };
+        assert!(chk([10, 0, 0, 9]).is_ok());
+        assert!(chk([10, 1, 0, 9]).unwrap_err().contains("outside subnet"));
+        assert!(chk([10, 0, 0, 255]).unwrap_err().contains("broadcast"));
+        assert!(chk([10, 0, 0, 1]).unwrap_err().contains("gateway"));
+        assert!(chk([10, 0, 0, 5])
+            .unwrap_err()
+            .contains("port vp1, guest web"));
+        assert!(chk([10, 0, 0, 7]).unwrap_err().contains("DNS name db"));
+        assert!(chk([10, 0, 0, 8]).unwrap_err().contains("DHCP lease"));
+    }
+
+    #[test]
+    fn dns_name_ownership() {
+        let b = bridge();
+        let hosts = vec![HostEntry {
+            name: "web".into(),
+            ip: "10.0.0.5".into(),
+            source: "pipework".into(),
+        }];
+        assert_eq!(check_name(&b, &hosts, "web", "web").unwrap(), None);
+        assert!(check_name(&b, &hosts, "web", "other").is_err());
+        assert_eq!(
+            check_name(&b, &hosts, "new", "other").unwrap().as_deref(),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn derived_host_names_fit() {
+        for k in ["a", "a-very-long-container-name-indeed", "pid:1234567"] {
+            let n = format!("vp{:08x}", fnv32(k));
+            assert!(n.len() <= 15);
+        }
+    }
 }

@@ -1,0 +1,25 @@
+//! `del-br`: delete a bridge with its ports.
+
+use super::Ctx;
+use crate::error::Error;
+use vswitch_proto::Command;
+
+/// Delete a bridge and its ports
+#[derive(clap::Args, Debug)]
+pub struct DelBr {
+    /// The bridge
+    #[arg(value_name = "BR")]
+    pub bridge: String,
+}
+
+impl DelBr {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::DelBr {
+            name: self.bridge.clone(),
+        })
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.mutate(self.request()?)
+    }
+}

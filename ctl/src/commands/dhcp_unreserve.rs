@@ -1,0 +1,29 @@
+//! `dhcp-unreserve`: remove a DHCP reservation.
+
+use super::Ctx;
+use crate::error::Error;
+use vswitch_proto::Command;
+
+/// Remove a DHCP reservation
+#[derive(clap::Args, Debug)]
+pub struct DhcpUnreserve {
+    /// The bridge
+    #[arg(value_name = "BR")]
+    pub bridge: String,
+    /// The client's MAC address
+    #[arg(value_name = "MAC")]
+    pub mac: String,
+}
+
+impl DhcpUnreserve {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::DhcpUnreserve {
+            bridge: self.bridge.clone(),
+            mac: self.mac.clone(),
+        })
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.mutate(self.request()?)
+    }
+}

@@ -1,0 +1,56 @@
+//! `list-published`: the published ports (`*` listens on every outside address).
+
+use super::Ctx;
+use crate::error::Error;
+use crate::output::table;
+use vswitch_proto::{Command, PublishedEntry};
+
+/// List published ports
+#[derive(clap::Args, Debug)]
+pub struct ListPublished {}
+
+impl ListPublished {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::ListPublished)
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.query(self.request()?, |p: Vec<PublishedEntry>| render(&p))
+    }
+}
+
+pub fn render(published: &[PublishedEntry]) -> String {
+    let rows: Vec<Vec<String>> = published
+        .iter()
+        .map(|p| {
+            vec![
+                p.proto.clone(),
+                format!("{}:{}", p.ip.as_deref().unwrap_or("*"), p.port),
+                format!("{}:{}", p.target_ip, p.target_port),
+            ]
+        })
+        .collect();
+    table(&["PROTO", "LISTEN", "TARGET"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_address_shows_as_star() {
+        let p = |ip: Option<&str>, port: u16| PublishedEntry {
+            proto: "tcp".into(),
+            ip: ip.map(String::from),
+            port,
+            target_ip: "10.0.0.5".into(),
+            target_port: 80,
+        };
+        assert_eq!(
+            render(&[p(None, 8080), p(Some("198.51.100.2"), 8081)]),
+            "PROTO  LISTEN             TARGET\n\
+             tcp    *:8080             10.0.0.5:80\n\
+             tcp    198.51.100.2:8081  10.0.0.5:80\n"
+        );
+    }
+}

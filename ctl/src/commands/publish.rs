@@ -1,0 +1,34 @@
+//! `publish`: destination NAT from the router's outside address(es) to a container,
+//! like `docker run -p`.
+
+use super::Ctx;
+use crate::error::Error;
+use vswitch_proto::{Command, Publish as Request};
+
+/// Publish a container port on the router's outside address(es) (like docker run -p)
+#[derive(clap::Args, Debug)]
+pub struct Publish {
+    /// tcp or udp
+    #[arg(value_name = "PROTO")]
+    pub proto: String,
+    /// Where to listen: PORT (every outside address) or IP:PORT
+    #[arg(value_name = "[IP:]PORT")]
+    pub listen: String,
+    /// The container's address and port
+    #[arg(value_name = "TARGET_IP:PORT")]
+    pub target: String,
+}
+
+impl Publish {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::Publish(Request {
+            proto: self.proto.clone(),
+            listen: self.listen.clone(),
+            target: self.target.clone(),
+        }))
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.mutate(self.request()?)
+    }
+}

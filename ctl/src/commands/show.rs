@@ -1,0 +1,202 @@
+//! `show`: the whole configuration and the state of every port, as a tree like
+//! `ovs-vsctl show`.
+
+use super::Ctx;
+use crate::error::Error;
+use crate::output::vlan_list;
+use std::fmt::Write as _;
+use vswitch_proto::{BridgeInfo, Command, PortInfo, ShowInfo};
+
+/// Show bridges, ports and their state
+#[derive(clap::Args, Debug)]
+pub struct Show {}
+
+impl Show {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::Show)
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.query(self.request()?, |s: ShowInfo| render(&s))
+    }
+}
+
+/// `Bridge br1 (subnet 10.0.0.0/24, gateway 10.0.0.1, dhcp A-B, isolated, mtu 1500)`:
+/// attributes that are not set are left out; the MTU is always there.
+pub fn bridge_line(b: &BridgeInfo) -> String {
+    let mut attrs = Vec::new();
+    if let Some(s) = &b.subnet {
+        attrs.push(format!("subnet {s}"));
+    }
+    if let Some(g) = &b.gateway {
+        attrs.push(format!("gateway {g}"));
+    }
+    if let Some(d) = &b.dhcp {
+        attrs.push(format!("dhcp {d}"));
+    }
+    if b.isolated {
+        attrs.push("isolated".into());
+    }
+    attrs.push(format!("mtu {}", b.mtu));
+    format!("Bridge {} ({})", b.name, attrs.join(", "))
+}
+
+/// `Port NAME (TYPE, STATE)` then ` tag N`, ` trunks A,B` and, for vxlan ports,
+/// ` vni N remote IP[,IP] [local IP] [dst_port N]` (the port only when not 4789).
+pub fn port_line(p: &PortInfo) -> String {
+    let mut s = format!("Port {} ({}, {})", p.name, p.kind, p.state);
+    if let Some(t) = p.tag {
+        let _ = write!(s, " tag {t}");
+    }
+    if !p.trunks.is_empty() {
+        let _ = write!(s, " trunks {}", vlan_list(&p.trunks));
+    }
+    if let Some(v) = &p.vxlan {
+        let _ = write!(s, " vni {} remote {}", v.vni, v.remote_ip.join(","));
+        if let Some(l) = &v.local_ip {
+            let _ = write!(s, " local {l}");
+        }
+        if v.dst_port != 4789 {
+            let _ = write!(s, " dst_port {}", v.dst_port);
+        }
+    }
+    s
+}
+
+pub fn render(s: &ShowInfo) -> String {
+    let mut out = format!(
+        "vswitchd {} ({} workers, db {})\n",
+        s.version, s.workers, s.db
+    );
+    for b in &s.bridges {
+        let _ = writeln!(out, "    {}", bridge_line(b));
+        for p in &b.ports {
+            let _ = writeln!(out, "        {}", port_line(p));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use vswitch_proto::{PortKind, VxlanInfo};
+
+    /// A bridge with no addresses and no ports.
+    pub fn bridge(name: &str) -> BridgeInfo {
+        BridgeInfo {
+            name: name.into(),
+            subnet: None,
+            gateway: None,
+            dhcp: None,
+            isolated: false,
+            mtu: 1500,
+            ports: vec![],
+            fdb_entries: 0,
+            fdb_capacity: 8192,
+            fdb_evictions: 0,
+        }
+    }
+
+    /// An attached port of `kind` on `bridge`, neither access nor restricted trunk.
+    pub fn port(bridge: &str, name: &str, kind: PortKind) -> PortInfo {
+        PortInfo {
+            name: name.into(),
+            bridge: bridge.into(),
+            kind,
+            tag: None,
+            trunks: vec![],
+            state: "up".into(),
+            ifindex: Some(3),
+            worker: Some(0),
+            owned: false,
+            external_ids: Default::default(),
+            vxlan: None,
+        }
+    }
+
+    fn info(bridges: Vec<BridgeInfo>) -> ShowInfo {
+        ShowInfo {
+            version: "0.1.0".into(),
+            workers: 2,
+            db: "/var/lib/vswitch/conf.db".into(),
+            bridges,
+            ct_entries: 0,
+            ct_capacity: 32768,
+            ct_evictions: 0,
+        }
+    }
+
+    #[test]
+    fn tree_of_bridges_and_ports() {
+        let mut br1 = bridge("br1");
+        br1.subnet = Some("10.0.0.0/24".into());
+        br1.gateway = Some("10.0.0.1".into());
+        let mut tap0 = port("br1", "tap0", PortKind::Tap);
+        tap0.tag = Some(10);
+        let mut trunk0 = port("br1", "trunk0", PortKind::System);
+        trunk0.trunks = vec![10, 20];
+        br1.ports = vec![port("br1", "veth1", PortKind::System), tap0, trunk0];
+        assert_eq!(
+            render(&info(vec![br1])),
+            "vswitchd 0.1.0 (2 workers, db /var/lib/vswitch/conf.db)\n\
+             \x20   Bridge br1 (subnet 10.0.0.0/24, gateway 10.0.0.1, mtu 1500)\n\
+             \x20       Port veth1 (system, up)\n\
+             \x20       Port tap0 (tap, up) tag 10\n\
+             \x20       Port trunk0 (system, up) trunks 10,20\n"
+        );
+    }
+
+    #[test]
+    fn every_bridge_attribute_and_a_port_in_error() {
+        let mut b = bridge("iso");
+        b.subnet = Some("10.1.0.0/24".into());
+        b.gateway = Some("10.1.0.1".into());
+        b.dhcp = Some("10.1.0.100-10.1.0.199".into());
+        b.isolated = true;
+        b.mtu = 1450;
+        let mut gone = port("iso", "v9", PortKind::System);
+        gone.state = "error: no such device: v9".into();
+        b.ports = vec![gone];
+        assert_eq!(
+            render(&info(vec![b, bridge("empty")])),
+            "vswitchd 0.1.0 (2 workers, db /var/lib/vswitch/conf.db)\n\
+             \x20   Bridge iso (subnet 10.1.0.0/24, gateway 10.1.0.1, dhcp 10.1.0.100-10.1.0.199, isolated, mtu 1450)\n\
+             \x20       Port v9 (system, error: no such device: v9)\n\
+             \x20   Bridge empty (mtu 1500)\n"
+        );
+    }
+
+    #[test]
+    fn vxlan_port() {
+        let mut p = port("br0", "vx0", PortKind::Vxlan);
+        p.vxlan = Some(VxlanInfo {
+            remote_ip: vec!["192.0.2.2".into(), "192.0.2.3".into()],
+            vni: 42,
+            local_ip: None,
+            dst_port: 4789,
+        });
+        assert_eq!(
+            port_line(&p),
+            "Port vx0 (vxlan, up) vni 42 remote 192.0.2.2,192.0.2.3"
+        );
+        p.vxlan = Some(VxlanInfo {
+            remote_ip: vec!["192.0.2.2".into()],
+            vni: 7,
+            local_ip: Some("192.0.2.1".into()),
+            dst_port: 4790,
+        });
+        assert_eq!(
+            port_line(&p),
+            "Port vx0 (vxlan, up) vni 7 remote 192.0.2.2 local 192.0.2.1 dst_port 4790"
+        );
+    }
+
+    #[test]
+    fn no_bridges() {
+        assert_eq!(
+            render(&info(vec![])),
+            "vswitchd 0.1.0 (2 workers, db /var/lib/vswitch/conf.db)\n"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! `unpublish`: remove a published port.
+
+use super::Ctx;
+use crate::error::Error;
+use vswitch_proto::Command;
+
+/// Remove a published port
+#[derive(clap::Args, Debug)]
+pub struct Unpublish {
+    /// tcp or udp
+    #[arg(value_name = "PROTO")]
+    pub proto: String,
+    /// As given to publish: PORT or IP:PORT
+    #[arg(value_name = "[IP:]PORT")]
+    pub listen: String,
+}
+
+impl Unpublish {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::Unpublish {
+            proto: self.proto.clone(),
+            listen: self.listen.clone(),
+        })
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.mutate(self.request()?)
+    }
+}
