@@ -102,7 +102,7 @@ impl Docker {
         }
         std::fs::copy(find_busybox()?, root.join("bin/busybox"))?;
         for a in [
-            "sh", "sleep", "ip", "ping", "nslookup", "cat", "echo", "ifconfig", "udhcpc",
+            "sh", "sleep", "ip", "ping", "nslookup", "cat", "echo", "ifconfig", "udhcpc", "true",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
         }

@@ -102,9 +102,12 @@ fn replumb(d: &mut Daemon, cid: &str, only_missing: bool) -> Result<usize> {
         }
         let p = recorded_plumb(&br, &port)?;
         let short = &cid[..cid.len().min(12)];
-        // The old pair died with the old namespace; drop the port, lease and name.
-        if let Err(e) = plumb::remove(d, &br.name, &p.ifname, cid) {
-            eprintln!("warning: container {short}: {e:#}");
+        // The old pair died with the old namespace: drop the port, its name and its
+        // reservation. The lease itself stays, so the same MAC gets the same address.
+        for req in stale(&br.name, &port) {
+            if let Err(e) = d.client.call_value(req) {
+                eprintln!("warning: container {short}: {e}");
+            }
         }
         match plumb::plumb(d, &p) {
             Ok(r) => {
@@ -116,6 +119,31 @@ fn replumb(d: &mut Daemon, cid: &str, only_missing: bool) -> Result<usize> {
     }
     let _ = std::io::stdout().flush();
     Ok(done)
+}
+
+/// The requests that forget a dead port: its DNS name (static) or reservation (dhcp),
+/// then the port.
+fn stale(bridge: &str, p: &PortInfo) -> Vec<Req> {
+    let mut out = Vec::new();
+    let id = |k: &str| p.external_ids.get(k).cloned();
+    if id("dhcp").as_deref() == Some("1") {
+        if let Some(mac) = id("mac") {
+            out.push(Req::DhcpUnreserve {
+                bridge: bridge.to_string(),
+                mac,
+            });
+        }
+    } else if let Some(name) = id("dns") {
+        out.push(Req::DelHost {
+            bridge: bridge.to_string(),
+            name,
+        });
+    }
+    out.push(Req::DelPort {
+        bridge: bridge.to_string(),
+        port: p.name.clone(),
+    });
+    out
 }
 
 /// Is container `cid` running? (Errors count as not running.)

@@ -510,17 +510,18 @@ pub struct PortStats {
 /// Errors of the blocking client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("vswitchd is not running (cannot connect to {path}: {source}); start it with `vswitchd --socket {path} &`")]
+    // `reason`, not `source`: the message already says it, and `{:#}` would repeat it.
+    #[error("vswitchd is not running (cannot connect to {path}: {reason}); start it with `vswitchd --socket {path} &`")]
     NotRunning {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("permission denied on {path}: the control socket is root-only")]
     PermissionDenied { path: String },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {reason}")]
     Io {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("vswitchd closed the connection without a reply")]
     Closed,
@@ -549,19 +550,19 @@ impl Client {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NotRunning {
                     path: shown.clone(),
-                    source: e,
+                    reason: e,
                 }
             }
             _ => ClientError::Io {
                 path: shown.clone(),
-                source: e,
+                reason: e,
             },
         })?;
         // A wedged daemon must not hang scripts forever.
         let timeout = Some(Duration::from_secs(60));
         let io = |e| ClientError::Io {
             path: shown.clone(),
-            source: e,
+            reason: e,
         };
         stream.set_read_timeout(timeout).map_err(io)?;
         stream.set_write_timeout(timeout).map_err(io)?;
@@ -580,7 +581,7 @@ impl Client {
         line.push('\n');
         let io = |e| ClientError::Io {
             path: self.path.clone(),
-            source: e,
+            reason: e,
         };
         self.writer.write_all(line.as_bytes()).map_err(io)?;
         let mut reply = String::new();
@@ -589,7 +590,7 @@ impl Client {
             .read_line(&mut reply)
             .map_err(|e| ClientError::Io {
                 path: self.path.clone(),
-                source: e,
+                reason: e,
             })?;
         if n == 0 {
             return Err(ClientError::Closed);
