@@ -23,6 +23,10 @@ fn main() -> std::process::ExitCode {
             errors_are_one_line_and_change_nothing,
         ),
         ("wait_for_the_interface", wait_for_the_interface),
+        (
+            "failure_half_way_rolls_everything_back",
+            failure_half_way_rolls_everything_back,
+        ),
     ])
 }
 
@@ -279,5 +283,45 @@ fn wait_for_the_interface() -> Result<()> {
         "g1",
         &format!("{} --wait -i eth1 --timeout 10", pw.display()),
     )?;
+    Ok(())
+}
+
+/// A DHCP exchange that fails after the veth pair and the port exist (the one-address
+/// pool is taken): the error names the cause, and neither namespace keeps a veth end,
+/// the bridge keeps no port, the config is as before.
+fn failure_half_way_rolls_everything_back() -> Result<()> {
+    let lab = lab_with(
+        &["first", "second"],
+        &[
+            "add-br",
+            "br0",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+            "--dhcp",
+            "10.0.0.100-10.0.0.100",
+        ],
+    )?;
+    pipework_ok(&lab, &["br0", &lab.ns("first"), "dhcp"])?;
+    let before = lab.config_snapshot()?;
+    let sw_links = lab.sh("sw", "ip -o link | wc -l")?;
+    let o = pipework(&lab, &["--timeout", "3", "br0", &lab.ns("second"), "dhcp"])?;
+    ensure!(!o.ok, "second dhcp guest got an address from a full pool");
+    ensure!(
+        o.stderr.lines().count() == 1 && o.stderr.contains("DHCP"),
+        "{:?}",
+        o.stderr
+    );
+    let links = lab.sh("second", "ip -o link")?;
+    ensure!(!links.contains("eth1"), "eth1 left in the guest: {links}");
+    ensure!(
+        lab.sh("sw", "ip -o link | wc -l")? == sw_links,
+        "a veth end was left in vswitchd's namespace: {}",
+        lab.sh("sw", "ip -o link")?
+    );
+    ensure!(lab.config_snapshot()? == before, "config changed");
+    let ports = lab.ctl_json(&["list-ports", "br0"])?;
+    ensure!(ports.as_array().map(Vec::len) == Some(1), "{ports}");
     Ok(())
 }
