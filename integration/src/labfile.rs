@@ -22,8 +22,26 @@
 //! bridge = "br0"
 //! ip = "10.0.0.11/24"                 # or "dhcp"
 //! gateway = "10.0.0.254"              # optional default route
-//! run = "python3 -m http.server 80"   # optional, started in the background
+//! run = "python3 -m http.server 80"   # optional, started in the background with
+//!                                     # $VSWITCH_LAB_DIR and $VSWITCH_CONTAINER set
+//! networks = [                        # optional: more interfaces (eth1, eth2, ...)
+//!   { bridge = "backend", ip = "10.2.0.11/24" },
+//! ]
+//!
+//! [[masquerade]]                      # optional: as `vswitchctl masquerade BR --out OUT`
+//! host = "h1"
+//! bridge = "br0"
+//! out = "wan"
+//!
+//! [[publish]]                         # optional: as `vswitchctl publish PROTO PORT TARGET`
+//! host = "h1"
+//! proto = "tcp"
+//! port = "8080"                       # or "IP:PORT"
+//! target = "10.0.0.11:80"
 //! ```
+//!
+//! Containers are plumbed with `pipework` (eth0 on `bridge`, then eth1... on
+//! `networks`), so each is registered in its bridges' DNS under its own name.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -40,6 +58,36 @@ pub struct LabFile {
     pub bridges: Vec<BridgeSpec>,
     #[serde(default, rename = "container")]
     pub containers: Vec<ContainerSpec>,
+    #[serde(default)]
+    pub masquerade: Vec<MasqueradeSpec>,
+    #[serde(default)]
+    pub publish: Vec<PublishSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasqueradeSpec {
+    pub host: String,
+    pub bridge: String,
+    pub out: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub host: String,
+    pub proto: String,
+    pub port: String,
+    pub target: String,
+}
+
+/// One more interface of a container.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    pub bridge: String,
+    pub ip: String,
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +118,29 @@ pub struct ContainerSpec {
     pub ip: String,
     pub gateway: Option<String>,
     pub run: Option<String>,
+    #[serde(default)]
+    pub networks: Vec<NetSpec>,
+}
+
+impl ContainerSpec {
+    /// (interface, bridge, ip, gateway) of every interface: eth0 first.
+    pub fn interfaces(&self) -> Vec<(String, &str, &str, Option<&str>)> {
+        let mut v = vec![(
+            "eth0".to_string(),
+            self.bridge.as_str(),
+            self.ip.as_str(),
+            self.gateway.as_deref(),
+        )];
+        for (i, n) in self.networks.iter().enumerate() {
+            v.push((
+                format!("eth{}", i + 1),
+                n.bridge.as_str(),
+                n.ip.as_str(),
+                n.gateway.as_deref(),
+            ));
+        }
+        v
+    }
 }
 
 fn short_name(n: &str, what: &str, max: usize) -> Result<()> {
@@ -143,14 +214,42 @@ impl LabFile {
             if !seen.contains(&c.host) {
                 bail!("container {}: no such host {}", c.name, c.host);
             }
-            if !bridges.contains(&c.bridge) {
-                bail!("container {}: no such bridge {}", c.name, c.bridge);
+            let ifs = c.interfaces();
+            if ifs.len() > 8 {
+                bail!("container {}: at most 7 extra networks", c.name);
             }
-            if c.ip != "dhcp" && !c.ip.contains('/') {
-                bail!(
-                    "container {}: ip must be ADDRESS/PREFIX or \"dhcp\"",
-                    c.name
-                );
+            let mut on = HashSet::new();
+            for (_, bridge, ip, _) in ifs {
+                if !bridges.contains(bridge) {
+                    bail!("container {}: no such bridge {bridge}", c.name);
+                }
+                if !on.insert(bridge) {
+                    bail!("container {}: bridge {bridge} given twice", c.name);
+                }
+                if ip != "dhcp" && !ip.contains('/') {
+                    bail!(
+                        "container {}: ip must be ADDRESS/PREFIX or \"dhcp\", not {ip:?}",
+                        c.name
+                    );
+                }
+            }
+        }
+        for m in &self.masquerade {
+            if !seen.contains(&m.host) {
+                bail!("masquerade: no such host {}", m.host);
+            }
+            for b in [&m.bridge, &m.out] {
+                if !bridges.contains(b) {
+                    bail!("masquerade: no such bridge {b}");
+                }
+            }
+        }
+        for p in &self.publish {
+            if !seen.contains(&p.host) {
+                bail!("publish: no such host {}", p.host);
+            }
+            if p.proto != "tcp" && p.proto != "udp" {
+                bail!("publish: proto must be tcp or udp, not {:?}", p.proto);
             }
         }
         Ok(())
@@ -175,14 +274,20 @@ impl LabFile {
                 ));
             }
             for c in self.containers.iter().filter(|c| c.host == h.name) {
+                let ifs = c.interfaces();
+                let addrs: Vec<&str> = ifs.iter().map(|i| i.2).collect();
                 s.push_str(&format!(
                     "    \"{}\" [label=\"{}\\n{}\"];\n",
-                    c.name, c.name, c.ip
+                    c.name,
+                    c.name,
+                    addrs.join("\\n")
                 ));
-                s.push_str(&format!(
-                    "    \"{}\" -- \"{}/{}\";\n",
-                    c.name, h.name, c.bridge
-                ));
+                for (ifname, bridge, _, _) in &ifs {
+                    s.push_str(&format!(
+                        "    \"{}\" -- \"{}/{bridge}\" [label=\"{ifname}\"];\n",
+                        c.name, h.name
+                    ));
+                }
             }
             s.push_str("  }\n");
         }

@@ -4,8 +4,8 @@
 //!
 //! Layout: namespace `vl-LAB-ul` holds the underlay (a kernel bridge joining every
 //! host at 192.0.2.0/24, MTU 1600 so VXLAN fits 1500-byte frames); `vl-LAB-HOST` runs
-//! that host's vswitchd; `vl-LAB-CTR` is a container, linked by a veth (`c-CTR` on the
-//! host side, `eth0` inside). Bridges with a `vni` get a vxlan port towards every
+//! that host's vswitchd; `vl-LAB-CTR` is a container, plumbed with `pipework` (`eth0`
+//! on its bridge, `eth1`... on its extra networks; DNS names registered). Bridges with a `vni` get a vxlan port towards every
 //! other host (UDP port 4789 for the first such bridge, 4790 for the next, ...).
 
 use crate::labfile::LabFile;
@@ -72,12 +72,19 @@ impl Builder {
         Ok(())
     }
 
-    fn spawn(&mut self, ns: &str, program: &[&str], log: &str) -> Result<u32> {
+    fn spawn(
+        &mut self,
+        ns: &str,
+        program: &[&str],
+        log: &str,
+        envs: &[(&str, String)],
+    ) -> Result<u32> {
         let f = std::fs::File::create(self.dir.join(log))?;
         // A process group of its own, so `down` ends the command and its children.
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .args(program)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
@@ -169,6 +176,7 @@ pub fn up(lab: &LabFile) -> Result<()> {
             &ns,
             &[&vs, "--socket", &sock_s, "--db", &db_s],
             &format!("{}.log", h.name),
+            &[],
         )?;
         let ready = wait_until(Duration::from_secs(10), || {
             b.ctl(&h.name, &["version"]).is_ok()
@@ -240,9 +248,9 @@ pub fn up(lab: &LabFile) -> Result<()> {
             }
         }
     }
+    let pipework = bin("pipework")?;
     for c in &lab.containers {
         let ns = ns_name(lab, &c.name);
-        let hns = ns_name(lab, &c.host);
         let br = lab
             .bridges
             .iter()
@@ -250,52 +258,49 @@ pub fn up(lab: &LabFile) -> Result<()> {
             .context("bridge")?;
         let dns = br.gateway.clone().unwrap_or_else(|| "127.0.0.1".into());
         b.add_ns(&ns, &dns)?;
-        let side = format!("c-{}", c.name);
-        ip(&[
-            "link", "add", "name", &side, "netns", &hns, "type", "veth", "peer", "name", "eth0",
-            "netns", &ns,
-        ])?;
-        b.ctl(&c.host, &["add-port", &c.bridge, &side])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        if c.ip == "dhcp" {
-            let script = b.dir.join("udhcpc.sh");
-            std::fs::write(&script, "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface; [ -n \"$router\" ] && ip route replace default via $router;; esac\n")?;
-            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            run_ok(
-                Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &ns,
-                        "busybox",
-                        "udhcpc",
-                        "-i",
-                        "eth0",
-                        "-n",
-                        "-q",
-                        "-t",
-                        "5",
-                        "-T",
-                        "1",
-                        "-x",
-                        &format!("hostname:{}", c.name),
-                        "-s",
-                    ])
-                    .arg(&script),
-            )
-            .with_context(|| format!("container {}: DHCP", c.name))?;
-        } else {
-            ip(&["-n", &ns, "addr", "add", &c.ip, "dev", "eth0"])?;
-            if let Some(addr) = c.ip.split('/').next() {
-                let _ = b.ctl(&c.host, &["add-host", &c.bridge, &c.name, addr]);
+        let sock = dir.join(format!("{}.sock", c.host));
+        for (ifname, bridge, addr, gw) in c.interfaces() {
+            let addr = match gw {
+                Some(g) if addr != "dhcp" => format!("{addr}@{g}"),
+                _ => addr.to_string(),
+            };
+            let out = Command::new(&pipework)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["-i", &ifname, "--name", &c.name, bridge, &ns, &addr])
+                .stdin(Stdio::null())
+                .output()
+                .context("run pipework")?;
+            if !out.status.success() {
+                bail!(
+                    "container {}: pipework {bridge} -i {ifname} {addr}: {}",
+                    c.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            // A dhcp interface's gateway from the file wins over the lease's router.
+            if let (Some(g), "dhcp") = (gw, addr.as_str()) {
+                ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
             }
         }
-        if let Some(g) = &c.gateway {
-            ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
-        }
         if let Some(cmd) = &c.run {
-            b.spawn(&ns, &["sh", "-c", cmd], &format!("{}.run.log", c.name))?;
+            let envs = [
+                ("VSWITCH_LAB_DIR", dir.display().to_string()),
+                ("VSWITCH_CONTAINER", c.name.clone()),
+            ];
+            b.spawn(
+                &ns,
+                &["sh", "-c", cmd],
+                &format!("{}.run.log", c.name),
+                &envs,
+            )?;
         }
+    }
+    for m in &lab.masquerade {
+        b.ctl(&m.host, &["masquerade", &m.bridge, "--out", &m.out])?;
+    }
+    for p in &lab.publish {
+        b.ctl(&p.host, &["publish", &p.proto, &p.port, &p.target])?;
     }
     b.state.complete = true;
     b.save()?;
@@ -313,15 +318,17 @@ pub fn status_table(lab: &LabFile) -> Result<String> {
     )];
     for c in &lab.containers {
         let ns = ns_name(lab, &c.name);
-        let addr = ip(&["-n", &ns, "-j", "-4", "addr", "show", "dev", "eth0"])
-            .ok()
-            .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
-            .and_then(|v| {
-                let a = &v[0]["addr_info"][0];
-                Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"]))
-            })
-            .unwrap_or_else(|| "-".into());
-        rows.push((c.name.clone(), c.host.clone(), c.bridge.clone(), addr));
+        for (ifname, bridge, _, _) in c.interfaces() {
+            let addr = ip(&["-n", &ns, "-j", "-4", "addr", "show", "dev", &ifname])
+                .ok()
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                .and_then(|v| {
+                    let a = &v[0]["addr_info"][0];
+                    Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"]))
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push((c.name.clone(), c.host.clone(), bridge.to_string(), addr));
+        }
     }
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);

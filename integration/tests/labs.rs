@@ -9,6 +9,14 @@ fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
         ("three_hosts_vxlan_mesh_lab", three_hosts_vxlan_mesh_lab),
         ("mynet_lab_names_dhcp_routing", mynet_lab_names_dhcp_routing),
+        (
+            "publish_lab_masquerade_published_port_hairpin",
+            publish_lab_masquerade_published_port_hairpin,
+        ),
+        (
+            "redis_cluster_lab_survives_a_master",
+            redis_cluster_lab_survives_a_master,
+        ),
     ])
 }
 
@@ -40,6 +48,12 @@ fn ns_exec(ns: &str, cmd: &str) -> Result<String> {
 fn namespaces(prefix: &str) -> Result<usize> {
     let out = run_ok(Command::new("ip").args(["netns", "list"]))?;
     Ok(out.lines().filter(|l| l.starts_with(prefix)).count())
+}
+
+fn summary_has(up: &std::process::Output, row: &str) -> bool {
+    String::from_utf8_lossy(&up.stdout)
+        .lines()
+        .any(|l| l.trim_end() == row)
 }
 
 fn three_hosts_vxlan_mesh_lab() -> Result<()> {
@@ -104,6 +118,22 @@ fn mynet_lab_names_dhcp_routing() -> Result<()> {
     });
     ensure!(code, "the client could not fetch http://web/");
     ns_exec("vl-mynet-db", "ping -c 1 -W 2 10.1.0.10")?;
+    // app is on both networks: named on both bridges, reaches db without the router.
+    let dig = ns_exec("vl-mynet-db", "dig +short +time=2 @10.2.0.1 app")?;
+    ensure!(dig.trim() == "10.2.0.20", "app on backend: {dig}");
+    let dig = ns_exec("vl-mynet-client", "dig +short +time=2 @10.1.0.1 app")?;
+    ensure!(dig.trim() == "10.1.0.20", "app on mynet: {dig}");
+    ns_exec("vl-mynet-app", "ping -c 1 -W 2 10.2.0.10")?;
+    let route = ns_exec("vl-mynet-app", "ip route get 10.2.0.10")?;
+    ensure!(
+        route.contains("dev eth1") && !route.contains("via"),
+        "{route}"
+    );
+    ensure!(
+        summary_has(&up, "app        h1    backend  10.2.0.20/24"),
+        "{}",
+        String::from_utf8_lossy(&up.stdout)
+    );
     let dot = run_ok(Command::new(bin("vswitch-lab")?).arg("graph").arg(&f))?;
     ensure!(dot.starts_with("graph \"mynet\""), "{dot}");
     let server = run_ok(Command::new("ps").args(["-eo", "pid,args"]))?;
@@ -126,5 +156,126 @@ fn mynet_lab_names_dhcp_routing() -> Result<()> {
             .unwrap_or(false)
     });
     ensure!(gone, "the web server outlived `vswitch-lab down`");
+    Ok(())
+}
+
+fn curl(ns: &str, url: &str) -> String {
+    ns_exec(ns, &format!("curl -s -m 3 {url}")).unwrap_or_default()
+}
+
+fn publish_lab_masquerade_published_port_hairpin() -> Result<()> {
+    let f = lab_file("publish.toml");
+    let _guard = Down(f.clone());
+    let up = lab(&["up"], &f)?;
+    ensure!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // Masquerade: the outside server answers, and its log shows the router's address.
+    let ok = wait_until(std::time::Duration::from_secs(10), || {
+        curl("vl-pub-client", "http://198.51.100.10/").contains("Directory listing")
+    });
+    ensure!(ok, "client cannot fetch from the outside server");
+    let log = std::fs::read_to_string("/run/vswitch-lab/pub/outside.run.log")?;
+    ensure!(
+        log.contains("198.51.100.2 - - ") && !log.contains("10.1.0.20"),
+        "{log}"
+    );
+    // Published port, from outside and by hairpin from a container on the bridge.
+    let ok = wait_until(std::time::Duration::from_secs(10), || {
+        curl("vl-pub-outside", "http://198.51.100.2:8080/").trim() == "hello from web"
+    });
+    ensure!(
+        ok,
+        "the published port does not serve web's page to the outside"
+    );
+    let hp = curl("vl-pub-client", "http://198.51.100.2:8080/");
+    ensure!(hp.trim() == "hello from web", "hairpin: {hp:?}");
+    // Without NAT the outside cannot reach the containers at all.
+    ensure!(
+        curl("vl-pub-outside", "http://10.1.0.10/").is_empty(),
+        "the outside reached a container directly"
+    );
+    ensure!(lab(&["down"], &f)?.status.success());
+    ensure!(namespaces("vl-pub-")? == 0);
+    Ok(())
+}
+
+/// Six redis-server nodes (cluster mode) on two hosts joined by VXLAN: create the
+/// cluster with one replica per master, set a key, stop the master that holds it, and
+/// read the key from the promoted replica.
+fn redis_cluster_lab_survives_a_master() -> Result<()> {
+    let f = lab_file("redis.toml");
+    let _guard = Down(f.clone());
+    let up = lab(&["up"], &f)?;
+    ensure!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let ips: Vec<String> = (11..=16).map(|n| format!("10.38.0.{n}")).collect();
+    let cli = |from: usize, args: &str| {
+        ns_exec(
+            &format!("vl-redis-r{}", from + 1),
+            &format!("timeout 20 redis-cli {args}"),
+        )
+    };
+    for (i, ip) in ips.iter().enumerate() {
+        let ok = wait_until(std::time::Duration::from_secs(15), || {
+            cli(i, &format!("-h {ip} ping")).is_ok_and(|o| o.trim() == "PONG")
+        });
+        ensure!(ok, "redis on {ip} does not answer");
+    }
+    let nodes: Vec<String> = ips.iter().map(|ip| format!("{ip}:6379")).collect();
+    cli(
+        0,
+        &format!(
+            "--cluster create {} --cluster-replicas 1 --cluster-yes",
+            nodes.join(" ")
+        ),
+    )?;
+    let ok = wait_until(std::time::Duration::from_secs(30), || {
+        ips.iter().enumerate().all(|(i, ip)| {
+            cli(i, &format!("-h {ip} cluster info")).is_ok_and(|o| o.contains("cluster_state:ok"))
+        })
+    });
+    ensure!(ok, "the cluster did not reach cluster_state:ok");
+    let set = cli(5, "-c -h 10.38.0.16 set lab-key lab-value")?;
+    ensure!(set.trim() == "OK", "set: {set}");
+    // The master of the key's slot, from CLUSTER NODES (id ip:port@bus flags ...).
+    let slot: u32 = cli(0, "-h 10.38.0.11 cluster keyslot lab-key")?
+        .trim()
+        .parse()?;
+    let table = cli(0, "-h 10.38.0.11 cluster nodes")?;
+    let master = table
+        .lines()
+        .find(|l| {
+            l.contains("master")
+                && l.split_whitespace().skip(8).any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                })
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|a| a.split(':').next())
+        .map(str::to_string);
+    let Some(master) = master else {
+        anyhow::bail!("no master for slot {slot} in:\n{table}");
+    };
+    let mi = ips.iter().position(|ip| *ip == master).unwrap_or(0);
+    let other = (mi + 3) % 6;
+    let _ = cli(mi, &format!("-h {master} shutdown nosave"));
+    let ok = wait_until(std::time::Duration::from_secs(30), || {
+        cli(other, &format!("-c -h {} get lab-key", ips[other]))
+            .is_ok_and(|o| o.trim() == "lab-value")
+    });
+    ensure!(
+        ok,
+        "lab-key is gone after its master {master} stopped:\n{}",
+        cli(other, &format!("-h {} cluster nodes", ips[other])).unwrap_or_default()
+    );
+    ensure!(lab(&["down"], &f)?.status.success());
+    ensure!(namespaces("vl-redis-")? == 0);
     Ok(())
 }
