@@ -160,19 +160,24 @@ impl LabFile {
     pub fn load(path: &Path) -> Result<LabFile> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let mut lab: LabFile = toml::from_str(&text).map_err(|e| {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        LabFile::parse(&text, &path.display().to_string(), stem)
+    }
+
+    /// Parse and validate lab-file text; `origin` names it in errors, `default_name`
+    /// is the lab's name when the text gives none.
+    pub fn parse(text: &str, origin: &str, default_name: Option<String>) -> Result<LabFile> {
+        let mut lab: LabFile = toml::from_str(text).map_err(|e| {
             let msg = e.to_string().replace('\n', " ");
             anyhow::anyhow!(
-                "{}: {}",
-                path.display(),
+                "{origin}: {}",
                 msg.split_whitespace().collect::<Vec<_>>().join(" ")
             )
         })?;
         if lab.name.is_none() {
-            lab.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            lab.name = default_name;
         }
-        lab.validate()
-            .with_context(|| format!("{}", path.display()))?;
+        lab.validate().with_context(|| origin.to_string())?;
         Ok(lab)
     }
 

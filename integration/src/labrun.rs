@@ -296,6 +296,25 @@ pub fn up(lab: &LabFile) -> Result<()> {
             )?;
         }
     }
+    // Names across hosts: a bridge stretched by VXLAN is one network, so every host's
+    // DNS on it knows the statically addressed containers of the other hosts too.
+    for c in &lab.containers {
+        for (_, bridge, addr, _) in c.interfaces() {
+            let stretched = lab
+                .bridges
+                .iter()
+                .any(|x| x.name == bridge && x.vni.is_some());
+            let Some((ip_only, _)) = addr.split_once('/') else {
+                continue;
+            };
+            if !stretched || lab.hosts.len() < 2 {
+                continue;
+            }
+            for h in lab.hosts.iter().filter(|h| h.name != c.host) {
+                b.ctl(&h.name, &["add-host", bridge, &c.name, ip_only])?;
+            }
+        }
+    }
     for m in &lab.masquerade {
         b.ctl(&m.host, &["masquerade", &m.bridge, "--out", &m.out])?;
     }

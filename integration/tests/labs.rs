@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
             "redis_cluster_lab_survives_a_master",
             redis_cluster_lab_survives_a_master,
         ),
+        (
+            "readme_demo_runs_and_cleans_up",
+            readme_demo_runs_and_cleans_up,
+        ),
     ])
 }
 
@@ -277,5 +281,29 @@ fn redis_cluster_lab_survives_a_master() -> Result<()> {
     );
     ensure!(lab(&["down"], &f)?.status.success());
     ensure!(namespaces("vl-redis-")? == 0);
+    Ok(())
+}
+
+/// The README's run command: both parts of the demo ping for real and leave nothing.
+fn readme_demo_runs_and_cleans_up() -> Result<()> {
+    let o = run(Command::new(bin("vswitch-lab")?).arg("demo"))?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        o.status.success(),
+        "demo failed: {}\n{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Part one: 4 pings; part two: across the tunnel and across routed subnets.
+    ensure!(
+        out.matches("3 received, 0% packet loss").count() == 6,
+        "{out}"
+    );
+    ensure!(
+        out.contains("[client]$ dig +short @10.0.0.1 web\n  10.0.0.11"),
+        "{out}"
+    );
+    ensure!(out.contains("vx-overlay@192.0.2.2"), "{out}");
+    ensure!(out.contains("lab demo is down"), "{out}");
+    ensure!(namespaces("vl-demo-")? == 0, "demo namespaces left behind");
     Ok(())
 }
