@@ -46,6 +46,7 @@ pub fn bridge(n: usize, fdb_cap: usize) -> Snapshot {
                 dev: Arc::new(NullPort),
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
+                lock: None,
             })
         })
         .collect();

@@ -1,6 +1,6 @@
 //! pipework against vswitchd with named network namespaces as guests.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::process::Command;
 use vswitch_integration::{bin, run, Lab};
 
@@ -26,6 +26,10 @@ fn main() -> std::process::ExitCode {
         (
             "failure_half_way_rolls_everything_back",
             failure_half_way_rolls_everything_back,
+        ),
+        (
+            "lock_drops_mac_and_ip_spoofing",
+            lock_drops_mac_and_ip_spoofing,
         ),
     ])
 }
@@ -323,5 +327,80 @@ fn failure_half_way_rolls_everything_back() -> Result<()> {
     ensure!(lab.config_snapshot()? == before, "config changed");
     let ports = lab.ctl_json(&["list-ports", "br0"])?;
     ensure!(ports.as_array().map(Vec::len) == Some(1), "{ports}");
+    Ok(())
+}
+
+/// `pipework --lock`: the guest keeps working from its own MAC and address; frames from
+/// another source address or another MAC are dropped and counted; unlocked guests are
+/// unaffected.
+fn lock_drops_mac_and_ip_spoofing() -> Result<()> {
+    let lab = lab_with(
+        &["good", "evil"],
+        &[
+            "add-br",
+            "br0",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+        ],
+    )?;
+    let (good, evil) = (lab.ns("good"), lab.ns("evil"));
+    pipework_ok(&lab, &["br0", &good, "10.0.0.12/24"])?;
+    let out = pipework_ok(&lab, &["--lock", "br0", &evil, "10.0.0.11/24"])?;
+    lab.assert_ping("evil", "10.0.0.12")?;
+    let ports = lab.ctl_json(&["list-ports", "br0"])?;
+    let port = ports
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["external_ids"]["guest"] == evil.as_str())
+        })
+        .cloned()
+        .context("evil's port")?;
+    let name = port["name"].as_str().context("port name")?.to_string();
+    let mac = lab.mac("evil", "eth1")?;
+    ensure!(
+        port["lock_mac"] == mac.as_str() && port["lock_ip"] == serde_json::json!(["10.0.0.11"]),
+        "{port} ({out})"
+    );
+    let show = lab.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains(&format!("Port {name} (system, up) lock {mac} 10.0.0.11")),
+        "{show}"
+    );
+    let drops = |reason: &str| -> Result<u64> {
+        let s = lab.ctl_json(&["stats", &name])?;
+        Ok(s.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["port"] == name.as_str() || p["name"] == name.as_str())
+            })
+            .and_then(|p| p["drops"][reason].as_u64())
+            .unwrap_or(0))
+    };
+    // Another source address: dropped (its ARP and its pings).
+    lab.sh("evil", "ip addr add 10.0.0.99/24 dev eth1")?;
+    let spoof = lab.sh_out("evil", "ping -c 2 -W 1 -I 10.0.0.99 10.0.0.12")?;
+    ensure!(
+        !spoof.status.success(),
+        "a spoofed source address got through"
+    );
+    ensure!(drops("spoofed_ip")? > 0, "no spoofed_ip drops counted");
+    // Another MAC: nothing gets through, not even from the locked address.
+    lab.sh(
+        "evil",
+        "ip addr del 10.0.0.99/24 dev eth1; ip neigh flush all",
+    )?;
+    lab.sh("evil", "ip link set eth1 address 02:00:00:00:00:99")?;
+    ensure!(
+        !lab.ping_once("evil", "10.0.0.12"),
+        "a spoofed MAC got through"
+    );
+    ensure!(drops("spoofed_mac")? > 0, "no spoofed_mac drops counted");
+    // The honest MAC again: back to normal; the unlocked guest never noticed.
+    lab.sh("evil", &format!("ip link set eth1 address {mac}"))?;
+    lab.assert_ping("evil", "10.0.0.12")?;
+    lab.assert_ping("good", "10.0.0.1")?;
     Ok(())
 }

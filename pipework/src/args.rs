@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 4] [--name DNSNAME] GUEST IP/PREFIX[@GATEWAY] [MAC][@VLAN]
-       pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [--name DNSNAME] [--timeout SECS] GUEST dhcp [MAC][@VLAN]
+usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 4] [--name DNSNAME] [--lock] GUEST IP/PREFIX[@GATEWAY] [MAC][@VLAN]
+       pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [--name DNSNAME] [--timeout SECS] [--lock] GUEST dhcp [MAC][@VLAN]
        pipework [--socket PATH] [--json] --remove BRIDGE [-i IFNAME] GUEST
        pipework --wait [-i IFNAME] [--timeout SECS]
        pipework [--socket PATH] --watch
@@ -21,6 +21,7 @@ usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 
 GUEST: a Docker container (name or id), a named network namespace (ip netns), or pid:N.
 MAC: aa:bb:cc:dd:ee:ff, or U:STRING for a stable locally administered MAC.
 @VLAN: the host end of the link becomes an access port of VLAN 1..4094.
+--lock: port security: the guest can only send from its MAC (and its static IP).
 Default IFNAME: eth1. Default --timeout: 60 s for --wait, 30 s for dhcp.";
 
 /// Default bound of `--wait`.
@@ -51,6 +52,8 @@ pub struct Plumb {
     pub mac: Option<[u8; 6]>,
     pub vlan: Option<u16>,
     pub timeout: Duration,
+    /// Port security: the port only lets the guest's MAC (and static IP) through.
+    pub lock: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +225,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
     let mut remove = false;
     let mut wait = false;
     let mut watch = false;
+    let mut lock = false;
     let mut pos: Vec<String> = Vec::new();
     let mut it = rest.iter();
     fn value(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
@@ -243,6 +247,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
             "-i" => ifname = value(&mut it, "-i")?,
             "-l" => host_ifname = Some(value(&mut it, "-l")?),
             "--name" => name = Some(value(&mut it, "--name")?),
+            "--lock" => lock = true,
             "-a" => match value(&mut it, "-a")?.as_str() {
                 "4" | "inet" => {}
                 "6" | "inet6" => bail!("-a 6: IPv6 is not supported yet; use -a 4"),
@@ -322,6 +327,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
             mac,
             vlan,
             timeout: timeout.unwrap_or(DHCP_TIMEOUT),
+            lock,
         }),
     })
 }

@@ -495,6 +495,15 @@ fn build(
     if let Kind::Docker { id } = &g.kind {
         ids.insert("container_id".to_string(), id.clone());
     }
+    if p.lock {
+        ids.insert("lock".to_string(), "1".to_string());
+    }
+    let (lock_mac, lock_ip) = match (&p.addr, p.lock) {
+        (_, false) => (None, Vec::new()),
+        (Addr::Static { ip, .. }, true) => (Some(mac_string(&mac)), vec![ip.to_string()]),
+        // The leased address is not known yet: lock the MAC only.
+        (Addr::Dhcp, true) => (Some(mac_string(&mac)), Vec::new()),
+    };
     d.client
         .call_value(Req::AddPort(AddPort {
             bridge: br.name.clone(),
@@ -503,6 +512,8 @@ fn build(
             tag: p.vlan,
             owned: true,
             external_ids: ids,
+            lock_mac,
+            lock_ip,
             ..Default::default()
         }))
         .with_context(|| format!("add-port {} {host}", br.name))?;

@@ -69,6 +69,7 @@ fn recorded_plumb(br: &BridgeInfo, p: &PortInfo) -> Result<Plumb> {
         mac: Some(mac),
         vlan: p.tag,
         timeout: DHCP_TIMEOUT,
+        lock: id("lock") == Some("1"),
     })
 }
 

@@ -277,6 +277,14 @@ pub struct AddPort {
     /// VXLAN: UDP port (`--dst-port`, default 4789).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_port: Option<u16>,
+    /// Port security (`--lock-mac`): frames whose source MAC (or ARP sender MAC) is
+    /// not this one are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_mac: Option<String>,
+    /// Port security (`--lock-ip`, needs `lock_mac`): only IPv4 and ARP from these
+    /// addresses (or 0.0.0.0, for DHCP) pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_ip: Vec<String>,
 }
 
 /// VXLAN settings of a port.
@@ -458,6 +466,12 @@ pub struct PortInfo {
     /// VXLAN settings, for `vxlan` ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<VxlanInfo>,
+    /// Port security: the only source MAC allowed, if locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_mac: Option<String>,
+    /// Port security: the only source IPv4 addresses allowed (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_ip: Vec<String>,
 }
 
 /// Result of `show`.

@@ -44,6 +44,18 @@ pub struct AddPort {
     /// vxlan: UDP port [default: 4789]
     #[arg(long, value_name = "N")]
     pub dst_port: Option<u16>,
+    /// Port security: drop frames whose source MAC (or ARP sender) is not MAC
+    #[arg(long, value_name = "MAC")]
+    pub lock_mac: Option<String>,
+    /// Port security (with --lock-mac): only IPv4/ARP from these addresses (or
+    /// 0.0.0.0 for DHCP) pass; anything else, IPv6 included, is dropped
+    #[arg(
+        long,
+        value_name = "IP[,IP..]",
+        value_delimiter = ',',
+        requires = "lock_mac"
+    )]
+    pub lock_ip: Vec<String>,
 }
 
 impl AddPort {
@@ -63,6 +75,8 @@ impl AddPort {
             vni: self.vni,
             local_ip: self.local_ip.clone(),
             dst_port: self.dst_port,
+            lock_mac: self.lock_mac.clone(),
+            lock_ip: self.lock_ip.clone(),
             ..Default::default()
         }))
     }

@@ -42,7 +42,8 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
 }
 
 /// `Port NAME (TYPE, STATE)` then ` tag N`, ` trunks A,B` and, for vxlan ports,
-/// ` vni N remote IP[,IP] [local IP] [dst_port N]` (the port only when not 4789).
+/// ` vni N remote IP[,IP] [local IP] [dst_port N]` (the port only when not 4789), and
+/// for locked ports ` lock MAC [IP,IP..]`.
 pub fn port_line(p: &PortInfo) -> String {
     let mut s = format!("Port {} ({}, {})", p.name, p.kind, p.state);
     if let Some(t) = p.tag {
@@ -58,6 +59,12 @@ pub fn port_line(p: &PortInfo) -> String {
         }
         if v.dst_port != 4789 {
             let _ = write!(s, " dst_port {}", v.dst_port);
+        }
+    }
+    if let Some(m) = &p.lock_mac {
+        let _ = write!(s, " lock {m}");
+        if !p.lock_ip.is_empty() {
+            let _ = write!(s, " {}", p.lock_ip.join(","));
         }
     }
     s
@@ -112,6 +119,8 @@ pub mod tests {
             owned: false,
             external_ids: Default::default(),
             vxlan: None,
+            lock_mac: None,
+            lock_ip: vec![],
         }
     }
 

@@ -133,6 +133,7 @@ mod tests {
                     owned: false,
                     external_ids: Default::default(),
                     vxlan: None,
+                    lock: None,
                 }],
                 hosts: vec![],
                 leases: vec![],

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
+use crate::wire::MacAddr;
 
 /// Default bridge MTU.
 pub const DEFAULT_MTU: u32 = 1500;
@@ -17,6 +18,8 @@ pub const BRIDGE_NAME_MAX: usize = 32;
 /// Why a change was refused. Messages are one lower-case line naming the bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{0}")]
+    Lock(String),
     #[error("no such bridge: {0}")]
     NoSuchBridge(String),
     #[error("bridge already exists: {0}")]
@@ -163,6 +166,17 @@ pub struct PortConf {
     pub external_ids: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<VxlanConf>,
+    /// Port security: allowed source MAC and (if any) IPv4 addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockConf>,
+}
+
+/// Port security of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockConf {
+    pub mac: MacAddr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<Ipv4Addr>,
 }
 
 /// VXLAN settings of a port.
@@ -706,6 +720,7 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         trunks.sort_unstable();
         trunks.dedup();
+        let lock = check_lock(req)?;
         Ok(PortConf {
             name: req.port.clone(),
             kind: req.kind,
@@ -714,6 +729,7 @@ impl Model {
             owned: req.owned,
             external_ids: req.external_ids.clone(),
             vxlan,
+            lock,
         })
     }
 
@@ -822,6 +838,44 @@ pub fn default_range(net: Ipv4Net) -> DhcpRange {
         first: Ipv4Addr::from(n + 1),
         last: Ipv4Addr::from(b - 1),
     }
+}
+
+/// Port security options of `add-port`.
+fn check_lock(req: &AddPort) -> Result<Option<LockConf>, ConfigError> {
+    let Some(m) = &req.lock_mac else {
+        if req.lock_ip.is_empty() {
+            return Ok(None);
+        }
+        return Err(ConfigError::Lock("--lock-ip needs --lock-mac".into()));
+    };
+    if req.kind == PortKind::Vxlan {
+        return Err(ConfigError::Lock(
+            "a vxlan port carries many hosts' frames: it cannot be locked".into(),
+        ));
+    }
+    let mac: MacAddr = m.parse().map_err(|_| {
+        ConfigError::Lock(format!("bad --lock-mac {m:?}: expected aa:bb:cc:dd:ee:ff"))
+    })?;
+    if mac.is_multicast() || mac.is_zero() {
+        return Err(ConfigError::Lock(format!(
+            "bad --lock-mac {m}: not a unicast address"
+        )));
+    }
+    let mut ips = Vec::new();
+    for s in req.lock_ip.iter().flat_map(|s| s.split(',')) {
+        let ip: Ipv4Addr = s.trim().parse().map_err(|_| {
+            ConfigError::Lock(format!("bad --lock-ip {s:?}: expected an IPv4 address"))
+        })?;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(ConfigError::Lock(format!(
+                "bad --lock-ip {ip}: not a unicast address"
+            )));
+        }
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(Some(LockConf { mac, ips }))
 }
 
 #[cfg(test)]
@@ -970,6 +1024,43 @@ mod tests {
         };
         m.insert_port("br1", m.check_add_port(&p("veth1", None, vec![])).unwrap())
             .unwrap();
+        let locked = |mac: Option<&str>, ips: &[&str], kind: PortKind| AddPort {
+            bridge: "br1".into(),
+            port: "veth9".into(),
+            kind,
+            lock_mac: mac.map(str::to_string),
+            lock_ip: ips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let lock_err = |r: AddPort| m.check_add_port(&r).unwrap_err().to_string();
+        assert_eq!(
+            lock_err(locked(None, &["10.0.0.5"], PortKind::System)),
+            "--lock-ip needs --lock-mac"
+        );
+        assert_eq!(
+            lock_err(locked(Some("01:00:00:00:00:01"), &[], PortKind::System)),
+            "bad --lock-mac 01:00:00:00:00:01: not a unicast address"
+        );
+        assert_eq!(
+            lock_err(locked(
+                Some("02:00:00:00:00:01"),
+                &["10.0.0.x"],
+                PortKind::System
+            )),
+            "bad --lock-ip \"10.0.0.x\": expected an IPv4 address"
+        );
+        let ok = m
+            .check_add_port(&locked(
+                Some("02:00:00:00:00:01"),
+                &["10.0.0.5,10.0.0.6", "10.0.0.5"],
+                PortKind::System,
+            ))
+            .unwrap();
+        assert_eq!(
+            ok.lock.map(|l| l.ips.len()),
+            Some(2),
+            "addresses deduplicated"
+        );
         let err = |r: AddPort| m.check_add_port(&r).unwrap_err().to_string();
         assert_eq!(
             err(p("veth1", None, vec![])),

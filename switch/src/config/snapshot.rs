@@ -6,7 +6,7 @@
 //! it points to are the only shared mutable state, and they are lock-free.
 
 use crate::config::DhcpRange;
-use crate::dp::PortCounters;
+use crate::dp::{DropReason, PortCounters};
 use crate::port::Port;
 use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
 use crate::wire::MacAddr;
@@ -88,6 +88,56 @@ pub struct PortEntry {
     /// Split-horizon group (0: none): frames never go from a port to another port of
     /// the same group (the remote VTEPs of one vxlan port).
     pub group: u32,
+    /// Port security, if the port is locked.
+    pub lock: Option<Arc<PortLock>>,
+}
+
+/// Port security: what a locked port may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortLock {
+    pub mac: MacAddr,
+    /// Allowed IPv4 sources; empty: any (only the MAC is locked).
+    pub ips: Vec<Ipv4Addr>,
+}
+
+impl PortLock {
+    /// Whether frame `f` (Ethernet header parsed as `eth`) may enter from this port.
+    /// IPv4 must come from an allowed address (or 0.0.0.0, a DHCP client); ARP must
+    /// name the locked MAC and an allowed address as its sender; with addresses
+    /// locked, nothing else (IPv6 included) passes.
+    pub fn check(&self, eth: &crate::wire::EthFrame, f: &[u8]) -> Result<(), DropReason> {
+        if eth.src != self.mac {
+            return Err(DropReason::SpoofedMac);
+        }
+        // `payload_ofs` is where the EtherType field is; the L3 header follows it.
+        let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
+        let allowed = |b: &[u8]| {
+            let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            ip.is_unspecified() || self.ips.contains(&ip)
+        };
+        match eth.ethertype {
+            crate::wire::ipv4::ETHERTYPE_ARP => {
+                // htype(2) ptype(2) hlen plen op(2) sha(6) spa(4)
+                let Some(arp) = l3.get(..18) else {
+                    return Err(DropReason::Malformed);
+                };
+                if arp[8..14] != self.mac.0 {
+                    return Err(DropReason::SpoofedMac);
+                }
+                if !self.ips.is_empty() && !allowed(&arp[14..18]) {
+                    return Err(DropReason::SpoofedIp);
+                }
+                Ok(())
+            }
+            _ if self.ips.is_empty() => Ok(()),
+            crate::wire::ipv4::ETHERTYPE_IPV4 => match l3.get(12..16) {
+                Some(src) if allowed(src) => Ok(()),
+                Some(_) => Err(DropReason::SpoofedIp),
+                None => Err(DropReason::Malformed),
+            },
+            _ => Err(DropReason::SpoofedIp),
+        }
+    }
 }
 
 /// The router's interface on a bridge with a gateway.
@@ -242,6 +292,94 @@ mod tests {
         assert_eq!(t.egress_tag(0), None);
         let all = VlanMode::from_conf(None, &[]);
         assert!(all.carries(4094) && all.carries(0));
+    }
+
+    /// An Ethernet frame from `src` (optionally 802.1Q-tagged) carrying `ethertype`
+    /// and `l3`.
+    fn frame(src: [u8; 6], tag: bool, ethertype: u16, l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src);
+        if tag {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn ipv4_from(src: [u8; 4]) -> Vec<u8> {
+        let mut h = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0];
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&[10, 0, 0, 1]);
+        h
+    }
+
+    fn arp_from(sha: [u8; 6], spa: [u8; 4]) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        a.extend_from_slice(&sha);
+        a.extend_from_slice(&spa);
+        a.extend_from_slice(&[0; 10]);
+        a
+    }
+
+    #[test]
+    fn port_lock_checks_mac_ip_and_arp() {
+        let me = [2, 0, 0, 0, 0, 1];
+        let other = [2, 0, 0, 0, 0, 2];
+        let lock = PortLock {
+            mac: MacAddr(me),
+            ips: vec![Ipv4Addr::new(10, 0, 0, 5)],
+        };
+        let check = |f: Vec<u8>| {
+            let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
+            lock.check(&eth, &f)
+        };
+        for tag in [false, true] {
+            assert_eq!(
+                check(frame(me, tag, 0x0800, &ipv4_from([10, 0, 0, 5]))),
+                Ok(())
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0800, &ipv4_from([0, 0, 0, 0]))),
+                Ok(())
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0800, &ipv4_from([10, 0, 0, 6]))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(frame(other, tag, 0x0800, &ipv4_from([10, 0, 0, 5]))),
+                Err(DropReason::SpoofedMac)
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0806, &arp_from(me, [10, 0, 0, 5]))),
+                Ok(())
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0806, &arp_from(other, [10, 0, 0, 5]))),
+                Err(DropReason::SpoofedMac)
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0806, &arp_from(me, [10, 0, 0, 9]))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x86dd, &[0; 40])),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(frame(me, tag, 0x0800, &[0x45, 0])),
+                Err(DropReason::Malformed)
+            );
+        }
+        // Only the MAC locked: any address, any protocol from that MAC.
+        let mac_only = PortLock {
+            mac: MacAddr(me),
+            ips: vec![],
+        };
+        let f = frame(me, false, 0x86dd, &[0; 40]);
+        let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
+        assert_eq!(mac_only.check(&eth, &f), Ok(()));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! before it, so a refused request leaves configuration, devices and db as they were.
 
 use crate::config::model::proto_name;
-use crate::config::snapshot::slot_of;
+use crate::config::snapshot::{slot_of, PortLock};
 use crate::config::{
     db, BridgeConf, BridgeRt, ConfigError, HostConf, Model, PortConf, PortEntry, Snapshot, VlanMode,
 };
@@ -393,6 +393,12 @@ impl State {
                         dev: l.dev.clone(),
                         counters: l.counters.clone(),
                         group,
+                        lock: p.lock.as_ref().map(|c| {
+                            Arc::new(PortLock {
+                                mac: c.mac,
+                                ips: c.ips.clone(),
+                            })
+                        }),
                     });
                     slots.push(s as u16);
                 }
@@ -614,6 +620,12 @@ impl State {
                 local_ip: v.local.map(|l| l.to_string()),
                 dst_port: v.dst_port,
             }),
+            lock_mac: p.lock.as_ref().map(|l| l.mac.to_string()),
+            lock_ip: p
+                .lock
+                .as_ref()
+                .map(|l| l.ips.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
         }
     }
 

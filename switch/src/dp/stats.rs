@@ -35,10 +35,15 @@ pub enum DropReason {
     PuntQueueFull,
     /// Dropped by a service: unanswerable request, ARP resolution failed, rate limit.
     Service,
+    /// Port security: a source MAC (or ARP sender MAC) other than the port's lock.
+    SpoofedMac,
+    /// Port security: an IPv4/ARP source address the port is not locked to, or a
+    /// non-IPv4 frame on a port locked to addresses.
+    SpoofedIp,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -51,6 +56,8 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::PuntQueueFull,
         DropReason::Service,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -67,6 +74,8 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::PuntQueueFull => "punt_queue_full",
             DropReason::Service => "service",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
         }
     }
 }

@@ -220,6 +220,12 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             inp.counters.dropped(w, DropReason::BadSource, 1);
             continue;
         }
+        if let Some(lock) = &inp.lock {
+            if let Err(r) = lock.check(&eth, f) {
+                inp.counters.dropped(w, r, 1);
+                continue;
+            }
+        }
         bridge.fdb.learn(vlan, eth.src, in_id, ctx.now);
         let frame = i as u8;
         let payload_ofs = eth.payload_ofs as u8;
@@ -390,6 +396,7 @@ mod tests {
                 dev: m,
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
+                lock: None,
             }));
         }
         let n = ports.len();
