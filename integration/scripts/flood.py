@@ -6,6 +6,11 @@ flood.py IFACE KIND COUNT [SECONDS [DST_MAC]]
   arp    ARP requests for 10.0.0.1 from random MACs/addresses (the router punt path)
   junk   malformed frames (to DST_MAC, default broadcast): runts, bad IHL, bad total
          length, stacked VLAN tags, truncated tags, cut fragments
+  dhcp   DHCP starvation from COUNT random client MACs: REQUESTs for the addresses from
+         $FLOOD_POOL (default 10.0.0.100) up, alternating with DISCOVERs
+  flows  UDP datagrams to DST_MAC (the router) from $FLOOD_SRC to $FLOOD_DST:9, each
+         from another source port (new conntrack entries), sent from the interface's
+         own MAC
 Stops after COUNT frames or SECONDS (default 30), whichever first; prints frames sent.
 """
 import os, random, socket, struct, sys, time
@@ -22,7 +27,43 @@ def rmac():
     b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
     return bytes(b)
 
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return (~t) & 0xFFFF
+
+def ipv4_udp(src, dst, sport, dport, payload):
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
+    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+    return h + udp
+
+own = s.getsockname()
+own_mac = open("/sys/class/net/%s/address" % iface).read().strip()
+own_mac = bytes.fromhex(own_mac.replace(":", ""))
+
 def frame(i):
+    if kind == "dhcp":
+        mac = rmac()
+        bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, rnd.getrandbits(32),
+                            0, 0x8000, b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4,
+                            mac + b"\0" * 10, b"\0" * 64, b"\0" * 128)
+        if i % 2 == 0:
+            base = struct.unpack("!I", socket.inet_aton(os.environ.get("FLOOD_POOL", "10.0.0.100")))[0]
+            want = struct.pack("!I", base + (i // 2) % 64)
+            opts = b"\x63\x82\x53\x63" + b"\x35\x01\x03" + b"\x32\x04" + want + b"\xff"
+        else:
+            opts = b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\xff"
+        ip = ipv4_udp(b"\0" * 4, b"\xff" * 4, 68, 67, bootp + opts)
+        return b"\xff" * 6 + mac + b"\x08\x00" + ip
+    if kind == "flows":
+        src = socket.inet_aton(os.environ["FLOOD_SRC"])
+        dstip = socket.inet_aton(os.environ["FLOOD_DST"])
+        ip = ipv4_udp(src, dstip, 1024 + i % 64000, 9, b"flood")
+        return dst + own_mac + b"\x08\x00" + ip
     if kind == "macs":
         return b"\xff" * 6 + rmac() + b"\x88\xb5" + b"flood" * 10
     if kind == "arp":

@@ -25,6 +25,14 @@ fn main() -> std::process::ExitCode {
             kill9_during_churn_never_corrupts_the_db,
         ),
         ("control_socket_abuse", control_socket_abuse),
+        (
+            "dhcp_starvation_exhausts_the_pool_not_the_leases",
+            dhcp_starvation_exhausts_the_pool_not_the_leases,
+        ),
+        (
+            "conntrack_flood_stays_at_cap_and_nat_goes_on",
+            conntrack_flood_stays_at_cap_and_nat_goes_on,
+        ),
     ])
 }
 
@@ -210,5 +218,146 @@ fn control_socket_abuse() -> Result<()> {
     ensure!(wait_until(Duration::from_secs(2), || lab
         .ctl(&["version"])
         .is_ok_and(|o| o.code == 0)));
+    Ok(())
+}
+
+/// A real DHCP exchange (busybox udhcpc) from `ns`, leaving the interface as it is:
+/// the server records the lease.
+fn udhcpc(lab: &Lab, ns: &str) -> Result<()> {
+    lab.sh(
+        ns,
+        "busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s /bin/true >/dev/null 2>&1",
+    )?;
+    Ok(())
+}
+
+/// 3000 DHCP REQUESTs and DISCOVERs from random MACs against a 21-address pool: the pool runs dry
+/// and that is counted; the lease a real client held is untouched and still routes.
+fn dhcp_starvation_exhausts_the_pool_not_the_leases() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br0",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.254",
+        "--dhcp",
+        "10.0.0.100-10.0.0.120",
+    ])?;
+    for i in 1..=3 {
+        lab.container(
+            "sw",
+            &format!("c{i}"),
+            &format!("v{i}"),
+            &format!("10.0.0.{i}/24"),
+            None,
+        )?;
+        lab.ctl_ok(&["add-port", "br0", &format!("v{i}")])?;
+    }
+    // c2 gets a real lease first (and keeps its static 10.0.0.2 for the pings).
+    udhcpc(&lab, "c2")?;
+    let leases = lab.ctl_json(&["dhcp-leases", "br0"])?;
+    let mac2 = lab.mac("c2", "eth0")?;
+    let held = leases
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["mac"] == mac2.as_str()))
+        .cloned()
+        .context(format!("c2 got no lease: {leases}"))?;
+    let sent = lab.sh("c3", &format!("python3 {FLOOD} eth0 dhcp 3000 30"))?;
+    let leases = lab.ctl_json(&["dhcp-leases", "br0"])?;
+    let n = leases.as_array().map(Vec::len).unwrap_or(0);
+    ensure!(n <= 21, "{n} leases from a 21-address pool");
+    let still = leases
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["mac"] == mac2.as_str()))
+        .cloned();
+    ensure!(
+        still.as_ref().map(|l| &l["ip"]) == Some(&held["ip"]),
+        "c2's lease changed: {held} -> {still:?}"
+    );
+    let br = lab.ctl_json(&["list-br"])?;
+    let exhausted = br[0]["dhcp_exhausted"].as_u64().unwrap_or(0);
+    ensure!(exhausted > 0, "pool exhaustion not counted: {br}");
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.assert_ping("c2", "10.0.0.254")?;
+    println!(
+        "dhcp starvation: {} discovers, {n} leases, pool exhausted {exhausted} times",
+        sent.trim()
+    );
+    Ok(())
+}
+
+/// 20 000 new UDP flows through masquerade with --ct-max 1024: the table stays at its
+/// cap, evictions are counted, memory stays bounded, and NAT keeps working for others.
+fn conntrack_flood_stays_at_cap_and_nat_goes_on() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--ct-max", "1024"])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+    ])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "wan",
+        "--subnet",
+        "198.51.100.0/24",
+        "--gateway",
+        "198.51.100.2",
+    ])?;
+    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+    lab.container("sw", "c2", "v2", "10.0.0.6/24", Some("10.0.0.1"))?;
+    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
+    for (b, p) in [("br1", "v1"), ("br1", "v2"), ("wan", "vo")] {
+        lab.ctl_ok(&["add-port", b, p])?;
+    }
+    lab.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+    lab.assert_ping("c2", "198.51.100.1")?;
+    lab.assert_ping("c1", "198.51.100.1")?;
+    let pid = lab.switch_pid().context("no pid")?;
+    let before = rss_kb(pid)?;
+    let neigh: serde_json::Value =
+        serde_json::from_str(&lab.sh("c1", "ip -j neigh show 10.0.0.1")?)?;
+    let router = neigh[0]["lladdr"]
+        .as_str()
+        .context("router MAC")?
+        .to_string();
+    let sent = lab.sh(
+        "c1",
+        &format!("FLOOD_SRC=10.0.0.5 FLOOD_DST=198.51.100.1 python3 {FLOOD} eth0 flows 20000 30 {router}"),
+    )?;
+    let show = lab.ctl_json(&["show"])?;
+    let (n, cap, ev) = (
+        show["ct_entries"].as_u64().unwrap_or(0),
+        show["ct_capacity"].as_u64().unwrap_or(0),
+        show["ct_evictions"].as_u64().unwrap_or(0),
+    );
+    ensure!(cap > 0 && n <= cap, "{n} entries over capacity {cap}");
+    ensure!(
+        ev > 0,
+        "no evictions counted after {} flows: {show}",
+        sent.trim()
+    );
+    // Others' NAT still works: new flows get entries, replies come back.
+    lab.assert_ping("c2", "198.51.100.1")?;
+    lab.iperf_server("out", "198.51.100.1")?;
+    ensure!(
+        lab.iperf_bytes("c2", "198.51.100.1")? > 0,
+        "TCP through NAT failed"
+    );
+    let after = rss_kb(pid)?;
+    ensure!(
+        after < before + 64 * 1024,
+        "RSS grew {before} -> {after} kB"
+    );
+    println!(
+        "conntrack flood: {} flows, {n}/{cap} entries, {ev} evictions, RSS {before} -> {after} kB",
+        sent.trim()
+    );
     Ok(())
 }

@@ -440,6 +440,9 @@ pub struct BridgeInfo {
     pub fdb_capacity: u64,
     #[serde(default)]
     pub fdb_evictions: u64,
+    /// DHCP requests that found the pool exhausted (no offer) since vswitchd started.
+    #[serde(default)]
+    pub dhcp_exhausted: u64,
 }
 
 /// A port as configured, with its live state.

@@ -34,6 +34,9 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if let Some(d) = &b.dhcp {
         attrs.push(format!("dhcp {d}"));
     }
+    if b.dhcp_exhausted > 0 {
+        attrs.push(format!("dhcp pool exhausted {}x", b.dhcp_exhausted));
+    }
     if b.isolated {
         attrs.push("isolated".into());
     }

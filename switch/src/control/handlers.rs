@@ -89,6 +89,8 @@ pub struct State {
     live: HashMap<String, Live>,
     /// Configured ports that are not attached, with the reason.
     failed: HashMap<String, String>,
+    /// Per bridge: DHCP requests answered with nothing because the pool was full.
+    dhcp_exhausted: HashMap<String, u64>,
     /// Generation of each slot; bumped when a slot is freed.
     slot_gen: Vec<u16>,
     free_slots: Vec<u16>,
@@ -204,6 +206,7 @@ impl State {
             fdbs: HashMap::new(),
             live: HashMap::new(),
             failed: HashMap::new(),
+            dhcp_exhausted: HashMap::new(),
             slot_gen: Vec::new(),
             free_slots: Vec::new(),
             generation: 0,
@@ -552,7 +555,12 @@ impl State {
         let b = next.bridges.iter_mut().find(|b| b.name == bridge)?;
         let served = dhcp::serve(b, data, now);
         if served.exhausted {
-            tracing::warn!(bridge, "DHCP pool exhausted: no offer");
+            let n = self.dhcp_exhausted.entry(bridge.to_string()).or_insert(0);
+            *n += 1;
+            // Logged once per 100 so a starvation attack does not flood the log.
+            if *n % 100 == 1 {
+                tracing::warn!(bridge, times = *n, "DHCP pool exhausted: no offer");
+            }
         }
         if served.changed {
             let names_changed = self.model.bridge(bridge).ok().map(|b| &b.leases)
@@ -644,6 +652,7 @@ impl State {
                 .map_or(0, |f| f.entries(clock::now_secs()).len() as u64),
             fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
             fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
+            dhcp_exhausted: self.dhcp_exhausted.get(&b.name).copied().unwrap_or(0),
         }
     }
 
