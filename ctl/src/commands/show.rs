@@ -105,6 +105,7 @@ pub mod tests {
             fdb_entries: 0,
             fdb_capacity: 8192,
             fdb_evictions: 0,
+            dhcp_exhausted: 0,
         }
     }
 
