@@ -125,11 +125,16 @@ fn recv_reply(
             Err(e) => return Err(e).context("receive a DHCP reply"),
         };
         // Anything that is not a well-formed answer to us is ignored.
+        if !vswitch_proto::dhcp_options_sane(&buf[..n]) {
+            continue;
+        }
         let Ok(m) = Message::from_bytes(&buf[..n]) else {
             continue;
         };
         if m.opcode() != Opcode::BootReply
             || m.xid() != xid
+            // Check hlen first: dhcproto's chaddr() panics when hlen > 16.
+            || m.hlen() != 6
             || m.chaddr().get(..6) != Some(&mac[..])
         {
             continue;

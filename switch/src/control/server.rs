@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vswitch_proto::{Reply, Request, MAX_LINE, PROTOCOL_VERSION};
+use vswitch_proto::{Reply, MAX_LINE};
 
 /// Concurrent client connections served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 64;
@@ -90,22 +90,9 @@ fn write_reply(w: &mut UnixStream, r: &Reply) -> io::Result<()> {
 
 /// Answer one raw request line.
 pub fn handle_line(line: &str, state: &Mutex<State>) -> Reply {
-    let v: serde_json::Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Reply::err(format!("malformed request: {e}")),
-    };
-    match v.get("version").and_then(|x| x.as_u64()) {
-        Some(n) if n == u64::from(PROTOCOL_VERSION) => {}
-        Some(n) => {
-            return Reply::err(format!(
-                "unsupported protocol version {n} (this vswitchd speaks {PROTOCOL_VERSION})"
-            ))
-        }
-        None => return Reply::err("malformed request: missing \"version\""),
-    }
-    let req: Request = match serde_json::from_value(v) {
+    let req = match vswitch_proto::decode_request(line) {
         Ok(r) => r,
-        Err(e) => return Reply::err(format!("malformed request: {e}")),
+        Err(e) => return Reply::err(e),
     };
     let verb = req.command.verb();
     match state.lock().handle(req.command) {

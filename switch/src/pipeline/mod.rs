@@ -9,5 +9,6 @@ pub mod l2;
 pub mod l3;
 pub mod nat;
 pub mod punt;
+pub mod rig;
 
 pub use l2::{flush, process, Ctx, OutQueues};

@@ -151,10 +151,18 @@ fn reply(b: &BridgeConf, req: &Message, ty: MessageType, yiaddr: Ipv4Addr) -> Op
 /// Answer one DHCP message (the UDP payload) for bridge `b`, updating its leases.
 pub fn serve(b: &mut BridgeConf, data: &[u8], now: u64) -> Served {
     let mut out = Served::default();
+    if !vswitch_proto::dhcp_options_sane(data) {
+        return out;
+    }
     let Ok(m) = Message::from_bytes(data) else {
         return out;
     };
     if m.opcode() != Opcode::BootRequest || b.dhcp.is_none() {
+        return out;
+    }
+    // dhcproto's chaddr() slices its 16-byte field by the header's hlen and panics
+    // when hlen > 16 (found by the fuzzer): only Ethernet (6) is served at all.
+    if m.hlen() != 6 {
         return out;
     }
     let Some(mac) = MacAddr::from_slice(m.chaddr()) else {
@@ -233,6 +241,27 @@ pub fn serve(b: &mut BridgeConf, data: &[u8], now: u64) -> Served {
 /// Whether the client asked for a broadcast reply.
 pub fn wants_broadcast(f: Flags) -> bool {
     f.broadcast()
+}
+
+/// Fuzz entry point: `data` is one DHCP message (the UDP payload) sent to a bridge with
+/// a small pool, twice (a fresh lease, then the same message against it). Must never
+/// panic, and never leases outside the pool.
+pub fn fuzz(data: &[u8]) {
+    use crate::config::Model;
+    use vswitch_proto::AddBr;
+    let Ok(mut b) = Model::default().check_add_bridge(&AddBr {
+        name: "br0".into(),
+        subnet: Some("10.0.0.0/24".into()),
+        gateway: Some("10.0.0.1".into()),
+        dhcp: Some("10.0.0.100-10.0.0.103".into()),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for now in [1000, 1_000_000] {
+        let _ = serve(&mut b, data, now);
+    }
+    assert!(b.leases.len() <= 4, "more leases than the pool holds");
 }
 
 #[cfg(test)]

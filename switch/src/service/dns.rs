@@ -86,6 +86,17 @@ pub fn answer(names: &NameMap, domain: &str, data: &[u8], now_unix: u64) -> Opti
     r.to_vec().ok()
 }
 
+/// Fuzz entry point: `data` is one DNS message (UDP payload) for a bridge that knows
+/// two names. Must never panic; an answer is never larger than a UDP reply can be.
+pub fn fuzz(data: &[u8]) {
+    let mut n = NameMap::new();
+    n.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 5), 0));
+    n.insert("db".into(), (Ipv4Addr::new(10, 0, 0, 6), 50));
+    if let Some(reply) = answer(&n, "lab", data, 100) {
+        assert!(reply.len() <= 65_535, "oversized DNS reply");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,11 +93,11 @@ impl Service {
         loop {
             match rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(p) => {
-                    self.handle(p);
+                    self.handle_guarded(p);
                     // Drain a bounded burst, then publish what was learned once.
                     for _ in 0..255 {
                         match rx.try_recv() {
-                            Ok(p) => self.handle(p),
+                            Ok(p) => self.handle_guarded(p),
                             Err(_) => break,
                         }
                     }
@@ -120,6 +120,22 @@ impl Service {
     fn count_drop(&self, snap: &Snapshot, port: PortId) {
         if let Some(p) = snap.port(port) {
             p.counters.dropped(self.slot, DropReason::Service, 1);
+        }
+    }
+
+    /// [`Service::handle`], but a panic on one frame (a bug, in our code or a codec's)
+    /// costs that frame, not the whole slow path: it is logged and counted as a
+    /// `service` drop, and the thread goes on.
+    fn handle_guarded(&mut self, p: Punt) {
+        let port = p.in_port;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(p)));
+        if r.is_err() {
+            tracing::error!(
+                port,
+                "slow path: a punted frame caused a panic; frame dropped"
+            );
+            let snap = self.snap.load_full();
+            self.count_drop(&snap, port);
         }
     }
 
