@@ -20,17 +20,7 @@
 # nothing and changes no setting outside its namespaces.
 set -euo pipefail
 
-if [ "$(id -u)" != 0 ]; then echo "error: run as root (network namespaces)" >&2; exit 1; fi
-if [ -z "${VSWITCH_E2E_INNER:-}" ]; then
-  export VSWITCH_E2E_INNER=1
-  exec unshare --net -- "$0" "$@"
-fi
-# Whatever the environment said, only go on in an empty network namespace.
-LINKS=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
-if [ "$LINKS" != "lo " ]; then
-  echo "error: not in a fresh network namespace (interfaces: $LINKS); unset VSWITCH_E2E_INNER and rerun" >&2
-  exit 1
-fi
+. "$(dirname "$0")/../netns-guard.sh" "$@"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

@@ -12,16 +12,7 @@
 # (vl-scale-*), addresses in 10.40.0.0/24 and 192.0.2.0/24; `down` runs on every exit.
 set -euo pipefail
 
-if [ "$(id -u)" != 0 ]; then echo "error: run as root (network namespaces)" >&2; exit 1; fi
-if [ -z "${VSWITCH_SCALE_INNER:-}" ]; then
-  export VSWITCH_SCALE_INNER=1
-  exec unshare --net -- "$0" "$@"
-fi
-LINKS=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
-if [ "$LINKS" != "lo " ]; then
-  echo "error: not in a fresh network namespace (interfaces: $LINKS)" >&2
-  exit 1
-fi
+. "$(dirname "$0")/../netns-guard.sh" "$@"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

@@ -283,7 +283,7 @@ fn dhcp_starvation_exhausts_the_pool_not_the_leases() -> Result<()> {
     lab.assert_ping("c1", "10.0.0.2")?;
     lab.assert_ping("c2", "10.0.0.254")?;
     println!(
-        "dhcp starvation: {} discovers, {n} leases, pool exhausted {exhausted} times",
+        "dhcp starvation: {} DHCP messages, {n} leases, pool exhausted {exhausted} times",
         sent.trim()
     );
     Ok(())
