@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
             "lock_drops_mac_and_ip_spoofing",
             lock_drops_mac_and_ip_spoofing,
         ),
+        ("ipv6_guests_talk", ipv6_guests_talk),
     ])
 }
 
@@ -402,5 +403,50 @@ fn lock_drops_mac_and_ip_spoofing() -> Result<()> {
     lab.sh("evil", &format!("ip link set eth1 address {mac}"))?;
     lab.assert_ping("evil", "10.0.0.12")?;
     lab.assert_ping("good", "10.0.0.1")?;
+    Ok(())
+}
+
+/// `-a inet6`: IPv6 addresses (switched at L2; vswitchd routes IPv4 only), next to an
+/// IPv4 interface on the same guest; errors for dhcp and a missing `-a inet6`.
+fn ipv6_guests_talk() -> Result<()> {
+    let lab = lab_with(&["a", "b"], &["add-br", "br0", "--subnet", "10.0.0.0/24"])?;
+    let (a, b) = (lab.ns("a"), lab.ns("b"));
+    let out = pipework_ok(&lab, &["br0", "-a", "inet6", &a, "2001:db8::11/64"])?;
+    ensure!(out.contains("2001:db8::11/64"), "{out}");
+    pipework_ok(&lab, &["br0", "-a", "6", &b, "2001:db8::12/64@2001:db8::1"])?;
+    pipework_ok(&lab, &["br0", "-i", "eth2", &b, "10.0.0.12/24"])?;
+    let ping = lab.sh_out("a", "ping -6 -c 2 -W 2 2001:db8::12")?;
+    ensure!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let route = lab.sh("b", "ip -6 route show default")?;
+    ensure!(route.contains("via 2001:db8::1 dev eth1"), "{route}");
+    let o = pipework(
+        &lab,
+        &["br0", "-i", "eth3", "-a", "inet6", &a, "2001:db8::12/64"],
+    )?;
+    ensure!(
+        !o.ok
+            && o.stderr
+                .contains("2001:db8::12 is already in use on bridge br0"),
+        "{}",
+        o.stderr
+    );
+    let o = pipework(&lab, &["br0", "-i", "eth3", "-a", "inet6", &a, "dhcp"])?;
+    ensure!(
+        !o.ok && o.stderr.contains("dhcp is IPv4 only"),
+        "{}",
+        o.stderr
+    );
+    let o = pipework(&lab, &["br0", "-i", "eth3", &a, "2001:db8::13/64"])?;
+    ensure!(
+        !o.ok && o.stderr.contains("an IPv6 address needs -a inet6"),
+        "{}",
+        o.stderr
+    );
+    pipework_ok(&lab, &["--remove", "br0", &a])?;
+    ensure!(!lab.sh("a", "ip -o link")?.contains("eth1"), "eth1 left");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a 4] [--name DNSNAME] [--lock] GUEST IP/PREFIX[@GATEWAY] [MAC][@VLAN]
+usage: pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [-a inet|inet6] [--name DNSNAME] [--lock] GUEST IP/PREFIX[@GATEWAY] [MAC][@VLAN]
        pipework [--socket PATH] [--json] BRIDGE [-i IFNAME] [-l HOSTIFNAME] [--name DNSNAME] [--timeout SECS] [--lock] GUEST dhcp [MAC][@VLAN]
        pipework [--socket PATH] [--json] --remove BRIDGE [-i IFNAME] GUEST
        pipework --wait [-i IFNAME] [--timeout SECS]
@@ -37,6 +37,12 @@ pub enum Addr {
         gateway: Option<Ipv4Addr>,
     },
     Dhcp,
+    /// `-a inet6`: an IPv6 address, switched at L2 (vswitchd routes IPv4 only).
+    Static6 {
+        ip: std::net::Ipv6Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv6Addr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +138,52 @@ fn parse_mac_vlan(s: &str) -> Result<(Option<[u8; 6]>, Option<u16>)> {
     Ok((mac, vlan))
 }
 
+/// `-a inet6`: `IPV6/PREFIX[@GATEWAY]`.
+fn parse_addr6(s: &str) -> Result<Addr> {
+    use std::net::Ipv6Addr;
+    if s.starts_with("dhcp") {
+        bail!("bad address {s:?}: dhcp is IPv4 only (vswitchd has no DHCPv6 server); give -a inet6 a static address");
+    }
+    let (cidr, gw) = match s.split_once('@') {
+        Some((c, g)) => (c, Some(g)),
+        None => (s, None),
+    };
+    let Some((ip, len)) = cidr.split_once('/') else {
+        bail!("bad address {cidr:?}: expected IPV6/PREFIX (e.g. 2001:db8::5/64)");
+    };
+    let ip: Ipv6Addr = ip
+        .parse()
+        .map_err(|_| anyhow!("bad address {cidr:?}: expected IPV6/PREFIX (e.g. 2001:db8::5/64)"))?;
+    let prefix = match len.parse::<u8>() {
+        Ok(n) if n <= 128 => n,
+        _ => bail!("bad address {cidr:?}: the prefix must be 0..128"),
+    };
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        bail!("bad address {cidr:?}: not a unicast host address");
+    }
+    let gateway = match gw {
+        None => None,
+        Some(g) => {
+            let g: Ipv6Addr = g
+                .parse()
+                .map_err(|_| anyhow!("bad gateway {g:?}: expected an IPv6 address"))?;
+            if g == ip {
+                bail!("bad gateway {g}: must be another address");
+            }
+            Some(g)
+        }
+    };
+    Ok(Addr::Static6 {
+        ip,
+        prefix,
+        gateway,
+    })
+}
+
 fn parse_addr(s: &str) -> Result<Addr> {
+    if s.contains(':') && !s.starts_with("dhcp") {
+        bail!("bad address {s:?}: an IPv6 address needs -a inet6");
+    }
     if s == "dhcp" {
         return Ok(Addr::Dhcp);
     }
@@ -226,6 +277,7 @@ pub fn parse(argv: &[String]) -> Result<Args> {
     let mut wait = false;
     let mut watch = false;
     let mut lock = false;
+    let mut inet6 = false;
     let mut pos: Vec<String> = Vec::new();
     let mut it = rest.iter();
     fn value(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String> {
@@ -249,9 +301,9 @@ pub fn parse(argv: &[String]) -> Result<Args> {
             "--name" => name = Some(value(&mut it, "--name")?),
             "--lock" => lock = true,
             "-a" => match value(&mut it, "-a")?.as_str() {
-                "4" | "inet" => {}
-                "6" | "inet6" => bail!("-a 6: IPv6 is not supported yet; use -a 4"),
-                v => bail!("bad -a {v:?}: 4 (or inet)"),
+                "4" | "inet" => inet6 = false,
+                "6" | "inet6" => inet6 = true,
+                v => bail!("bad -a {v:?}: inet (4) or inet6 (6)"),
             },
             "--timeout" => timeout = Some(parse_secs("--timeout", &value(&mut it, "--timeout")?)?),
             "--wait" => wait = true,
@@ -309,7 +361,11 @@ pub fn parse(argv: &[String]) -> Result<Args> {
     if pos.len() < 3 || pos.len() > 4 {
         bail!("expected BRIDGE GUEST IP/PREFIX[@GATEWAY]|dhcp [MAC][@VLAN] (see pipework --help)");
     }
-    let addr = parse_addr(&pos[2])?;
+    let addr = if inet6 {
+        parse_addr6(&pos[2])?
+    } else {
+        parse_addr(&pos[2])?
+    };
     let (mac, vlan) = match pos.get(3) {
         Some(s) => parse_mac_vlan(s)?,
         None => (None, None),
@@ -412,7 +468,22 @@ mod tests {
         assert!(err("br1 ctr 10.0.0.5/24 @5000").starts_with("bad VLAN"));
         assert!(err("br1 ctr 10.0.0.5/24 @0").starts_with("bad VLAN"));
         assert!(err("br1 -i abcdefghijklmnopq ctr 10.0.0.5/24").starts_with("bad interface"));
-        assert!(err("br1 -a 6 ctr 10.0.0.5/24").contains("IPv6"));
+        assert!(err("br1 -a 6 ctr 10.0.0.5/24").starts_with("bad address"));
+        assert!(err("br1 -a inet6 ctr dhcp").contains("IPv4 only"));
+        assert!(err("br1 -a inet6 ctr 2001:db8::5/129").contains("0..128"));
+        assert!(err("br1 ctr 2001:db8::5/64").contains("needs -a inet6"));
+        assert!(err("br1 -a 5 ctr 10.0.0.5/24").starts_with("bad -a"));
+        assert!(matches!(
+            p("br1 -a inet6 ctr 2001:db8::5/64@fe80::1"),
+            Ok(Cmd::Plumb(Plumb {
+                addr: Addr::Static6 {
+                    prefix: 64,
+                    gateway: Some(_),
+                    ..
+                },
+                ..
+            }))
+        ));
         assert!(p("br1 ctr").is_err());
         assert!(p("--bogus").is_err());
         assert!(p("--wait --timeout 0").is_err());

@@ -245,6 +245,44 @@ impl Rtnl {
         Ok(())
     }
 
+    /// Add the IPv6 address `ip/prefix` to link `index`, without duplicate address
+    /// detection (the address is usable at once; pipework checked it is not in use).
+    pub fn add_addr6(&mut self, index: u32, ip: std::net::Ipv6Addr, prefix: u8) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.header.flags = netlink_packet_route::address::AddressHeaderFlags::Nodad;
+        m.attributes.push(AddressAttribute::Address(IpAddr::V6(ip)));
+        m.attributes.push(AddressAttribute::Flags(
+            netlink_packet_route::address::AddressFlags::Nodad,
+        ));
+        self.request(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .with_context(|| format!("add address {ip}/{prefix}"))?;
+        Ok(())
+    }
+
+    /// `ip -6 route replace default via gw` in the main table.
+    pub fn replace_default_route6(&mut self, gw: std::net::Ipv6Addr) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet6;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .with_context(|| format!("set the IPv6 default route via {gw}"))?;
+        Ok(())
+    }
+
     /// IPv4 addresses (with prefix length) on link `index`.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         let mut q = AddressMessage::default();

@@ -375,6 +375,20 @@ pub(crate) fn plumb(d: &mut Daemon, p: &Plumb) -> Result<Plumbed> {
     };
     match &p.addr {
         Addr::Static { ip, .. } => check_static(&br, &hosts, &leases, *ip)?,
+        Addr::Static6 { ip, .. } => {
+            let want = ip.to_string();
+            if let Some(x) = br
+                .ports
+                .iter()
+                .find(|x| id(x, "ip").and_then(|c| c.split('/').next()) == Some(want.as_str()))
+            {
+                bail!(
+                    "address {want} is already in use on bridge {} (port {})",
+                    br.name,
+                    x.name
+                );
+            }
+        }
         Addr::Dhcp => {
             if br.dhcp.is_none() || br.gateway.is_none() {
                 bail!(
@@ -413,9 +427,9 @@ pub(crate) fn plumb(d: &mut Daemon, p: &Plumb) -> Result<Plumbed> {
         &g.key,
         &p.ifname,
     )?;
-    let register = match &g.dns_name {
-        Some(n) => check_name(&br, &hosts, n, &g.key)?,
-        None => None,
+    let register = match (&g.dns_name, &p.addr) {
+        (_, Addr::Static6 { .. }) | (None, _) => None,
+        (Some(n), _) => check_name(&br, &hosts, n, &g.key)?,
     };
 
     // ---- Change, undoing everything on failure.
@@ -463,10 +477,12 @@ fn build(
     if let Some(lo) = grt.link("lo")? {
         grt.set_up(lo.index)?;
     }
-    if let Addr::Static { ip, prefix, .. } = &p.addr {
-        // Address first, link up after: `pipework --wait` (up + address) then means
-        // the guest is ready.
-        grt.add_addr(gl.index, *ip, *prefix)?;
+    // Address first, link up after: `pipework --wait` (up + address) then means the
+    // guest is ready.
+    match &p.addr {
+        Addr::Static { ip, prefix, .. } => grt.add_addr(gl.index, *ip, *prefix)?,
+        Addr::Static6 { ip, prefix, .. } => grt.add_addr6(gl.index, *ip, *prefix)?,
+        Addr::Dhcp => {}
     }
 
     let mut ids = BTreeMap::new();
@@ -488,6 +504,16 @@ fn build(
         Addr::Dhcp => {
             ids.insert("dhcp".to_string(), "1".to_string());
         }
+        Addr::Static6 {
+            ip,
+            prefix,
+            gateway,
+        } => {
+            ids.insert("ip".to_string(), format!("{ip}/{prefix}"));
+            if let Some(gw) = gateway {
+                ids.insert("gateway".to_string(), gw.to_string());
+            }
+        }
     }
     if let Some(n) = &register {
         ids.insert("dns".to_string(), n.clone());
@@ -503,6 +529,8 @@ fn build(
         (Addr::Static { ip, .. }, true) => (Some(mac_string(&mac)), vec![ip.to_string()]),
         // The leased address is not known yet: lock the MAC only.
         (Addr::Dhcp, true) => (Some(mac_string(&mac)), Vec::new()),
+        // --lock-ip is IPv4 only (it would drop IPv6): lock the MAC.
+        (Addr::Static6 { .. }, true) => (Some(mac_string(&mac)), Vec::new()),
     };
     d.client
         .call_value(Req::AddPort(AddPort {
@@ -519,6 +547,30 @@ fn build(
         .with_context(|| format!("add-port {} {host}", br.name))?;
     undo.port = Some((br.name.clone(), host.to_string()));
     grt.set_up(gl.index)?;
+
+    if let Addr::Static6 {
+        ip,
+        prefix,
+        gateway,
+    } = &p.addr
+    {
+        if let Some(gw) = gateway {
+            grt.replace_default_route6(*gw)?;
+        }
+        // vswitchd's DNS answers A records only: no name for an IPv6 interface.
+        return Ok(Plumbed {
+            guest: g.key.clone(),
+            ifname: p.ifname.clone(),
+            bridge: br.name.clone(),
+            port: host.to_string(),
+            mac: mac_string(&mac),
+            ip: format!("{ip}/{prefix}"),
+            gateway: gateway.map(|g| g.to_string()),
+            vlan: p.vlan,
+            dhcp: false,
+            dns_name: None,
+        });
+    }
 
     let (ip, prefix, gateway) = match &p.addr {
         Addr::Static {
@@ -550,6 +602,7 @@ fn build(
             undo.reserved = Some((br.name.clone(), mac_string(&mac)));
             (lease.ip, lease.prefix, lease.router)
         }
+        Addr::Static6 { .. } => bail!("internal error: IPv6 is plumbed above"),
     };
     // Best effort: the switch learns the binding from the guest's first packet anyway.
     if let Err(e) = arp::announce(&g.ns, gl.index, mac, ip) {

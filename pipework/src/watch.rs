@@ -40,6 +40,15 @@ fn recorded_plumb(br: &BridgeInfo, p: &PortInfo) -> Result<Plumb> {
         .ok_or_else(|| anyhow!("port {} records no usable MAC", p.name))?;
     let addr = if id("dhcp") == Some("1") {
         Addr::Dhcp
+    } else if let Some((ip6, len)) = id("ip")
+        .and_then(|c| c.split_once('/'))
+        .and_then(|(i, l)| Some((i.parse::<std::net::Ipv6Addr>().ok()?, l.parse::<u8>().ok()?)))
+    {
+        Addr::Static6 {
+            ip: ip6,
+            prefix: len,
+            gateway: id("gateway").and_then(|g| g.parse().ok()),
+        }
     } else {
         let cidr = id("ip").ok_or_else(|| anyhow!("port {} records no address", p.name))?;
         let (ip, prefix) = cidr
