@@ -11,6 +11,8 @@ flood.py IFACE KIND COUNT [SECONDS [DST_MAC]]
   flows  UDP datagrams to DST_MAC (the router) from $FLOOD_SRC to $FLOOD_DST:9, each
          from another source port (new conntrack entries), sent from the interface's
          own MAC
+  scan   UDP datagrams to DST_MAC (the router) from $FLOOD_SRC to random addresses
+         in 10.1.0.0/16 (every one a neighbour the router must resolve)
 Stops after COUNT frames or SECONDS (default 30), whichever first; prints frames sent.
 """
 import os, random, socket, struct, sys, time
@@ -59,6 +61,10 @@ def frame(i):
             opts = b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\xff"
         ip = ipv4_udp(b"\0" * 4, b"\xff" * 4, 68, 67, bootp + opts)
         return b"\xff" * 6 + mac + b"\x08\x00" + ip
+    if kind == "scan":
+        src = socket.inet_aton(os.environ["FLOOD_SRC"])
+        dstip = bytes([10, 1, rnd.randrange(256), rnd.randrange(2, 255)])
+        return dst + own_mac + b"\x08\x00" + ipv4_udp(src, dstip, 4000, 9, b"scan")
     if kind == "flows":
         src = socket.inet_aton(os.environ["FLOOD_SRC"])
         dstip = socket.inet_aton(os.environ["FLOOD_DST"])

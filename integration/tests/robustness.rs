@@ -33,6 +33,10 @@ fn main() -> std::process::ExitCode {
             "conntrack_flood_stays_at_cap_and_nat_goes_on",
             conntrack_flood_stays_at_cap_and_nat_goes_on,
         ),
+        (
+            "neighbour_flood_toward_many_addresses",
+            neighbour_flood_toward_many_addresses,
+        ),
     ])
 }
 
@@ -357,6 +361,54 @@ fn conntrack_flood_stays_at_cap_and_nat_goes_on() -> Result<()> {
     );
     println!(
         "conntrack flood: {} flows, {n}/{cap} entries, {ev} evictions, RSS {before} -> {after} kB",
+        sent.trim()
+    );
+    Ok(())
+}
+
+/// 30 000 datagrams routed toward random addresses of a /16 with almost no hosts: the
+/// router must try to resolve each (ARP, rate-limited, bounded neighbour cache). The
+/// hosts that exist stay reachable across the router, and memory stays bounded.
+fn neighbour_flood_toward_many_addresses() -> Result<()> {
+    let mut lab = lab3(&[])?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/16",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
+    lab.container("sw", "far", "vf", "10.1.0.5/16", Some("10.1.0.1"))?;
+    lab.ctl_ok(&["add-port", "br1", "vf"])?;
+    lab.sh("c1", "ip route add 10.1.0.0/16 via 10.0.0.254")?;
+    lab.assert_ping("c1", "10.1.0.5")?;
+    let pid = lab.switch_pid().context("no pid")?;
+    let before = rss_kb(pid)?;
+    lab.assert_ping("c3", "10.0.0.254")?;
+    let neigh: serde_json::Value =
+        serde_json::from_str(&lab.sh("c3", "ip -j neigh show 10.0.0.254")?)?;
+    let router = neigh[0]["lladdr"]
+        .as_str()
+        .context("router MAC unknown")?
+        .to_string();
+    let sent = lab.sh(
+        "c3",
+        &format!("FLOOD_SRC=10.0.0.3 python3 {FLOOD} eth0 scan 30000 30 {router}"),
+    )?;
+    lab.assert_ping("c1", "10.1.0.5")?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    ensure!(
+        lab.ctl(&["version"])?.code == 0,
+        "vswitchd stopped answering"
+    );
+    let after = rss_kb(pid)?;
+    ensure!(
+        after < before + 64 * 1024,
+        "RSS grew {before} -> {after} kB"
+    );
+    println!(
+        "neighbour flood: {} datagrams to random 10.1.0.0/16 addresses, RSS {before} -> {after} kB",
         sent.trim()
     );
     Ok(())
