@@ -325,8 +325,10 @@ impl Lab {
         if let Some(bs) = v["bridges"].as_array_mut() {
             for b in bs {
                 if let Some(o) = b.as_object_mut() {
+                    // Counters, not configuration.
                     o.remove("fdb_entries");
                     o.remove("fdb_evictions");
+                    o.remove("dhcp_exhausted");
                 }
             }
         }
