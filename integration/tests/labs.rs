@@ -1,6 +1,6 @@
 //! The example labs in docs/labs/, brought up and down with `vswitch-lab`.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
 use vswitch_integration::{bin, run, run_ok, wait_until};
@@ -252,21 +252,38 @@ fn redis_cluster_lab_survives_a_master() -> Result<()> {
         .trim()
         .parse()?;
     let table = cli(0, "-h 10.38.0.11 cluster nodes")?;
-    let master = table
-        .lines()
-        .find(|l| {
-            l.contains("master")
-                && l.split_whitespace().skip(8).any(|r| {
-                    let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-                })
+    let master_line = table.lines().find(|l| {
+        l.contains("master") && l.split_whitespace().skip(8).any(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
         })
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|a| a.split(':').next())
-        .map(str::to_string);
-    let Some(master) = master else {
+    });
+    let field = |l: &str, i: usize| l.split_whitespace().nth(i).map(str::to_string);
+    let (Some(master_id), Some(master)) = (
+        master_line.and_then(|l| field(l, 0)),
+        master_line
+            .and_then(|l| field(l, 1))
+            .and_then(|a| a.split(':').next().map(str::to_string)),
+    ) else {
         anyhow::bail!("no master for slot {slot} in:\n{table}");
     };
+    // Replication is asynchronous: wait (bounded) until the master's replica has the
+    // key, as a careful operator would before taking the master down.
+    let replica = table
+        .lines()
+        .find(|l| field(l, 3).as_deref() == Some(master_id.as_str()))
+        .and_then(|l| field(l, 1))
+        .and_then(|a| a.split(':').next().map(str::to_string))
+        .with_context(|| format!("no replica of {master} in:\n{table}"))?;
+    let ri = ips.iter().position(|ip| *ip == replica).unwrap_or(0);
+    let replicated = wait_until(std::time::Duration::from_secs(15), || {
+        ns_exec(
+            &format!("vl-redis-r{}", ri + 1),
+            &format!("printf 'READONLY\\nGET lab-key\\n' | timeout 5 redis-cli -h {replica}"),
+        )
+        .is_ok_and(|o| o.contains("lab-value"))
+    });
+    ensure!(replicated, "the replica {replica} never got lab-key");
     let mi = ips.iter().position(|ip| *ip == master).unwrap_or(0);
     let other = (mi + 3) % 6;
     let _ = cli(mi, &format!("-h {master} shutdown nosave"));
