@@ -251,7 +251,14 @@ fn redis_cluster_lab_survives_a_master() -> Result<()> {
     let slot: u32 = cli(0, "-h 10.38.0.11 cluster keyslot lab-key")?
         .trim()
         .parse()?;
-    let table = cli(0, "-h 10.38.0.11 cluster nodes")?;
+    // The roles reach every node by gossip: wait until this node sees all three
+    // replicas before reading who serves what.
+    let mut table = String::new();
+    let settled = wait_until(std::time::Duration::from_secs(30), || {
+        table = cli(0, "-h 10.38.0.11 cluster nodes").unwrap_or_default();
+        table.lines().filter(|l| l.contains("slave")).count() == 3
+    });
+    ensure!(settled, "replicas not all known to 10.38.0.11:\n{table}");
     let master_line = table.lines().find(|l| {
         l.contains("master") && l.split_whitespace().skip(8).any(|r| {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
