@@ -14,7 +14,7 @@ pub mod labfile;
 pub mod labrun;
 pub mod runner;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -502,4 +502,66 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Send `len` random bytes over TCP from namespace `from` of lab `a` to a listener on
+/// `to_ip:7000` in namespace `to` of lab `b` (the same lab or another host's), and check
+/// every byte arrived intact and in order (iperf3 counts bytes; this checks them,
+/// through any segmentation and coalescing in between).
+pub fn assert_transfer(
+    a: &Lab,
+    from: &str,
+    b: &mut Lab,
+    to: &str,
+    to_ip: &str,
+    len: usize,
+) -> Result<()> {
+    let src = b.dir.join(format!("xfer-{from}-{to}.src"));
+    let dst = b.dir.join(format!("xfer-{from}-{to}.dst"));
+    let mut data = vec![0u8; len];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&src, &data)?;
+    let _ = std::fs::remove_file(&dst);
+    let server = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{to_ip}',7000))\ns.listen(1)\nc,_=s.accept()\nf=open('{}','wb')\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  f.write(b)\nf.close()\nopen('{}.done','w').close()\n",
+            dst.display(),
+            dst.display()
+        );
+    b.spawn(to, "python3", &["-c", &server], &format!("xfer-{to}.log"))?;
+    let listening = wait_until(Duration::from_secs(5), || {
+        b.sh_out(to, "ss -ltn | grep -q ':7000'")
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    ensure!(listening, "transfer listener in {to} did not start");
+    let client = format!(
+            "import socket\ns=socket.create_connection(('{to_ip}',7000),timeout=20)\ns.sendall(open('{}','rb').read())\ns.close()\n",
+            src.display()
+        );
+    run_ok(
+        a.cmd(from, "timeout")
+            .args(["30", "python3", "-c", &client]),
+    )?;
+    let done = dst.with_extension("dst.done");
+    let finished = wait_until(Duration::from_secs(20), || done.exists());
+    ensure!(finished, "transfer {from} -> {to}: receiver did not finish");
+    let got = std::fs::read(&dst)?;
+    ensure!(
+        got.len() == data.len(),
+        "transfer {from} -> {to}: {} of {} bytes arrived",
+        got.len(),
+        data.len()
+    );
+    let first_bad = got.iter().zip(&data).position(|(a, b)| a != b);
+    ensure!(
+        first_bad.is_none(),
+        "transfer {from} -> {to}: bytes differ from offset {first_bad:?}"
+    );
+    Ok(())
 }

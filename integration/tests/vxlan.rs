@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
-use vswitch_integration::{run_ok, wait_until, Lab};
+use vswitch_integration::{assert_transfer, run_ok, wait_until, Lab};
 
 fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
@@ -57,7 +57,7 @@ fn underlay(a: &Lab, a_ip: &str, b_ns: &str, b_ip: &str) -> Result<()> {
 }
 
 fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
-    let h1 = host("10.0.0.1/24")?;
+    let mut h1 = host("10.0.0.1/24")?;
     let mut h2 = host("10.0.0.2/24")?;
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
     h1.ctl_ok(&[
@@ -112,6 +112,10 @@ fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
         bytes > 1_000_000,
         "TCP across the tunnel moved {bytes} bytes"
     );
+    // Every byte intact, both ways: super-frames cut into UDP GSO trains on one side,
+    // trains joined back into super-frames on the other.
+    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 8 << 20)?;
+    assert_transfer(&h2, "c", &mut h1, "c", "10.0.0.1", 8 << 20)?;
     let show = h1.ctl_ok(&["show"])?;
     ensure!(
         show.contains("Port vx0 (vxlan, up) vni 42 remote 192.0.2.2"),
@@ -154,6 +158,8 @@ fn interop_with_kernel_vxlan() -> Result<()> {
     h1.iperf_server("c", "10.0.0.1")?;
     let bytes = h2.iperf_bytes("c", "10.0.0.1")?;
     ensure!(bytes > 1_000_000, "TCP kernel→vswitchd moved {bytes} bytes");
+    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 8 << 20)?;
+    assert_transfer(&h2, "c", &mut h1, "c", "10.0.0.1", 8 << 20)?;
     Ok(())
 }
 

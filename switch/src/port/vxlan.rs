@@ -5,9 +5,11 @@
 //! split-horizon group: a frame from one VTEP is never sent to another (full mesh).
 //!
 //! Frames leave with no offload pending: GSO super-frames are segmented and partial
-//! checksums completed in software ([`crate::wire::gso`]) before encapsulation.
+//! checksums completed in software ([`crate::wire::gso`]) before encapsulation, and the
+//! segments of one super-frame leave as one UDP GSO train. Trains that arrive joined
+//! (UDP GRO) are coalesced back into a super-frame when they are one TCP flow.
 
-use super::sys::udp;
+use super::sys::udp::{self, Dgram};
 use super::{Port, RxResult, TxFrame, TxResult};
 use crate::dp::Batch;
 use crate::wire::gso;
@@ -21,13 +23,17 @@ use std::sync::Arc;
 /// What the remotes of one vxlan port share.
 pub struct VxlanShared {
     rx: OwnedFd,
-    tx: OwnedFd,
+    /// Senders, one per outer UDP source port; the inner flow picks one.
+    tx: Vec<OwnedFd>,
     pub vni: u32,
     pub dst_port: u16,
     pub local: Ipv4Addr,
     pub remotes: Vec<Ipv4Addr>,
     /// PortId of each remote, set when the ports are attached.
     ids: Vec<AtomicU32>,
+    /// Sends left without UDP GSO after the kernel refused a train (the underlay's MTU
+    /// is smaller than a segment): trains are retried now and then, not every time.
+    gso_backoff: AtomicU32,
 }
 
 impl VxlanShared {
@@ -47,7 +53,9 @@ impl VxlanShared {
             None => udp::source_for(first)?,
         };
         let rx = udp::bind(local, dst_port)?;
-        let tx = udp::raw_sender()?;
+        let tx = (0..TX_SOCKETS)
+            .map(|_| udp::sender(local))
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(Arc::new(VxlanShared {
             rx,
             tx,
@@ -55,6 +63,7 @@ impl VxlanShared {
             dst_port,
             local,
             ids: remotes.iter().map(|_| AtomicU32::new(u32::MAX)).collect(),
+            gso_backoff: AtomicU32::new(0),
             remotes,
         }))
     }
@@ -66,9 +75,32 @@ impl VxlanShared {
     }
 }
 
+/// Sending sockets per vxlan port: the outer UDP source ports a flow hash spreads over.
+const TX_SOCKETS: usize = 8;
+
+/// Sends without UDP GSO after a refusal.
+const GSO_BACKOFF: u32 = 4096;
+
+/// Per-thread scratch for encapsulating (no allocation once warm).
+struct TxScratch {
+    /// The head (and tag) of the frame being encapsulated.
+    flat: Vec<u8>,
+    /// Every datagram of one `send` call, back to back.
+    arena: Vec<u8>,
+    lens: Vec<usize>,
+    /// Datagrams per sending socket.
+    out: [Vec<Dgram>; TX_SOCKETS],
+}
+
 thread_local! {
-    /// Per-thread scratch for flattening and segmenting frames (no allocation once warm).
-    static SCRATCH: RefCell<(Vec<u8>, Vec<Vec<u8>>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<TxScratch> = const {
+        RefCell::new(TxScratch {
+            flat: Vec::new(),
+            arena: Vec::new(),
+            lens: Vec::new(),
+            out: [const { Vec::new() }; TX_SOCKETS],
+        })
+    };
 }
 
 /// One remote VTEP of a vxlan port.
@@ -121,6 +153,9 @@ impl Port for VxlanRemote {
                 ..Default::default()
             };
         };
+        let mut vxh = [0u8; 8];
+        vxh[0] = 0x08;
+        vxh[4..7].copy_from_slice(&sh.vni.to_be_bytes()[1..]);
         SCRATCH.with(|s| {
             let Ok(mut s) = s.try_borrow_mut() else {
                 return TxResult {
@@ -128,33 +163,99 @@ impl Port for VxlanRemote {
                     ..Default::default()
                 };
             };
-            let (flat, segs) = &mut *s;
+            let TxScratch {
+                flat,
+                arena,
+                lens,
+                out,
+            } = &mut *s;
+            arena.clear();
+            out.iter_mut().for_each(Vec::clear);
             let mut res = TxResult::default();
-            let mut used = 0;
+            let gso = sh.gso_backoff.load(Ordering::Relaxed) == 0;
+            if !gso {
+                let _ = sh
+                    .gso_backoff
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+            }
             for f in frames {
+                // The head and tag in one piece; the rest is read where it is.
                 flat.clear();
                 flat.extend_from_slice(f.head);
                 if let Some(t) = f.tag {
                     flat.extend_from_slice(&t);
                 }
-                flat.extend_from_slice(f.rest);
-                if gso::prepare(flat, &f.vnet, segs, &mut used).is_err() {
+                let at = arena.len();
+                lens.clear();
+                if gso::prepare_into(flat, f.rest, &f.vnet, &vxh, arena, lens).is_err() {
                     res.failed += 1;
+                    continue;
+                }
+                // The first frame's headers, as they went out.
+                let first_len = lens.first().copied().unwrap_or(8);
+                let first = arena.get(at + 8..at + first_len).unwrap_or(&[]);
+                let sock = flow_hash(first) as usize % TX_SOCKETS;
+                udp::trains(at, lens, gso, &mut out[sock]);
+            }
+            for (fd, list) in sh.tx.iter().zip(out.iter()) {
+                if list.is_empty() {
+                    continue;
+                }
+                let r = udp::send_dgrams(fd.as_raw_fd(), remote, sh.dst_port, arena, list);
+                res.sent += r.sent;
+                res.failed += r.failed;
+                res.bytes += r.bytes - 8 * r.sent;
+                if r.refused {
+                    sh.gso_backoff.store(GSO_BACKOFF, Ordering::Relaxed);
                 }
             }
-            let out = &segs[..used];
-            let (sent, failed) = udp::send_batch(
-                sh.tx.as_raw_fd(),
-                sh.local,
-                remote,
-                sh.dst_port,
-                sh.vni,
-                out,
-            );
-            res.sent = sent;
-            res.failed += failed;
-            res.bytes = out.iter().take(sent).map(Vec::len).sum();
             res
         })
+    }
+}
+
+/// FNV-1a over what stays the same for every frame of a flow: the MACs and, for IPv4,
+/// the addresses, the protocol and (unless fragmented) the TCP/UDP ports.
+fn flow_hash(f: &[u8]) -> u32 {
+    let fnv = |mut h: u32, b: &[u8]| {
+        for x in b {
+            h ^= u32::from(*x);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h
+    };
+    let mut h = fnv(0x811c_9dc5, f.get(..12).unwrap_or(f));
+    if f.len() >= 34 && f[12..14] == [0x08, 0x00] {
+        h = fnv(h, &f[23..24]);
+        h = fnv(h, &f[26..34]);
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let frag = u16::from_be_bytes([f[20], f[21]]) & 0x3fff;
+        if frag == 0 && matches!(f[23], 6 | 17) {
+            if let Some(ports) = f.get(14 + ihl..14 + ihl + 4) {
+                h = fnv(h, ports);
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flow_hash;
+
+    #[test]
+    fn flow_hash_ignores_what_changes_per_packet() {
+        let mut a = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        a.extend_from_slice(&[0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0xaa, 0xbb]);
+        a.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1]);
+        let mut b = a.clone();
+        b[16..20].copy_from_slice(&[0x05, 0xdc, 0x99, 0x99]); // length, id
+        b[24..26].copy_from_slice(&[1, 2]); // checksum
+        b[41] = 7; // sequence number
+        assert_eq!(flow_hash(&a), flow_hash(&b));
+        let mut c = a.clone();
+        c[37] = 0x52; // another destination port
+        assert_ne!(flow_hash(&a), flow_hash(&c));
+        assert_eq!(flow_hash(&[1, 2, 3]), flow_hash(&[1, 2, 3]));
     }
 }

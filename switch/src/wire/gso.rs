@@ -17,15 +17,31 @@ pub enum GsoError {
     Unsupported,
 }
 
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut it = data.chunks_exact(2);
+/// One's-complement sum of `data` as 16-bit big-endian words, plus `acc`, folded to 16
+/// bits. The sum is byte-order independent (RFC 1071 §2): eight bytes at a time in
+/// native order, byte-swapped once at the end.
+fn sum16(data: &[u8], acc: u32) -> u32 {
+    let mut s = 0u64;
+    let mut it = data.chunks_exact(8);
     for c in &mut it {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        s += (v >> 32) + (v & 0xffff_ffff);
     }
-    if let [b] = it.remainder() {
-        acc += u32::from(*b) << 8;
+    let mut rest = it.remainder().chunks_exact(2);
+    for c in &mut rest {
+        s += u64::from(u16::from_le_bytes([c[0], c[1]]));
     }
-    acc
+    if let [b] = rest.remainder() {
+        s += u64::from(*b);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let mut t = u64::from((s as u16).swap_bytes()) + u64::from(acc);
+    while t >> 16 != 0 {
+        t = (t & 0xffff) + (t >> 16);
+    }
+    t as u32
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -116,32 +132,42 @@ pub fn mark_partial(frame: &mut [u8]) -> VnetHdr {
 /// The IP MTU assumed for segments of a super-frame that arrived coalesced.
 const GRO_MTU: usize = 1500;
 
-/// Append to `out` the wire frames for `frame`: itself (checksum completed), or its
-/// TCP segments if it is a GSO super-frame. `out` buffers are reused.
-pub fn prepare(
-    frame: &[u8],
+/// Append to `arena` the wire frames for the frame `head ++ rest` (a frame in two
+/// pieces, as a port's send gets it: `head` short, up to the VLAN tag), each preceded
+/// by `prefix` (a tunnel header, or nothing): the frame itself (checksum completed),
+/// or its TCP segments if it is a GSO super-frame. The length of each appended piece
+/// (prefix included) is pushed to `lens`. On error nothing is appended.
+pub fn prepare_into(
+    head: &[u8],
+    rest: &[u8],
     vnet: &VnetHdr,
-    out: &mut Vec<Vec<u8>>,
-    used: &mut usize,
+    prefix: &[u8],
+    arena: &mut Vec<u8>,
+    lens: &mut Vec<usize>,
 ) -> Result<(), GsoError> {
-    let mut next = |out: &mut Vec<Vec<u8>>| -> usize {
-        if *used == out.len() {
-            out.push(Vec::with_capacity(2048));
-        }
-        *used += 1;
-        *used - 1
-    };
     let gso = vnet.gso_type & !GSO_ECN;
+    let mark = arena.len();
     if gso == GSO_NONE {
-        let i = next(out);
-        let b = &mut out[i];
-        b.clear();
-        b.extend_from_slice(frame);
-        return complete_csum(b, vnet);
+        arena.extend_from_slice(prefix);
+        arena.extend_from_slice(head);
+        arena.extend_from_slice(rest);
+        if let Err(e) = complete_csum(&mut arena[mark + prefix.len()..], vnet) {
+            arena.truncate(mark);
+            return Err(e);
+        }
+        lens.push(arena.len() - mark);
+        return Ok(());
     }
     if gso != GSO_TCPV4 {
         return Err(GsoError::Unsupported);
     }
+    // The headers, in one piece: Ethernet (+ tags), IPv4 and TCP with options.
+    let mut hb = [0u8; 14 + 8 + 60 + 60];
+    let hn = hb.len().min(head.len() + rest.len());
+    let from_head = head.len().min(hn);
+    hb[..from_head].copy_from_slice(&head[..from_head]);
+    hb[from_head..hn].copy_from_slice(&rest[..hn - from_head]);
+    let frame = &hb[..hn];
     let eth = EthFrame::parse(frame).map_err(|_| GsoError::Malformed)?;
     let l3 = eth.payload_ofs + 2;
     let ip = frame.get(l3..).ok_or(GsoError::Malformed)?;
@@ -150,26 +176,32 @@ pub fn prepare(
     }
     let hlen = usize::from(ip[0] & 0x0f) * 4;
     let l4 = l3 + hlen;
-    if frame.len() < l4 + 20 {
+    if hlen < ipv4::MIN_HLEN || frame.len() < l4 + 20 {
         return Err(GsoError::Malformed);
     }
     let thlen = usize::from(frame[l4 + 12] >> 4) * 4;
     let hdrs = l4 + thlen;
     let mss = usize::from(vnet.gso_size);
-    if thlen < 20 || frame.len() < hdrs || mss == 0 {
+    if thlen < 20 || frame.len() < hdrs || mss == 0 || hdrs < head.len() {
         return Err(GsoError::Malformed);
     }
-    let payload = &frame[hdrs..];
+    let payload = &rest[hdrs - head.len()..];
     let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
     let id0 = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
     let flags0 = frame[l4 + 13];
     let n = payload.len().div_ceil(mss).max(1);
-    for (k, chunk) in payload.chunks(mss).enumerate() {
-        let i = next(out);
-        let b = &mut out[i];
-        b.clear();
-        b.extend_from_slice(&frame[..hdrs]);
-        b.extend_from_slice(chunk);
+    let p = prefix.len();
+    // The pseudo-header sum without the length: the same for every segment.
+    let pseudo = sum16(&frame[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4], 0)
+        + u32::from(ipv4::PROTO_TCP);
+    let mut chunks = payload.chunks(mss);
+    for k in 0..n {
+        let chunk = chunks.next().unwrap_or(&[]);
+        let at = arena.len();
+        arena.extend_from_slice(prefix);
+        arena.extend_from_slice(&frame[..hdrs]);
+        arena.extend_from_slice(chunk);
+        let b = &mut arena[at + p..];
         let total = (hlen + thlen + chunk.len()) as u16;
         b[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
         b[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
@@ -181,20 +213,114 @@ pub fn prepare(
         b[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut fl = flags0;
         if k + 1 < n {
-            fl &= !(0x01 | 0x08); // FIN, PSH only on the last segment
+            fl &= !(TCP_FIN | TCP_PSH); // only on the last segment
         }
         if k > 0 {
-            fl &= !0x80; // CWR only on the first
+            fl &= !TCP_CWR; // only on the first
         }
         b[l4 + 13] = fl;
         b[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
         let tcp_len = (thlen + chunk.len()) as u32;
-        let mut acc = sum16(&b[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4], 0);
-        acc += u32::from(ipv4::PROTO_TCP) + tcp_len;
-        let c = !fold(sum16(&b[l4..], acc));
+        let c = !fold(sum16(&b[l4..], pseudo + tcp_len));
         b[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        lens.push(p + hdrs + chunk.len());
     }
     Ok(())
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_URG: u8 = 0x20;
+const TCP_CWR: u8 = 0x80;
+
+/// Software GRO, the inverse of [`prepare_into`]: if the frames at `segs` (ranges of
+/// `buf`, in order) are consecutive segments of one TCP/IPv4 flow, cut as a sender's
+/// TSO would (same headers, sequence numbers back to back, every payload but the last
+/// of the same size, FIN/PSH only on the last), join them in place into one GSO
+/// super-frame at `segs[0].0` and return its length and offload header (checksum
+/// partial, `GSO_TCPV4` with the segments' size). `None`: left as they were.
+///
+/// This is what the kernel's `tcp_gro_receive` checks, without the checksum: the
+/// caller vouches for the segments' integrity (they came in one UDP datagram train
+/// whose checksums the kernel verified before coalescing it).
+pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetHdr)> {
+    const L3: usize = 14;
+    const L4: usize = L3 + ipv4::MIN_HLEN;
+    let (&(s0, l0), rest) = segs.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    let f0 = buf.get(s0..s0 + l0)?;
+    if l0 < L4 + 20
+        || f0[12..14] != ipv4::ETHERTYPE_IPV4.to_be_bytes()
+        || f0[L3] != 0x45
+        || f0[L3 + ipv4::field::PROTOCOL] != ipv4::PROTO_TCP
+        || u16::from_be_bytes([f0[L3 + 6], f0[L3 + 7]]) & ipv4::FRAG_MASK != 0
+        || usize::from(u16::from_be_bytes([f0[L3 + 2], f0[L3 + 3]])) != l0 - L3
+    {
+        return None;
+    }
+    let thlen = usize::from(f0[L4 + 12] >> 4) * 4;
+    let hdrs = L4 + thlen;
+    if thlen < 20 || l0 <= hdrs {
+        return None;
+    }
+    let mss = l0 - hdrs;
+    let seq_of = |f: &[u8]| u32::from_be_bytes([f[L4 + 4], f[L4 + 5], f[L4 + 6], f[L4 + 7]]);
+    let mut seq = seq_of(f0).wrapping_add(mss as u32);
+    let mut total = l0;
+    let mut last_flags = f0[L4 + 13];
+    for (k, &(s, l)) in rest.iter().enumerate() {
+        let f = buf.get(s..s + l)?;
+        let is_last = k + 1 == rest.len();
+        let pay = l.checked_sub(hdrs)?;
+        let prev_flags = last_flags;
+        last_flags = f[L4 + 13];
+        if f[..L3 + 2] != f0[..L3 + 2]
+            || f[L3 + 6..L3 + 10] != f0[L3 + 6..L3 + 10]
+            || f[L3 + 12..L4] != f0[L3 + 12..L4]
+            || usize::from(u16::from_be_bytes([f[L3 + 2], f[L3 + 3]])) != l - L3
+            || f[L4..L4 + 4] != f0[L4..L4 + 4]
+            || f[L4 + 8..L4 + 13] != f0[L4 + 8..L4 + 13]
+            || f[L4 + 14..L4 + 16] != f0[L4 + 14..L4 + 16]
+            || f[L4 + 20..hdrs] != f0[L4 + 20..hdrs]
+            || seq_of(f) != seq
+            || prev_flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_URG) != 0
+            || (last_flags ^ f0[L4 + 13]) & !(TCP_FIN | TCP_PSH | TCP_CWR) != 0
+            || last_flags & TCP_CWR != 0
+            || pay == 0
+            || pay > mss
+            || (!is_last && pay != mss)
+        {
+            return None;
+        }
+        seq = seq.wrapping_add(pay as u32);
+        total += pay;
+    }
+    if total - L3 > 0xffff {
+        return None;
+    }
+    let mut at = s0 + l0;
+    for &(s, l) in rest {
+        buf.copy_within(s + hdrs..s + l, at);
+        at += l - hdrs;
+    }
+    let f = &mut buf[s0..s0 + total];
+    f[L3 + 2..L3 + 4].copy_from_slice(&((total - L3) as u16).to_be_bytes());
+    f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[L3..L4]);
+    f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    f[L4 + 13] |= last_flags & (TCP_FIN | TCP_PSH);
+    let mut h = mark_partial(f);
+    if h.flags & F_NEEDS_CSUM == 0 {
+        return None;
+    }
+    h.gso_type = GSO_TCPV4;
+    h.gso_size = mss as u16;
+    h.hdr_len = hdrs as u16;
+    Some((total, h))
 }
 
 #[cfg(test)]
@@ -238,22 +364,36 @@ mod tests {
     }
 
     #[test]
+    fn sum16_matches_the_rfc_1071_loop() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        for len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 100, 1001] {
+            for acc in [0u32, 1, 0xffff, 0x1_2345] {
+                let d = &data[..len];
+                let mut r = acc;
+                for c in d.chunks(2) {
+                    r += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
+                }
+                assert_eq!(fold(sum16(d, acc)), fold(r), "len {len} acc {acc}");
+            }
+        }
+        assert_eq!(fold(sum16(&[0xff; 64], 0)), 0xffff);
+    }
+
+    #[test]
     fn segments_with_valid_checksums() {
         let (f, v) = superframe(4000);
-        let mut out = Vec::new();
-        let mut used = 0;
-        prepare(&f, &v, &mut out, &mut used).unwrap();
-        assert_eq!(used, 3);
-        let lens: Vec<usize> = out[..used].iter().map(|s| s.len() - 54).collect();
+        let out = segments(&f, &v);
+        assert_eq!(out.len(), 3);
+        let lens: Vec<usize> = out.iter().map(|s| s.len() - 54).collect();
         assert_eq!(lens, vec![1448, 1448, 1104]);
-        for (k, s) in out[..used].iter().enumerate() {
+        for (k, s) in out.iter().enumerate() {
             verify_tcp(s);
             let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
             assert_eq!(seq, 1 + 1448 * k as u32);
             assert_eq!(s[47] & 0x08 != 0, k == 2, "PSH only on the last");
         }
         // Payload survives in order.
-        let joined: Vec<u8> = out[..used].iter().flat_map(|s| s[54..].to_vec()).collect();
+        let joined: Vec<u8> = out.iter().flat_map(|s| s[54..].to_vec()).collect();
         assert_eq!(joined, f[54..].to_vec());
     }
 
@@ -265,17 +405,12 @@ mod tests {
         let mut acc = sum16(&f[26..34], 0) + 6 + 120;
         acc = fold(acc).into();
         f[50..52].copy_from_slice(&(acc as u16).to_be_bytes());
-        let mut out = Vec::new();
-        let mut used = 0;
-        prepare(&f, &v, &mut out, &mut used).unwrap();
-        verify_tcp(&out[0]);
+        verify_tcp(&segments(&f, &v)[0]);
     }
 
     #[test]
     fn mark_partial_then_complete_gives_a_valid_checksum() {
         let (f, v) = superframe(300);
-        let mut out = Vec::new();
-        let mut used = 0;
         let mut plain = v;
         plain.gso_type = GSO_NONE;
         // A frame with a correct full checksum...
@@ -283,8 +418,7 @@ mod tests {
         let mut acc = sum16(&tmp[26..34], 0) + 6 + 320;
         acc = fold(acc).into();
         tmp[50..52].copy_from_slice(&(acc as u16).to_be_bytes());
-        prepare(&tmp, &plain, &mut out, &mut used).unwrap();
-        let mut full = out[0].clone();
+        let mut full = segments(&tmp, &plain).remove(0);
         verify_tcp(&full);
         // ...marked partial and completed again is still valid.
         let h = mark_partial(&mut full);
@@ -299,17 +433,111 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         let (f, v) = superframe(10);
-        let mut out = Vec::new();
-        let mut used = 0;
+        let (mut arena, mut lens) = (Vec::new(), Vec::new());
         assert_eq!(
-            prepare(&f[..40], &v, &mut out, &mut used),
+            prepare_into(&f[..12], &f[12..40], &v, &[], &mut arena, &mut lens),
             Err(GsoError::Malformed)
         );
         let mut v6 = v;
         v6.gso_type = crate::wire::vnet::GSO_TCPV6;
         assert_eq!(
-            prepare(&f, &v6, &mut out, &mut used),
+            prepare_into(&f[..12], &f[12..], &v6, &[], &mut arena, &mut lens),
             Err(GsoError::Unsupported)
         );
+        assert!(arena.is_empty() && lens.is_empty());
+    }
+
+    /// The frames `prepare_into` makes of `f`, one Vec each.
+    fn segments(f: &[u8], v: &VnetHdr) -> Vec<Vec<u8>> {
+        let (mut arena, mut lens) = (Vec::new(), Vec::new());
+        prepare_into(&f[..12], &f[12..], v, &[], &mut arena, &mut lens).unwrap();
+        let mut at = 0;
+        lens.iter()
+            .map(|l| {
+                at += l;
+                arena[at - l..at].to_vec()
+            })
+            .collect()
+    }
+
+    /// Segments laid out as a UDP GRO train: each behind an 8-byte tunnel header.
+    fn train(f: &[u8], v: &VnetHdr) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let (mut arena, mut lens) = (Vec::new(), Vec::new());
+        prepare_into(
+            &f[..12],
+            &f[12..],
+            v,
+            &[0x08, 0, 0, 0, 0, 0, 42, 0],
+            &mut arena,
+            &mut lens,
+        )
+        .unwrap();
+        let mut at = 0;
+        let segs = lens
+            .iter()
+            .map(|l| {
+                at += l;
+                (at - l + 8, l - 8)
+            })
+            .collect();
+        (arena, segs)
+    }
+
+    #[test]
+    fn coalesce_undoes_segmentation() {
+        let (f, v) = superframe(40_000);
+        let (mut buf, segs) = train(&f, &v);
+        assert_eq!(segs.len(), 28);
+        let (len, h) = coalesce(&mut buf, &segs).expect("coalesced");
+        let out = &buf[8..8 + len];
+        assert_eq!(len, f.len());
+        assert_eq!(
+            (
+                h.gso_type,
+                h.gso_size,
+                h.hdr_len,
+                h.flags,
+                h.csum_start,
+                h.csum_offset
+            ),
+            (GSO_TCPV4, 1448, 54, F_NEEDS_CSUM, 34, 16)
+        );
+        assert_eq!(out[54..], f[54..], "payload in order");
+        assert_eq!(checksum(&out[14..34]), 0, "IP checksum");
+        assert_eq!(out[47], f[47], "PSH back on the joined frame");
+        // And it segments again into valid wire frames.
+        let again = segments(out, &h);
+        assert_eq!(again.len(), 28);
+        again.iter().for_each(|s| verify_tcp(s));
+    }
+
+    #[test]
+    fn coalesce_refuses_what_is_not_one_train() {
+        let (f, v) = superframe(5000);
+        // A gap in the sequence numbers.
+        let (mut buf, segs) = train(&f, &v);
+        let (s, _) = segs[2];
+        buf[s + 41] ^= 1;
+        let before = buf.clone();
+        assert!(coalesce(&mut buf, &segs).is_none());
+        assert_eq!(buf, before, "left as it was");
+        // Another flow (destination port) in the middle.
+        let (mut buf, segs) = train(&f, &v);
+        buf[segs[1].0 + 37] ^= 1;
+        assert!(coalesce(&mut buf, &segs).is_none());
+        // A short segment before the last.
+        let (mut buf, mut segs) = train(&f, &v);
+        segs[1].1 -= 1;
+        assert!(coalesce(&mut buf, &segs).is_none());
+        // PSH on a segment that is not the last.
+        let (mut buf, segs) = train(&f, &v);
+        buf[segs[0].0 + 47] |= 0x08;
+        assert!(coalesce(&mut buf, &segs).is_none());
+        // Out of bounds ranges and a single frame.
+        let (mut buf, segs) = train(&f, &v);
+        let end = buf.len() - 4;
+        assert!(coalesce(&mut buf, &[segs[0], (end, 100)]).is_none());
+        assert!(coalesce(&mut buf, &segs[..1]).is_none());
+        assert!(coalesce(&mut [], &[]).is_none());
     }
 }

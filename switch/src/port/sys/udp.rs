@@ -1,10 +1,15 @@
-//! VXLAN transport: a kernel UDP socket bound to the VTEP's port for receiving, and a
-//! raw IPv4 socket for sending, because every frame gets its own UDP source port (a
-//! hash of the inner flow, RFC 7348 §5) and a UDP socket could only use its own.
+//! VXLAN transport over kernel UDP sockets: one bound to the VTEP's port receives, with
+//! UDP GRO on (a train of datagrams arrives in one read); a few more, each bound to its
+//! own ephemeral port, send, so the outer source port can follow the inner flow (RFC
+//! 7348 §5: the flow hash picks the socket), with UDP GSO (`UDP_SEGMENT`: a train of
+//! equal-sized datagrams leaves in one write and crosses the stack as one packet).
+//!
+//! Read first: udp(7) (`UDP_SEGMENT`, `UDP_GRO`), Linux `net/ipv4/udp_offload.c`.
 
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::port::RxResult;
 use crate::wire::{gso, VnetHdr};
+use libc::c_int;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::Ipv4Addr;
@@ -12,6 +17,29 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Outer IPv4 + UDP + VXLAN headers.
 pub const VXLAN_OVERHEAD: usize = 20 + 8 + 8;
+/// Most payload one UDP/IPv4 write can carry (GSO or not).
+pub const MAX_UDP_PAYLOAD: usize = 0xffff - 20 - 8;
+/// Most datagrams in one UDP GSO write (the kernel's `UDP_MAX_SEGMENTS`, 64 on older
+/// kernels).
+pub const MAX_SEGMENTS: usize = 64;
+const UDP_SEGMENT: c_int = 103;
+const UDP_GRO: c_int = 104;
+/// Control buffer for one `cmsghdr` with an `int` (or `u16`) payload, 8-byte aligned.
+type Cmsg = [u64; 4];
+
+fn setsockopt_int(fd: RawFd, level: c_int, name: c_int, v: c_int) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const _ as *const libc::c_void,
+            size_of::<c_int>() as u32,
+        )
+    })
+    .map(drop)
+}
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -65,6 +93,13 @@ pub fn bind(local: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
             size_of::<libc::c_int>() as u32,
         );
     }
+    // Trains of datagrams in one read (kernels without it: one datagram per read).
+    let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1);
+    bind_to(&fd, local, port)?;
+    Ok(fd)
+}
+
+fn bind_to(fd: &OwnedFd, local: Ipv4Addr, port: u16) -> io::Result<()> {
     let a = sockaddr(local, port);
     // SAFETY: a is a valid sockaddr_in.
     check(unsafe {
@@ -73,25 +108,25 @@ pub fn bind(local: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
             &a as *const _ as *const libc::sockaddr,
             size_of::<libc::sockaddr_in>() as u32,
         )
-    })?;
-    Ok(fd)
+    })
+    .map(drop)
 }
 
-/// A raw socket that sends complete IPv4 packets (IPPROTO_RAW implies IP_HDRINCL and
-/// receives nothing).
-pub fn raw_sender() -> io::Result<OwnedFd> {
-    let fd = socket(libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-    let big: libc::c_int = 4 << 20;
-    // SAFETY: setsockopt with a pointer to a live c_int.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            &big as *const _ as *const libc::c_void,
-            size_of::<libc::c_int>() as u32,
-        );
-    }
+/// A UDP socket to send from, bound to `local` and an ephemeral port: DF clear (the
+/// underlay may fragment, as the kernel's VXLAN does by default), a large send buffer
+/// and the smallest receive buffer (nothing is meant to arrive on it).
+pub fn sender(local: Ipv4Addr) -> io::Result<OwnedFd> {
+    let fd = socket(libc::SOCK_DGRAM, 0)?;
+    let raw = fd.as_raw_fd();
+    setsockopt_int(
+        raw,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    )?;
+    let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+    let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 0);
+    bind_to(&fd, local, 0)?;
     Ok(fd)
 }
 
@@ -121,9 +156,32 @@ pub fn source_for(remote: Ipv4Addr) -> io::Result<Ipv4Addr> {
     Ok(Ipv4Addr::from(u32::from_be(out.sin_addr.s_addr)))
 }
 
-/// Receive VXLAN datagrams into `batch`: the 8-byte VXLAN header is checked (I flag,
+/// The `UDP_GRO` segment size a received message carries in its control data (0:
+/// one datagram).
+fn gro_size(h: &libc::msghdr) -> usize {
+    // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the CMSG macros
+    // stay inside it, and the payload is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const c_int);
+                return usize::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    0
+}
+
+/// Receive VXLAN datagrams into `batch`: each 8-byte VXLAN header is checked (I flag,
 /// `vni`) and dropped; `origin(src_ip)` names the port each frame is attributed to
 /// (`None`: not one of our remote VTEPs, dropped).
+///
+/// A read may return a train of datagrams (UDP GRO). A train of segments of one TCP
+/// flow becomes one GSO super-frame ([`gso::coalesce`]); any other train is split into
+/// one frame per datagram, in the free slots kept for that (half the batch), and what
+/// does not fit is dropped and counted.
 pub fn recv_batch(
     fd: RawFd,
     batch: &mut Batch,
@@ -132,32 +190,32 @@ pub fn recv_batch(
 ) -> io::Result<RxResult> {
     let mut res = RxResult::default();
     let bufs = batch.free_bufs();
-    let n = bufs.len().min(BATCH_SIZE);
+    let free = bufs.len().min(BATCH_SIZE);
+    let n = free.div_ceil(2);
     if n == 0 {
         return Ok(res);
     }
+    // Messages land in the last `n` free slots; frames are laid out from slot 0 on.
+    let base = free - n;
     // SAFETY: arrays of plain C structs; all-zero is valid for each.
-    let mut iov: [[libc::iovec; 2]; BATCH_SIZE] = unsafe { zeroed() };
+    let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
     let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
     let mut addrs: [libc::sockaddr_in; BATCH_SIZE] = unsafe { zeroed() };
-    let mut hdrs = [[0u8; 8]; BATCH_SIZE];
+    let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
     for i in 0..n {
-        let area = &mut bufs[i][HEADROOM..HEADROOM + FRAME_CAP];
-        iov[i] = [
-            libc::iovec {
-                iov_base: hdrs[i].as_mut_ptr() as *mut libc::c_void,
-                iov_len: 8,
-            },
-            libc::iovec {
-                iov_base: area.as_mut_ptr() as *mut libc::c_void,
-                iov_len: area.len(),
-            },
-        ];
+        // The VXLAN header lands in the headroom, the inner frame at HEADROOM.
+        let area = &mut bufs[base + i][HEADROOM - 8..HEADROOM + FRAME_CAP];
+        iov[i] = libc::iovec {
+            iov_base: area.as_mut_ptr() as *mut libc::c_void,
+            iov_len: area.len(),
+        };
         let h = &mut msgs[i].msg_hdr;
-        h.msg_iov = iov[i].as_mut_ptr();
-        h.msg_iovlen = 2;
+        h.msg_iov = &mut iov[i];
+        h.msg_iovlen = 1;
         h.msg_name = &mut addrs[i] as *mut _ as *mut libc::c_void;
         h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        h.msg_control = ctl[i].as_mut_ptr() as *mut libc::c_void;
+        h.msg_controllen = size_of::<Cmsg>();
     }
     // SAFETY: every msghdr points at live buffers sized as declared.
     let got = unsafe {
@@ -179,118 +237,292 @@ pub fn recv_batch(
     }
     let got = got as usize;
     res.drained = got < n;
-    let mut kept = [(0usize, 0u32, VnetHdr::default()); BATCH_SIZE];
+    // (offset, length, port, offloads) of the frame in slot w.
+    let mut kept = [(0usize, 0usize, 0u32, VnetHdr::default()); BATCH_SIZE];
     let mut w = 0;
+    let mut segs = [(0usize, 0usize); MAX_SEGMENTS];
     for i in 0..got {
+        let p = base + i;
         let len = msgs[i].msg_len as usize;
-        let h = hdrs[i];
-        let this_vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+        let g = match gro_size(&msgs[i].msg_hdr) {
+            0 => len,
+            g => g.min(len),
+        };
+        let count = len.div_ceil(g.max(1));
         let src = Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr));
-        let port = origin(src);
-        if len < 8 + 14
-            || h[0] & 0x08 == 0
-            || this_vni != vni
-            || msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
-            || port.is_none()
-        {
-            res.dropped += 1;
+        let port = match origin(src) {
+            Some(port) if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0 => port,
+            _ => {
+                res.dropped += count;
+                continue;
+            }
+        };
+        let mut m = 0;
+        for k in 0..count {
+            let s = HEADROOM - 8 + k * g;
+            let l = g.min(len - k * g);
+            let h = &bufs[p][s..s + 8];
+            let this_vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+            if l < 8 + 14 || h[0] & 0x08 == 0 || this_vni != vni || m == segs.len() {
+                res.dropped += 1;
+                continue;
+            }
+            segs[m] = (s + 8, l - 8);
+            m += 1;
+        }
+        if m == 0 {
             continue;
         }
-        if i != w {
-            bufs.swap(w, i);
+        if m > 1 {
+            if let Some((flen, vnet)) = gso::coalesce(&mut bufs[p], &segs[..m]) {
+                bufs.swap(w, p);
+                kept[w] = (segs[0].0, flen, port, vnet);
+                w += 1;
+                continue;
+            }
         }
-        let vnet = gso::mark_partial(&mut bufs[w][HEADROOM..HEADROOM + len - 8]);
-        kept[w] = (len - 8, port.unwrap_or_default(), vnet);
-        w += 1;
+        // One frame per datagram: the first stays in the message's buffer (moved to
+        // slot w), the others are copied into the slots after it, up to slot p.
+        let fit = m.min(p - w + 1);
+        res.dropped += m - fit;
+        for (k, &(s, l)) in segs[..fit].iter().enumerate().skip(1) {
+            if w + k < p {
+                let (lo, hi) = bufs.split_at_mut(p);
+                lo[w + k][HEADROOM..HEADROOM + l].copy_from_slice(&hi[0][s..s + l]);
+            }
+        }
+        bufs.swap(w, p);
+        if fit > 1 && w + fit - 1 == p {
+            // The last one goes into the slot the message left (now free).
+            let (s, l) = segs[fit - 1];
+            let (lo, hi) = bufs.split_at_mut(p);
+            hi[0][HEADROOM..HEADROOM + l].copy_from_slice(&lo[w][s..s + l]);
+        }
+        for (k, &(s, l)) in segs[..fit].iter().enumerate() {
+            let off = if k == 0 { s } else { HEADROOM };
+            let vnet = gso::mark_partial(&mut bufs[w + k][off..off + l]);
+            kept[w + k] = (off, l, port, vnet);
+        }
+        w += fit;
     }
-    for &(len, port, vnet) in &kept[..w] {
-        batch.commit(HEADROOM, len, vnet);
+    for &(off, len, port, vnet) in &kept[..w] {
+        batch.commit(off, len, vnet);
         batch.set_origin(batch.len() - 1, port);
     }
     res.received = w;
     Ok(res)
 }
 
-/// Send already-prepared inner frames (no offloads pending) to `remote`, each in an
-/// outer IPv4/UDP/VXLAN header whose UDP source port hashes the inner flow.
-pub fn send_batch(
+/// Datagrams in an arena: `len` bytes at `start`, one datagram (`seg == 0`) or a train
+/// of `seg`-byte datagrams, the last possibly shorter, sent in one write with UDP GSO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dgram {
+    pub start: usize,
+    pub len: usize,
+    pub seg: usize,
+}
+
+impl Dgram {
+    /// Datagrams on the wire.
+    pub fn count(&self) -> usize {
+        if self.seg == 0 {
+            1
+        } else {
+            self.len.div_ceil(self.seg)
+        }
+    }
+}
+
+/// What [`send_dgrams`] did: datagrams sent and failed, and bytes sent; `refused`:
+/// the kernel would not segment a train (it went one datagram at a time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub sent: usize,
+    pub failed: usize,
+    pub bytes: usize,
+    pub refused: bool,
+}
+
+/// Send `dgrams` (ranges of `arena`) to `remote:dport` from the UDP socket `fd`. A
+/// train the kernel will not segment (a datagram larger than the route's MTU, a kernel
+/// without UDP GSO) goes one datagram at a time, fragmented by IP if need be.
+pub fn send_dgrams(
     fd: RawFd,
-    local: Ipv4Addr,
     remote: Ipv4Addr,
     dport: u16,
-    vni: u32,
-    frames: &[Vec<u8>],
-) -> (usize, usize) {
-    let (mut sent, mut failed) = (0, 0);
-    for chunk in frames.chunks(BATCH_SIZE) {
-        let mut outer = [[0u8; VXLAN_OVERHEAD]; BATCH_SIZE];
+    arena: &[u8],
+    dgrams: &[Dgram],
+) -> Sent {
+    let mut out = Sent::default();
+    let mut dst = sockaddr(remote, dport);
+    for chunk in dgrams.chunks(BATCH_SIZE) {
         // SAFETY: arrays of plain C structs; all-zero is valid for each.
-        let mut iov: [[libc::iovec; 2]; BATCH_SIZE] = unsafe { zeroed() };
+        let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
-        let mut dst = sockaddr(remote, 0);
-        for (i, f) in chunk.iter().enumerate() {
-            let o = &mut outer[i];
-            let total = (VXLAN_OVERHEAD + f.len()).min(0xffff) as u16;
-            // IPv4: DF clear (the underlay may fragment, as the kernel's VXLAN does by
-            // default), TTL 64, id 0 (the kernel fills it), checksum filled by the kernel.
-            o[0] = 0x45;
-            o[2..4].copy_from_slice(&total.to_be_bytes());
-            o[8] = 64;
-            o[9] = 17;
-            o[12..16].copy_from_slice(&local.octets());
-            o[16..20].copy_from_slice(&remote.octets());
-            let sport = 49152 + (flow_hash(f) % 16384) as u16;
-            o[20..22].copy_from_slice(&sport.to_be_bytes());
-            o[22..24].copy_from_slice(&dport.to_be_bytes());
-            o[24..26].copy_from_slice(&(total - 20).to_be_bytes());
-            // UDP checksum 0: allowed for VXLAN over IPv4 (RFC 7348 §5).
-            o[28] = 0x08;
-            o[32..35].copy_from_slice(&vni.to_be_bytes()[1..]);
-            iov[i] = [
-                libc::iovec {
-                    iov_base: o.as_mut_ptr() as *mut libc::c_void,
-                    iov_len: VXLAN_OVERHEAD,
-                },
-                libc::iovec {
-                    iov_base: f.as_ptr() as *mut libc::c_void,
-                    iov_len: f.len(),
-                },
-            ];
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_iov = iov[i].as_mut_ptr();
-            h.msg_iovlen = 2;
+        let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
+        let mut which = [Dgram {
+            start: 0,
+            len: 0,
+            seg: 0,
+        }; BATCH_SIZE];
+        let mut k = 0;
+        for d in chunk {
+            let Some(bytes) = arena.get(d.start..d.start + d.len) else {
+                out.failed += d.count();
+                continue;
+            };
+            if bytes.len() > MAX_UDP_PAYLOAD || (d.seg > 0 && d.count() > MAX_SEGMENTS) {
+                out.failed += d.count();
+                continue;
+            }
+            which[k] = *d;
+            iov[k] = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            let h = &mut msgs[k].msg_hdr;
+            h.msg_iov = &mut iov[k];
+            h.msg_iovlen = 1;
             h.msg_name = &mut dst as *mut _ as *mut libc::c_void;
             h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+            if d.seg > 0 {
+                h.msg_control = ctl[k].as_mut_ptr() as *mut libc::c_void;
+                // SAFETY: CMSG_SPACE/LEN are arithmetic; CMSG_FIRSTHDR points into
+                // ctl[k], which is large enough for one u16 payload; the write is
+                // unaligned-safe.
+                unsafe {
+                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, d.seg as u16);
+                }
+            }
+            k += 1;
         }
         let mut start = 0;
-        while start < chunk.len() {
-            // SAFETY: msgs[start..] point at live headers, frames and address.
+        while start < k {
+            // SAFETY: msgs[start..k] point at live iovecs, arena bytes, control data
+            // and the destination address.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
                     msgs[start..].as_mut_ptr(),
-                    (chunk.len() - start) as u32,
+                    (k - start) as u32,
                     libc::MSG_DONTWAIT,
                 )
             };
-            if rc <= 0 {
-                failed += 1;
-                start += 1;
-            } else {
-                sent += rc as usize;
+            if rc > 0 {
+                for d in &which[start..start + rc as usize] {
+                    out.sent += d.count();
+                    out.bytes += d.len;
+                }
                 start += rc as usize;
+                continue;
             }
+            let d = which[start];
+            let refused = matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO | libc::ENOPROTOOPT)
+            );
+            if d.seg > 0 && refused {
+                out.refused = true;
+                let mut singles = [Dgram {
+                    start: 0,
+                    len: 0,
+                    seg: 0,
+                }; MAX_SEGMENTS];
+                let mut n = 0;
+                let mut at = d.start;
+                while at < d.start + d.len && n < MAX_SEGMENTS {
+                    let l = d.seg.min(d.start + d.len - at);
+                    singles[n] = Dgram {
+                        start: at,
+                        len: l,
+                        seg: 0,
+                    };
+                    n += 1;
+                    at += l;
+                }
+                let r = send_dgrams(fd, remote, dport, arena, &singles[..n]);
+                out.sent += r.sent;
+                out.failed += r.failed;
+                out.bytes += r.bytes;
+            } else {
+                out.failed += d.count();
+            }
+            start += 1;
         }
     }
-    (sent, failed)
+    out
 }
 
-/// FNV-1a over the inner MACs and the first bytes after them (addresses, ports).
-fn flow_hash(f: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in f.iter().take(14 + 24) {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
+/// Cut the frames laid out back to back from `start` in an arena, of lengths `lens`,
+/// into [`Dgram`]s: runs of equal lengths (the last of a run may be shorter) become
+/// trains, as long as a train fits one write (`gso` false: no trains).
+pub fn trains(start: usize, lens: &[usize], gso: bool, out: &mut Vec<Dgram>) {
+    let mut i = 0;
+    let mut at = start;
+    while i < lens.len() {
+        let g = lens[i];
+        let cap = if gso {
+            (MAX_UDP_PAYLOAD / g.max(1)).clamp(1, MAX_SEGMENTS)
+        } else {
+            1
+        };
+        let mut j = i + 1;
+        while j < lens.len() && j - i < cap && lens[j - 1] == g && lens[j] <= g {
+            j += 1;
+        }
+        let len: usize = lens[i..j].iter().sum();
+        out.push(Dgram {
+            start: at,
+            len,
+            seg: if j - i > 1 { g } else { 0 },
+        });
+        at += len;
+        i = j;
     }
-    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trains_group_equal_runs() {
+        let mut out = Vec::new();
+        trains(10, &[1522, 1522, 1522, 700, 60, 1522, 1522], true, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Dgram {
+                    start: 10,
+                    len: 1522 * 3 + 700,
+                    seg: 1522
+                },
+                Dgram {
+                    start: 10 + 1522 * 3 + 700,
+                    len: 60,
+                    seg: 0
+                },
+                Dgram {
+                    start: 10 + 1522 * 3 + 760,
+                    len: 3044,
+                    seg: 1522
+                },
+            ]
+        );
+        // A train never exceeds one write.
+        out.clear();
+        trains(0, &[1522; 45], true, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|d| d.len <= MAX_UDP_PAYLOAD));
+        assert_eq!(out.iter().map(Dgram::count).sum::<usize>(), 45);
+        out.clear();
+        trains(0, &[1522; 3], false, &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|d| d.seg == 0 && d.len == 1522));
+    }
 }
