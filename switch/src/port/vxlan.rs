@@ -85,9 +85,8 @@ const GSO_BACKOFF: u32 = 4096;
 struct TxScratch {
     /// The head (and tag) of the frame being encapsulated.
     flat: Vec<u8>,
-    /// Every datagram of one `send` call, back to back.
-    arena: Vec<u8>,
-    lens: Vec<usize>,
+    /// Every datagram of one `send` call, as pieces.
+    prep: gso::Prepared,
     /// Datagrams per sending socket.
     out: [Vec<Dgram>; TX_SOCKETS],
 }
@@ -96,8 +95,11 @@ thread_local! {
     static SCRATCH: RefCell<TxScratch> = const {
         RefCell::new(TxScratch {
             flat: Vec::new(),
-            arena: Vec::new(),
-            lens: Vec::new(),
+            prep: gso::Prepared {
+                arena: Vec::new(),
+                pieces: Vec::new(),
+                wires: Vec::new(),
+            },
             out: [const { Vec::new() }; TX_SOCKETS],
         })
     };
@@ -163,13 +165,8 @@ impl Port for VxlanRemote {
                     ..Default::default()
                 };
             };
-            let TxScratch {
-                flat,
-                arena,
-                lens,
-                out,
-            } = &mut *s;
-            arena.clear();
+            let TxScratch { flat, prep, out } = &mut *s;
+            prep.clear();
             out.iter_mut().for_each(Vec::clear);
             let mut res = TxResult::default();
             let gso = sh.gso_backoff.load(Ordering::Relaxed) == 0;
@@ -178,30 +175,41 @@ impl Port for VxlanRemote {
                     .gso_backoff
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
             }
-            for f in frames {
+            for (i, f) in frames.iter().enumerate() {
                 // The head and tag in one piece; the rest is read where it is.
                 flat.clear();
                 flat.extend_from_slice(f.head);
                 if let Some(t) = f.tag {
                     flat.extend_from_slice(&t);
                 }
-                let at = arena.len();
-                lens.clear();
-                if gso::prepare_into(flat, f.rest, &f.vnet, &vxh, arena, lens).is_err() {
+                let (pieces0, wires0) = (prep.pieces.len(), prep.wires.len());
+                if gso::prepare_into(flat, f.rest, i, &f.vnet, &vxh, prep).is_err() {
                     res.failed += 1;
                     continue;
                 }
-                // The first frame's headers, as they went out.
-                let first_len = lens.first().copied().unwrap_or(8);
-                let first = arena.get(at + 8..at + first_len).unwrap_or(&[]);
+                // The first wire frame's headers, as they go out.
+                let first = match prep.pieces.get(pieces0) {
+                    Some(gso::Piece::Arena { start, len }) => {
+                        prep.arena.get(start + 8..start + len).unwrap_or(&[])
+                    }
+                    _ => &[],
+                };
                 let sock = flow_hash(first) as usize % TX_SOCKETS;
-                udp::trains(at, lens, gso, &mut out[sock]);
+                udp::trains(&prep.wires[wires0..], gso, &mut out[sock]);
             }
             for (fd, list) in sh.tx.iter().zip(out.iter()) {
                 if list.is_empty() {
                     continue;
                 }
-                let r = udp::send_dgrams(fd.as_raw_fd(), remote, sh.dst_port, arena, list);
+                let r = udp::send_dgrams(
+                    fd.as_raw_fd(),
+                    remote,
+                    sh.dst_port,
+                    &prep.arena,
+                    frames,
+                    &prep.pieces,
+                    list,
+                );
                 res.sent += r.sent;
                 res.failed += r.failed;
                 res.bytes += r.bytes - 8 * r.sent;

@@ -132,20 +132,61 @@ pub fn mark_partial(frame: &mut [u8]) -> VnetHdr {
 /// The IP MTU assumed for segments of a super-frame that arrived coalesced.
 const GRO_MTU: usize = 1500;
 
-/// Append to `arena` the wire frames for the frame `head ++ rest` (a frame in two
-/// pieces, as a port's send gets it: `head` short, up to the VLAN tag), each preceded
-/// by `prefix` (a tunnel header, or nothing): the frame itself (checksum completed),
-/// or its TCP segments if it is a GSO super-frame. The length of each appended piece
-/// (prefix included) is pushed to `lens`. On error nothing is appended.
+/// A piece of a wire frame: bytes in [`Prepared::arena`], or bytes of the `rest` of
+/// frame number `frame` of the caller's (payloads are referenced, not copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    Arena {
+        start: usize,
+        len: usize,
+    },
+    Frame {
+        frame: usize,
+        start: usize,
+        len: usize,
+    },
+}
+
+/// One wire frame: `count` pieces from `first` on in [`Prepared::pieces`], `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub first: usize,
+    pub count: usize,
+    pub len: usize,
+}
+
+/// Wire frames made by [`prepare_into`], as pieces to gather (writev-style).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub arena: Vec<u8>,
+    pub pieces: Vec<Piece>,
+    pub wires: Vec<Wire>,
+}
+
+impl Prepared {
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.pieces.clear();
+        self.wires.clear();
+    }
+}
+
+/// Append to `out` the wire frames for frame number `frame`, `head ++ rest` (a frame in
+/// two pieces, as a port's send gets it: `head` short, up to the VLAN tag), each
+/// preceded by `prefix` (a tunnel header, or nothing): the frame itself (copied, its
+/// checksum completed), or its TCP segments if it is a GSO super-frame: rewritten
+/// headers in the arena, payloads by reference into `rest`. On error nothing is
+/// appended.
 pub fn prepare_into(
     head: &[u8],
     rest: &[u8],
+    frame: usize,
     vnet: &VnetHdr,
     prefix: &[u8],
-    arena: &mut Vec<u8>,
-    lens: &mut Vec<usize>,
+    out: &mut Prepared,
 ) -> Result<(), GsoError> {
     let gso = vnet.gso_type & !GSO_ECN;
+    let arena = &mut out.arena;
     let mark = arena.len();
     if gso == GSO_NONE {
         arena.extend_from_slice(prefix);
@@ -155,7 +196,13 @@ pub fn prepare_into(
             arena.truncate(mark);
             return Err(e);
         }
-        lens.push(arena.len() - mark);
+        let len = arena.len() - mark;
+        out.pieces.push(Piece::Arena { start: mark, len });
+        out.wires.push(Wire {
+            first: out.pieces.len() - 1,
+            count: 1,
+            len,
+        });
         return Ok(());
     }
     if gso != GSO_TCPV4 {
@@ -167,40 +214,40 @@ pub fn prepare_into(
     let from_head = head.len().min(hn);
     hb[..from_head].copy_from_slice(&head[..from_head]);
     hb[from_head..hn].copy_from_slice(&rest[..hn - from_head]);
-    let frame = &hb[..hn];
-    let eth = EthFrame::parse(frame).map_err(|_| GsoError::Malformed)?;
+    let hdr = &hb[..hn];
+    let eth = EthFrame::parse(hdr).map_err(|_| GsoError::Malformed)?;
     let l3 = eth.payload_ofs + 2;
-    let ip = frame.get(l3..).ok_or(GsoError::Malformed)?;
+    let ip = hdr.get(l3..).ok_or(GsoError::Malformed)?;
     if ip.len() < ipv4::MIN_HLEN || ip[0] >> 4 != 4 {
         return Err(GsoError::Malformed);
     }
     let hlen = usize::from(ip[0] & 0x0f) * 4;
     let l4 = l3 + hlen;
-    if hlen < ipv4::MIN_HLEN || frame.len() < l4 + 20 {
+    if hlen < ipv4::MIN_HLEN || hdr.len() < l4 + 20 {
         return Err(GsoError::Malformed);
     }
-    let thlen = usize::from(frame[l4 + 12] >> 4) * 4;
+    let thlen = usize::from(hdr[l4 + 12] >> 4) * 4;
     let hdrs = l4 + thlen;
     let mss = usize::from(vnet.gso_size);
-    if thlen < 20 || frame.len() < hdrs || mss == 0 || hdrs < head.len() {
+    if thlen < 20 || hdr.len() < hdrs || mss == 0 || hdrs < head.len() {
         return Err(GsoError::Malformed);
     }
-    let payload = &rest[hdrs - head.len()..];
-    let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
-    let id0 = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
-    let flags0 = frame[l4 + 13];
+    let pay0 = hdrs - head.len();
+    let payload = &rest[pay0..];
+    let seq0 = u32::from_be_bytes([hdr[l4 + 4], hdr[l4 + 5], hdr[l4 + 6], hdr[l4 + 7]]);
+    let id0 = u16::from_be_bytes([hdr[l3 + 4], hdr[l3 + 5]]);
+    let flags0 = hdr[l4 + 13];
     let n = payload.len().div_ceil(mss).max(1);
     let p = prefix.len();
     // The pseudo-header sum without the length: the same for every segment.
-    let pseudo = sum16(&frame[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4], 0)
+    let pseudo = sum16(&hdr[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4], 0)
         + u32::from(ipv4::PROTO_TCP);
     let mut chunks = payload.chunks(mss);
     for k in 0..n {
         let chunk = chunks.next().unwrap_or(&[]);
         let at = arena.len();
         arena.extend_from_slice(prefix);
-        arena.extend_from_slice(&frame[..hdrs]);
-        arena.extend_from_slice(chunk);
+        arena.extend_from_slice(&hdr[..hdrs]);
         let b = &mut arena[at + p..];
         let total = (hlen + thlen + chunk.len()) as u16;
         b[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
@@ -220,10 +267,28 @@ pub fn prepare_into(
         }
         b[l4 + 13] = fl;
         b[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+        // The TCP header is a multiple of 4 bytes: its sum and the payload's add up.
         let tcp_len = (thlen + chunk.len()) as u32;
-        let c = !fold(sum16(&b[l4..], pseudo + tcp_len));
+        let c = !fold(sum16(chunk, sum16(&b[l4..hdrs], pseudo + tcp_len)));
         b[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
-        lens.push(p + hdrs + chunk.len());
+        out.pieces.push(Piece::Arena {
+            start: at,
+            len: p + hdrs,
+        });
+        let mut count = 1;
+        if !chunk.is_empty() {
+            out.pieces.push(Piece::Frame {
+                frame,
+                start: pay0 + k * mss,
+                len: chunk.len(),
+            });
+            count = 2;
+        }
+        out.wires.push(Wire {
+            first: out.pieces.len() - count,
+            count,
+            len: p + hdrs + chunk.len(),
+        });
     }
     Ok(())
 }
@@ -433,54 +498,59 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         let (f, v) = superframe(10);
-        let (mut arena, mut lens) = (Vec::new(), Vec::new());
+        let mut out = Prepared::default();
         assert_eq!(
-            prepare_into(&f[..12], &f[12..40], &v, &[], &mut arena, &mut lens),
+            prepare_into(&f[..12], &f[12..40], 0, &v, &[], &mut out),
             Err(GsoError::Malformed)
         );
         let mut v6 = v;
         v6.gso_type = crate::wire::vnet::GSO_TCPV6;
         assert_eq!(
-            prepare_into(&f[..12], &f[12..], &v6, &[], &mut arena, &mut lens),
+            prepare_into(&f[..12], &f[12..], 0, &v6, &[], &mut out),
             Err(GsoError::Unsupported)
         );
-        assert!(arena.is_empty() && lens.is_empty());
+        assert!(out.arena.is_empty() && out.pieces.is_empty() && out.wires.is_empty());
     }
 
-    /// The frames `prepare_into` makes of `f`, one Vec each.
-    fn segments(f: &[u8], v: &VnetHdr) -> Vec<Vec<u8>> {
-        let (mut arena, mut lens) = (Vec::new(), Vec::new());
-        prepare_into(&f[..12], &f[12..], v, &[], &mut arena, &mut lens).unwrap();
-        let mut at = 0;
-        lens.iter()
-            .map(|l| {
-                at += l;
-                arena[at - l..at].to_vec()
+    /// The wire frames `prepare_into` makes of `f` behind `prefix`, one Vec each.
+    fn prepared(f: &[u8], v: &VnetHdr, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Prepared::default();
+        prepare_into(&f[..12], &f[12..], 0, v, prefix, &mut out).unwrap();
+        out.wires
+            .iter()
+            .map(|w| {
+                let mut b = Vec::new();
+                for p in &out.pieces[w.first..w.first + w.count] {
+                    match *p {
+                        Piece::Arena { start, len } => {
+                            b.extend_from_slice(&out.arena[start..start + len])
+                        }
+                        Piece::Frame { frame, start, len } => {
+                            assert_eq!(frame, 0);
+                            b.extend_from_slice(&f[12 + start..12 + start + len])
+                        }
+                    }
+                }
+                assert_eq!(b.len(), w.len);
+                b
             })
             .collect()
     }
 
+    /// The frames `prepare_into` makes of `f`.
+    fn segments(f: &[u8], v: &VnetHdr) -> Vec<Vec<u8>> {
+        prepared(f, v, &[])
+    }
+
     /// Segments laid out as a UDP GRO train: each behind an 8-byte tunnel header.
     fn train(f: &[u8], v: &VnetHdr) -> (Vec<u8>, Vec<(usize, usize)>) {
-        let (mut arena, mut lens) = (Vec::new(), Vec::new());
-        prepare_into(
-            &f[..12],
-            &f[12..],
-            v,
-            &[0x08, 0, 0, 0, 0, 0, 42, 0],
-            &mut arena,
-            &mut lens,
-        )
-        .unwrap();
-        let mut at = 0;
-        let segs = lens
-            .iter()
-            .map(|l| {
-                at += l;
-                (at - l + 8, l - 8)
-            })
-            .collect();
-        (arena, segs)
+        let mut buf = Vec::new();
+        let mut segs = Vec::new();
+        for w in prepared(f, v, &[0x08, 0, 0, 0, 0, 0, 42, 0]) {
+            segs.push((buf.len() + 8, w.len() - 8));
+            buf.extend_from_slice(&w);
+        }
+        (buf, segs)
     }
 
     #[test]

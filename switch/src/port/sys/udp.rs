@@ -7,8 +7,9 @@
 //! Read first: udp(7) (`UDP_SEGMENT`, `UDP_GRO`), Linux `net/ipv4/udp_offload.c`.
 
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
-use crate::port::RxResult;
-use crate::wire::{gso, VnetHdr};
+use crate::port::{RxResult, TxFrame};
+use crate::wire::gso::{self, Piece, Wire};
+use crate::wire::VnetHdr;
 use libc::c_int;
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -313,18 +314,20 @@ pub fn recv_batch(
     Ok(res)
 }
 
-/// Datagrams in an arena: `len` bytes at `start`, one datagram (`seg == 0`) or a train
-/// of `seg`-byte datagrams, the last possibly shorter, sent in one write with UDP GSO.
+/// Datagrams to send: `count` [`Piece`]s from `first` on, `len` bytes in all; one
+/// datagram (`seg == 0`) or a train of `seg`-byte datagrams, the last possibly
+/// shorter, sent in one write with UDP GSO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dgram {
-    pub start: usize,
+    pub first: usize,
+    pub count: usize,
     pub len: usize,
     pub seg: usize,
 }
 
 impl Dgram {
     /// Datagrams on the wire.
-    pub fn count(&self) -> usize {
+    pub fn datagrams(&self) -> usize {
         if self.seg == 0 {
             1
         } else {
@@ -343,46 +346,84 @@ pub struct Sent {
     pub refused: bool,
 }
 
-/// Send `dgrams` (ranges of `arena`) to `remote:dport` from the UDP socket `fd`. A
-/// train the kernel will not segment (a datagram larger than the route's MTU, a kernel
-/// without UDP GSO) goes one datagram at a time, fragmented by IP if need be.
+/// iovecs per `sendmmsg` call, at most.
+const IOV_BATCH: usize = 1024;
+
+/// The bytes of a piece: in `arena`, or in the `rest` of `frames[frame]`.
+fn piece_bytes<'a>(p: &Piece, arena: &'a [u8], frames: &[TxFrame<'a>]) -> Option<&'a [u8]> {
+    match *p {
+        Piece::Arena { start, len } => arena.get(start..start + len),
+        Piece::Frame { frame, start, len } => frames.get(frame)?.rest.get(start..start + len),
+    }
+}
+
+/// Send `dgrams`, gathered from `pieces` (of `arena` and of the frames' payloads), to
+/// `remote:dport` from the UDP socket `fd`. A train the kernel will not segment (a
+/// datagram larger than the route's MTU, a kernel without UDP GSO) goes one datagram
+/// at a time, fragmented by IP if need be.
 pub fn send_dgrams(
     fd: RawFd,
     remote: Ipv4Addr,
     dport: u16,
     arena: &[u8],
+    frames: &[TxFrame<'_>],
+    pieces: &[Piece],
     dgrams: &[Dgram],
 ) -> Sent {
     let mut out = Sent::default();
     let mut dst = sockaddr(remote, dport);
-    for chunk in dgrams.chunks(BATCH_SIZE) {
-        // SAFETY: arrays of plain C structs; all-zero is valid for each.
-        let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
-        let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
-        let mut which = [Dgram {
-            start: 0,
-            len: 0,
-            seg: 0,
-        }; BATCH_SIZE];
-        let mut k = 0;
-        for d in chunk {
-            let Some(bytes) = arena.get(d.start..d.start + d.len) else {
-                out.failed += d.count();
-                continue;
-            };
-            if bytes.len() > MAX_UDP_PAYLOAD || (d.seg > 0 && d.count() > MAX_SEGMENTS) {
-                out.failed += d.count();
+    // SAFETY: arrays of plain C structs; all-zero is valid for each.
+    let mut iov: [libc::iovec; IOV_BATCH] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
+    let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
+    let none = Dgram {
+        first: 0,
+        count: 0,
+        len: 0,
+        seg: 0,
+    };
+    let mut which = [none; BATCH_SIZE];
+    let mut i = 0;
+    while i < dgrams.len() {
+        // Fill a batch: as many datagrams as fit the message and iovec arrays.
+        let (mut k, mut used) = (0, 0);
+        while i < dgrams.len() && k < BATCH_SIZE {
+            let d = dgrams[i];
+            if d.count > IOV_BATCH {
+                out.failed += d.datagrams();
+                i += 1;
                 continue;
             }
-            which[k] = *d;
-            iov[k] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            };
+            if used + d.count > IOV_BATCH {
+                break;
+            }
+            i += 1;
+            let ok = d.len <= MAX_UDP_PAYLOAD
+                && (d.seg == 0 || d.datagrams() <= MAX_SEGMENTS)
+                && pieces.get(d.first..d.first + d.count).is_some_and(|ps| {
+                    ps.iter()
+                        .enumerate()
+                        .all(|(j, p)| match piece_bytes(p, arena, frames) {
+                            Some(b) => {
+                                iov[used + j] = libc::iovec {
+                                    iov_base: b.as_ptr() as *mut libc::c_void,
+                                    iov_len: b.len(),
+                                };
+                                true
+                            }
+                            None => false,
+                        })
+                });
+            if !ok {
+                out.failed += d.datagrams();
+                continue;
+            }
+            which[k] = d;
+            // SAFETY: all-zero is a valid mmsghdr (a reused one may hold control data).
+            msgs[k] = unsafe { zeroed() };
             let h = &mut msgs[k].msg_hdr;
-            h.msg_iov = &mut iov[k];
-            h.msg_iovlen = 1;
+            h.msg_iov = &mut iov[used];
+            h.msg_iovlen = d.count;
             h.msg_name = &mut dst as *mut _ as *mut libc::c_void;
             h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
             if d.seg > 0 {
@@ -399,12 +440,13 @@ pub fn send_dgrams(
                     std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, d.seg as u16);
                 }
             }
+            used += d.count;
             k += 1;
         }
         let mut start = 0;
         while start < k {
-            // SAFETY: msgs[start..k] point at live iovecs, arena bytes, control data
-            // and the destination address.
+            // SAFETY: msgs[start..k] point at live iovecs (over arena and frame bytes
+            // borrowed for this call), control data and the destination address.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -415,7 +457,7 @@ pub fn send_dgrams(
             };
             if rc > 0 {
                 for d in &which[start..start + rc as usize] {
-                    out.sent += d.count();
+                    out.sent += d.datagrams();
                     out.bytes += d.len;
                 }
                 start += rc as usize;
@@ -428,29 +470,12 @@ pub fn send_dgrams(
             );
             if d.seg > 0 && refused {
                 out.refused = true;
-                let mut singles = [Dgram {
-                    start: 0,
-                    len: 0,
-                    seg: 0,
-                }; MAX_SEGMENTS];
-                let mut n = 0;
-                let mut at = d.start;
-                while at < d.start + d.len && n < MAX_SEGMENTS {
-                    let l = d.seg.min(d.start + d.len - at);
-                    singles[n] = Dgram {
-                        start: at,
-                        len: l,
-                        seg: 0,
-                    };
-                    n += 1;
-                    at += l;
-                }
-                let r = send_dgrams(fd, remote, dport, arena, &singles[..n]);
+                let r = send_singly(fd, remote, dport, arena, frames, pieces, d);
                 out.sent += r.sent;
                 out.failed += r.failed;
                 out.bytes += r.bytes;
             } else {
-                out.failed += d.count();
+                out.failed += d.datagrams();
             }
             start += 1;
         }
@@ -458,30 +483,75 @@ pub fn send_dgrams(
     out
 }
 
-/// Cut the frames laid out back to back from `start` in an arena, of lengths `lens`,
-/// into [`Dgram`]s: runs of equal lengths (the last of a run may be shorter) become
-/// trains, as long as a train fits one write (`gso` false: no trains).
-pub fn trains(start: usize, lens: &[usize], gso: bool, out: &mut Vec<Dgram>) {
+/// Send train `d` one datagram at a time: its pieces cut where `d.seg` bytes add up.
+fn send_singly(
+    fd: RawFd,
+    remote: Ipv4Addr,
+    dport: u16,
+    arena: &[u8],
+    frames: &[TxFrame<'_>],
+    pieces: &[Piece],
+    d: Dgram,
+) -> Sent {
+    let none = Dgram {
+        first: 0,
+        count: 0,
+        len: 0,
+        seg: 0,
+    };
+    let mut singles = [none; MAX_SEGMENTS];
+    let mut n = 0;
+    let mut cur = Dgram {
+        first: d.first,
+        ..none
+    };
+    for j in d.first..d.first + d.count {
+        let l = pieces
+            .get(j)
+            .and_then(|p| piece_bytes(p, arena, frames))
+            .map_or(0, <[u8]>::len);
+        cur.count += 1;
+        cur.len += l;
+        if cur.len >= d.seg || j + 1 == d.first + d.count {
+            if n == MAX_SEGMENTS {
+                break;
+            }
+            singles[n] = cur;
+            n += 1;
+            cur = Dgram {
+                first: j + 1,
+                ..none
+            };
+        }
+    }
+    let mut r = send_dgrams(fd, remote, dport, arena, frames, pieces, &singles[..n]);
+    r.failed += d.datagrams().saturating_sub(r.sent + r.failed);
+    r
+}
+
+/// Group the wire frames of one frame into [`Dgram`]s: runs of equal lengths (the last
+/// of a run may be shorter) become trains, as long as a train fits one write (`gso`
+/// false: no trains). The wires' pieces are consecutive.
+pub fn trains(wires: &[Wire], gso: bool, out: &mut Vec<Dgram>) {
     let mut i = 0;
-    let mut at = start;
-    while i < lens.len() {
-        let g = lens[i];
+    while i < wires.len() {
+        let g = wires[i].len;
         let cap = if gso {
             (MAX_UDP_PAYLOAD / g.max(1)).clamp(1, MAX_SEGMENTS)
         } else {
             1
         };
         let mut j = i + 1;
-        while j < lens.len() && j - i < cap && lens[j - 1] == g && lens[j] <= g {
+        while j < wires.len() && j - i < cap && wires[j - 1].len == g && wires[j].len <= g {
             j += 1;
         }
-        let len: usize = lens[i..j].iter().sum();
+        let run = &wires[i..j];
         out.push(Dgram {
-            start: at,
-            len,
+            first: wires[i].first,
+            count: run.iter().map(|w| w.count).sum(),
+            len: run.iter().map(|w| w.len).sum(),
             seg: if j - i > 1 { g } else { 0 },
         });
-        at += len;
         i = j;
     }
 }
@@ -490,39 +560,50 @@ pub fn trains(start: usize, lens: &[usize], gso: bool, out: &mut Vec<Dgram>) {
 mod tests {
     use super::*;
 
+    fn wires(lens: &[usize]) -> Vec<Wire> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| Wire {
+                first: 2 * i,
+                count: 2,
+                len,
+            })
+            .collect()
+    }
+
     #[test]
     fn trains_group_equal_runs() {
         let mut out = Vec::new();
-        trains(10, &[1522, 1522, 1522, 700, 60, 1522, 1522], true, &mut out);
+        trains(
+            &wires(&[1522, 1522, 1522, 700, 60, 1522, 1522]),
+            true,
+            &mut out,
+        );
+        let d = |first, count, len, seg| Dgram {
+            first,
+            count,
+            len,
+            seg,
+        };
         assert_eq!(
             out,
             vec![
-                Dgram {
-                    start: 10,
-                    len: 1522 * 3 + 700,
-                    seg: 1522
-                },
-                Dgram {
-                    start: 10 + 1522 * 3 + 700,
-                    len: 60,
-                    seg: 0
-                },
-                Dgram {
-                    start: 10 + 1522 * 3 + 760,
-                    len: 3044,
-                    seg: 1522
-                },
+                d(0, 8, 1522 * 3 + 700, 1522),
+                d(8, 2, 60, 0),
+                d(10, 4, 3044, 1522),
             ]
         );
         // A train never exceeds one write.
         out.clear();
-        trains(0, &[1522; 45], true, &mut out);
+        trains(&wires(&[1522; 45]), true, &mut out);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|d| d.len <= MAX_UDP_PAYLOAD));
-        assert_eq!(out.iter().map(Dgram::count).sum::<usize>(), 45);
+        assert_eq!(out.iter().map(Dgram::datagrams).sum::<usize>(), 45);
         out.clear();
-        trains(0, &[1522; 3], false, &mut out);
+        trains(&wires(&[1522; 3]), false, &mut out);
         assert_eq!(out.len(), 3);
-        assert!(out.iter().all(|d| d.seg == 0 && d.len == 1522));
+        assert!(out
+            .iter()
+            .all(|d| d.seg == 0 && d.len == 1522 && d.count == 2));
     }
 }
