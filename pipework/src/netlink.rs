@@ -265,24 +265,6 @@ impl Rtnl {
         Ok(())
     }
 
-    /// `ip -6 route replace default via gw` in the main table.
-    pub fn replace_default_route6(&mut self, gw: std::net::Ipv6Addr) -> Result<()> {
-        let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet6;
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::Boot;
-        m.header.scope = RouteScope::Universe;
-        m.header.kind = RouteType::Unicast;
-        m.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
-        self.request(
-            RouteNetlinkMessage::NewRoute(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .with_context(|| format!("set the IPv6 default route via {gw}"))?;
-        Ok(())
-    }
-
     /// IPv4 addresses (with prefix length) on link `index`.
     pub fn addrs(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         let mut q = AddressMessage::default();
@@ -306,16 +288,19 @@ impl Rtnl {
         Ok(out)
     }
 
-    /// `ip route replace default via gw` in the main table.
-    pub fn replace_default_route(&mut self, gw: Ipv4Addr) -> Result<()> {
+    /// `ip route replace default via gw` (or `ip -6 …`) in the main table.
+    pub fn replace_default_route(&mut self, gw: IpAddr) -> Result<()> {
+        let (family, via) = match gw {
+            IpAddr::V4(a) => (AddressFamily::Inet, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, RouteAddress::Inet6(a)),
+        };
         let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet;
+        m.header.address_family = family;
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::Boot;
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
-        m.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        m.attributes.push(RouteAttribute::Gateway(via));
         self.request(
             RouteNetlinkMessage::NewRoute(m),
             NLM_F_CREATE | NLM_F_REPLACE,

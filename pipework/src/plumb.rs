@@ -17,7 +17,7 @@ use crate::{arp, dhcp};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -555,7 +555,7 @@ fn build(
     } = &p.addr
     {
         if let Some(gw) = gateway {
-            grt.replace_default_route6(*gw)?;
+            grt.replace_default_route(IpAddr::V6(*gw))?;
         }
         // vswitchd's DNS answers A records only: no name for an IPv6 interface.
         return Ok(Plumbed {
@@ -579,7 +579,7 @@ fn build(
             gateway,
         } => {
             if let Some(gw) = gateway {
-                grt.replace_default_route(*gw)?;
+                grt.replace_default_route(IpAddr::V4(*gw))?;
             }
             (*ip, *prefix, *gateway)
         }
@@ -587,7 +587,7 @@ fn build(
             let lease = dhcp::obtain(&g.ns, &p.ifname, mac, g.dns_name.as_deref(), p.timeout)?;
             grt.add_addr(gl.index, lease.ip, lease.prefix)?;
             if let Some(r) = lease.router {
-                grt.replace_default_route(r)?;
+                grt.replace_default_route(IpAddr::V4(r))?;
             }
             // Pin the address to this MAC for as long as the port exists: pipework
             // does not stay behind to renew the lease.
