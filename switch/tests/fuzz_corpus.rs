@@ -37,3 +37,8 @@ fn dns_corpus() {
 fn control_corpus() {
     replay("control", vswitch_proto::fuzz_decode);
 }
+
+#[test]
+fn gso_corpus() {
+    replay("gso", vswitch::wire::gso::fuzz);
+}

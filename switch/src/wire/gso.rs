@@ -388,6 +388,82 @@ pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetH
     Some((total, h))
 }
 
+/// Fuzzing entry point (the `gso` fuzz target and its corpus replay): arbitrary frames
+/// and offload headers through [`prepare_into`], the result joined again with
+/// [`coalesce`] (which must give back the payload, if it joins at all), and arbitrary
+/// byte ranges straight into [`coalesce`] and [`mark_partial`]. Panics on a violated
+/// property; malformed input must only be refused.
+pub fn fuzz(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 0x80 != 0 {
+        // Garbage trains: lengths from the first bytes, ranges over the rest.
+        let n = usize::from(mode & 0x0f).min(rest.len());
+        let (lens, body) = rest.split_at(n);
+        let mut buf = body.to_vec();
+        let mut segs = Vec::new();
+        let mut at = 0;
+        for &l in lens {
+            let l = usize::from(l) * 4;
+            segs.push((at, l));
+            at += l + 8;
+        }
+        if let Some((len, _)) = coalesce(&mut buf, &segs) {
+            assert!(len <= buf.len());
+        }
+        let _ = mark_partial(&mut buf);
+        return;
+    }
+    let [a, b, c, d, frame @ ..] = rest else {
+        return;
+    };
+    let vnet = VnetHdr {
+        flags: if mode & 1 != 0 { F_NEEDS_CSUM } else { 0 },
+        gso_type: if mode & 2 != 0 { GSO_TCPV4 } else { GSO_NONE },
+        hdr_len: 0,
+        gso_size: u16::from_be_bytes([*a, *b]),
+        csum_start: u16::from(*c),
+        csum_offset: u16::from(*d),
+    };
+    let split = frame.len().min(12);
+    let (head, tail) = frame.split_at(split);
+    let prefix = [0x08, 0, 0, 0, 0, 0, 42, 0];
+    let mut out = Prepared::default();
+    if prepare_into(head, tail, 0, &vnet, &prefix, &mut out).is_err() {
+        assert!(out.arena.is_empty() && out.pieces.is_empty() && out.wires.is_empty());
+        return;
+    }
+    // Lay the wire frames out as a received train.
+    let mut train = Vec::new();
+    let mut segs = Vec::new();
+    for w in &out.wires {
+        let start = train.len();
+        for p in &out.pieces[w.first..w.first + w.count] {
+            match *p {
+                Piece::Arena { start, len } => {
+                    train.extend_from_slice(&out.arena[start..start + len])
+                }
+                Piece::Frame {
+                    frame: 0,
+                    start,
+                    len,
+                } => train.extend_from_slice(&tail[start..start + len]),
+                Piece::Frame { .. } => panic!("a piece of another frame"),
+            }
+        }
+        assert_eq!(train.len() - start, w.len, "wire length");
+        assert!(w.len >= prefix.len());
+        segs.push((start + prefix.len(), w.len - prefix.len()));
+    }
+    if let Some((len, h)) = coalesce(&mut train, &segs) {
+        let joined = &train[prefix.len()..prefix.len() + len];
+        let hdrs = usize::from(h.hdr_len);
+        let pay = &frame[frame.len() - (len - hdrs)..];
+        assert_eq!(&joined[hdrs..], pay, "joined payload");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
