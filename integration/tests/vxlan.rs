@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
             two_vswitchd_hosts_over_vxlan,
         ),
         ("interop_with_kernel_vxlan", interop_with_kernel_vxlan),
+        ("junk_datagrams_are_dropped", junk_datagrams_are_dropped),
         ("vxlan_errors", vxlan_errors),
     ])
 }
@@ -122,6 +123,63 @@ fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
         "{show}"
     );
     Ok(())
+}
+
+/// Datagrams to the VTEP that are not VXLAN for us, one by one and as one UDP GSO
+/// train (received as a UDP GRO train), from a remote's address: dropped, counted as
+/// malformed on that remote's port, and the tunnel goes on working.
+fn junk_datagrams_are_dropped() -> Result<()> {
+    let mut h1 = host("10.0.0.1/24")?;
+    let mut h2 = host("10.0.0.2/24")?;
+    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
+    for (h, remote) in [(&mut h1, "192.0.2.2"), (&mut h2, "192.0.2.1")] {
+        h.ctl_ok(&[
+            "add-port",
+            "br0",
+            "vx0",
+            "--type",
+            "vxlan",
+            "--remote-ip",
+            remote,
+            "--vni",
+            "42",
+        ])?;
+    }
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(ok, "no ping across the tunnel");
+    let before = malformed(&h1)?;
+    // From h2's VTEP address, another source port than its vswitchd's.
+    let junk = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('192.0.2.2', 0))
+dst = ('192.0.2.1', 4789)
+vx = lambda vni: bytes([8, 0, 0, 0]) + vni.to_bytes(3, 'big') + bytes([0])
+for p in [b'', b'\x08', bytes(8) + bytes(20), vx(43) + bytes(20), vx(42) + bytes(5)]:
+    s.sendto(p, dst)
+s.setsockopt(17, 103, 100)
+s.sendto(bytes(range(7, 256)) * 4, dst)
+"#;
+    run_ok(h2.cmd("sw", "python3").args(["-c", junk]))?;
+    // 5 single datagrams and a train of 10 (996 bytes in 100-byte datagrams).
+    let counted = wait_until(Duration::from_secs(5), || {
+        malformed(&h1).map(|n| n >= before + 15).unwrap_or(false)
+    });
+    ensure!(
+        counted,
+        "junk not counted: malformed {} -> {}",
+        before,
+        malformed(&h1)?
+    );
+    h1.assert_ping("c", "10.0.0.2")?;
+    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 1 << 20)?;
+    Ok(())
+}
+
+/// Frames dropped as malformed on h1's port for remote 192.0.2.2.
+fn malformed(h: &Lab) -> Result<u64> {
+    let s = h.ctl_json(&["stats", "vx0"])?;
+    Ok(s[0]["drops"]["malformed"].as_u64().unwrap_or(0))
 }
 
 fn interop_with_kernel_vxlan() -> Result<()> {

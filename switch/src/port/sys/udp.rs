@@ -249,7 +249,8 @@ pub fn recv_batch(
             0 => len,
             g => g.min(len),
         };
-        let count = len.div_ceil(g.max(1));
+        // An empty datagram is one (malformed) datagram too.
+        let count = len.div_ceil(g.max(1)).max(1);
         let src = Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr));
         let port = match origin(src) {
             Some(port) if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0 => port,
