@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// What the remotes of one vxlan port share.
@@ -34,6 +34,8 @@ pub struct VxlanShared {
     /// Sends left without UDP GSO after the kernel refused a train (the underlay's MTU
     /// is smaller than a segment): trains are retried now and then, not every time.
     gso_backoff: AtomicU32,
+    /// The refusal was logged (once per port).
+    gso_warned: AtomicBool,
 }
 
 impl VxlanShared {
@@ -64,6 +66,7 @@ impl VxlanShared {
             local,
             ids: remotes.iter().map(|_| AtomicU32::new(u32::MAX)).collect(),
             gso_backoff: AtomicU32::new(0),
+            gso_warned: AtomicBool::new(false),
             remotes,
         }))
     }
@@ -215,6 +218,16 @@ impl Port for VxlanRemote {
                 res.bytes += r.bytes - 8 * r.sent;
                 if r.refused {
                     sh.gso_backoff.store(GSO_BACKOFF, Ordering::Relaxed);
+                    if !sh.gso_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            port = %self.name,
+                            remote = %remote,
+                            "the route to the remote VTEP has a smaller MTU than a VXLAN \
+                             datagram: segments are sent one by one and IP-fragmented \
+                             (slow); give the underlay an MTU of the bridge MTU + 50, or \
+                             the bridge --mtu 1450"
+                        );
+                    }
                 }
             }
             res
