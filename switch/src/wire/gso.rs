@@ -300,50 +300,65 @@ const TCP_PSH: u8 = 0x08;
 const TCP_URG: u8 = 0x20;
 const TCP_CWR: u8 = 0x80;
 
-/// Software GRO, the inverse of [`prepare_into`]: if the frames at `segs` (ranges of
-/// `buf`, in order) are consecutive segments of one TCP/IPv4 flow, cut as a sender's
-/// TSO would (same headers, sequence numbers back to back, every payload but the last
-/// of the same size, FIN/PSH only on the last), join them in place into one GSO
-/// super-frame at `segs[0].0` and return its length and offload header (checksum
-/// partial, `GSO_TCPV4` with the segments' size). `None`: left as they were.
-///
-/// This is what the kernel's `tcp_gro_receive` checks, without the checksum: the
-/// caller vouches for the segments' integrity (they came in one UDP datagram train
-/// whose checksums the kernel verified before coalescing it).
-pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetHdr)> {
-    const L3: usize = 14;
-    const L4: usize = L3 + ipv4::MIN_HLEN;
-    let (&(s0, l0), rest) = segs.split_first()?;
-    if rest.is_empty() {
-        return None;
+const L3: usize = 14;
+const L4: usize = L3 + ipv4::MIN_HLEN;
+
+/// The checks of one TCP/IPv4 train, made one segment at a time (what the kernel's
+/// `tcp_gro_receive` checks, without the checksum): same headers, sequence numbers
+/// back to back, every payload but the last of the first one's size, FIN/PSH only on
+/// the last. Untagged Ethernet, IPv4 without options.
+struct Train {
+    hdrs: usize,
+    mss: usize,
+    seq: u32,
+    total: usize,
+    last_flags: u8,
+    /// More segments may follow.
+    open: bool,
+}
+
+fn seq_of(f: &[u8]) -> u32 {
+    u32::from_be_bytes([f[L4 + 4], f[L4 + 5], f[L4 + 6], f[L4 + 7]])
+}
+
+impl Train {
+    fn start(f0: &[u8]) -> Option<Train> {
+        let l0 = f0.len();
+        if l0 < L4 + 20
+            || f0[12..14] != ipv4::ETHERTYPE_IPV4.to_be_bytes()
+            || f0[L3] != 0x45
+            || f0[L3 + ipv4::field::PROTOCOL] != ipv4::PROTO_TCP
+            || u16::from_be_bytes([f0[L3 + 6], f0[L3 + 7]]) & ipv4::FRAG_MASK != 0
+            || usize::from(u16::from_be_bytes([f0[L3 + 2], f0[L3 + 3]])) != l0 - L3
+        {
+            return None;
+        }
+        let thlen = usize::from(f0[L4 + 12] >> 4) * 4;
+        let hdrs = L4 + thlen;
+        if thlen < 20 || l0 <= hdrs {
+            return None;
+        }
+        let mss = l0 - hdrs;
+        let flags = f0[L4 + 13];
+        Some(Train {
+            hdrs,
+            mss,
+            seq: seq_of(f0).wrapping_add(mss as u32),
+            total: l0,
+            last_flags: flags,
+            open: flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_URG) == 0,
+        })
     }
-    let f0 = buf.get(s0..s0 + l0)?;
-    if l0 < L4 + 20
-        || f0[12..14] != ipv4::ETHERTYPE_IPV4.to_be_bytes()
-        || f0[L3] != 0x45
-        || f0[L3 + ipv4::field::PROTOCOL] != ipv4::PROTO_TCP
-        || u16::from_be_bytes([f0[L3 + 6], f0[L3 + 7]]) & ipv4::FRAG_MASK != 0
-        || usize::from(u16::from_be_bytes([f0[L3 + 2], f0[L3 + 3]])) != l0 - L3
-    {
-        return None;
-    }
-    let thlen = usize::from(f0[L4 + 12] >> 4) * 4;
-    let hdrs = L4 + thlen;
-    if thlen < 20 || l0 <= hdrs {
-        return None;
-    }
-    let mss = l0 - hdrs;
-    let seq_of = |f: &[u8]| u32::from_be_bytes([f[L4 + 4], f[L4 + 5], f[L4 + 6], f[L4 + 7]]);
-    let mut seq = seq_of(f0).wrapping_add(mss as u32);
-    let mut total = l0;
-    let mut last_flags = f0[L4 + 13];
-    for (k, &(s, l)) in rest.iter().enumerate() {
-        let f = buf.get(s..s + l)?;
-        let is_last = k + 1 == rest.len();
-        let pay = l.checked_sub(hdrs)?;
-        let prev_flags = last_flags;
-        last_flags = f[L4 + 13];
-        if f[..L3 + 2] != f0[..L3 + 2]
+
+    /// Count `f` in if it continues the train that `f0` starts.
+    fn push(&mut self, f0: &[u8], f: &[u8]) -> bool {
+        let (l, hdrs) = (f.len(), self.hdrs);
+        let Some(pay) = l.checked_sub(hdrs) else {
+            return false;
+        };
+        let flags = f[L4 + 13];
+        if !self.open
+            || f[..L3 + 2] != f0[..L3 + 2]
             || f[L3 + 6..L3 + 10] != f0[L3 + 6..L3 + 10]
             || f[L3 + 12..L4] != f0[L3 + 12..L4]
             || usize::from(u16::from_be_bytes([f[L3 + 2], f[L3 + 3]])) != l - L3
@@ -351,47 +366,108 @@ pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetH
             || f[L4 + 8..L4 + 13] != f0[L4 + 8..L4 + 13]
             || f[L4 + 14..L4 + 16] != f0[L4 + 14..L4 + 16]
             || f[L4 + 20..hdrs] != f0[L4 + 20..hdrs]
-            || seq_of(f) != seq
-            || prev_flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_URG) != 0
-            || (last_flags ^ f0[L4 + 13]) & !(TCP_FIN | TCP_PSH | TCP_CWR) != 0
-            || last_flags & TCP_CWR != 0
+            || seq_of(f) != self.seq
+            || (flags ^ f0[L4 + 13]) & !(TCP_FIN | TCP_PSH | TCP_CWR) != 0
+            || flags & TCP_CWR != 0
             || pay == 0
-            || pay > mss
-            || (!is_last && pay != mss)
+            || pay > self.mss
+            || self.total + pay - L3 > 0xffff
         {
+            return false;
+        }
+        self.seq = self.seq.wrapping_add(pay as u32);
+        self.total += pay;
+        self.last_flags = flags;
+        self.open = pay == self.mss && flags & (TCP_FIN | TCP_PSH) == 0;
+        true
+    }
+
+    /// Turn the first segment, now followed by every payload (`f`, `total` bytes),
+    /// into the super-frame: IPv4 length and checksum, FIN/PSH of the last segment,
+    /// TCP checksum partial (pseudo-header sum), GSO of the segments' size.
+    fn finish(&self, f: &mut [u8]) -> VnetHdr {
+        let total = self.total;
+        f[L3 + 2..L3 + 4].copy_from_slice(&((total - L3) as u16).to_be_bytes());
+        f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+        let c = checksum(&f[L3..L4]);
+        f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2]
+            .copy_from_slice(&c.to_be_bytes());
+        f[L4 + 13] |= self.last_flags & (TCP_FIN | TCP_PSH);
+        let pseudo = sum16(&f[L3 + ipv4::field::SRC..L4], 0)
+            + u32::from(ipv4::PROTO_TCP)
+            + (total - L4) as u32;
+        f[L4 + 16..L4 + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: self.hdrs as u16,
+            gso_size: self.mss as u16,
+            csum_start: L4 as u16,
+            csum_offset: 16,
+        }
+    }
+}
+
+/// Software GRO, the inverse of [`prepare_into`]: if the frames at `segs` (ranges of
+/// `buf`, in order) are all consecutive segments of one TCP/IPv4 flow, cut as a
+/// sender's TSO would, join them in place into one GSO super-frame at `segs[0].0` and
+/// return its length and offload header (checksum partial, `GSO_TCPV4` with the
+/// segments' size). `None`: left as they were.
+///
+/// The checksum is not verified: the caller vouches for the segments' integrity (they
+/// came in one UDP datagram train whose checksums the kernel verified).
+pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetHdr)> {
+    let (&(s0, l0), rest) = segs.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    let f0 = buf.get(s0..s0 + l0)?;
+    let mut t = Train::start(f0)?;
+    for &(s, l) in rest {
+        if !t.push(f0, buf.get(s..s + l)?) {
             return None;
         }
-        seq = seq.wrapping_add(pay as u32);
-        total += pay;
-    }
-    if total - L3 > 0xffff {
-        return None;
     }
     let mut at = s0 + l0;
     for &(s, l) in rest {
-        buf.copy_within(s + hdrs..s + l, at);
-        at += l - hdrs;
+        buf.copy_within(s + t.hdrs..s + l, at);
+        at += l - t.hdrs;
     }
-    let f = &mut buf[s0..s0 + total];
-    f[L3 + 2..L3 + 4].copy_from_slice(&((total - L3) as u16).to_be_bytes());
-    f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
-    let c = checksum(&f[L3..L4]);
-    f[L3 + ipv4::field::CHECKSUM..L3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
-    f[L4 + 13] |= last_flags & (TCP_FIN | TCP_PSH);
-    let mut h = mark_partial(f);
-    if h.flags & F_NEEDS_CSUM == 0 {
+    let h = t.finish(&mut buf[s0..s0 + t.total]);
+    Some((t.total, h))
+}
+
+/// Software GRO across buffers: the frame `buf[..len0]` and as many of the frames in
+/// `next` as continue its TCP train (from the first on) become one GSO super-frame in
+/// `buf` (which must have room). Returns its length, how many of `next` it took in
+/// (at least one) and its offload header; `None`: `buf` unchanged.
+pub fn join(buf: &mut [u8], len0: usize, next: &[&[u8]]) -> Option<(usize, usize, VnetHdr)> {
+    let f0 = buf.get(..len0)?;
+    let mut t = Train::start(f0)?;
+    let mut n = 0;
+    for f in next {
+        if t.total + f.len() > buf.len() || !t.push(f0, f) {
+            break;
+        }
+        n += 1;
+    }
+    if n == 0 {
         return None;
     }
-    h.gso_type = GSO_TCPV4;
-    h.gso_size = mss as u16;
-    h.hdr_len = hdrs as u16;
-    Some((total, h))
+    let mut at = len0;
+    for f in &next[..n] {
+        let pay = &f[t.hdrs..];
+        buf[at..at + pay.len()].copy_from_slice(pay);
+        at += pay.len();
+    }
+    let h = t.finish(&mut buf[..t.total]);
+    Some((t.total, n, h))
 }
 
 /// Fuzzing entry point (the `gso` fuzz target and its corpus replay): arbitrary frames
 /// and offload headers through [`prepare_into`], the result joined again with
-/// [`coalesce`] (which must give back the payload, if it joins at all), and arbitrary
-/// byte ranges straight into [`coalesce`] and [`mark_partial`]. Panics on a violated
+/// [`join`] and [`coalesce`] (which must give back the payload, if they join at all),
+/// and arbitrary byte ranges straight into [`coalesce`] and [`mark_partial`]. Panics on a violated
 /// property; malformed input must only be refused.
 pub fn fuzz(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -455,6 +531,21 @@ pub fn fuzz(data: &[u8]) {
         assert_eq!(train.len() - start, w.len, "wire length");
         assert!(w.len >= prefix.len());
         segs.push((start + prefix.len(), w.len - prefix.len()));
+    }
+    // The same segments in buffers of their own, joined across buffers.
+    if let Some((&(s0, l0), rest)) = segs.split_first() {
+        let mut buf = vec![0u8; 70_000];
+        buf[..l0].copy_from_slice(&train[s0..s0 + l0]);
+        let next: Vec<&[u8]> = rest.iter().map(|&(s, l)| &train[s..s + l]).collect();
+        if let Some((len, n, h)) = join(&mut buf, l0, &next) {
+            assert!(n >= 1 && n <= next.len());
+            let hdrs = usize::from(h.hdr_len);
+            let want: Vec<u8> = std::iter::once(&train[s0..s0 + l0])
+                .chain(next[..n].iter().copied())
+                .flat_map(|f| f[hdrs..].iter().copied())
+                .collect();
+            assert_eq!(&buf[hdrs..len], &want[..], "joined payload across buffers");
+        }
     }
     if let Some((len, h)) = coalesce(&mut train, &segs) {
         let joined = &train[prefix.len()..prefix.len() + len];
@@ -655,6 +746,38 @@ mod tests {
         let again = segments(out, &h);
         assert_eq!(again.len(), 28);
         again.iter().for_each(|s| verify_tcp(s));
+    }
+
+    #[test]
+    fn join_takes_the_frames_that_continue_the_train() {
+        let (f, v) = superframe(10_000);
+        let segs = segments(&f, &v);
+        assert_eq!(segs.len(), 7);
+        let mut buf = vec![0u8; 70_000];
+        buf[..segs[0].len()].copy_from_slice(&segs[0]);
+        let next: Vec<&[u8]> = segs[1..].iter().map(Vec::as_slice).collect();
+        let (len, n, h) = join(&mut buf, segs[0].len(), &next).expect("joined");
+        assert_eq!((len, n), (f.len(), 6));
+        assert_eq!(buf[54..len], f[54..], "payload in order");
+        assert_eq!(checksum(&buf[14..34]), 0, "IP checksum");
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_TCPV4, 1448, 54));
+        segments(&buf[..len], &h).iter().for_each(|s| verify_tcp(s));
+        // Another flow's segment ends the run; the frames before it are joined.
+        let mut other = segs[3].clone();
+        other[37] ^= 1;
+        buf[..segs[0].len()].copy_from_slice(&segs[0]);
+        let next = [&segs[1][..], &segs[2][..], &other[..], &segs[4][..]];
+        let (len, n, _) = join(&mut buf, segs[0].len(), &next).expect("joined");
+        assert_eq!((len, n), (54 + 3 * 1448, 2));
+        // Nothing continues it, or no room: unchanged.
+        buf[..segs[0].len()].copy_from_slice(&segs[0]);
+        let before = buf.clone();
+        assert!(join(&mut buf, segs[0].len(), &[&other[..]]).is_none());
+        assert!(join(&mut buf[..2000], segs[0].len(), &[&segs[1][..]]).is_none());
+        assert!(join(&mut buf, segs[0].len(), &[]).is_none());
+        assert_eq!(buf, before);
+        // A pure ACK (no payload) starts nothing.
+        assert!(join(&mut buf, 54, &[&segs[1][..]]).is_none());
     }
 
     #[test]

@@ -307,12 +307,56 @@ pub fn recv_batch(
         }
         w += fit;
     }
+    let w = join_runs(bufs, &mut kept, w);
     for &(off, len, port, vnet) in &kept[..w] {
         batch.commit(off, len, vnet);
         batch.set_origin(batch.len() - 1, port);
     }
     res.received = w;
     Ok(res)
+}
+
+/// Software GRO across datagrams (a peer that sends one datagram per segment, or a
+/// train the sender's kernel had to fragment): consecutive single frames of one port
+/// that continue one TCP train are joined into the first one's buffer
+/// ([`gso::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
+/// are left, moved to the front.
+fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], w: usize) -> usize {
+    let single = |v: &VnetHdr| v.gso_type == crate::wire::vnet::GSO_NONE;
+    let mut out = 0;
+    let mut i = 0;
+    while i < w {
+        let (off, len, port, vnet) = kept[i];
+        let mut taken = 0;
+        let mut joined = None;
+        if single(&vnet) {
+            let mut j = i + 1;
+            while j < w && j - i <= MAX_SEGMENTS && kept[j].2 == port && single(&kept[j].3) {
+                j += 1;
+            }
+            if j > i + 1 {
+                let (lo, hi) = bufs.split_at_mut(i + 1);
+                let mut next: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
+                let cnt = j - i - 1;
+                for (k, n) in next[..cnt].iter_mut().enumerate() {
+                    let (o, l, _, _) = kept[i + 1 + k];
+                    *n = &hi[k][o..o + l];
+                }
+                if let Some((total, n, h)) = gso::join(&mut lo[i][off..], len, &next[..cnt]) {
+                    joined = Some((total, h));
+                    taken = n;
+                }
+            }
+        }
+        bufs.swap(out, i);
+        kept[out] = match joined {
+            Some((total, h)) => (off, total, port, h),
+            None => kept[i],
+        };
+        out += 1;
+        i += 1 + taken;
+    }
+    out
 }
 
 /// Datagrams to send: `count` [`Piece`]s from `first` on, `len` bytes in all; one
