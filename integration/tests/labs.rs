@@ -245,6 +245,16 @@ fn redis_cluster_lab_survives_a_master() -> Result<()> {
         })
     });
     ensure!(ok, "the cluster did not reach cluster_state:ok");
+    // Replicas sync from their masters after a delay (diskless sync waits 5 s for more
+    // replicas): wait (bounded) until every replica's link is up before writing.
+    let mut repl = String::new();
+    let synced = wait_until(std::time::Duration::from_secs(40), || {
+        ips.iter().enumerate().all(|(i, ip)| {
+            repl = cli(i, &format!("-h {ip} info replication")).unwrap_or_default();
+            repl.contains("role:master") || repl.contains("master_link_status:up")
+        })
+    });
+    ensure!(synced, "a replica never finished its sync:\n{repl}");
     let set = cli(5, "-c -h 10.38.0.16 set lab-key lab-value")?;
     ensure!(set.trim() == "OK", "set: {set}");
     // The master of the key's slot, from CLUSTER NODES (id ip:port@bus flags ...).
@@ -290,7 +300,14 @@ fn redis_cluster_lab_survives_a_master() -> Result<()> {
         )
         .is_ok_and(|o| o.contains("lab-value"))
     });
-    ensure!(replicated, "the replica {replica} never got lab-key");
+    if !replicated {
+        let info = ns_exec(
+            &format!("vl-redis-r{}", ri + 1),
+            &format!("timeout 5 redis-cli -h {replica} info replication"),
+        )
+        .unwrap_or_default();
+        anyhow::bail!("the replica {replica} never got lab-key; its replication:\n{info}");
+    }
     let mi = ips.iter().position(|ip| *ip == master).unwrap_or(0);
     let other = (mi + 3) % 6;
     let _ = cli(mi, &format!("-h {master} shutdown nosave"));
