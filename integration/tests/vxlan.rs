@@ -36,6 +36,22 @@ fn host(cidr: &str) -> Result<Lab> {
     Ok(lab)
 }
 
+/// Port vx0 on br0 of lab `h`: a VXLAN tunnel (VNI 42) to `remote`.
+fn vxlan_port(h: &Lab, remote: &str) -> Result<()> {
+    h.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "--type",
+        "vxlan",
+        "--remote-ip",
+        remote,
+        "--vni",
+        "42",
+    ])?;
+    Ok(())
+}
+
 /// An underlay link between the `sw` namespaces of two labs (192.0.2.0/24), with room
 /// for the 50 bytes of VXLAN overhead.
 fn underlay(a: &Lab, a_ip: &str, b_ns: &str, b_ip: &str) -> Result<()> {
@@ -65,28 +81,8 @@ fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
     let mut h1 = host("10.0.0.1/24")?;
     let mut h2 = host("10.0.0.2/24")?;
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
-    h1.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vx0",
-        "--type",
-        "vxlan",
-        "--remote-ip",
-        "192.0.2.2",
-        "--vni",
-        "42",
-    ])?;
-    h2.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vx0",
-        "--type",
-        "vxlan",
-        "--remote-ip",
-        "192.0.2.1",
-        "--vni",
-        "42",
-    ])?;
+    vxlan_port(&h1, "192.0.2.2")?;
+    vxlan_port(&h2, "192.0.2.1")?;
     // Across the tunnel: h1's container reaches h2's (the Lab's ping runs in its own
     // namespaces, so ping h2's container from h1's).
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
@@ -137,17 +133,7 @@ fn junk_datagrams_are_dropped() -> Result<()> {
     let mut h2 = host("10.0.0.2/24")?;
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
     for (h, remote) in [(&mut h1, "192.0.2.2"), (&mut h2, "192.0.2.1")] {
-        h.ctl_ok(&[
-            "add-port",
-            "br0",
-            "vx0",
-            "--type",
-            "vxlan",
-            "--remote-ip",
-            remote,
-            "--vni",
-            "42",
-        ])?;
+        vxlan_port(h, remote)?;
     }
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(ok, "no ping across the tunnel");
@@ -191,17 +177,7 @@ fn small_underlay_mtu_still_works() -> Result<()> {
         ip(&["-n", &h.ns("sw"), "link", "set", "u0", "mtu", "1500"])?;
     }
     for (h, remote) in [(&mut h1, "192.0.2.2"), (&mut h2, "192.0.2.1")] {
-        h.ctl_ok(&[
-            "add-port",
-            "br0",
-            "vx0",
-            "--type",
-            "vxlan",
-            "--remote-ip",
-            remote,
-            "--vni",
-            "42",
-        ])?;
+        vxlan_port(h, remote)?;
     }
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(ok, "no ping across the tunnel");
@@ -229,17 +205,7 @@ fn interop_with_kernel_vxlan() -> Result<()> {
     h2.container("sw", "c", "vc", "10.0.0.2/24", None)?;
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
     h2.sh("sw", "ip link add name vx0 type vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dstport 4789 && ip link set vx0 mtu 1500 && ip link add name br0 type bridge && ip link set vx0 master br0 && ip link set vc master br0 && ip link set vx0 up && ip link set vc up && ip link set br0 up")?;
-    h1.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vx0",
-        "--type",
-        "vxlan",
-        "--remote-ip",
-        "192.0.2.2",
-        "--vni",
-        "42",
-    ])?;
+    vxlan_port(&h1, "192.0.2.2")?;
     let ok = wait_until(Duration::from_secs(15), || h1.ping_once("c", "10.0.0.2"));
     ensure!(
         ok,

@@ -371,6 +371,14 @@ pub struct Dgram {
 }
 
 impl Dgram {
+    /// No datagram (array filler).
+    pub const NONE: Dgram = Dgram {
+        first: 0,
+        count: 0,
+        len: 0,
+        seg: 0,
+    };
+
     /// Datagrams on the wire.
     pub fn datagrams(&self) -> usize {
         if self.seg == 0 {
@@ -421,12 +429,7 @@ pub fn send_dgrams(
     let mut iov: [libc::iovec; IOV_BATCH] = unsafe { zeroed() };
     let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
     let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
-    let none = Dgram {
-        first: 0,
-        count: 0,
-        len: 0,
-        seg: 0,
-    };
+    let none = Dgram::NONE;
     let mut which = [none; BATCH_SIZE];
     let mut i = 0;
     while i < dgrams.len() {
@@ -538,12 +541,7 @@ fn send_singly(
     pieces: &[Piece],
     d: Dgram,
 ) -> Sent {
-    let none = Dgram {
-        first: 0,
-        count: 0,
-        len: 0,
-        seg: 0,
-    };
+    let none = Dgram::NONE;
     let mut singles = [none; MAX_SEGMENTS];
     let mut n = 0;
     let mut cur = Dgram {
