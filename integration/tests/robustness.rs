@@ -270,6 +270,16 @@ fn dhcp_starvation_exhausts_the_pool_not_the_leases() -> Result<()> {
         .cloned()
         .context(format!("c2 got no lease: {leases}"))?;
     let sent = lab.sh("c3", &format!("python3 {FLOOD} eth0 dhcp 3000 30"))?;
+    // The flood is sent in well under a second; the service thread answers it from its
+    // queue afterwards (each new lease is written to disk with fsync), so wait, bounded,
+    // for the exhaustion counter before looking at the leases.
+    let exhausted = || -> u64 {
+        lab.ctl_json(&["list-br"])
+            .ok()
+            .and_then(|br| br[0]["dhcp_exhausted"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(20), || exhausted() > 0);
     let leases = lab.ctl_json(&["dhcp-leases", "br0"])?;
     let n = leases.as_array().map(Vec::len).unwrap_or(0);
     ensure!(n <= 21, "{n} leases from a 21-address pool");
@@ -283,7 +293,10 @@ fn dhcp_starvation_exhausts_the_pool_not_the_leases() -> Result<()> {
     );
     let br = lab.ctl_json(&["list-br"])?;
     let exhausted = br[0]["dhcp_exhausted"].as_u64().unwrap_or(0);
-    ensure!(exhausted > 0, "pool exhaustion not counted: {br}");
+    ensure!(
+        exhausted > 0,
+        "pool exhaustion not counted after 20 s: {br}"
+    );
     lab.assert_ping("c1", "10.0.0.2")?;
     lab.assert_ping("c2", "10.0.0.254")?;
     println!(
