@@ -4,7 +4,7 @@ use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-use vswitch_integration::Lab;
+use vswitch_integration::{wait_until, Lab};
 
 fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
@@ -50,6 +50,11 @@ fn main() -> std::process::ExitCode {
             "tcp_crosses_with_default_offloads",
             tcp_crosses_with_default_offloads,
         ),
+        (
+            "ports_gather_when_idle_and_spread_under_load",
+            ports_gather_when_idle_and_spread_under_load,
+        ),
+        ("no_balance_keeps_ports_put", no_balance_keeps_ports_put),
     ])
 }
 
@@ -427,5 +432,114 @@ fn tcp_crosses_with_default_offloads() -> Result<()> {
     let bytes = lab.iperf_bytes("c1", "10.0.0.2")?;
     // Not a speed assertion: TCP with GSO and partial checksums must get through at all.
     ensure!(bytes > 1_000_000, "TCP moved only {bytes} bytes");
+    Ok(())
+}
+
+/// Two workers, br0 with c1 and c2 on ports v1 and v2.
+fn two_worker_lab(extra: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    let mut args = vec!["--workers", "2"];
+    args.extend_from_slice(extra);
+    lab.start_switch_with("sw", &args)?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    for i in 1..=2 {
+        lab.container(
+            "sw",
+            &format!("c{i}"),
+            &format!("v{i}"),
+            &format!("10.0.0.{i}/24"),
+            None,
+        )?;
+        lab.ctl_ok(&["add-port", "br0", &format!("v{i}")])?;
+    }
+    Ok(lab)
+}
+
+/// The worker of each port of br0, from `show --json`.
+fn port_workers(lab: &Lab) -> Vec<u64> {
+    lab.ctl_json(&["show"])
+        .ok()
+        .and_then(|s| {
+            s["bridges"][0]["ports"]
+                .as_array()
+                .map(|ports| ports.iter().filter_map(|p| p["worker"].as_u64()).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn distinct(w: &[u64]) -> usize {
+    let mut v = w.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// Auto-balance: the two ports start on different workers, gather on one while idle
+/// (a ping is then forwarded without waking a second thread), spread again while a TCP
+/// stream keeps a worker busy, and gather once it ends. Traffic flows throughout.
+fn ports_gather_when_idle_and_spread_under_load() -> Result<()> {
+    let mut lab = two_worker_lab(&[])?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || {
+            let w = port_workers(&lab);
+            w.len() == 2 && distinct(&w) == 1
+        }),
+        "idle ports were not gathered on one worker: {:?}",
+        port_workers(&lab)
+    );
+    lab.assert_ping("c1", "10.0.0.2")?;
+    lab.iperf_server("c2", "10.0.0.2")?;
+    lab.spawn(
+        "c1",
+        "timeout",
+        &["30", "iperf3", "-c", "10.0.0.2", "-t", "8", "-J"],
+        "iperf-client.json",
+    )?;
+    let spread = wait_until(Duration::from_secs(8), || {
+        distinct(&port_workers(&lab)) == 2
+    });
+    ensure!(
+        spread,
+        "ports stayed on one worker under a TCP stream: {:?}; log:\n{}",
+        port_workers(&lab),
+        lab.log_tail(20)
+    );
+    ensure!(
+        wait_until(Duration::from_secs(25), || {
+            serde_json::from_str::<serde_json::Value>(&lab.read_log("iperf-client.json")).is_ok()
+        }),
+        "iperf3 client did not finish"
+    );
+    let v: serde_json::Value = serde_json::from_str(&lab.read_log("iperf-client.json"))?;
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    ensure!(
+        bytes > 10_000_000,
+        "the stream delivered {bytes} bytes while ports moved"
+    );
+    ensure!(
+        wait_until(Duration::from_secs(10), || distinct(&port_workers(&lab))
+            == 1),
+        "ports were not gathered again after the stream: {:?}",
+        port_workers(&lab)
+    );
+    lab.assert_ping("c2", "10.0.0.1")?;
+    Ok(())
+}
+
+/// `--no-balance`: ports stay on the workers they were given, idle or not.
+fn no_balance_keeps_ports_put() -> Result<()> {
+    let lab = two_worker_lab(&["--no-balance"])?;
+    lab.assert_ping("c1", "10.0.0.2")?;
+    let before = port_workers(&lab);
+    ensure!(
+        distinct(&before) == 2,
+        "ports not spread at first: {before:?}"
+    );
+    // Longer than the balancer needs to gather idle ports (about 1.25 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let after = port_workers(&lab);
+    ensure!(before == after, "ports moved: {before:?} -> {after:?}");
+    lab.assert_ping("c2", "10.0.0.1")?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use crate::config::{db, Snapshot};
 use crate::control::handlers::Limits;
 use crate::control::{server, State};
-use crate::dp::WorkerPool;
+use crate::dp::{balance, WorkerPool};
 use crate::pipeline::punt::PUNT_QUEUE;
 use crate::service::Service;
 use crate::tables::NeighCache;
@@ -23,6 +23,8 @@ pub struct Options {
     pub db: PathBuf,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Move ports between workers with the load (`dp::balance`).
+    pub auto_balance: bool,
     pub limits: Limits,
 }
 
@@ -31,6 +33,9 @@ const NEIGH_CAP: usize = 4096;
 
 /// Interval of periodic control-plane work (retrying ports that are not attached).
 const TICK: Duration = Duration::from_secs(2);
+
+/// Balancing ticks per control-plane tick.
+const BALANCE_PER_TICK: u32 = (TICK.as_millis() / balance::TICK.as_millis()) as u32;
 
 /// Run until SIGTERM or SIGINT. Returns after devices were released.
 pub fn run(opts: Options) -> anyhow::Result<()> {
@@ -53,7 +58,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
     let pool = WorkerPool::start(workers, snap.clone(), neigh.clone(), punt_tx)
         .context("start workers")?;
-    let state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
+    let mut state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
+    state.set_auto_balance(opts.auto_balance && workers > 1);
     let state = Arc::new(Mutex::new(state));
     let service = Service::new(snap, neigh, Some(state.clone()), workers);
     std::thread::Builder::new()
@@ -68,10 +74,18 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "vswitchd ready"
     );
 
+    let mut ticks = 0u32;
     let signal = loop {
-        match crate::port::sys::signal::wait(&sigs, TICK) {
+        match crate::port::sys::signal::wait(&sigs, balance::TICK) {
             Some(s) => break s,
-            None => state.lock().tick(),
+            None => {
+                let mut st = state.lock();
+                st.balance();
+                ticks = (ticks + 1) % BALANCE_PER_TICK.max(1);
+                if ticks == 0 {
+                    st.tick();
+                }
+            }
         }
     };
     tracing::info!(signal = %signal, "stopping");

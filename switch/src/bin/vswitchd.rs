@@ -17,6 +17,9 @@ struct Args {
     /// Worker threads (0: one per core)
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Keep every port on the worker it was first given to (no auto-balance)
+    #[arg(long)]
+    no_balance: bool,
     /// Log level: error, warn, info, debug, trace (or a tracing filter)
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -77,6 +80,7 @@ fn main() {
         socket: vswitch_proto::socket_path(args.socket.as_deref()),
         db: vswitch_proto::db_path(args.db.as_deref()),
         workers: args.workers,
+        auto_balance: !args.no_balance,
         limits: Limits {
             fdb_cap: args.fdb_max,
             fdb_aging: args.fdb_aging,

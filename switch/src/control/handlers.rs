@@ -11,6 +11,7 @@ use crate::config::{
     db, BridgeConf, BridgeRt, ConfigError, HostConf, Model, PortConf, PortEntry, Snapshot, VlanMode,
 };
 use crate::config::{router_mac, NameMap, NatRt, PublishRt, RouterIf};
+use crate::dp::balance::{Balancer, PortLoad};
 use crate::dp::{clock, PortCounters, WorkerPool};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::TapPort;
@@ -76,6 +77,15 @@ struct Live {
     dev: Arc<dyn Port>,
     counters: Arc<PortCounters>,
     worker: Option<usize>,
+    /// Received frames at the last balancing tick.
+    rx_seen: u64,
+}
+
+/// What the balancer measured at its last tick.
+struct Balancing {
+    policy: Balancer,
+    at: Instant,
+    busy: Vec<Duration>,
 }
 
 /// The control plane's state. Owned behind one mutex by the control server.
@@ -96,6 +106,8 @@ pub struct State {
     free_slots: Vec<u16>,
     generation: u64,
     conntrack: Arc<Conntrack>,
+    /// Auto-balance of ports over workers; `None` when turned off.
+    balancing: Option<Balancing>,
 }
 
 fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
@@ -211,6 +223,7 @@ impl State {
             free_slots: Vec::new(),
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
+            balancing: None,
         };
         for b in &s.model.bridges {
             s.fdbs.insert(
@@ -300,6 +313,7 @@ impl State {
                         dev,
                         counters: Arc::new(PortCounters::new(self.pool.len())),
                         worker: None,
+                        rx_seen: 0,
                     },
                 );
                 ids.push((name, id));
@@ -316,6 +330,7 @@ impl State {
                 dev,
                 counters: Arc::new(PortCounters::new(self.pool.len())),
                 worker: None,
+                rx_seen: 0,
             },
         );
         self.failed.remove(&p.name);
@@ -512,6 +527,53 @@ impl State {
         db::save(&self.db_path, &next)?;
         self.model = next;
         Ok(())
+    }
+
+    /// Turn auto-balance of ports over workers on or off (`dp::balance`).
+    pub fn set_auto_balance(&mut self, on: bool) {
+        self.balancing = on.then(|| Balancing {
+            policy: Balancer::default(),
+            at: Instant::now(),
+            busy: self.pool.busy(),
+        });
+    }
+
+    /// One balancing tick (every `dp::balance::TICK`): measure the workers' busy time and
+    /// the ports' received frames since the last tick, and move ports as the policy says.
+    pub fn balance(&mut self) {
+        let Some(b) = self.balancing.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let busy = self.pool.busy();
+        let secs = now.duration_since(b.at).as_secs_f64().max(1e-3);
+        let frac: Vec<f64> = busy
+            .iter()
+            .zip(b.busy.iter().chain(std::iter::repeat(&Duration::ZERO)))
+            .map(|(n, o)| n.saturating_sub(*o).as_secs_f64() / secs)
+            .collect();
+        b.at = now;
+        b.busy = busy;
+        let mut names = Vec::new();
+        let mut loads = Vec::new();
+        for (name, l) in self.live.iter_mut() {
+            let Some(worker) = l.worker else { continue };
+            let rx = l.counters.rx_packets();
+            loads.push(PortLoad {
+                worker,
+                frames: rx.saturating_sub(l.rx_seen),
+            });
+            l.rx_seen = rx;
+            names.push(name.clone());
+        }
+        for m in b.policy.decide(&frac, &loads) {
+            let Some(l) = names.get(m.port).and_then(|n| self.live.get_mut(n)) else {
+                continue;
+            };
+            let Some(from) = l.worker else { continue };
+            l.worker = Some(self.pool.move_port(from, m.to, l.id, l.dev.clone()));
+            tracing::debug!(port = %names[m.port], from, to = m.to, "port moved to another worker");
+        }
     }
 
     /// Periodic work: retry configured ports that are not attached (a veth that

@@ -4,6 +4,7 @@
 //! with mio, and runs each received batch to completion through the pipeline, which
 //! queues output per transmit port and flushes once per batch.
 
+pub mod balance;
 mod batch;
 pub mod clock;
 pub mod stats;

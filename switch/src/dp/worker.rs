@@ -16,14 +16,15 @@ use crate::tables::NeighCache;
 use crate::tables::PortId;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_utils::CachePadded;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -39,6 +40,8 @@ pub struct WorkerHandle {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     ports: AtomicUsize,
+    /// Nanoseconds the worker spent forwarding (not waiting), written only by it.
+    busy_ns: Arc<CachePadded<AtomicU64>>,
 }
 
 /// All workers.
@@ -62,14 +65,17 @@ impl WorkerPool {
             let snap = snap.clone();
             let neigh = neigh.clone();
             let punt = punt.clone();
+            let busy_ns = Arc::new(CachePadded::new(AtomicU64::new(0)));
+            let busy = busy_ns.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("vswitch-worker-{id}"))
-                .spawn(move || Worker::new(id, poll, rx, snap, neigh, punt).run())?;
+                .name(format!("vsw-worker-{id}"))
+                .spawn(move || Worker::new(id, poll, rx, snap, neigh, punt, busy).run())?;
             workers.push(WorkerHandle {
                 tx,
                 waker,
                 thread: Some(thread),
                 ports: AtomicUsize::new(0),
+                busy_ns,
             });
         }
         Ok(WorkerPool { workers })
@@ -83,18 +89,42 @@ impl WorkerPool {
         self.workers.is_empty()
     }
 
-    /// Hand a port to the least-loaded worker; returns that worker's index.
+    /// Hand a port to the worker with the fewest ports; returns that worker's index.
     pub fn add_port(&self, id: PortId, dev: Arc<dyn Port>) -> usize {
-        let (w, h) = self
+        let w = self
             .workers
             .iter()
             .enumerate()
             .min_by_key(|(_, h)| h.ports.load(Ordering::Relaxed))
-            .expect("pool has at least one worker");
+            .map_or(0, |(w, _)| w);
+        self.add_port_to(w, id, dev)
+    }
+
+    /// Hand a port to worker `w` (the last one if out of range); returns its index.
+    pub fn add_port_to(&self, w: usize, id: PortId, dev: Arc<dyn Port>) -> usize {
+        let w = w.min(self.workers.len().saturating_sub(1));
+        let Some(h) = self.workers.get(w) else {
+            return 0;
+        };
         h.ports.fetch_add(1, Ordering::Relaxed);
         let _ = h.tx.send(Msg::Add(id, dev));
         let _ = h.waker.wake();
         w
+    }
+
+    /// Move a port from worker `from` to worker `to`: `from` stops polling it first
+    /// (frames wait in the socket meanwhile), so only one worker ever receives on it.
+    pub fn move_port(&self, from: usize, to: usize, id: PortId, dev: Arc<dyn Port>) -> usize {
+        self.remove_port(from, id);
+        self.add_port_to(to, id, dev)
+    }
+
+    /// Each worker's total busy time so far (forwarding, not waiting).
+    pub fn busy(&self) -> Vec<Duration> {
+        self.workers
+            .iter()
+            .map(|h| Duration::from_nanos(h.busy_ns.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Take a port away from worker `w` and wait (bounded) until it stopped polling it,
@@ -145,6 +175,7 @@ struct Worker {
     ready: Vec<usize>,
     batch: Batch,
     out: OutQueues,
+    busy_ns: Arc<CachePadded<AtomicU64>>,
 }
 
 impl Worker {
@@ -155,6 +186,7 @@ impl Worker {
         snap: Arc<ArcSwap<Snapshot>>,
         neigh: Arc<NeighCache>,
         punt: PuntTx,
+        busy_ns: Arc<CachePadded<AtomicU64>>,
     ) -> Worker {
         Worker {
             id,
@@ -167,6 +199,7 @@ impl Worker {
             ready: Vec::with_capacity(64),
             batch: Batch::new(),
             out: OutQueues::default(),
+            busy_ns,
         }
     }
 
@@ -232,7 +265,13 @@ impl Worker {
             if woken && !self.control() {
                 return;
             }
-            self.service_ready();
+            if !self.ready.is_empty() {
+                // Busy time for the balancer: two clock reads per wake-up, not per frame.
+                let t0 = Instant::now();
+                self.service_ready();
+                let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+            }
         }
     }
 
