@@ -350,7 +350,15 @@ impl State {
         for k in keys {
             if let Some(l) = self.live.get_mut(&k) {
                 if l.worker.is_none() && l.dev.fd().is_some() {
-                    l.worker = Some(self.pool.add_port(l.id, l.dev.clone()));
+                    // With auto-balance and light traffic, new ports join the others
+                    // (the balancer would gather them anyway); else the emptiest worker.
+                    l.worker = Some(match &self.balancing {
+                        Some(b) if b.policy.gathering() => {
+                            self.pool
+                                .add_port_to(self.pool.fullest(), l.id, l.dev.clone())
+                        }
+                        _ => self.pool.add_port(l.id, l.dev.clone()),
+                    });
                 }
             }
         }

@@ -60,9 +60,17 @@ pub struct Move {
 pub struct Balancer {
     calm: u32,
     cooldown: u32,
+    /// The last tick was not calm (all workers together above [`GATHER_BELOW`]).
+    loaded: bool,
 }
 
 impl Balancer {
+    /// Where a new port should go while traffic is light: with the others (true), or
+    /// to the worker with the fewest ports (false, under load).
+    pub fn gathering(&self) -> bool {
+        !self.loaded
+    }
+
     /// Moves for this tick. `busy[w]` is worker w's busy fraction over the interval
     /// (0.0–1.0); `ports` every polled port with its worker and recent frames.
     pub fn decide(&mut self, busy: &[f64], ports: &[PortLoad]) -> Vec<Move> {
@@ -71,6 +79,7 @@ impl Balancer {
             return Vec::new();
         }
         let total: f64 = busy.iter().sum();
+        self.loaded = total >= GATHER_BELOW;
         self.calm = if total < GATHER_BELOW {
             self.calm.saturating_add(1)
         } else {
@@ -180,6 +189,16 @@ mod tests {
             assert!(b.decide(&[0.0, 0.0], &ports).is_empty());
         }
         assert_eq!(b.decide(&[0.0, 0.0], &ports).len(), 1);
+    }
+
+    #[test]
+    fn new_ports_join_the_others_unless_loaded() {
+        let mut b = Balancer::default();
+        assert!(b.gathering());
+        let _ = b.decide(&[0.3, 0.0], &[p(0, 10)]);
+        assert!(!b.gathering());
+        let _ = b.decide(&[0.01, 0.0], &[p(0, 10)]);
+        assert!(b.gathering());
     }
 
     #[test]

@@ -100,6 +100,14 @@ impl WorkerPool {
         self.add_port_to(w, id, dev)
     }
 
+    /// The worker with the most ports (the lowest index on a tie).
+    pub fn fullest(&self) -> usize {
+        let n = self.workers.len();
+        (0..n)
+            .max_by_key(|&w| (self.workers[w].ports.load(Ordering::Relaxed), n - w))
+            .unwrap_or(0)
+    }
+
     /// Hand a port to worker `w` (the last one if out of range); returns its index.
     pub fn add_port_to(&self, w: usize, id: PortId, dev: Arc<dyn Port>) -> usize {
         let w = w.min(self.workers.len().saturating_sub(1));
