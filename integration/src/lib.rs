@@ -527,7 +527,10 @@ pub fn assert_transfer(
         *b = x as u8;
     }
     std::fs::write(&src, &data)?;
+    // A second transfer between the same names must not see the first one's files.
+    let done = dst.with_extension("dst.done");
     let _ = std::fs::remove_file(&dst);
+    let _ = std::fs::remove_file(&done);
     let server = format!(
             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{to_ip}',7000))\ns.listen(1)\nc,_=s.accept()\nf=open('{}','wb')\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  f.write(b)\nf.close()\nopen('{}.done','w').close()\n",
             dst.display(),
@@ -548,7 +551,6 @@ pub fn assert_transfer(
         a.cmd(from, "timeout")
             .args(["30", "python3", "-c", &client]),
     )?;
-    let done = dst.with_extension("dst.done");
     let finished = wait_until(Duration::from_secs(20), || done.exists());
     ensure!(finished, "transfer {from} -> {to}: receiver did not finish");
     let got = std::fs::read(&dst)?;

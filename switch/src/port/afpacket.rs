@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct AfPacketPort {
     name: String,
     ifindex: u32,
+    /// Declared before `fd`: the ring is unmapped before the socket closes.
+    ring: Option<afpacket::RxRing>,
     fd: OwnedFd,
     kernel_drops: AtomicU64,
 }
@@ -20,10 +22,11 @@ impl AfPacketPort {
     pub fn open(name: &str) -> io::Result<AfPacketPort> {
         let ifindex = netdev::ifindex(name)?;
         netdev::set_up(name)?;
-        let fd = afpacket::open(ifindex)?;
+        let (fd, ring) = afpacket::open(ifindex)?;
         Ok(AfPacketPort {
             name: name.to_string(),
             ifindex,
+            ring,
             fd,
             kernel_drops: AtomicU64::new(0),
         })
@@ -41,7 +44,10 @@ impl Port for AfPacketPort {
         Some(self.ifindex)
     }
     fn recv(&self, batch: &mut Batch) -> io::Result<RxResult> {
-        afpacket::recv_batch(self.fd.as_raw_fd(), batch)
+        match &self.ring {
+            Some(r) => r.recv(self.fd.as_raw_fd(), batch),
+            None => afpacket::recv_batch(self.fd.as_raw_fd(), batch),
+        }
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         afpacket::send_batch(self.fd.as_raw_fd(), frames)
