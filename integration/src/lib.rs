@@ -531,8 +531,14 @@ pub fn assert_transfer(
     let done = dst.with_extension("dst.done");
     let _ = std::fs::remove_file(&dst);
     let _ = std::fs::remove_file(&done);
+    // IPv4 or IPv6, by the address's form.
+    let family = if to_ip.contains(':') {
+        "socket.AF_INET6"
+    } else {
+        "socket.AF_INET"
+    };
     let server = format!(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{to_ip}',7000))\ns.listen(1)\nc,_=s.accept()\nf=open('{}','wb')\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  f.write(b)\nf.close()\nopen('{}.done','w').close()\n",
+            "import socket\ns=socket.socket({family})\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{to_ip}',7000))\ns.listen(1)\nc,_=s.accept()\nf=open('{}','wb')\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  f.write(b)\nf.close()\nopen('{}.done','w').close()\n",
             dst.display(),
             dst.display()
         );

@@ -1,11 +1,12 @@
 //! Software offloads for ports that cannot take a virtio-net header (VXLAN): complete a
-//! partial checksum, and cut a TCP/IPv4 GSO super-frame into MSS-sized segments
-//! (what the kernel's `tcp_gso_segment` does when a device lacks TSO).
+//! partial checksum, and cut a GSO super-frame — TCP over IPv4 or IPv6, or UDP (USO,
+//! a sender's `UDP_SEGMENT`) — into its segments (what the kernel's `tcp_gso_segment`
+//! and `__udp_gso_segment` do when a device lacks the offload).
 //!
 //! Read first: RFC 9293 §3.1 (TCP header and checksum), Linux `net/ipv4/tcp_offload.c`.
 
 use super::ipv4::{self, checksum};
-use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4};
+use super::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use super::EthFrame;
 
 /// Why a frame could not be prepared.
@@ -13,7 +14,7 @@ use super::EthFrame;
 pub enum GsoError {
     /// Headers shorter than they claim, or offsets outside the frame.
     Malformed,
-    /// A GSO type we do not segment (IPv6, UDP).
+    /// A GSO type we do not segment (legacy UFO, IPv6 extension headers).
     Unsupported,
 }
 
@@ -205,10 +206,13 @@ pub fn prepare_into(
         });
         return Ok(());
     }
-    if gso != GSO_TCPV4 {
-        return Err(GsoError::Unsupported);
-    }
-    // The headers, in one piece: Ethernet (+ tags), IPv4 and TCP with options.
+    let udp = match gso {
+        GSO_TCPV4 | GSO_TCPV6 => false,
+        GSO_UDP_L4 => true,
+        _ => return Err(GsoError::Unsupported),
+    };
+    // The headers, in one piece: Ethernet (+ tags), IPv4 (with options) or IPv6, TCP
+    // (with options) or UDP.
     let mut hb = [0u8; 14 + 8 + 60 + 60];
     let hn = hb.len().min(head.len() + rest.len());
     let from_head = head.len().min(hn);
@@ -218,30 +222,65 @@ pub fn prepare_into(
     let eth = EthFrame::parse(hdr).map_err(|_| GsoError::Malformed)?;
     let l3 = eth.payload_ofs + 2;
     let ip = hdr.get(l3..).ok_or(GsoError::Malformed)?;
-    if ip.len() < ipv4::MIN_HLEN || ip[0] >> 4 != 4 {
-        return Err(GsoError::Malformed);
+    let v6 = match ip.first().map(|b| b >> 4) {
+        Some(4) if gso != GSO_TCPV6 => false,
+        Some(6) if gso != GSO_TCPV4 => true,
+        _ => return Err(GsoError::Malformed),
+    };
+    let (hlen, proto) = if v6 {
+        (IPV6_HLEN, *ip.get(6).ok_or(GsoError::Malformed)?)
+    } else {
+        let hlen = usize::from(ip[0] & 0x0f) * 4;
+        if ip.len() < ipv4::MIN_HLEN || hlen < ipv4::MIN_HLEN {
+            return Err(GsoError::Malformed);
+        }
+        (hlen, ip[ipv4::field::PROTOCOL])
+    };
+    // IPv6 extension headers in front of the transport header are not walked.
+    if proto
+        != if udp {
+            ipv4::PROTO_UDP
+        } else {
+            ipv4::PROTO_TCP
+        }
+    {
+        return Err(GsoError::Unsupported);
     }
-    let hlen = usize::from(ip[0] & 0x0f) * 4;
     let l4 = l3 + hlen;
-    if hlen < ipv4::MIN_HLEN || hdr.len() < l4 + 20 {
+    if hdr.len() < l4 + if udp { UDP_HLEN } else { 20 } {
         return Err(GsoError::Malformed);
     }
-    let thlen = usize::from(hdr[l4 + 12] >> 4) * 4;
+    let thlen = if udp {
+        UDP_HLEN
+    } else {
+        usize::from(hdr[l4 + 12] >> 4) * 4
+    };
     let hdrs = l4 + thlen;
     let mss = usize::from(vnet.gso_size);
-    if thlen < 20 || hdr.len() < hdrs || mss == 0 || hdrs < head.len() {
+    if thlen < if udp { UDP_HLEN } else { 20 } || hdr.len() < hdrs || mss == 0 || hdrs < head.len()
+    {
         return Err(GsoError::Malformed);
     }
     let pay0 = hdrs - head.len();
     let payload = &rest[pay0..];
-    let seq0 = u32::from_be_bytes([hdr[l4 + 4], hdr[l4 + 5], hdr[l4 + 6], hdr[l4 + 7]]);
+    let (seq0, flags0) = if udp {
+        (0, 0)
+    } else {
+        let s = u32::from_be_bytes([hdr[l4 + 4], hdr[l4 + 5], hdr[l4 + 6], hdr[l4 + 7]]);
+        (s, hdr[l4 + 13])
+    };
     let id0 = u16::from_be_bytes([hdr[l3 + 4], hdr[l3 + 5]]);
-    let flags0 = hdr[l4 + 13];
     let n = payload.len().div_ceil(mss).max(1);
     let p = prefix.len();
-    // The pseudo-header sum without the length: the same for every segment.
-    let pseudo = sum16(&hdr[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4], 0)
-        + u32::from(ipv4::PROTO_TCP);
+    // The pseudo-header sum without the length: the same for every segment
+    // (RFC 9293 §3.1, RFC 8200 §8.1).
+    let addrs = if v6 {
+        &hdr[l3 + 8..l3 + IPV6_HLEN]
+    } else {
+        &hdr[l3 + ipv4::field::SRC..l3 + ipv4::field::DST + 4]
+    };
+    let pseudo = sum16(addrs, 0) + u32::from(proto);
+    let csum_at = l4 + if udp { 6 } else { 16 };
     let mut chunks = payload.chunks(mss);
     for k in 0..n {
         let chunk = chunks.next().unwrap_or(&[]);
@@ -249,28 +288,39 @@ pub fn prepare_into(
         arena.extend_from_slice(prefix);
         arena.extend_from_slice(&hdr[..hdrs]);
         let b = &mut arena[at + p..];
-        let total = (hlen + thlen + chunk.len()) as u16;
-        b[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
-        b[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
-        b[l3 + ipv4::field::CHECKSUM..l3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
-        let c = checksum(&b[l3..l3 + hlen]);
-        b[l3 + ipv4::field::CHECKSUM..l3 + ipv4::field::CHECKSUM + 2]
-            .copy_from_slice(&c.to_be_bytes());
-        let seq = seq0.wrapping_add((k * mss) as u32);
-        b[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut fl = flags0;
-        if k + 1 < n {
-            fl &= !(TCP_FIN | TCP_PSH); // only on the last segment
+        let l4_len = thlen + chunk.len();
+        if v6 {
+            b[l3 + 4..l3 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        } else {
+            let total = (hlen + l4_len) as u16;
+            b[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+            b[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
+            b[l3 + ipv4::field::CHECKSUM..l3 + ipv4::field::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+            let c = checksum(&b[l3..l3 + hlen]);
+            b[l3 + ipv4::field::CHECKSUM..l3 + ipv4::field::CHECKSUM + 2]
+                .copy_from_slice(&c.to_be_bytes());
         }
-        if k > 0 {
-            fl &= !TCP_CWR; // only on the first
+        if udp {
+            b[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        } else {
+            let seq = seq0.wrapping_add((k * mss) as u32);
+            b[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut fl = flags0;
+            if k + 1 < n {
+                fl &= !(TCP_FIN | TCP_PSH); // only on the last segment
+            }
+            if k > 0 {
+                fl &= !TCP_CWR; // only on the first
+            }
+            b[l4 + 13] = fl;
         }
-        b[l4 + 13] = fl;
-        b[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-        // The TCP header is a multiple of 4 bytes: its sum and the payload's add up.
-        let tcp_len = (thlen + chunk.len()) as u32;
-        let c = !fold(sum16(chunk, sum16(&b[l4..hdrs], pseudo + tcp_len)));
-        b[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        b[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+        // The transport header is a multiple of 4 bytes: its sum and the payload's add up.
+        let mut c = !fold(sum16(chunk, sum16(&b[l4..hdrs], pseudo + l4_len as u32)));
+        if udp && c == 0 {
+            c = 0xffff; // zero means "no checksum" in UDP
+        }
+        b[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
         out.pieces.push(Piece::Arena {
             start: at,
             len: p + hdrs,
@@ -293,6 +343,8 @@ pub fn prepare_into(
     Ok(())
 }
 
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -496,7 +548,7 @@ pub fn fuzz(data: &[u8]) {
     };
     let vnet = VnetHdr {
         flags: if mode & 1 != 0 { F_NEEDS_CSUM } else { 0 },
-        gso_type: if mode & 2 != 0 { GSO_TCPV4 } else { GSO_NONE },
+        gso_type: [GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4][usize::from(mode >> 1 & 3)],
         hdr_len: 0,
         gso_size: u16::from_be_bytes([*a, *b]),
         csum_start: u16::from(*c),
@@ -558,7 +610,6 @@ pub fn fuzz(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::vnet::GSO_TCPV4;
 
     /// A TCP/IPv4 frame with `n` payload bytes and a partial checksum, as a veth hands
     /// it over with GSO.
@@ -593,6 +644,121 @@ mod tests {
         let mut acc = sum16(&ip[12..20], 0) + 6 + (tot - 20) as u32;
         acc = sum16(&ip[20..tot], acc);
         assert_eq!(fold(acc), 0xffff, "TCP checksum");
+    }
+
+    /// A TCP/IPv6 super-frame with `n` payload bytes, as a veth hands it over.
+    fn superframe6(n: usize) -> (Vec<u8>, VnetHdr) {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((20 + n) as u16).to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        f.extend((0..n).map(|i| (i * 3) as u8));
+        let v = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV6,
+            hdr_len: 74,
+            gso_size: 1428,
+            csum_start: 54,
+            csum_offset: 16,
+        };
+        (f, v)
+    }
+
+    /// A UDP super-frame (a sender's UDP_SEGMENT) over IPv4 or IPv6, `n` payload bytes.
+    fn udp_superframe(v6: bool, n: usize) -> (Vec<u8>, VnetHdr) {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        let l4 = if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&((8 + n) as u16).to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            54
+        } else {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+            f.extend_from_slice(&((28 + n) as u16).to_be_bytes());
+            f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+            let c = checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            34
+        };
+        f.extend_from_slice(&[0x11, 0x51, 0x01, 0xbb]);
+        f.extend_from_slice(&((8 + n) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..n).map(|i| (i * 5 + 1) as u8));
+        let v = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (l4 + 8) as u16,
+            gso_size: 1200,
+            csum_start: l4 as u16,
+            csum_offset: 6,
+        };
+        (f, v)
+    }
+
+    /// The transport checksum of a segment verifies (pseudo-header of its IP version).
+    fn verify_l4(seg: &[u8], proto: u8) -> usize {
+        let (l4, pseudo) = if seg[12..14] == [0x86, 0xdd] {
+            let plen = usize::from(u16::from_be_bytes([seg[18], seg[19]]));
+            assert_eq!(plen, seg.len() - 54, "IPv6 payload length");
+            (54, sum16(&seg[22..54], 0) + u32::from(proto) + plen as u32)
+        } else {
+            assert_eq!(checksum(&seg[14..34]), 0, "IP checksum");
+            let tot = usize::from(u16::from_be_bytes([seg[16], seg[17]]));
+            assert_eq!(tot, seg.len() - 14);
+            (
+                34,
+                sum16(&seg[26..34], 0) + u32::from(proto) + (tot - 20) as u32,
+            )
+        };
+        assert_eq!(fold(sum16(&seg[l4..], pseudo)), 0xffff, "L4 checksum");
+        l4
+    }
+
+    #[test]
+    fn tcp_over_ipv6_segments_with_valid_checksums() {
+        let (f, v) = superframe6(3000);
+        let out = segments(&f, &v);
+        let lens: Vec<usize> = out.iter().map(|s| s.len() - 74).collect();
+        assert_eq!(lens, vec![1428, 1428, 144]);
+        for (k, s) in out.iter().enumerate() {
+            assert_eq!(verify_l4(s, 6), 54);
+            let seq = u32::from_be_bytes([s[58], s[59], s[60], s[61]]);
+            assert_eq!(seq, 1 + 1428 * k as u32);
+            assert_eq!(s[67] & 0x08 != 0, k == 2, "PSH only on the last");
+        }
+        let joined: Vec<u8> = out.iter().flat_map(|s| s[74..].to_vec()).collect();
+        assert_eq!(joined, f[74..].to_vec());
+    }
+
+    #[test]
+    fn udp_segments_over_both_ip_versions() {
+        for v6 in [false, true] {
+            let (f, v) = udp_superframe(v6, 3000);
+            let hdrs = usize::from(v.hdr_len);
+            let out = segments(&f, &v);
+            let lens: Vec<usize> = out.iter().map(|s| s.len() - hdrs).collect();
+            assert_eq!(lens, vec![1200, 1200, 600], "v6={v6}");
+            let mut ids = Vec::new();
+            for s in &out {
+                let l4 = verify_l4(s, 17);
+                let ulen = usize::from(u16::from_be_bytes([s[l4 + 4], s[l4 + 5]]));
+                assert_eq!(ulen, s.len() - l4, "UDP length");
+                assert_ne!(&s[l4 + 6..l4 + 8], &[0, 0], "UDP checksum present");
+                ids.push(u16::from_be_bytes([s[18], s[19]]));
+            }
+            if !v6 {
+                assert_eq!(ids, vec![0x1234, 0x1235, 0x1236], "IPv4 ids");
+            }
+            let joined: Vec<u8> = out.iter().flat_map(|s| s[hdrs..].to_vec()).collect();
+            assert_eq!(joined, f[hdrs..].to_vec());
+        }
     }
 
     #[test]
@@ -670,11 +836,30 @@ mod tests {
             prepare_into(&f[..12], &f[12..40], 0, &v, &[], &mut out),
             Err(GsoError::Malformed)
         );
+        // A GSO type that does not match the frame.
         let mut v6 = v;
-        v6.gso_type = crate::wire::vnet::GSO_TCPV6;
+        v6.gso_type = GSO_TCPV6;
         assert_eq!(
             prepare_into(&f[..12], &f[12..], 0, &v6, &[], &mut out),
+            Err(GsoError::Malformed)
+        );
+        let mut uso = v;
+        uso.gso_type = GSO_UDP_L4;
+        assert_eq!(
+            prepare_into(&f[..12], &f[12..], 0, &uso, &[], &mut out),
             Err(GsoError::Unsupported)
+        );
+        let mut ufo = v;
+        ufo.gso_type = crate::wire::vnet::GSO_UDP;
+        assert_eq!(
+            prepare_into(&f[..12], &f[12..], 0, &ufo, &[], &mut out),
+            Err(GsoError::Unsupported)
+        );
+        // A UDP header cut short must be refused, not read past.
+        let (u, uv) = udp_superframe(false, 100);
+        assert_eq!(
+            prepare_into(&u[..12], &u[12..40], 0, &uv, &[], &mut out),
+            Err(GsoError::Malformed)
         );
         assert!(out.arena.is_empty() && out.pieces.is_empty() && out.wires.is_empty());
     }
