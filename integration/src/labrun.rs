@@ -250,46 +250,56 @@ pub fn up(lab: &LabFile) -> Result<()> {
     }
     let pipework = bin("pipework")?;
     for c in &lab.containers {
-        let ns = ns_name(lab, &c.name);
         let br = lab
             .bridges
             .iter()
             .find(|x| x.name == c.bridge)
             .context("bridge")?;
         let dns = br.gateway.clone().unwrap_or_else(|| "127.0.0.1".into());
-        b.add_ns(&ns, &dns)?;
-        let sock = dir.join(format!("{}.sock", c.host));
-        for (ifname, bridge, addr, gw) in c.interfaces() {
-            let addr = match gw {
-                Some(g) if addr != "dhcp" => format!("{addr}@{g}"),
-                _ => addr.to_string(),
-            };
-            let out = Command::new(&pipework)
-                .arg("--socket")
-                .arg(&sock)
-                .args(["-i", &ifname, "--name", &c.name, bridge, &ns, &addr])
-                .stdin(Stdio::null())
-                .output()
-                .context("run pipework")?;
-            if !out.status.success() {
-                bail!(
-                    "container {}: pipework {bridge} -i {ifname} {addr}: {}",
-                    c.name,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            // A dhcp interface's gateway from the file wins over the lease's router.
-            if let (Some(g), "dhcp") = (gw, addr.as_str()) {
-                ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
+        b.add_ns(&ns_name(lab, &c.name), &dns)?;
+    }
+    // Plumbing: hosts in parallel (each has its own vswitchd; attaching a port costs a
+    // kernel RCU grace period, ~10 ms), the containers of one host in file order.
+    let plumb = |host: &str| -> Result<()> {
+        let sock = dir.join(format!("{host}.sock"));
+        for c in lab.containers.iter().filter(|c| c.host == host) {
+            let ns = ns_name(lab, &c.name);
+            for (ifname, bridge, addr, gw) in c.interfaces() {
+                let addr = match gw {
+                    Some(g) if addr != "dhcp" => format!("{addr}@{g}"),
+                    _ => addr.to_string(),
+                };
+                let out = Command::new(&pipework)
+                    .arg("--socket")
+                    .arg(&sock)
+                    .args(["-i", &ifname, "--name", &c.name, bridge, &ns, &addr])
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("run pipework")?;
+                if !out.status.success() {
+                    bail!(
+                        "container {}: pipework {bridge} -i {ifname} {addr}: {}",
+                        c.name,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                // A dhcp interface's gateway from the file wins over the lease's router.
+                if let (Some(g), "dhcp") = (gw, addr.as_str()) {
+                    ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
+                }
             }
         }
+        Ok(())
+    };
+    per_host(lab, plumb)?;
+    for c in &lab.containers {
         if let Some(cmd) = &c.run {
             let envs = [
                 ("VSWITCH_LAB_DIR", dir.display().to_string()),
                 ("VSWITCH_CONTAINER", c.name.clone()),
             ];
             b.spawn(
-                &ns,
+                &ns_name(lab, &c.name),
                 &["sh", "-c", cmd],
                 &format!("{}.run.log", c.name),
                 &envs,
@@ -298,22 +308,25 @@ pub fn up(lab: &LabFile) -> Result<()> {
     }
     // Names across hosts: a bridge stretched by VXLAN is one network, so every host's
     // DNS on it knows the statically addressed containers of the other hosts too.
-    for c in &lab.containers {
-        for (_, bridge, addr, _) in c.interfaces() {
-            let stretched = lab
-                .bridges
-                .iter()
-                .any(|x| x.name == bridge && x.vni.is_some());
-            let Some((ip_only, _)) = addr.split_once('/') else {
-                continue;
-            };
-            if !stretched || lab.hosts.len() < 2 {
-                continue;
+    if lab.hosts.len() > 1 {
+        let b = &b;
+        per_host(lab, |host: &str| -> Result<()> {
+            for c in lab.containers.iter().filter(|c| c.host != host) {
+                for (_, bridge, addr, _) in c.interfaces() {
+                    let stretched = lab
+                        .bridges
+                        .iter()
+                        .any(|x| x.name == bridge && x.vni.is_some());
+                    let Some((ip_only, _)) = addr.split_once('/') else {
+                        continue;
+                    };
+                    if stretched {
+                        b.ctl(host, &["add-host", bridge, &c.name, ip_only])?;
+                    }
+                }
             }
-            for h in lab.hosts.iter().filter(|h| h.name != c.host) {
-                b.ctl(&h.name, &["add-host", bridge, &c.name, ip_only])?;
-            }
-        }
+            Ok(())
+        })?;
     }
     for m in &lab.masquerade {
         b.ctl(&m.host, &["masquerade", &m.bridge, "--out", &m.out])?;
@@ -325,6 +338,28 @@ pub fn up(lab: &LabFile) -> Result<()> {
     b.save()?;
     print!("{}", status_table(lab)?);
     Ok(())
+}
+
+/// Run `job` for every host of the lab at once, one thread each; the first error wins.
+fn per_host(lab: &LabFile, job: impl Fn(&str) -> Result<()> + Sync) -> Result<()> {
+    let job = &job;
+    std::thread::scope(|s| {
+        let running: Vec<_> = lab
+            .hosts
+            .iter()
+            .map(|h| s.spawn(move || job(&h.name)))
+            .collect();
+        let mut first = Ok(());
+        for r in running {
+            let res = r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a plumbing thread panicked")));
+            if first.is_ok() {
+                first = res;
+            }
+        }
+        first
+    })
 }
 
 /// The summary: one row per container.
