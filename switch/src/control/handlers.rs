@@ -562,16 +562,23 @@ impl State {
             .collect();
         b.at = now;
         b.busy = busy;
+        // A vxlan port's remotes share one polled socket: their frames count for it.
+        let mut frames: HashMap<String, u64> = HashMap::new();
+        for (name, l) in self.live.iter_mut() {
+            let rx = l.counters.rx_packets();
+            let base = name.split('@').next().unwrap_or(name);
+            *frames.entry(base.to_string()).or_default() += rx.saturating_sub(l.rx_seen);
+            l.rx_seen = rx;
+        }
         let mut names = Vec::new();
         let mut loads = Vec::new();
-        for (name, l) in self.live.iter_mut() {
+        for (name, l) in &self.live {
             let Some(worker) = l.worker else { continue };
-            let rx = l.counters.rx_packets();
+            let base = name.split('@').next().unwrap_or(name);
             loads.push(PortLoad {
                 worker,
-                frames: rx.saturating_sub(l.rx_seen),
+                frames: frames.get(base).copied().unwrap_or(0),
             });
-            l.rx_seen = rx;
             names.push(name.clone());
         }
         for m in b.policy.decide(&frac, &loads) {
