@@ -225,29 +225,41 @@ impl RxRing {
                 break;
             }
             if status & libc::TP_STATUS_COPY != 0 {
-                st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-                // The whole frame waits on the socket, queued before the slot was
-                // marked; if it cannot be read, it is counted as dropped.
-                match recv_msgs(fd, batch, 1) {
+                // Whole frames wait on the socket, each queued before its slot was
+                // marked: take the run of consecutive COPY slots (as far as the batch
+                // has room) and read their frames in one recvmmsg. A frame that cannot
+                // be read is counted as dropped.
+                let room = BATCH_SIZE - batch.len();
+                let mut run = 0;
+                while run < room {
+                    let st = self.status(slot);
+                    let v = st.load(Ordering::Acquire);
+                    if v & libc::TP_STATUS_USER == 0 || v & libc::TP_STATUS_COPY == 0 {
+                        break;
+                    }
+                    st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                    slot = (slot + 1) % RING_FRAMES;
+                    run += 1;
+                }
+                match recv_msgs(fd, batch, run) {
                     Ok(r) => {
                         res.received += r.received;
-                        res.dropped += r.dropped + usize::from(r.received + r.dropped == 0);
+                        res.dropped += run - r.received;
                     }
-                    Err(_) => res.dropped += 1,
+                    Err(_) => res.dropped += run,
                 }
-            } else {
-                // SAFETY: the slot is ours (TP_STATUS_USER seen with acquire) until we
-                // store TP_STATUS_KERNEL below.
-                let frame = unsafe {
-                    std::slice::from_raw_parts(self.base.add(slot * RING_FRAME), RING_FRAME)
-                };
-                if push_slot(frame, batch) {
-                    res.received += 1;
-                } else {
-                    res.dropped += 1;
-                }
-                st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                continue;
             }
+            // SAFETY: the slot is ours (TP_STATUS_USER seen with acquire) until we
+            // store TP_STATUS_KERNEL below.
+            let frame =
+                unsafe { std::slice::from_raw_parts(self.base.add(slot * RING_FRAME), RING_FRAME) };
+            if push_slot(frame, batch) {
+                res.received += 1;
+            } else {
+                res.dropped += 1;
+            }
+            st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
             slot = (slot + 1) % RING_FRAMES;
         }
         self.cursor.store(slot, Ordering::Relaxed);
