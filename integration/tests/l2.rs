@@ -60,8 +60,13 @@ fn main() -> std::process::ExitCode {
 
 /// A switch with bridge br0 and containers c1..cN at 10.0.0.i/24 on ports vI.
 fn lab_with(n: usize) -> Result<Lab> {
+    lab_with_flags(n, &[])
+}
+
+/// As [`lab_with`], with extra vswitchd flags.
+fn lab_with_flags(n: usize, flags: &[&str]) -> Result<Lab> {
     let mut lab = Lab::new()?;
-    lab.start_switch("sw")?;
+    lab.start_switch_with("sw", flags)?;
     lab.ctl_ok(&["add-br", "br0"])?;
     for i in 1..=n {
         lab.container(
@@ -437,22 +442,9 @@ fn tcp_crosses_with_default_offloads() -> Result<()> {
 
 /// Two workers, br0 with c1 and c2 on ports v1 and v2.
 fn two_worker_lab(extra: &[&str]) -> Result<Lab> {
-    let mut lab = Lab::new()?;
-    let mut args = vec!["--workers", "2"];
-    args.extend_from_slice(extra);
-    lab.start_switch_with("sw", &args)?;
-    lab.ctl_ok(&["add-br", "br0"])?;
-    for i in 1..=2 {
-        lab.container(
-            "sw",
-            &format!("c{i}"),
-            &format!("v{i}"),
-            &format!("10.0.0.{i}/24"),
-            None,
-        )?;
-        lab.ctl_ok(&["add-port", "br0", &format!("v{i}")])?;
-    }
-    Ok(lab)
+    let mut flags = vec!["--workers", "2"];
+    flags.extend_from_slice(extra);
+    lab_with_flags(2, &flags)
 }
 
 /// The worker of each port of br0, from `show --json`.

@@ -81,12 +81,19 @@ fn underlay(a: &Lab, a_ip: &str, b_ns: &str, b_ip: &str) -> Result<()> {
     Ok(())
 }
 
-fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
-    let mut h1 = host("10.0.0.1/24")?;
-    let mut h2 = host("10.0.0.2/24")?;
+/// Two hosts (containers 10.0.0.1 and 10.0.0.2) joined by an underlay link and a
+/// VXLAN port on each towards the other.
+fn tunnel_pair() -> Result<(Lab, Lab)> {
+    let h1 = host("10.0.0.1/24")?;
+    let h2 = host("10.0.0.2/24")?;
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
     vxlan_port(&h1, "192.0.2.2")?;
     vxlan_port(&h2, "192.0.2.1")?;
+    Ok((h1, h2))
+}
+
+fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
+    let (mut h1, mut h2) = tunnel_pair()?;
     // Across the tunnel: h1's container reaches h2's (the Lab's ping runs in its own
     // namespaces, so ping h2's container from h1's).
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
@@ -133,12 +140,7 @@ fn two_vswitchd_hosts_over_vxlan() -> Result<()> {
 /// train (received as a UDP GRO train), from a remote's address: dropped, counted as
 /// malformed on that remote's port, and the tunnel goes on working.
 fn junk_datagrams_are_dropped() -> Result<()> {
-    let mut h1 = host("10.0.0.1/24")?;
-    let mut h2 = host("10.0.0.2/24")?;
-    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
-    for (h, remote) in [(&mut h1, "192.0.2.2"), (&mut h2, "192.0.2.1")] {
-        vxlan_port(h, remote)?;
-    }
+    let (h1, mut h2) = tunnel_pair()?;
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(ok, "no ping across the tunnel");
     let before = malformed(&h1)?;
@@ -301,11 +303,7 @@ fn vxlan_errors() -> Result<()> {
 /// makes GSO_TCPV6 frames) and UDP sent with `UDP_SEGMENT` (GSO_UDP_L4), each cut in
 /// software before encapsulation, every byte checked.
 fn ipv6_tcp_and_udp_gso_cross_the_tunnel() -> Result<()> {
-    let mut h1 = host("10.0.0.1/24")?;
-    let mut h2 = host("10.0.0.2/24")?;
-    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
-    vxlan_port(&h1, "192.0.2.2")?;
-    vxlan_port(&h2, "192.0.2.1")?;
+    let (mut h1, mut h2) = tunnel_pair()?;
     for (h, a) in [(&h1, "fd00::1/64"), (&h2, "fd00::2/64")] {
         h.sh("c", &format!("ip -6 addr add {a} dev eth0 nodad"))?;
     }
