@@ -12,7 +12,8 @@
 //! adds latency at low rates; V2 hands over each frame at once. Ring slots are 2 KB:
 //! a GSO super-frame does not fit, so the socket gets `PACKET_COPY_THRESH` and the
 //! kernel also queues such a frame whole on the socket, marking its slot
-//! `TP_STATUS_COPY`; the worker then reads that one frame with recvmsg, in ring order.
+//! `TP_STATUS_COPY`; the worker then reads such frames from the socket, in ring order
+//! (a run of consecutive ones in one recvmmsg).
 
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::port::{RxResult, TxFrame, TxResult};
@@ -194,7 +195,29 @@ impl RxRing {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // A ring we cannot read would swallow every frame: free it (a request with
+            // no blocks), so the recvmmsg fallback receives them.
+            let none = libc::tpacket_req {
+                tp_block_size: 0,
+                tp_block_nr: 0,
+                tp_frame_size: 0,
+                tp_frame_nr: 0,
+            };
+            // SAFETY: passes a pointer to a live tpacket_req and its size.
+            let freed = check(unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    &none as *const libc::tpacket_req as *const libc::c_void,
+                    size_of::<libc::tpacket_req>() as libc::socklen_t,
+                )
+            });
+            return Err(match freed {
+                Ok(_) => e,
+                Err(f) => io::Error::new(f.kind(), format!("mmap: {e}; freeing the ring: {f}")),
+            });
         }
         Ok(RxRing {
             base: base as *mut u8,
