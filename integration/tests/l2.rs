@@ -55,6 +55,10 @@ fn main() -> std::process::ExitCode {
             ports_gather_when_idle_and_spread_under_load,
         ),
         ("no_balance_keeps_ports_put", no_balance_keeps_ports_put),
+        (
+            "busy_poll_spins_only_while_traffic_flows",
+            busy_poll_spins_only_while_traffic_flows,
+        ),
     ])
 }
 
@@ -533,5 +537,73 @@ fn no_balance_keeps_ports_put() -> Result<()> {
     let after = port_workers(&lab);
     ensure!(before == after, "ports moved: {before:?} -> {after:?}");
     lab.assert_ping("c2", "10.0.0.1")?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) vswitchd has used so far, from /proc/PID/stat.
+fn switch_cpu_secs(lab: &Lab) -> Result<f64> {
+    let pid = lab.switch_pid().context("vswitchd is not running")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// vswitchd's CPU seconds over `secs` seconds of wall time.
+fn switch_cpu_over(lab: &Lab, secs: u64) -> Result<f64> {
+    let a = switch_cpu_secs(lab)?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(switch_cpu_secs(lab)? - a)
+}
+
+/// `--busy-poll-us`: with a 10 ms window, pings 5 ms apart keep a worker polling (it
+/// never sleeps: about a core of CPU), but once they stop the daemon goes quiet; with
+/// 0 the same pings cost next to nothing. What a user sees in `top`.
+fn busy_poll_spins_only_while_traffic_flows() -> Result<()> {
+    for (window, spinning) in [("10000", true), ("0", false)] {
+        let mut lab = two_worker_lab(&["--busy-poll-us", window])?;
+        lab.assert_ping("c1", "10.0.0.2")?;
+        lab.spawn(
+            "c1",
+            "timeout",
+            &["20", "ping", "-q", "-i", "0.005", "-c", "1000", "10.0.0.2"],
+            "ping.log",
+        )?;
+        std::thread::sleep(Duration::from_secs(1));
+        let busy = switch_cpu_over(&lab, 2)?;
+        if spinning {
+            ensure!(
+                busy > 0.6,
+                "--busy-poll-us {window}: {busy:.2} CPU s in 2 s of pings 5 ms apart; \
+                 a polling worker should not have slept"
+            );
+        } else {
+            ensure!(
+                busy < 0.5,
+                "--busy-poll-us {window}: {busy:.2} CPU s in 2 s of pings 5 ms apart"
+            );
+        }
+        ensure!(
+            wait_until(Duration::from_secs(20), || lab
+                .read_log("ping.log")
+                .contains("packets transmitted")),
+            "the ping run did not end"
+        );
+        let log = lab.read_log("ping.log");
+        ensure!(log.contains(" 0% packet loss"), "pings lost: {log}");
+        let idle = switch_cpu_over(&lab, 2)?;
+        ensure!(
+            idle < 0.3,
+            "--busy-poll-us {window}: {idle:.2} CPU s in 2 s without traffic"
+        );
+    }
     Ok(())
 }

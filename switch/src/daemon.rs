@@ -25,6 +25,9 @@ pub struct Options {
     pub workers: usize,
     /// Move ports between workers with the load (`dp::balance`).
     pub auto_balance: bool,
+    /// How long a worker keeps polling its ports after its last frame before it
+    /// sleeps (zero: sleep at once).
+    pub busy_poll: std::time::Duration,
     pub limits: Limits,
 }
 
@@ -56,8 +59,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
     let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
-    let pool = WorkerPool::start(workers, snap.clone(), neigh.clone(), punt_tx)
-        .context("start workers")?;
+    let pool = WorkerPool::start(
+        workers,
+        opts.busy_poll,
+        snap.clone(),
+        neigh.clone(),
+        punt_tx,
+    )
+    .context("start workers")?;
     let mut state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
     state.set_auto_balance(opts.auto_balance && workers > 1);
     let state = Arc::new(Mutex::new(state));

@@ -20,6 +20,10 @@ struct Args {
     /// Keep every port on the worker it was first given to (no auto-balance)
     #[arg(long)]
     no_balance: bool,
+    /// Microseconds a worker keeps polling after its last frame before it sleeps
+    /// (0: sleep at once; at most 10000)
+    #[arg(long, default_value_t = 50)]
+    busy_poll_us: u64,
     /// Log level: error, warn, info, debug, trace (or a tracing filter)
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -37,6 +41,9 @@ struct Args {
     #[arg(long)]
     ct_timeouts: Option<String>,
 }
+
+/// Longest busy poll: beyond this a worker would rather sleep (10 ms).
+const MAX_BUSY_POLL_US: u64 = 10_000;
 
 fn main() {
     let args = match Args::try_parse() {
@@ -72,6 +79,10 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if args.busy_poll_us > MAX_BUSY_POLL_US {
+        eprintln!("error: --busy-poll-us must be 0..{MAX_BUSY_POLL_US}");
+        std::process::exit(2);
+    }
     if !(1..=1 << 22).contains(&args.ct_max) {
         eprintln!("error: --ct-max must be 1..4194304");
         std::process::exit(2);
@@ -81,6 +92,7 @@ fn main() {
         db: vswitch_proto::db_path(args.db.as_deref()),
         workers: args.workers,
         auto_balance: !args.no_balance,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
         limits: Limits {
             fdb_cap: args.fdb_max,
             fdb_aging: args.fdb_aging,

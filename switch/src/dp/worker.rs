@@ -50,9 +50,11 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Start `n` workers reading configuration from `snap`.
+    /// Start `n` workers reading configuration from `snap`; each keeps polling for
+    /// `busy_poll` after its last frame before it sleeps.
     pub fn start(
         n: usize,
+        busy_poll: Duration,
         snap: Arc<ArcSwap<Snapshot>>,
         neigh: Arc<NeighCache>,
         punt: PuntTx,
@@ -69,7 +71,7 @@ impl WorkerPool {
             let busy = busy_ns.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vsw-worker-{id}"))
-                .spawn(move || Worker::new(id, poll, rx, snap, neigh, punt, busy).run())?;
+                .spawn(move || Worker::new(id, poll, rx, snap, neigh, punt, busy).run(busy_poll))?;
             workers.push(WorkerHandle {
                 tx,
                 waker,
@@ -247,13 +249,19 @@ impl Worker {
         true
     }
 
-    fn run(mut self) {
+    /// Poll, forward, repeat. With nothing ready the worker sleeps in `epoll_wait`,
+    /// except for `busy_poll` after its last frame: then it keeps polling (timeout 0),
+    /// so the next frame of a flow finds it awake instead of paying a wake-up (on a VM,
+    /// an IPI and a halt exit of the vCPU it slept on). Spinning is not counted as busy
+    /// time, so the balancer sees only forwarding work.
+    fn run(mut self, busy_poll: Duration) {
         let mut events = Events::with_capacity(256);
+        let mut last_work = Instant::now();
         loop {
-            let timeout = if self.ready.is_empty() {
-                Some(Duration::from_millis(500))
-            } else {
+            let timeout = if !self.ready.is_empty() || last_work.elapsed() < busy_poll {
                 Some(Duration::ZERO)
+            } else {
+                Some(Duration::from_millis(500))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -276,6 +284,7 @@ impl Worker {
             if !self.ready.is_empty() {
                 // Busy time for the balancer: two clock reads per wake-up, not per frame.
                 let t0 = Instant::now();
+                last_work = t0;
                 self.service_ready();
                 let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.busy_ns.fetch_add(ns, Ordering::Relaxed);
