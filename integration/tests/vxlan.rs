@@ -315,6 +315,59 @@ fn ipv6_tcp_and_udp_gso_cross_the_tunnel() -> Result<()> {
     ensure!(ok, "no IPv6 ping across the tunnel");
     assert_transfer(&h1, "c", &mut h2, "c", "fd00::2", 4 << 20)?;
     assert_transfer(&h2, "c", &mut h1, "c", "fd00::1", 4 << 20)?;
+    // TCP with a destination options header (IPV6_DSTOPTS on the socket): every
+    // super-frame has an extension header between IPv6 and TCP that segmentation must
+    // walk (it used to refuse such frames, and the connection stalled).
+    let recv = r#"
+import socket, hashlib
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("fd00::2", 7002))
+s.listen(1)
+s.settimeout(30)
+c, _ = s.accept()
+c.settimeout(30)
+h = hashlib.sha256()
+n = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(n, h.hexdigest())
+"#;
+    h2.spawn("c", "python3", &["-c", recv], "dstopts.out")?;
+    let listening = wait_until(Duration::from_secs(5), || {
+        h2.sh_out("c", "ss -ltn | grep -q ':7002'")
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    ensure!(listening, "TCP receiver did not start");
+    let send = r#"
+import socket, hashlib, os
+data = os.urandom(4 << 20)
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+s.settimeout(20)
+s.connect(("fd00::2", 7002))
+s.sendall(data)
+s.close()
+print(len(data), hashlib.sha256(data).hexdigest())
+"#;
+    let sent = h1.sh_out("c", &format!("timeout 30 python3 -c '{send}'"))?;
+    let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
+    ensure!(!sent.is_empty(), "TCP sender with IPV6_DSTOPTS failed");
+    let done = wait_until(Duration::from_secs(20), || {
+        !h2.read_log("dstopts.out").trim().is_empty()
+    });
+    let got = h2.read_log("dstopts.out");
+    ensure!(
+        done && got.trim() == sent,
+        "TCP with an IPv6 destination options header: received '{}', sent '{sent}'; h1 stats: {}",
+        got.trim(),
+        h1.ctl_ok(&["stats", "vx0"]).unwrap_or_default()
+    );
     // UDP GSO: 20 sends of 12 000 bytes cut by the sender's stack into 1200-byte
     // datagrams (one super-frame each on the veth); the receiver counts datagrams and
     // checks every byte.

@@ -14,7 +14,8 @@ use super::EthFrame;
 pub enum GsoError {
     /// Headers shorter than they claim, or offsets outside the frame.
     Malformed,
-    /// A GSO type we do not segment (legacy UFO, IPv6 extension headers).
+    /// A GSO type we do not segment (legacy UFO), or IPv6 extension headers we do not
+    /// walk (routing, fragment, AH/ESP, or more than [`IPV6_EXT_MAX`] bytes of options).
     Unsupported,
 }
 
@@ -213,7 +214,7 @@ pub fn prepare_into(
     };
     // The headers, in one piece: Ethernet (+ tags), IPv4 (with options) or IPv6, TCP
     // (with options) or UDP.
-    let mut hb = [0u8; 14 + 8 + 60 + 60];
+    let mut hb = [0u8; 14 + 8 + IPV6_HLEN + IPV6_EXT_MAX + 60];
     let hn = hb.len().min(head.len() + rest.len());
     let from_head = head.len().min(hn);
     hb[..from_head].copy_from_slice(&head[..from_head]);
@@ -228,7 +229,7 @@ pub fn prepare_into(
         _ => return Err(GsoError::Malformed),
     };
     let (hlen, proto) = if v6 {
-        (IPV6_HLEN, *ip.get(6).ok_or(GsoError::Malformed)?)
+        ipv6_transport(ip)?
     } else {
         let hlen = usize::from(ip[0] & 0x0f) * 4;
         if ip.len() < ipv4::MIN_HLEN || hlen < ipv4::MIN_HLEN {
@@ -236,7 +237,6 @@ pub fn prepare_into(
         }
         (hlen, ip[ipv4::field::PROTOCOL])
     };
-    // IPv6 extension headers in front of the transport header are not walked.
     if proto
         != if udp {
             ipv4::PROTO_UDP
@@ -290,7 +290,9 @@ pub fn prepare_into(
         let b = &mut arena[at + p..];
         let l4_len = thlen + chunk.len();
         if v6 {
-            b[l3 + 4..l3 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            // The payload length counts the extension headers too.
+            let plen = (hlen - IPV6_HLEN + l4_len) as u16;
+            b[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
         } else {
             let total = (hlen + l4_len) as u16;
             b[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
@@ -344,6 +346,29 @@ pub fn prepare_into(
 }
 
 const IPV6_HLEN: usize = 40;
+/// The most IPv6 extension-header bytes in front of TCP/UDP that segmentation walks.
+pub const IPV6_EXT_MAX: usize = 256;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_DEST_OPTS: u8 = 60;
+
+/// The offset of the transport header from the IPv6 header `ip` and its protocol,
+/// past hop-by-hop and destination options (RFC 8200 §4: next header, then length in
+/// 8-byte units after the first 8). Other extension headers end the walk: their
+/// protocol number then fails the caller's TCP/UDP check. A routing header is not
+/// walked because the checksum's pseudo-header would need its final destination.
+fn ipv6_transport(ip: &[u8]) -> Result<(usize, u8), GsoError> {
+    let mut nh = *ip.get(6).ok_or(GsoError::Malformed)?;
+    let mut off = IPV6_HLEN;
+    while nh == IPV6_HOP_BY_HOP || nh == IPV6_DEST_OPTS {
+        let h = ip.get(off..off + 2).ok_or(GsoError::Malformed)?;
+        nh = h[0];
+        off += (usize::from(h[1]) + 1) * 8;
+        if off - IPV6_HLEN > IPV6_EXT_MAX {
+            return Err(GsoError::Unsupported);
+        }
+    }
+    Ok((off, nh))
+}
 const UDP_HLEN: usize = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -735,6 +760,77 @@ mod tests {
         }
         let joined: Vec<u8> = out.iter().flat_map(|s| s[74..].to_vec()).collect();
         assert_eq!(joined, f[74..].to_vec());
+    }
+
+    /// `superframe6` with extension headers `ext` (chained: the first's type in `first`,
+    /// the last's next header already TCP) between the IPv6 and the TCP header.
+    fn superframe6_ext(n: usize, first: u8, ext: &[u8]) -> (Vec<u8>, VnetHdr) {
+        let (f, mut v) = superframe6(n);
+        let mut g = f[..54].to_vec();
+        g[20] = first;
+        g[18..20].copy_from_slice(&((ext.len() + 20 + n) as u16).to_be_bytes());
+        g.extend_from_slice(ext);
+        g.extend_from_slice(&f[54..]);
+        v.hdr_len += ext.len() as u16;
+        v.csum_start += ext.len() as u16;
+        (g, v)
+    }
+
+    #[test]
+    fn tcp_over_ipv6_segments_past_hop_by_hop_and_destination_options() {
+        // Hop-by-hop (8 bytes, PadN) → destination options (16 bytes, PadN) → TCP.
+        let mut ext = vec![60, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[6, 1, 1, 12]);
+        ext.extend_from_slice(&[0; 12]);
+        let (f, v) = superframe6_ext(3000, 0, &ext);
+        let hdrs = usize::from(v.hdr_len);
+        assert_eq!(hdrs, 74 + 24);
+        let out = segments(&f, &v);
+        let lens: Vec<usize> = out.iter().map(|s| s.len() - hdrs).collect();
+        assert_eq!(lens, vec![1428, 1428, 144]);
+        for (k, s) in out.iter().enumerate() {
+            assert_eq!(&s[..18], &f[..18], "Ethernet and IPv6 header kept");
+            assert_eq!(
+                &s[20..78],
+                &f[20..78],
+                "addresses and extension headers kept"
+            );
+            let plen = usize::from(u16::from_be_bytes([s[18], s[19]]));
+            assert_eq!(plen, s.len() - 54, "payload length counts the options");
+            let l4 = 54 + 24;
+            let pseudo = sum16(&s[22..54], 0) + 6 + (s.len() - l4) as u32;
+            assert_eq!(fold(sum16(&s[l4..], pseudo)), 0xffff, "TCP checksum");
+            let seq = u32::from_be_bytes([s[l4 + 4], s[l4 + 5], s[l4 + 6], s[l4 + 7]]);
+            assert_eq!(seq, 1 + 1428 * k as u32);
+        }
+        let joined: Vec<u8> = out.iter().flat_map(|s| s[hdrs..].to_vec()).collect();
+        assert_eq!(joined, f[hdrs..].to_vec());
+    }
+
+    #[test]
+    fn ipv6_extension_headers_not_walked_are_refused() {
+        let mut out = Prepared::default();
+        // A routing header (type 43): its final destination is not the header's.
+        let (f, v) = superframe6_ext(3000, 43, &[6, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            prepare_into(&f[..12], &f[12..], 0, &v, &[], &mut out),
+            Err(GsoError::Unsupported)
+        );
+        // Options longer than the walk's limit.
+        let mut ext = vec![6, 33];
+        ext.resize(34 * 8, 0);
+        let (f, v) = superframe6_ext(3000, 60, &ext);
+        assert_eq!(
+            prepare_into(&f[..12], &f[12..], 0, &v, &[], &mut out),
+            Err(GsoError::Unsupported)
+        );
+        // An options header cut off by the end of the frame.
+        let (f, v) = superframe6_ext(0, 0, &[]);
+        assert_eq!(
+            prepare_into(&f[..12], &f[12..54], 0, &v, &[], &mut out),
+            Err(GsoError::Malformed)
+        );
+        assert!(out.wires.is_empty());
     }
 
     #[test]
