@@ -422,6 +422,21 @@ impl Lab {
 
     /// Start a one-shot `iperf3 -s -1` on `ip` in namespace `ns` and wait (bounded)
     /// until it listens.
+    /// Wait (up to 5 s) until a socket in namespace `ns` listens on `port` (TCP) or is
+    /// bound to it (UDP), as `ss` shows it. False if none did in time.
+    pub fn wait_listening(&self, ns: &str, proto: Proto, port: u16) -> bool {
+        let flags = match proto {
+            Proto::Tcp => "-ltn",
+            Proto::Udp => "-lun",
+        };
+        let cmd = format!("ss {flags} | grep -q ':{port}'");
+        wait_until(Duration::from_secs(5), || {
+            self.sh_out(ns, &cmd)
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+    }
+
     pub fn iperf_server(&mut self, ns: &str, ip: &str) -> Result<()> {
         self.spawn(
             ns,
@@ -429,12 +444,7 @@ impl Lab {
             &["-s", "-1", "-B", ip],
             &format!("iperf-{ns}.log"),
         )?;
-        let up = wait_until(Duration::from_secs(5), || {
-            self.sh_out(ns, "ss -ltn | grep -q ':5201'")
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        });
-        if !up {
+        if !self.wait_listening(ns, Proto::Tcp, 5201) {
             bail!("iperf3 server in {ns} did not start");
         }
         Ok(())
@@ -504,6 +514,13 @@ impl Drop for Lab {
     }
 }
 
+/// A transport protocol, for [`Lab::wait_listening`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
 /// Send `len` random bytes over TCP from namespace `from` of lab `a` to a listener on
 /// `to_ip:7000` in namespace `to` of lab `b` (the same lab or another host's), and check
 /// every byte arrived intact and in order (iperf3 counts bytes; this checks them,
@@ -543,12 +560,10 @@ pub fn assert_transfer(
             dst.display()
         );
     b.spawn(to, "python3", &["-c", &server], &format!("xfer-{to}.log"))?;
-    let listening = wait_until(Duration::from_secs(5), || {
-        b.sh_out(to, "ss -ltn | grep -q ':7000'")
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
-    ensure!(listening, "transfer listener in {to} did not start");
+    ensure!(
+        b.wait_listening(to, Proto::Tcp, 7000),
+        "transfer listener in {to} did not start"
+    );
     let client = format!(
             "import socket\ns=socket.create_connection(('{to_ip}',7000),timeout=20)\ns.sendall(open('{}','rb').read())\ns.close()\n",
             src.display()

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
-use vswitch_integration::{assert_transfer, run_ok, wait_until, Lab};
+use vswitch_integration::{assert_transfer, run_ok, wait_until, Lab, Proto};
 
 fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
@@ -338,12 +338,10 @@ while True:
 print(n, h.hexdigest())
 "#;
     h2.spawn("c", "python3", &["-c", recv], "dstopts.out")?;
-    let listening = wait_until(Duration::from_secs(5), || {
-        h2.sh_out("c", "ss -ltn | grep -q ':7002'")
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
-    ensure!(listening, "TCP receiver did not start");
+    ensure!(
+        h2.wait_listening("c", Proto::Tcp, 7002),
+        "TCP receiver did not start"
+    );
     let send = r#"
 import socket, hashlib, os
 data = os.urandom(4 << 20)
@@ -388,12 +386,10 @@ except socket.timeout:
 print(n, bad)
 "#;
     h2.spawn("c", "python3", &["-c", recv], "udp-gso.out")?;
-    let bound = wait_until(Duration::from_secs(5), || {
-        h2.sh_out("c", "ss -lun | grep -q ':7001'")
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
-    ensure!(bound, "UDP receiver did not start");
+    ensure!(
+        h2.wait_listening("c", Proto::Udp, 7001),
+        "UDP receiver did not start"
+    );
     let send = r#"
 import socket, time
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
