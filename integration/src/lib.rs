@@ -420,8 +420,6 @@ impl Lab {
         Ok(pid)
     }
 
-    /// Start a one-shot `iperf3 -s -1` on `ip` in namespace `ns` and wait (bounded)
-    /// until it listens.
     /// Wait (up to 5 s) until a socket in namespace `ns` listens on `port` (TCP) or is
     /// bound to it (UDP), as `ss` shows it. False if none did in time.
     pub fn wait_listening(&self, ns: &str, proto: Proto, port: u16) -> bool {
@@ -437,6 +435,8 @@ impl Lab {
         })
     }
 
+    /// Start a one-shot `iperf3 -s -1` on `ip` in namespace `ns` and wait (bounded)
+    /// until it listens.
     pub fn iperf_server(&mut self, ns: &str, ip: &str) -> Result<()> {
         self.spawn(
             ns,

@@ -369,6 +369,7 @@ fn ipv6_transport(ip: &[u8]) -> Result<(usize, u8), GsoError> {
     }
     Ok((off, nh))
 }
+
 const UDP_HLEN: usize = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
