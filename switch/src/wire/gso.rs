@@ -400,7 +400,9 @@ fn seq_of(f: &[u8]) -> u32 {
 }
 
 impl Train {
-    fn start(f0: &[u8]) -> Option<Train> {
+    /// A train that `f0` starts: one segment (`mss0 == 0`), or a super-frame of
+    /// `mss0`-byte segments (the last possibly shorter) that more may continue.
+    fn start(f0: &[u8], mss0: usize) -> Option<Train> {
         let l0 = f0.len();
         if l0 < L4 + 20
             || f0[12..14] != ipv4::ETHERTYPE_IPV4.to_be_bytes()
@@ -416,20 +418,23 @@ impl Train {
         if thlen < 20 || l0 <= hdrs {
             return None;
         }
-        let mss = l0 - hdrs;
+        let pay = l0 - hdrs;
+        let mss = if mss0 == 0 { pay } else { mss0 };
         let flags = f0[L4 + 13];
         Some(Train {
             hdrs,
             mss,
-            seq: seq_of(f0).wrapping_add(mss as u32),
+            seq: seq_of(f0).wrapping_add(pay as u32),
             total: l0,
             last_flags: flags,
-            open: flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_URG) == 0,
+            open: pay.is_multiple_of(mss)
+                && flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_URG) == 0,
         })
     }
 
-    /// Count `f` in if it continues the train that `f0` starts.
-    fn push(&mut self, f0: &[u8], f: &[u8]) -> bool {
+    /// Count `f` in if it continues the train that `f0` starts: one segment
+    /// (`mss == 0`) or a super-frame of segments of the train's size (`mss`).
+    fn push(&mut self, f0: &[u8], f: &[u8], mss: usize) -> bool {
         let (l, hdrs) = (f.len(), self.hdrs);
         let Some(pay) = l.checked_sub(hdrs) else {
             return false;
@@ -448,7 +453,8 @@ impl Train {
             || (flags ^ f0[L4 + 13]) & !(TCP_FIN | TCP_PSH | TCP_CWR) != 0
             || flags & TCP_CWR != 0
             || pay == 0
-            || pay > self.mss
+            || (mss == 0 && pay > self.mss)
+            || (mss != 0 && mss != self.mss)
             || self.total + pay - L3 > 0xffff
         {
             return false;
@@ -456,7 +462,7 @@ impl Train {
         self.seq = self.seq.wrapping_add(pay as u32);
         self.total += pay;
         self.last_flags = flags;
-        self.open = pay == self.mss && flags & (TCP_FIN | TCP_PSH) == 0;
+        self.open = pay.is_multiple_of(self.mss) && flags & (TCP_FIN | TCP_PSH) == 0;
         true
     }
 
@@ -500,9 +506,9 @@ pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetH
         return None;
     }
     let f0 = buf.get(s0..s0 + l0)?;
-    let mut t = Train::start(f0)?;
+    let mut t = Train::start(f0, 0)?;
     for &(s, l) in rest {
-        if !t.push(f0, buf.get(s..s + l)?) {
+        if !t.push(f0, buf.get(s..s + l)?, 0) {
             return None;
         }
     }
@@ -517,14 +523,22 @@ pub fn coalesce(buf: &mut [u8], segs: &[(usize, usize)]) -> Option<(usize, VnetH
 
 /// Software GRO across buffers: the frame `buf[..len0]` and as many of the frames in
 /// `next` as continue its TCP train (from the first on) become one GSO super-frame in
-/// `buf` (which must have room). Returns its length, how many of `next` it took in
-/// (at least one) and its offload header; `None`: `buf` unchanged.
-pub fn join(buf: &mut [u8], len0: usize, next: &[&[u8]]) -> Option<(usize, usize, VnetHdr)> {
+/// `buf` (which must have room). Each frame is one segment (segment size 0) or a
+/// super-frame [`coalesce`] made of one datagram train (its segment size): a
+/// super-frame cut into two UDP GSO trains on the way (a train carries at most 64 KB)
+/// becomes one again. Returns its length, how many of `next` it took in (at least
+/// one) and its offload header; `None`: `buf` unchanged.
+pub fn join(
+    buf: &mut [u8],
+    len0: usize,
+    mss0: usize,
+    next: &[(&[u8], usize)],
+) -> Option<(usize, usize, VnetHdr)> {
     let f0 = buf.get(..len0)?;
-    let mut t = Train::start(f0)?;
+    let mut t = Train::start(f0, mss0)?;
     let mut n = 0;
-    for f in next {
-        if t.total + f.len() > buf.len() || !t.push(f0, f) {
+    for &(f, mss) in next {
+        if t.total + f.len() > buf.len() || !t.push(f0, f, mss) {
             break;
         }
         n += 1;
@@ -533,7 +547,7 @@ pub fn join(buf: &mut [u8], len0: usize, next: &[&[u8]]) -> Option<(usize, usize
         return None;
     }
     let mut at = len0;
-    for f in &next[..n] {
+    for &(f, _) in &next[..n] {
         let pay = &f[t.hdrs..];
         buf[at..at + pay.len()].copy_from_slice(pay);
         at += pay.len();
@@ -614,15 +628,43 @@ pub fn fuzz(data: &[u8]) {
     if let Some((&(s0, l0), rest)) = segs.split_first() {
         let mut buf = vec![0u8; 70_000];
         buf[..l0].copy_from_slice(&train[s0..s0 + l0]);
-        let next: Vec<&[u8]> = rest.iter().map(|&(s, l)| &train[s..s + l]).collect();
-        if let Some((len, n, h)) = join(&mut buf, l0, &next) {
+        let next: Vec<(&[u8], usize)> = rest.iter().map(|&(s, l)| (&train[s..s + l], 0)).collect();
+        if let Some((len, n, h)) = join(&mut buf, l0, 0, &next) {
             assert!(n >= 1 && n <= next.len());
             let hdrs = usize::from(h.hdr_len);
             let want: Vec<u8> = std::iter::once(&train[s0..s0 + l0])
-                .chain(next[..n].iter().copied())
+                .chain(next[..n].iter().map(|&(f, _)| f))
                 .flat_map(|f| f[hdrs..].iter().copied())
                 .collect();
             assert_eq!(&buf[hdrs..len], &want[..], "joined payload across buffers");
+        }
+    }
+    // The train cut in two, each half coalesced on its own (two UDP GRO datagrams),
+    // then the halves joined: the payload of the halves it took, in order.
+    if segs.len() >= 4 {
+        let half = segs.len() / 2;
+        let mut a = train.clone();
+        let mut b = train.clone();
+        if let (Some((la, ha)), Some((lb, hb))) = (
+            coalesce(&mut a, &segs[..half]),
+            coalesce(&mut b, &segs[half..]),
+        ) {
+            let (sa, sb) = (segs[0].0, segs[half].0);
+            let want: Vec<u8> = [&a[sa..sa + la], &b[sb..sb + lb]]
+                .iter()
+                .flat_map(|f| f[usize::from(ha.hdr_len)..].iter().copied())
+                .collect();
+            let mut buf = vec![0u8; 140_000];
+            buf[..la].copy_from_slice(&a[sa..sa + la]);
+            let next = [(&b[sb..sb + lb], usize::from(hb.gso_size))];
+            if let Some((len, n, h)) = join(&mut buf, la, usize::from(ha.gso_size), &next) {
+                assert_eq!(n, 1);
+                assert_eq!(
+                    &buf[usize::from(h.hdr_len)..len],
+                    &want[..],
+                    "joined halves"
+                );
+            }
         }
     }
     if let Some((len, h)) = coalesce(&mut train, &segs) {
@@ -1037,8 +1079,8 @@ mod tests {
         assert_eq!(segs.len(), 7);
         let mut buf = vec![0u8; 70_000];
         buf[..segs[0].len()].copy_from_slice(&segs[0]);
-        let next: Vec<&[u8]> = segs[1..].iter().map(Vec::as_slice).collect();
-        let (len, n, h) = join(&mut buf, segs[0].len(), &next).expect("joined");
+        let next: Vec<(&[u8], usize)> = segs[1..].iter().map(|s| (&s[..], 0)).collect();
+        let (len, n, h) = join(&mut buf, segs[0].len(), 0, &next).expect("joined");
         assert_eq!((len, n), (f.len(), 6));
         assert_eq!(buf[54..len], f[54..], "payload in order");
         assert_eq!(checksum(&buf[14..34]), 0, "IP checksum");
@@ -1048,18 +1090,84 @@ mod tests {
         let mut other = segs[3].clone();
         other[37] ^= 1;
         buf[..segs[0].len()].copy_from_slice(&segs[0]);
-        let next = [&segs[1][..], &segs[2][..], &other[..], &segs[4][..]];
-        let (len, n, _) = join(&mut buf, segs[0].len(), &next).expect("joined");
+        let next = [&segs[1][..], &segs[2][..], &other[..], &segs[4][..]].map(|s| (s, 0));
+        let (len, n, _) = join(&mut buf, segs[0].len(), 0, &next).expect("joined");
         assert_eq!((len, n), (54 + 3 * 1448, 2));
         // Nothing continues it, or no room: unchanged.
         buf[..segs[0].len()].copy_from_slice(&segs[0]);
         let before = buf.clone();
-        assert!(join(&mut buf, segs[0].len(), &[&other[..]]).is_none());
-        assert!(join(&mut buf[..2000], segs[0].len(), &[&segs[1][..]]).is_none());
-        assert!(join(&mut buf, segs[0].len(), &[]).is_none());
+        assert!(join(&mut buf, segs[0].len(), 0, &[(&other[..], 0)]).is_none());
+        assert!(join(&mut buf[..2000], segs[0].len(), 0, &[(&segs[1][..], 0)]).is_none());
+        assert!(join(&mut buf, segs[0].len(), 0, &[]).is_none());
         assert_eq!(buf, before);
         // A pure ACK (no payload) starts nothing.
-        assert!(join(&mut buf, 54, &[&segs[1][..]]).is_none());
+        assert!(join(&mut buf, 54, 0, &[(&segs[1][..], 0)]).is_none());
+    }
+
+    /// A 64 KB super-frame leaves as two UDP GSO trains (43 + 2 segments: a train
+    /// carries at most 64 KB) and arrives as two GRO datagrams, each coalesced on its
+    /// own; joined, they are the sender's super-frame again.
+    #[test]
+    fn join_takes_a_super_frame_cut_into_two_trains() {
+        let (f, v) = superframe(45 * 1448);
+        let segs = segments(&f, &v);
+        assert_eq!(segs.len(), 45);
+        let halves = |cut: usize, segs: &[Vec<u8>]| {
+            let mut out = Vec::new();
+            for part in [&segs[..cut], &segs[cut..]] {
+                let mut buf = Vec::new();
+                let mut at = Vec::new();
+                for s in part {
+                    at.push((buf.len(), s.len()));
+                    buf.extend_from_slice(s);
+                }
+                buf.resize(buf.len() + 100, 0);
+                let (len, h) = coalesce(&mut buf, &at).expect("coalesced");
+                buf.truncate(len);
+                out.push((buf, usize::from(h.gso_size)));
+            }
+            out
+        };
+        let parts = halves(43, &segs);
+        let (a, mss_a) = &parts[0];
+        let (b, mss_b) = &parts[1];
+        assert_eq!((*mss_a, *mss_b), (1448, 1448));
+        let mut buf = vec![0u8; 70_000];
+        buf[..a.len()].copy_from_slice(a);
+        let (len, n, h) = join(&mut buf, a.len(), *mss_a, &[(&b[..], *mss_b)]).expect("joined");
+        assert_eq!((len, n), (f.len(), 1));
+        assert_eq!(buf[54..len], f[54..], "payload in order");
+        assert_eq!(buf[47] & 0x08, 0x08, "PSH of the last segment");
+        assert_eq!(checksum(&buf[14..34]), 0, "IP checksum");
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_TCPV4, 1448, 54));
+        segments(&buf[..len], &h).iter().for_each(|s| verify_tcp(s));
+        // A super-frame whose last segment is short ends its train.
+        let mut short = segs.clone();
+        let cut = short[42].len() - 100;
+        short[42].truncate(cut);
+        let total = (short[42].len() - 14) as u16;
+        short[42][16..18].copy_from_slice(&total.to_be_bytes());
+        let parts = halves(43, &short);
+        let (a, mss_a) = &parts[0];
+        buf[..a.len()].copy_from_slice(a);
+        assert!(join(&mut buf, a.len(), *mss_a, &[(&parts[1].0[..], 1448)]).is_none());
+        // Segments of another size do not continue it.
+        let parts = halves(43, &segs);
+        let (a, mss_a) = &parts[0];
+        buf[..a.len()].copy_from_slice(a);
+        assert!(join(&mut buf, a.len(), *mss_a, &[(&parts[1].0[..], 1000)]).is_none());
+        // No PSH on the last segment: the train stays open, but a 46th segment would
+        // make the IP datagram longer than 64 KB.
+        let mut open = segs.clone();
+        open[44][47] &= !0x08;
+        let parts = halves(43, &open);
+        buf[..parts[0].0.len()].copy_from_slice(&parts[0].0);
+        let (len, _, _) =
+            join(&mut buf, parts[0].0.len(), 1448, &[(&parts[1].0[..], 1448)]).expect("joined");
+        let mut more = open[44].clone();
+        let seq = u32::from_be_bytes([more[38], more[39], more[40], more[41]]) + 1448;
+        more[38..42].copy_from_slice(&seq.to_be_bytes());
+        assert!(join(&mut buf, len, 1448, &[(&more[..], 0)]).is_none());
     }
 
     #[test]

@@ -316,33 +316,41 @@ pub fn recv_batch(
     Ok(res)
 }
 
-/// Software GRO across datagrams (a peer that sends one datagram per segment, or a
-/// train the sender's kernel had to fragment): consecutive single frames of one port
-/// that continue one TCP train are joined into the first one's buffer
+/// Software GRO across datagrams (a peer that sends one datagram per segment, a
+/// train the sender's kernel had to fragment, or a 64 KB super-frame that left as two
+/// UDP GSO trains): consecutive frames of one port — single segments, or super-frames
+/// coalesced from one datagram train — that continue one TCP train are joined into
+/// the first one's buffer
 /// ([`gso::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
 /// are left, moved to the front.
 fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], w: usize) -> usize {
-    let single = |v: &VnetHdr| v.gso_type == crate::wire::vnet::GSO_NONE;
+    use crate::wire::vnet::{GSO_NONE, GSO_TCPV4};
+    // One segment (0) or a super-frame `coalesce` made (its segment size).
+    let mss = |v: &VnetHdr| match v.gso_type {
+        GSO_NONE => Some(0),
+        GSO_TCPV4 => Some(usize::from(v.gso_size)),
+        _ => None,
+    };
     let mut out = 0;
     let mut i = 0;
     while i < w {
         let (off, len, port, vnet) = kept[i];
         let mut taken = 0;
         let mut joined = None;
-        if single(&vnet) {
+        if let Some(mss0) = mss(&vnet) {
             let mut j = i + 1;
-            while j < w && j - i <= MAX_SEGMENTS && kept[j].2 == port && single(&kept[j].3) {
+            while j < w && j - i <= MAX_SEGMENTS && kept[j].2 == port && mss(&kept[j].3).is_some() {
                 j += 1;
             }
             if j > i + 1 {
                 let (lo, hi) = bufs.split_at_mut(i + 1);
-                let mut next: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
+                let mut next: [(&[u8], usize); MAX_SEGMENTS] = [(&[], 0); MAX_SEGMENTS];
                 let cnt = j - i - 1;
                 for (k, n) in next[..cnt].iter_mut().enumerate() {
-                    let (o, l, _, _) = kept[i + 1 + k];
-                    *n = &hi[k][o..o + l];
+                    let (o, l, _, v) = kept[i + 1 + k];
+                    *n = (&hi[k][o..o + l], mss(&v).unwrap_or(0));
                 }
-                if let Some((total, n, h)) = gso::join(&mut lo[i][off..], len, &next[..cnt]) {
+                if let Some((total, n, h)) = gso::join(&mut lo[i][off..], len, mss0, &next[..cnt]) {
                     joined = Some((total, h));
                     taken = n;
                 }
