@@ -252,6 +252,17 @@ impl Lab {
         Ok(())
     }
 
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) vswitchd: while it is frozen, what reaches its
+    /// sockets queues up, and it reads it all at once when thawed.
+    pub fn pause_switch(&self, paused: bool) -> Result<()> {
+        let Some(child) = self.daemon.as_ref() else {
+            bail!("vswitchd is not running");
+        };
+        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        send_signal(child.id() as libc::pid_t, sig);
+        Ok(())
+    }
+
     /// PID of the running vswitchd (the child we spawned).
     pub fn switch_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
@@ -466,13 +477,14 @@ impl Lab {
     }
 }
 
-/// SIGTERM a child we spawned, wait up to `grace` for it, then SIGKILL; reaps it.
-/// Whether it exited by itself, and its exit code.
+/// SIGTERM a child we spawned (thawed first, should it be stopped), wait up to `grace`
+/// for it, then SIGKILL; reaps it. Whether it exited by itself, and its exit code.
 pub fn terminate(child: &mut Child, grace: Duration) -> Option<i32> {
     if let Ok(Some(st)) = child.try_wait() {
         return Some(st.code().unwrap_or(-1));
     }
     send_signal(child.id() as libc::pid_t, libc::SIGTERM);
+    send_signal(child.id() as libc::pid_t, libc::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {

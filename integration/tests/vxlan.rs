@@ -19,6 +19,10 @@ fn main() -> std::process::ExitCode {
         ),
         ("vxlan_errors", vxlan_errors),
         (
+            "a_super_frame_in_two_trains_arrives_whole",
+            a_super_frame_in_two_trains_arrives_whole,
+        ),
+        (
             "ipv6_tcp_and_udp_gso_cross_the_tunnel",
             ipv6_tcp_and_udp_gso_cross_the_tunnel,
         ),
@@ -193,6 +197,88 @@ fn small_underlay_mtu_still_works() -> Result<()> {
     ensure!(
         log.contains("smaller MTU than a VXLAN datagram"),
         "no MTU warning in h1's log:\n{log}"
+    );
+    Ok(())
+}
+
+/// A 64 KB TCP super-frame leaves a VTEP as two UDP GSO trains (43 + 2 segments: one
+/// train carries at most 64 KB) and arrives as two GRO datagrams; the receiving
+/// vswitchd hands the container one super-frame again, not two. The trains are built
+/// here (from h2's VTEP address) while h1's vswitchd is frozen, so both wait in its
+/// socket; a packet socket in h1's container sees what comes out of the bridge.
+fn a_super_frame_in_two_trains_arrives_whole() -> Result<()> {
+    let (mut h1, h2) = tunnel_pair()?;
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(ok, "no ping across the tunnel");
+    let (mac1, mac2) = (h1.mac("c", "eth0")?, h2.mac("c", "eth0")?);
+    let capture = h1.dir().join("capture.txt");
+    let sniff = format!(
+        r#"
+import socket, hashlib, select, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind(('eth0', 0))
+open('{cap}.ready', 'w').close()
+seen = []
+end = time.time() + 10
+while time.time() < end and sum(n for n, _ in seen) < 45 * 1448:
+    if not select.select([s], [], [], 0.2)[0]:
+        continue
+    f = s.recv(70000)
+    if len(f) > 54 and f[23] == 6 and f[36:38] == (7001).to_bytes(2, 'big'):
+        seen.append((len(f) - 54, hashlib.sha256(f[54:]).hexdigest()))
+open('{cap}', 'w').write(repr(seen))
+"#,
+        cap = capture.display()
+    );
+    h1.spawn("c", "python3", &["-c", &sniff], "sniff.log")?;
+    let ready = capture.with_extension("txt.ready");
+    ensure!(
+        wait_until(Duration::from_secs(5), || ready.exists()),
+        "packet socket in h1's container did not start: {}",
+        h1.read_log("sniff.log")
+    );
+    let send = format!(
+        r#"
+import socket, struct, hashlib
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+mac = lambda m: bytes.fromhex(m.replace(':', ''))
+payload = bytes((i * 7 + 3) & 0xff for i in range(45 * 1448))
+def seg(k):
+    data = payload[k * 1448:(k + 1) * 1448]
+    flags = 0x18 if k == 44 else 0x10
+    tcp = struct.pack('!HHIIBBHHH', 40000, 7001, 1000 + k * 1448, 1, 0x50, flags, 512, 0, 0)
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40 + len(data), k, 0x4000, 64, 6, 0,
+                     socket.inet_aton('10.0.0.2'), socket.inet_aton('10.0.0.1'))
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    pseudo = ip[12:20] + struct.pack('!BBH', 0, 6, 20 + len(data))
+    tcp = tcp[:16] + struct.pack('!H', csum(pseudo + tcp + data)) + tcp[18:]
+    vx = bytes([8, 0, 0, 0, 0, 0, 42, 0])
+    return vx + mac('{mac1}') + mac('{mac2}') + b'\x08\x00' + ip + tcp + data
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('192.0.2.2', 0))
+s.setsockopt(17, 103, 8 + 14 + 40 + 1448)
+s.sendto(b''.join(seg(k) for k in range(43)), ('192.0.2.1', 4789))
+s.sendto(b''.join(seg(k) for k in range(43, 45)), ('192.0.2.1', 4789))
+print(hashlib.sha256(payload).hexdigest())
+"#
+    );
+    h1.pause_switch(true)?;
+    let sent = run_ok(h2.cmd("sw", "python3").args(["-c", &send]));
+    h1.pause_switch(false)?;
+    let sent = sent?;
+    let done = wait_until(Duration::from_secs(12), || capture.exists());
+    ensure!(done, "no capture: {}", h1.read_log("sniff.log"));
+    let seen = std::fs::read_to_string(&capture)?;
+    let want = format!("[({}, '{}')]", 45 * 1448, sent.trim());
+    ensure!(
+        seen == want,
+        "frames into the container (payload bytes, sha256): {seen}; want one super-frame \
+         {want}; h1 stats: {}",
+        h1.ctl_ok(&["stats", "vx0"]).unwrap_or_default()
     );
     Ok(())
 }
