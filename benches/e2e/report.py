@@ -21,6 +21,7 @@ LABELS = {
     "vswitchd-nat": "vswitchd masquerade",
     "kernel-vxlan": "Linux VXLAN device + bridge",
     "vswitchd-vxlan": "vswitchd vxlan port",
+    "vswitchd-kvxlan": "vswitchd, kernel VXLAN device as a system port (reference)",
 }
 
 # (key, header, format, ratio?)

@@ -5,12 +5,14 @@
 #   TCP 1 and 4 streams (iperf3), 64-byte UDP packet rate and loss (trafgen, or a
 #   Python AF_PACKET sender), ping median/p99, and the switch's CPU seconds during the
 #   1-stream TCP test. Then two smaller cases: NAT (nftables masquerade vs vswitchd
-#   masquerade) and VXLAN between two "hosts" (kernel VXLAN + bridge vs vswitchd).
+#   masquerade) and VXLAN between two "hosts" (kernel VXLAN + bridge vs vswitchd, and
+#   vswitchd with the kernel's VXLAN device as a system port as a reference).
 # Prints tables with ratios to the kernel and writes them to docs/performance.md
 # (only between the <!-- e2e:begin --> and <!-- e2e:end --> markers).
 #
 #   sudo benches/e2e/run.sh [--quick] [--no-build] [--rounds N] [--l2-only]
-#                           [--gen trafgen|python] [--no-write]
+#                           [--vxlan-only] [--gen trafgen|python] [--no-write]
+# (--vxlan-only: just the VXLAN rows, printed, not written)
 #
 # Safety: re-executes itself under `unshare --net` unconditionally and refuses to run
 # in a namespace that has any interface but lo; everything else lives in namespaces it
@@ -25,13 +27,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CMDLINE="benches/e2e/run.sh${*:+ $*}"
-QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; GEN=auto
+QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; VXONLY=0; GEN=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; ROUNDS=1 ;;
     --no-build) BUILD=0 ;;
     --rounds) ROUNDS=$2; shift ;;
     --l2-only) L2ONLY=1 ;;
+    --vxlan-only) VXONLY=1; WRITE=0 ;;
     --gen) GEN=$2; shift ;;
     --no-write) WRITE=0 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -370,6 +373,17 @@ vx_up() {
         local V="$BIN/vswitchctl --socket $TMP/vx$i.sock"
         $V add-br br0 >/dev/null && $V add-port br0 $port >/dev/null &&
         $V add-port br0 vx0 --type vxlan --remote-ip $remote_ip --vni 42 >/dev/null || return 1 ;;
+      vswitchd-kvxlan)
+        # Reference, not a product configuration: the kernel's VXLAN device does the
+        # tunnel (no copy, UDP tunnel GSO) and vswitchd attaches it as a system port,
+        # so only the two switching hops run in userspace. Its ratio bounds what any
+        # userspace tunnel endpoint could reach with both hops in vswitchd.
+        ip -n $ns link add name vx0 type vxlan id 42 local $local_ip remote $remote_ip dstport 4789
+        ip -n $ns link set vx0 mtu 1500 up
+        start_vswitchd $ns vx$i || return 1
+        local V="$BIN/vswitchctl --socket $TMP/vx$i.sock"
+        $V add-br br0 >/dev/null && $V add-port br0 $port >/dev/null &&
+        $V add-port br0 vx0 >/dev/null || return 1 ;;
     esac
   done
 }
@@ -394,12 +408,14 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
 }
 
 NAT_VARIANTS=()
-if [ $L2ONLY = 0 ]; then
+if [ $VXONLY = 1 ]; then VARIANTS=(); fi
+if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi
   NAT_VARIANTS+=(vswitchd-nat)
 fi
 
-echo "variants: ${VARIANTS[*]}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && echo '; VXLAN: kernel-vxlan vswitchd-vxlan'); $ROUNDS round(s)" >&2
+VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-kvxlan)
+echo "variants: ${VARIANTS[*]}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
 for round in $(seq 1 $ROUNDS); do
   for v in "${VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
@@ -410,7 +426,7 @@ for round in $(seq 1 $ROUNDS); do
     measure_tcp nat $v $round nat_up 198.51.100.1
   done
   if [ $L2ONLY = 0 ]; then
-    for v in kernel-vxlan vswitchd-vxlan; do
+    for v in "${VX_VARIANTS[@]}"; do
       echo "round $round/$ROUNDS: $v" >&2
       measure_tcp vxlan $v $round vx_up 10.0.0.2
     done
