@@ -56,7 +56,7 @@ fn nat(c: &mut Criterion) {
         let mut work = frames.clone();
         b.iter(|| {
             for (f, t) in work.iter_mut().zip(&tuples) {
-                if let Some(e) = ct.lookup(black_box(t), 10) {
+                if let Some(e) = ct.lookup(black_box(t), 10).found() {
                     // Translate there and back so the frame stays the same every round.
                     rewrite(f, 14, 20, t, &e.xlate, &VnetHdr::default());
                     rewrite(f, 14, 20, &e.xlate, t, &VnetHdr::default());

@@ -40,10 +40,15 @@ pub enum DropReason {
     /// Port security: an IPv4/ARP source address the port is not locked to, or a
     /// non-IPv4 frame on a port locked to addresses.
     SpoofedIp,
+    /// A NAT connection whose conntrack bucket stayed busy (lookup or insert): the
+    /// packet is dropped rather than taken for a new connection (TCP retransmits).
+    CtBusy,
+    /// Masquerade found no free source port for a new connection.
+    NatExhausted,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -58,6 +63,8 @@ impl DropReason {
         DropReason::Service,
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
+        DropReason::CtBusy,
+        DropReason::NatExhausted,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -76,6 +83,8 @@ impl DropReason {
             DropReason::Service => "service",
             DropReason::SpoofedMac => "spoofed_mac",
             DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::CtBusy => "conntrack_busy",
+            DropReason::NatExhausted => "nat_exhausted",
         }
     }
 }

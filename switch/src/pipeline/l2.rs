@@ -270,7 +270,14 @@ fn route(
     let mut translated = false;
     let verdict = match eth.ethertype {
         ipv4::ETHERTYPE_IPV4 => {
-            translated = nat::pre(ctx, batch.frame_mut(i), l3_ofs, &vnet);
+            match nat::pre(ctx, batch.frame_mut(i), l3_ofs, &vnet) {
+                nat::Pre::Untouched => {}
+                nat::Pre::Translated => translated = true,
+                nat::Pre::Drop(r) => {
+                    inp.counters.dropped(w, r, 1);
+                    return;
+                }
+            }
             let f = batch.frame(i);
             l3::decide(
                 ctx.snap,
@@ -289,7 +296,12 @@ fn route(
     match verdict {
         Verdict::Forward { bridge, mac } => {
             if !translated {
-                nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), l3_ofs, &vnet);
+                if let Err(r) =
+                    nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), l3_ofs, &vnet)
+                {
+                    inp.counters.dropped(w, r, 1);
+                    return;
+                }
             }
             let Some(mac) = mac else {
                 punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);

@@ -13,7 +13,9 @@
 //! RFC 1624 (incremental checksums).
 
 use super::Ctx;
+use crate::dp::DropReason;
 use crate::tables::conntrack::{CtEntry, CtState, Inserted, Tuple};
+use crate::tables::Lookup;
 use crate::wire::csum;
 use crate::wire::ipv4::{self, Ipv4Meta};
 use crate::wire::vnet::F_NEEDS_CSUM;
@@ -160,24 +162,46 @@ fn tcp_flags(frame: &[u8], l4: usize, proto: u8) -> u8 {
     }
 }
 
-/// Existing connections and published ports. Returns whether the packet was translated.
-pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
+/// What [`pre`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pre {
+    /// Not a NAT packet (or NAT not configured): route it as it is.
+    Untouched,
+    /// Rewritten by an existing connection or a published port.
+    Translated,
+    /// Drop it: its connection could not be looked up or recorded.
+    Drop(DropReason),
+}
+
+/// Existing connections and published ports.
+pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> Pre {
     let snap = ctx.snap;
     if snap.nat.is_empty() {
-        return false;
+        return Pre::Untouched;
     }
     let Some(ip) = frame.get(l3..) else {
-        return false;
+        return Pre::Untouched;
     };
     let Ok(m) = Ipv4Meta::parse(ip) else {
-        return false;
+        return Pre::Untouched;
     };
     let Some(t) = tuple_of(ip, &m) else {
-        return m.protocol == ipv4::PROTO_ICMP && icmp_error(ctx, frame, l3, &m);
+        return if m.protocol == ipv4::PROTO_ICMP && icmp_error(ctx, frame, l3, &m) {
+            Pre::Translated
+        } else {
+            Pre::Untouched
+        };
     };
     let ct = &snap.conntrack;
     let now = ctx.now;
-    if let Some(e) = ct.lookup(&t, now) {
+    let found = match ct.lookup(&t, now) {
+        Lookup::Found(e) => Some(e),
+        Lookup::Absent => None,
+        // Unknown: the packet may belong to a live connection, so it must neither
+        // leave untranslated nor start a second translation of it.
+        Lookup::Busy => return Pre::Drop(DropReason::CtBusy),
+    };
+    if let Some(e) = found {
         let flags = tcp_flags(frame, l3 + m.hlen, t.proto);
         let state = if flags & (TCP_FIN | TCP_RST) != 0 {
             CtState::Closing
@@ -200,20 +224,20 @@ pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
             ct.insert(&partner, back, now);
         }
         rewrite(frame, l3, m.hlen, &t, &e.xlate, vnet);
-        return true;
+        return Pre::Translated;
     }
     // A new connection to a published port?
     if t.proto == ipv4::PROTO_ICMP {
-        return false;
+        return Pre::Untouched;
     }
     let Some(rules) = snap.nat.publish.get(&(t.proto, t.dport)) else {
-        return false;
+        return Pre::Untouched;
     };
     let Some(rule) = rules.iter().find(|r| match r.ip {
         Some(ip) => ip == t.dst,
         None => snap.nat.outside_ips.contains(&t.dst),
     }) else {
-        return false;
+        return Pre::Untouched;
     };
     let mut x = Tuple {
         dst: rule.target_ip,
@@ -228,17 +252,26 @@ pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> bool {
         .filter_map(|b| b.router)
         .find(|r| r.net.contains(&rule.target_ip) && r.net.contains(&t.src))
         .map(|r| r.ip);
-    if let Some(gw) = hairpin_gw {
+    let x = if let Some(gw) = hairpin_gw {
         x.src = gw;
-        match allocate(ctx, &t, x) {
-            Some(x2) => x = x2,
-            None => return false,
+        allocate(ctx, &t, x)
+    } else {
+        match commit(ctx, &t, x) {
+            Commit::Done => Ok(x),
+            Commit::Raced(e) => Ok(e.xlate),
+            // The reply tuple of a published port is taken only by a connection from
+            // the same client port: the client reuses a port still in TIME_WAIT here.
+            Commit::Taken => Err(DropReason::NatExhausted),
+            Commit::Busy => Err(DropReason::CtBusy),
         }
-    } else if !commit(ctx, &t, x) {
-        return false;
+    };
+    match x {
+        Ok(x) => {
+            rewrite(frame, l3, m.hlen, &t, &x, vnet);
+            Pre::Translated
+        }
+        Err(r) => Pre::Drop(r),
     }
-    rewrite(frame, l3, m.hlen, &t, &x, vnet);
-    true
 }
 
 /// An ICMP error (unreachable, time exceeded, parameter problem) quoting a packet of a
@@ -279,7 +312,13 @@ fn icmp_error(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, m: &Ipv4Meta) -> bool 
     };
     // An answer to the quoted packet would have the reversed tuple; its entry says
     // what that answer becomes, hence what the quoted packet was before translation.
-    let Some(e) = ctx.snap.conntrack.lookup(&quoted.reversed(), ctx.now) else {
+    // Busy reads as unknown: the error is then not translated (errors are advisory).
+    let Some(e) = ctx
+        .snap
+        .conntrack
+        .lookup(&quoted.reversed(), ctx.now)
+        .found()
+    else {
         return false;
     };
     let orig = e.xlate.reversed();
@@ -321,7 +360,9 @@ fn icmp_error(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, m: &Ipv4Meta) -> bool 
     true
 }
 
-/// New connections leaving a masqueraded bridge by its outside bridge.
+/// New connections leaving a masqueraded bridge by its outside bridge (only packets
+/// [`pre`] left untouched: no connection exists for them). `Err`: drop the packet, it
+/// must not leave with its inside source address.
 pub fn post(
     ctx: &Ctx<'_>,
     in_bridge: usize,
@@ -329,35 +370,41 @@ pub fn post(
     frame: &mut [u8],
     l3: usize,
     vnet: &VnetHdr,
-) {
+) -> Result<(), DropReason> {
     let snap = ctx.snap;
     if snap.nat.masq.get(in_bridge).copied().flatten() != Some(out_bridge) {
-        return;
+        return Ok(());
     }
     let (Some(inr), Some(outr)) = (
         snap.bridges[in_bridge].router,
         snap.bridges[out_bridge].router,
     ) else {
-        return;
+        return Ok(());
     };
-    let Some(ip) = frame.get(l3..) else { return };
-    let Ok(m) = Ipv4Meta::parse(ip) else { return };
+    let Some(ip) = frame.get(l3..) else {
+        return Ok(());
+    };
+    let Ok(m) = Ipv4Meta::parse(ip) else {
+        return Ok(());
+    };
     if !inr.net.contains(&m.src) {
-        return;
+        return Ok(());
     }
-    let Some(t) = tuple_of(ip, &m) else { return };
+    let Some(t) = tuple_of(ip, &m) else {
+        return Ok(());
+    };
     if t.proto == ipv4::PROTO_ICMP && t.sport == 0 {
         // An echo reply leaving: not a new connection.
-        return;
+        return Ok(());
     }
-    let x = Tuple { src: outr.ip, ..t };
-    if let Some(x) = allocate(ctx, &t, x) {
-        rewrite(frame, l3, m.hlen, &t, &x, vnet);
-    }
+    let x = allocate(ctx, &t, Tuple { src: outr.ip, ..t })?;
+    rewrite(frame, l3, m.hlen, &t, &x, vnet);
+    Ok(())
 }
 
-/// Find a free source port (ICMP: identifier) for `x` and record the connection.
-fn allocate(ctx: &Ctx<'_>, t: &Tuple, mut x: Tuple) -> Option<Tuple> {
+/// Find a free source port (ICMP: identifier) for `x` and record the connection; the
+/// translation to use (another worker's, if it recorded the same connection first).
+fn allocate(ctx: &Ctx<'_>, t: &Tuple, mut x: Tuple) -> Result<Tuple, DropReason> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     t.hash(&mut h);
     let span = u32::from(PORT_MAX - PORT_MIN) + 1;
@@ -374,16 +421,35 @@ fn allocate(ctx: &Ctx<'_>, t: &Tuple, mut x: Tuple) -> Option<Tuple> {
             continue;
         }
         x.sport = p;
-        if commit(ctx, t, x) {
-            return Some(x);
+        match commit(ctx, t, x) {
+            Commit::Done => return Ok(x),
+            Commit::Raced(e) => return Ok(e.xlate),
+            // Nothing was written: another port may be free (and in another bucket).
+            Commit::Taken => {}
+            Commit::Busy => return Err(DropReason::CtBusy),
         }
     }
-    None
+    Err(DropReason::NatExhausted)
 }
 
-/// Insert both directions of the connection `t` → `x`; false if the reply tuple is
-/// taken.
-fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> bool {
+/// Outcome of [`commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Both directions recorded.
+    Done,
+    /// The reply tuple is taken (or its bucket busy): nothing recorded.
+    Taken,
+    /// Another worker recorded this connection first (`e` is its original direction);
+    /// our reply entry was rolled back.
+    Raced(CtEntry),
+    /// The original direction's bucket was busy; our reply entry was rolled back.
+    Busy,
+}
+
+/// Insert both directions of the connection `t` → `x`: first the reply direction
+/// (insert-if-absent is what reserves the port), then the original one. A failed
+/// second insert undoes the first, so no half connection is left holding a port.
+fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
     let ct = &ctx.snap.conntrack;
     let reply = CtEntry {
         xlate: t.reversed(),
@@ -393,7 +459,7 @@ fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> bool {
     };
     match ct.insert(&x.reversed(), reply, ctx.now) {
         Inserted::Ok | Inserted::Evicted => {}
-        Inserted::Exists | Inserted::Busy => return false,
+        Inserted::Exists(_) | Inserted::Busy => return Commit::Taken,
     }
     let orig = CtEntry {
         xlate: x,
@@ -401,7 +467,17 @@ fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> bool {
         original: true,
         last_seen: ctx.now,
     };
-    !matches!(ct.insert(t, orig, ctx.now), Inserted::Busy)
+    match ct.insert(t, orig, ctx.now) {
+        Inserted::Ok | Inserted::Evicted => Commit::Done,
+        Inserted::Exists(e) => {
+            ct.remove(&x.reversed(), &reply.xlate);
+            Commit::Raced(e)
+        }
+        Inserted::Busy => {
+            ct.remove(&x.reversed(), &reply.xlate);
+            Commit::Busy
+        }
+    }
 }
 
 /// Whether `ip` is an address masquerade or publish answers on.

@@ -166,6 +166,50 @@ impl Rig {
     }
 }
 
+#[cfg(test)]
+impl Rig {
+    /// Like [`Rig::feed`], returning the frames that left, with their port.
+    fn feed_take(&mut self, port: usize, frames: &[&[u8]]) -> Vec<(usize, Vec<u8>)> {
+        let mut b = Batch::new();
+        for f in frames {
+            self.mems[port].inject(f);
+        }
+        assert!(self.mems[port].recv(&mut b).is_ok());
+        let ctx = Ctx {
+            worker: 0,
+            now: self.now,
+            snap: &self.snap,
+            neigh: &self.neigh,
+            punt: None,
+        };
+        process(&ctx, port as u32, &mut b, &mut self.out);
+        flush(&ctx, &b, &mut self.out);
+        self.now = self.now.wrapping_add(1);
+        let mut out = Vec::new();
+        for (i, m) in self.mems.iter().enumerate() {
+            out.extend(m.take_sent().into_iter().map(|f| (i, f)));
+        }
+        out
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            worker: 0,
+            now: self.now,
+            snap: &self.snap,
+            neigh: &self.neigh,
+            punt: None,
+        }
+    }
+
+    fn drops(&self, port: usize, reason: &str) -> u64 {
+        let Some(Some(p)) = self.snap.ports.get(port) else {
+            return 0;
+        };
+        p.counters.totals().drops.get(reason).copied().unwrap_or(0)
+    }
+}
+
 /// Fuzz entry point: `data` is a sequence of records `[port, len_hi, len_lo,
 /// frame...]` (a short last record takes what is left); each batch of up to 16
 /// frames for one port goes through the pipeline. Must never panic.
@@ -194,21 +238,132 @@ pub fn fuzz_pipeline(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::nat;
+    use crate::tables::conntrack::{CtEntry, CtState, Tuple};
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
     /// A TCP SYN from 10.0.0.5 to the outside, addressed to br0's router.
     fn syn_out() -> Vec<u8> {
-        let mut f = router_mac("br0").0.to_vec();
-        f.extend_from_slice(&[2, 0, 0, 0, 0, 5, 0x08, 0x00]);
-        let mut ip = vec![
-            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 5, 198, 51, 100, 1,
-        ];
-        let c = crate::wire::ipv4::checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&[
-            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
-        ]);
+        tcp(
+            router_mac("br0"),
+            [2, 0, 0, 0, 0, 5],
+            [10, 0, 0, 5],
+            40000,
+            [198, 51, 100, 1],
+            80,
+            b"",
+        )
+    }
+
+    /// A TCP segment with valid checksums, built by etherparse (not by the code under
+    /// test).
+    fn tcp(
+        dmac: MacAddr,
+        smac: [u8; 6],
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(smac, dmac.0)
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 65535)
+            .syn();
+        let mut f = Vec::new();
+        b.write(&mut f, payload).unwrap();
         f
+    }
+
+    /// (src, sport, dst, dport, ttl, dst mac, src mac) of a frame, after checking its IPv4
+    /// and TCP checksums against etherparse's.
+    #[allow(clippy::type_complexity)]
+    fn check(f: &[u8]) -> ([u8; 4], u16, [u8; 4], u16, u8, [u8; 6], [u8; 6]) {
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+        let Some(TransportSlice::Tcp(t)) = &p.transport else {
+            panic!("not TCP")
+        };
+        let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+        assert_eq!(t.checksum(), want, "TCP checksum");
+        let eth = p.link.as_ref().and_then(|l| l.to_header()).unwrap();
+        let eth = match eth {
+            etherparse::LinkHeader::Ethernet2(e) => e,
+            _ => panic!("not Ethernet II"),
+        };
+        (
+            h.source,
+            t.source_port(),
+            h.destination,
+            t.destination_port(),
+            h.time_to_live,
+            eth.destination,
+            eth.source,
+        )
+    }
+
+    #[test]
+    fn masquerade_rewrites_source_ttl_macs_and_checksums() {
+        let mut r = Rig::new();
+        let out = r.feed_take(0, &[&syn_out()]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 2, "leaves by the wan port");
+        let (src, sport, dst, dport, ttl, dmac, smac) = check(&out[0].1);
+        assert_eq!(src, [198, 51, 100, 2], "masqueraded behind wan's gateway");
+        assert_eq!(sport, 40000, "port preserved (RFC 4787)");
+        assert_eq!((dst, dport), ([198, 51, 100, 1], 80));
+        assert_eq!(ttl, 63);
+        assert_eq!(dmac, [2, 0, 0, 0, 0, 1], "next hop's MAC");
+        assert_eq!(smac, router_mac("wan").0);
+
+        // The answer comes back translated to the inside host.
+        let reply = tcp(
+            router_mac("wan"),
+            [2, 0, 0, 0, 0, 1],
+            [198, 51, 100, 1],
+            80,
+            [198, 51, 100, 2],
+            40000,
+            b"hello",
+        );
+        let back = r.feed_take(2, &[&reply]);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0, 0);
+        let (src, sport, dst, dport, ttl, dmac, smac) = check(&back[0].1);
+        assert_eq!((src, sport), ([198, 51, 100, 1], 80));
+        assert_eq!((dst, dport), ([10, 0, 0, 5], 40000));
+        assert_eq!(ttl, 63);
+        assert_eq!(dmac, [2, 0, 0, 0, 0, 5]);
+        assert_eq!(smac, router_mac("br0").0);
+    }
+
+    #[test]
+    fn published_port_rewrites_destination() {
+        let mut r = Rig::new();
+        let syn = tcp(
+            router_mac("wan"),
+            [2, 0, 0, 0, 0, 1],
+            [203, 0, 113, 9],
+            5555,
+            [198, 51, 100, 2],
+            8080,
+            b"",
+        );
+        let out = r.feed_take(2, &[&syn]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 0);
+        let (src, sport, dst, dport, ttl, ..) = check(&out[0].1);
+        assert_eq!(
+            (src, sport),
+            ([203, 0, 113, 9], 5555),
+            "client address kept"
+        );
+        assert_eq!((dst, dport), ([10, 0, 0, 5], 80));
+        assert_eq!(ttl, 63);
     }
 
     #[test]
@@ -220,6 +375,112 @@ mod tests {
             2,
             "both directions tracked"
         );
+    }
+
+    fn t_out() -> Tuple {
+        Tuple {
+            proto: 6,
+            src: Ipv4Addr::new(10, 0, 0, 5),
+            sport: 40000,
+            dst: Ipv4Addr::new(198, 51, 100, 1),
+            dport: 80,
+        }
+    }
+
+    /// Hazard: a lookup of a live connection whose bucket a writer keeps busy must not
+    /// read as "no connection" (the packet would be masqueraded again, behind another
+    /// port). It is dropped and counted instead; the connection is unchanged.
+    #[test]
+    fn busy_conntrack_bucket_never_retranslates_a_live_connection() {
+        let mut r = Rig::new();
+        assert_eq!(r.feed_take(0, &[&syn_out()]).len(), 1);
+        let ct = r.snap.conntrack.clone();
+        let before = ct.entries(r.now);
+        assert_eq!(before.len(), 2);
+        let out = {
+            let _held = ct.hold(&t_out());
+            r.feed_take(0, &[&syn_out()])
+        };
+        for (_, f) in &out {
+            let (_, sport, ..) = check(f);
+            assert_eq!(sport, 40000, "left with another source port");
+        }
+        assert!(
+            out.is_empty(),
+            "a busy lookup must drop, not translate anew"
+        );
+        assert_eq!(r.drops(0, "conntrack_busy"), 1);
+        let mut after = ct.entries(r.now);
+        let mut before = before;
+        after.sort_by_key(|(t, _)| (t.src, t.sport));
+        before.sort_by_key(|(t, _)| (t.src, t.sport));
+        assert_eq!(
+            after.iter().map(|(t, e)| (*t, e.xlate)).collect::<Vec<_>>(),
+            before
+                .iter()
+                .map(|(t, e)| (*t, e.xlate))
+                .collect::<Vec<_>>(),
+            "no second translation recorded"
+        );
+        // Once the bucket is free, the connection goes on with its port.
+        let out = r.feed_take(0, &[&syn_out()]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(check(&out[0].1).1, 40000);
+    }
+
+    /// Hazard: two workers see the first packet of one connection; the second to
+    /// record it finds the original direction taken. It must use the first worker's
+    /// translation and roll back the reply entry it inserted (which reserved a port).
+    #[test]
+    fn racing_commit_uses_the_first_translation_and_rolls_back() {
+        let r = Rig::new();
+        let ct = r.snap.conntrack.clone();
+        let t = t_out();
+        // The other worker's connection: t → 198.51.100.2:40000.
+        let x = Tuple {
+            src: Ipv4Addr::new(198, 51, 100, 2),
+            ..t
+        };
+        let e = |xlate, original| CtEntry {
+            xlate,
+            state: CtState::New,
+            original,
+            last_seen: r.now,
+        };
+        ct.insert(&x.reversed(), e(t.reversed(), false), r.now);
+        ct.insert(&t, e(x, true), r.now);
+        // This worker looked up before those inserts and now masquerades the packet.
+        let mut f = syn_out();
+        let ctx = r.ctx();
+        let res = nat::post(&ctx, 0, 1, &mut f, 14, &crate::wire::VnetHdr::default());
+        assert_eq!(res, Ok(()));
+        let (src, sport, ..) = check(&f);
+        assert_eq!(
+            (src, sport),
+            ([198, 51, 100, 2], 40000),
+            "the first translation"
+        );
+        assert_eq!(
+            ct.entries(r.now).len(),
+            2,
+            "the losing worker's reply entry was rolled back"
+        );
+    }
+
+    /// A failed commit (original direction's bucket busy) leaves nothing behind and
+    /// the packet is dropped, not sent untranslated.
+    #[test]
+    fn failed_commit_rolls_back_and_drops() {
+        let r = Rig::new();
+        let ct = r.snap.conntrack.clone();
+        let mut f = syn_out();
+        let ctx = r.ctx();
+        let res = {
+            let _held = ct.hold(&t_out());
+            nat::post(&ctx, 0, 1, &mut f, 14, &crate::wire::VnetHdr::default())
+        };
+        assert_eq!(res, Err(crate::dp::DropReason::CtBusy));
+        assert!(ct.entries(r.now).is_empty(), "no half connection left");
     }
 
     #[test]

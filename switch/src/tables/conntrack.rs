@@ -1,9 +1,10 @@
 //! Connection tracking for NAT: each connection is two entries, one per direction,
 //! each mapping the 5-tuple a packet arrives with to the 5-tuple it must leave with.
 //!
-//! Same structure as the [`super::Fdb`]: a fixed-size set-associative table sized from
-//! the cap (no growth under a flood of new flows), a seqlock per bucket so lookups
-//! never lock, keyed hashing, evictions counted. Inserting a reply-direction key is
+//! The same [`super::seqtable::SeqTable`] as the [`super::Fdb`]: sized from the cap (no
+//! growth under a flood of new flows), lookups never lock, keyed hashing, evictions
+//! counted. A lookup says found / absent / busy, and the NAT stage never creates a
+//! connection on "busy". Inserting a reply-direction key is
 //! "insert if absent", which is how two workers racing for the same masquerade port
 //! cannot both win.
 //!
@@ -14,17 +15,15 @@
 //! closing 120; UDP 60 (180 once both directions were seen); ICMP 30.
 //!
 //! # Thread safety
-//! Writers: workers (new connections, state changes, once-per-second refresh) and the
-//! control thread (`ct-show` reads, flushes). Readers never write; see `Fdb`.
+//! Writers: workers (new connections, state changes, once-per-second refresh, undo of a
+//! half-inserted connection) and the control thread (`ct-show` reads, flushes). Readers
+//! never write. Ordering: see the `seqtable` module doc.
 
-use super::seqlock::SeqLock;
-use std::hash::BuildHasher;
+use super::seqtable::{Lookup, SeqTable, WAYS};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-pub const WAYS: usize = 4;
 const KEY_VALID: u64 = 1 << 63;
-const READ_RETRIES: usize = 8;
 
 /// A direction-specific 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,14 +47,14 @@ impl Tuple {
         }
     }
 
-    fn key(&self) -> (u64, u64) {
-        (
+    fn key(&self) -> [u64; 2] {
+        [
             KEY_VALID
                 | (u64::from(self.proto) << 32)
                 | (u64::from(self.sport) << 16)
                 | u64::from(self.dport),
             (u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst)),
-        )
+        ]
     }
 
     fn from_key(k0: u64, k1: u64) -> Tuple {
@@ -165,171 +164,165 @@ pub struct CtEntry {
     pub last_seen: u32,
 }
 
-#[repr(align(64))]
-#[derive(Default)]
-struct Bucket {
-    seq: SeqLock,
-    k0: [AtomicU64; WAYS],
-    k1: [AtomicU64; WAYS],
-    /// xlate src ip (32) | sport (16) | dport (16)
-    v0: [AtomicU64; WAYS],
-    /// xlate dst ip (32) | last_seen (32)
-    v1: [AtomicU64; WAYS],
-    /// state (8) | original (8)
-    v2: [AtomicU64; WAYS],
-}
+impl CtEntry {
+    /// Value words: xlate src ip (32) | sport (16) | dport (16); xlate dst ip (32) |
+    /// last_seen (32); state (8) | original (8).
+    fn encode(&self) -> [u64; 3] {
+        let x = &self.xlate;
+        [
+            (u64::from(u32::from(x.src)) << 32) | (u64::from(x.sport) << 16) | u64::from(x.dport),
+            (u64::from(u32::from(x.dst)) << 32) | u64::from(self.last_seen),
+            ((self.state as u64) << 8) | u64::from(self.original),
+        ]
+    }
 
-impl Bucket {
-    fn read(&self, w: usize, proto: u8) -> CtEntry {
-        let v0 = self.v0[w].load(Ordering::Relaxed);
-        let v1 = self.v1[w].load(Ordering::Relaxed);
-        let v2 = self.v2[w].load(Ordering::Relaxed);
+    fn decode(v: [u64; 3], proto: u8) -> CtEntry {
         CtEntry {
             xlate: Tuple {
                 proto,
-                src: Ipv4Addr::from((v0 >> 32) as u32),
-                sport: (v0 >> 16) as u16,
-                dport: v0 as u16,
-                dst: Ipv4Addr::from((v1 >> 32) as u32),
+                src: Ipv4Addr::from((v[0] >> 32) as u32),
+                sport: (v[0] >> 16) as u16,
+                dport: v[0] as u16,
+                dst: Ipv4Addr::from((v[1] >> 32) as u32),
             },
-            last_seen: v1 as u32,
-            state: CtState::from_u8((v2 >> 8) as u8),
-            original: v2 & 1 == 1,
+            last_seen: v[1] as u32,
+            state: CtState::from_u8((v[2] >> 8) as u8),
+            original: v[2] & 1 == 1,
         }
     }
+}
 
-    fn write(&self, w: usize, key: (u64, u64), e: &CtEntry) {
-        let x = &e.xlate;
-        self.k0[w].store(key.0, Ordering::Relaxed);
-        self.k1[w].store(key.1, Ordering::Relaxed);
-        self.v0[w].store(
-            (u64::from(u32::from(x.src)) << 32) | (u64::from(x.sport) << 16) | u64::from(x.dport),
-            Ordering::Relaxed,
-        );
-        self.v1[w].store(
-            (u64::from(u32::from(x.dst)) << 32) | u64::from(e.last_seen),
-            Ordering::Relaxed,
-        );
-        self.v2[w].store(
-            ((e.state as u64) << 8) | u64::from(e.original),
-            Ordering::Relaxed,
-        );
-    }
+fn key_proto(k: &[u64; 2]) -> u8 {
+    (k[0] >> 32) as u8
 }
 
 /// Outcome of an insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     Ok,
-    /// A live entry with that key exists (e.g. the port is taken).
-    Exists,
+    /// A live entry with that key exists (e.g. the port is taken); nothing written.
+    Exists(CtEntry),
     /// Written by evicting the oldest live entry of the bucket.
     Evicted,
-    /// Another writer held the bucket.
+    /// Another writer held the bucket; nothing written.
     Busy,
 }
 
 pub struct Conntrack {
-    buckets: Box<[Bucket]>,
-    mask: usize,
-    seed: u64,
+    table: SeqTable<2, 3>,
+    /// Relaxed: a statistic, read by the control thread.
     evictions: AtomicU64,
 }
+
+/// Attempts of [`Conntrack::remove`] on a busy bucket before it gives up.
+const REMOVE_TRIES: usize = 64;
 
 impl Conntrack {
     /// A table for at least `cap` directional entries (two per connection).
     pub fn new(cap: usize) -> Conntrack {
-        let nb = cap.div_ceil(WAYS).max(1).next_power_of_two();
         Conntrack {
-            buckets: (0..nb).map(|_| Bucket::default()).collect(),
-            mask: nb - 1,
-            seed: std::collections::hash_map::RandomState::new().hash_one(0xc7_u64),
+            table: SeqTable::new(cap),
             evictions: AtomicU64::new(0),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.buckets.len() * WAYS
+        self.table.capacity()
     }
 
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn bucket(&self, k: (u64, u64)) -> &Bucket {
-        let x = (k.0 ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.1;
-        let h = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        &self.buckets[((h >> 29) as usize) & self.mask]
-    }
-
     fn live(e: &CtEntry, proto: u8, now: u32) -> bool {
         now.wrapping_sub(e.last_seen) < timeout(proto, e.state)
     }
 
-    /// The live entry for packets with tuple `t`. Never blocks.
+    /// The live entry for packets with tuple `t`. Never blocks. `Busy` means writers
+    /// kept the bucket busy and the answer is unknown: a caller must not take it for
+    /// `Absent` and create a connection.
     #[inline]
-    pub fn lookup(&self, t: &Tuple, now: u32) -> Option<CtEntry> {
-        let key = t.key();
-        let b = self.bucket(key);
-        for _ in 0..READ_RETRIES {
-            let Some(s1) = b.seq.read_begin() else {
-                std::hint::spin_loop();
-                continue;
-            };
-            let mut found = None;
-            for w in 0..WAYS {
-                if b.k0[w].load(Ordering::Relaxed) == key.0
-                    && b.k1[w].load(Ordering::Relaxed) == key.1
-                {
-                    found = Some(b.read(w, t.proto));
-                    break;
+    pub fn lookup(&self, t: &Tuple, now: u32) -> Lookup<CtEntry> {
+        match self.table.lookup(&t.key()) {
+            Lookup::Found(v) => {
+                let e = CtEntry::decode(v, t.proto);
+                if Self::live(&e, t.proto, now) {
+                    Lookup::Found(e)
+                } else {
+                    Lookup::Absent
                 }
             }
-            if !b.seq.read_valid(s1) {
-                continue;
-            }
-            return found.filter(|e| Self::live(e, t.proto, now));
+            Lookup::Absent => Lookup::Absent,
+            Lookup::Busy => Lookup::Busy,
         }
-        None
     }
 
     /// Insert `e` for tuple `t` unless a live entry exists.
     pub fn insert(&self, t: &Tuple, e: CtEntry, now: u32) -> Inserted {
         let key = t.key();
-        let b = self.bucket(key);
-        let Some(s) = b.seq.try_lock() else {
-            return Inserted::Busy;
-        };
-        let mut free = None;
-        let mut oldest: Option<(u32, usize)> = None;
-        for w in 0..WAYS {
-            let k0 = b.k0[w].load(Ordering::Relaxed);
-            let k1 = b.k1[w].load(Ordering::Relaxed);
-            let cur = b.read(w, (k0 >> 32) as u8);
-            let live = k0 != 0 && Self::live(&cur, (k0 >> 32) as u8, now);
-            if k0 == key.0 && k1 == key.1 && live {
-                b.seq.unlock(s);
-                return Inserted::Exists;
-            }
-            if !live {
-                free.get_or_insert(w);
-            } else {
-                let age = now.wrapping_sub(cur.last_seen);
-                if oldest.is_none_or(|(a, _)| age > a) {
-                    oldest = Some((age, w));
+        let r = self.table.write(&key, |b| {
+            let mut free = None;
+            let mut oldest: Option<(u32, usize)> = None;
+            for w in 0..WAYS {
+                let k = b.key(w);
+                let cur = CtEntry::decode(b.val(w), key_proto(&k));
+                let live = k[0] != 0 && Self::live(&cur, key_proto(&k), now);
+                if k == key && live {
+                    return Inserted::Exists(cur);
+                }
+                if !live {
+                    // A dead entry with this key is reused first (it is the only slot
+                    // that may hold the key: keys stay unique within a bucket).
+                    if k == key || free.is_none() {
+                        free = Some(w);
+                    }
+                } else {
+                    let age = now.wrapping_sub(cur.last_seen);
+                    if oldest.is_none_or(|(a, _)| age > a) {
+                        oldest = Some((age, w));
+                    }
                 }
             }
-        }
-        let (w, r) = match free {
-            Some(w) => (w, Inserted::Ok),
-            None => {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-                (oldest.map_or(0, |(_, w)| w), Inserted::Evicted)
+            match free {
+                Some(w) => {
+                    b.set(w, &key, &e.encode());
+                    Inserted::Ok
+                }
+                None => {
+                    b.set(oldest.map_or(0, |(_, w)| w), &key, &e.encode());
+                    Inserted::Evicted
+                }
             }
-        };
-        b.write(w, key, &e);
-        b.seq.unlock(s);
-        r
+        });
+        match r {
+            Some(Inserted::Evicted) => {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                Inserted::Evicted
+            }
+            Some(r) => r,
+            None => Inserted::Busy,
+        }
+    }
+
+    /// Remove the entry of `t` if it still translates to `xlate` (undo of an insert
+    /// whose partner could not be inserted). Retries a busy bucket a bounded number of
+    /// times; false if it gave up (the entry then simply expires).
+    pub fn remove(&self, t: &Tuple, xlate: &Tuple) -> bool {
+        let key = t.key();
+        for _ in 0..REMOVE_TRIES {
+            let r = self.table.write(&key, |b| {
+                if let Some(w) = b.find(&key) {
+                    if CtEntry::decode(b.val(w), t.proto).xlate == *xlate {
+                        b.clear(w);
+                    }
+                }
+            });
+            if r.is_some() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     /// Refresh the entry of `t` (at most once per second) and move it to `state`.
@@ -337,63 +330,60 @@ impl Conntrack {
     #[inline]
     pub fn touch(&self, t: &Tuple, state: CtState, now: u32) -> bool {
         let key = t.key();
-        let b = self.bucket(key);
-        for w in 0..WAYS {
-            if b.k0[w].load(Ordering::Relaxed) == key.0 && b.k1[w].load(Ordering::Relaxed) == key.1
-            {
-                let cur = b.read(w, t.proto);
-                if cur.last_seen == now && cur.state == state {
-                    return true;
-                }
-                let Some(s) = b.seq.try_lock() else {
-                    return true;
-                };
-                if b.k0[w].load(Ordering::Relaxed) == key.0
-                    && b.k1[w].load(Ordering::Relaxed) == key.1
-                {
-                    let mut e = b.read(w, t.proto);
-                    e.last_seen = now;
-                    e.state = state;
-                    b.write(w, key, &e);
-                }
-                b.seq.unlock(s);
-                return true;
-            }
+        let cur = match self.table.lookup(&key) {
+            Lookup::Found(v) => CtEntry::decode(v, t.proto),
+            Lookup::Absent => return false,
+            // Someone is writing this bucket: the refresh waits for the next packet.
+            Lookup::Busy => return true,
+        };
+        if cur.last_seen == now && cur.state == state {
+            return true;
         }
-        false
+        let r = self.table.write(&key, |b| match b.find(&key) {
+            Some(w) => {
+                let mut e = CtEntry::decode(b.val(w), t.proto);
+                e.last_seen = now;
+                e.state = state;
+                b.set_val(w, &e.encode());
+                true
+            }
+            None => false,
+        });
+        r.unwrap_or(true)
+    }
+
+    /// Hold the bucket of `t` as a writer until the guard drops (tests).
+    #[cfg(test)]
+    pub(crate) fn hold(&self, t: &Tuple) -> super::seqtable::Held<'_> {
+        self.table.hold(&t.key())
     }
 
     /// Every live entry with its tuple (control thread).
     pub fn entries(&self, now: u32) -> Vec<(Tuple, CtEntry)> {
         let mut out = Vec::new();
-        for b in self.buckets.iter() {
-            let s = b.seq.lock();
+        self.table.for_each_bucket(|b| {
             for w in 0..WAYS {
-                let k0 = b.k0[w].load(Ordering::Relaxed);
-                if k0 == 0 {
+                let k = b.key(w);
+                if k[0] == 0 {
                     continue;
                 }
-                let t = Tuple::from_key(k0, b.k1[w].load(Ordering::Relaxed));
-                let e = b.read(w, t.proto);
+                let t = Tuple::from_key(k[0], k[1]);
+                let e = CtEntry::decode(b.val(w), t.proto);
                 if Self::live(&e, t.proto, now) {
                     out.push((t, e));
                 }
             }
-            b.seq.unlock(s);
-        }
+        });
         out
     }
 
     /// Remove every entry (e.g. after NAT rules changed).
     pub fn flush(&self) {
-        for b in self.buckets.iter() {
-            let s = b.seq.lock();
+        self.table.for_each_bucket(|b| {
             for w in 0..WAYS {
-                b.k0[w].store(0, Ordering::Relaxed);
-                b.k1[w].store(0, Ordering::Relaxed);
+                b.clear(w);
             }
-            b.seq.unlock(s);
-        }
+        });
     }
 }
 
@@ -430,20 +420,20 @@ mod tests {
             ct.insert(&x.reversed(), e(t(40000).reversed(), false, 10), 10),
             Inserted::Ok
         );
-        assert_eq!(ct.lookup(&t(40000), 10).unwrap().xlate, x);
+        assert_eq!(ct.lookup(&t(40000), 10).found().unwrap().xlate, x);
         assert_eq!(
-            ct.lookup(&x.reversed(), 10).unwrap().xlate,
+            ct.lookup(&x.reversed(), 10).found().unwrap().xlate,
             t(40000).reversed()
         );
         // Taken port: insert-if-absent refuses.
-        assert_eq!(
+        assert!(matches!(
             ct.insert(&x.reversed(), e(t(1).reversed(), false, 10), 10),
-            Inserted::Exists
-        );
+            Inserted::Exists(_)
+        ));
         // New TCP expires after 120 s; established lives on.
-        assert!(ct.lookup(&t(40000), 130).is_none());
+        assert_eq!(ct.lookup(&t(40000), 130), Lookup::Absent);
         ct.touch(&t(40000), CtState::Established, 20);
-        assert!(ct.lookup(&t(40000), 1000).is_some());
+        assert!(ct.lookup(&t(40000), 1000).found().is_some());
         assert_eq!(ct.entries(20).len(), 2);
     }
 

@@ -6,22 +6,17 @@
 //! Entries older than the aging time are invisible to lookups and reused first.
 //!
 //! # Thread safety
-//! Every bucket carries a sequence number (a seqlock). Writers — any worker learning,
-//! the control thread flushing — take a bucket by moving its sequence from even to odd
-//! with one CAS, write, and release it with the next even value; a writer that finds the
-//! bucket taken skips the update (learning is best effort; the next frame retries).
-//! Readers never write: they read the sequence, the slots, and the sequence again
-//! (Acquire fences) and retry a few times if a writer interfered, then give up (the
-//! caller floods). So lookups take no lock and never wait on a writer.
+//! The table is a [`super::seqtable::SeqTable`] (its module doc has the ordering
+//! argument). Writers: any worker learning, the control thread flushing; a writer that
+//! finds the bucket taken skips the update (learning is best effort; the next frame
+//! retries). Readers never write and never wait; a lookup of a bucket kept busy by
+//! writers is a miss, and the caller floods.
 //!
 //! An entry's age is refreshed at most once per second per entry, and only when the
 //! stored value differs, so steady traffic does not write shared cache lines per frame.
-//! The table's hash is keyed with a per-table random seed, so an attacker cannot aim
-//! many MACs at one bucket.
 
-use super::seqlock::SeqLock;
+use super::seqtable::{Lookup, SeqTable, WAYS};
 use crate::wire::MacAddr;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Identifies a port for the lifetime of the daemon: slot in the snapshot (low 16 bits)
@@ -29,37 +24,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// new port that reuses its slot.
 pub type PortId = u32;
 
-/// Slots per bucket.
-pub const WAYS: usize = 4;
 const KEY_VALID: u64 = 1 << 63;
-const READ_RETRIES: usize = 8;
 
-#[repr(align(64))]
-#[derive(Default)]
-struct Bucket {
-    seq: SeqLock,
-    keys: [AtomicU64; WAYS],
-    vals: [AtomicU64; WAYS],
+#[inline]
+fn key_of(vlan: u16, mac: MacAddr) -> [u64; 1] {
+    [KEY_VALID | (u64::from(vlan & 0x0fff) << 48) | mac.to_u64()]
 }
 
 #[inline]
-fn key_of(vlan: u16, mac: MacAddr) -> u64 {
-    KEY_VALID | (u64::from(vlan & 0x0fff) << 48) | mac.to_u64()
+fn val_of(port: PortId, now: u32) -> [u64; 1] {
+    [(u64::from(port) << 32) | u64::from(now)]
 }
 
 #[inline]
-fn val_of(port: PortId, now: u32) -> u64 {
-    (u64::from(port) << 32) | u64::from(now)
+fn val_port(v: [u64; 1]) -> PortId {
+    (v[0] >> 32) as u32
 }
 
 #[inline]
-fn val_port(v: u64) -> PortId {
-    (v >> 32) as u32
-}
-
-#[inline]
-fn val_time(v: u64) -> u32 {
-    v as u32
+fn val_time(v: [u64; 1]) -> u32 {
+    v[0] as u32
 }
 
 /// One live entry, for `fdb-show`.
@@ -86,10 +70,9 @@ pub enum Learned {
 
 /// A per-bridge MAC table.
 pub struct Fdb {
-    buckets: Box<[Bucket]>,
-    mask: usize,
-    seed: u64,
+    table: SeqTable<1, 1>,
     aging: u32,
+    /// Relaxed: a statistic, read by the control thread.
     evictions: AtomicU64,
 }
 
@@ -97,12 +80,8 @@ impl Fdb {
     /// A table holding at least `cap` entries (rounded up to a power of two), whose
     /// entries expire `aging` seconds after they were last seen.
     pub fn new(cap: usize, aging: u32) -> Fdb {
-        let nb = cap.div_ceil(WAYS).max(1).next_power_of_two();
-        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5157_u64);
         Fdb {
-            buckets: (0..nb).map(|_| Bucket::default()).collect(),
-            mask: nb - 1,
-            seed,
+            table: SeqTable::new(cap),
             aging: aging.max(1),
             evictions: AtomicU64::new(0),
         }
@@ -110,7 +89,7 @@ impl Fdb {
 
     /// Number of slots (the cap).
     pub fn capacity(&self) -> usize {
-        self.buckets.len() * WAYS
+        self.table.capacity()
     }
 
     pub fn aging(&self) -> u32 {
@@ -123,44 +102,19 @@ impl Fdb {
     }
 
     #[inline]
-    fn bucket(&self, key: u64) -> &Bucket {
-        let x = (key ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let h = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        &self.buckets[((h >> 32) as usize) & self.mask]
-    }
-
-    #[inline]
-    fn live(&self, val: u64, now: u32) -> bool {
+    fn live(&self, val: [u64; 1], now: u32) -> bool {
         now.wrapping_sub(val_time(val)) < self.aging
     }
 
     /// The port `mac` was last seen on in `vlan`, if that was less than the aging time
-    /// ago. Never blocks.
+    /// ago. Never blocks; a bucket kept busy by writers reads as a miss (the caller
+    /// floods, which is always safe for L2).
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: MacAddr, now: u32) -> Option<PortId> {
-        let key = key_of(vlan, mac);
-        let b = self.bucket(key);
-        for _ in 0..READ_RETRIES {
-            let Some(s1) = b.seq.read_begin() else {
-                std::hint::spin_loop();
-                continue;
-            };
-            let mut found = None;
-            for w in 0..WAYS {
-                if b.keys[w].load(Ordering::Relaxed) == key {
-                    found = Some(b.vals[w].load(Ordering::Relaxed));
-                    break;
-                }
-            }
-            if !b.seq.read_valid(s1) {
-                continue;
-            }
-            return match found {
-                Some(v) if self.live(v, now) => Some(val_port(v)),
-                _ => None,
-            };
+        match self.table.lookup(&key_of(vlan, mac)) {
+            Lookup::Found(v) if self.live(v, now) => Some(val_port(v)),
+            _ => None,
         }
-        None
     }
 
     /// Record that `mac` in `vlan` was seen on `port` at `now`.
@@ -168,60 +122,47 @@ impl Fdb {
     pub fn learn(&self, vlan: u16, mac: MacAddr, port: PortId, now: u32) -> Learned {
         let key = key_of(vlan, mac);
         let val = val_of(port, now);
-        let b = self.bucket(key);
-        // Fast path without writing: the entry is already current.
-        for w in 0..WAYS {
-            if b.keys[w].load(Ordering::Relaxed) == key && b.vals[w].load(Ordering::Relaxed) == val
-            {
-                return Learned::Unchanged;
-            }
+        // Steady traffic: the entry is already current, write no shared cache line.
+        if self.table.lookup(&key) == Lookup::Found(val) {
+            return Learned::Unchanged;
         }
-        let Some(s) = b.seq.try_lock() else {
-            return Learned::Busy;
-        };
-        let mut target = None;
-        let mut free = None;
-        // (age, way) of the entry seen longest ago.
-        let mut oldest: Option<(u32, usize)> = None;
-        for w in 0..WAYS {
-            let k = b.keys[w].load(Ordering::Relaxed);
-            let v = b.vals[w].load(Ordering::Relaxed);
-            if k == key {
-                target = Some(w);
-                break;
+        let r = self.table.write(&key, |b| {
+            let mut free = None;
+            // (age, way) of the entry seen longest ago.
+            let mut oldest: Option<(u32, usize)> = None;
+            if let Some(w) = b.find(&key) {
+                b.set_val(w, &val);
+                return Learned::Written;
             }
-            if k == 0 || !self.live(v, now) {
-                free.get_or_insert(w);
-            } else {
-                let age = now.wrapping_sub(val_time(v));
-                if oldest.is_none_or(|(a, _)| age > a) {
-                    oldest = Some((age, w));
+            for w in 0..WAYS {
+                let v = b.val(w);
+                if b.key(w)[0] == 0 || !self.live(v, now) {
+                    free.get_or_insert(w);
+                } else {
+                    let age = now.wrapping_sub(val_time(v));
+                    if oldest.is_none_or(|(a, _)| age > a) {
+                        oldest = Some((age, w));
+                    }
                 }
             }
-        }
-        let (slot, result) = match (target, free) {
-            (Some(w), _) => (w, Learned::Written),
-            (None, Some(w)) => (w, Learned::Written),
-            (None, None) => {
+            match free {
+                Some(w) => {
+                    b.set(w, &key, &val);
+                    Learned::Written
+                }
+                None => {
+                    b.set(oldest.map_or(0, |(_, w)| w), &key, &val);
+                    Learned::Evicted
+                }
+            }
+        });
+        match r {
+            Some(Learned::Evicted) => {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                (oldest.map_or(0, |(_, w)| w), Learned::Evicted)
+                Learned::Evicted
             }
-        };
-        b.keys[slot].store(key, Ordering::Relaxed);
-        b.vals[slot].store(val, Ordering::Relaxed);
-        b.seq.unlock(s);
-        result
-    }
-
-    /// Apply `f` to every slot of every bucket under the bucket's write lock, spinning
-    /// until each bucket is free (control thread only: never on the data path).
-    fn for_each_locked(&self, mut f: impl FnMut(&AtomicU64, &AtomicU64)) {
-        for b in self.buckets.iter() {
-            let s = b.seq.lock();
-            for w in 0..WAYS {
-                f(&b.keys[w], &b.vals[w]);
-            }
-            b.seq.unlock(s);
+            Some(r) => r,
+            None => Learned::Busy,
         }
     }
 
@@ -237,15 +178,15 @@ impl Fdb {
 
     fn remove_where(&self, now: u32, pred: impl Fn(PortId) -> bool) -> u64 {
         let mut n = 0;
-        self.for_each_locked(|k, v| {
-            let kv = k.load(Ordering::Relaxed);
-            let vv = v.load(Ordering::Relaxed);
-            if kv != 0 && pred(val_port(vv)) {
-                if self.live(vv, now) {
-                    n += 1;
+        self.table.for_each_bucket(|b| {
+            for w in 0..WAYS {
+                let v = b.val(w);
+                if b.key(w)[0] != 0 && pred(val_port(v)) {
+                    if self.live(v, now) {
+                        n += 1;
+                    }
+                    b.clear(w);
                 }
-                k.store(0, Ordering::Relaxed);
-                v.store(0, Ordering::Relaxed);
             }
         });
         n
@@ -254,16 +195,18 @@ impl Fdb {
     /// Every live entry, in no particular order.
     pub fn entries(&self, now: u32) -> Vec<FdbRecord> {
         let mut out = Vec::new();
-        self.for_each_locked(|k, v| {
-            let kv = k.load(Ordering::Relaxed);
-            let vv = v.load(Ordering::Relaxed);
-            if kv != 0 && self.live(vv, now) {
-                out.push(FdbRecord {
-                    vlan: ((kv >> 48) & 0x0fff) as u16,
-                    mac: MacAddr::from_u64(kv & 0xffff_ffff_ffff),
-                    port: val_port(vv),
-                    last_seen: val_time(vv),
-                });
+        self.table.for_each_bucket(|b| {
+            for w in 0..WAYS {
+                let [k] = b.key(w);
+                let v = b.val(w);
+                if k != 0 && self.live(v, now) {
+                    out.push(FdbRecord {
+                        vlan: ((k >> 48) & 0x0fff) as u16,
+                        mac: MacAddr::from_u64(k & 0xffff_ffff_ffff),
+                        port: val_port(v),
+                        last_seen: val_time(v),
+                    });
+                }
             }
         });
         out

@@ -4,9 +4,10 @@ pub mod conntrack;
 pub mod fdb;
 pub mod neigh;
 pub mod route;
-pub mod seqlock;
+pub mod seqtable;
 
 pub use conntrack::Conntrack;
 pub use fdb::{Fdb, FdbRecord, PortId};
 pub use neigh::NeighCache;
 pub use route::{Route, RouteTable};
+pub use seqtable::Lookup;
