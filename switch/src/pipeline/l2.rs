@@ -1,9 +1,7 @@
-//! The L2 stage: VLAN ingress filtering, MAC learning, forwarding or flooding, and the
-//! egress VLAN push/pop, with output queued per transmit port. Frames addressed to the
-//! router's MAC go through [`super::l3`] and leave by the egress bridge's L2 output.
+//! The L2 stage: VLAN ingress filtering, source checks, forwarding or flooding, and the
+//! egress VLAN push/pop, with output queued per transmit port and flushed once per
+//! batch. The driver that calls these in order is [`super::process`].
 
-use super::l3::{self, Verdict};
-use super::nat;
 use super::punt::{Punt, PuntKind, PuntTx};
 use crate::config::snapshot::slot_of;
 use crate::config::{PortEntry, Snapshot, VlanMode};
@@ -65,7 +63,14 @@ impl OutQueues {
 }
 
 /// Hand a copy of frame `i` to the service thread.
-fn punt(ctx: &Ctx<'_>, inp: &PortEntry, in_id: PortId, batch: &Batch, i: usize, kind: PuntKind) {
+pub(super) fn punt(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    in_id: PortId,
+    batch: &Batch,
+    i: usize,
+    kind: PuntKind,
+) {
     let Some(tx) = ctx.punt else {
         inp.counters
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
@@ -87,7 +92,7 @@ fn punt(ctx: &Ctx<'_>, inp: &PortEntry, in_id: PortId, batch: &Batch, i: usize, 
 /// every port carrying the VLAN except `except_slot`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn output(
+pub(super) fn output(
     ctx: &Ctx<'_>,
     out: &mut OutQueues,
     b: usize,
@@ -147,7 +152,7 @@ fn output(
 /// Whether a broadcast frame is something the router's services want a copy of
 /// (ARP, or DHCP from a client), without taking it off the wire.
 #[inline]
-fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
+pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
     let l3 = eth.payload_ofs + 2;
     match eth.ethertype {
         ipv4::ETHERTYPE_ARP => true,
@@ -162,176 +167,39 @@ fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
     }
 }
 
-/// Run the L2 (and, for frames to the router, L3) stage over `batch`, received on
-/// port `in_id`.
-pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
-    let w = ctx.worker;
-    let Some(polled) = ctx.snap.port(in_id) else {
-        return;
-    };
-    out.fit(ctx.snap);
-    let bi = polled.bridge;
-    let bridge = &ctx.snap.bridges[bi];
-    let (mut rx_pkts, mut rx_bytes) = (0u64, 0u64);
-    let polled_id = in_id;
-    for i in 0..batch.len() {
-        // A shared receive (vxlan) names each frame's port.
-        let (in_id, inp) = match batch.origin(i) {
-            Some(o) if o != polled_id => match ctx.snap.port(o) {
-                Some(p) if p.bridge == bi => {
-                    p.counters.rx(w, 1, batch.frame(i).len() as u64);
-                    (o, p)
-                }
-                _ => {
-                    polled.counters.dropped(w, DropReason::NoPort, 1);
-                    continue;
-                }
-            },
-            _ => {
-                rx_pkts += 1;
-                rx_bytes += batch.frame(i).len() as u64;
-                (polled_id, polled)
+/// Ingress VLAN processing: the frame's VLAN inside the bridge, or why it is refused.
+#[inline]
+pub(super) fn ingress_vlan(inp: &PortEntry, eth: &EthFrame) -> Result<u16, DropReason> {
+    match inp.vlan {
+        VlanMode::Access(t) => {
+            if eth.tagged && eth.vid != 0 {
+                return Err(DropReason::VlanFiltered);
             }
-        };
-        let in_slot = slot_of(in_id);
-        let f = batch.frame(i);
-        let Ok(eth) = EthFrame::parse(f) else {
-            inp.counters.dropped(w, DropReason::Malformed, 1);
-            continue;
-        };
-        let vlan = match inp.vlan {
-            VlanMode::Access(t) => {
-                if eth.tagged && eth.vid != 0 {
-                    inp.counters.dropped(w, DropReason::VlanFiltered, 1);
-                    continue;
-                }
-                t
-            }
-            VlanMode::Trunk(_) => {
-                let v = if eth.tagged { eth.vid } else { 0 };
-                if !inp.vlan.carries(v) {
-                    inp.counters.dropped(w, DropReason::VlanFiltered, 1);
-                    continue;
-                }
-                v
-            }
-        };
-        if eth.src.is_multicast() || eth.src.is_zero() {
-            inp.counters.dropped(w, DropReason::BadSource, 1);
-            continue;
+            Ok(t)
         }
-        if let Some(lock) = &inp.lock {
-            if let Err(r) = lock.check(&eth, f) {
-                inp.counters.dropped(w, r, 1);
-                continue;
+        VlanMode::Trunk(_) => {
+            let v = if eth.tagged { eth.vid } else { 0 };
+            if !inp.vlan.carries(v) {
+                return Err(DropReason::VlanFiltered);
             }
+            Ok(v)
         }
-        bridge.fdb.learn(vlan, eth.src, in_id, ctx.now);
-        let frame = i as u8;
-        let payload_ofs = eth.payload_ofs as u8;
-        if let Some(rif) = bridge.router.filter(|_| vlan == 0) {
-            if eth.dst == rif.mac {
-                route(ctx, inp, in_id, batch, i, &eth, out);
-                continue;
-            }
-            if eth.dst.is_multicast() && wants_copy(f, &eth, bridge.dhcp.is_some()) {
-                punt(ctx, inp, in_id, batch, i, PuntKind::Local);
-            }
-        }
-        if let Err(r) = output(
-            ctx,
-            out,
-            bi,
-            vlan,
-            eth.dst,
-            Some((in_slot, inp.group)),
-            frame,
-            payload_ofs,
-        ) {
-            inp.counters.dropped(w, r, 1);
-        }
-    }
-    polled.counters.rx(w, rx_pkts, rx_bytes);
-}
-
-/// A frame addressed to the router's MAC.
-fn route(
-    ctx: &Ctx<'_>,
-    inp: &PortEntry,
-    in_id: PortId,
-    batch: &mut Batch,
-    i: usize,
-    eth: &EthFrame,
-    out: &mut OutQueues,
-) {
-    let w = ctx.worker;
-    let l3_ofs = eth.payload_ofs + 2;
-    let vnet = batch.vnet(i);
-    let mut translated = false;
-    let verdict = match eth.ethertype {
-        ipv4::ETHERTYPE_IPV4 => {
-            match nat::pre(ctx, batch.frame_mut(i), l3_ofs, &vnet) {
-                nat::Pre::Untouched => {}
-                nat::Pre::Translated => translated = true,
-                nat::Pre::Drop(r) => {
-                    inp.counters.dropped(w, r, 1);
-                    return;
-                }
-            }
-            let f = batch.frame(i);
-            l3::decide(
-                ctx.snap,
-                ctx.neigh,
-                ctx.now,
-                inp.bridge,
-                &f[l3_ofs..],
-                l3_ofs,
-                &vnet,
-                translated,
-            )
-        }
-        ipv4::ETHERTYPE_ARP => Verdict::Punt(PuntKind::Local),
-        _ => Verdict::Drop(DropReason::NotRoutable),
-    };
-    match verdict {
-        Verdict::Forward { bridge, mac } => {
-            if !translated {
-                if let Err(r) =
-                    nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), l3_ofs, &vnet)
-                {
-                    inp.counters.dropped(w, r, 1);
-                    return;
-                }
-            }
-            let Some(mac) = mac else {
-                punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
-                return;
-            };
-            let Some(rif) = ctx.snap.bridges[bridge].router else {
-                inp.counters.dropped(w, DropReason::NotRoutable, 1);
-                return;
-            };
-            l3::rewrite(batch.frame_mut(i), l3_ofs, mac, rif.mac);
-            // Routed frames may leave by the port they came in (hairpin).
-            if let Err(r) = output(
-                ctx,
-                out,
-                bridge,
-                0,
-                mac,
-                None,
-                i as u8,
-                eth.payload_ofs as u8,
-            ) {
-                inp.counters.dropped(w, r, 1);
-            }
-        }
-        Verdict::Punt(kind) => punt(ctx, inp, in_id, batch, i, kind),
-        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
     }
 }
 
-/// Transmit everything queued by [`process`], one send call per port.
+/// Source checks: never a multicast or zero sender; port security.
+#[inline]
+pub(super) fn admit(inp: &PortEntry, eth: &EthFrame, f: &[u8]) -> Result<(), DropReason> {
+    if eth.src.is_multicast() || eth.src.is_zero() {
+        return Err(DropReason::BadSource);
+    }
+    match &inp.lock {
+        Some(lock) => lock.check(eth, f),
+        None => Ok(()),
+    }
+}
+
+/// Transmit everything queued by [`super::process`], one send call per port.
 pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
     const EMPTY: TxFrame<'static> = TxFrame {
         vnet: VnetHdr {
@@ -383,6 +251,7 @@ mod tests {
     use super::*;
     use crate::config::{BridgeRt, PortEntry, VlanMode};
     use crate::dp::PortCounters;
+    use crate::pipeline::process;
     use crate::port::mem::MemPort;
     use crate::tables::Fdb;
     use crate::wire::ETHERTYPE_VLAN;

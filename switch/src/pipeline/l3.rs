@@ -1,6 +1,6 @@
 //! The L3 stage: IPv4 forwarding between bridges with a gateway.
 //!
-//! For a frame addressed to the router's MAC: parse the IPv4 header once, decide
+//! For a frame addressed to the router's MAC (IPv4 header parsed once, in [`Meta`]): decide
 //! (local → punt; no route → punt for ICMP; isolation → drop; TTL → punt for ICMP;
 //! MTU with DF → punt for ICMP; neighbour unknown → punt to resolve), and for a
 //! forwarded frame rewrite MACs and TTL in place with an incremental checksum update.
@@ -10,10 +10,11 @@
 //! Read first: RFC 1812 (requirements for IPv4 routers) §5.2–5.3.
 
 use super::punt::PuntKind;
+use super::Meta;
 use crate::config::Snapshot;
 use crate::dp::DropReason;
 use crate::tables::neigh::{NeighCache, NeighMap};
-use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::ipv4;
 use crate::wire::{MacAddr, VnetHdr};
 
 /// What to do with a frame sent to the router.
@@ -28,23 +29,21 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Decide the fate of the IPv4 packet `ip` (the bytes after the EtherType, `l3_ofs`
-/// bytes into the frame) that arrived on bridge `in_bridge`.
+/// Decide the fate of the IPv4 packet described by `meta` (IPv4 parsed) that arrived
+/// on bridge `in_bridge`.
 #[inline]
 pub fn decide(
     snap: &Snapshot,
     neigh: &NeighMap,
     now: u32,
     in_bridge: usize,
-    ip: &[u8],
-    l3_ofs: usize,
+    meta: &Meta,
     vnet: &VnetHdr,
-    translated: bool,
 ) -> Verdict {
-    let Ok(m) = Ipv4Meta::parse(ip) else {
+    let Some(m) = meta.ip else {
         return Verdict::Drop(DropReason::Malformed);
     };
+    let l3_ofs = meta.l3;
     if snap.router_ip(m.dst).is_some() || m.dst.is_broadcast() {
         return Verdict::Punt(PuntKind::Local);
     }
@@ -59,7 +58,8 @@ pub fn decide(
     };
     // Isolated bridges reach other bridges only through NAT (masquerade out, published
     // ports and their replies in).
-    let via_nat = translated || snap.nat.masq.get(in_bridge).copied().flatten() == Some(r.bridge);
+    let via_nat =
+        meta.translated || snap.nat.masq.get(in_bridge).copied().flatten() == Some(r.bridge);
     if r.bridge != in_bridge && (inb.isolated || outb.isolated) && !via_nat {
         return Verdict::Drop(DropReason::Isolated);
     }

@@ -1,14 +1,161 @@
 //! Pipeline layer: the stages a batch runs through, run to completion on one worker.
 //!
-//! parse → ingress VLAN → L2 learn + lookup → (to the router: L3 route, TTL, ARP)
-//! → per-port output queues → flush. Frames for the router's services are punted.
-//! Stages take the whole batch and a [`Ctx`] (worker index, `now`, snapshot) read once
-//! per batch; they allocate nothing, take no lock, and count every drop by reason.
+//! [`process`] is the whole path, top to bottom, for each frame of a batch:
+//!
+//! ```text
+//! parse (Meta) → ingress VLAN → source checks → learn
+//!   ├─ to another host on the bridge ─────────────────────────→ L2 output
+//!   └─ to the router's MAC: IPv4 parsed once into Meta
+//!        NAT pre (existing connection / published port: rewrite, mark translated)
+//!        → L3 decide (local, route, isolation, TTL, MTU, neighbour)
+//!        → NAT post (new masqueraded connection) → L3 rewrite (MACs, TTL)
+//!        → L2 output on the egress bridge
+//! ```
+//!
+//! and [`flush`] transmits what the batch queued, one send per port. Frames for the
+//! router's services (ARP, ICMP to the router, DHCP, DNS, unresolved next hops) are
+//! punted to the service thread. Stages take the [`Ctx`] (worker index, `now`,
+//! snapshot) read once per batch; they allocate nothing, take no lock, and count every
+//! drop by reason on the ingress port.
 
 pub mod l2;
 pub mod l3;
 pub mod nat;
+pub mod parse;
 pub mod punt;
 pub mod rig;
 
-pub use l2::{flush, process, Ctx, OutQueues};
+pub use l2::{flush, Ctx, OutQueues};
+pub use parse::Meta;
+
+use crate::config::snapshot::slot_of;
+use crate::config::PortEntry;
+use crate::dp::{Batch, DropReason};
+use crate::tables::PortId;
+use crate::wire::ipv4;
+use l3::Verdict;
+use punt::PuntKind;
+
+/// Run the pipeline over `batch`, received on port `in_id`; output is queued in `out`.
+pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
+    let w = ctx.worker;
+    let Some(polled) = ctx.snap.port(in_id) else {
+        return;
+    };
+    out.fit(ctx.snap);
+    let bi = polled.bridge;
+    let bridge = &ctx.snap.bridges[bi];
+    let (mut rx_pkts, mut rx_bytes) = (0u64, 0u64);
+    let polled_id = in_id;
+    for i in 0..batch.len() {
+        // A shared receive (vxlan) names each frame's port.
+        let (in_id, inp) = match batch.origin(i) {
+            Some(o) if o != polled_id => match ctx.snap.port(o) {
+                Some(p) if p.bridge == bi => {
+                    p.counters.rx(w, 1, batch.frame(i).len() as u64);
+                    (o, p)
+                }
+                _ => {
+                    polled.counters.dropped(w, DropReason::NoPort, 1);
+                    continue;
+                }
+            },
+            _ => {
+                rx_pkts += 1;
+                rx_bytes += batch.frame(i).len() as u64;
+                (polled_id, polled)
+            }
+        };
+        let f = batch.frame(i);
+        let admitted = Meta::parse(f).and_then(|mut m| {
+            m.vlan = l2::ingress_vlan(inp, &m.eth)?;
+            l2::admit(inp, &m.eth, f)?;
+            Ok(m)
+        });
+        let meta = match admitted {
+            Ok(m) => m,
+            Err(r) => {
+                inp.counters.dropped(w, r, 1);
+                continue;
+            }
+        };
+        bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
+            if meta.eth.dst == rif.mac {
+                route(ctx, inp, in_id, batch, i, meta, out);
+                continue;
+            }
+            if meta.eth.dst.is_multicast() && l2::wants_copy(f, &meta.eth, bridge.dhcp.is_some()) {
+                l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+            }
+        }
+        let except = Some((slot_of(in_id), inp.group));
+        let r = l2::output(
+            ctx,
+            out,
+            bi,
+            meta.vlan,
+            meta.eth.dst,
+            except,
+            i as u8,
+            meta.eth.payload_ofs as u8,
+        );
+        if let Err(r) = r {
+            inp.counters.dropped(w, r, 1);
+        }
+    }
+    polled.counters.rx(w, rx_pkts, rx_bytes);
+}
+
+/// A frame addressed to the router's MAC: NAT, L3, NAT, rewrite, L2 output.
+fn route(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    in_id: PortId,
+    batch: &mut Batch,
+    i: usize,
+    mut meta: Meta,
+    out: &mut OutQueues,
+) {
+    let w = ctx.worker;
+    if meta.eth.ethertype == ipv4::ETHERTYPE_ARP {
+        l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+        return;
+    }
+    if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
+        inp.counters.dropped(w, r, 1);
+        return;
+    }
+    let vnet = batch.vnet(i);
+    if let nat::Pre::Drop(r) = nat::pre(ctx, batch.frame_mut(i), &mut meta, &vnet) {
+        inp.counters.dropped(w, r, 1);
+        return;
+    }
+    match l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet) {
+        Verdict::Forward { bridge, mac } => {
+            if !meta.translated {
+                if let Err(r) = nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), &meta, &vnet)
+                {
+                    inp.counters.dropped(w, r, 1);
+                    return;
+                }
+            }
+            let Some(mac) = mac else {
+                l2::punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
+                return;
+            };
+            let Some(rif) = ctx.snap.bridges[bridge].router else {
+                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                return;
+            };
+            l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
+            // Routed frames may leave by the port they came in (hairpin).
+            let payload_ofs = meta.eth.payload_ofs as u8;
+            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                inp.counters.dropped(w, r, 1);
+            }
+        }
+        Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
+        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+    }
+}

@@ -3,8 +3,9 @@
 //! bridge), and the conntrack lookups that translate every later packet of a
 //! connection in both directions.
 //!
-//! Runs inside the L3 stage: [`pre`] before the route decision (existing connections,
-//! published ports), [`post`] after it (new masqueraded connections). Headers are
+//! [`pre`] runs before the route decision (existing connections, published ports) and
+//! marks what it translated in the frame's [`Meta`]; [`post`] runs after it (new
+//! masqueraded connections). Both read the IPv4 header from the `Meta` (parsed once). Headers are
 //! rewritten in place with incremental checksum updates; for a frame whose L4 checksum
 //! is partial (a GSO super-frame from a veth or TAP), only the pseudo-header part is
 //! updated, as Linux does, and the device completes it.
@@ -12,12 +13,13 @@
 //! Read first: RFC 3022 (traditional NAT), RFC 5382/4787 (NAT behaviour for TCP/UDP),
 //! RFC 1624 (incremental checksums).
 
-use super::Ctx;
+use super::{Ctx, Meta};
 use crate::dp::DropReason;
 use crate::tables::conntrack::{CtEntry, CtState, Inserted, Tuple};
 use crate::tables::Lookup;
 use crate::wire::csum;
 use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::l4::{L4Header, L4HeaderMut, L4Kind, TCP_FIN, TCP_RST};
 use crate::wire::vnet::F_NEEDS_CSUM;
 use crate::wire::VnetHdr;
 use std::hash::{Hash, Hasher};
@@ -30,8 +32,6 @@ const PORT_TRIES: u32 = 64;
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO: u8 = 8;
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 
 /// The conntrack tuple of an IPv4 packet (`ip` = bytes from the IPv4 header on).
 /// `None` for fragments, other protocols, ICMP other than echo, and runts.
@@ -40,21 +40,15 @@ pub fn tuple_of(ip: &[u8], m: &Ipv4Meta) -> Option<Tuple> {
     if m.fragment {
         return None;
     }
-    let l4 = ip.get(m.hlen..m.total_len)?;
-    let (sport, dport) = match m.protocol {
-        ipv4::PROTO_TCP | ipv4::PROTO_UDP if l4.len() >= 8 => (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        ),
-        ipv4::PROTO_ICMP if l4.len() >= 8 => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
-            match l4[0] {
-                ICMP_ECHO => (id, 0),
-                ICMP_ECHO_REPLY => (0, id),
-                _ => return None,
-            }
-        }
-        _ => return None,
+    let kind = l4_kind(m.protocol)?;
+    let h = L4Header::new_checked(ip.get(m.hlen..m.total_len)?, kind)?;
+    let (sport, dport) = match kind {
+        L4Kind::IcmpEcho => match h.icmp_type() {
+            ICMP_ECHO => (h.echo_id(), 0),
+            ICMP_ECHO_REPLY => (0, h.echo_id()),
+            _ => return None,
+        },
+        _ => (h.src_port(), h.dst_port()),
     };
     Some(Tuple {
         proto: m.protocol,
@@ -65,10 +59,22 @@ pub fn tuple_of(ip: &[u8], m: &Ipv4Meta) -> Option<Tuple> {
     })
 }
 
+fn l4_kind(proto: u8) -> Option<L4Kind> {
+    match proto {
+        ipv4::PROTO_TCP => Some(L4Kind::Tcp),
+        ipv4::PROTO_UDP => Some(L4Kind::Udp),
+        ipv4::PROTO_ICMP => Some(L4Kind::IcmpEcho),
+        _ => None,
+    }
+}
+
 /// Rewrite the packet whose tuple is `from` (IPv4 header at `l3`) to `to`.
 pub fn rewrite(frame: &mut [u8], l3: usize, hlen: usize, from: &Tuple, to: &Tuple, vnet: &VnetHdr) {
     let l4 = l3 + hlen;
-    if frame.len() < l4 + 8 {
+    let Some(kind) = l4_kind(to.proto) else {
+        return;
+    };
+    if frame.len() < l4 + kind.min_len() {
         return;
     }
     let mut old = [0u16; 4];
@@ -92,42 +98,37 @@ pub fn rewrite(frame: &mut [u8], l3: usize, hlen: usize, from: &Tuple, to: &Tupl
         frame[c..c + 2].copy_from_slice(&csum::update(hc, &old[..n], &new[..n]).to_be_bytes());
     }
     let partial = vnet.flags & F_NEEDS_CSUM != 0 && usize::from(vnet.csum_start) == l4;
-    let (csum_at, pseudo) = match to.proto {
-        ipv4::PROTO_TCP => (l4 + 16, true),
-        ipv4::PROTO_UDP => (l4 + 6, true),
-        _ => (l4 + 2, false),
-    };
-    if frame.len() < csum_at + 2 {
+    let pseudo = kind != L4Kind::IcmpEcho;
+    let Some(mut h) = L4HeaderMut::new_checked(&mut frame[l4..], kind) else {
         return;
-    }
-    let mut sum = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
-    let udp_none = to.proto == ipv4::PROTO_UDP && sum == 0 && !partial;
+    };
+    let mut sum = h.checksum();
+    let udp_none = kind == L4Kind::Udp && sum == 0 && !partial;
     // Ports (or the ICMP identifier), which a partial checksum does not cover yet.
     let mut pold = [0u16; 2];
     let mut pnew = [0u16; 2];
     let mut pn = 0;
-    if to.proto == ipv4::PROTO_ICMP {
-        let is_request = frame[l4] == ICMP_ECHO;
-        let (f, t) = if is_request {
+    if kind == L4Kind::IcmpEcho {
+        let (f, t) = if h.icmp_type() == ICMP_ECHO {
             (from.sport, to.sport)
         } else {
             (from.dport, to.dport)
         };
         if f != t {
-            frame[l4 + 4..l4 + 6].copy_from_slice(&t.to_be_bytes());
+            h.set_echo_id(t);
             pold[0] = f;
             pnew[0] = t;
             pn = 1;
         }
     } else {
         if from.sport != to.sport {
-            frame[l4..l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
+            h.set_src_port(to.sport);
             pold[pn] = from.sport;
             pnew[pn] = to.sport;
             pn += 1;
         }
         if from.dport != to.dport {
-            frame[l4 + 2..l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
+            h.set_dst_port(to.dport);
             pold[pn] = from.dport;
             pnew[pn] = to.dport;
             pn += 1;
@@ -147,18 +148,19 @@ pub fn rewrite(frame: &mut [u8], l3: usize, hlen: usize, from: &Tuple, to: &Tupl
         if pn > 0 {
             sum = csum::update(sum, &pold[..pn], &pnew[..pn]);
         }
-        if to.proto == ipv4::PROTO_UDP && sum == 0 {
+        if kind == L4Kind::Udp && sum == 0 {
             sum = 0xffff;
         }
     }
-    frame[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    h.set_checksum(sum);
 }
 
 fn tcp_flags(frame: &[u8], l4: usize, proto: u8) -> u8 {
-    if proto == ipv4::PROTO_TCP {
-        frame.get(l4 + 13).copied().unwrap_or(0)
-    } else {
-        0
+    match frame.get(l4..) {
+        Some(b) if proto == ipv4::PROTO_TCP => {
+            L4Header::new_checked(b, L4Kind::Tcp).map_or(0, |h| h.tcp_flags())
+        }
+        _ => 0,
     }
 }
 
@@ -173,19 +175,32 @@ pub enum Pre {
     Drop(DropReason),
 }
 
-/// Existing connections and published ports.
-pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], l3: usize, vnet: &VnetHdr) -> Pre {
+/// Existing connections and published ports. `meta` has the IPv4 header parsed; a
+/// translated packet's `meta.ip` addresses are updated and `meta.translated` set.
+pub fn pre(ctx: &Ctx<'_>, frame: &mut [u8], meta: &mut Meta, vnet: &VnetHdr) -> Pre {
+    let r = pre_inner(ctx, frame, meta, vnet);
+    if r == Pre::Translated {
+        meta.translated = true;
+        if let Some(m) = meta.ip.as_mut() {
+            let a = |o: usize| frame.get(meta.l3 + o..meta.l3 + o + 4);
+            if let (Some(s), Some(d)) = (a(ipv4::field::SRC), a(ipv4::field::DST)) {
+                m.src = Ipv4Addr::new(s[0], s[1], s[2], s[3]);
+                m.dst = Ipv4Addr::new(d[0], d[1], d[2], d[3]);
+            }
+        }
+    }
+    r
+}
+
+fn pre_inner(ctx: &Ctx<'_>, frame: &mut [u8], meta: &Meta, vnet: &VnetHdr) -> Pre {
     let snap = ctx.snap;
+    let (Some(m), l3) = (meta.ip, meta.l3) else {
+        return Pre::Untouched;
+    };
     if snap.nat.is_empty() {
         return Pre::Untouched;
     }
-    let Some(ip) = frame.get(l3..) else {
-        return Pre::Untouched;
-    };
-    let Ok(m) = Ipv4Meta::parse(ip) else {
-        return Pre::Untouched;
-    };
-    let Some(t) = tuple_of(ip, &m) else {
+    let Some(t) = frame.get(l3..).and_then(|ip| tuple_of(ip, &m)) else {
         return if m.protocol == ipv4::PROTO_ICMP && icmp_error(ctx, frame, l3, &m) {
             Pre::Translated
         } else {
@@ -368,7 +383,7 @@ pub fn post(
     in_bridge: usize,
     out_bridge: usize,
     frame: &mut [u8],
-    l3: usize,
+    meta: &Meta,
     vnet: &VnetHdr,
 ) -> Result<(), DropReason> {
     let snap = ctx.snap;
@@ -381,16 +396,13 @@ pub fn post(
     ) else {
         return Ok(());
     };
-    let Some(ip) = frame.get(l3..) else {
-        return Ok(());
-    };
-    let Ok(m) = Ipv4Meta::parse(ip) else {
+    let (Some(m), l3) = (meta.ip, meta.l3) else {
         return Ok(());
     };
     if !inr.net.contains(&m.src) {
         return Ok(());
     }
-    let Some(t) = tuple_of(ip, &m) else {
+    let Some(t) = frame.get(l3..).and_then(|ip| tuple_of(ip, &m)) else {
         return Ok(());
     };
     if t.proto == ipv4::PROTO_ICMP && t.sport == 0 {

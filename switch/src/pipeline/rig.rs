@@ -8,7 +8,7 @@
 use crate::config::snapshot::{NatRt, PortEntry, PublishRt, RouterIf, VlanMode};
 use crate::config::{router_mac, BridgeRt, Snapshot};
 use crate::dp::{Batch, PortCounters};
-use crate::pipeline::l2::{flush, process, Ctx, OutQueues};
+use crate::pipeline::{flush, process, Ctx, OutQueues};
 use crate::port::mem::MemPort;
 use crate::port::Port as _;
 use crate::tables::conntrack::Conntrack;
@@ -377,6 +377,12 @@ mod tests {
         );
     }
 
+    fn meta_of(f: &[u8]) -> crate::pipeline::Meta {
+        let mut m = crate::pipeline::Meta::parse(f).unwrap();
+        m.parse_ipv4(f).unwrap();
+        m
+    }
+
     fn t_out() -> Tuple {
         Tuple {
             proto: 6,
@@ -452,7 +458,8 @@ mod tests {
         // This worker looked up before those inserts and now masquerades the packet.
         let mut f = syn_out();
         let ctx = r.ctx();
-        let res = nat::post(&ctx, 0, 1, &mut f, 14, &crate::wire::VnetHdr::default());
+        let meta = meta_of(&f);
+        let res = nat::post(&ctx, 0, 1, &mut f, &meta, &Default::default());
         assert_eq!(res, Ok(()));
         let (src, sport, ..) = check(&f);
         assert_eq!(
@@ -475,9 +482,10 @@ mod tests {
         let ct = r.snap.conntrack.clone();
         let mut f = syn_out();
         let ctx = r.ctx();
+        let meta = meta_of(&f);
         let res = {
             let _held = ct.hold(&t_out());
-            nat::post(&ctx, 0, 1, &mut f, 14, &crate::wire::VnetHdr::default())
+            nat::post(&ctx, 0, 1, &mut f, &meta, &Default::default())
         };
         assert_eq!(res, Err(crate::dp::DropReason::CtBusy));
         assert!(ct.entries(r.now).is_empty(), "no half connection left");

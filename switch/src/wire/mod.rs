@@ -9,6 +9,7 @@ pub mod csum;
 mod ethernet;
 pub mod gso;
 pub mod ipv4;
+pub mod l4;
 mod mac;
 pub mod vnet;
 
