@@ -5,6 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use vswitch::wire::gro;
 use vswitch::wire::gso::{self, Piece, Prepared};
 use vswitch::wire::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
 
@@ -67,7 +68,7 @@ fn vxlan(c: &mut Criterion) {
     g.bench_function("coalesce_45_segments", |b| {
         b.iter(|| {
             buf.copy_from_slice(&train);
-            black_box(gso::coalesce(&mut buf, &segs))
+            black_box(gro::coalesce(&mut buf, &segs))
         })
     });
     g.finish();

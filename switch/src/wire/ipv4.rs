@@ -104,18 +104,7 @@ pub fn decrement_ttl(b: &mut [u8]) {
 
 /// The Internet checksum of `data` (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    super::csum::checksum(data)
 }
 
 #[cfg(test)]

@@ -24,7 +24,11 @@ pub const UDP_HLEN: usize = 8;
 pub const ICMP_ECHO_HLEN: usize = 8;
 
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_URG: u8 = 0x20;
+pub const TCP_CWR: u8 = 0x80;
 
 #[inline]
 fn get16(b: &[u8], r: std::ops::Range<usize>) -> u16 {

@@ -7,6 +7,7 @@
 pub mod arp;
 pub mod csum;
 mod ethernet;
+pub mod gro;
 pub mod gso;
 pub mod ipv4;
 pub mod l4;

@@ -114,3 +114,14 @@ mod tests {
         assert!(!VnetHdr::default().is_gso());
     }
 }
+
+/// Why a software offload (checksum completion, segmentation) refused a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadError {
+    /// Headers shorter than they claim, or offsets outside the frame.
+    Malformed,
+    /// A GSO type we do not segment (legacy UFO), or IPv6 extension headers we do not
+    /// walk (routing, fragment, AH/ESP, or more than
+    /// [`IPV6_EXT_MAX`](super::gso::IPV6_EXT_MAX) bytes of options).
+    Unsupported,
+}

@@ -8,8 +8,9 @@
 
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::port::{RxResult, TxFrame};
-use crate::wire::gso::{self, Piece, Wire};
+use crate::wire::gso::{Piece, Wire};
 use crate::wire::VnetHdr;
+use crate::wire::{csum, gro};
 use libc::c_int;
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -180,7 +181,7 @@ fn gro_size(h: &libc::msghdr) -> usize {
 /// (`None`: not one of our remote VTEPs, dropped).
 ///
 /// A read may return a train of datagrams (UDP GRO). A train of segments of one TCP
-/// flow becomes one GSO super-frame ([`gso::coalesce`]); any other train is split into
+/// flow becomes one GSO super-frame ([`gro::coalesce`]); any other train is split into
 /// one frame per datagram, in the free slots kept for that (half the batch), and what
 /// does not fit is dropped and counted.
 pub fn recv_batch(
@@ -276,7 +277,7 @@ pub fn recv_batch(
             continue;
         }
         if m > 1 {
-            if let Some((flen, vnet)) = gso::coalesce(&mut bufs[p], &segs[..m]) {
+            if let Some((flen, vnet)) = gro::coalesce(&mut bufs[p], &segs[..m]) {
                 bufs.swap(w, p);
                 kept[w] = (segs[0].0, flen, port, vnet);
                 w += 1;
@@ -302,7 +303,7 @@ pub fn recv_batch(
         }
         for (k, &(s, l)) in segs[..fit].iter().enumerate() {
             let off = if k == 0 { s } else { HEADROOM };
-            let vnet = gso::mark_partial(&mut bufs[w + k][off..off + l]);
+            let vnet = csum::mark_partial(&mut bufs[w + k][off..off + l]);
             kept[w + k] = (off, l, port, vnet);
         }
         w += fit;
@@ -321,7 +322,7 @@ pub fn recv_batch(
 /// UDP GSO trains): consecutive frames of one port — single segments, or super-frames
 /// coalesced from one datagram train — that continue one TCP train are joined into
 /// the first one's buffer
-/// ([`gso::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
+/// ([`gro::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
 /// are left, moved to the front.
 fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], w: usize) -> usize {
     use crate::wire::vnet::{GSO_NONE, GSO_TCPV4};
@@ -350,7 +351,7 @@ fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], 
                     let (o, l, _, v) = kept[i + 1 + k];
                     *n = (&hi[k][o..o + l], mss(&v).unwrap_or(0));
                 }
-                if let Some((total, n, h)) = gso::join(&mut lo[i][off..], len, mss0, &next[..cnt]) {
+                if let Some((total, n, h)) = gro::join(&mut lo[i][off..], len, mss0, &next[..cnt]) {
                     joined = Some((total, h));
                     taken = n;
                 }
