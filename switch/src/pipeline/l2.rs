@@ -459,7 +459,6 @@ mod tests {
                 .drops
         }
     }
-    use crate::port::Port as _;
 
     fn trunk() -> VlanMode {
         VlanMode::from_conf(None, &[])

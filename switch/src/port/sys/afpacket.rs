@@ -21,7 +21,7 @@ use crate::wire::{field, VnetHdr, ETHERTYPE_VLAN, VLAN_HLEN, VNET_HDR_LEN};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 /// Room for one `tpacket_auxdata` control message.
@@ -132,21 +132,24 @@ const RING_BLOCK: usize = 64 << 10;
 /// A TPACKET_V2 receive ring mapped from one AF_PACKET socket.
 ///
 /// # Safety contract
-/// Only one thread reads the ring at a time: the worker that polls the port (a port
-/// moves between workers only after the old one acknowledged it stopped polling, which
-/// orders the cursor). Slot ownership follows `tp_status`: the kernel writes a slot only
-/// while it is `TP_STATUS_KERNEL`; we read it only after seeing `TP_STATUS_USER`
-/// (acquire) and give it back by storing `TP_STATUS_KERNEL` (release).
+/// One reader at a time, by construction: `RxRing` is neither `Clone` nor `Sync`, and
+/// `recv` takes `&mut self`, so only the thread that owns the ring (the worker holding
+/// the port's receive side, which moves between workers by value through a channel:
+/// the channel orders the cursor and the slots read before the move) can read it.
+/// Slot ownership between us and the kernel follows `tp_status`: the kernel writes a
+/// slot only while it is `TP_STATUS_KERNEL`; we read it only after seeing
+/// `TP_STATUS_USER` (acquire) and give it back by storing `TP_STATUS_KERNEL` (release).
 pub struct RxRing {
     base: *mut u8,
     len: usize,
-    cursor: AtomicUsize,
+    /// Next slot to read; only the owner touches it.
+    cursor: usize,
 }
 
-// SAFETY: the mapping is process-wide memory; access is serialised by the contract above.
+// SAFETY: the mapping is process-wide memory and the raw pointer is only dereferenced
+// by `&mut self` methods, so moving the ring to another thread moves the sole right to
+// read it. `RxRing` is deliberately not `Sync` (no shared-reference access at all).
 unsafe impl Send for RxRing {}
-// SAFETY: as above; `recv` is only called by the port's one polling worker.
-unsafe impl Sync for RxRing {}
 
 impl Drop for RxRing {
     fn drop(&mut self) {
@@ -222,7 +225,7 @@ impl RxRing {
         Ok(RxRing {
             base: base as *mut u8,
             len,
-            cursor: AtomicUsize::new(0),
+            cursor: 0,
         })
     }
 
@@ -234,9 +237,9 @@ impl RxRing {
 
     /// Receive ready frames into the free slots of `batch` (copying them out of the
     /// ring); frames marked `TP_STATUS_COPY` are read whole from the socket.
-    pub fn recv(&self, fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
+    pub fn recv(&mut self, fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
         let mut res = RxResult::default();
-        let mut slot = self.cursor.load(Ordering::Relaxed);
+        let mut slot = self.cursor;
         loop {
             if batch.is_full() {
                 break;
@@ -285,7 +288,7 @@ impl RxRing {
             st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
             slot = (slot + 1) % RING_FRAMES;
         }
-        self.cursor.store(slot, Ordering::Relaxed);
+        self.cursor = slot;
         Ok(res)
     }
 }
