@@ -29,6 +29,7 @@ impl Port for NullPort {
             sent: frames.len(),
             bytes: frames.iter().map(TxFrame::len).sum(),
             failed: 0,
+            full: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::l3::{self, Verdict};
 use super::nat;
-use super::punt::{Punt, PuntKind, PuntTx};
+use super::punt::{PuntKind, PuntTx};
 use crate::config::snapshot::slot_of;
 use crate::config::{PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
@@ -71,13 +71,7 @@ fn punt(ctx: &Ctx<'_>, inp: &PortEntry, in_id: PortId, batch: &Batch, i: usize, 
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
         return;
     };
-    let p = Punt {
-        in_port: in_id,
-        kind,
-        vnet: batch.vnet(i),
-        frame: batch.frame(i).to_vec(),
-    };
-    if tx.try_send(p).is_err() {
+    if !super::punt::offer(tx, in_id, kind, batch.vnet(i), batch.frame(i)) {
         inp.counters
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
     }
@@ -356,11 +350,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
             };
         }
         let r = op.dev.send(&frames[..n]);
-        op.counters.tx(ctx.worker, r.sent as u64, r.bytes as u64);
-        if r.failed > 0 {
-            op.counters
-                .dropped(ctx.worker, DropReason::TxError, r.failed as u64);
-        }
+        op.counters.sent(ctx.worker, &r);
         q.clear();
     }
     out.touched.clear();

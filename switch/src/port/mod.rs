@@ -78,8 +78,12 @@ pub struct RxResult {
 pub struct TxResult {
     pub sent: usize,
     pub bytes: usize,
-    /// Frames the kernel refused (full queue, too big, device down).
+    /// Frames the kernel refused (too big, device down).
     pub failed: usize,
+    /// Frames not sent because the device's queue (or the socket's send buffer) was
+    /// full: a send stops at the first `EAGAIN`/`ENOBUFS` and counts the rest here,
+    /// instead of knocking on the full queue once per remaining frame (as OVS does).
+    pub full: usize,
 }
 
 /// The receive side of a port. One per port, owned by the worker that polls it (see
@@ -123,7 +127,8 @@ pub trait Port: Send + Sync {
     /// ports that never receive). The worker pool takes it when the port is first
     /// polled; from then on it moves from worker to worker.
     fn take_rx(&self) -> Option<Box<dyn PortRx>>;
-    /// Send frames; never blocks.
+    /// Send frames; never blocks. Each frame (each datagram, for a tunnel) is counted
+    /// in one of the result's `sent`, `failed` or `full`.
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult;
     /// Frames the kernel dropped before we could read them (socket buffer full), since
     /// the port was opened. Control thread only.

@@ -231,6 +231,7 @@ impl Port for VxlanRemote {
                 );
                 res.sent += r.sent;
                 res.failed += r.failed;
+                res.full += r.full;
                 res.bytes += r.bytes - 8 * r.sent;
                 if r.refused {
                     sh.gso_backoff.store(GSO_BACKOFF, Ordering::Relaxed);
