@@ -371,9 +371,13 @@ impl Worker {
         self.ports.insert(slot, o);
     }
 
-    /// Stop polling port `id`; its receive side is returned to the caller.
+    /// Stop polling port `id`; its receive side is returned to the caller. `None` if
+    /// this worker does not poll it (a port of another generation in the slot stays).
     fn release(&mut self, id: PortId) -> Option<Owned> {
         let slot = slot_of(id);
+        if self.ports.get(&slot)?.id != id {
+            return None;
+        }
         let o = self.ports.remove(&slot)?;
         if let Some(fd) = o.dev.fd() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
