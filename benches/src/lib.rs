@@ -1,12 +1,11 @@
 //! Shared fixtures for the criterion benches: a bridge of ports whose transmit side
 //! discards frames, so a bench measures the stage, not a device.
 
-use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use vswitch::config::{BridgeRt, PortEntry, Snapshot, VlanMode};
-use vswitch::dp::{Batch, PortCounters};
-use vswitch::port::{Port, RxResult, TxFrame, TxResult};
+use vswitch::dp::PortCounters;
+use vswitch::port::{Port, PortRx, TxFrame, TxResult};
 use vswitch::tables::Fdb;
 
 /// A port that receives nothing and accepts every frame.
@@ -22,14 +21,15 @@ impl Port for NullPort {
     fn ifindex(&self) -> Option<u32> {
         None
     }
-    fn recv(&self, _batch: &mut Batch) -> io::Result<RxResult> {
-        Ok(RxResult::default())
+    fn take_rx(&self) -> Option<Box<dyn PortRx>> {
+        None
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         TxResult {
             sent: frames.len(),
             bytes: frames.iter().map(TxFrame::len).sum(),
             failed: 0,
+            full: 0,
         }
     }
 }

@@ -388,20 +388,41 @@ impl Lab {
     }
 
     /// Ping from `from` to `dst` until it answers (10 s deadline), then three more
-    /// that must all be answered.
+    /// that must all be answered (see [`Lab::assert_pings`]).
     pub fn assert_ping(&self, from: &str, dst: &str) -> Result<()> {
+        self.assert_pings(from, dst, 3)
+    }
+
+    /// Ping from `from` to `dst` until one is answered (10 s deadline: ARP, learning,
+    /// a port still being attached), then send `n` more, 0.2 s apart, and require every
+    /// one of them answered, once: `ping` itself exits 0 when any reply came back, so
+    /// its summary line is read instead.
+    pub fn assert_pings(&self, from: &str, dst: &str, n: usize) -> Result<()> {
         if !wait_until(Duration::from_secs(10), || self.ping_once(from, dst)) {
             bail!(
                 "{from} cannot ping {dst}; vswitchd log:\n{}",
                 self.log_tail(20)
             );
         }
-        run_ok(
-            self.cmd(from, "ping")
-                .args(["-c", "3", "-i", "0.2", "-W", "1", dst]),
-        )
-        .map(|_| ())
-        .with_context(|| format!("{from} → {dst}: not every ping answered"))
+        let count = n.to_string();
+        let out = run(self
+            .cmd(from, "ping")
+            .args(["-c", &count, "-i", "0.2", "-W", "1", dst]))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let s = PingSummary::parse(&text)
+            .with_context(|| format!("{from} → {dst}: no ping summary in {text:?}"))?;
+        if s.transmitted != n || s.received != n || s.duplicates != 0 || s.errors != 0 {
+            bail!(
+                "{from} → {dst}: {} of {n} pings answered ({} sent, {} duplicates, {} errors):\n{}\nvswitchd log:\n{}",
+                s.received,
+                s.transmitted,
+                s.duplicates,
+                s.errors,
+                text.trim(),
+                self.log_tail(20)
+            );
+        }
+        Ok(())
     }
 
     /// Assert that `dst` does not answer `from` (three tries).
@@ -429,6 +450,24 @@ impl Lab {
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
+    }
+
+    /// Whether a process started with [`Lab::spawn`] (by the PID `spawn` returned)
+    /// is still running.
+    pub fn is_running(&mut self, pid: u32) -> bool {
+        self.children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stop a process started with [`Lab::spawn`], by the PID `spawn` returned
+    /// (SIGTERM, SIGKILL after 5 s; reaped). Its exit code if it exited (by itself or
+    /// on SIGTERM); `None` if it had to be killed or no such child was spawned.
+    pub fn stop_spawned(&mut self, pid: u32) -> Option<i32> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let mut child = self.children.swap_remove(i);
+        terminate(&mut child, Duration::from_secs(5))
     }
 
     /// Wait (up to 5 s) until a socket in namespace `ns` listens on `port` (TCP) or is
@@ -526,6 +565,54 @@ impl Drop for Lab {
     }
 }
 
+/// The counts in `ping`'s summary line (iputils: `5 packets transmitted, 4 received,
+/// +1 duplicates, +1 errors, 20% packet loss, time 803ms`; busybox: `… 4 packets
+/// received …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PingSummary {
+    pub transmitted: usize,
+    pub received: usize,
+    pub duplicates: usize,
+    pub errors: usize,
+}
+
+impl PingSummary {
+    /// The summary of `ping` output, if it has one.
+    pub fn parse(out: &str) -> Option<PingSummary> {
+        let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+        let mut s = PingSummary::default();
+        let mut seen = (false, false);
+        for part in line.split(',') {
+            let mut words = part.split_whitespace();
+            let (Some(num), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let what = if what == "packets" {
+                words.next().unwrap_or("")
+            } else {
+                what
+            };
+            let Ok(v) = num.trim_start_matches('+').parse::<usize>() else {
+                continue;
+            };
+            match what {
+                "transmitted" => {
+                    s.transmitted = v;
+                    seen.0 = true;
+                }
+                "received" => {
+                    s.received = v;
+                    seen.1 = true;
+                }
+                "duplicates" => s.duplicates = v,
+                "errors" => s.errors = v,
+                _ => {}
+            }
+        }
+        (seen.0 && seen.1).then_some(s)
+    }
+}
+
 /// A transport protocol, for [`Lab::wait_listening`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -599,4 +686,35 @@ pub fn assert_transfer(
         "transfer {from} -> {to}: bytes differ from offset {first_bad:?}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PingSummary;
+
+    #[test]
+    fn ping_summaries() {
+        let all = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.1 ms\n\n--- 10.0.0.2 ping statistics ---\n3 packets transmitted, 3 received, 0% packet loss, time 402ms\nrtt min/avg/max/mdev = 0.1/0.1/0.1/0.0 ms\n";
+        assert_eq!(
+            PingSummary::parse(all),
+            Some(PingSummary {
+                transmitted: 3,
+                received: 3,
+                ..Default::default()
+            })
+        );
+        let lossy = "5 packets transmitted, 4 received, +1 duplicates, +2 errors, 20% packet loss, time 803ms";
+        assert_eq!(
+            PingSummary::parse(lossy),
+            Some(PingSummary {
+                transmitted: 5,
+                received: 4,
+                duplicates: 1,
+                errors: 2,
+            })
+        );
+        let busybox = "3 packets transmitted, 1 packets received, 66% packet loss";
+        assert_eq!(PingSummary::parse(busybox).map(|s| s.received), Some(1));
+        assert_eq!(PingSummary::parse("connect: Network is unreachable"), None);
+    }
 }

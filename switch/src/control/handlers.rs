@@ -586,7 +586,7 @@ impl State {
                 continue;
             };
             let Some(from) = l.worker else { continue };
-            l.worker = Some(self.pool.move_port(from, m.to, l.id, l.dev.clone()));
+            l.worker = Some(self.pool.move_port(from, m.to, l.id));
             tracing::debug!(port = %names[m.port], from, to = m.to, "port moved to another worker");
         }
     }

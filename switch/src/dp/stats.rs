@@ -5,6 +5,7 @@
 //! across cores); readers (the control thread) sum all slots with relaxed loads. A
 //! reader may see a total that is a few frames old; it never sees a torn value.
 
+use crate::port::TxResult;
 use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,7 +22,7 @@ pub enum DropReason {
     SameSegment,
     /// Received on a port that is no longer configured.
     NoPort,
-    /// The kernel refused the transmission (queue full, too big, link down).
+    /// The kernel refused the transmission (too big, link down).
     TxError,
     /// Source MAC is multicast or zero: never a valid sender.
     BadSource,
@@ -45,10 +46,13 @@ pub enum DropReason {
     CtBusy,
     /// Masquerade found no free source port for a new connection.
     NatExhausted,
+    /// The egress device's queue (or socket buffer) was full; the rest of the batch
+    /// was dropped without trying each frame.
+    TxQueueFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -65,6 +69,7 @@ impl DropReason {
         DropReason::SpoofedIp,
         DropReason::CtBusy,
         DropReason::NatExhausted,
+        DropReason::TxQueueFull,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -85,6 +90,7 @@ impl DropReason {
             DropReason::SpoofedIp => "spoofed_ip",
             DropReason::CtBusy => "conntrack_busy",
             DropReason::NatExhausted => "nat_exhausted",
+            DropReason::TxQueueFull => "tx_queue_full",
         }
     }
 }
@@ -149,6 +155,19 @@ impl PortCounters {
         bump(&s.tx_bytes, bytes);
     }
 
+    /// Count what one `Port::send` did: frames sent, and frames dropped because the
+    /// kernel refused them (`tx_error`) or the queue was full (`tx_queue_full`).
+    #[inline]
+    pub fn sent(&self, w: usize, r: &TxResult) {
+        self.tx(w, r.sent as u64, r.bytes as u64);
+        if r.failed > 0 {
+            self.dropped(w, DropReason::TxError, r.failed as u64);
+        }
+        if r.full > 0 {
+            self.dropped(w, DropReason::TxQueueFull, r.full as u64);
+        }
+    }
+
     #[inline]
     pub fn dropped(&self, w: usize, reason: DropReason, n: u64) {
         bump(&self.slot(w).drops[reason as usize], n);
@@ -199,5 +218,23 @@ mod tests {
         );
         assert_eq!(t.drops.get("vlan_filtered"), Some(&3));
         assert_eq!(t.drops.len(), 1);
+    }
+
+    #[test]
+    fn a_send_result_counts_each_frame_once() {
+        let c = PortCounters::new(1);
+        c.sent(
+            0,
+            &TxResult {
+                sent: 3,
+                bytes: 180,
+                failed: 1,
+                full: 28,
+            },
+        );
+        let t = c.totals();
+        assert_eq!((t.tx_packets, t.tx_bytes), (3, 180));
+        assert_eq!(t.drops.get("tx_error"), Some(&1));
+        assert_eq!(t.drops.get("tx_queue_full"), Some(&28));
     }
 }

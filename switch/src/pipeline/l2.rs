@@ -2,7 +2,7 @@
 //! egress VLAN push/pop, with output queued per transmit port and flushed once per
 //! batch. The driver that calls these in order is [`super::process`].
 
-use super::punt::{Punt, PuntKind, PuntTx};
+use super::punt::{PuntKind, PuntTx};
 use crate::config::snapshot::slot_of;
 use crate::config::{PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
@@ -76,13 +76,7 @@ pub(super) fn punt(
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
         return;
     };
-    let p = Punt {
-        in_port: in_id,
-        kind,
-        vnet: batch.vnet(i),
-        frame: batch.frame(i).to_vec(),
-    };
-    if tx.try_send(p).is_err() {
+    if !super::punt::offer(tx, in_id, kind, batch.vnet(i), batch.frame(i)) {
         inp.counters
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
     }
@@ -236,11 +230,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
             };
         }
         let r = op.dev.send(&frames[..n]);
-        op.counters.tx(ctx.worker, r.sent as u64, r.bytes as u64);
-        if r.failed > 0 {
-            op.counters
-                .dropped(ctx.worker, DropReason::TxError, r.failed as u64);
-        }
+        op.counters.sent(ctx.worker, &r);
         q.clear();
     }
     out.touched.clear();
@@ -340,7 +330,6 @@ mod tests {
                 .drops
         }
     }
-    use crate::port::Port as _;
 
     fn trunk() -> VlanMode {
         VlanMode::from_conf(None, &[])

@@ -10,7 +10,6 @@ use crate::config::{router_mac, BridgeRt, Snapshot};
 use crate::dp::{Batch, PortCounters};
 use crate::pipeline::{flush, process, Ctx, OutQueues};
 use crate::port::mem::MemPort;
-use crate::port::Port as _;
 use crate::tables::conntrack::Conntrack;
 use crate::tables::neigh::{Neigh, NeighMap};
 use crate::tables::route::{Route, RouteTable};

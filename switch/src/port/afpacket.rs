@@ -1,20 +1,32 @@
 //! `system` ports: an existing netdev (a veth end, a physical NIC in a lab namespace)
 //! attached through an AF_PACKET socket (OVS `netdev-linux`).
+//!
+//! The socket is shared: the port sends on it from any worker, and its receive side
+//! ([`AfPacketRx`], which owns the mmap ring) reads it in the one worker that holds it.
 
 use super::sys::{afpacket, netdev};
-use super::{Port, RxResult, TxFrame, TxResult};
+use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::Batch;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub struct AfPacketPort {
     name: String,
     ifindex: u32,
-    /// Declared before `fd`: the ring is unmapped before the socket closes.
-    ring: Option<afpacket::RxRing>,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
+    rx: RxSlot<AfPacketRx>,
     kernel_drops: AtomicU64,
+}
+
+/// The receive side of a `system` port: the socket's receive ring (or recvmmsg when
+/// the kernel granted none). The socket stays open while either half lives.
+struct AfPacketRx {
+    /// Declared before `fd`: the ring is unmapped before this half's socket reference
+    /// goes.
+    ring: Option<afpacket::RxRing>,
+    fd: Arc<OwnedFd>,
 }
 
 impl AfPacketPort {
@@ -23,13 +35,27 @@ impl AfPacketPort {
         let ifindex = netdev::ifindex(name)?;
         netdev::set_up(name)?;
         let (fd, ring) = afpacket::open(ifindex)?;
+        let fd = Arc::new(fd);
         Ok(AfPacketPort {
             name: name.to_string(),
             ifindex,
-            ring,
+            rx: RxSlot::new(AfPacketRx {
+                ring,
+                fd: fd.clone(),
+            }),
             fd,
             kernel_drops: AtomicU64::new(0),
         })
+    }
+}
+
+impl PortRx for AfPacketRx {
+    fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult> {
+        let fd = self.fd.as_raw_fd();
+        match &mut self.ring {
+            Some(r) => r.recv(fd, batch),
+            None => afpacket::recv_batch(fd, batch),
+        }
     }
 }
 
@@ -43,11 +69,8 @@ impl Port for AfPacketPort {
     fn ifindex(&self) -> Option<u32> {
         Some(self.ifindex)
     }
-    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult> {
-        match &self.ring {
-            Some(r) => r.recv(self.fd.as_raw_fd(), batch),
-            None => afpacket::recv_batch(self.fd.as_raw_fd(), batch),
-        }
+    fn take_rx(&self) -> Option<Box<dyn PortRx>> {
+        self.rx.take()
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         afpacket::send_batch(self.fd.as_raw_fd(), frames)

@@ -1,8 +1,17 @@
 //! Port layer: everything frames enter and leave by.
 //!
-//! A [`Port`] receives into a worker's [`Batch`] and sends [`TxFrame`]s. Receive is
-//! called only by the one worker that polls the port; send may be called by any worker
-//! at once (the kernel serialises writes on one fd), so both take `&self`.
+//! A [`Port`] sends [`TxFrame`]s; any worker may call `send` at once (the kernel
+//! serialises writes on one fd), so it takes `&self`, and the port is shared as an
+//! `Arc<dyn Port>` (the Snapshot, the control thread, every worker).
+//!
+//! # Receive ownership
+//! Receiving goes through the port's [`PortRx`], its receive side (OVS: an rxq), of
+//! which exactly one exists: the port hands it out once ([`Port::take_rx`]), and it is
+//! `Send` but neither `Sync` nor `Clone`. Whoever holds it is the one thread that may
+//! receive; giving the port to another worker means moving the `PortRx` there
+//! (`dp::worker`: the old worker deregisters the port and sends its `PortRx` to the
+//! new one itself). So two workers can never read one receive ring, whatever the
+//! timing: the type system, not a timeout, keeps the ring's single-reader contract.
 //!
 //! Kinds: [`afpacket::AfPacketPort`] (`system`: an existing netdev through AF_PACKET),
 //! [`tap::TapPort`] (`tap` and `internal`: a TAP device vswitchd creates), and
@@ -69,8 +78,41 @@ pub struct RxResult {
 pub struct TxResult {
     pub sent: usize,
     pub bytes: usize,
-    /// Frames the kernel refused (full queue, too big, device down).
+    /// Frames the kernel refused (too big, device down).
     pub failed: usize,
+    /// Frames not sent because the device's queue (or the socket's send buffer) was
+    /// full: a send stops at the first `EAGAIN`/`ENOBUFS` and counts the rest here,
+    /// instead of knocking on the full queue once per remaining frame (as OVS does).
+    pub full: usize,
+}
+
+/// The receive side of a port. One per port, owned by the worker that polls it (see
+/// the module docs); not `Sync`, so `recv` can take `&mut self` and keep cursor state
+/// without atomics.
+pub trait PortRx: Send {
+    /// Receive frames into the free slots of `batch`.
+    fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult>;
+}
+
+/// Where a port keeps its receive side until a worker takes it. Touched by the control
+/// thread when a port is first polled, never per frame; the mutex only makes the port
+/// `Sync` without making the receive side `Sync`.
+pub struct RxSlot<R>(parking_lot::Mutex<Option<R>>);
+
+impl<R: PortRx + 'static> RxSlot<R> {
+    pub fn new(rx: R) -> RxSlot<R> {
+        RxSlot(parking_lot::Mutex::new(Some(rx)))
+    }
+
+    /// A slot with nothing to take (a port that never receives).
+    pub fn empty() -> RxSlot<R> {
+        RxSlot(parking_lot::Mutex::new(None))
+    }
+
+    /// The receive side, the first time; `None` after.
+    pub fn take(&self) -> Option<Box<dyn PortRx>> {
+        self.0.lock().take().map(|r| Box::new(r) as Box<dyn PortRx>)
+    }
 }
 
 /// A switch port.
@@ -81,9 +123,12 @@ pub trait Port: Send + Sync {
     fn fd(&self) -> Option<RawFd>;
     /// Kernel ifindex, when the port is a netdev.
     fn ifindex(&self) -> Option<u32>;
-    /// Receive frames into the free slots of `batch`. Only the owning worker calls this.
-    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult>;
-    /// Send frames; never blocks.
+    /// Hand out the port's receive side: `Some` the first time, `None` after (and for
+    /// ports that never receive). The worker pool takes it when the port is first
+    /// polled; from then on it moves from worker to worker.
+    fn take_rx(&self) -> Option<Box<dyn PortRx>>;
+    /// Send frames; never blocks. Each frame (each datagram, for a tunnel) is counted
+    /// in one of the result's `sent`, `failed` or `full`.
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult;
     /// Frames the kernel dropped before we could read them (socket buffer full), since
     /// the port was opened. Control thread only.

@@ -4,13 +4,16 @@
 //! a VM); an `internal` port stays in vswitchd's namespace so the host's own kernel has
 //! a leg on the bridge (docker0, OVS internal ports). Both are the same device; the
 //! difference is only who uses the kernel side. Closing the fd removes the device,
-//! wherever it was moved.
+//! wherever it was moved; the port and its receive side ([`TapRx`]) share the fd, so
+//! the device goes when both are gone (the worker drops its half before it
+//! acknowledges the port's removal).
 
 use super::sys::{netdev, tap};
-use super::{Port, RxResult, TxFrame, TxResult};
+use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::Batch;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 /// Reads per wake-up, so one busy TAP cannot starve the worker's other ports.
 const READ_BUDGET: usize = 64;
@@ -18,7 +21,19 @@ const READ_BUDGET: usize = 64;
 pub struct TapPort {
     name: String,
     ifindex: u32,
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
+    rx: RxSlot<TapRx>,
+}
+
+/// The receive side of a TAP port.
+pub struct TapRx {
+    fd: Arc<OwnedFd>,
+}
+
+impl PortRx for TapRx {
+    fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult> {
+        tap::recv_batch(self.fd.as_raw_fd(), batch, READ_BUDGET)
+    }
 }
 
 impl TapPort {
@@ -33,9 +48,11 @@ impl TapPort {
         }
         netdev::set_up(name)?;
         let ifindex = netdev::ifindex(name)?;
+        let fd = Arc::new(fd);
         Ok(TapPort {
             name: name.to_string(),
             ifindex,
+            rx: RxSlot::new(TapRx { fd: fd.clone() }),
             fd,
         })
     }
@@ -51,8 +68,8 @@ impl Port for TapPort {
     fn ifindex(&self) -> Option<u32> {
         Some(self.ifindex)
     }
-    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult> {
-        tap::recv_batch(self.fd.as_raw_fd(), batch, READ_BUDGET)
+    fn take_rx(&self) -> Option<Box<dyn PortRx>> {
+        self.rx.take()
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         tap::send_batch(self.fd.as_raw_fd(), frames)

@@ -10,7 +10,7 @@
 //! (UDP GRO) are coalesced back into a super-frame when they are one TCP flow.
 
 use super::sys::udp::{self, Dgram};
-use super::{Port, RxResult, TxFrame, TxResult};
+use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::Batch;
 use crate::wire::gso;
 use std::cell::RefCell;
@@ -113,14 +113,40 @@ pub struct VxlanRemote {
     name: String,
     shared: Arc<VxlanShared>,
     remote: usize,
+    /// The shared socket's receive side; only the first remote has one.
+    rx: RxSlot<VxlanRx>,
+}
+
+/// The receive side of a vxlan port: its shared UDP socket, read for all its remotes.
+pub struct VxlanRx {
+    shared: Arc<VxlanShared>,
+}
+
+impl PortRx for VxlanRx {
+    fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult> {
+        let sh = &self.shared;
+        udp::recv_batch(sh.rx.as_raw_fd(), batch, sh.vni, |src| {
+            let i = sh.remotes.iter().position(|r| *r == src)?;
+            let id = sh.ids[i].load(Ordering::Relaxed);
+            (id != u32::MAX).then_some(id)
+        })
+    }
 }
 
 impl VxlanRemote {
     pub fn new(name: String, shared: Arc<VxlanShared>, remote: usize) -> VxlanRemote {
+        let rx = if remote == 0 {
+            RxSlot::new(VxlanRx {
+                shared: shared.clone(),
+            })
+        } else {
+            RxSlot::empty()
+        };
         VxlanRemote {
             name,
             shared,
             remote,
+            rx,
         }
     }
 }
@@ -136,19 +162,9 @@ impl Port for VxlanRemote {
     fn ifindex(&self) -> Option<u32> {
         None
     }
-    fn recv(&self, batch: &mut Batch) -> io::Result<RxResult> {
-        if self.remote != 0 {
-            return Ok(RxResult {
-                drained: true,
-                ..Default::default()
-            });
-        }
-        let sh = &self.shared;
-        udp::recv_batch(sh.rx.as_raw_fd(), batch, sh.vni, |src| {
-            let i = sh.remotes.iter().position(|r| *r == src)?;
-            let id = sh.ids[i].load(Ordering::Relaxed);
-            (id != u32::MAX).then_some(id)
-        })
+    /// Only the first remote reads the shared socket.
+    fn take_rx(&self) -> Option<Box<dyn PortRx>> {
+        self.rx.take()
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         let sh = &self.shared;
@@ -215,6 +231,7 @@ impl Port for VxlanRemote {
                 );
                 res.sent += r.sent;
                 res.failed += r.failed;
+                res.full += r.full;
                 res.bytes += r.bytes - 8 * r.sent;
                 if r.refused {
                     sh.gso_backoff.store(GSO_BACKOFF, Ordering::Relaxed);

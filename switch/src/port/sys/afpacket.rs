@@ -15,13 +15,14 @@
 //! `TP_STATUS_COPY`; the worker then reads such frames from the socket, in ring order
 //! (a run of consecutive ones in one recvmmsg).
 
+use super::{SendError, MAX_RETRIES};
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::port::{RxResult, TxFrame, TxResult};
 use crate::wire::{field, VnetHdr, ETHERTYPE_VLAN, VLAN_HLEN, VNET_HDR_LEN};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 /// Room for one `tpacket_auxdata` control message.
@@ -132,21 +133,24 @@ const RING_BLOCK: usize = 64 << 10;
 /// A TPACKET_V2 receive ring mapped from one AF_PACKET socket.
 ///
 /// # Safety contract
-/// Only one thread reads the ring at a time: the worker that polls the port (a port
-/// moves between workers only after the old one acknowledged it stopped polling, which
-/// orders the cursor). Slot ownership follows `tp_status`: the kernel writes a slot only
-/// while it is `TP_STATUS_KERNEL`; we read it only after seeing `TP_STATUS_USER`
-/// (acquire) and give it back by storing `TP_STATUS_KERNEL` (release).
+/// One reader at a time, by construction: `RxRing` is neither `Clone` nor `Sync`, and
+/// `recv` takes `&mut self`, so only the thread that owns the ring (the worker holding
+/// the port's receive side, which moves between workers by value through a channel:
+/// the channel orders the cursor and the slots read before the move) can read it.
+/// Slot ownership between us and the kernel follows `tp_status`: the kernel writes a
+/// slot only while it is `TP_STATUS_KERNEL`; we read it only after seeing
+/// `TP_STATUS_USER` (acquire) and give it back by storing `TP_STATUS_KERNEL` (release).
 pub struct RxRing {
     base: *mut u8,
     len: usize,
-    cursor: AtomicUsize,
+    /// Next slot to read; only the owner touches it.
+    cursor: usize,
 }
 
-// SAFETY: the mapping is process-wide memory; access is serialised by the contract above.
+// SAFETY: the mapping is process-wide memory and the raw pointer is only dereferenced
+// by `&mut self` methods, so moving the ring to another thread moves the sole right to
+// read it. `RxRing` is deliberately not `Sync` (no shared-reference access at all).
 unsafe impl Send for RxRing {}
-// SAFETY: as above; `recv` is only called by the port's one polling worker.
-unsafe impl Sync for RxRing {}
 
 impl Drop for RxRing {
     fn drop(&mut self) {
@@ -222,7 +226,7 @@ impl RxRing {
         Ok(RxRing {
             base: base as *mut u8,
             len,
-            cursor: AtomicUsize::new(0),
+            cursor: 0,
         })
     }
 
@@ -234,9 +238,9 @@ impl RxRing {
 
     /// Receive ready frames into the free slots of `batch` (copying them out of the
     /// ring); frames marked `TP_STATUS_COPY` are read whole from the socket.
-    pub fn recv(&self, fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
+    pub fn recv(&mut self, fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
         let mut res = RxResult::default();
-        let mut slot = self.cursor.load(Ordering::Relaxed);
+        let mut slot = self.cursor;
         loop {
             if batch.is_full() {
                 break;
@@ -285,7 +289,7 @@ impl RxRing {
             st.store(libc::TP_STATUS_KERNEL, Ordering::Release);
             slot = (slot + 1) % RING_FRAMES;
         }
-        self.cursor.store(slot, Ordering::Relaxed);
+        self.cursor = slot;
         Ok(res)
     }
 }
@@ -499,10 +503,38 @@ fn vlan_from_cmsgs(h: &libc::msghdr) -> Option<(u16, u16)> {
     None
 }
 
-/// Send `frames` with as few sendmmsg calls as the kernel allows.
+/// Send `frames` with as few sendmmsg calls as the kernel allows. A full queue ends the
+/// send: the frames left are counted in `full`, as OVS does, rather than offered one
+/// sendmmsg each to a queue that has no room (and sent out of order if it drains in
+/// between).
 pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
+    send_batch_with(frames, |msgs| {
+        // SAFETY: every msghdr in `msgs` points at iovecs and buffers that live across
+        // the call (built by `send_batch_with` from `frames`).
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    })
+}
+
+/// [`send_batch`] with the system call given: `sendmmsg(msgs)` sends a prefix of
+/// `msgs` and says how many, or fails on the first.
+fn send_batch_with(
+    frames: &[TxFrame<'_>],
+    mut sendmmsg: impl FnMut(&mut [libc::mmsghdr]) -> io::Result<usize>,
+) -> TxResult {
     let mut res = TxResult::default();
-    for chunk in frames.chunks(BATCH_SIZE) {
+    for (c, chunk) in frames.chunks(BATCH_SIZE).enumerate() {
         // SAFETY: arrays of plain C structs; all-zero is valid for each.
         let mut iov: [[libc::iovec; 4]; BATCH_SIZE] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
@@ -531,29 +563,40 @@ pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
             msgs[i].msg_hdr.msg_iovlen = k;
         }
         let mut start = 0;
+        let mut retries = 0;
         while start < chunk.len() {
-            // SAFETY: msgs[start..] point at iovecs and buffers that live across the call.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    msgs[start..].as_mut_ptr(),
-                    (chunk.len() - start) as u32,
-                    libc::MSG_DONTWAIT,
-                )
+            let left = frames.len() - (c * BATCH_SIZE + start);
+            let err = match sendmmsg(&mut msgs[start..chunk.len()]) {
+                // Nothing sent and no error: the kernel had no room.
+                Ok(0) => SendError::Full,
+                Ok(n) => {
+                    let n = n.min(chunk.len() - start);
+                    // (sendmmsg counts the virtio header in msg_len; we report frame bytes.)
+                    res.bytes += chunk[start..start + n]
+                        .iter()
+                        .map(TxFrame::len)
+                        .sum::<usize>();
+                    res.sent += n;
+                    start += n;
+                    continue;
+                }
+                Err(e) => SendError::of(&e),
             };
-            if rc <= 0 {
-                // The first remaining frame failed (full queue, too big, link down):
-                // count it and carry on with the rest.
-                res.failed += 1;
-                start += 1;
-                continue;
+            match err {
+                SendError::Retry if retries < MAX_RETRIES => retries += 1,
+                SendError::Frame => {
+                    res.failed += 1;
+                    start += 1;
+                }
+                SendError::Full => {
+                    res.full += left;
+                    return res;
+                }
+                SendError::Retry | SendError::Device => {
+                    res.failed += left;
+                    return res;
+                }
             }
-            for f in &chunk[start..start + rc as usize] {
-                res.bytes += f.len();
-            }
-            // (sendmmsg counts the virtio header in msg_len; we report frame bytes.)
-            res.sent += rc as usize;
-            start += rc as usize;
         }
     }
     res
@@ -563,6 +606,100 @@ pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
 mod tests {
     use super::*;
     use crate::wire::VnetHdr;
+
+    fn tx_frames(data: &[Vec<u8>]) -> Vec<TxFrame<'_>> {
+        data.iter()
+            .map(|d| TxFrame {
+                vnet: VnetHdr::default(),
+                head: &d[..12],
+                tag: None,
+                rest: &d[12..],
+            })
+            .collect()
+    }
+
+    /// The queue takes 3 frames, then is full: the send stops there (one more call,
+    /// not one per remaining frame) and counts the other 97 frames as `full`.
+    #[test]
+    fn a_full_queue_stops_the_send() {
+        let data = vec![vec![0u8; 60]; 100];
+        let frames = tx_frames(&data);
+        let mut calls = 0;
+        let mut room = 3;
+        let r = send_batch_with(&frames, |msgs| {
+            calls += 1;
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            let n = msgs.len().min(room);
+            room -= n;
+            Ok(n)
+        });
+        assert_eq!((r.sent, r.failed, r.full, r.bytes), (3, 0, 97, 180));
+        assert_eq!(calls, 2, "sendmmsg called again after the queue was full");
+    }
+
+    /// ENOBUFS (a device queue full under PACKET_QDISC_BYPASS) is a full queue too; a
+    /// frame too big is skipped alone; a device that is down ends the send.
+    #[test]
+    fn errors_end_the_send_or_skip_one_frame() {
+        let data = vec![vec![0u8; 60]; 10];
+        let frames = tx_frames(&data);
+        let r = send_batch_with(&frames, |_| {
+            Err(io::Error::from_raw_os_error(libc::ENOBUFS))
+        });
+        assert_eq!((r.sent, r.failed, r.full), (0, 0, 10));
+        let mut first = true;
+        let r = send_batch_with(&frames, |msgs| {
+            if std::mem::take(&mut first) {
+                Err(io::Error::from_raw_os_error(libc::EMSGSIZE))
+            } else {
+                Ok(msgs.len())
+            }
+        });
+        assert_eq!((r.sent, r.failed, r.full), (9, 1, 0));
+        let mut calls = 0;
+        let r = send_batch_with(&frames, |_| {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::ENETDOWN))
+        });
+        assert_eq!((r.sent, r.failed, r.full, calls), (0, 10, 0, 1));
+        let mut intr = 2;
+        let r = send_batch_with(&frames, |msgs| {
+            if intr > 0 {
+                intr -= 1;
+                Err(io::Error::from_raw_os_error(libc::EINTR))
+            } else {
+                Ok(msgs.len())
+            }
+        });
+        assert_eq!((r.sent, r.failed, r.full), (10, 0, 0));
+    }
+
+    /// The real system call on a socket whose peer's queue is full (a Unix datagram
+    /// pair nobody reads): every frame that does not fit is counted as `full`.
+    #[test]
+    fn a_real_full_socket_counts_the_rest_as_full() {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two descriptors we then own.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+        // SAFETY: fresh descriptors from socketpair, owned from here on.
+        let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let data = vec![vec![0u8; 60]; 2000];
+        let frames = tx_frames(&data);
+        let r = send_batch(a.as_raw_fd(), &frames);
+        assert!(r.sent > 0 && r.sent < 2000, "{r:?}");
+        assert_eq!(r.failed, 0, "{r:?}");
+        assert_eq!(r.sent + r.full, 2000, "{r:?}");
+    }
 
     const SLL: usize = (size_of::<libc::tpacket2_hdr>() + 15) & !15;
     const MAC: usize = 96;

@@ -11,3 +11,33 @@ pub mod netdev;
 pub mod signal;
 pub mod tap;
 pub mod udp;
+
+use std::io;
+
+/// What a failed send of one message means for the rest of the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// Interrupted: try again.
+    Retry,
+    /// The queue (device or socket buffer) is full: the frames after it would meet the
+    /// same queue, so stop and count them all as `full`.
+    Full,
+    /// This frame is at fault (too big, malformed): count it, go on with the next.
+    Frame,
+    /// The device is at fault (down, gone): stop and count the rest as failed.
+    Device,
+}
+
+impl SendError {
+    pub fn of(e: &io::Error) -> SendError {
+        match e.raw_os_error() {
+            Some(libc::EINTR) => SendError::Retry,
+            Some(libc::EAGAIN | libc::ENOBUFS) => SendError::Full,
+            Some(libc::EMSGSIZE | libc::EINVAL) => SendError::Frame,
+            _ => SendError::Device,
+        }
+    }
+}
+
+/// Retries of an interrupted call before it counts as a device error.
+pub const MAX_RETRIES: usize = 3;

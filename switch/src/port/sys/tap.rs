@@ -1,6 +1,7 @@
 //! TAP devices: create (TUNSETIFF), read frames, write scatter lists.
 
 use super::netdev::ifreq_for;
+use super::{SendError, MAX_RETRIES};
 use crate::dp::{Batch, FRAME_CAP, HEADROOM};
 use crate::port::{RxResult, TxFrame, TxResult};
 use crate::wire::{VnetHdr, VNET_HDR_LEN};
@@ -94,10 +95,14 @@ pub fn recv_batch(fd: RawFd, batch: &mut Batch, budget: usize) -> io::Result<RxR
     Ok(res)
 }
 
-/// Write each frame with one writev.
+/// Write each frame with one writev. A full queue (`EAGAIN`/`ENOBUFS`) or a device
+/// that is down (`EIO`) ends the send, the rest counted as `full` or `failed`.
 pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
     let mut res = TxResult::default();
-    for f in frames {
+    let mut retries = 0;
+    let mut i = 0;
+    while i < frames.len() {
+        let f = &frames[i];
         let tag = f.tag.unwrap_or_default();
         let hdr = f.vnet.encode();
         let mut iov = [libc::iovec {
@@ -121,11 +126,32 @@ pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
         }
         // SAFETY: iov[..k] point at buffers that live across the call.
         let rc = unsafe { libc::writev(fd, iov.as_ptr(), k as libc::c_int) };
-        if rc < 0 {
-            res.failed += 1;
-        } else {
+        if rc >= 0 {
             res.sent += 1;
             res.bytes += f.len();
+            i += 1;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        // TAP writes fail with EIO while the device is down: the device's fault.
+        let err = match e.raw_os_error() {
+            Some(libc::EIO) => SendError::Device,
+            _ => SendError::of(&e),
+        };
+        match err {
+            SendError::Retry if retries < MAX_RETRIES => retries += 1,
+            SendError::Frame => {
+                res.failed += 1;
+                i += 1;
+            }
+            SendError::Full => {
+                res.full += frames.len() - i;
+                return res;
+            }
+            SendError::Retry | SendError::Device => {
+                res.failed += frames.len() - i;
+                return res;
+            }
         }
     }
     res

@@ -6,6 +6,7 @@
 //!
 //! Read first: udp(7) (`UDP_SEGMENT`, `UDP_GRO`), Linux `net/ipv4/udp_offload.c`.
 
+use super::{SendError, MAX_RETRIES};
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::port::{RxResult, TxFrame};
 use crate::wire::gso::{Piece, Wire};
@@ -398,12 +399,14 @@ impl Dgram {
     }
 }
 
-/// What [`send_dgrams`] did: datagrams sent and failed, and bytes sent; `refused`:
-/// the kernel would not segment a train (it went one datagram at a time).
+/// What [`send_dgrams`] did: datagrams sent and failed, datagrams not tried because
+/// the socket's queue was full (`full`), and bytes sent; `refused`: the kernel would
+/// not segment a train (it went one datagram at a time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sent {
     pub sent: usize,
     pub failed: usize,
+    pub full: usize,
     pub bytes: usize,
     pub refused: bool,
 }
@@ -423,8 +426,43 @@ fn piece_bytes<'a>(p: &Piece, arena: &'a [u8], frames: &[TxFrame<'a>]) -> Option
 /// `remote:dport` from the UDP socket `fd`. A train the kernel will not segment (a
 /// datagram larger than the route's MTU, a kernel without UDP GSO) goes one datagram
 /// at a time, fragmented by IP if need be.
+/// A full socket buffer ends the send: what is left is counted in `full`.
 pub fn send_dgrams(
     fd: RawFd,
+    remote: Ipv4Addr,
+    dport: u16,
+    arena: &[u8],
+    frames: &[TxFrame<'_>],
+    pieces: &[Piece],
+    dgrams: &[Dgram],
+) -> Sent {
+    let mut sys = |msgs: &mut [libc::mmsghdr]| {
+        // SAFETY: every msghdr in `msgs` points at live iovecs (over arena and frame
+        // bytes borrowed for this call), control data and the destination address, as
+        // `send_dgrams_with` built them.
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    };
+    send_dgrams_with(&mut sys, remote, dport, arena, frames, pieces, dgrams)
+}
+
+/// `sendmmsg(msgs)`: sends a prefix of `msgs` and says how many, or fails on the first.
+type SendMmsg<'s> = &'s mut dyn FnMut(&mut [libc::mmsghdr]) -> io::Result<usize>;
+
+/// [`send_dgrams`] with the system call given.
+fn send_dgrams_with(
+    sys: SendMmsg<'_>,
     remote: Ipv4Addr,
     dport: u16,
     arena: &[u8],
@@ -501,40 +539,64 @@ pub fn send_dgrams(
             k += 1;
         }
         let mut start = 0;
+        let mut retries = 0;
         while start < k {
-            // SAFETY: msgs[start..k] point at live iovecs (over arena and frame bytes
-            // borrowed for this call), control data and the destination address.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    msgs[start..].as_mut_ptr(),
-                    (k - start) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc > 0 {
-                for d in &which[start..start + rc as usize] {
-                    out.sent += d.datagrams();
-                    out.bytes += d.len;
+            let e = match sys(&mut msgs[start..k]) {
+                Ok(n) if n > 0 => {
+                    let n = n.min(k - start);
+                    for d in &which[start..start + n] {
+                        out.sent += d.datagrams();
+                        out.bytes += d.len;
+                    }
+                    start += n;
+                    continue;
                 }
-                start += rc as usize;
-                continue;
-            }
+                // Nothing sent and no error: the kernel had no room.
+                Ok(_) => io::Error::from_raw_os_error(libc::ENOBUFS),
+                Err(e) => e,
+            };
             let d = which[start];
             let refused = matches!(
-                io::Error::last_os_error().raw_os_error(),
+                e.raw_os_error(),
                 Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO | libc::ENOPROTOOPT)
             );
             if d.seg > 0 && refused {
                 out.refused = true;
-                let r = send_singly(fd, remote, dport, arena, frames, pieces, d);
+                let r = send_singly(sys, remote, dport, arena, frames, pieces, d);
                 out.sent += r.sent;
                 out.failed += r.failed;
+                out.full += r.full;
                 out.bytes += r.bytes;
-            } else {
-                out.failed += d.datagrams();
+                start += 1;
+                if r.full > 0 {
+                    // The queue filled up meanwhile: the rest would meet it too.
+                    out.full += which[start..k].iter().map(Dgram::datagrams).sum::<usize>()
+                        + dgrams[i..].iter().map(Dgram::datagrams).sum::<usize>();
+                    return out;
+                }
+                continue;
             }
-            start += 1;
+            // What is left: the rest of this batch and the datagrams not yet batched.
+            let left = || {
+                which[start..k].iter().map(Dgram::datagrams).sum::<usize>()
+                    + dgrams[i..].iter().map(Dgram::datagrams).sum::<usize>()
+            };
+            match SendError::of(&e) {
+                SendError::Retry if retries < MAX_RETRIES => retries += 1,
+                SendError::Frame => {
+                    out.failed += d.datagrams();
+                    start += 1;
+                }
+                // A full socket buffer: stop, as the rest would meet the same queue.
+                SendError::Full => {
+                    out.full += left();
+                    return out;
+                }
+                SendError::Retry | SendError::Device => {
+                    out.failed += left();
+                    return out;
+                }
+            }
         }
     }
     out
@@ -542,7 +604,7 @@ pub fn send_dgrams(
 
 /// Send train `d` one datagram at a time: its pieces cut where `d.seg` bytes add up.
 fn send_singly(
-    fd: RawFd,
+    sys: SendMmsg<'_>,
     remote: Ipv4Addr,
     dport: u16,
     arena: &[u8],
@@ -576,8 +638,8 @@ fn send_singly(
             };
         }
     }
-    let mut r = send_dgrams(fd, remote, dport, arena, frames, pieces, &singles[..n]);
-    r.failed += d.datagrams().saturating_sub(r.sent + r.failed);
+    let mut r = send_dgrams_with(sys, remote, dport, arena, frames, pieces, &singles[..n]);
+    r.failed += d.datagrams().saturating_sub(r.sent + r.failed + r.full);
     r
 }
 
@@ -611,6 +673,72 @@ pub fn trains(wires: &[Wire], gso: bool, out: &mut Vec<Dgram>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` single datagrams of 50 bytes each, all in one arena.
+    fn singles(n: usize) -> (Vec<u8>, Vec<Piece>, Vec<Dgram>) {
+        let arena = vec![0u8; 50 * n];
+        let pieces = (0..n)
+            .map(|i| Piece::Arena {
+                start: 50 * i,
+                len: 50,
+            })
+            .collect();
+        let dgrams = (0..n)
+            .map(|i| Dgram {
+                first: i,
+                count: 1,
+                len: 50,
+                seg: 0,
+            })
+            .collect();
+        (arena, pieces, dgrams)
+    }
+
+    /// The socket takes 3 datagrams, then its buffer is full: the send stops (one more
+    /// call, not one per datagram left) and counts the other 97 as `full`.
+    #[test]
+    fn a_full_socket_stops_the_send() {
+        let (arena, pieces, dgrams) = singles(100);
+        let (mut calls, mut room) = (0, 3);
+        let mut sys = |msgs: &mut [libc::mmsghdr]| {
+            calls += 1;
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            let n = msgs.len().min(room);
+            room -= n;
+            Ok(n)
+        };
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let r = send_dgrams_with(&mut sys, ip, 4789, &arena, &[], &pieces, &dgrams);
+        assert_eq!((r.sent, r.failed, r.full, r.bytes), (3, 0, 97, 150));
+        assert_eq!(calls, 2, "sendmmsg called again after the buffer was full");
+    }
+
+    /// A datagram the kernel refuses alone is skipped; an unreachable network ends the
+    /// send.
+    #[test]
+    fn errors_skip_one_datagram_or_end_the_send() {
+        let (arena, pieces, dgrams) = singles(10);
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let mut first = true;
+        let mut sys = |msgs: &mut [libc::mmsghdr]| {
+            if std::mem::take(&mut first) {
+                Err(io::Error::from_raw_os_error(libc::EMSGSIZE))
+            } else {
+                Ok(msgs.len())
+            }
+        };
+        let r = send_dgrams_with(&mut sys, ip, 4789, &arena, &[], &pieces, &dgrams);
+        assert_eq!((r.sent, r.failed, r.full), (9, 1, 0));
+        let mut calls = 0;
+        let mut sys = |_: &mut [libc::mmsghdr]| {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::ENETUNREACH))
+        };
+        let r = send_dgrams_with(&mut sys, ip, 4789, &arena, &[], &pieces, &dgrams);
+        assert_eq!((r.sent, r.failed, r.full, calls), (0, 10, 0, 1));
+    }
 
     fn wires(lens: &[usize]) -> Vec<Wire> {
         lens.iter()
