@@ -11,6 +11,8 @@
 use crate::labfile::LabFile;
 use crate::{bin, run_ok, wait_until};
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -435,16 +437,16 @@ pub fn down(lab: &LabFile) -> Result<()> {
     for (pid, t) in &st.pids {
         // Only a process that is still the one we started (PIDs wrap).
         if *t != 0 && start_time(*pid) == Some(*t) {
-            signal(*pid, libc::SIGTERM);
+            signal(*pid, Signal::SIGTERM);
             // The rest of its process group (a `run` command's children).
-            signal_group(*pid, libc::SIGTERM);
+            signal_group(*pid, Signal::SIGTERM);
         }
     }
     for (pid, t) in &st.pids {
         if !wait_until(Duration::from_secs(5), || start_time(*pid) != Some(*t)) {
-            signal(*pid, libc::SIGKILL);
+            signal(*pid, Signal::SIGKILL);
         }
-        signal_group(*pid, libc::SIGKILL);
+        signal_group(*pid, Signal::SIGKILL);
     }
     for ns in st.namespaces.iter().rev() {
         if let Err(e) = ip(&["netns", "del", ns]) {
@@ -466,22 +468,17 @@ pub fn down(lab: &LabFile) -> Result<()> {
 
 /// Signal the process group `pgid` that `up` created (`process_group(0)`: its id is the
 /// leader's PID). A group whose members all exited no longer exists; ESRCH is harmless.
-fn signal_group(pgid: u32, sig: libc::c_int) {
-    if pgid > 1 {
-        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the
-        // process group this tool created for the command.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(-(pgid as libc::pid_t), sig);
+fn signal_group(pgid: u32, sig: Signal) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        if pgid > 1 {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), sig);
         }
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions; the caller checked that `pid`
-    // is still the process it started (same start time).
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+/// The caller checked that `pid` is still the process it started (same start time).
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
     }
 }

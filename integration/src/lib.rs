@@ -15,6 +15,8 @@ pub mod labrun;
 pub mod runner;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -258,8 +260,12 @@ impl Lab {
         let Some(child) = self.daemon.as_ref() else {
             bail!("vswitchd is not running");
         };
-        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
-        send_signal(child.id() as libc::pid_t, sig);
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        send_signal(child.id(), sig);
         Ok(())
     }
 
@@ -522,8 +528,8 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<i32> {
     if let Ok(Some(st)) = child.try_wait() {
         return Some(st.code().unwrap_or(-1));
     }
-    send_signal(child.id() as libc::pid_t, libc::SIGTERM);
-    send_signal(child.id() as libc::pid_t, libc::SIGCONT);
+    send_signal(child.id(), Signal::SIGTERM);
+    send_signal(child.id(), Signal::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {
@@ -536,12 +542,11 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<i32> {
     None
 }
 
-fn send_signal(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned
-    // and have not reaped, so it cannot name another process.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, sig);
+/// Signal a child we spawned and have not reaped (so `pid` cannot name another
+/// process). A child that already exited gives ESRCH, which is fine.
+fn send_signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
     }
 }
 

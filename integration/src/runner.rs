@@ -16,10 +16,7 @@ const REQUIRE_ENV: &str = "VSWITCH_REQUIRE_NETNS";
 pub type TestFn = fn() -> anyhow::Result<()>;
 
 fn can_run() -> Result<(), String> {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Err("not root".into());
     }
     for tool in ["ip", "unshare", "ping"] {

@@ -11,8 +11,9 @@
 
 use super::sys::udp::{self, Dgram};
 use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
-use crate::dp::Batch;
-use crate::wire::gso;
+use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
+use crate::wire::vxlan::{self, VxlanHeader};
+use crate::wire::{csum, gro, gso, VnetHdr, ETH_HLEN};
 use std::cell::RefCell;
 use std::io;
 use std::net::Ipv4Addr;
@@ -125,12 +126,173 @@ pub struct VxlanRx {
 impl PortRx for VxlanRx {
     fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult> {
         let sh = &self.shared;
-        udp::recv_batch(sh.rx.as_raw_fd(), batch, sh.vni, |src| {
+        decap_batch(sh.rx.as_raw_fd(), batch, sh.vni, |src| {
             let i = sh.remotes.iter().position(|r| *r == src)?;
             let id = sh.ids[i].load(Ordering::Relaxed);
             (id != u32::MAX).then_some(id)
         })
     }
+}
+
+/// Receive VXLAN datagrams into `batch`: each VXLAN header is checked (I flag, `vni`)
+/// and dropped; `origin(src_ip)` names the port each frame is attributed to (`None`:
+/// not one of our remote VTEPs, dropped).
+///
+/// A read may return a train of datagrams (UDP GRO). A train of segments of one TCP
+/// flow becomes one GSO super-frame ([`gro::coalesce`]); any other train is split into
+/// one frame per datagram, in the free slots kept for that (half the batch), and what
+/// does not fit is dropped and counted. Consecutive frames that continue one TCP train
+/// are then joined across reads ([`join_runs`]).
+fn decap_batch(
+    fd: RawFd,
+    batch: &mut Batch,
+    vni: u32,
+    origin: impl Fn(Ipv4Addr) -> Option<u32>,
+) -> io::Result<RxResult> {
+    let mut res = RxResult::default();
+    let bufs = batch.free_bufs();
+    let free = bufs.len().min(BATCH_SIZE);
+    let n = free.div_ceil(2);
+    if n == 0 {
+        return Ok(res);
+    }
+    // Messages land in the last `n` free slots, each with its VXLAN header in the
+    // headroom and the inner frame at HEADROOM; frames are laid out from slot 0 on.
+    let base = free - n;
+    let mut msgs = [udp::Received::NONE; BATCH_SIZE];
+    let got = udp::recv_msgs(
+        fd,
+        &mut bufs[base..base + n],
+        HEADROOM - vxlan::HLEN,
+        vxlan::HLEN + FRAME_CAP,
+        &mut msgs[..n],
+    )?;
+    res.drained = got < n;
+    // (offset, length, port, offloads) of the frame in slot w.
+    let mut kept = [(0usize, 0usize, 0u32, VnetHdr::default()); BATCH_SIZE];
+    let mut w = 0;
+    let mut segs = [(0usize, 0usize); udp::MAX_SEGMENTS];
+    for (i, msg) in msgs[..got].iter().enumerate() {
+        let p = base + i;
+        let (len, g) = (msg.len, msg.seg);
+        // An empty datagram is one (malformed) datagram too.
+        let count = len.div_ceil(g.max(1)).max(1);
+        let port = match origin(msg.src) {
+            Some(port) if !msg.truncated => port,
+            _ => {
+                res.dropped += count;
+                continue;
+            }
+        };
+        let mut m = 0;
+        for k in 0..count {
+            let s = HEADROOM - vxlan::HLEN + k * g;
+            let l = g.min(len - k * g);
+            let ok = VxlanHeader::new_checked(&bufs[p][s..]).and_then(|h| h.vni()) == Some(vni);
+            if l < vxlan::HLEN + ETH_HLEN || !ok || m == segs.len() {
+                res.dropped += 1;
+                continue;
+            }
+            segs[m] = (s + vxlan::HLEN, l - vxlan::HLEN);
+            m += 1;
+        }
+        if m == 0 {
+            continue;
+        }
+        if m > 1 {
+            if let Some((flen, vnet)) = gro::coalesce(&mut bufs[p], &segs[..m]) {
+                bufs.swap(w, p);
+                kept[w] = (segs[0].0, flen, port, vnet);
+                w += 1;
+                continue;
+            }
+        }
+        // One frame per datagram: the first stays in the message's buffer (moved to
+        // slot w), the others are copied into the slots after it, up to slot p.
+        let fit = m.min(p - w + 1);
+        res.dropped += m - fit;
+        for (k, &(s, l)) in segs[..fit].iter().enumerate().skip(1) {
+            if w + k < p {
+                let (lo, hi) = bufs.split_at_mut(p);
+                lo[w + k][HEADROOM..HEADROOM + l].copy_from_slice(&hi[0][s..s + l]);
+            }
+        }
+        bufs.swap(w, p);
+        if fit > 1 && w + fit - 1 == p {
+            // The last one goes into the slot the message left (now free).
+            let (s, l) = segs[fit - 1];
+            let (lo, hi) = bufs.split_at_mut(p);
+            hi[0][HEADROOM..HEADROOM + l].copy_from_slice(&lo[w][s..s + l]);
+        }
+        for (k, &(s, l)) in segs[..fit].iter().enumerate() {
+            let off = if k == 0 { s } else { HEADROOM };
+            let vnet = csum::mark_partial(&mut bufs[w + k][off..off + l]);
+            kept[w + k] = (off, l, port, vnet);
+        }
+        w += fit;
+    }
+    let w = join_runs(bufs, &mut kept, w);
+    for &(off, len, port, vnet) in &kept[..w] {
+        batch.commit(off, len, vnet);
+        batch.set_origin(batch.len() - 1, port);
+    }
+    res.received = w;
+    Ok(res)
+}
+
+/// Software GRO across datagrams (a peer that sends one datagram per segment, a
+/// train the sender's kernel had to fragment, or a 64 KB super-frame that left as two
+/// UDP GSO trains): consecutive frames of one port — single segments, or super-frames
+/// coalesced from one datagram train — that continue one TCP train are joined into
+/// the first one's buffer
+/// ([`gro::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
+/// are left, moved to the front.
+fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], w: usize) -> usize {
+    use crate::wire::vnet::{GSO_NONE, GSO_TCPV4};
+    // One segment (0) or a super-frame `coalesce` made (its segment size).
+    let mss = |v: &VnetHdr| match v.gso_type {
+        GSO_NONE => Some(0),
+        GSO_TCPV4 => Some(usize::from(v.gso_size)),
+        _ => None,
+    };
+    let mut out = 0;
+    let mut i = 0;
+    while i < w {
+        let (off, len, port, vnet) = kept[i];
+        let mut taken = 0;
+        let mut joined = None;
+        if let Some(mss0) = mss(&vnet) {
+            let mut j = i + 1;
+            while j < w
+                && j - i <= udp::MAX_SEGMENTS
+                && kept[j].2 == port
+                && mss(&kept[j].3).is_some()
+            {
+                j += 1;
+            }
+            if j > i + 1 {
+                let (lo, hi) = bufs.split_at_mut(i + 1);
+                let mut next: [(&[u8], usize); udp::MAX_SEGMENTS] = [(&[], 0); udp::MAX_SEGMENTS];
+                let cnt = j - i - 1;
+                for (k, n) in next[..cnt].iter_mut().enumerate() {
+                    let (o, l, _, v) = kept[i + 1 + k];
+                    *n = (&hi[k][o..o + l], mss(&v).unwrap_or(0));
+                }
+                if let Some((total, n, h)) = gro::join(&mut lo[i][off..], len, mss0, &next[..cnt]) {
+                    joined = Some((total, h));
+                    taken = n;
+                }
+            }
+        }
+        bufs.swap(out, i);
+        kept[out] = match joined {
+            Some((total, h)) => (off, total, port, h),
+            None => kept[i],
+        };
+        out += 1;
+        i += 1 + taken;
+    }
+    out
 }
 
 impl VxlanRemote {
@@ -174,9 +336,7 @@ impl Port for VxlanRemote {
                 ..Default::default()
             };
         };
-        let mut vxh = [0u8; 8];
-        vxh[0] = 0x08;
-        vxh[4..7].copy_from_slice(&sh.vni.to_be_bytes()[1..]);
+        let vxh = vxlan::header(sh.vni);
         SCRATCH.with(|s| {
             let Ok(mut s) = s.try_borrow_mut() else {
                 return TxResult {
@@ -208,9 +368,10 @@ impl Port for VxlanRemote {
                 }
                 // The first wire frame's headers, as they go out.
                 let first = match prep.pieces.get(pieces0) {
-                    Some(gso::Piece::Arena { start, len }) => {
-                        prep.arena.get(start + 8..start + len).unwrap_or(&[])
-                    }
+                    Some(gso::Piece::Arena { start, len }) => prep
+                        .arena
+                        .get(start + vxlan::HLEN..start + len)
+                        .unwrap_or(&[]),
                     _ => &[],
                 };
                 let sock = flow_hash(first) as usize % TX_SOCKETS;
@@ -232,7 +393,7 @@ impl Port for VxlanRemote {
                 res.sent += r.sent;
                 res.failed += r.failed;
                 res.full += r.full;
-                res.bytes += r.bytes - 8 * r.sent;
+                res.bytes += r.bytes - vxlan::HLEN * r.sent;
                 if r.refused {
                     sh.gso_backoff.store(GSO_BACKOFF, Ordering::Relaxed);
                     if !sh.gso_warned.swap(true, Ordering::Relaxed) {

@@ -13,6 +13,7 @@ pub mod ipv4;
 pub mod l4;
 mod mac;
 pub mod vnet;
+pub mod vxlan;
 
 pub use ethernet::{
     field, vlan_tag, EthFrame, ParseError, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN,

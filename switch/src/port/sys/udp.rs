@@ -1,17 +1,17 @@
-//! VXLAN transport over kernel UDP sockets: one bound to the VTEP's port receives, with
-//! UDP GRO on (a train of datagrams arrives in one read); a few more, each bound to its
-//! own ephemeral port, send, so the outer source port can follow the inner flow (RFC
-//! 7348 §5: the flow hash picks the socket), with UDP GSO (`UDP_SEGMENT`: a train of
-//! equal-sized datagrams leaves in one write and crosses the stack as one packet).
+//! Kernel UDP sockets for VXLAN (the syscalls only; the tunnel's protocol work —
+//! decapsulation, coalescing, segmentation — is in `port::vxlan` and `wire::gro`/`gso`):
+//! one bound to the VTEP's port receives, with UDP GRO on (a train of datagrams arrives
+//! in one read); a few more, each bound to its own ephemeral port, send, so the outer
+//! source port can follow the inner flow (RFC 7348 §5: the flow hash picks the socket),
+//! with UDP GSO (`UDP_SEGMENT`: a train of equal-sized datagrams leaves in one write
+//! and crosses the stack as one packet).
 //!
 //! Read first: udp(7) (`UDP_SEGMENT`, `UDP_GRO`), Linux `net/ipv4/udp_offload.c`.
 
 use super::{SendError, MAX_RETRIES};
-use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
-use crate::port::{RxResult, TxFrame};
+use crate::dp::BATCH_SIZE;
+use crate::port::TxFrame;
 use crate::wire::gso::{Piece, Wire};
-use crate::wire::VnetHdr;
-use crate::wire::{csum, gro};
 use libc::c_int;
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -177,37 +177,49 @@ fn gro_size(h: &libc::msghdr) -> usize {
     0
 }
 
-/// Receive VXLAN datagrams into `batch`: each 8-byte VXLAN header is checked (I flag,
-/// `vni`) and dropped; `origin(src_ip)` names the port each frame is attributed to
-/// (`None`: not one of our remote VTEPs, dropped).
-///
-/// A read may return a train of datagrams (UDP GRO). A train of segments of one TCP
-/// flow becomes one GSO super-frame ([`gro::coalesce`]); any other train is split into
-/// one frame per datagram, in the free slots kept for that (half the batch), and what
-/// does not fit is dropped and counted.
-pub fn recv_batch(
+/// One message read from a UDP socket: a datagram, or a train of equal-sized
+/// datagrams the kernel joined (UDP GRO).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes read (the whole train).
+    pub len: usize,
+    /// Size of each datagram of the train (the last may be shorter); `len` for one.
+    pub seg: usize,
+    /// The sender's address.
+    pub src: Ipv4Addr,
+    /// The message did not fit its buffer.
+    pub truncated: bool,
+}
+
+impl Received {
+    pub const NONE: Received = Received {
+        len: 0,
+        seg: 0,
+        src: Ipv4Addr::UNSPECIFIED,
+        truncated: false,
+    };
+}
+
+/// Read up to `bufs.len()` messages from `fd` without blocking, message `i` into
+/// `bufs[i][at..at + cap]`, described in `out[i]`. Returns how many were read, `0` when
+/// none was waiting.
+pub fn recv_msgs(
     fd: RawFd,
-    batch: &mut Batch,
-    vni: u32,
-    origin: impl Fn(Ipv4Addr) -> Option<u32>,
-) -> io::Result<RxResult> {
-    let mut res = RxResult::default();
-    let bufs = batch.free_bufs();
-    let free = bufs.len().min(BATCH_SIZE);
-    let n = free.div_ceil(2);
-    if n == 0 {
-        return Ok(res);
-    }
-    // Messages land in the last `n` free slots; frames are laid out from slot 0 on.
-    let base = free - n;
+    bufs: &mut [Box<[u8]>],
+    at: usize,
+    cap: usize,
+    out: &mut [Received],
+) -> io::Result<usize> {
+    let n = bufs.len().min(out.len()).min(BATCH_SIZE);
     // SAFETY: arrays of plain C structs; all-zero is valid for each.
     let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
     let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
     let mut addrs: [libc::sockaddr_in; BATCH_SIZE] = unsafe { zeroed() };
     let mut ctl: [Cmsg; BATCH_SIZE] = [[0; 4]; BATCH_SIZE];
     for i in 0..n {
-        // The VXLAN header lands in the headroom, the inner frame at HEADROOM.
-        let area = &mut bufs[base + i][HEADROOM - 8..HEADROOM + FRAME_CAP];
+        let Some(area) = bufs[i].get_mut(at..at + cap) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
         iov[i] = libc::iovec {
             iov_base: area.as_mut_ptr() as *mut libc::c_void,
             iov_len: area.len(),
@@ -233,140 +245,24 @@ pub fn recv_batch(
     if got < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
-            res.drained = true;
-            return Ok(res);
+            return Ok(0);
         }
         return Err(e);
     }
     let got = got as usize;
-    res.drained = got < n;
-    // (offset, length, port, offloads) of the frame in slot w.
-    let mut kept = [(0usize, 0usize, 0u32, VnetHdr::default()); BATCH_SIZE];
-    let mut w = 0;
-    let mut segs = [(0usize, 0usize); MAX_SEGMENTS];
     for i in 0..got {
-        let p = base + i;
         let len = msgs[i].msg_len as usize;
-        let g = match gro_size(&msgs[i].msg_hdr) {
-            0 => len,
-            g => g.min(len),
+        out[i] = Received {
+            len,
+            seg: match gro_size(&msgs[i].msg_hdr) {
+                0 => len,
+                g => g.min(len),
+            },
+            src: Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr)),
+            truncated: msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         };
-        // An empty datagram is one (malformed) datagram too.
-        let count = len.div_ceil(g.max(1)).max(1);
-        let src = Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr));
-        let port = match origin(src) {
-            Some(port) if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0 => port,
-            _ => {
-                res.dropped += count;
-                continue;
-            }
-        };
-        let mut m = 0;
-        for k in 0..count {
-            let s = HEADROOM - 8 + k * g;
-            let l = g.min(len - k * g);
-            let h = &bufs[p][s..s + 8];
-            let this_vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
-            if l < 8 + 14 || h[0] & 0x08 == 0 || this_vni != vni || m == segs.len() {
-                res.dropped += 1;
-                continue;
-            }
-            segs[m] = (s + 8, l - 8);
-            m += 1;
-        }
-        if m == 0 {
-            continue;
-        }
-        if m > 1 {
-            if let Some((flen, vnet)) = gro::coalesce(&mut bufs[p], &segs[..m]) {
-                bufs.swap(w, p);
-                kept[w] = (segs[0].0, flen, port, vnet);
-                w += 1;
-                continue;
-            }
-        }
-        // One frame per datagram: the first stays in the message's buffer (moved to
-        // slot w), the others are copied into the slots after it, up to slot p.
-        let fit = m.min(p - w + 1);
-        res.dropped += m - fit;
-        for (k, &(s, l)) in segs[..fit].iter().enumerate().skip(1) {
-            if w + k < p {
-                let (lo, hi) = bufs.split_at_mut(p);
-                lo[w + k][HEADROOM..HEADROOM + l].copy_from_slice(&hi[0][s..s + l]);
-            }
-        }
-        bufs.swap(w, p);
-        if fit > 1 && w + fit - 1 == p {
-            // The last one goes into the slot the message left (now free).
-            let (s, l) = segs[fit - 1];
-            let (lo, hi) = bufs.split_at_mut(p);
-            hi[0][HEADROOM..HEADROOM + l].copy_from_slice(&lo[w][s..s + l]);
-        }
-        for (k, &(s, l)) in segs[..fit].iter().enumerate() {
-            let off = if k == 0 { s } else { HEADROOM };
-            let vnet = csum::mark_partial(&mut bufs[w + k][off..off + l]);
-            kept[w + k] = (off, l, port, vnet);
-        }
-        w += fit;
     }
-    let w = join_runs(bufs, &mut kept, w);
-    for &(off, len, port, vnet) in &kept[..w] {
-        batch.commit(off, len, vnet);
-        batch.set_origin(batch.len() - 1, port);
-    }
-    res.received = w;
-    Ok(res)
-}
-
-/// Software GRO across datagrams (a peer that sends one datagram per segment, a
-/// train the sender's kernel had to fragment, or a 64 KB super-frame that left as two
-/// UDP GSO trains): consecutive frames of one port — single segments, or super-frames
-/// coalesced from one datagram train — that continue one TCP train are joined into
-/// the first one's buffer
-/// ([`gro::join`]). `kept[..w]` describes the frames in `bufs[..w]`; returns how many
-/// are left, moved to the front.
-fn join_runs(bufs: &mut [Box<[u8]>], kept: &mut [(usize, usize, u32, VnetHdr)], w: usize) -> usize {
-    use crate::wire::vnet::{GSO_NONE, GSO_TCPV4};
-    // One segment (0) or a super-frame `coalesce` made (its segment size).
-    let mss = |v: &VnetHdr| match v.gso_type {
-        GSO_NONE => Some(0),
-        GSO_TCPV4 => Some(usize::from(v.gso_size)),
-        _ => None,
-    };
-    let mut out = 0;
-    let mut i = 0;
-    while i < w {
-        let (off, len, port, vnet) = kept[i];
-        let mut taken = 0;
-        let mut joined = None;
-        if let Some(mss0) = mss(&vnet) {
-            let mut j = i + 1;
-            while j < w && j - i <= MAX_SEGMENTS && kept[j].2 == port && mss(&kept[j].3).is_some() {
-                j += 1;
-            }
-            if j > i + 1 {
-                let (lo, hi) = bufs.split_at_mut(i + 1);
-                let mut next: [(&[u8], usize); MAX_SEGMENTS] = [(&[], 0); MAX_SEGMENTS];
-                let cnt = j - i - 1;
-                for (k, n) in next[..cnt].iter_mut().enumerate() {
-                    let (o, l, _, v) = kept[i + 1 + k];
-                    *n = (&hi[k][o..o + l], mss(&v).unwrap_or(0));
-                }
-                if let Some((total, n, h)) = gro::join(&mut lo[i][off..], len, mss0, &next[..cnt]) {
-                    joined = Some((total, h));
-                    taken = n;
-                }
-            }
-        }
-        bufs.swap(out, i);
-        kept[out] = match joined {
-            Some((total, h)) => (off, total, port, h),
-            None => kept[i],
-        };
-        out += 1;
-        i += 1 + taken;
-    }
-    out
+    Ok(got)
 }
 
 /// Datagrams to send: `count` [`Piece`]s from `first` on, `len` bytes in all; one
