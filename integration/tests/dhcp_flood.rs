@@ -103,7 +103,8 @@ fn dhcp_flood_keeps_the_real_lease_dns_and_ping() -> Result<()> {
     udhcpc.args(["-x", "hostname:real", "-s"]).arg(&script);
     let udhcpc = spawn(udhcpc, &lab.dir().join("udhcpc.log"))?;
     ensure!(
-        wait_until(Duration::from_secs(20), || last_event(&events, "bound").is_some()),
+        wait_until(Duration::from_secs(20), || last_event(&events, "bound")
+            .is_some()),
         "udhcpc got no lease: {}",
         std::fs::read_to_string(&events).unwrap_or_default()
     );

@@ -1,12 +1,15 @@
-//! Tables layer: state the pipeline reads and updates per frame.
+//! Tables layer: state the pipeline reads and updates per frame, and the DHCP leases
+//! the slow path keeps ([`leases`]).
 
 pub mod conntrack;
 pub mod fdb;
+pub mod leases;
 pub mod neigh;
 pub mod route;
 pub mod seqlock;
 
 pub use conntrack::Conntrack;
 pub use fdb::{Fdb, FdbRecord, PortId};
+pub use leases::LeaseStore;
 pub use neigh::NeighCache;
 pub use route::{Route, RouteTable};
