@@ -43,9 +43,21 @@ const BALANCE_PER_TICK: u32 = (TICK.as_millis() / balance::TICK.as_millis()) as 
 /// How often changed DHCP leases are written to the db, at most.
 const LEASE_FLUSH: Duration = Duration::from_secs(1);
 
-fn flush_leases(db: &db::Db) {
-    if let Err(e) = db.flush_leases() {
-        tracing::error!(error = %e, "cannot write DHCP leases to the db; retrying");
+/// Write changed DHCP leases to the db. `failing` counts failed writes in a row: one
+/// is logged a minute while it lasts (a full disk must not flood the log).
+fn flush_leases(db: &db::Db, failing: &mut u32) {
+    match db.flush_leases() {
+        Ok(_) if *failing > 0 => {
+            tracing::info!("DHCP leases written to the db again");
+            *failing = 0;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            if *failing % 60 == 0 {
+                tracing::error!(error = %e, "cannot write DHCP leases to the db; retrying every second");
+            }
+            *failing = failing.saturating_add(1);
+        }
     }
 }
 
@@ -95,6 +107,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut ticks = 0u32;
     let mut flushed = Instant::now();
+    let mut flush_failing = 0u32;
     let signal = loop {
         match crate::port::sys::signal::wait(&sigs, balance::TICK) {
             Some(s) => break s,
@@ -111,7 +124,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 // control mutex: the db orders this write with the control thread's).
                 if flushed.elapsed() >= LEASE_FLUSH {
                     flushed = Instant::now();
-                    flush_leases(&db);
+                    flush_leases(&db, &mut flush_failing);
                 }
             }
         }
@@ -119,7 +132,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(signal = %signal, "stopping");
     let _ = std::fs::remove_file(&opts.socket);
     state.lock().shutdown();
-    flush_leases(&db);
+    if let Err(e) = db.flush_leases() {
+        tracing::error!(error = %e, "cannot write DHCP leases to the db at shutdown");
+    }
     tracing::info!("stopped");
     Ok(())
 }

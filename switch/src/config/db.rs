@@ -8,7 +8,9 @@
 //! control thread on each accepted change ([`Db::save`]) and the daemon's ticker, which
 //! writes changed leases in batches, at most once a second ([`Db::flush_leases`]). One
 //! lock orders them, and each writes the newest model and the newest leases, so neither
-//! can undo the other.
+//! can undo the other. Lock order: the control mutex, then this write lock, then the
+//! lease store's lock (held only to copy the leases); the service thread takes the
+//! store's lock alone.
 //!
 //! Batching means a crash loses at most the last second of lease changes; a client
 //! whose lease was lost renews it (its address is still free) or gets a new one.

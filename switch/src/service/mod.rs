@@ -4,6 +4,10 @@
 //! ports. A flood fills the channel and is dropped and counted by the workers; this
 //! thread's own queues (ARP pending packets) are bounded per entry and in entries.
 //!
+//! The thread never takes the control mutex: it reads the configuration from the
+//! snapshot, and DHCP leases (and the DNS names they bring) from the lease store
+//! (`tables::leases`), under that store's own short lock.
+//!
 //! Read first: RFC 826 (ARP), RFC 792 (ICMP), RFC 1812 §4.3 (ICMP errors from routers),
 //! RFC 2131/2132 (DHCP), RFC 1035 (DNS).
 
