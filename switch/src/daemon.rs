@@ -53,7 +53,7 @@ fn flush_leases(db: &db::Db, failing: &mut u32) {
         }
         Ok(_) => {}
         Err(e) => {
-            if *failing % 60 == 0 {
+            if failing.is_multiple_of(60) {
                 tracing::error!(error = %e, "cannot write DHCP leases to the db; retrying every second");
             }
             *failing = failing.saturating_add(1);
