@@ -517,6 +517,27 @@ pub struct BridgeInfo {
     /// DHCP requests that found the pool exhausted (no offer) since vswitchd started.
     #[serde(default)]
     pub dhcp_exhausted: u64,
+    /// DHCP leases now, and the most the bridge holds (pool size, at most 65 536, plus
+    /// one per reservation). 0 and 0 without DHCP.
+    #[serde(default)]
+    pub dhcp_leases: u64,
+    #[serde(default)]
+    pub dhcp_lease_cap: u64,
+    /// Addresses quarantined now (declined by their holder; not handed out for 10 min).
+    #[serde(default)]
+    pub dhcp_quarantined: u64,
+    /// DHCPDECLINEs accepted since vswitchd started (from the lease holder, for its
+    /// address).
+    #[serde(default)]
+    pub dhcp_declined: u64,
+    /// DHCPDECLINEs ignored since vswitchd started: not from the lease holder, not its
+    /// address, outside the subnet, another server's, or from another MAC than the
+    /// client's.
+    #[serde(default)]
+    pub dhcp_declines_ignored: u64,
+    /// DHCP clients refused since vswitchd started because the lease cap was reached.
+    #[serde(default)]
+    pub dhcp_capped: u64,
 }
 
 /// A port as configured, with its live state.

@@ -14,7 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Daemon options (the `vswitchd` command line).
 #[derive(Debug, Clone)]
@@ -40,6 +40,27 @@ const TICK: Duration = Duration::from_secs(2);
 /// Balancing ticks per control-plane tick.
 const BALANCE_PER_TICK: u32 = (TICK.as_millis() / balance::TICK.as_millis()) as u32;
 
+/// How often changed DHCP leases are written to the db, at most.
+const LEASE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Write changed DHCP leases to the db. `failing` counts failed writes in a row: one
+/// is logged a minute while it lasts (a full disk must not flood the log).
+fn flush_leases(db: &db::Db, failing: &mut u32) {
+    match db.flush_leases() {
+        Ok(_) if *failing > 0 => {
+            tracing::info!("DHCP leases written to the db again");
+            *failing = 0;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            if failing.is_multiple_of(60) {
+                tracing::error!(error = %e, "cannot write DHCP leases to the db; retrying every second");
+            }
+            *failing = failing.saturating_add(1);
+        }
+    }
+}
+
 /// Run until SIGTERM or SIGINT. Returns after devices were released.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     // Block the stop signals in every thread (threads inherit the mask), and take them
@@ -49,7 +70,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     sigs.add(Signal::SIGINT);
     sigs.thread_block().context("block signals")?;
 
-    let model = db::load(&opts.db)?;
+    let (model, db) = db::open(&opts.db, crate::service::dhcp::unix_now())?;
+    let db = Arc::new(db);
     let workers = if opts.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -67,10 +89,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         punt_tx,
     )
     .context("start workers")?;
-    let mut state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
+    let mut state = State::new(model, db.clone(), snap.clone(), pool, opts.limits);
     state.set_auto_balance(opts.auto_balance && workers > 1);
     let state = Arc::new(Mutex::new(state));
-    let service = Service::new(snap, neigh, Some(state.clone()), workers);
+    let service = Service::new(snap, neigh, db.leases().clone(), workers);
     std::thread::Builder::new()
         .name("vswitch-service".into())
         .spawn(move || service.run(punt_rx))
@@ -84,15 +106,25 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     );
 
     let mut ticks = 0u32;
+    let mut flushed = Instant::now();
+    let mut flush_failing = 0u32;
     let signal = loop {
         match crate::port::sys::signal::wait(&sigs, balance::TICK) {
             Some(s) => break s,
             None => {
-                let mut st = state.lock();
-                st.balance();
-                ticks = (ticks + 1) % BALANCE_PER_TICK.max(1);
-                if ticks == 0 {
-                    st.tick();
+                {
+                    let mut st = state.lock();
+                    st.balance();
+                    ticks = (ticks + 1) % BALANCE_PER_TICK.max(1);
+                    if ticks == 0 {
+                        st.tick();
+                    }
+                }
+                // DHCP lease changes, in one write a second at most (without the
+                // control mutex: the db orders this write with the control thread's).
+                if flushed.elapsed() >= LEASE_FLUSH {
+                    flushed = Instant::now();
+                    flush_leases(&db, &mut flush_failing);
                 }
             }
         }
@@ -100,6 +132,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(signal = %signal, "stopping");
     let _ = std::fs::remove_file(&opts.socket);
     state.lock().shutdown();
+    if let Err(e) = db.flush_leases() {
+        tracing::error!(error = %e, "cannot write DHCP leases to the db at shutdown");
+    }
     tracing::info!("stopped");
     Ok(())
 }

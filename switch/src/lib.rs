@@ -8,7 +8,8 @@
 //!   dp/        Worker threads, Batch, per-worker Stats
 //!   pipeline/  per-batch stages: parse → ingress VLAN → L2 learn/lookup → L3 → output
 //!   service/   slow path thread: ARP, ICMP, DHCP server, DNS (punted frames)
-//!   tables/    Fdb (lock-free MAC table), RouteTable (LPM), NeighCache (ARP)
+//!   tables/    Fdb (lock-free MAC table), RouteTable (LPM), NeighCache (ARP),
+//!              LeaseStore (DHCP leases, its own lock; the slow path and control share it)
 //!   port/      trait Port + afpacket (system), tap/internal, mem (tests);
 //!              the only `unsafe` lives in port/sys/
 //!   wire/      in-place header views: Ethernet, 802.1Q, MAC addresses

@@ -37,6 +37,15 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if b.dhcp_exhausted > 0 {
         attrs.push(format!("dhcp pool exhausted {}x", b.dhcp_exhausted));
     }
+    if b.dhcp_capped > 0 {
+        attrs.push(format!("dhcp lease cap reached {}x", b.dhcp_capped));
+    }
+    if b.dhcp_declines_ignored > 0 {
+        attrs.push(format!(
+            "dhcp declines ignored {}x",
+            b.dhcp_declines_ignored
+        ));
+    }
     if b.isolated {
         attrs.push("isolated".into());
     }
@@ -106,6 +115,12 @@ pub mod tests {
             fdb_capacity: 8192,
             fdb_evictions: 0,
             dhcp_exhausted: 0,
+            dhcp_leases: 0,
+            dhcp_lease_cap: 0,
+            dhcp_quarantined: 0,
+            dhcp_declined: 0,
+            dhcp_declines_ignored: 0,
+            dhcp_capped: 0,
         }
     }
 

@@ -3,11 +3,12 @@
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
+use crate::tables::leases::PoolConf;
 use crate::wire::MacAddr;
 
 /// Default bridge MTU.
@@ -210,16 +211,8 @@ pub struct Reservation {
     pub name: Option<String>,
 }
 
-/// A DHCP lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    pub mac: crate::wire::MacAddr,
-    pub ip: Ipv4Addr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// Seconds since the Unix epoch.
-    pub expires: u64,
-}
+/// A DHCP lease (the lease store's record, stored in the db with its bridge).
+pub use crate::tables::leases::Lease;
 
 /// A static route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +266,8 @@ pub struct BridgeConf {
     pub ports: Vec<PortConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostConf>,
+    /// Only in the db file: at run time the leases live in the lease store
+    /// (`tables::leases`), which `config::db` folds in when it writes the file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<Lease>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -289,6 +284,35 @@ pub struct Model {
     pub masquerade: Vec<MasqConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishConf>,
+}
+
+impl BridgeConf {
+    /// What this bridge's DHCP server hands out (`None`: no DHCP).
+    pub fn dhcp_pool(&self) -> Option<PoolConf> {
+        let range = self.dhcp?;
+        let mut reserved: HashSet<Ipv4Addr> = self.hosts.iter().map(|h| h.ip).collect();
+        reserved.extend(self.reservations.iter().map(|r| r.ip));
+        reserved.extend(self.gateway);
+        for p in &self.ports {
+            // pipework's `ip` (ADDR/PREFIX) of a port with a static address.
+            if let Some(ip) = p.external_ids.get("ip") {
+                let a = ip.split('/').next().unwrap_or(ip);
+                if let Ok(a) = a.parse() {
+                    reserved.insert(a);
+                }
+            }
+        }
+        Some(PoolConf {
+            bridge: self.name.clone(),
+            first: range.first,
+            last: range.last,
+            subnet: self.subnet?,
+            server: self.gateway?,
+            mtu: self.mtu,
+            reserved,
+            reservations: self.reservations.iter().map(|r| (r.mac, r.ip)).collect(),
+        })
+    }
 }
 
 fn valid_bridge_name(n: &str) -> bool {
@@ -351,6 +375,23 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
 }
 
 impl Model {
+    /// The DHCP pools of every bridge with DHCP (for the lease store).
+    pub fn dhcp_pools(&self) -> Vec<PoolConf> {
+        self.bridges
+            .iter()
+            .filter_map(BridgeConf::dhcp_pool)
+            .collect()
+    }
+
+    /// Move the leases out (a model loaded from the db), by bridge.
+    pub fn take_leases(&mut self) -> Vec<(String, Vec<Lease>)> {
+        self.bridges
+            .iter_mut()
+            .map(|b| (b.name.clone(), std::mem::take(&mut b.leases)))
+            .filter(|(_, l)| !l.is_empty())
+            .collect()
+    }
+
     pub fn bridge(&self, name: &str) -> Result<&BridgeConf, ConfigError> {
         self.bridges
             .iter()

@@ -162,7 +162,9 @@ pub struct BridgeRt {
     pub isolated: bool,
     pub mtu: u32,
     pub dhcp: Option<DhcpRange>,
-    /// DNS names on this bridge (add-host, pipework, DHCP hostnames), lower-case.
+    /// DNS names on this bridge (add-host, pipework, reservations), lower-case. Names
+    /// from DHCP leases live in the lease store (`tables::leases`), which the DNS
+    /// service reads beside these.
     pub names: Arc<NameMap>,
 }
 

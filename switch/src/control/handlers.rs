@@ -23,7 +23,6 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
@@ -91,7 +90,9 @@ struct Balancing {
 /// The control plane's state. Owned behind one mutex by the control server.
 pub struct State {
     model: Model,
-    db_path: PathBuf,
+    /// The db file, and the DHCP lease store it persists (shared with the service
+    /// thread, which answers DHCP from it without this state's mutex).
+    db: Arc<db::Db>,
     snap: Arc<ArcSwap<Snapshot>>,
     pool: WorkerPool,
     limits: Limits,
@@ -99,8 +100,6 @@ pub struct State {
     live: HashMap<String, Live>,
     /// Configured ports that are not attached, with the reason.
     failed: HashMap<String, String>,
-    /// Per bridge: DHCP requests answered with nothing because the pool was full.
-    dhcp_exhausted: HashMap<String, u64>,
     /// Generation of each slot; bumped when a slot is freed.
     slot_gen: Vec<u16>,
     free_slots: Vec<u16>,
@@ -199,26 +198,25 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
 }
 
 impl State {
-    /// Take over `model` (restored from `db_path`): create each bridge's tables and
+    /// Take over `model` (restored from `db`): create each bridge's tables and
     /// attach every port it can; the others are reported in `show` and retried by
     /// [`State::tick`].
     pub fn new(
         model: Model,
-        db_path: PathBuf,
+        db: Arc<db::Db>,
         snap: Arc<ArcSwap<Snapshot>>,
         pool: WorkerPool,
         limits: Limits,
     ) -> State {
         let mut s = State {
             model,
-            db_path,
+            db,
             snap,
             pool,
             limits,
             fdbs: HashMap::new(),
             live: HashMap::new(),
             failed: HashMap::new(),
-            dhcp_exhausted: HashMap::new(),
             slot_gen: Vec::new(),
             free_slots: Vec::new(),
             generation: 0,
@@ -392,6 +390,10 @@ impl State {
 
     /// Build and publish a snapshot of the current model and live ports.
     fn publish(&mut self) {
+        // DHCP pools follow the model (ranges, reservations, addresses in use).
+        self.db
+            .leases()
+            .sync(self.model.dhcp_pools(), crate::service::dhcp::unix_now());
         self.generation += 1;
         let mut ports: Vec<Option<PortEntry>> = Vec::new();
         let mut bridges = Vec::new();
@@ -450,11 +452,6 @@ impl State {
             for r in &b.reservations {
                 if let Some(n) = &r.name {
                     names.entry(n.clone()).or_insert((r.ip, 0));
-                }
-            }
-            for l in &b.leases {
-                if let Some(h) = &l.hostname {
-                    names.entry(h.clone()).or_insert((l.ip, l.expires));
                 }
             }
             bridges.push(BridgeRt {
@@ -532,7 +529,7 @@ impl State {
 
     /// Write `next` to the db and make it the model.
     fn commit(&mut self, next: Model) -> Result<(), HandlerError> {
-        db::save(&self.db_path, &next)?;
+        self.db.save(&next)?;
         self.model = next;
         Ok(())
     }
@@ -624,36 +621,6 @@ impl State {
         }
     }
 
-    /// Answer a DHCP message for `bridge` (service thread), persisting lease changes.
-    pub fn dhcp(&mut self, bridge: &str, data: &[u8]) -> Option<crate::service::dhcp::Outcome> {
-        use crate::service::dhcp;
-        let now = dhcp::unix_now();
-        let mut next = self.model.clone();
-        let b = next.bridges.iter_mut().find(|b| b.name == bridge)?;
-        let served = dhcp::serve(b, data, now);
-        if served.exhausted {
-            let n = self.dhcp_exhausted.entry(bridge.to_string()).or_insert(0);
-            *n += 1;
-            // Logged once per 100 so a starvation attack does not flood the log.
-            if *n % 100 == 1 {
-                tracing::warn!(bridge, times = *n, "DHCP pool exhausted: no offer");
-            }
-        }
-        if served.changed {
-            let names_changed = self.model.bridge(bridge).ok().map(|b| &b.leases)
-                != next.bridge(bridge).ok().map(|b| &b.leases);
-            if let Err(e) = db::save(&self.db_path, &next) {
-                tracing::error!(error = %e, "cannot persist DHCP lease; not answering");
-                return None;
-            }
-            self.model = next;
-            if names_changed {
-                self.publish();
-            }
-        }
-        served.outcome
-    }
-
     /// Release every device (shutdown). The db is left as it is.
     pub fn shutdown(&mut self) {
         let names: Vec<(String, String)> = self
@@ -715,6 +682,7 @@ impl State {
     }
 
     fn bridge_info(&self, b: &BridgeConf) -> BridgeInfo {
+        let dhcp = self.db.leases().stats(&b.name).unwrap_or_default();
         BridgeInfo {
             name: b.name.clone(),
             subnet: b.subnet.map(|s| s.to_string()),
@@ -729,7 +697,13 @@ impl State {
                 .map_or(0, |f| f.entries(clock::now_secs()).len() as u64),
             fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
             fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
-            dhcp_exhausted: self.dhcp_exhausted.get(&b.name).copied().unwrap_or(0),
+            dhcp_exhausted: dhcp.exhausted,
+            dhcp_leases: dhcp.leases,
+            dhcp_lease_cap: dhcp.lease_cap,
+            dhcp_quarantined: dhcp.quarantined,
+            dhcp_declined: dhcp.declined,
+            dhcp_declines_ignored: dhcp.declines_ignored,
+            dhcp_capped: dhcp.capped,
         }
     }
 
@@ -792,7 +766,7 @@ impl State {
                 let b = self.model.bridge(&name)?.clone();
                 let mut next = self.model.clone();
                 next.remove_bridge(&name)?;
-                db::save(&self.db_path, &next)?;
+                self.db.save(&next)?;
                 for p in &b.ports {
                     self.detach(&b.name, &p.name);
                     if p.owned {
@@ -817,7 +791,7 @@ impl State {
             Command::Show => to_value(ShowInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 workers: self.pool.len(),
-                db: self.db_path.display().to_string(),
+                db: self.db.path().display().to_string(),
                 bridges: self
                     .model
                     .bridges
@@ -834,7 +808,7 @@ impl State {
                 let mut next = self.model.clone();
                 next.insert_port(&req.bridge, p.clone())?;
                 self.attach(&p, mtu)?;
-                if let Err(e) = db::save(&self.db_path, &next) {
+                if let Err(e) = self.db.save(&next) {
                     if let Some(l) = self.live.remove(&p.name) {
                         self.free_id(l.id);
                     }
@@ -850,7 +824,7 @@ impl State {
             Command::DelPort { bridge, port } => {
                 let mut next = self.model.clone();
                 let removed = next.remove_port(&bridge, &port)?;
-                db::save(&self.db_path, &next)?;
+                self.db.save(&next)?;
                 // Detach while the port is still in the model, then drop it.
                 self.detach(&bridge, &port);
                 if removed.owned {
@@ -979,8 +953,8 @@ impl State {
             Command::DhcpLeases { bridge } => {
                 let b = self.model.bridge(&bridge)?;
                 let now = crate::service::dhcp::unix_now();
-                let mut v: Vec<LeaseEntry> = b
-                    .leases
+                let leases = self.db.leases().leases(&bridge, now).unwrap_or_default();
+                let mut v: Vec<LeaseEntry> = leases
                     .iter()
                     .map(|l| LeaseEntry {
                         mac: l.mac.to_string(),
@@ -1109,7 +1083,8 @@ impl State {
                     }
                 }
                 let now = crate::service::dhcp::unix_now();
-                for l in b.leases.iter().filter(|l| l.expires > now) {
+                let leases = self.db.leases().leases(&bridge, now).unwrap_or_default();
+                for l in &leases {
                     if let Some(h) = &l.hostname {
                         if !v.iter().any(|e| &e.name == h) {
                             v.push(HostEntry {

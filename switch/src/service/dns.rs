@@ -24,9 +24,10 @@ fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
 }
 
 /// The reply to the query `data`, or `None` if it is not a query we can parse.
-/// `domain` is the bridge's DNS domain (the DHCP domain-name option): `web.br1`
-/// answers like `web`.
-pub fn answer(names: &NameMap, domain: &str, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
+/// `names`: the bridge's name maps, the first that knows a name answers for it (static
+/// names, then DHCP lease names). `domain` is the bridge's DNS domain (the DHCP
+/// domain-name option): `web.br1` answers like `web`.
+pub fn answer(names: &[&NameMap], domain: &str, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
     let q = Message::from_vec(data).ok()?;
     if q.metadata.message_type != MessageType::Query {
         return None;
@@ -53,10 +54,12 @@ pub fn answer(names: &NameMap, domain: &str, data: &[u8], now_unix: u64) -> Opti
         (RecordType::PTR, Some(ip)) => {
             let mut hits: Vec<&String> = names
                 .iter()
+                .flat_map(|m| m.iter())
                 .filter(|(_, (a, e))| *a == ip && live(*e))
                 .map(|(n, _)| n)
                 .collect();
             hits.sort();
+            hits.dedup();
             if hits.is_empty() {
                 r.metadata.response_code = ResponseCode::NXDomain;
             }
@@ -69,7 +72,10 @@ pub fn answer(names: &NameMap, domain: &str, data: &[u8], now_unix: u64) -> Opti
                 ));
             }
         }
-        (ty, _) => match names.get(&key).filter(|(_, e)| live(*e)) {
+        (ty, _) => match names
+            .iter()
+            .find_map(|m| m.get(&key).filter(|(_, e)| live(*e)))
+        {
             Some((ip, _)) => {
                 if ty == RecordType::A || ty == RecordType::ANY {
                     r.add_answer(Record::from_rdata(
@@ -92,7 +98,7 @@ pub fn fuzz(data: &[u8]) {
     let mut n = NameMap::new();
     n.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 5), 0));
     n.insert("db".into(), (Ipv4Addr::new(10, 0, 0, 6), 50));
-    if let Some(reply) = answer(&n, "lab", data, 100) {
+    if let Some(reply) = answer(&[&n], "lab", data, 100) {
         assert!(reply.len() <= 65_535, "oversized DNS reply");
     }
 }
@@ -119,7 +125,7 @@ mod tests {
     #[test]
     fn a_ptr_nxdomain() {
         let r = Message::from_vec(
-            &answer(&names(), "br1", &query("WEB.", RecordType::A), 100).unwrap(),
+            &answer(&[&names()], "br1", &query("WEB.", RecordType::A), 100).unwrap(),
         )
         .unwrap();
         assert_eq!(r.metadata.id, 7);
@@ -129,7 +135,7 @@ mod tests {
 
         let r = Message::from_vec(
             &answer(
-                &names(),
+                &[&names()],
                 "br1",
                 &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
                 100,
@@ -140,23 +146,51 @@ mod tests {
         assert_eq!(r.answers.len(), 1);
 
         for (n, ty) in [("nope.", RecordType::A), ("old.", RecordType::A)] {
-            let r =
-                Message::from_vec(&answer(&names(), "br1", &query(n, ty), 100).unwrap()).unwrap();
+            let r = Message::from_vec(&answer(&[&names()], "br1", &query(n, ty), 100).unwrap())
+                .unwrap();
             assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{n}");
         }
         let r = Message::from_vec(
-            &answer(&names(), "br1", &query("web.", RecordType::AAAA), 100).unwrap(),
+            &answer(&[&names()], "br1", &query("web.", RecordType::AAAA), 100).unwrap(),
         )
         .unwrap();
         assert_eq!(
             (r.metadata.response_code, r.answers.len()),
             (ResponseCode::NoError, 0)
         );
-        assert!(answer(&names(), "br1", b"junk", 1).is_none());
+        assert!(answer(&[&names()], "br1", b"junk", 1).is_none());
         let r = Message::from_vec(
-            &answer(&names(), "br1", &query("web.br1.", RecordType::A), 100).unwrap(),
+            &answer(&[&names()], "br1", &query("web.br1.", RecordType::A), 100).unwrap(),
         )
         .unwrap();
         assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
+    }
+
+    #[test]
+    fn static_names_before_lease_names() {
+        let mut leased = NameMap::new();
+        leased.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 99), 1000));
+        leased.insert("laptop".into(), (Ipv4Addr::new(10, 0, 0, 5), 1000));
+        let maps = [&names(), &leased];
+        let a = |n: &str| {
+            let r =
+                Message::from_vec(&answer(&maps, "br1", &query(n, RecordType::A), 100).unwrap())
+                    .unwrap();
+            r.answers.first().map(|a| a.data.clone())
+        };
+        assert_eq!(a("web."), Some(RData::A(A(Ipv4Addr::new(10, 0, 0, 5)))));
+        assert_eq!(a("laptop."), Some(RData::A(A(Ipv4Addr::new(10, 0, 0, 5)))));
+        // PTR: every live name of the address, from both maps.
+        let r = Message::from_vec(
+            &answer(
+                &maps,
+                "br1",
+                &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
+                100,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.answers.len(), 2);
     }
 }

@@ -4,6 +4,10 @@
 //! ports. A flood fills the channel and is dropped and counted by the workers; this
 //! thread's own queues (ARP pending packets) are bounded per entry and in entries.
 //!
+//! The thread never takes the control mutex: it reads the configuration from the
+//! snapshot, and DHCP leases (and the DNS names they bring) from the lease store
+//! (`tables::leases`), under that store's own short lock.
+//!
 //! Read first: RFC 826 (ARP), RFC 792 (ICMP), RFC 1812 §4.3 (ICMP errors from routers),
 //! RFC 2131/2132 (DHCP), RFC 1035 (DNS).
 
@@ -14,18 +18,16 @@ mod tcp53;
 
 use crate::config::snapshot::slot_of;
 use crate::config::{BridgeRt, Snapshot};
-use crate::control::State;
 use crate::dp::{clock, DropReason};
 use crate::pipeline::l3;
 use crate::pipeline::punt::{Punt, PuntKind, PuntRx};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighCache;
-use crate::tables::PortId;
+use crate::tables::{LeaseStore, PortId};
 use crate::wire::arp::{self, Arp};
 use crate::wire::ipv4::{self, Ipv4Meta};
 use crate::wire::{EthFrame, MacAddr, VnetHdr};
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -58,7 +60,8 @@ struct Pending {
 pub struct Service {
     snap: Arc<ArcSwap<Snapshot>>,
     neigh: Arc<NeighCache>,
-    state: Option<Arc<Mutex<State>>>,
+    /// DHCP leases, shared with the control plane under their own short lock.
+    leases: Arc<LeaseStore>,
     /// Counter slot of this thread in every port's counters.
     slot: usize,
     pending: HashMap<Ipv4Addr, Pending>,
@@ -72,13 +75,13 @@ impl Service {
     pub fn new(
         snap: Arc<ArcSwap<Snapshot>>,
         neigh: Arc<NeighCache>,
-        state: Option<Arc<Mutex<State>>>,
+        leases: Arc<LeaseStore>,
         slot: usize,
     ) -> Service {
         Service {
             snap,
             neigh,
-            state,
+            leases,
             slot,
             pending: HashMap::new(),
             learned: Vec::new(),
@@ -265,7 +268,8 @@ impl Service {
                     self.dhcp(snap, bi, in_port, eth, data);
                 } else if dport == 53 && target == Some(bi) {
                     let now = dhcp::unix_now();
-                    match dns::answer(&bridge.names, &bridge.name, data, now) {
+                    let leased = self.leases.names(&bridge.name).unwrap_or_default();
+                    match dns::answer(&[&bridge.names, &leased], &bridge.name, data, now) {
                         Some(resp) => {
                             let udp = ipbuild::udp(m.dst, m.src, 53, sport, &resp);
                             self.emit(snap, ipbuild::ipv4(m.dst, m.src, ipv4::PROTO_UDP, &udp));
@@ -279,11 +283,12 @@ impl Service {
             }
             ipv4::PROTO_TCP if target == Some(bi) && body.len() >= 20 && body[2..4] == [0, 53] => {
                 let now = dhcp::unix_now();
-                let names = &bridge.names;
+                let leased = self.leases.names(&bridge.name).unwrap_or_default();
+                let names = [&*bridge.names, &*leased];
                 let domain = bridge.name.as_str();
                 match self
                     .tcp53
-                    .handle(m.src, m.dst, body, |q| dns::answer(names, domain, q, now))
+                    .handle(m.src, m.dst, body, |q| dns::answer(&names, domain, q, now))
                 {
                     Some(pkt) => self.emit(snap, pkt),
                     None => self.count_drop(snap, in_port),
@@ -293,13 +298,16 @@ impl Service {
         }
     }
 
+    /// Answer a DHCP message from the bridge's lease pool: its own short lock, never
+    /// the control mutex; the daemon writes changed leases to the db in batches.
     fn dhcp(&mut self, snap: &Snapshot, bi: usize, in_port: PortId, eth: &EthFrame, data: &[u8]) {
-        let Some(state) = self.state.clone() else {
-            return;
-        };
         let bridge = &snap.bridges[bi];
         let Some(rif) = bridge.router else { return };
-        let out = state.lock().dhcp(&bridge.name, data);
+        let now = dhcp::unix_now();
+        let out = self
+            .leases
+            .with_pool(&bridge.name, |pool| dhcp::serve(pool, data, eth.src, now))
+            .flatten();
         let Some(out) = out else {
             self.count_drop(snap, in_port);
             return;

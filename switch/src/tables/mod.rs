@@ -1,13 +1,16 @@
-//! Tables layer: state the pipeline reads and updates per frame.
+//! Tables layer: state the pipeline reads and updates per frame, and the DHCP leases
+//! the slow path keeps ([`leases`]).
 
 pub mod conntrack;
 pub mod fdb;
+pub mod leases;
 pub mod neigh;
 pub mod route;
 pub mod seqtable;
 
 pub use conntrack::Conntrack;
 pub use fdb::{Fdb, FdbRecord, PortId};
+pub use leases::LeaseStore;
 pub use neigh::NeighCache;
 pub use route::{Route, RouteTable};
 pub use seqtable::Lookup;
