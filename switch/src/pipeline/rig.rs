@@ -167,6 +167,12 @@ impl Rig {
 
 #[cfg(test)]
 impl Rig {
+    /// The snapshot and the in-memory ports, for tests of other layers (the service
+    /// thread) on the same two routed bridges.
+    pub(crate) fn into_parts(self) -> (Snapshot, Vec<Arc<MemPort>>) {
+        (self.snap, self.mems)
+    }
+
     /// Like [`Rig::feed`], returning the frames that left, with their port.
     fn feed_take(&mut self, port: usize, frames: &[&[u8]]) -> Vec<(usize, Vec<u8>)> {
         let mut b = Batch::new();

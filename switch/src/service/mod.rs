@@ -551,3 +551,6 @@ fn bridge_of_source(snap: &Snapshot, ip: &[u8]) -> Option<usize> {
         .iter()
         .position(|b| b.router.is_some_and(|r| r.net.contains(&m.src)))
 }
+
+#[cfg(test)]
+mod tests;
