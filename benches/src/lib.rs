@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use vswitch::config::{BridgeRt, PortEntry, Snapshot, VlanMode};
+use vswitch::dp::snapshot::{BridgeRt, PortEntry, Snapshot, VlanMode};
 use vswitch::dp::{Batch, PortCounters};
 use vswitch::port::{Port, RxResult, TxFrame, TxResult};
 use vswitch::tables::Fdb;

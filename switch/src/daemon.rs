@@ -1,9 +1,10 @@
 //! `vswitchd` as a library call: restore the db, start workers and the control server,
 //! wait for SIGTERM/SIGINT, release devices, exit.
 
-use crate::config::{db, Snapshot};
+use crate::config::db;
 use crate::control::handlers::Limits;
 use crate::control::{server, State};
+use crate::dp::Snapshot;
 use crate::dp::{balance, WorkerPool};
 use crate::pipeline::punt::PUNT_QUEUE;
 use crate::service::Service;

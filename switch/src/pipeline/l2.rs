@@ -5,8 +5,7 @@
 use super::l3::{self, Verdict};
 use super::nat;
 use super::punt::{Punt, PuntKind, PuntTx};
-use crate::config::snapshot::slot_of;
-use crate::config::{PortEntry, Snapshot, VlanMode};
+use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
@@ -369,7 +368,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BridgeRt, PortEntry, VlanMode};
+    use crate::dp::snapshot::{BridgeRt, PortEntry, VlanMode};
     use crate::dp::PortCounters;
     use crate::port::mem::MemPort;
     use crate::tables::Fdb;

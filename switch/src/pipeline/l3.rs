@@ -10,8 +10,8 @@
 //! Read first: RFC 1812 (requirements for IPv4 routers) §5.2–5.3.
 
 use super::punt::PuntKind;
-use crate::config::Snapshot;
 use crate::dp::DropReason;
+use crate::dp::Snapshot;
 use crate::tables::neigh::{NeighCache, NeighMap};
 use crate::wire::ipv4::{self, Ipv4Meta};
 use crate::wire::{MacAddr, VnetHdr};

@@ -2,7 +2,7 @@
 //! names registered on that bridge, NXDOMAIN for anything else. Names are
 //! case-insensitive. Codec: hickory-proto.
 
-use crate::config::NameMap;
+use crate::dp::NameMap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};

@@ -12,9 +12,8 @@ pub mod dns;
 mod ipbuild;
 mod tcp53;
 
-use crate::config::snapshot::slot_of;
-use crate::config::{BridgeRt, Snapshot};
 use crate::control::State;
+use crate::dp::snapshot::{slot_of, BridgeRt, Snapshot};
 use crate::dp::{clock, DropReason};
 use crate::pipeline::l3;
 use crate::pipeline::punt::{Punt, PuntKind, PuntRx};

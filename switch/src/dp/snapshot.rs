@@ -1,11 +1,12 @@
-//! The immutable view of the configuration that workers read.
+//! The Snapshot: the immutable runtime view of the configuration that workers (and the
+//! service thread) read. It sits with its readers, below `config/`: the control plane
+//! builds it from the Model (`control::snapshot::build`), nothing here knows the Model.
 //!
 //! # Thread safety
 //! Built by the control thread, published with `ArcSwap::store`, read by workers with
 //! `ArcSwap::load` once per batch. Never mutated after publication; the FDB and counters
 //! it points to are the only shared mutable state, and they are lock-free.
 
-use crate::config::DhcpRange;
 use crate::dp::{DropReason, PortCounters};
 use crate::port::Port;
 use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
@@ -161,7 +162,8 @@ pub struct BridgeRt {
     pub router: Option<RouterIf>,
     pub isolated: bool,
     pub mtu: u32,
-    pub dhcp: Option<DhcpRange>,
+    /// First and last address of the DHCP pool, when the bridge serves DHCP.
+    pub dhcp: Option<(Ipv4Addr, Ipv4Addr)>,
     /// DNS names on this bridge (add-host, pipework, DHCP hostnames), lower-case.
     pub names: Arc<NameMap>,
 }
@@ -195,7 +197,6 @@ pub fn router_mac(bridge: &str) -> MacAddr {
     MacAddr([0x02, 0x76, x[0], x[1], x[2], x[3]])
 }
 
-/// The whole datapath configuration at one instant.
 /// A published port as the data path sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishRt {
@@ -223,6 +224,7 @@ impl NatRt {
     }
 }
 
+/// The whole datapath configuration at one instant.
 pub struct Snapshot {
     pub generation: u64,
     /// Attached ports by slot (the low 16 bits of their [`PortId`]).
