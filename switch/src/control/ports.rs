@@ -1,5 +1,7 @@
 //! The live-port registry: open the device of a configured port, give it an id (slot +
-//! generation), hand it to a worker, and take it back.
+//! generation), hand it to a worker, and take it back. Devices that cannot be a port
+//! (loopback, non-Ethernet, kernel bridges, ports of another master) are refused here
+//! with a one-line error naming the device.
 
 use super::handlers::HandlerError;
 use super::state::{Live, State};
@@ -15,9 +17,42 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::PortKind;
 
+/// Why an existing netdev cannot be a system port, if it cannot.
+fn unfit_reason(name: &str) -> Option<String> {
+    let info = match netdev::link_info(name) {
+        Ok(i) => i,
+        // Missing devices are reported by the open that follows.
+        Err(_) => return None,
+    };
+    if info.loopback || info.hw_type == netdev::ARPHRD_LOOPBACK {
+        return Some("it is the loopback device".into());
+    }
+    if info.hw_type != netdev::ARPHRD_ETHER {
+        return Some(format!(
+            "not an Ethernet device (link type {})",
+            netdev::hw_type_name(info.hw_type)
+        ));
+    }
+    if info.kind.as_deref() == Some("bridge") {
+        return Some("it is a kernel bridge (add its member devices instead)".into());
+    }
+    if let Some(m) = info.master {
+        return Some(format!(
+            "it is already enslaved to {m} (a kernel bridge or bond; release it first with `ip link set {name} nomaster`)"
+        ));
+    }
+    None
+}
+
 pub(super) fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
     match p.kind {
         PortKind::System => {
+            if let Some(why) = unfit_reason(&p.name) {
+                return Err(HandlerError::NotAPort {
+                    name: p.name.clone(),
+                    why,
+                });
+            }
             match AfPacketPort::open(&p.name) {
                 Ok(d) => Ok(Arc::new(d)),
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
