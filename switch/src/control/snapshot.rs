@@ -4,10 +4,11 @@
 
 use super::ports::live_names;
 use super::state::Live;
+use crate::config::model::DnsForward;
 use crate::config::Model;
 use crate::dp::snapshot::{
     router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, RouterIf,
-    Snapshot, VlanMode,
+    Snapshot, Upstream, VlanMode,
 };
 use crate::tables::{Conntrack, Fdb, Route, RouteTable};
 use std::collections::HashMap;
@@ -102,6 +103,11 @@ pub fn build(
             mtu: b.mtu,
             dhcp: b.dhcp.map(|d| (d.first, d.last)),
             names: Arc::new(names),
+            dns: match &b.dns {
+                DnsForward::System => Upstream::System,
+                DnsForward::Servers(s) => Upstream::Servers(s.as_slice().into()),
+                DnsForward::Off => Upstream::Off,
+            },
         });
     }
     let mut routes = RouteTable::default();
@@ -146,14 +152,23 @@ pub fn build(
         }
     }
     for p in &model.published {
-        nat.publish
-            .entry((p.proto, p.port))
-            .or_default()
-            .push(PublishRt {
-                ip: p.ip,
-                target_ip: p.target_ip,
-                target_port: p.target_port,
-            });
+        // A range maps port for port: FIRST+i -> TARGET+i.
+        // (A db edited by hand could overflow: those ports are left out.)
+        for i in 0..=p.extra() {
+            let (Some(port), Some(target_port)) =
+                (p.port.checked_add(i), p.target_port.checked_add(i))
+            else {
+                break;
+            };
+            nat.publish
+                .entry((p.proto, port))
+                .or_default()
+                .push(PublishRt {
+                    ip: p.ip,
+                    target_ip: p.target_ip,
+                    target_port,
+                });
+        }
     }
     Snapshot {
         generation,
@@ -207,7 +222,7 @@ mod tests {
                 bridge: "br0".into(),
                 name: "Web".into(),
                 ip: "10.0.0.5".into(),
-                source: None,
+                ..Default::default()
             })
             .unwrap();
         m.insert_host("br0", h).unwrap();

@@ -3,7 +3,7 @@
 
 use super::ports::live_names;
 use super::state::State;
-use crate::config::model::proto_name;
+use crate::config::model::{proto_name, DnsForward};
 use crate::config::{BridgeConf, HostConf, PortConf, PublishConf};
 use crate::dp::clock;
 use std::net::Ipv4Addr;
@@ -16,6 +16,8 @@ pub(super) fn published_entry(p: &PublishConf) -> PublishedEntry {
         port: p.port,
         target_ip: p.target_ip.to_string(),
         target_port: p.target_port,
+        port_end: p.port_end,
+        target_port_end: p.port_end.map(|_| p.target_port.saturating_add(p.extra())),
     }
 }
 
@@ -24,6 +26,7 @@ pub(super) fn host_entry(h: &HostConf) -> HostEntry {
         name: h.name.clone(),
         ip: h.ip.to_string(),
         source: h.source.clone(),
+        port: h.port.clone(),
     }
 }
 
@@ -86,6 +89,20 @@ impl State {
             fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
             fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
             dhcp_exhausted: self.dhcp_exhausted.get(&b.name).copied().unwrap_or(0),
+            dns_forward: match (&b.dns, b.gateway) {
+                (_, None) | (DnsForward::Off, _) => "off",
+                (DnsForward::System, _) => "resolv.conf",
+                (DnsForward::Servers(_), _) => "bridge",
+            }
+            .to_string(),
+            dns_upstream: match (&b.dns, b.gateway) {
+                (_, None) | (DnsForward::Off, _) => Vec::new(),
+                (DnsForward::System, _) => crate::service::forward::system_resolvers(),
+                (DnsForward::Servers(s), _) => s.clone(),
+            }
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// Ingress/egress VLAN behaviour of a port.
@@ -153,6 +153,18 @@ pub struct RouterIf {
 /// A DNS name's address and expiry (Unix seconds; 0: never).
 pub type NameMap = HashMap<String, (Ipv4Addr, u64)>;
 
+/// Where a bridge's DNS forwards the names it does not own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// Nowhere: NXDOMAIN.
+    #[default]
+    Off,
+    /// The resolvers of vswitchd's own /etc/resolv.conf, read when used.
+    System,
+    /// These.
+    Servers(Arc<[SocketAddr]>),
+}
+
 /// One bridge.
 pub struct BridgeRt {
     pub name: String,
@@ -166,6 +178,8 @@ pub struct BridgeRt {
     pub dhcp: Option<(Ipv4Addr, Ipv4Addr)>,
     /// DNS names on this bridge (add-host, pipework, DHCP hostnames), lower-case.
     pub names: Arc<NameMap>,
+    /// Where other names are forwarded.
+    pub dns: Upstream,
 }
 
 impl BridgeRt {
@@ -180,6 +194,7 @@ impl BridgeRt {
             mtu: 1500,
             dhcp: None,
             names: Arc::default(),
+            dns: Upstream::Off,
         }
     }
 }

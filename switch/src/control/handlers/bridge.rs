@@ -1,7 +1,7 @@
 //! `version`, `add-br`, `del-br`, `list-br`, `show`.
 
 use super::super::ports::delete_netdev;
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
 use crate::dp::clock;
 use serde_json::Value;
 use vswitch_proto::{AddBr, BridgeInfo, ShowInfo, VersionInfo, PROTOCOL_VERSION};
@@ -17,6 +17,11 @@ impl State {
     }
 
     pub(super) fn add_br(&mut self, req: AddBr) -> Result<Value, HandlerError> {
+        if req.may_exist {
+            if let Some(b) = self.model.existing_bridge(&req)? {
+                return to_value(self.bridge_info(b));
+            }
+        }
         let b = self.model.check_add_bridge(&req)?;
         self.mutate(|m| {
             m.insert_bridge(b.clone());
@@ -26,8 +31,11 @@ impl State {
         to_value(self.bridge_info(&b))
     }
 
-    pub(super) fn del_br(&mut self, name: &str) -> Result<Value, HandlerError> {
-        let b = self.mutate(|m| Ok(m.remove_bridge(name)?))?;
+    pub(super) fn del_br(&mut self, name: &str, if_exists: bool) -> Result<Value, HandlerError> {
+        let b = match self.mutate(|m| Ok(m.remove_bridge(name)?)) {
+            Ok(b) => b,
+            Err(e) => return unless_missing(Err(e), if_exists),
+        };
         for p in &b.ports {
             self.detach(&b.name, &p.name);
             if p.owned {

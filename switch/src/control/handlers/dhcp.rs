@@ -1,6 +1,6 @@
 //! `dhcp-leases`, `dhcp-reserve`, `dhcp-unreserve`.
 
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
 use serde_json::Value;
 use vswitch_proto::LeaseEntry;
 
@@ -30,7 +30,15 @@ impl State {
         mac: &str,
         ip: &str,
         name: Option<String>,
+        may_exist: bool,
     ) -> Result<Value, HandlerError> {
+        if may_exist
+            && self
+                .model
+                .existing_reservation(bridge, mac, ip, name.as_deref())?
+        {
+            return Ok(Value::Null);
+        }
         self.mutate(|m| Ok(m.reserve(bridge, mac, ip, name.as_deref())?))?;
         Ok(Value::Null)
     }
@@ -39,8 +47,11 @@ impl State {
         &mut self,
         bridge: &str,
         mac: &str,
+        if_exists: bool,
     ) -> Result<Value, HandlerError> {
-        self.mutate(|m| Ok(m.unreserve(bridge, mac)?))?;
-        Ok(Value::Null)
+        let r = self
+            .mutate(|m| Ok(m.unreserve(bridge, mac)?))
+            .map(|_| Value::Null);
+        unless_missing(r, if_exists)
     }
 }

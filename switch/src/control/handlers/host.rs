@@ -1,20 +1,32 @@
 //! `add-host`, `del-host`, `list-hosts`: the DNS names of a bridge.
 
 use super::super::views::host_entry;
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
 use serde_json::Value;
 use vswitch_proto::{AddHost, HostEntry};
 
 impl State {
     pub(super) fn add_host(&mut self, req: AddHost) -> Result<Value, HandlerError> {
+        if req.may_exist {
+            if let Some(h) = self.model.existing_host(&req)? {
+                return to_value(host_entry(h));
+            }
+        }
         let h = self.model.check_add_host(&req)?;
         self.mutate(|m| Ok(m.insert_host(&req.bridge, h.clone())?))?;
         to_value(host_entry(&h))
     }
 
-    pub(super) fn del_host(&mut self, bridge: &str, name: &str) -> Result<Value, HandlerError> {
-        self.mutate(|m| Ok(m.remove_host(bridge, name)?))?;
-        Ok(Value::Null)
+    pub(super) fn del_host(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        let r = self
+            .mutate(|m| Ok(m.remove_host(bridge, name)?))
+            .map(|_| Value::Null);
+        unless_missing(r, if_exists)
     }
 
     pub(super) fn list_hosts(&mut self, bridge: &str) -> Result<Value, HandlerError> {
@@ -27,6 +39,7 @@ impl State {
                     name: n.clone(),
                     ip: r.ip.to_string(),
                     source: "dhcp-reserve".into(),
+                    port: None,
                 });
             }
         }
@@ -38,6 +51,7 @@ impl State {
                         name: h.clone(),
                         ip: l.ip.to_string(),
                         source: "dhcp".into(),
+                        port: None,
                     });
                 }
             }

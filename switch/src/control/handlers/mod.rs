@@ -45,26 +45,55 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
     serde_json::to_value(v).map_err(|e| HandlerError::Encode(e.to_string()))
 }
 
+/// `--if-exists`: a refusal because the object is missing becomes success.
+fn unless_missing(r: Result<Value, HandlerError>, if_exists: bool) -> Result<Value, HandlerError> {
+    use ConfigError as C;
+    match r {
+        Err(HandlerError::Config(
+            C::NoSuchBridge(_)
+            | C::NoSuchPort { .. }
+            | C::NoSuchHost { .. }
+            | C::NoSuchRoute(_)
+            | C::NoSuchReservation { .. }
+            | C::NoSuchMasq(_)
+            | C::NotPublished { .. },
+        )) if if_exists => Ok(Value::Null),
+        r => r,
+    }
+}
+
 impl State {
     /// Execute one command.
     pub fn handle(&mut self, cmd: Command) -> Result<Value, HandlerError> {
         match cmd {
             Command::Version => self.version(),
             Command::AddBr(req) => self.add_br(req),
-            Command::DelBr { name } => self.del_br(&name),
+            Command::DelBr { name, if_exists } => self.del_br(&name, if_exists),
             Command::ListBr => self.list_br(),
             Command::Show => self.show(),
             Command::AddPort(req) => self.add_port(req),
-            Command::DelPort { bridge, port } => self.del_port(&bridge, &port),
+            Command::DelPort {
+                bridge,
+                port,
+                if_exists,
+            } => self.del_port(&bridge, &port, if_exists),
             Command::ListPorts { bridge } => self.list_ports(&bridge),
             Command::FdbShow { bridge } => self.fdb_show(&bridge),
             Command::FdbFlush { bridge } => self.fdb_flush(&bridge),
             Command::Stats { port } => self.stats(port),
             Command::AddHost(req) => self.add_host(req),
-            Command::DelHost { bridge, name } => self.del_host(&bridge, &name),
+            Command::DelHost {
+                bridge,
+                name,
+                if_exists,
+            } => self.del_host(&bridge, &name, if_exists),
             Command::ListHosts { bridge } => self.list_hosts(&bridge),
-            Command::AddRoute { cidr, via } => self.add_route(&cidr, &via),
-            Command::DelRoute { cidr } => self.del_route(&cidr),
+            Command::AddRoute {
+                cidr,
+                via,
+                may_exist,
+            } => self.add_route(&cidr, &via, may_exist),
+            Command::DelRoute { cidr, if_exists } => self.del_route(&cidr, if_exists),
             Command::ListRoutes => self.list_routes(),
             Command::DhcpLeases { bridge } => self.dhcp_leases(&bridge),
             Command::DhcpReserve {
@@ -72,12 +101,21 @@ impl State {
                 mac,
                 ip,
                 name,
-            } => self.dhcp_reserve(&bridge, &mac, &ip, name),
-            Command::DhcpUnreserve { bridge, mac } => self.dhcp_unreserve(&bridge, &mac),
+                may_exist,
+            } => self.dhcp_reserve(&bridge, &mac, &ip, name, may_exist),
+            Command::DhcpUnreserve {
+                bridge,
+                mac,
+                if_exists,
+            } => self.dhcp_unreserve(&bridge, &mac, if_exists),
             Command::Masquerade { bridge, out } => self.masquerade(&bridge, &out),
-            Command::DelMasquerade { bridge } => self.del_masquerade(&bridge),
+            Command::DelMasquerade { bridge, if_exists } => self.del_masquerade(&bridge, if_exists),
             Command::Publish(req) => self.publish(req),
-            Command::Unpublish { proto, listen } => self.unpublish(&proto, &listen),
+            Command::Unpublish {
+                proto,
+                listen,
+                if_exists,
+            } => self.unpublish(&proto, &listen, if_exists),
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
         }

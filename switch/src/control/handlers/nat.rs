@@ -1,7 +1,7 @@
 //! `masquerade`, `del-masquerade`, `publish`, `unpublish`, `list-published`, `ct-show`.
 
 use super::super::views::published_entry;
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
 use crate::config::model::proto_name;
 use crate::config::ConfigError;
 use crate::dp::clock;
@@ -19,21 +19,35 @@ impl State {
         Ok(Value::Null)
     }
 
-    pub(super) fn del_masquerade(&mut self, bridge: &str) -> Result<Value, HandlerError> {
-        self.model.bridge(bridge)?;
-        self.mutate(|m| {
+    pub(super) fn del_masquerade(
+        &mut self,
+        bridge: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        let r = self.mutate(|m| {
+            m.bridge(bridge)?;
             let before = m.masquerade.len();
             m.masquerade.retain(|x| x.bridge != bridge);
             if m.masquerade.len() == before {
                 return Err(ConfigError::NoSuchMasq(bridge.to_string()).into());
             }
             Ok(())
-        })?;
-        self.conntrack.flush();
-        Ok(Value::Null)
+        });
+        if r.is_ok() {
+            self.conntrack.flush();
+        }
+        unless_missing(r.map(|_| Value::Null), if_exists)
     }
 
     pub(super) fn publish(&mut self, req: Publish) -> Result<Value, HandlerError> {
+        if req.may_exist {
+            if let Some(p) = self
+                .model
+                .existing_publish(&req.proto, &req.listen, &req.target)?
+            {
+                return to_value(published_entry(p));
+            }
+        }
         let p = self
             .model
             .check_publish(&req.proto, &req.listen, &req.target)?;
@@ -44,11 +58,18 @@ impl State {
         to_value(published_entry(&p))
     }
 
-    pub(super) fn unpublish(&mut self, proto: &str, listen: &str) -> Result<Value, HandlerError> {
-        self.mutate(|m| Ok(m.remove_published(proto, listen)?))?;
-        // Established connections to the port end with it, as `docker stop` would.
-        self.conntrack.flush();
-        Ok(Value::Null)
+    pub(super) fn unpublish(
+        &mut self,
+        proto: &str,
+        listen: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        let r = self.mutate(|m| Ok(m.remove_published(proto, listen)?));
+        if r.is_ok() {
+            // Established connections to the port end with it, as `docker stop` would.
+            self.conntrack.flush();
+        }
+        unless_missing(r.map(|_| Value::Null), if_exists)
     }
 
     pub(super) fn list_published(&mut self) -> Result<Value, HandlerError> {

@@ -1,15 +1,23 @@
 //! `add-port`, `del-port`, `list-ports`, `fdb-show`, `fdb-flush`, `stats`.
 
 use super::super::ports::delete_netdev;
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
+use crate::config::ConfigError;
 use crate::dp::clock;
 use crate::tables::PortId;
+use crate::wire::MacAddr;
 use serde_json::Value;
 use std::collections::HashMap;
 use vswitch_proto::{AddPort, FdbEntry, FlushResult, PortInfo};
 
 impl State {
     pub(super) fn add_port(&mut self, req: AddPort) -> Result<Value, HandlerError> {
+        if req.may_exist {
+            if let Some(p) = self.model.existing_port(&req)? {
+                let b = self.model.bridge(&req.bridge)?;
+                return to_value(self.port_info(b, p));
+            }
+        }
         let p = self.model.check_add_port(&req)?;
         let mtu = self.model.bridge(&req.bridge)?.mtu;
         self.attach(&p, mtu)?;
@@ -23,14 +31,64 @@ impl State {
         to_value(self.port_info(b, &p))
     }
 
-    pub(super) fn del_port(&mut self, bridge: &str, port: &str) -> Result<Value, HandlerError> {
-        let removed = self.mutate(|m| Ok(m.remove_port(bridge, port)?))?;
+    pub(super) fn del_port(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        if let Some(other) = self.model.port_owner(port).filter(|b| b.name != bridge) {
+            // Not missing: somewhere else, which `--if-exists` does not excuse.
+            return Err(ConfigError::Conflict(format!(
+                "port {port} is on bridge {}, not {bridge}",
+                other.name
+            ))
+            .into());
+        }
+        // The guest's addresses as the bridge saw them: the hostnames of their DHCP
+        // leases leave with the port.
+        let macs = self.macs_of(bridge, port);
+        let removed = match self.mutate(|m| {
+            let p = m.remove_port(bridge, port)?;
+            m.forget_port_names(bridge, &p, &macs)?;
+            Ok(p)
+        }) {
+            Ok(p) => p,
+            Err(e) => return unless_missing(Err(e), if_exists),
+        };
         self.detach(bridge, port);
         if removed.owned {
             delete_netdev(port);
         }
         tracing::info!(bridge = %bridge, port = %port, "port deleted");
         Ok(Value::Null)
+    }
+
+    /// MAC addresses seen on port `port` of `bridge`: learned in its FDB, and its
+    /// locked MAC.
+    fn macs_of(&self, bridge: &str, port: &str) -> Vec<MacAddr> {
+        let mut macs = Vec::new();
+        let Ok(b) = self.model.bridge(bridge) else {
+            return macs;
+        };
+        let Some(p) = b.ports.iter().find(|p| p.name == port) else {
+            return macs;
+        };
+        if let Some(l) = &p.lock {
+            macs.push(l.mac);
+        }
+        let ids: Vec<PortId> = super::super::ports::live_names(p)
+            .iter()
+            .filter_map(|n| self.live.get(n).map(|l| l.id))
+            .collect();
+        if let Some(f) = self.fdbs.get(bridge) {
+            for r in f.entries(clock::now_secs()) {
+                if ids.contains(&r.port) && !macs.contains(&r.mac) {
+                    macs.push(r.mac);
+                }
+            }
+        }
+        macs
     }
 
     pub(super) fn list_ports(&mut self, bridge: &str) -> Result<Value, HandlerError> {

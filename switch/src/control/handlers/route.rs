@@ -1,16 +1,31 @@
 //! `add-route`, `del-route`, `list-routes`.
 
-use super::{to_value, HandlerError, State};
+use super::{to_value, unless_missing, HandlerError, State};
 use serde_json::Value;
 use vswitch_proto::RouteEntry;
 
 impl State {
-    pub(super) fn add_route(&mut self, cidr: &str, via: &str) -> Result<Value, HandlerError> {
-        let r = self.model.check_add_route(cidr, via)?;
-        self.mutate(|m| {
-            m.routes.push(r.clone());
-            Ok(())
-        })?;
+    pub(super) fn add_route(
+        &mut self,
+        cidr: &str,
+        via: &str,
+        may_exist: bool,
+    ) -> Result<Value, HandlerError> {
+        let existing = match may_exist {
+            true => self.model.existing_route(cidr, via)?.cloned(),
+            false => None,
+        };
+        let r = match existing {
+            Some(r) => r,
+            None => {
+                let r = self.model.check_add_route(cidr, via)?;
+                self.mutate(|m| {
+                    m.routes.push(r.clone());
+                    Ok(())
+                })?;
+                r
+            }
+        };
         to_value(RouteEntry {
             cidr: r.cidr.to_string(),
             via: Some(r.via.to_string()),
@@ -19,9 +34,11 @@ impl State {
         })
     }
 
-    pub(super) fn del_route(&mut self, cidr: &str) -> Result<Value, HandlerError> {
-        self.mutate(|m| Ok(m.remove_route(cidr)?))?;
-        Ok(Value::Null)
+    pub(super) fn del_route(&mut self, cidr: &str, if_exists: bool) -> Result<Value, HandlerError> {
+        let r = self
+            .mutate(|m| Ok(m.remove_route(cidr)?))
+            .map(|_| Value::Null);
+        unless_missing(r, if_exists)
     }
 
     pub(super) fn list_routes(&mut self) -> Result<Value, HandlerError> {
