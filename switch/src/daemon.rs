@@ -128,8 +128,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(signal = %signal, "stopping");
     notify("STOPPING=1");
     let _ = std::fs::remove_file(&opts.socket);
+    // Only our own: a vswitchd started after us may have written its PID there.
     if let Some(p) = &opts.pidfile {
-        let _ = std::fs::remove_file(p);
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
     }
     state.lock().shutdown();
     tracing::info!("stopped");
