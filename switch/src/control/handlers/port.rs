@@ -37,7 +37,8 @@ impl State {
         port: &str,
         if_exists: bool,
     ) -> Result<Value, HandlerError> {
-        if let Some(other) = self.model.port_owner(port).filter(|b| b.name != bridge) {
+        let elsewhere = self.model.port_owner(port).filter(|b| b.name != bridge);
+        if let (true, Some(other)) = (if_exists, elsewhere) {
             // Not missing: somewhere else, which `--if-exists` does not excuse.
             return Err(ConfigError::Conflict(format!(
                 "port {port} is on bridge {}, not {bridge}",
