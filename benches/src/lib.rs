@@ -3,7 +3,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use vswitch::config::{BridgeRt, PortEntry, Snapshot, VlanMode};
+use vswitch::dp::snapshot::{BridgeRt, PortEntry, Snapshot, VlanMode};
 use vswitch::dp::PortCounters;
 use vswitch::port::{Port, PortRx, TxFrame, TxResult};
 use vswitch::tables::Fdb;

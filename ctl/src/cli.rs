@@ -3,7 +3,7 @@
 
 use crate::commands::{self, Ctx};
 use crate::error::Error;
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -25,6 +25,15 @@ pub struct Args {
     /// Print the result as JSON (stable field names); errors as {"error": "..."} too
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
+    /// While vswitchd is starting (no socket yet), retry connecting for up to SECONDS
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        help_heading = "Global options"
+    )]
+    pub wait: u64,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -57,6 +66,8 @@ pub enum Cmd {
     Unpublish(commands::unpublish::Unpublish),
     ListPublished(commands::list_published::ListPublished),
     CtShow(commands::ct_show::CtShow),
+    Completions(commands::completions::Completions),
+    Man(commands::completions::Man),
 }
 
 impl Cmd {
@@ -89,6 +100,8 @@ impl Cmd {
             Cmd::Unpublish(c) => c.run(ctx),
             Cmd::ListPublished(c) => c.run(ctx),
             Cmd::CtShow(c) => c.run(ctx),
+            Cmd::Completions(c) => c.run(),
+            Cmd::Man(c) => c.run(),
         }
     }
 }
@@ -123,7 +136,25 @@ pub fn usage_error(e: &clap::Error) -> Error {
     if msg.is_empty() {
         return Error::Usage(e.kind().as_str().unwrap_or("bad arguments").to_string());
     }
-    Error::Usage(msg.to_string())
+    // clap's "did you mean" sits in a tip paragraph: keep it on the one line.
+    let suggested = [
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedValue,
+    ]
+    .iter()
+    .find_map(|k| match e.get(*k) {
+        Some(ContextValue::String(s)) => Some(vec![s.clone()]),
+        Some(ContextValue::Strings(v)) if !v.is_empty() => Some(v.clone()),
+        _ => None,
+    });
+    match suggested {
+        Some(s) => {
+            let quoted: Vec<String> = s.iter().map(|x| format!("'{x}'")).collect();
+            Error::Usage(format!("{msg} (did you mean {}?)", quoted.join(" or ")))
+        }
+        None => Error::Usage(msg.to_string()),
+    }
 }
 
 /// Parse `args` (with the program name first), for tests.
@@ -177,6 +208,14 @@ mod tests {
         assert_eq!(
             usage(&["frobnicate"]),
             "unrecognized subcommand 'frobnicate'"
+        );
+        assert_eq!(
+            usage(&["shw"]),
+            "unrecognized subcommand 'shw' (did you mean 'show'?)"
+        );
+        assert_eq!(
+            usage(&["add-br", "b", "--may-exists"]),
+            "unexpected argument '--may-exists' found (did you mean '--may-exist'?)"
         );
         assert_eq!(
             usage(&["add-port", "br1"]),

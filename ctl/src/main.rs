@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         }
         Err(e) => return fail(&cli::usage_error(&e), json_typed),
     };
-    let ctx = Ctx::new(socket_path(args.socket.as_deref()), args.json);
+    let ctx = Ctx::new(
+        socket_path(args.socket.as_deref()),
+        args.json,
+        std::time::Duration::from_secs(args.wait),
+    );
     match args.command.run(&ctx) {
         Ok(text) => match write_stdout(&text) {
             Ok(()) => ExitCode::SUCCESS,

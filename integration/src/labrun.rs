@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub struct State {
     pub namespaces: Vec<String>,
     /// (pid, start time in clock ticks) of every process `up` started.
     pub pids: Vec<(u32, u64)>,
+    /// What each of `pids` is (same order): program, namespace and log.
+    #[serde(default)]
+    pub roles: Vec<String>,
     pub complete: bool,
 }
 
@@ -97,6 +100,14 @@ impl Builder {
         // Not waited for: it outlives `up`; `down` ends it by this PID.
         std::mem::forget(child);
         self.state.pids.push((pid, start_time(pid).unwrap_or(0)));
+        let prog = Path::new(program[0]).file_name().map_or_else(
+            || program[0].to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        self.state.roles.push(format!(
+            "{prog} in namespace {ns} (log {})",
+            self.dir.join(log).display()
+        ));
         self.save()?;
         Ok(pid)
     }
@@ -411,10 +422,11 @@ pub fn status(lab: &LabFile) -> Result<()> {
             "partially up (run down)"
         }
     );
-    for (pid, t) in &st.pids {
+    for (i, (pid, t)) in st.pids.iter().enumerate() {
         let alive = start_time(*pid) == Some(*t);
+        let what = st.roles.get(i).map_or("process", String::as_str);
         println!(
-            "  process {pid}: {}",
+            "  {what}, pid {pid}: {}",
             if alive { "running" } else { "gone" }
         );
     }

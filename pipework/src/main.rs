@@ -24,6 +24,7 @@ mod guest;
 mod netlink;
 mod netns;
 mod plumb;
+mod resolv;
 mod watch;
 
 use std::process::ExitCode;

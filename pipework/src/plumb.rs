@@ -13,7 +13,7 @@ use crate::args::{Addr, Args, Cmd, Plumb, USAGE};
 use crate::guest::{self, Guest, Kind};
 use crate::netlink::{mac_string, parse_mac, Rtnl};
 use crate::netns::NetNs;
-use crate::{arp, dhcp};
+use crate::{arp, dhcp, resolv};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -64,6 +64,9 @@ pub struct Plumbed {
     pub vlan: Option<u16>,
     pub dhcp: bool,
     pub dns_name: Option<String>,
+    /// `/etc/netns/NAME/resolv.conf`, when pipework pointed a named namespace's
+    /// resolver at the gateway.
+    pub resolv_conf: Option<String>,
 }
 
 /// What `pipework --remove` did (`--json` prints this).
@@ -76,6 +79,8 @@ pub struct Removed {
     pub dns_name: Option<String>,
     /// A dhcp port: whether the DHCP lease is gone.
     pub lease_released: Option<bool>,
+    /// Whether pipework's `/etc/netns/NAME/resolv.conf` was removed.
+    pub resolv_conf_removed: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -135,6 +140,9 @@ impl Report for Plumbed {
         if let Some(n) = &self.dns_name {
             s += &format!(", dns name {n}");
         }
+        if let Some(r) = &self.resolv_conf {
+            s += &format!(", resolver {r}");
+        }
         s
     }
 }
@@ -152,6 +160,9 @@ impl Report for Removed {
             Some(true) => s += ", DHCP lease released",
             Some(false) => s += ", DHCP lease left to expire",
             None => {}
+        }
+        if self.resolv_conf_removed {
+            s += ", resolv.conf removed";
         }
         s + ")"
     }
@@ -303,18 +314,30 @@ impl Undo {
     fn run(self, d: &mut Daemon, hrt: &mut Rtnl) -> Vec<String> {
         let mut errs = Vec::new();
         if let Some((bridge, name)) = self.host {
-            if let Err(e) = d.client.call_value(Req::DelHost { bridge, name }) {
+            if let Err(e) = d.client.call_value(Req::DelHost {
+                bridge,
+                name,
+                if_exists: true,
+            }) {
                 errs.push(format!("del-host: {e}"));
             }
         }
         if let Some((bridge, mac)) = self.reserved {
-            if let Err(e) = d.client.call_value(Req::DhcpUnreserve { bridge, mac }) {
+            if let Err(e) = d.client.call_value(Req::DhcpUnreserve {
+                bridge,
+                mac,
+                if_exists: true,
+            }) {
                 errs.push(format!("dhcp-unreserve: {e}"));
             }
         }
         let mut veth_gone = false;
         if let Some((bridge, port)) = self.port {
-            match d.client.call_value(Req::DelPort { bridge, port }) {
+            match d.client.call_value(Req::DelPort {
+                bridge,
+                port,
+                if_exists: false,
+            }) {
                 Ok(_) => veth_gone = true,
                 Err(e) => errs.push(format!("del-port: {e}")),
             }
@@ -569,6 +592,7 @@ fn build(
             vlan: p.vlan,
             dhcp: false,
             dns_name: None,
+            resolv_conf: None,
         });
     }
 
@@ -597,6 +621,7 @@ fn build(
                     mac: mac_string(&mac),
                     ip: lease.ip.to_string(),
                     name: register.clone(),
+                    may_exist: false,
                 })
                 .context("dhcp-reserve the leased address")?;
             undo.reserved = Some((br.name.clone(), mac_string(&mac)));
@@ -615,10 +640,27 @@ fn build(
                 name: name.clone(),
                 ip: ip.to_string(),
                 source: Some("pipework".into()),
+                // The name leaves with the port, whoever deletes it.
+                port: Some(host.to_string()),
+                may_exist: false,
             }))
             .with_context(|| format!("add-host {} {name} {ip}", br.name))?;
         undo.host = Some((br.name.clone(), name.clone()));
     }
+    // A named namespace's resolver points at the gateway: its DNS answers the
+    // bridge's names and forwards the rest. Last, so nothing after it can fail.
+    let resolv_conf = match (&g.kind, gateway) {
+        (Kind::Netns, Some(gw)) => {
+            match resolv::write(&resolv::netns_etc(), &g.key, &br.name, &p.ifname, gw) {
+                Ok(p) => p.map(|p| p.display().to_string()),
+                Err(e) => {
+                    eprintln!("warning: resolver of {} not pointed at {gw}: {e:#}", g.key);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(Plumbed {
         guest: g.key.clone(),
         ifname: p.ifname.clone(),
@@ -630,6 +672,7 @@ fn build(
         vlan: p.vlan,
         dhcp: p.addr == Addr::Dhcp,
         dns_name: register.or_else(|| g.dns_name.clone()),
+        resolv_conf,
     })
 }
 
@@ -672,6 +715,8 @@ pub(crate) fn remove(
         if let Err(e) = d.client.call_value(Req::DelHost {
             bridge: bridge.to_string(),
             name: name.clone(),
+            // vswitchd removes names registered for the port with it.
+            if_exists: true,
         }) {
             errs.push(format!("del-host {bridge} {name}: {e}"));
         }
@@ -679,9 +724,18 @@ pub(crate) fn remove(
     if let Err(e) = d.client.call_value(Req::DelPort {
         bridge: bridge.to_string(),
         port: port.name.clone(),
+        if_exists: false,
     }) {
         errs.push(format!("del-port {bridge} {}: {e}", port.name));
     }
+    let resolv_conf_removed = match resolv::remove(&resolv::netns_etc(), &guest_key, bridge, ifname)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            errs.push(format!("{e:#}"));
+            false
+        }
+    };
     if !errs.is_empty() {
         bail!(
             "removing {guest_key} {ifname} from {bridge}: {}",
@@ -695,6 +749,7 @@ pub(crate) fn remove(
         port: port.name,
         dns_name,
         lease_released,
+        resolv_conf_removed,
     })
 }
 
@@ -760,6 +815,7 @@ fn release_lease(
     match d.client.call_value(Req::DhcpUnreserve {
         bridge: bridge.clone(),
         mac: mac_s.clone(),
+        if_exists: false,
     }) {
         Ok(_) => {}
         Err(e) if e.to_string().contains("no reservation") => {}
@@ -841,6 +897,7 @@ mod tests {
             name: "db".into(),
             ip: "10.0.0.7".into(),
             source: "user".into(),
+            port: None,
         }];
         let lease = LeaseEntry {
             mac: "02:00:00:00:00:01".into(),
@@ -872,6 +929,7 @@ mod tests {
             name: "web".into(),
             ip: "10.0.0.5".into(),
             source: "pipework".into(),
+            port: None,
         }];
         assert_eq!(check_name(&b, &hosts, "web", "web").unwrap(), None);
         assert!(check_name(&b, &hosts, "web", "other").is_err());

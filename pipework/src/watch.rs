@@ -141,17 +141,20 @@ fn stale(bridge: &str, p: &PortInfo) -> Vec<Req> {
             out.push(Req::DhcpUnreserve {
                 bridge: bridge.to_string(),
                 mac,
+                if_exists: true,
             });
         }
     } else if let Some(name) = id("dns") {
         out.push(Req::DelHost {
             bridge: bridge.to_string(),
             name,
+            if_exists: true,
         });
     }
     out.push(Req::DelPort {
         bridge: bridge.to_string(),
         port: p.name.clone(),
+        if_exists: true,
     });
     out
 }

@@ -200,16 +200,27 @@ pub enum Command {
     Version,
     /// Result: [`BridgeInfo`] of the new bridge.
     AddBr(AddBr),
-    /// Result: null.
-    DelBr { name: String },
+    /// Result: null. `if_exists`: a missing bridge is not an error.
+    DelBr {
+        name: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Result: `Vec<BridgeInfo>`.
     ListBr,
     /// Result: [`ShowInfo`].
     Show,
     /// Result: [`PortInfo`] of the new port.
     AddPort(AddPort),
-    /// Result: null.
-    DelPort { bridge: String, port: String },
+    /// Result: null. vswitchd deletes a netdev it owns (a pipework veth pair) and the
+    /// DNS names registered for the port. `if_exists`: a missing port (or bridge) is
+    /// not an error; a port of that name on another bridge still is.
+    DelPort {
+        bridge: String,
+        port: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Result: `Vec<PortInfo>`.
     ListPorts { bridge: String },
     /// Result: `Vec<FdbEntry>`.
@@ -224,13 +235,28 @@ pub enum Command {
     /// Register a DNS name on a bridge. Result: [`HostEntry`].
     AddHost(AddHost),
     /// Result: null.
-    DelHost { bridge: String, name: String },
+    DelHost {
+        bridge: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Result: `Vec<HostEntry>`.
     ListHosts { bridge: String },
-    /// Static route. Result: [`RouteEntry`].
-    AddRoute { cidr: String, via: String },
+    /// Static route. Result: [`RouteEntry`]. `may_exist`: the same route is not an
+    /// error (another next hop for the prefix still is).
+    AddRoute {
+        cidr: String,
+        via: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        may_exist: bool,
+    },
     /// Result: null.
-    DelRoute { cidr: String },
+    DelRoute {
+        cidr: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Connected and static routes. Result: `Vec<RouteEntry>`.
     ListRoutes,
     /// Result: `Vec<LeaseEntry>`.
@@ -242,20 +268,34 @@ pub enum Command {
         ip: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The same reservation is not an error; another address or name for the MAC is.
+        #[serde(default, skip_serializing_if = "is_false")]
+        may_exist: bool,
     },
     /// Result: null.
-    DhcpUnreserve { bridge: String, mac: String },
+    DhcpUnreserve {
+        bridge: String,
+        mac: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Source NAT of `bridge`'s subnet behind `out`'s gateway address. Result: null.
     Masquerade { bridge: String, out: String },
     /// Remove a masquerade rule (extension). Result: null.
-    DelMasquerade { bridge: String },
+    DelMasquerade {
+        bridge: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// Destination NAT (like `docker run -p`). Result: [`PublishedEntry`].
     Publish(Publish),
     /// Result: null.
     Unpublish {
         proto: String,
-        /// `[IP:]PORT`
+        /// `[IP:]PORT[-END]`, as published.
         listen: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
     },
     /// Result: `Vec<PublishedEntry>`.
     ListPublished,
@@ -297,6 +337,10 @@ impl Command {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Arguments of `add-br`. Addresses travel as strings and are validated by the daemon,
 /// so every client gets the same error text.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -316,6 +360,17 @@ pub struct AddBr {
     pub isolated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Where the bridge's DNS forwards names it does not own: `IP` or `IP:PORT` each.
+    /// Empty: the resolvers of vswitchd's own /etc/resolv.conf (unless
+    /// `no_dns_upstream`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstream: Vec<String>,
+    /// Forward nothing: names the bridge does not own get NXDOMAIN.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_dns_upstream: bool,
+    /// An identical existing bridge is not an error (one with other settings is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub may_exist: bool,
 }
 
 /// Arguments of `add-port`.
@@ -359,6 +414,10 @@ pub struct AddPort {
     /// addresses (or 0.0.0.0, for DHCP) pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_ip: Vec<String>,
+    /// An identical existing port on this bridge is not an error (one with other
+    /// settings, or on another bridge, is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub may_exist: bool,
 }
 
 /// VXLAN settings of a port.
@@ -380,6 +439,12 @@ pub struct AddHost {
     /// Who registers it (`user` when absent; pipework sends `pipework`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The port (on this bridge) the name belongs to: it leaves with the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// The same name with the same address is not an error (another address is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub may_exist: bool,
 }
 
 /// A DNS name registered on a bridge.
@@ -387,8 +452,11 @@ pub struct AddHost {
 pub struct HostEntry {
     pub name: String,
     pub ip: String,
-    /// Who registered it: `user` (add-host), `pipework`, `dhcp`.
+    /// Who registered it: `user` (add-host), `pipework`, `dhcp`, `dhcp-reserve`.
     pub source: String,
+    /// The port the name leaves with, if it was registered for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
 }
 
 /// A route of the router.
@@ -409,10 +477,13 @@ pub struct RouteEntry {
 pub struct Publish {
     /// `tcp` or `udp`.
     pub proto: String,
-    /// `[IP:]PORT` on the router's outside address(es).
+    /// `[IP:]PORT` or `[IP:]PORT-END` on the router's outside address(es).
     pub listen: String,
-    /// `IP:PORT` of the container.
+    /// `IP:PORT` (or `IP:PORT-END`, as long as the listening range) of the container.
     pub target: String,
+    /// The same mapping is not an error (another target for the port is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub may_exist: bool,
 }
 
 /// A published port.
@@ -424,6 +495,12 @@ pub struct PublishedEntry {
     pub port: u16,
     pub target_ip: String,
     pub target_port: u16,
+    /// Last port of a published range (`port`..=`port_end`), mapped one to one onto
+    /// `target_port`..=`target_port_end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_end: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port_end: Option<u16>,
 }
 
 /// A tracked connection (original direction, as translated).
@@ -538,6 +615,13 @@ pub struct BridgeInfo {
     /// DHCP clients refused since vswitchd started because the lease cap was reached.
     #[serde(default)]
     pub dhcp_capped: u64,
+    /// Where names the bridge does not own are forwarded: `resolv.conf` (vswitchd's
+    /// own resolvers), `bridge` (`--dns-upstream`) or `off` (NXDOMAIN).
+    #[serde(default)]
+    pub dns_forward: String,
+    /// The upstream resolvers now in use (`IP:PORT`), empty when off.
+    #[serde(default)]
+    pub dns_upstream: Vec<String>,
 }
 
 /// A port as configured, with its live state.
@@ -623,7 +707,10 @@ pub struct PortStats {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     // `reason`, not `source`: the message already says it, and `{:#}` would repeat it.
-    #[error("vswitchd is not running (cannot connect to {path}: {reason}); start it with `vswitchd --socket {path} &`")]
+    #[error(
+        "vswitchd is not running (cannot connect to {path}: {reason}); start it with `{}`",
+        start_hint(path)
+    )]
     NotRunning {
         path: String,
         reason: std::io::Error,
@@ -642,6 +729,15 @@ pub enum ClientError {
     /// The daemon refused the request; the message is its one-line error.
     #[error("{0}")]
     Daemon(String),
+}
+
+/// How to start a vswitchd that listens on `path` (the default socket needs no flag).
+pub fn start_hint(path: &str) -> String {
+    if path == DEFAULT_SOCKET {
+        "vswitchd --detach".to_string()
+    } else {
+        format!("vswitchd --socket {path} --detach")
+    }
 }
 
 /// A blocking connection to vswitchd.
@@ -684,6 +780,21 @@ impl Client {
             reader: BufReader::new(stream),
             writer,
         })
+    }
+
+    /// Connect to `path`, retrying for up to `wait` while nobody listens there yet (the
+    /// daemon is starting: no socket file, or connection refused). Other errors, and
+    /// the last "not running" once `wait` has passed, are returned as they are.
+    pub fn connect_wait(path: &Path, wait: Duration) -> Result<Client, ClientError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Client::connect(path) {
+                Err(ClientError::NotRunning { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Send one command and return the raw `result` value of a successful reply.

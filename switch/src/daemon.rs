@@ -1,9 +1,10 @@
 //! `vswitchd` as a library call: restore the db, start workers and the control server,
 //! wait for SIGTERM/SIGINT, release devices, exit.
 
-use crate::config::{db, Snapshot};
+use crate::config::db;
 use crate::control::handlers::Limits;
 use crate::control::{server, State};
+use crate::dp::Snapshot;
 use crate::dp::{balance, WorkerPool};
 use crate::pipeline::punt::PUNT_QUEUE;
 use crate::service::Service;
@@ -29,6 +30,28 @@ pub struct Options {
     /// sleeps (zero: sleep at once).
     pub busy_poll: std::time::Duration,
     pub limits: Limits,
+    /// Written with vswitchd's PID once it is ready; removed when it stops.
+    pub pidfile: Option<PathBuf>,
+}
+
+/// Tell the service manager (systemd's `Type=notify`, or `vswitchd --detach` waiting
+/// for its child) about our state: one datagram to `$NOTIFY_SOCKET` (a path, or an
+/// abstract name after `@`), as sd_notify(3). Without `$NOTIFY_SOCKET`, nothing.
+pub fn notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!(socket = %path, error = %e, "cannot notify the service manager");
+    }
 }
 
 /// Neighbour cache entries.
@@ -98,6 +121,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .spawn(move || service.run(punt_rx))
         .context("start service thread")?;
     server::spawn(listener, state.clone()).context("start control server")?;
+    if let Some(p) = &opts.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("write pidfile {}", p.display()))?;
+    }
+    notify("READY=1\nSTATUS=ready");
     tracing::info!(
         socket = %opts.socket.display(),
         db = %opts.db.display(),
@@ -130,7 +158,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
     };
     tracing::info!(signal = %signal, "stopping");
+    notify("STOPPING=1");
     let _ = std::fs::remove_file(&opts.socket);
+    // Only our own: a vswitchd started after us may have written its PID there.
+    if let Some(p) = &opts.pidfile {
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     state.lock().shutdown();
     if let Err(e) = db.flush_leases() {
         tracing::error!(error = %e, "cannot write DHCP leases to the db at shutdown");

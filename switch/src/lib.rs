@@ -3,9 +3,9 @@
 //! The crate is cut into layers; each depends only on the layers below it.
 //!
 //! ```text
-//!   control/   Unix-socket server, request handlers (control thread)
-//!   config/    Model (what the user asked for), Snapshot (what workers read), db
-//!   dp/        Worker threads, Batch, per-worker Stats
+//!   control/   Unix-socket server, State::mutate, request handlers, snapshot builder
+//!   config/    Model (what the user asked for), db
+//!   dp/        Worker threads, Batch, per-worker Stats, Snapshot (what workers read)
 //!   pipeline/  per-batch stages: parse → ingress VLAN → L2 learn/lookup → L3 → output
 //!   service/   slow path thread: ARP, ICMP, DHCP server, DNS (punted frames)
 //!   tables/    Fdb (lock-free MAC table), RouteTable (LPM), NeighCache (ARP),
@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The hot path (`dp` + `pipeline` + `tables` + `port`) takes no lock: configuration is
-//! an immutable [`config::Snapshot`] published through `arc-swap`, the [`tables::Fdb`]
+//! an immutable [`dp::Snapshot`] published through `arc-swap`, the [`tables::Fdb`]
 //! is a seqlock-per-slot table, and counters are per worker.
 
 pub mod config;

@@ -26,6 +26,21 @@ pub struct AddBr {
     /// MTU of the bridge (68..65535, default 1500)
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
+    /// Forward names the bridge does not own to these resolvers (IP or IP:PORT)
+    /// instead of those of vswitchd's /etc/resolv.conf
+    #[arg(
+        long,
+        value_name = "IP[,IP..]",
+        value_delimiter = ',',
+        conflicts_with = "no_dns_upstream"
+    )]
+    pub dns_upstream: Vec<String>,
+    /// Forward nothing: names the bridge does not own get NXDOMAIN
+    #[arg(long)]
+    pub no_dns_upstream: bool,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl AddBr {
@@ -37,6 +52,9 @@ impl AddBr {
             dhcp: self.dhcp.clone(),
             isolated: self.isolated,
             mtu: self.mtu,
+            dns_upstream: self.dns_upstream.clone(),
+            no_dns_upstream: self.no_dns_upstream,
+            may_exist: self.may_exist,
         }))
     }
 
@@ -101,6 +119,7 @@ mod tests {
                 dhcp: None,
                 isolated: true,
                 mtu: None,
+                ..Default::default()
             }
         );
     }

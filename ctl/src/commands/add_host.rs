@@ -16,6 +16,12 @@ pub struct AddHost {
     /// The address the name resolves to
     #[arg(value_name = "IP")]
     pub ip: String,
+    /// The port the name belongs to: it is deleted with the port
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl AddHost {
@@ -25,6 +31,8 @@ impl AddHost {
             name: self.name.clone(),
             ip: self.ip.clone(),
             source: None,
+            port: self.port.clone(),
+            may_exist: self.may_exist,
         }))
     }
 

@@ -56,6 +56,9 @@ pub struct AddPort {
         requires = "lock_mac"
     )]
     pub lock_ip: Vec<String>,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl AddPort {
@@ -77,6 +80,7 @@ impl AddPort {
             dst_port: self.dst_port,
             lock_mac: self.lock_mac.clone(),
             lock_ip: self.lock_ip.clone(),
+            may_exist: self.may_exist,
             ..Default::default()
         }))
     }

@@ -13,6 +13,9 @@ pub struct AddRoute {
     /// Next-hop router (an address on a bridge's subnet)
     #[arg(long, value_name = "IP")]
     pub via: String,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl AddRoute {
@@ -20,6 +23,7 @@ impl AddRoute {
         Ok(Command::AddRoute {
             cidr: self.cidr.clone(),
             via: self.via.clone(),
+            may_exist: self.may_exist,
         })
     }
 

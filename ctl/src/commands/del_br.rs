@@ -10,12 +10,16 @@ pub struct DelBr {
     /// The bridge
     #[arg(value_name = "BR")]
     pub bridge: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DelBr {
     pub fn request(&self) -> Result<Command, Error> {
         Ok(Command::DelBr {
             name: self.bridge.clone(),
+            if_exists: self.if_exists,
         })
     }
 

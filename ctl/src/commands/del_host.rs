@@ -13,6 +13,9 @@ pub struct DelHost {
     /// The DNS name
     #[arg(value_name = "NAME")]
     pub name: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DelHost {
@@ -20,6 +23,7 @@ impl DelHost {
         Ok(Command::DelHost {
             bridge: self.bridge.clone(),
             name: self.name.clone(),
+            if_exists: self.if_exists,
         })
     }
 

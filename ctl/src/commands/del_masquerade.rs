@@ -10,12 +10,16 @@ pub struct DelMasquerade {
     /// The bridge
     #[arg(value_name = "BR")]
     pub bridge: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DelMasquerade {
     pub fn request(&self) -> Result<Command, Error> {
         Ok(Command::DelMasquerade {
             bridge: self.bridge.clone(),
+            if_exists: self.if_exists,
         })
     }
 

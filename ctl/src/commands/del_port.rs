@@ -13,6 +13,9 @@ pub struct DelPort {
     /// The port
     #[arg(value_name = "PORT")]
     pub port: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DelPort {
@@ -20,6 +23,7 @@ impl DelPort {
         Ok(Command::DelPort {
             bridge: self.bridge.clone(),
             port: self.port.clone(),
+            if_exists: self.if_exists,
         })
     }
 

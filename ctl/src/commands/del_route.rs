@@ -10,12 +10,16 @@ pub struct DelRoute {
     /// Destination network
     #[arg(value_name = "CIDR")]
     pub cidr: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DelRoute {
     pub fn request(&self) -> Result<Command, Error> {
         Ok(Command::DelRoute {
             cidr: self.cidr.clone(),
+            if_exists: self.if_exists,
         })
     }
 

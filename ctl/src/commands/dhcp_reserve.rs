@@ -19,6 +19,9 @@ pub struct DhcpReserve {
     /// A DNS name to register for the client
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl DhcpReserve {
@@ -28,6 +31,7 @@ impl DhcpReserve {
             mac: self.mac.clone(),
             ip: self.ip.clone(),
             name: self.name.clone(),
+            may_exist: self.may_exist,
         })
     }
 

@@ -13,6 +13,9 @@ pub struct DhcpUnreserve {
     /// The client's MAC address
     #[arg(value_name = "MAC")]
     pub mac: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl DhcpUnreserve {
@@ -20,6 +23,7 @@ impl DhcpUnreserve {
         Ok(Command::DhcpUnreserve {
             bridge: self.bridge.clone(),
             mac: self.mac.clone(),
+            if_exists: self.if_exists,
         })
     }
 

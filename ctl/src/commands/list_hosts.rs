@@ -43,6 +43,7 @@ mod tests {
             name: name.into(),
             ip: ip.into(),
             source: source.into(),
+            port: None,
         };
         assert_eq!(
             render(&[

@@ -19,14 +19,30 @@ impl ListPublished {
     }
 }
 
+/// `PORT` or `FIRST-LAST`.
+fn range(first: u16, last: Option<u16>) -> String {
+    match last {
+        Some(l) => format!("{first}-{l}"),
+        None => first.to_string(),
+    }
+}
+
 pub fn render(published: &[PublishedEntry]) -> String {
     let rows: Vec<Vec<String>> = published
         .iter()
         .map(|p| {
             vec![
                 p.proto.clone(),
-                format!("{}:{}", p.ip.as_deref().unwrap_or("*"), p.port),
-                format!("{}:{}", p.target_ip, p.target_port),
+                format!(
+                    "{}:{}",
+                    p.ip.as_deref().unwrap_or("*"),
+                    range(p.port, p.port_end)
+                ),
+                format!(
+                    "{}:{}",
+                    p.target_ip,
+                    range(p.target_port, p.target_port_end)
+                ),
             ]
         })
         .collect();
@@ -45,12 +61,22 @@ mod tests {
             port,
             target_ip: "10.0.0.5".into(),
             target_port: 80,
+            port_end: None,
+            target_port_end: None,
         };
         assert_eq!(
             render(&[p(None, 8080), p(Some("198.51.100.2"), 8081)]),
             "PROTO  LISTEN             TARGET\n\
              tcp    *:8080             10.0.0.5:80\n\
              tcp    198.51.100.2:8081  10.0.0.5:80\n"
+        );
+        let mut r = p(None, 8000);
+        r.port_end = Some(8010);
+        r.target_port_end = Some(90);
+        assert_eq!(
+            render(&[r]),
+            "PROTO  LISTEN       TARGET\n\
+             tcp    *:8000-8010  10.0.0.5:80-90\n"
         );
     }
 }

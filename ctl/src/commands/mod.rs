@@ -9,6 +9,7 @@ pub mod add_br;
 pub mod add_host;
 pub mod add_port;
 pub mod add_route;
+pub mod completions;
 pub mod ct_show;
 pub mod del_br;
 pub mod del_host;
@@ -36,23 +37,26 @@ use crate::error::Error;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::PathBuf;
+use std::time::Duration;
 use vswitch_proto::{Client, Command};
 
-/// What every command needs: where vswitchd listens and how to print.
+/// What every command needs: where vswitchd listens, how long to wait for it to
+/// start, and how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     socket: PathBuf,
     json: bool,
+    wait: Duration,
 }
 
 impl Ctx {
-    pub fn new(socket: PathBuf, json: bool) -> Ctx {
-        Ctx { socket, json }
+    pub fn new(socket: PathBuf, json: bool, wait: Duration) -> Ctx {
+        Ctx { socket, json, wait }
     }
 
     /// Send one request and return the raw `result` of the reply.
     fn call(&self, command: Command) -> Result<Value, Error> {
-        let mut client = Client::connect(&self.socket)?;
+        let mut client = Client::connect_wait(&self.socket, self.wait)?;
         Ok(client.call_value(command)?)
     }
 

@@ -11,12 +11,16 @@ pub struct Publish {
     /// tcp or udp
     #[arg(value_name = "PROTO")]
     pub proto: String,
-    /// Where to listen: PORT (every outside address) or IP:PORT
-    #[arg(value_name = "[IP:]PORT")]
+    /// Where to listen: PORT (every outside address) or IP:PORT; a range FIRST-LAST
+    /// publishes each port of it
+    #[arg(value_name = "[IP:]PORT[-LAST]")]
     pub listen: String,
-    /// The container's address and port
-    #[arg(value_name = "TARGET_IP:PORT")]
+    /// The container's address and port (a range as long as the listening one)
+    #[arg(value_name = "TARGET_IP:PORT[-LAST]")]
     pub target: String,
+    /// Succeed if it exists with exactly these settings (other settings are still an error)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 impl Publish {
@@ -25,6 +29,7 @@ impl Publish {
             proto: self.proto.clone(),
             listen: self.listen.clone(),
             target: self.target.clone(),
+            may_exist: self.may_exist,
         }))
     }
 

@@ -21,7 +21,8 @@ impl Show {
     }
 }
 
-/// `Bridge br1 (subnet 10.0.0.0/24, gateway 10.0.0.1, dhcp A-B, isolated, mtu 1500)`:
+/// `Bridge br1 (subnet 10.0.0.0/24, gateway 10.0.0.1, dhcp A-B, isolated,
+/// dns upstream IP:PORT, mtu 1500)`:
 /// attributes that are not set are left out; the MTU is always there.
 pub fn bridge_line(b: &BridgeInfo) -> String {
     let mut attrs = Vec::new();
@@ -48,6 +49,12 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     }
     if b.isolated {
         attrs.push("isolated".into());
+    }
+    // Forwarding to vswitchd's own resolvers is the default, left out.
+    match b.dns_forward.as_str() {
+        "bridge" => attrs.push(format!("dns upstream {}", b.dns_upstream.join(","))),
+        "off" if b.gateway.is_some() => attrs.push("no dns upstream".into()),
+        _ => {}
     }
     attrs.push(format!("mtu {}", b.mtu));
     format!("Bridge {} ({})", b.name, attrs.join(", "))
@@ -121,6 +128,8 @@ pub mod tests {
             dhcp_declined: 0,
             dhcp_declines_ignored: 0,
             dhcp_capped: 0,
+            dns_forward: "resolv.conf".into(),
+            dns_upstream: vec![],
         }
     }
 

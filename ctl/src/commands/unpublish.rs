@@ -10,9 +10,12 @@ pub struct Unpublish {
     /// tcp or udp
     #[arg(value_name = "PROTO")]
     pub proto: String,
-    /// As given to publish: PORT or IP:PORT
-    #[arg(value_name = "[IP:]PORT")]
+    /// As given to publish: PORT, IP:PORT, or a range FIRST-LAST
+    #[arg(value_name = "[IP:]PORT[-LAST]")]
     pub listen: String,
+    /// Succeed if there is nothing to delete
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 impl Unpublish {
@@ -20,6 +23,7 @@ impl Unpublish {
         Ok(Command::Unpublish {
             proto: self.proto.clone(),
             listen: self.listen.clone(),
+            if_exists: self.if_exists,
         })
     }
 

@@ -5,27 +5,95 @@
 //! TOML file (see `vswitch_integration::labfile`); `graph FILE` prints it as DOT.
 
 use anyhow::{bail, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use vswitch_integration::labfile::LabFile;
 use vswitch_integration::{labrun, run_ok, runner::INNER_ENV, Lab};
 
-fn usage() -> &'static str {
-    "usage: vswitch-lab demo | up FILE | down FILE | status FILE | graph FILE"
+/// Build network labs of namespaces around vswitchd (each command runs in a private
+/// network namespace of its own, as root).
+#[derive(Parser, Debug)]
+#[command(name = "vswitch-lab", version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Bring up a built-in two-host lab, prove it with pings, print it, tear it down
+    Demo,
+    /// Bring up the lab described in FILE (TOML)
+    Up {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Tear down the lab described in FILE
+    Down {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Say whether the lab is up: each process it started (what it is, running or
+    /// gone) and each container's address
+    Status {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the lab as a Graphviz DOT graph
+    Graph {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write manual pages (vswitch-lab.1 and one per command) into DIR
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") => {}
-        Some("-h") | Some("--help") => {
-            println!("{}", usage());
-            return ExitCode::SUCCESS;
-        }
-        Some("up" | "down" | "status" | "graph") if args.len() == 2 => {}
-        _ => {
-            eprintln!("error: {}", usage());
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments");
+            eprintln!("error: {}", first.strip_prefix("error: ").unwrap_or(first));
             return ExitCode::from(2);
         }
+    };
+    match &args.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "vswitch-lab",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            let r = std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Args::command(), dir));
+            return match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write manual pages to {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     // Always inside a private network namespace of our own.
     if std::env::var_os(INNER_ENV).is_none() {
@@ -40,7 +108,7 @@ fn main() -> ExitCode {
             .arg("--net")
             .arg("--")
             .arg(exe)
-            .args(&args)
+            .args(std::env::args_os().skip(1))
             .env(INNER_ENV, "1")
             .status()
         {
@@ -52,10 +120,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => demo(),
-        Some(cmd) => file_command(cmd, &args[1]),
-        None => Ok(()),
+    let result = match &args.cmd {
+        Cmd::Demo => demo(),
+        Cmd::Up { file } => file_command("up", file),
+        Cmd::Down { file } => file_command("down", file),
+        Cmd::Status { file } => file_command("status", file),
+        Cmd::Graph { file } => file_command("graph", file),
+        Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,8 +137,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn file_command(cmd: &str, file: &str) -> Result<()> {
-    let lab = LabFile::load(std::path::Path::new(file))?;
+fn file_command(cmd: &str, file: &Path) -> Result<()> {
+    let lab = LabFile::load(file)?;
     match cmd {
         "up" => labrun::up(&lab),
         "down" => labrun::down(&lab),

@@ -30,16 +30,17 @@ const DB_FORMAT: &str = "vswitch-db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot read database {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    // `reason`, not `source`: the message already says it, and `{:#}` would repeat it.
+    #[error("cannot read database {path}: {reason}")]
+    Read { path: PathBuf, reason: io::Error },
     #[error(
         "database {path} is corrupt ({detail}); move it aside to start with an empty configuration"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error("database {path} has version {found}, newer than this vswitchd understands ({DB_VERSION}); upgrade vswitchd or move the file aside")]
     TooNew { path: PathBuf, found: u32 },
-    #[error("cannot write database {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write database {path}: {reason}")]
+    Write { path: PathBuf, reason: io::Error },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,7 +65,7 @@ pub fn load(path: &Path) -> Result<Model, DbError> {
         Err(e) => {
             return Err(DbError::Read {
                 path: path.to_path_buf(),
-                source: e,
+                reason: e,
             })
         }
     };
@@ -94,7 +95,7 @@ pub fn load(path: &Path) -> Result<Model, DbError> {
 pub fn save(path: &Path, model: &Model) -> Result<(), DbError> {
     let werr = |e: io::Error| DbError::Write {
         path: path.to_path_buf(),
-        source: e,
+        reason: e,
     };
     let f = DbFile {
         format: DB_FORMAT.to_string(),
@@ -243,6 +244,7 @@ mod tests {
                 hosts: vec![],
                 leases: vec![],
                 reservations: vec![],
+                dns: Default::default(),
             }],
             ..Default::default()
         }

@@ -4,7 +4,7 @@
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
@@ -21,6 +21,27 @@ pub const BRIDGE_NAME_MAX: usize = 32;
 pub enum ConfigError {
     #[error("{0}")]
     Lock(String),
+    /// `--may-exist` found the object with other settings (the message names them).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("bad DNS upstream {0:?}: expected IP or IP:PORT")]
+    BadUpstream(String),
+    #[error("--dns-upstream and --no-dns-upstream are mutually exclusive")]
+    UpstreamAndNoUpstream,
+    #[error("--dns-upstream/--no-dns-upstream need --gateway (the bridge's DNS answers on its gateway address)")]
+    UpstreamWithoutGateway,
+    #[error("bad port range {0:?}: expected PORT or FIRST-LAST with FIRST < LAST")]
+    BadPortRange(String),
+    #[error("target range {target} is not as long as the listening range {listen}")]
+    RangeMismatch { listen: String, target: String },
+    #[error(
+        "{proto} port {port} is part of the published range {range}: unpublish {proto} {range}"
+    )]
+    InsideRange {
+        proto: String,
+        port: u16,
+        range: String,
+    },
     #[error("no such bridge: {0}")]
     NoSuchBridge(String),
     #[error("bridge already exists: {0}")]
@@ -200,6 +221,62 @@ pub struct HostConf {
     pub name: String,
     pub ip: Ipv4Addr,
     pub source: String,
+    /// The port the name was registered for: it leaves with the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// Where a bridge's DNS sends the names it does not own.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsForward {
+    /// To the resolvers of vswitchd's own /etc/resolv.conf (read when used).
+    #[default]
+    System,
+    /// To these (`--dns-upstream`).
+    Servers(Vec<SocketAddr>),
+    /// Nowhere: NXDOMAIN (`--no-dns-upstream`).
+    Off,
+}
+
+impl DnsForward {
+    fn is_system(&self) -> bool {
+        *self == DnsForward::System
+    }
+}
+
+impl std::fmt::Display for DnsForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsForward::System => f.write_str("vswitchd's resolv.conf"),
+            DnsForward::Off => f.write_str("none"),
+            DnsForward::Servers(s) => {
+                let v: Vec<String> = s.iter().map(ToString::to_string).collect();
+                f.write_str(&v.join(","))
+            }
+        }
+    }
+}
+
+/// An upstream resolver as typed: `IP` (port 53) or `IP:PORT` (`[IPv6]:PORT`).
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
+    let t = s.trim();
+    let a = match t.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(
+            t.parse::<IpAddr>()
+                .map_err(|_| ConfigError::BadUpstream(s.to_string()))?,
+            53,
+        ),
+    };
+    let bad = match a.ip() {
+        IpAddr::V4(ip) => ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.is_multicast(),
+    };
+    if bad || a.port() == 0 {
+        return Err(ConfigError::BadUpstream(s.to_string()));
+    }
+    Ok(a)
 }
 
 /// A DHCP address reserved for one client.
@@ -238,6 +315,34 @@ pub struct PublishConf {
     pub port: u16,
     pub target_ip: Ipv4Addr,
     pub target_port: u16,
+    /// Last port of a range (`port`..=`port_end`, > `port`), mapped one to one onto
+    /// `target_port`..; `None`: one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_end: Option<u16>,
+}
+
+impl PublishConf {
+    /// How many ports after the first the mapping covers.
+    pub fn extra(&self) -> u16 {
+        self.port_end.map_or(0, |e| e - self.port)
+    }
+
+    /// The listening port(s) as typed: `8080` or `8000-8010`.
+    pub fn ports(&self) -> String {
+        match self.port_end {
+            Some(e) => format!("{}-{e}", self.port),
+            None => self.port.to_string(),
+        }
+    }
+
+    fn overlaps(&self, port: u16, extra: u16) -> bool {
+        let (a, b) = (
+            u32::from(self.port),
+            u32::from(self.port) + u32::from(self.extra()),
+        );
+        let (c, d) = (u32::from(port), u32::from(port) + u32::from(extra));
+        a <= d && c <= b
+    }
 }
 
 pub fn proto_name(p: u8) -> &'static str {
@@ -272,6 +377,9 @@ pub struct BridgeConf {
     pub leases: Vec<Lease>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// Where names the bridge does not own are forwarded.
+    #[serde(default, skip_serializing_if = "DnsForward::is_system")]
+    pub dns: DnsForward,
 }
 
 /// Everything the user configured.
@@ -360,11 +468,51 @@ fn parse_port(s: &str) -> Result<u16, ConfigError> {
     }
 }
 
-/// `[IP:]PORT`
-fn parse_listen(s: &str) -> Result<(Option<Ipv4Addr>, u16), ConfigError> {
+/// `PORT` or `FIRST-LAST`: the first port and the last (`None` for one port).
+fn parse_ports(s: &str) -> Result<(u16, Option<u16>), ConfigError> {
+    match s.split_once('-') {
+        None => Ok((parse_port(s)?, None)),
+        Some((a, b)) => {
+            let (a, b) = (parse_port(a)?, parse_port(b)?);
+            match a.cmp(&b) {
+                std::cmp::Ordering::Less => Ok((a, Some(b))),
+                std::cmp::Ordering::Equal => Ok((a, None)),
+                std::cmp::Ordering::Greater => Err(ConfigError::BadPortRange(s.to_string())),
+            }
+        }
+    }
+}
+
+/// `[IP:]PORT[-LAST]`
+fn parse_listen(s: &str) -> Result<(Option<Ipv4Addr>, u16, Option<u16>), ConfigError> {
     match s.rsplit_once(':') {
-        Some((ip, port)) => Ok((Some(parse_ip(ip)?), parse_port(port)?)),
-        None => Ok((None, parse_port(s)?)),
+        Some((ip, ports)) => {
+            let (p, e) = parse_ports(ports)?;
+            Ok((Some(parse_ip(ip)?), p, e))
+        }
+        None => {
+            let (p, e) = parse_ports(s)?;
+            Ok((None, p, e))
+        }
+    }
+}
+
+/// A copy of `m`'s option as text (`none` when absent), for conflict messages.
+fn shown<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "none".to_string(), ToString::to_string)
+}
+
+/// One difference `what OLD, not NEW` when `old != new`.
+fn differ<T: PartialEq>(
+    out: &mut Vec<String>,
+    what: &str,
+    old: &T,
+    new: &T,
+    show: impl Fn(&T) -> String,
+) {
+    if old != new {
+        out.push(format!("{what} {}, not {}", show(old), show(new)));
     }
 }
 
@@ -475,6 +623,22 @@ impl Model {
         if !(68..=65535).contains(&mtu) {
             return Err(ConfigError::BadMtu(mtu));
         }
+        let dns = match (req.dns_upstream.is_empty(), req.no_dns_upstream) {
+            (true, false) => DnsForward::System,
+            (false, true) => return Err(ConfigError::UpstreamAndNoUpstream),
+            _ if gateway.is_none() => return Err(ConfigError::UpstreamWithoutGateway),
+            (true, true) => DnsForward::Off,
+            (false, false) => {
+                let mut v = Vec::new();
+                for u in req.dns_upstream.iter().flat_map(|u| u.split(',')) {
+                    let a = parse_upstream(u)?;
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                }
+                DnsForward::Servers(v)
+            }
+        };
         Ok(BridgeConf {
             name: req.name.clone(),
             subnet,
@@ -486,7 +650,206 @@ impl Model {
             hosts: Vec::new(),
             leases: Vec::new(),
             reservations: Vec::new(),
+            dns,
         })
+    }
+
+    /// `--may-exist add-br`: the bridge `req` names, if it exists with exactly the
+    /// settings `req` asks for; `None` if there is no such bridge; an error naming the
+    /// differences if it has others (or if `req` is invalid in itself).
+    pub fn existing_bridge(&self, req: &AddBr) -> Result<Option<&BridgeConf>, ConfigError> {
+        let Ok(b) = self.bridge(&req.name) else {
+            return Ok(None);
+        };
+        let mut rest = self.clone();
+        rest.bridges.retain(|x| x.name != req.name);
+        let want = rest.check_add_bridge(req)?;
+        let mut d = Vec::new();
+        differ(&mut d, "subnet", &b.subnet, &want.subnet, shown);
+        differ(&mut d, "gateway", &b.gateway, &want.gateway, shown);
+        differ(&mut d, "dhcp", &b.dhcp, &want.dhcp, shown);
+        differ(
+            &mut d,
+            "isolated",
+            &b.isolated,
+            &want.isolated,
+            ToString::to_string,
+        );
+        differ(&mut d, "mtu", &b.mtu, &want.mtu, ToString::to_string);
+        differ(
+            &mut d,
+            "dns upstream",
+            &b.dns,
+            &want.dns,
+            ToString::to_string,
+        );
+        if d.is_empty() {
+            return Ok(Some(b));
+        }
+        Err(ConfigError::Conflict(format!(
+            "bridge {} already exists with other settings ({})",
+            b.name,
+            d.join("; ")
+        )))
+    }
+
+    /// `--may-exist add-port`: as [`Model::existing_bridge`], for a port. A port of
+    /// that name on another bridge is an error. `external_ids` are not compared.
+    pub fn existing_port(&self, req: &AddPort) -> Result<Option<&PortConf>, ConfigError> {
+        let Some(owner) = self.port_owner(&req.port) else {
+            return Ok(None);
+        };
+        if owner.name != req.bridge {
+            return Err(ConfigError::Conflict(format!(
+                "port {} already exists on bridge {}, not {}",
+                req.port, owner.name, req.bridge
+            )));
+        }
+        let Some(p) = owner.ports.iter().find(|p| p.name == req.port) else {
+            return Ok(None);
+        };
+        let mut rest = self.clone();
+        rest.remove_port(&owner.name, &req.port)?;
+        let want = rest.check_add_port(req)?;
+        let mut d = Vec::new();
+        differ(&mut d, "type", &p.kind, &want.kind, ToString::to_string);
+        differ(&mut d, "tag", &p.tag, &want.tag, shown);
+        differ(&mut d, "trunks", &p.trunks, &want.trunks, |t| {
+            format!("{t:?}")
+        });
+        differ(&mut d, "vxlan", &p.vxlan, &want.vxlan, |v| format!("{v:?}"));
+        differ(&mut d, "lock", &p.lock, &want.lock, |v| format!("{v:?}"));
+        if d.is_empty() {
+            return Ok(Some(p));
+        }
+        Err(ConfigError::Conflict(format!(
+            "port {} already exists on bridge {} with other settings ({})",
+            p.name,
+            owner.name,
+            d.join("; ")
+        )))
+    }
+
+    /// `--may-exist add-route`: the route to `cidr`, if it goes via `via`.
+    pub fn existing_route(&self, cidr: &str, via: &str) -> Result<Option<&RouteConf>, ConfigError> {
+        let net = parse_net(cidr)?;
+        let via = parse_ip(via)?;
+        match self.routes.iter().find(|r| r.cidr == net) {
+            None => Ok(None),
+            Some(r) if r.via == via => Ok(Some(r)),
+            Some(r) => Err(ConfigError::Conflict(format!(
+                "route {net} already exists via {}, not via {via}",
+                r.via
+            ))),
+        }
+    }
+
+    /// `--may-exist add-host`: the name, if it resolves to the same address.
+    pub fn existing_host(&self, req: &AddHost) -> Result<Option<&HostConf>, ConfigError> {
+        let b = self.bridge(&req.bridge)?;
+        let name = req.name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let ip = parse_ip(&req.ip)?;
+        match b.hosts.iter().find(|h| h.name == name) {
+            None => Ok(None),
+            Some(h) if h.ip == ip => Ok(Some(h)),
+            Some(h) => Err(ConfigError::HostExists {
+                bridge: b.name.clone(),
+                name,
+                ip: h.ip.to_string(),
+            }),
+        }
+    }
+
+    /// `--may-exist dhcp-reserve`: whether the MAC already has exactly this
+    /// reservation; an error if it has another.
+    pub fn existing_reservation(
+        &self,
+        bridge: &str,
+        mac: &str,
+        ip: &str,
+        name: Option<&str>,
+    ) -> Result<bool, ConfigError> {
+        let b = self.bridge(bridge)?;
+        let mac_a: MacAddr = mac
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
+        let ip_a = parse_ip(ip)?;
+        let name = name.map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase());
+        match b.reservations.iter().find(|r| r.mac == mac_a) {
+            None => Ok(false),
+            Some(r) if r.ip == ip_a && r.name == name => Ok(true),
+            Some(r) => Err(ConfigError::Conflict(format!(
+                "{mac_a} already has a reservation on bridge {bridge}: {}{}",
+                r.ip,
+                r.name
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// `--may-exist publish`: the published mapping, if it has the same target.
+    pub fn existing_publish(
+        &self,
+        proto: &str,
+        listen: &str,
+        target: &str,
+    ) -> Result<Option<&PublishConf>, ConfigError> {
+        let proto_n = parse_proto(proto)?;
+        let (ip, port, port_end) = parse_listen(listen)?;
+        let Some(p) = self
+            .published
+            .iter()
+            .find(|p| p.proto == proto_n && p.ip == ip && p.port == port && p.port_end == port_end)
+        else {
+            return Ok(None);
+        };
+        let (tip, tport, tend) = parse_target(target)?;
+        let want_end = port_end.map(|e| u32::from(tport) + u32::from(e - port));
+        if p.target_ip == tip && p.target_port == tport && tend.map(u32::from) == want_end {
+            return Ok(Some(p));
+        }
+        Err(ConfigError::AlreadyPublished {
+            proto: proto_name(proto_n).to_string(),
+            listen: listen.to_string(),
+            target: format!("{}:{}", p.target_ip, target_ports(p)),
+        })
+    }
+
+    /// Forget the names registered for port `port` of `bridge` (just removed): names
+    /// added for it (`add-host --port`, pipework), a pipework DHCP port's reservation
+    /// and lease, and the hostnames of leases held by `macs` (the MACs seen on it).
+    pub fn forget_port_names(
+        &mut self,
+        bridge: &str,
+        port: &PortConf,
+        macs: &[MacAddr],
+    ) -> Result<(), ConfigError> {
+        let ext = |k: &str| port.external_ids.get(k).map(String::as_str);
+        let pipework = ext("pipework") == Some("1");
+        let dns = ext("dns").map(str::to_string);
+        let pipework_mac = ext("mac").and_then(|m| m.parse::<MacAddr>().ok());
+        let b = self.bridge_mut(bridge)?;
+        b.hosts.retain(|h| {
+            let for_port = h.port.as_deref() == Some(port.name.as_str());
+            // Names pipework registered before hosts recorded their port.
+            let pipework_name = pipework
+                && h.port.is_none()
+                && h.source == "pipework"
+                && dns.as_deref() == Some(h.name.as_str());
+            !(for_port || pipework_name)
+        });
+        if let (true, Some(mac)) = (pipework, pipework_mac) {
+            // The veth pair is deleted with the port: the guest's address is free.
+            b.reservations.retain(|r| r.mac != mac);
+            b.leases.retain(|l| l.mac != mac);
+        }
+        for l in b.leases.iter_mut().filter(|l| macs.contains(&l.mac)) {
+            l.hostname = None;
+        }
+        Ok(())
     }
 
     /// Validate a `masquerade` request.
@@ -519,20 +882,21 @@ impl Model {
         target: &str,
     ) -> Result<PublishConf, ConfigError> {
         let proto_n = parse_proto(proto)?;
-        let (ip, port) = parse_listen(listen)?;
+        let (ip, port, port_end) = parse_listen(listen)?;
         if let Some(ip) = ip {
             if !self.bridges.iter().any(|b| b.gateway == Some(ip)) {
                 return Err(ConfigError::NotRouterAddress(ip.to_string()));
             }
         }
-        let (tip, tport) = target
-            .rsplit_once(':')
-            .ok_or_else(|| ConfigError::BadEndpoint(target.to_string()))?;
-        let target_ip: Ipv4Addr = tip
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::BadEndpoint(target.to_string()))?;
-        let target_port = parse_port(tport)?;
+        let (target_ip, target_port, target_end) = parse_target(target)?;
+        let extra = port_end.map_or(0, |e| e - port);
+        let target_extra = target_end.map_or(0, |e| e - target_port);
+        if extra != target_extra {
+            return Err(ConfigError::RangeMismatch {
+                listen: listen.to_string(),
+                target: target.to_string(),
+            });
+        }
         if !self
             .bridges
             .iter()
@@ -541,12 +905,17 @@ impl Model {
             return Err(ConfigError::TargetOutside(target_ip.to_string()));
         }
         if let Some(p) = self.published.iter().find(|p| {
-            p.proto == proto_n && p.port == port && (p.ip.is_none() || ip.is_none() || p.ip == ip)
+            p.proto == proto_n
+                && p.overlaps(port, extra)
+                && (p.ip.is_none() || ip.is_none() || p.ip == ip)
         }) {
             return Err(ConfigError::AlreadyPublished {
                 proto: proto_name(proto_n).to_string(),
-                listen: listen.to_string(),
-                target: format!("{}:{}", p.target_ip, p.target_port),
+                listen: match p.extra() {
+                    0 => listen.to_string(),
+                    _ => format!("{listen} (range {})", p.ports()),
+                },
+                target: format!("{}:{}", p.target_ip, target_ports(p)),
             });
         }
         Ok(PublishConf {
@@ -555,6 +924,7 @@ impl Model {
             port,
             target_ip,
             target_port,
+            port_end,
         })
     }
 
@@ -564,16 +934,32 @@ impl Model {
         listen: &str,
     ) -> Result<PublishConf, ConfigError> {
         let proto_n = parse_proto(proto)?;
-        let (ip, port) = parse_listen(listen)?;
-        let i = self
+        let (ip, port, port_end) = parse_listen(listen)?;
+        let exact = |p: &&PublishConf| {
+            p.proto == proto_n && p.port == port && p.port_end == port_end && p.ip == ip
+        };
+        if let Some(i) = self.published.iter().position(|p| exact(&p)) {
+            return Ok(self.published.remove(i));
+        }
+        let extra = port_end.map_or(0, |e| e - port);
+        if let Some(p) = self
             .published
             .iter()
-            .position(|p| p.proto == proto_n && p.port == port && p.ip == ip)
-            .ok_or_else(|| ConfigError::NotPublished {
+            .find(|p| p.proto == proto_n && p.ip == ip && p.overlaps(port, extra))
+        {
+            return Err(ConfigError::InsideRange {
                 proto: proto_name(proto_n).to_string(),
-                listen: listen.to_string(),
-            })?;
-        Ok(self.published.remove(i))
+                port,
+                range: match p.ip {
+                    Some(i) => format!("{i}:{}", p.ports()),
+                    None => p.ports(),
+                },
+            });
+        }
+        Err(ConfigError::NotPublished {
+            proto: proto_name(proto_n).to_string(),
+            listen: listen.to_string(),
+        })
     }
 
     /// Validate and apply a `dhcp-reserve` request.
@@ -700,10 +1086,19 @@ impl Model {
                 ip: h.ip.to_string(),
             });
         }
+        if let Some(p) = &req.port {
+            if !b.ports.iter().any(|x| &x.name == p) {
+                return Err(ConfigError::NoSuchPort {
+                    bridge: b.name.clone(),
+                    port: p.clone(),
+                });
+            }
+        }
         Ok(HostConf {
             name,
             ip,
             source: req.source.clone().unwrap_or_else(|| "user".to_string()),
+            port: req.port.clone(),
         })
     }
 
@@ -851,6 +1246,31 @@ impl Model {
     }
 }
 
+/// `IP:PORT[-LAST]` of a publish target.
+fn parse_target(target: &str) -> Result<(Ipv4Addr, u16, Option<u16>), ConfigError> {
+    let (tip, tports) = target
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::BadEndpoint(target.to_string()))?;
+    let ip: Ipv4Addr = tip
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadEndpoint(target.to_string()))?;
+    let (p, e) = parse_ports(tports)?;
+    Ok((ip, p, e))
+}
+
+/// The target port(s) of `p` as typed: `80` or `8000-8010`.
+pub fn target_ports(p: &PublishConf) -> String {
+    match p.extra() {
+        0 => p.target_port.to_string(),
+        n => format!(
+            "{}-{}",
+            p.target_port,
+            u32::from(p.target_port) + u32::from(n)
+        ),
+    }
+}
+
 /// A DNS name: dot-separated labels of 1-63 characters from a-z 0-9 - _, 253 at most.
 pub fn valid_dns_name(n: &str) -> bool {
     !n.is_empty()
@@ -980,7 +1400,7 @@ mod tests {
             bridge: "br1".into(),
             name: name.into(),
             ip: ip.into(),
-            source: None,
+            ..Default::default()
         };
         let web = m.check_add_host(&h("Web.", "10.0.0.5")).unwrap();
         assert_eq!((web.name.as_str(), web.source.as_str()), ("web", "user"));
@@ -1049,6 +1469,184 @@ mod tests {
             .is_err());
         assert!(m.remove_published("tcp", "8081").is_err());
         assert!(m.remove_published("tcp", "8080").is_ok());
+    }
+
+    #[test]
+    fn published_ranges() {
+        let mut m = Model::default();
+        for (n, s, g) in [
+            ("br1", "10.0.0.0/24", None),
+            ("wan", "198.51.100.0/24", Some("198.51.100.2")),
+        ] {
+            m.insert_bridge(m.check_add_bridge(&br(n, Some(s), g)).unwrap());
+        }
+        let p = m
+            .check_publish("tcp", "8000-8010", "10.0.0.5:9000-9010")
+            .unwrap();
+        assert_eq!(
+            (p.port, p.port_end, p.target_port, p.extra()),
+            (8000, Some(8010), 9000, 10)
+        );
+        assert_eq!(target_ports(&p), "9000-9010");
+        m.published.push(p);
+        let err = |l: &str, t: &str| m.check_publish("tcp", l, t).unwrap_err().to_string();
+        assert_eq!(
+            err("8005", "10.0.0.6:80"),
+            "tcp port 8005 (range 8000-8010) is already published (to 10.0.0.5:9000-9010)"
+        );
+        assert!(err("7990-8000", "10.0.0.6:7990-8000").contains("already published"));
+        assert_eq!(
+            err("7000-7005", "10.0.0.6:80"),
+            "target range 10.0.0.6:80 is not as long as the listening range 7000-7005"
+        );
+        assert!(err("7010-7000", "10.0.0.6:80").starts_with("bad port range"));
+        assert!(m.check_publish("tcp", "8011-8020", "10.0.0.6:1-10").is_ok());
+        assert!(m.check_publish("udp", "8000-8010", "10.0.0.6:1-11").is_ok());
+        // --may-exist: the same mapping is found; another target is an error.
+        assert!(m
+            .existing_publish("tcp", "8000-8010", "10.0.0.5:9000-9010")
+            .unwrap()
+            .is_some());
+        assert!(m
+            .existing_publish("tcp", "8000-8010", "10.0.0.5:9001-9011")
+            .is_err());
+        assert!(m
+            .existing_publish("tcp", "7000", "10.0.0.5:80")
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            m.remove_published("tcp", "8005").unwrap_err().to_string(),
+            "tcp port 8005 is part of the published range 8000-8010: unpublish tcp 8000-8010"
+        );
+        assert!(m.remove_published("tcp", "8000-8010").is_ok());
+        assert!(m.published.is_empty());
+    }
+
+    #[test]
+    fn may_exist_identical_or_conflicting() {
+        let mut m = Model::default();
+        let mut r = br("br1", Some("10.0.0.0/24"), Some("10.0.0.1"));
+        assert!(m.existing_bridge(&r).unwrap().is_none());
+        m.insert_bridge(m.check_add_bridge(&r).unwrap());
+        assert!(m.existing_bridge(&r).unwrap().is_some(), "identical");
+        r.mtu = Some(9000);
+        r.isolated = true;
+        assert_eq!(
+            m.existing_bridge(&r).unwrap_err().to_string(),
+            "bridge br1 already exists with other settings (isolated false, not true; mtu 1500, not 9000)"
+        );
+        let mut r = br("br1", Some("10.0.0.0/24"), Some("10.0.0.1"));
+        r.dns_upstream = vec!["203.0.113.53".into()];
+        assert!(m
+            .existing_bridge(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("dns upstream vswitchd's resolv.conf, not 203.0.113.53:53"));
+        m.insert_bridge(m.check_add_bridge(&br("br2", None, None)).unwrap());
+        let port = |bridge: &str, tag: Option<u16>| AddPort {
+            bridge: bridge.into(),
+            port: "v1".into(),
+            tag,
+            ..Default::default()
+        };
+        m.insert_port("br1", m.check_add_port(&port("br1", Some(10))).unwrap())
+            .unwrap();
+        assert!(m.existing_port(&port("br1", Some(10))).unwrap().is_some());
+        assert_eq!(
+            m.existing_port(&port("br1", Some(20)))
+                .unwrap_err()
+                .to_string(),
+            "port v1 already exists on bridge br1 with other settings (tag 10, not 20)"
+        );
+        assert_eq!(
+            m.existing_port(&port("br2", Some(10)))
+                .unwrap_err()
+                .to_string(),
+            "port v1 already exists on bridge br1, not br2"
+        );
+        m.routes
+            .push(m.check_add_route("0.0.0.0/0", "10.0.0.254").unwrap());
+        assert!(m
+            .existing_route("0.0.0.0/0", "10.0.0.254")
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            m.existing_route("0.0.0.0/0", "10.0.0.253")
+                .unwrap_err()
+                .to_string(),
+            "route 0.0.0.0/0 already exists via 10.0.0.254, not via 10.0.0.253"
+        );
+        let host = |ip: &str| AddHost {
+            bridge: "br1".into(),
+            name: "web".into(),
+            ip: ip.into(),
+            ..Default::default()
+        };
+        m.insert_host("br1", m.check_add_host(&host("10.0.0.5")).unwrap())
+            .unwrap();
+        assert!(m.existing_host(&host("10.0.0.5")).unwrap().is_some());
+        assert!(m.existing_host(&host("10.0.0.6")).is_err());
+    }
+
+    #[test]
+    fn names_leave_with_their_port() {
+        let mut m = Model::default();
+        m.insert_bridge(
+            m.check_add_bridge(&br("br1", Some("10.0.0.0/24"), Some("10.0.0.1")))
+                .unwrap(),
+        );
+        let mut ids = BTreeMap::new();
+        ids.insert("pipework".to_string(), "1".to_string());
+        ids.insert("dns".to_string(), "old".to_string());
+        let add = |m: &mut Model, port: &str, ids: BTreeMap<String, String>| {
+            let p = m
+                .check_add_port(&AddPort {
+                    bridge: "br1".into(),
+                    port: port.into(),
+                    external_ids: ids,
+                    ..Default::default()
+                })
+                .unwrap();
+            m.insert_port("br1", p).unwrap();
+        };
+        add(&mut m, "vp1", ids);
+        add(&mut m, "v2", BTreeMap::new());
+        let host = |name: &str, ip: &str, port: Option<&str>, source: &str| AddHost {
+            bridge: "br1".into(),
+            name: name.into(),
+            ip: ip.into(),
+            source: Some(source.into()),
+            port: port.map(str::to_string),
+            ..Default::default()
+        };
+        for h in [
+            host("web", "10.0.0.5", Some("vp1"), "pipework"),
+            host("old", "10.0.0.6", None, "pipework"),
+            host("db", "10.0.0.7", Some("v2"), "user"),
+            host("kept", "10.0.0.8", None, "user"),
+        ] {
+            let c = m.check_add_host(&h).unwrap();
+            m.insert_host("br1", c).unwrap();
+        }
+        assert!(m
+            .check_add_host(&host("x", "10.0.0.9", Some("nope"), "user"))
+            .is_err());
+        let mac: MacAddr = "02:00:00:00:00:09".parse().unwrap();
+        m.bridges[0].leases.push(Lease {
+            mac,
+            ip: "10.0.0.50".parse().unwrap(),
+            hostname: Some("guest".into()),
+            expires: u64::MAX,
+        });
+        let p = m.remove_port("br1", "vp1").unwrap();
+        m.forget_port_names("br1", &p, &[mac]).unwrap();
+        let names: Vec<&str> = m.bridges[0].hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["db", "kept"]);
+        assert_eq!(
+            m.bridges[0].leases[0].hostname, None,
+            "a lease's name goes too"
+        );
+        assert_eq!(m.bridges[0].leases.len(), 1, "the address stays leased");
     }
 
     #[test]

@@ -29,8 +29,7 @@
 //! moved, removed, stop). Everything per-frame is read from the published snapshot.
 
 use super::{clock, Batch};
-use crate::config::snapshot::slot_of;
-use crate::config::Snapshot;
+use crate::dp::snapshot::{slot_of, Snapshot};
 use crate::pipeline::punt::PuntTx;
 use crate::pipeline::{self, Ctx, OutQueues};
 use crate::port::{Port, PortRx};

@@ -3,8 +3,7 @@
 //! batch. The driver that calls these in order is [`super::process`].
 
 use super::punt::{PuntKind, PuntTx};
-use crate::config::snapshot::slot_of;
-use crate::config::{PortEntry, Snapshot, VlanMode};
+use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
@@ -239,7 +238,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BridgeRt, PortEntry, VlanMode};
+    use crate::dp::snapshot::{BridgeRt, PortEntry, VlanMode};
     use crate::dp::PortCounters;
     use crate::pipeline::process;
     use crate::port::mem::MemPort;

@@ -11,8 +11,8 @@
 
 use super::punt::PuntKind;
 use super::Meta;
-use crate::config::Snapshot;
 use crate::dp::DropReason;
+use crate::dp::Snapshot;
 use crate::tables::neigh::{NeighCache, NeighMap};
 use crate::wire::ipv4;
 use crate::wire::{MacAddr, VnetHdr};

@@ -28,8 +28,7 @@ pub mod rig;
 pub use l2::{flush, Ctx, OutQueues};
 pub use parse::Meta;
 
-use crate::config::snapshot::slot_of;
-use crate::config::PortEntry;
+use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
 use crate::tables::PortId;
 use crate::wire::ipv4;

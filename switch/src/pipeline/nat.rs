@@ -493,6 +493,6 @@ fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
 }
 
 /// Whether `ip` is an address masquerade or publish answers on.
-pub fn is_outside(snap: &crate::config::Snapshot, ip: Ipv4Addr) -> bool {
+pub fn is_outside(snap: &crate::dp::Snapshot, ip: Ipv4Addr) -> bool {
     snap.nat.outside_ips.contains(&ip)
 }

@@ -5,8 +5,9 @@
 //! in-memory ports. Frames go through the real L2, L3 and NAT stages and out of the
 //! in-memory ports; nothing is punted (the slow path has its own fuzz targets).
 
-use crate::config::snapshot::{NatRt, PortEntry, PublishRt, RouterIf, VlanMode};
-use crate::config::{router_mac, BridgeRt, Snapshot};
+use crate::dp::snapshot::{
+    router_mac, BridgeRt, NatRt, PortEntry, PublishRt, RouterIf, Snapshot, VlanMode,
+};
 use crate::dp::{Batch, PortCounters};
 use crate::pipeline::{flush, process, Ctx, OutQueues};
 use crate::port::mem::MemPort;

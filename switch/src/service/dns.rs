@@ -1,8 +1,12 @@
-//! The DNS responder of a bridge (Docker's embedded DNS): A and PTR answers for the
-//! names registered on that bridge, NXDOMAIN for anything else. Names are
-//! case-insensitive. Codec: hickory-proto.
+//! The DNS responder of a bridge (Docker's embedded DNS, dnsmasq's `domain-needed`):
+//! A and PTR answers for the names registered on that bridge; other names are
+//! forwarded upstream (by [`super::forward`], off this thread) when the bridge forwards
+//! and the name may leave: never a plain name without a dot, a name in the bridge's own
+//! domain, or a reverse name of a private address — those get NXDOMAIN, so container
+//! names never leak upstream. Names are case-insensitive. Codec: hickory-proto.
 
-use crate::config::NameMap;
+use super::tcp53::TcpReply;
+use crate::dp::NameMap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -10,6 +14,66 @@ use std::net::Ipv4Addr;
 
 /// TTL of answers, seconds.
 pub const TTL: u32 = 60;
+
+/// Largest UDP answer sent without the client asking for more (RFC 1035).
+const UDP_MIN: usize = 512;
+/// IPv4 + UDP headers.
+const IP_UDP_HDR: usize = 28;
+
+/// Where the answer to a query goes: back over UDP or over the stateless TCP responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Udp {
+        client: Ipv4Addr,
+        /// The gateway address the query was sent to.
+        server: Ipv4Addr,
+        cport: u16,
+        /// Largest answer the client takes over UDP (512, or its EDNS size within the
+        /// bridge's MTU); a longer one goes out truncated (TC), and the client asks
+        /// again over TCP.
+        limit: usize,
+    },
+    Tcp(TcpReply),
+}
+
+/// What to do with a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Answered here.
+    Local(Vec<u8>),
+    /// Not a name of the bridge, and one that may leave: ask upstream.
+    Forward,
+}
+
+/// The UDP size limit for the answer to `query` on a bridge of MTU `mtu`.
+pub fn udp_limit(query: &[u8], mtu: u32) -> usize {
+    let asked = Message::from_vec(query).map_or(UDP_MIN, |m| usize::from(m.max_payload()));
+    let fits = (mtu as usize).saturating_sub(IP_UDP_HDR).max(UDP_MIN);
+    asked.clamp(UDP_MIN, fits)
+}
+
+/// `answer` as it may go over UDP within `limit`: as it is, or truncated (header,
+/// question and TC flag only).
+pub fn fit_udp(answer: Vec<u8>, limit: usize) -> Vec<u8> {
+    if answer.len() <= limit {
+        return answer;
+    }
+    match Message::from_vec(&answer)
+        .ok()
+        .and_then(|m| m.truncate().to_vec().ok())
+    {
+        Some(t) if t.len() <= limit => t,
+        // Undecodable or still too long: the 12-byte header alone, with TC set.
+        _ => {
+            let mut h = answer[..12.min(answer.len())].to_vec();
+            if h.len() == 12 {
+                h[2] |= 0x02;
+                h[4..12].fill(0);
+            }
+            h
+        }
+    }
+}
 
 fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
     let rest = name.strip_suffix(".in-addr.arpa")?;
@@ -23,21 +87,53 @@ fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
     }
 }
 
-/// The reply to the query `data`, or `None` if it is not a query we can parse.
+/// Whether `full` (lower-case, no trailing dot) is a name under the reverse zones of
+/// private or link-local addresses (dnsmasq's `bogus-priv`): 10/8, 172.16/12,
+/// 192.168/16, 169.254/16, 127/8.
+fn private_reverse(full: &str) -> bool {
+    let Some(rest) = full.strip_suffix("in-addr.arpa") else {
+        return false;
+    };
+    let labels: Vec<&str> = rest.trim_end_matches('.').rsplit('.').collect();
+    match labels[..] {
+        ["10", ..] | ["127", ..] => true,
+        ["192", "168", ..] | ["169", "254", ..] => true,
+        ["172", b, ..] => b.parse::<u8>().is_ok_and(|b| (16..=31).contains(&b)),
+        _ => false,
+    }
+}
+
+/// Whether a name the bridge does not know may be asked upstream.
+fn may_leave(full: &str, domain: &str) -> bool {
+    full.contains('.')
+        && full != domain
+        && !full.ends_with(&format!(".{domain}"))
+        && !private_reverse(full)
+}
+
+/// The answer to the query `data`, or `None` if it is not a query we can parse.
 /// `names`: the bridge's name maps, the first that knows a name answers for it (static
-/// names, then DHCP lease names). `domain` is the bridge's DNS domain (the DHCP
-/// domain-name option): `web.br1` answers like `web`.
-pub fn answer(names: &[&NameMap], domain: &str, data: &[u8], now_unix: u64) -> Option<Vec<u8>> {
+/// names, then DHCP lease names). `domain` is the bridge's DNS domain (the DHCP domain-name option): `web.br1`
+/// answers like `web`. With `forward`, a name the bridge does not own (and that may
+/// leave) is [`Answer::Forward`]; without, NXDOMAIN.
+pub fn answer(
+    names: &[&NameMap],
+    domain: &str,
+    data: &[u8],
+    now_unix: u64,
+    forward: bool,
+) -> Option<Answer> {
     let q = Message::from_vec(data).ok()?;
     if q.metadata.message_type != MessageType::Query {
         return None;
     }
     let mut r = Message::response(q.metadata.id, q.metadata.op_code);
     r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.recursion_available = forward;
     r.metadata.authoritative = true;
     if q.metadata.op_code != OpCode::Query || q.queries.len() != 1 {
         r.metadata.response_code = ResponseCode::NotImp;
-        return r.to_vec().ok();
+        return r.to_vec().ok().map(Answer::Local);
     }
     let query = q.queries[0].clone();
     let qname = query.name().to_ascii().to_ascii_lowercase();
@@ -49,6 +145,7 @@ pub fn answer(names: &[&NameMap], domain: &str, data: &[u8], now_unix: u64) -> O
         .unwrap_or(full)
         .to_string();
     let live = |exp: u64| exp == 0 || exp > now_unix;
+    let forwardable = forward && may_leave(full, domain);
     r.add_query(query.clone());
     match (query.query_type(), ptr_addr(&key)) {
         (RecordType::PTR, Some(ip)) => {
@@ -61,6 +158,9 @@ pub fn answer(names: &[&NameMap], domain: &str, data: &[u8], now_unix: u64) -> O
             hits.sort();
             hits.dedup();
             if hits.is_empty() {
+                if forwardable {
+                    return Some(Answer::Forward);
+                }
                 r.metadata.response_code = ResponseCode::NXDomain;
             }
             for n in hits {
@@ -86,21 +186,29 @@ pub fn answer(names: &[&NameMap], domain: &str, data: &[u8], now_unix: u64) -> O
                 }
                 // Other types of a known name: NOERROR without answers.
             }
+            None if forwardable => return Some(Answer::Forward),
             None => r.metadata.response_code = ResponseCode::NXDomain,
         },
     }
-    r.to_vec().ok()
+    r.to_vec().ok().map(Answer::Local)
 }
 
 /// Fuzz entry point: `data` is one DNS message (UDP payload) for a bridge that knows
-/// two names. Must never panic; an answer is never larger than a UDP reply can be.
+/// two names and forwards. Must never panic; an answer is never larger than a UDP
+/// reply can be, and fits the limit it is cut to.
 pub fn fuzz(data: &[u8]) {
     let mut n = NameMap::new();
     n.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 5), 0));
     n.insert("db".into(), (Ipv4Addr::new(10, 0, 0, 6), 50));
-    if let Some(reply) = answer(&[&n], "lab", data, 100) {
+    if let Some(Answer::Local(reply)) = answer(&[&n], "lab", data, 100, true) {
         assert!(reply.len() <= 65_535, "oversized DNS reply");
+        let limit = udp_limit(data, 1500);
+        assert!(
+            fit_udp(reply, limit).len() <= limit,
+            "UDP answer over its limit"
+        );
     }
+    let _ = super::forward::servfail(data);
 }
 
 #[cfg(test)]
@@ -115,6 +223,13 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    fn local(names: &NameMap, q: &[u8]) -> Message {
+        match answer(&[names], "br1", q, 100, true) {
+            Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn names() -> NameMap {
         let mut n = NameMap::new();
         n.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 5), 0));
@@ -123,74 +238,133 @@ mod tests {
     }
 
     #[test]
-    fn a_ptr_nxdomain() {
-        let r = Message::from_vec(
-            &answer(&[&names()], "br1", &query("WEB.", RecordType::A), 100).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(r.metadata.id, 7);
-        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
-        assert_eq!(r.answers.len(), 1);
-        assert_eq!(r.answers[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 5))));
-
-        let r = Message::from_vec(
-            &answer(
-                &[&names()],
-                "br1",
-                &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
-                100,
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(r.answers.len(), 1);
-
-        for (n, ty) in [("nope.", RecordType::A), ("old.", RecordType::A)] {
-            let r = Message::from_vec(&answer(&[&names()], "br1", &query(n, ty), 100).unwrap())
-                .unwrap();
-            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{n}");
-        }
-        let r = Message::from_vec(
-            &answer(&[&names()], "br1", &query("web.", RecordType::AAAA), 100).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            (r.metadata.response_code, r.answers.len()),
-            (ResponseCode::NoError, 0)
-        );
-        assert!(answer(&[&names()], "br1", b"junk", 1).is_none());
-        let r = Message::from_vec(
-            &answer(&[&names()], "br1", &query("web.br1.", RecordType::A), 100).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
-    }
-
-    #[test]
     fn static_names_before_lease_names() {
         let mut leased = NameMap::new();
         leased.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 99), 1000));
         leased.insert("laptop".into(), (Ipv4Addr::new(10, 0, 0, 5), 1000));
-        let maps = [&names(), &leased];
+        let statics = names();
+        let maps = [&statics, &leased];
         let a = |n: &str| {
-            let r =
-                Message::from_vec(&answer(&maps, "br1", &query(n, RecordType::A), 100).unwrap())
-                    .unwrap();
+            let r = match answer(&maps, "br1", &query(n, RecordType::A), 100, false) {
+                Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
+                other => panic!("{other:?}"),
+            };
             r.answers.first().map(|a| a.data.clone())
         };
         assert_eq!(a("web."), Some(RData::A(A(Ipv4Addr::new(10, 0, 0, 5)))));
         assert_eq!(a("laptop."), Some(RData::A(A(Ipv4Addr::new(10, 0, 0, 5)))));
         // PTR: every live name of the address, from both maps.
-        let r = Message::from_vec(
-            &answer(
-                &maps,
-                "br1",
-                &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
-                100,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let r = match answer(
+            &maps,
+            "br1",
+            &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
+            100,
+            false,
+        ) {
+            Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(r.answers.len(), 2);
+    }
+
+    #[test]
+    fn a_ptr_nxdomain() {
+        let r = local(&names(), &query("WEB.", RecordType::A));
+        assert_eq!(r.metadata.id, 7);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 5))));
+
+        let r = local(&names(), &query("5.0.0.10.in-addr.arpa.", RecordType::PTR));
+        assert_eq!(r.answers.len(), 1);
+
+        for (n, ty) in [("nope.", RecordType::A), ("old.", RecordType::A)] {
+            let r = local(&names(), &query(n, ty));
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{n}");
+        }
+        let r = local(&names(), &query("web.", RecordType::AAAA));
+        assert_eq!(
+            (r.metadata.response_code, r.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        assert!(answer(&[&names()], "br1", b"junk", 1, true).is_none());
+        let r = local(&names(), &query("web.br1.", RecordType::A));
+        assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
+    }
+
+    #[test]
+    fn only_names_that_may_leave_are_forwarded() {
+        let fwd = |n: &str, ty| answer(&[&names()], "br1", &query(n, ty), 100, true);
+        for n in ["www.example.com.", "Example.ORG.", "x.y.z."] {
+            assert_eq!(fwd(n, RecordType::A), Some(Answer::Forward), "{n}");
+        }
+        assert_eq!(fwd("example.com.", RecordType::MX), Some(Answer::Forward));
+        assert_eq!(
+            fwd("7.113.0.203.in-addr.arpa.", RecordType::PTR),
+            Some(Answer::Forward),
+            "reverse of a public address"
+        );
+        // Never: dotless names, the bridge's own domain, private reverse zones.
+        for (n, ty) in [
+            ("nope.", RecordType::A),
+            ("nope.br1.", RecordType::A),
+            ("br1.", RecordType::A),
+            ("9.0.0.10.in-addr.arpa.", RecordType::PTR),
+            ("1.1.168.192.in-addr.arpa.", RecordType::PTR),
+            ("1.1.20.172.in-addr.arpa.", RecordType::PTR),
+            ("10.in-addr.arpa.", RecordType::SOA),
+        ] {
+            let r = local(&names(), &query(n, ty));
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{n}");
+            assert!(r.metadata.recursion_available);
+        }
+        // Known names still answer here.
+        assert_eq!(
+            local(&names(), &query("web.", RecordType::A)).answers.len(),
+            1
+        );
+        // Not forwarding: NXDOMAIN.
+        assert!(matches!(
+            answer(
+                &[&names()],
+                "br1",
+                &query("www.example.com.", RecordType::A),
+                100,
+                false
+            ),
+            Some(Answer::Local(_))
+        ));
+    }
+
+    #[test]
+    fn udp_answers_fit_their_limit() {
+        let q = query("web.", RecordType::A);
+        assert_eq!(udp_limit(&q, 1500), 512, "no EDNS: 512");
+        let mut m = Message::from_vec(&q).unwrap();
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(4096);
+        m.set_edns(e);
+        let big = m.to_vec().unwrap();
+        assert_eq!(udp_limit(&big, 1500), 1472, "EDNS within the MTU");
+        assert_eq!(udp_limit(&big, 9000), 4096);
+        // An answer over the limit goes out with TC, question kept.
+        let mut r = Message::response(7, OpCode::Query);
+        r.add_query(m.queries[0].clone());
+        for i in 0..60u8 {
+            r.add_answer(Record::from_rdata(
+                m.queries[0].name().clone(),
+                60,
+                RData::A(A(Ipv4Addr::new(10, 0, 1, i))),
+            ));
+        }
+        let long = r.to_vec().unwrap();
+        assert!(long.len() > 512);
+        let cut = Message::from_vec(&fit_udp(long.clone(), 512)).unwrap();
+        assert!(cut.metadata.truncation);
+        assert_eq!(
+            (cut.metadata.id, cut.queries.len(), cut.answers.len()),
+            (7, 1, 0)
+        );
+        assert_eq!(fit_udp(long.clone(), 4096), long);
     }
 }

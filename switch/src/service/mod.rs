@@ -13,11 +13,11 @@
 
 pub mod dhcp;
 pub mod dns;
+pub mod forward;
 mod ipbuild;
 mod tcp53;
 
-use crate::config::snapshot::slot_of;
-use crate::config::{BridgeRt, Snapshot};
+use crate::dp::snapshot::{slot_of, BridgeRt, Snapshot, Upstream};
 use crate::dp::{clock, DropReason};
 use crate::pipeline::l3;
 use crate::pipeline::punt::{Punt, PuntKind, PuntRx};
@@ -69,6 +69,8 @@ pub struct Service {
     icmp_tokens: f64,
     icmp_refill: Instant,
     tcp53: tcp53::Tcp53,
+    /// Names the bridges do not own go upstream through it (off this thread).
+    forwarder: forward::Forwarder<dns::Reply>,
 }
 
 impl Service {
@@ -88,13 +90,25 @@ impl Service {
             icmp_tokens: ICMP_ERRORS_PER_SEC,
             icmp_refill: Instant::now(),
             tcp53: tcp53::Tcp53::default(),
+            forwarder: forward::Forwarder::default(),
         }
     }
 
     /// Serve punts until every sender is gone.
     pub fn run(mut self, rx: PuntRx) {
+        let answers = self.forwarder.answers().clone();
         loop {
-            match rx.recv_timeout(Duration::from_millis(250)) {
+            let got = crossbeam_channel::select! {
+                recv(rx) -> p => p.map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+                recv(answers) -> a => {
+                    if let Ok(a) = a {
+                        self.send_dns_guarded(a);
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                }
+                default(Duration::from_millis(250)) => Err(crossbeam_channel::RecvTimeoutError::Timeout),
+            };
+            match got {
                 Ok(p) => {
                     self.handle_guarded(p);
                     // Drain a bounded burst, then publish what was learned once.
@@ -267,34 +281,96 @@ impl Service {
                 if dport == 67 && bridge.dhcp.is_some() {
                     self.dhcp(snap, bi, in_port, eth, data);
                 } else if dport == 53 && target == Some(bi) {
-                    let now = dhcp::unix_now();
-                    let leased = self.leases.names(&bridge.name).unwrap_or_default();
-                    match dns::answer(&[&bridge.names, &leased], &bridge.name, data, now) {
-                        Some(resp) => {
-                            let udp = ipbuild::udp(m.dst, m.src, 53, sport, &resp);
-                            self.emit(snap, ipbuild::ipv4(m.dst, m.src, ipv4::PROTO_UDP, &udp));
-                        }
-                        None => self.count_drop(snap, in_port),
-                    }
+                    let reply = dns::Reply::Udp {
+                        client: m.src,
+                        server: m.dst,
+                        cport: sport,
+                        limit: dns::udp_limit(data, bridge.mtu),
+                    };
+                    self.dns_query(snap, bi, in_port, data, reply);
                 } else if target.is_some() {
                     // Port unreachable.
                     self.icmp_error(snap, bi, ip, 3, 3, 0);
                 }
             }
             ipv4::PROTO_TCP if target == Some(bi) && body.len() >= 20 && body[2..4] == [0, 53] => {
-                let now = dhcp::unix_now();
-                let leased = self.leases.names(&bridge.name).unwrap_or_default();
-                let names = [&*bridge.names, &*leased];
-                let domain = bridge.name.as_str();
-                match self
-                    .tcp53
-                    .handle(m.src, m.dst, body, |q| dns::answer(&names, domain, q, now))
-                {
-                    Some(pkt) => self.emit(snap, pkt),
-                    None => self.count_drop(snap, in_port),
+                match self.tcp53.handle(m.src, m.dst, body, bridge.mtu) {
+                    tcp53::Out::Packet(pkt) => self.emit(snap, pkt),
+                    tcp53::Out::Query(q, reply) => {
+                        self.dns_query(snap, bi, in_port, &q, dns::Reply::Tcp(reply))
+                    }
+                    tcp53::Out::None => self.count_drop(snap, in_port),
                 }
             }
             _ => self.count_drop(snap, in_port),
+        }
+    }
+
+    /// A DNS query to bridge `bi`'s gateway: answered here, or handed to the forwarder
+    /// (whose answer comes back through [`Service::run`]).
+    fn dns_query(
+        &mut self,
+        snap: &Snapshot,
+        bi: usize,
+        in_port: PortId,
+        q: &[u8],
+        reply: dns::Reply,
+    ) {
+        let bridge = &snap.bridges[bi];
+        let now = dhcp::unix_now();
+        let forwards = bridge.dns != Upstream::Off;
+        // Static names first, then the names of live DHCP leases (the lease store's
+        // own short lock, never the control mutex).
+        let leased = self.leases.names(&bridge.name).unwrap_or_default();
+        match dns::answer(&[&bridge.names, &leased], &bridge.name, q, now, forwards) {
+            Some(dns::Answer::Local(resp)) => self.send_dns(snap, reply, resp),
+            Some(dns::Answer::Forward) => {
+                let req = forward::Request {
+                    upstream: bridge.dns.clone(),
+                    query: q.to_vec(),
+                    reply,
+                    avoid: snap.router_ips.keys().copied().collect(),
+                };
+                if let Err(req) = self.forwarder.forward(req) {
+                    if let Some(resp) = forward::servfail(&req.query) {
+                        self.send_dns(snap, req.reply, resp);
+                    }
+                }
+            }
+            None => self.count_drop(snap, in_port),
+        }
+    }
+
+    /// [`Service::send_dns`] of a forwarded answer: upstream bytes are parsed on the
+    /// way (to fit a UDP limit), so a panic in the codec costs that answer only.
+    fn send_dns_guarded(&mut self, a: forward::Answer<dns::Reply>) {
+        let snap = self.snap.load_full();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.send_dns(&snap, a.reply, a.message)
+        }));
+        if r.is_err() {
+            tracing::error!("slow path: a forwarded DNS answer caused a panic; answer dropped");
+        }
+    }
+
+    /// Send the DNS answer `msg` back the way its query came.
+    fn send_dns(&mut self, snap: &Snapshot, reply: dns::Reply, msg: Vec<u8>) {
+        match reply {
+            dns::Reply::Udp {
+                client,
+                server,
+                cport,
+                limit,
+            } => {
+                let msg = dns::fit_udp(msg, limit);
+                let udp = ipbuild::udp(server, client, 53, cport, &msg);
+                self.emit(snap, ipbuild::ipv4(server, client, ipv4::PROTO_UDP, &udp));
+            }
+            dns::Reply::Tcp(r) => {
+                for pkt in r.segments(&msg) {
+                    self.emit(snap, pkt);
+                }
+            }
         }
     }
 

@@ -6,6 +6,10 @@
 //! answered. SYN → SYN-ACK; a segment carrying a whole length-prefixed query → the
 //! length-prefixed answer with FIN; FIN → ACK; anything else → RST. Queries split over
 //! several segments are not supported (clients send them in one).
+//!
+//! The answer may come later (a forwarded query): everything needed to send it is in
+//! a [`TcpReply`], which cuts it into segments of at most one MSS; if those are lost,
+//! the client sends its query again and gets the answer again.
 
 use crate::wire::ipv4::{self, checksum};
 use std::hash::{BuildHasher, Hasher};
@@ -27,6 +31,64 @@ impl Default for Tcp53 {
         Tcp53 {
             key: std::collections::hash_map::RandomState::new(),
         }
+    }
+}
+
+/// What to do with a segment.
+#[derive(Debug)]
+pub enum Out {
+    /// Nothing.
+    None,
+    /// Send this IPv4 packet (SYN-ACK, ACK, RST).
+    Packet(Vec<u8>),
+    /// A whole query arrived: answer it with [`TcpReply::segments`].
+    Query(Vec<u8>, TcpReply),
+}
+
+/// Where and how the answer to a query that came over TCP goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpReply {
+    client: Ipv4Addr,
+    server: Ipv4Addr,
+    cport: u16,
+    sport: u16,
+    /// Our sequence number for the first byte of the answer.
+    seq: u32,
+    /// The client's next sequence number (what we acknowledge).
+    ack: u32,
+    /// Largest segment payload.
+    mss: usize,
+}
+
+impl TcpReply {
+    /// The IPv4 packets carrying `answer` (length-prefixed), the last with FIN.
+    pub fn segments(&self, answer: &[u8]) -> Vec<Vec<u8>> {
+        let Ok(len) = u16::try_from(answer.len()) else {
+            return Vec::new();
+        };
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(answer);
+        let chunks: Vec<&[u8]> = out.chunks(self.mss.max(1)).collect();
+        let last = chunks.len().saturating_sub(1);
+        let mut seq = self.seq;
+        let mut pkts = Vec::with_capacity(chunks.len());
+        for (i, c) in chunks.into_iter().enumerate() {
+            let flags = if i == last { ACK | PSH | FIN } else { ACK };
+            pkts.push(segment(
+                self.server,
+                self.client,
+                &Seg {
+                    sport: self.sport,
+                    dport: self.cport,
+                    seq,
+                    ack: self.ack,
+                    flags,
+                    data: c,
+                },
+            ));
+            seq = seq.wrapping_add(c.len() as u32);
+        }
+        pkts
     }
 }
 
@@ -70,15 +132,14 @@ impl Tcp53 {
         h.finish() as u32
     }
 
-    /// Handle one TCP segment `tcp` from `client` to `server`:53; returns the IPv4
-    /// packet to send back, if any. `resolve` turns a DNS query into its answer.
-    pub fn handle(
-        &self,
-        client: Ipv4Addr,
-        server: Ipv4Addr,
-        tcp: &[u8],
-        resolve: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
+    /// Handle one TCP segment `tcp` from `client` to `server`:53 on a bridge whose
+    /// frames carry `mtu` bytes of IP.
+    pub fn handle(&self, client: Ipv4Addr, server: Ipv4Addr, tcp: &[u8], mtu: u32) -> Out {
+        self.segment_in(client, server, tcp, mtu)
+            .unwrap_or(Out::None)
+    }
+
+    fn segment_in(&self, client: Ipv4Addr, server: Ipv4Addr, tcp: &[u8], mtu: u32) -> Option<Out> {
         if tcp.len() < 20 {
             return None;
         }
@@ -94,7 +155,7 @@ impl Tcp53 {
         let data = &tcp[off..];
         let isn = self.isn(client, cport, server);
         let reply = |seq, ack, flags, data: &[u8]| {
-            Some(segment(
+            Some(Out::Packet(segment(
                 server,
                 client,
                 &Seg {
@@ -105,7 +166,7 @@ impl Tcp53 {
                     flags,
                     data,
                 },
-            ))
+            )))
         };
         if flags & SYN != 0 {
             return reply(isn, seq.wrapping_add(1), SYN | ACK, &[]);
@@ -119,11 +180,22 @@ impl Tcp53 {
             let Some(query) = data.get(2..2 + len) else {
                 return reply(ack, 0, RST, &[]);
             };
-            let answer = resolve(query)?;
-            let mut out = (answer.len() as u16).to_be_bytes().to_vec();
-            out.extend_from_slice(&answer);
             let their_next = seq.wrapping_add(data.len() as u32);
-            return reply(isn.wrapping_add(1), their_next, ACK | PSH | FIN, &out);
+            // IPv4 and TCP headers (no options) out of the MTU; never below the
+            // minimum every host takes.
+            let mss = (mtu as usize).saturating_sub(40).clamp(536, 1460);
+            return Some(Out::Query(
+                query.to_vec(),
+                TcpReply {
+                    client,
+                    server,
+                    cport,
+                    sport,
+                    seq: isn.wrapping_add(1),
+                    ack: their_next,
+                    mss,
+                },
+            ));
         }
         if flags & FIN != 0 {
             return reply(ack, seq.wrapping_add(1), ACK, &[]);
@@ -163,7 +235,11 @@ mod tests {
                 data: &[],
             },
         );
-        let synack = t.handle(c, s, &syn[20..], |_| None).unwrap();
+        let pkt = |o: Out| match o {
+            Out::Packet(p) => p,
+            o => panic!("{o:?}"),
+        };
+        let synack = pkt(t.handle(c, s, &syn[20..], 1500));
         assert_eq!(checksum(&synack[..20]), 0);
         let (isn, ack, flags, _) = seg_of(&synack);
         assert_eq!((ack, flags), (1001, SYN | ACK));
@@ -180,10 +256,31 @@ mod tests {
                 data: &q,
             },
         );
-        let resp = t.handle(c, s, &data[20..], |q| Some(q.to_vec())).unwrap();
-        let (seq, ack, flags, payload) = seg_of(&resp);
+        let Out::Query(query, r) = t.handle(c, s, &data[20..], 1500) else {
+            panic!("no query");
+        };
+        assert_eq!(query, b"abc");
+        let resp = r.segments(&query);
+        assert_eq!(resp.len(), 1);
+        let (seq, ack, flags, payload) = seg_of(&resp[0]);
         assert_eq!((seq, ack, flags), (isn + 1, 1006, ACK | PSH | FIN));
         assert_eq!(payload, q.to_vec());
+        // A long answer: MSS-sized segments in sequence, FIN on the last only.
+        let long = vec![7u8; 3000];
+        let segs = r.segments(&long);
+        assert_eq!(segs.len(), 3, "3002 bytes in 1460-byte segments");
+        let mut next = isn + 1;
+        let mut got = Vec::new();
+        for (i, p) in segs.iter().enumerate() {
+            assert_eq!(checksum(&p[..20]), 0);
+            let (seq, ack, flags, payload) = seg_of(p);
+            assert_eq!((seq, ack), (next, 1006));
+            assert_eq!(flags & FIN != 0, i == 2);
+            next += payload.len() as u32;
+            got.extend(payload);
+        }
+        assert_eq!(&got[..2], &3000u16.to_be_bytes());
+        assert_eq!(&got[2..], &long[..]);
         // A stray segment gets a reset.
         let stray = segment(
             c,
@@ -197,9 +294,6 @@ mod tests {
                 data: &q,
             },
         );
-        assert_eq!(
-            seg_of(&t.handle(c, s, &stray[20..], |_| None).unwrap()).2,
-            RST
-        );
+        assert_eq!(seg_of(&pkt(t.handle(c, s, &stray[20..], 1500))).2, RST);
     }
 }

@@ -4,7 +4,7 @@
 //! every address, type and checksum is checked.
 
 use super::Service;
-use crate::config::router_mac;
+use crate::dp::snapshot::router_mac;
 use crate::pipeline::punt::{Punt, PuntKind};
 use crate::pipeline::rig::Rig;
 use crate::port::mem::MemPort;

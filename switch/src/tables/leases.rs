@@ -586,6 +586,40 @@ impl Pool {
         }
     }
 
+    /// A port left the bridge (`del-port`): the lease of `gone` (a guest whose veth was
+    /// deleted with the port) goes, and the leases of `macs` (addresses seen on the
+    /// port) lose their hostname, so no name outlives the port it was registered for.
+    pub fn forget_port(&mut self, gone: Option<MacAddr>, macs: &[MacAddr], now: u64) {
+        self.prune(now);
+        if let Some(&ip) = gone.and_then(|m| self.lease_of.get(&m)) {
+            self.take(ip);
+        }
+        for mac in macs {
+            let Some(&ip) = self.lease_of.get(mac) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get(&ip) else {
+                continue;
+            };
+            if let Hold::Lease {
+                mac,
+                hostname: Some(_),
+            } = slot.hold
+            {
+                let expires = slot.expires;
+                self.take(ip);
+                self.put(
+                    ip,
+                    Hold::Lease {
+                        mac,
+                        hostname: None,
+                    },
+                    expires,
+                );
+            }
+        }
+    }
+
     /// A DHCPDECLINE from `mac` for `ip`: accepted only from the client holding the
     /// lease on `ip`, inside the subnet. The lease goes and the address is quarantined
     /// (the oldest quarantine makes room). Whether it was accepted; an ignored one is

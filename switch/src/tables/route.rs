@@ -6,7 +6,7 @@
 //! the number of routes.
 //!
 //! # Thread safety
-//! Immutable once built; part of the [`crate::config::Snapshot`].
+//! Immutable once built; part of the [`crate::dp::Snapshot`].
 
 use ipnet::Ipv4Net;
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! Netdev ioctls: ifindex, flags (up, promiscuous), MTU.
+//! Netdev ioctls: ifindex, flags (up, promiscuous), MTU; link facts (type, kind, master)
+//! and deletion over route netlink.
 
 use std::ffi::CString;
 use std::io;
@@ -187,6 +188,175 @@ pub fn delete(ifindex: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// ARPHRD_ETHER: an Ethernet-like device (veth, TAP, NIC, macvlan, ...).
+pub const ARPHRD_ETHER: u16 = libc::ARPHRD_ETHER;
+/// ARPHRD_LOOPBACK.
+pub const ARPHRD_LOOPBACK: u16 = libc::ARPHRD_LOOPBACK;
+
+/// What kind of device a netdev is, as far as deciding whether it can be a port.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    /// Link-layer type (ARPHRD_*).
+    pub hw_type: u16,
+    /// IFF_LOOPBACK is set.
+    pub loopback: bool,
+    /// The rtnetlink kind (`veth`, `tun`, `bridge`, `bond`, ...); `None` for hardware.
+    pub kind: Option<String>,
+    /// The device this one is enslaved to (a kernel bridge or bond), by name.
+    pub master: Option<String>,
+}
+
+/// A readable name of an ARPHRD link type.
+pub fn hw_type_name(t: u16) -> String {
+    match t {
+        libc::ARPHRD_ETHER => "ether".into(),
+        libc::ARPHRD_LOOPBACK => "loopback".into(),
+        libc::ARPHRD_NONE => "none (an L3 tunnel such as tun or wireguard)".into(),
+        libc::ARPHRD_IPGRE => "gre".into(),
+        libc::ARPHRD_TUNNEL => "ipip".into(),
+        libc::ARPHRD_SIT => "sit".into(),
+        libc::ARPHRD_TUNNEL6 => "ip6tnl".into(),
+        libc::ARPHRD_INFINIBAND => "infiniband".into(),
+        n => n.to_string(),
+    }
+}
+
+fn route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned on success.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Name of the netdev with `index`.
+fn index_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8(bytes).ok()
+}
+
+/// Call `f(type, payload)` for each netlink attribute in `b` (len(2) type(2) payload,
+/// padded to 4 bytes); stops at the first malformed one.
+fn each_attr(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
+    const NLA_HDR: usize = 4;
+    while b.len() >= NLA_HDR {
+        let l = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let t = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if l < NLA_HDR || l > b.len() {
+            break;
+        }
+        f(t, &b[NLA_HDR..l]);
+        b = &b[((l + 3) & !3).min(b.len())..];
+    }
+}
+
+/// Type, kind and master of netdev `name`, with one RTM_GETLINK.
+pub fn link_info(name: &str) -> io::Result<LinkInfo> {
+    // ifinfomsg: family(1) pad(1) type(2) index(4) flags(4) change(4).
+    const IFI_LEN: usize = 16;
+    const IFLA_MASTER: u16 = 10;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    let index = ifindex(name)?;
+    let hl = std::mem::size_of::<libc::nlmsghdr>();
+    let mut req = vec![0u8; hl + IFI_LEN];
+    req[0..4].copy_from_slice(&((hl + IFI_LEN) as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[hl + 4..hl + 8].copy_from_slice(&(index as i32).to_ne_bytes());
+    let sock = route_socket()?;
+    // SAFETY: sends the bytes of a live buffer of the stated length.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            req.as_ptr() as *const libc::c_void,
+            req.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    // SAFETY: receives into a live buffer of the stated size.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let msg = &buf[..n as usize];
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short RTM_NEWLINK reply");
+    let ty = msg.get(4..6).ok_or_else(bad)?;
+    if u16::from_ne_bytes([ty[0], ty[1]]) == libc::NLMSG_ERROR as u16 {
+        let e = msg.get(hl..hl + 4).ok_or_else(bad)?;
+        let err = i32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+        return Err(io::Error::from_raw_os_error(-err));
+    }
+    let ifi = msg.get(hl..hl + IFI_LEN).ok_or_else(bad)?;
+    let flags = u32::from_ne_bytes([ifi[8], ifi[9], ifi[10], ifi[11]]);
+    let mut info = LinkInfo {
+        hw_type: u16::from_ne_bytes([ifi[2], ifi[3]]),
+        loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
+        ..Default::default()
+    };
+    let len = msg
+        .get(0..4)
+        .map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .ok_or_else(bad)?
+        .min(msg.len());
+    let mut master = None;
+    let mut linkinfo: Option<Vec<u8>> = None;
+    each_attr(
+        msg.get(hl + IFI_LEN..len).unwrap_or_default(),
+        |t, v| match t {
+            IFLA_MASTER if v.len() >= 4 => {
+                master = Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+            }
+            IFLA_LINKINFO => linkinfo = Some(v.to_vec()),
+            _ => {}
+        },
+    );
+    if let Some(li) = linkinfo {
+        let mut kind = None;
+        each_attr(&li, |t, v| {
+            if t == IFLA_INFO_KIND {
+                let s: Vec<u8> = v.iter().copied().take_while(|c| *c != 0).collect();
+                kind = String::from_utf8(s).ok();
+            }
+        });
+        info.kind = kind;
+    }
+    info.master = master
+        .filter(|m| *m != 0)
+        .map(|m| index_name(m).unwrap_or_else(|| format!("ifindex {m}")));
+    Ok(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +371,14 @@ mod tests {
         assert!(!valid_ifname("a b"));
         assert!(ifindex("no-such-dev-x").is_err());
         assert!(ifindex("lo").is_ok());
+    }
+
+    #[test]
+    fn loopback_link_info() {
+        let lo = link_info("lo").unwrap();
+        assert!(lo.loopback);
+        assert_eq!(lo.hw_type, ARPHRD_LOOPBACK);
+        assert_eq!(lo.master, None);
+        assert!(link_info("no-such-dev-x").is_err());
     }
 }

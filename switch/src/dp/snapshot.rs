@@ -1,18 +1,19 @@
-//! The immutable view of the configuration that workers read.
+//! The Snapshot: the immutable runtime view of the configuration that workers (and the
+//! service thread) read. It sits with its readers, below `config/`: the control plane
+//! builds it from the Model (`control::snapshot::build`), nothing here knows the Model.
 //!
 //! # Thread safety
 //! Built by the control thread, published with `ArcSwap::store`, read by workers with
 //! `ArcSwap::load` once per batch. Never mutated after publication; the FDB and counters
 //! it points to are the only shared mutable state, and they are lock-free.
 
-use crate::config::DhcpRange;
 use crate::dp::{DropReason, PortCounters};
 use crate::port::Port;
 use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// Ingress/egress VLAN behaviour of a port.
@@ -152,6 +153,18 @@ pub struct RouterIf {
 /// A DNS name's address and expiry (Unix seconds; 0: never).
 pub type NameMap = HashMap<String, (Ipv4Addr, u64)>;
 
+/// Where a bridge's DNS forwards the names it does not own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// Nowhere: NXDOMAIN.
+    #[default]
+    Off,
+    /// The resolvers of vswitchd's own /etc/resolv.conf, read when used.
+    System,
+    /// These.
+    Servers(Arc<[SocketAddr]>),
+}
+
 /// One bridge.
 pub struct BridgeRt {
     pub name: String,
@@ -161,11 +174,14 @@ pub struct BridgeRt {
     pub router: Option<RouterIf>,
     pub isolated: bool,
     pub mtu: u32,
-    pub dhcp: Option<DhcpRange>,
+    /// First and last address of the DHCP pool, when the bridge serves DHCP.
+    pub dhcp: Option<(Ipv4Addr, Ipv4Addr)>,
     /// DNS names on this bridge (add-host, pipework, reservations), lower-case. Names
     /// from DHCP leases live in the lease store (`tables::leases`), which the DNS
     /// service reads beside these.
     pub names: Arc<NameMap>,
+    /// Where other names are forwarded.
+    pub dns: Upstream,
 }
 
 impl BridgeRt {
@@ -180,6 +196,7 @@ impl BridgeRt {
             mtu: 1500,
             dhcp: None,
             names: Arc::default(),
+            dns: Upstream::Off,
         }
     }
 }
@@ -197,7 +214,6 @@ pub fn router_mac(bridge: &str) -> MacAddr {
     MacAddr([0x02, 0x76, x[0], x[1], x[2], x[3]])
 }
 
-/// The whole datapath configuration at one instant.
 /// A published port as the data path sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishRt {
@@ -225,6 +241,7 @@ impl NatRt {
     }
 }
 
+/// The whole datapath configuration at one instant.
 pub struct Snapshot {
     pub generation: u64,
     /// Attached ports by slot (the low 16 bits of their [`PortId`]).
