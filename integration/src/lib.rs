@@ -376,6 +376,35 @@ impl Lab {
         Ok(())
     }
 
+    /// The NAT topology of DESIGN.md §5 on switch `sw` (started): `br1` 10.0.0.0/24
+    /// (gateway .1) with container `c1` (10.0.0.5, port v1), `wan` 198.51.100.0/24
+    /// (gateway .2) with the outside host `out` (198.51.100.1, port vo), and `br1`
+    /// masqueraded behind `wan`.
+    pub fn masquerade_lab(&mut self, sw: &str) -> Result<()> {
+        self.ctl_ok(&[
+            "add-br",
+            "br1",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+        ])?;
+        self.ctl_ok(&[
+            "add-br",
+            "wan",
+            "--subnet",
+            "198.51.100.0/24",
+            "--gateway",
+            "198.51.100.2",
+        ])?;
+        self.container(sw, "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+        self.container(sw, "out", "vo", "198.51.100.1/24", None)?;
+        self.ctl_ok(&["add-port", "br1", "v1"])?;
+        self.ctl_ok(&["add-port", "wan", "vo"])?;
+        self.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+        Ok(())
+    }
+
     /// The MAC address of `ifname` in namespace `short`.
     pub fn mac(&self, short: &str, ifname: &str) -> Result<String> {
         let out = ip(&["-n", &self.ns(short), "-j", "link", "show", ifname])?;

@@ -258,27 +258,7 @@ fn icmp_errors_are_translated_for_pmtu() -> Result<()> {
 fn conntrack_entries_expire() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.start_switch_with("sw", &["--ct-timeouts", "udp=2,icmp=2"])?;
-    lab.ctl_ok(&[
-        "add-br",
-        "br1",
-        "--subnet",
-        "10.0.0.0/24",
-        "--gateway",
-        "10.0.0.1",
-    ])?;
-    lab.ctl_ok(&[
-        "add-br",
-        "wan",
-        "--subnet",
-        "198.51.100.0/24",
-        "--gateway",
-        "198.51.100.2",
-    ])?;
-    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
-    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
-    lab.ctl_ok(&["add-port", "br1", "v1"])?;
-    lab.ctl_ok(&["add-port", "wan", "vo"])?;
-    lab.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+    lab.masquerade_lab("sw")?;
     lab.assert_ping("c1", "198.51.100.1")?;
     let n = |lab: &Lab| {
         lab.ctl_json(&["ct-show"])

@@ -449,27 +449,7 @@ fn pipework_points_a_netns_resolver_at_the_gateway() -> Result<()> {
 fn published_port_ranges() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.start_switch("sw")?;
-    lab.ctl_ok(&[
-        "add-br",
-        "br1",
-        "--subnet",
-        "10.0.0.0/24",
-        "--gateway",
-        "10.0.0.1",
-    ])?;
-    lab.ctl_ok(&[
-        "add-br",
-        "wan",
-        "--subnet",
-        "198.51.100.0/24",
-        "--gateway",
-        "198.51.100.2",
-    ])?;
-    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
-    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
-    lab.ctl_ok(&["add-port", "br1", "v1"])?;
-    lab.ctl_ok(&["add-port", "wan", "vo"])?;
-    lab.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+    lab.masquerade_lab("sw")?;
     lab.ctl_ok(&["publish", "tcp", "8000-8002", "10.0.0.5:9000-9002"])?;
     ensure!(
         lab.ctl_ok(&["list-published"])?

@@ -511,19 +511,7 @@ pub fn send_batch(fd: RawFd, frames: &[TxFrame<'_>]) -> TxResult {
     send_batch_with(frames, |msgs| {
         // SAFETY: every msghdr in `msgs` points at iovecs and buffers that live across
         // the call (built by `send_batch_with` from `frames`).
-        let rc = unsafe {
-            libc::sendmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc as usize)
-        }
+        unsafe { super::sendmmsg(fd, msgs) }
     })
 }
 

@@ -14,6 +14,29 @@ pub mod udp;
 
 use std::io;
 
+/// `sendmmsg(2)` without blocking: how many of `msgs` the kernel took.
+///
+/// # Safety
+/// Every `msghdr` in `msgs` must point at iovecs, buffers, control data and addresses
+/// that are valid for the duration of the call.
+unsafe fn sendmmsg(fd: std::os::fd::RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the pointers inside `msgs`; the array itself is a
+    // live slice of `msgs.len()` entries.
+    let rc = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// What a failed send of one message means for the rest of the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {

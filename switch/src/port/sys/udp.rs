@@ -336,19 +336,7 @@ pub fn send_dgrams(
         // SAFETY: every msghdr in `msgs` points at live iovecs (over arena and frame
         // bytes borrowed for this call), control data and the destination address, as
         // `send_dgrams_with` built them.
-        let rc = unsafe {
-            libc::sendmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc as usize)
-        }
+        unsafe { super::sendmmsg(fd, msgs) }
     };
     send_dgrams_with(&mut sys, remote, dport, arena, frames, pieces, dgrams)
 }
