@@ -13,7 +13,7 @@ use super::sys::udp::{self, Dgram};
 use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::wire::vxlan::{self, VxlanHeader};
-use crate::wire::{csum, gro, gso, VnetHdr, ETH_HLEN};
+use crate::wire::{csum, field, gro, gso, ipv4, l4, VnetHdr, ETH_HLEN};
 use std::cell::RefCell;
 use std::io;
 use std::net::Ipv4Addr;
@@ -415,6 +415,10 @@ impl Port for VxlanRemote {
 
 /// FNV-1a over what stays the same for every frame of a flow: the MACs and, for IPv4,
 /// the addresses, the protocol and (unless fragmented) the TCP/UDP ports.
+///
+/// `f` may be the headers alone (the first piece of a segmented super-frame, whose
+/// payload is referenced elsewhere), so the IPv4 header's length fields are not
+/// checked against it: only the bytes read are.
 fn flow_hash(f: &[u8]) -> u32 {
     let fnv = |mut h: u32, b: &[u8]| {
         for x in b {
@@ -423,16 +427,25 @@ fn flow_hash(f: &[u8]) -> u32 {
         }
         h
     };
-    let mut h = fnv(0x811c_9dc5, f.get(..12).unwrap_or(f));
-    if f.len() >= 34 && f[12..14] == [0x08, 0x00] {
-        h = fnv(h, &f[23..24]);
-        h = fnv(h, &f[26..34]);
-        let ihl = usize::from(f[14] & 0x0f) * 4;
-        let frag = u16::from_be_bytes([f[20], f[21]]) & 0x3fff;
-        if frag == 0 && matches!(f[23], 6 | 17) {
-            if let Some(ports) = f.get(14 + ihl..14 + ihl + 4) {
-                h = fnv(h, ports);
-            }
+    let macs = field::ETHERTYPE.start;
+    let mut h = fnv(0x811c_9dc5, f.get(..macs).unwrap_or(f));
+    let l3 = field::ETHERTYPE.end;
+    let Some(ip) = f.get(l3..l3 + ipv4::MIN_HLEN) else {
+        return h;
+    };
+    if f[field::ETHERTYPE] != ipv4::ETHERTYPE_IPV4.to_be_bytes() {
+        return h;
+    }
+    let proto = ip[ipv4::field::PROTOCOL];
+    h = fnv(h, &[proto]);
+    h = fnv(h, &ip[ipv4::field::SRC..ipv4::field::DST + 4]);
+    let ihl = usize::from(ip[ipv4::field::VER_IHL] & 0x0f) * 4;
+    let ff = ipv4::field::FLAGS_FRAG;
+    let frag = u16::from_be_bytes([ip[ff], ip[ff + 1]]) & ipv4::FRAG_MASK;
+    if frag == 0 && matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP) {
+        let ports = l4::field::SRC_PORT.start..l4::field::DST_PORT.end;
+        if let Some(p) = f.get(l3 + ihl + ports.start..l3 + ihl + ports.end) {
+            h = fnv(h, p);
         }
     }
     h
