@@ -66,6 +66,7 @@ pub enum Cmd {
     Unpublish(commands::unpublish::Unpublish),
     ListPublished(commands::list_published::ListPublished),
     CtShow(commands::ct_show::CtShow),
+    Trace(commands::trace::Trace),
     Completions(commands::completions::Completions),
     Man(commands::completions::Man),
 }
@@ -100,6 +101,7 @@ impl Cmd {
             Cmd::Unpublish(c) => c.run(ctx),
             Cmd::ListPublished(c) => c.run(ctx),
             Cmd::CtShow(c) => c.run(ctx),
+            Cmd::Trace(c) => c.run(ctx),
             Cmd::Completions(c) => c.run(),
             Cmd::Man(c) => c.run(),
         }

@@ -301,6 +301,8 @@ pub enum Command {
     ListPublished,
     /// Result: `Vec<CtEntry>`.
     CtShow,
+    /// Run a frame through the pipeline without sending it. Result: [`TraceResult`].
+    Trace(TraceReq),
 }
 
 impl Command {
@@ -333,6 +335,7 @@ impl Command {
             Command::Unpublish { .. } => "unpublish",
             Command::ListPublished => "list-published",
             Command::CtShow => "ct-show",
+            Command::Trace(_) => "trace",
         }
     }
 }
@@ -517,6 +520,61 @@ pub struct CtEntry {
     pub state: String,
     /// Seconds left before the entry expires without traffic.
     pub expires_in: u64,
+}
+
+/// Arguments of `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TraceReq {
+    pub bridge: String,
+    /// The port the frame arrives on (a vxlan port: `NAME` or `NAME@REMOTE`).
+    pub in_port: String,
+    /// OVS flow syntax (`dl_src=…,dl_dst=…,ip,nw_src=…,nw_dst=…,tcp,tp_dst=80`) or
+    /// the frame in hex.
+    pub flow: String,
+}
+
+/// One stage's decision in a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStage {
+    /// `input`, `parse`, `vlan`, `security`, `learn`, `l2`, `l3`, `nat`, `rewrite`,
+    /// `router`, `output`, `tunnel`, `impair`.
+    pub stage: String,
+    pub text: String,
+}
+
+/// A port the traced frame would leave by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceOutput {
+    pub port: String,
+    /// The 802.1Q tag pushed on egress, if any.
+    pub vlan: Option<u16>,
+}
+
+/// Result of `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceResult {
+    pub bridge: String,
+    pub in_port: String,
+    /// The frame traced, as a flow (with the defaults filled in).
+    pub flow: String,
+    /// The frame traced, hex.
+    pub frame: String,
+    pub stages: Vec<TraceStage>,
+    /// `output` (to known ports), `flood`, `drop`, or `router` (to the router's slow
+    /// path: ARP, ICMP, DHCP, DNS, resolving a next hop, an ICMP error).
+    pub verdict: String,
+    /// Where it leaves (`output`, `flood`).
+    pub outputs: Vec<TraceOutput>,
+    /// Why it was dropped (`drop`): a `stats` drop reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// What the slow path does with it (`router`): `local`, `resolve`, `ttl_exceeded`,
+    /// `no_route`, `frag_needed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub punt: Option<String>,
+    /// The frame as it leaves (after NAT and routing rewrites), as a flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_flow: Option<String>,
 }
 
 /// A DHCP lease.

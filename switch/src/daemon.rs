@@ -114,6 +114,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     .context("start workers")?;
     let mut state = State::new(model, db.clone(), snap.clone(), pool, opts.limits);
     state.set_auto_balance(opts.auto_balance && workers > 1);
+    state.set_tools(crate::control::tools::Tools {
+        neigh: Some(neigh.clone()),
+    });
     let state = Arc::new(Mutex::new(state));
     let service = Service::new(snap, neigh, db.leases().clone(), workers);
     std::thread::Builder::new()

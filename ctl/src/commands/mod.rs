@@ -30,6 +30,7 @@ pub mod masquerade;
 pub mod publish;
 pub mod show;
 pub mod stats;
+pub mod trace;
 pub mod unpublish;
 pub mod version;
 

@@ -17,6 +17,7 @@ mod ports;
 pub mod server;
 pub mod snapshot;
 mod state;
+pub mod tools;
 mod views;
 
 pub use handlers::{HandlerError, Limits};

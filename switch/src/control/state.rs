@@ -73,6 +73,8 @@ pub struct State {
     pub(super) conntrack: Arc<Conntrack>,
     /// Auto-balance of ports over workers; `None` when turned off.
     pub(super) balancing: Option<Balancing>,
+    /// Handles the lab tools use (`control::tools`).
+    pub(super) tools: super::tools::Tools,
 }
 
 impl State {
@@ -100,6 +102,7 @@ impl State {
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
             balancing: None,
+            tools: Default::default(),
         };
         let ports: Vec<(PortConf, u32)> = s
             .model
@@ -173,6 +176,11 @@ impl State {
             self.install_snapshot();
         }
         Ok(out)
+    }
+
+    /// Give the lab tools the daemon's handles (`control::tools`).
+    pub fn set_tools(&mut self, tools: super::tools::Tools) {
+        self.tools = tools;
     }
 
     /// Turn auto-balance of ports over workers on or off (`dp::balance`).

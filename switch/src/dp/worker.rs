@@ -475,6 +475,7 @@ impl Worker {
                     snap: &snap,
                     neigh: &neigh,
                     punt: Some(&self.punt),
+                    trace: None,
                 };
                 pipeline::process(&ctx, o.id, &mut self.batch, &mut self.out);
                 pipeline::flush(&ctx, &self.batch, &mut self.out);

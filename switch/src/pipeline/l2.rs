@@ -3,6 +3,7 @@
 //! batch. The driver that calls these in order is [`super::process`].
 
 use super::punt::{PuntKind, PuntTx};
+use super::trace::{self, note, Tracer};
 use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
@@ -19,6 +20,9 @@ pub struct Ctx<'a> {
     pub neigh: &'a NeighMap,
     /// Where frames for the slow path go; `None` drops them (tests, benches).
     pub punt: Option<&'a PuntTx>,
+    /// A dry run that records each stage's decision (`vswitchctl trace`); `None` on
+    /// the data path. See [`super::trace`].
+    pub trace: Option<&'a Tracer>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +63,37 @@ impl OutQueues {
     pub fn queued(&self) -> usize {
         self.queues.iter().map(Vec::len).sum()
     }
+
+    /// What is queued, in order: (port slot, frame, egress tag). For the trace, which
+    /// reads the output instead of flushing it.
+    pub fn queued_ports(&self) -> Vec<(usize, usize, Option<u16>)> {
+        let mut v = Vec::new();
+        for &s in &self.touched {
+            for d in &self.queues[usize::from(s)] {
+                v.push((usize::from(s), usize::from(d.frame), d.tag));
+            }
+        }
+        v
+    }
+
+    /// Forget what is queued without sending it (after a trace).
+    pub fn discard(&mut self) {
+        for &s in &self.touched {
+            self.queues[usize::from(s)].clear();
+        }
+        self.touched.clear();
+    }
+}
+
+/// Count a frame dropped on the data path (`inp`: the port charged, normally the
+/// ingress port), or, in a trace, record why.
+#[inline]
+pub(super) fn dropped(ctx: &Ctx<'_>, inp: &PortEntry, r: DropReason) {
+    if let Some(t) = ctx.trace {
+        t.dropped(r);
+        return;
+    }
+    inp.counters.dropped(ctx.worker, r, 1);
 }
 
 /// Hand a copy of frame `i` to the service thread.
@@ -70,6 +105,11 @@ pub(super) fn punt(
     i: usize,
     kind: PuntKind,
 ) {
+    if let Some(t) = ctx.trace {
+        t.punted(kind);
+        t.push("router", trace::punt_text(kind));
+        return;
+    }
     let Some(tx) = ctx.punt else {
         inp.counters
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
@@ -101,6 +141,10 @@ pub(super) fn output(
         |slot: usize, group: u32| except.is_some_and(|(s, g)| s == slot || (g != 0 && g == group));
     if !dst.is_multicast() {
         if let Some(pid) = bridge.fdb.lookup(vlan, dst, ctx.now) {
+            note(ctx, "l2", || {
+                let name = ctx.snap.port(pid).map_or("(gone)", |p| p.name.as_str());
+                format!("fdb: {dst} on vlan {vlan} was learned on port {name}")
+            });
             if except.is_some_and(|(s, _)| s == slot_of(pid)) {
                 return Err(DropReason::SameSegment);
             }
@@ -124,6 +168,22 @@ pub(super) fn output(
     }
     // Broadcast, multicast, unknown unicast: every other port of the bridge that
     // carries the VLAN.
+    if let Some(t) = ctx.trace {
+        t.set_flooded();
+    }
+    note(ctx, "l2", || {
+        let what = if dst == MacAddr::BROADCAST {
+            "broadcast"
+        } else if dst.is_multicast() {
+            "multicast"
+        } else {
+            "unknown unicast"
+        };
+        format!(
+            "fdb: {dst} on vlan {vlan}: {what}, flood on bridge {}",
+            bridge.name
+        )
+    });
     for &s in &bridge.ports {
         let s = usize::from(s);
         if let Some(Some(op)) = ctx.snap.ports.get(s) {
@@ -312,6 +372,7 @@ mod tests {
                 snap: &self.snap,
                 neigh: &neigh,
                 punt: None,
+                trace: None,
             };
             let mut out = OutQueues::default();
             process(&ctx, port as u32, &mut b, &mut out);

@@ -24,6 +24,7 @@ pub mod nat;
 pub mod parse;
 pub mod punt;
 pub mod rig;
+pub mod trace;
 
 pub use l2::{flush, Ctx, OutQueues};
 pub use parse::Meta;
@@ -32,8 +33,10 @@ use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
 use crate::tables::PortId;
 use crate::wire::ipv4;
+use l2::dropped;
 use l3::Verdict;
 use punt::PuntKind;
+use trace::note;
 
 /// Run the pipeline over `batch`, received on port `in_id`; output is queued in `out`.
 pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
@@ -55,7 +58,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                     (o, p)
                 }
                 _ => {
-                    polled.counters.dropped(w, DropReason::NoPort, 1);
+                    dropped(ctx, polled, DropReason::NoPort);
                     continue;
                 }
             },
@@ -74,11 +77,15 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         let meta = match admitted {
             Ok(m) => m,
             Err(r) => {
-                inp.counters.dropped(w, r, 1);
+                dropped(ctx, inp, r);
                 continue;
             }
         };
-        bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        if ctx.trace.is_none() {
+            bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        } else {
+            trace::admitted(ctx, inp, &meta);
+        }
         if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
             if meta.eth.dst == rif.mac {
                 route(ctx, inp, in_id, batch, i, meta, out);
@@ -100,10 +107,12 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             meta.eth.payload_ofs as u8,
         );
         if let Err(r) = r {
-            inp.counters.dropped(w, r, 1);
+            dropped(ctx, inp, r);
         }
     }
-    polled.counters.rx(w, rx_pkts, rx_bytes);
+    if ctx.trace.is_none() {
+        polled.counters.rx(w, rx_pkts, rx_bytes);
+    }
 }
 
 /// A frame addressed to the router's MAC: NAT, L3, NAT, rewrite, L2 output.
@@ -116,26 +125,32 @@ fn route(
     mut meta: Meta,
     out: &mut OutQueues,
 ) {
-    let w = ctx.worker;
+    note(ctx, "l3", || {
+        format!("to the router's MAC {}", meta.eth.dst)
+    });
     if meta.eth.ethertype == ipv4::ETHERTYPE_ARP {
         l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
         return;
     }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
-        inp.counters.dropped(w, r, 1);
+        dropped(ctx, inp, r);
         return;
     }
     let vnet = batch.vnet(i);
     if let nat::Pre::Drop(r) = nat::pre(ctx, batch.frame_mut(i), &mut meta, &vnet) {
-        inp.counters.dropped(w, r, 1);
+        dropped(ctx, inp, r);
         return;
     }
-    match l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet) {
+    let verdict = l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet);
+    note(ctx, "l3", || {
+        trace::l3_text(ctx, inp.bridge, &meta, &verdict)
+    });
+    match verdict {
         Verdict::Forward { bridge, mac } => {
             if !meta.translated {
                 if let Err(r) = nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), &meta, &vnet)
                 {
-                    inp.counters.dropped(w, r, 1);
+                    dropped(ctx, inp, r);
                     return;
                 }
             }
@@ -144,17 +159,20 @@ fn route(
                 return;
             };
             let Some(rif) = ctx.snap.bridges[bridge].router else {
-                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                dropped(ctx, inp, DropReason::NotRoutable);
                 return;
             };
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
+            note(ctx, "rewrite", || {
+                format!("source MAC {}, destination MAC {mac}, TTL - 1", rif.mac)
+            });
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
             if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                inp.counters.dropped(w, r, 1);
+                dropped(ctx, inp, r);
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
-        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+        Verdict::Drop(r) => dropped(ctx, inp, r),
     }
 }

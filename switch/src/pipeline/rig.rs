@@ -158,6 +158,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         };
         process(&ctx, port as u32, &mut b, &mut self.out);
         flush(&ctx, &b, &mut self.out);
@@ -187,6 +188,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         };
         process(&ctx, port as u32, &mut b, &mut self.out);
         flush(&ctx, &b, &mut self.out);
@@ -205,6 +207,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         }
     }
 

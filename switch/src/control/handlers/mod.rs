@@ -7,10 +7,12 @@
 
 mod bridge;
 mod dhcp;
+mod flow;
 mod host;
 mod nat;
 mod port;
 mod route;
+mod trace;
 
 pub use super::state::{Limits, State};
 use crate::config::{db, ConfigError};
@@ -39,6 +41,9 @@ pub enum HandlerError {
     TooManyPorts,
     #[error("cannot encode result: {0}")]
     Encode(String),
+    /// A bad argument of a lab tool (flow, filter, impairment), named in the message.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
@@ -118,6 +123,7 @@ impl State {
             } => self.unpublish(&proto, &listen, if_exists),
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
+            Command::Trace(req) => self.trace(req),
         }
     }
 }

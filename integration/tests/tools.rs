@@ -1,0 +1,268 @@
+//! The lab tools against real traffic: `trace` agrees with what the data path then
+//! does to the same packets.
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use vswitch_integration::Lab;
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "trace_agrees_with_the_datapath",
+            trace_agrees_with_the_datapath,
+        ),
+        ("trace_errors", trace_errors),
+    ])
+}
+
+/// br1 10.0.0.0/24 (gw .1) with c1 10.0.0.5 (v1) and c2 10.0.0.6 (v2, locked to its
+/// MAC and address); br2 10.1.0.0/24 (gw .1, isolated) with c3 10.1.0.5 (v3); wan
+/// 198.51.100.0/24 (gw .2) with the outside host `out` .1 (vo); br1 masqueraded
+/// behind wan.
+fn tools_lab() -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    lab.masquerade_lab("sw")?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br2",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+        "--isolated",
+    ])?;
+    lab.container("sw", "c2", "v2", "10.0.0.6/24", Some("10.0.0.1"))?;
+    lab.container("sw", "c3", "v3", "10.1.0.5/24", Some("10.1.0.1"))?;
+    let mac2 = lab.mac("c2", "eth0")?;
+    lab.ctl_ok(&[
+        "add-port",
+        "br1",
+        "v2",
+        "--lock-mac",
+        &mac2,
+        "--lock-ip",
+        "10.0.0.6",
+    ])?;
+    lab.ctl_ok(&["add-port", "br2", "v3"])?;
+    Ok(lab)
+}
+
+fn trace(lab: &Lab, br: &str, port: &str, flow: &str) -> Result<Value> {
+    lab.ctl_json(&["trace", br, port, flow])
+}
+
+/// `verdict` and the output ports (or the drop reason / punt) of a trace.
+fn decision(t: &Value) -> String {
+    let ports: Vec<&str> = t["outputs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["port"].as_str()).collect())
+        .unwrap_or_default();
+    match t["verdict"].as_str().unwrap_or("?") {
+        "drop" => format!("drop {}", t["drop_reason"].as_str().unwrap_or("?")),
+        "router" => format!("router {}", t["punt"].as_str().unwrap_or("?")),
+        v => format!("{v} {}", ports.join(",")),
+    }
+}
+
+fn stage_text(t: &Value) -> String {
+    t["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s["stage"].as_str().unwrap_or(""),
+                        s["text"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A port's counter (`tx_packets`, …) or drop count by reason.
+fn counter(lab: &Lab, port: &str, what: &str) -> Result<u64> {
+    let v = lab.ctl_json(&["stats", port])?;
+    let s = &v[0];
+    Ok(s[what]
+        .as_u64()
+        .or_else(|| s["drops"][what].as_u64())
+        .unwrap_or(0))
+}
+
+fn trace_agrees_with_the_datapath() -> Result<()> {
+    let lab = tools_lab()?;
+    let mac1 = lab.mac("c1", "eth0")?;
+    let mac2 = lab.mac("c2", "eth0")?;
+
+    // An unknown destination is flooded (to v2 only: the other ports are on other
+    // bridges), and the trace learns nothing.
+    let t = trace(
+        &lab,
+        "br1",
+        "v1",
+        "dl_src=02:00:00:00:00:42,dl_dst=02:00:00:00:00:43,icmp,nw_src=10.0.0.5,nw_dst=10.0.0.6",
+    )?;
+    ensure!(
+        decision(&t) == "flood v2",
+        "{}\n{}",
+        decision(&t),
+        stage_text(&t)
+    );
+    let fdb = lab.ctl_ok(&["fdb-show", "br1"])?;
+    ensure!(!fdb.contains("02:00:00:00:00:42"), "a trace learned: {fdb}");
+    let flow = format!("dl_src={mac1},dl_dst={mac2},icmp,nw_src=10.0.0.5,nw_dst=10.0.0.6");
+
+    // Both learned: the same flow goes to v2 alone, and so do the real pings.
+    lab.assert_ping("c1", "10.0.0.6")?;
+    let t = trace(&lab, "br1", "v1", &flow)?;
+    ensure!(
+        decision(&t) == "output v2",
+        "{}\n{}",
+        decision(&t),
+        stage_text(&t)
+    );
+    let before = counter(&lab, "v2", "tx_packets")?;
+    lab.assert_pings("c1", "10.0.0.6", 5)?;
+    ensure!(
+        counter(&lab, "v2", "tx_packets")? >= before + 5,
+        "pings did not leave by v2"
+    );
+
+    // Routed and masqueraded to the outside host (its MAC is known once c1 pinged it).
+    lab.assert_ping("c1", "198.51.100.1")?;
+    let t = trace(&lab, "br1", "v1", "icmp,nw_dst=198.51.100.1")?;
+    ensure!(
+        decision(&t) == "output vo",
+        "{}\n{}",
+        decision(&t),
+        stage_text(&t)
+    );
+    let s = stage_text(&t);
+    ensure!(
+        s.contains(&format!(
+            "dl_dst={} (the router's MAC",
+            router_mac(&lab, "br1")?
+        )),
+        "the guest would send to its gateway:\n{s}"
+    );
+    ensure!(s.contains("masquerade: new connection icmp 10.0.0.5:1 → 198.51.100.1:0 becomes icmp 198.51.100.2:"), "{s}");
+    ensure!(
+        t["out_flow"]
+            .as_str()
+            .is_some_and(|f| f.contains("nw_src=198.51.100.2") && f.contains("nw_ttl=63")),
+        "out flow: {}",
+        t["out_flow"]
+    );
+    let before = counter(&lab, "vo", "tx_packets")?;
+    lab.assert_pings("c1", "198.51.100.1", 3)?;
+    ensure!(counter(&lab, "vo", "tx_packets")? >= before + 3);
+
+    // TTL 1 towards another subnet: the router answers time exceeded, in the trace and
+    // for ping.
+    let t = trace(&lab, "br1", "v1", "icmp,nw_dst=198.51.100.1,nw_ttl=1")?;
+    ensure!(decision(&t) == "router ttl_exceeded", "{}", decision(&t));
+    let o = lab.sh_out("c1", "ping -c 1 -W 2 -t 1 198.51.100.1")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(text.contains("Time to live exceeded"), "ping -t 1: {text}");
+
+    // Isolation: br2 reaches no other bridge.
+    lab.assert_ping("c3", "10.1.0.1")?;
+    let t = trace(&lab, "br2", "v3", "icmp,nw_dst=10.0.0.5")?;
+    ensure!(
+        decision(&t) == "drop isolated",
+        "{}\n{}",
+        decision(&t),
+        stage_text(&t)
+    );
+    let before = counter(&lab, "v3", "isolated")?;
+    lab.assert_no_ping("c3", "10.0.0.5")?;
+    ensure!(
+        counter(&lab, "v3", "isolated")? > before,
+        "no isolated drop counted"
+    );
+
+    // Port security: v2 may send only from 10.0.0.6.
+    let t = trace(&lab, "br1", "v2", "icmp,nw_src=10.0.0.99,nw_dst=10.0.0.1")?;
+    ensure!(
+        decision(&t) == "drop spoofed_ip",
+        "{}\n{}",
+        decision(&t),
+        stage_text(&t)
+    );
+    ensure!(stage_text(&t).contains(&format!("dl_src={mac2} (the port's locked MAC)")));
+    lab.sh("c2", "ip addr add 10.0.0.99/24 dev eth0")?;
+    let before = counter(&lab, "v2", "spoofed_ip")?;
+    let o = lab.sh_out("c2", "ping -c 2 -i 0.3 -W 1 -I 10.0.0.99 10.0.0.1")?;
+    ensure!(!o.status.success(), "a spoofed address got through");
+    ensure!(
+        counter(&lab, "v2", "spoofed_ip")? > before,
+        "no spoofed_ip drop counted"
+    );
+
+    // A hex frame: the gateway's ARP request from c1, punted to the router and flooded.
+    let t = trace(&lab, "br1", "v1", "arp,nw_src=10.0.0.5,nw_dst=10.0.0.1")?;
+    ensure!(t["punt"] == "local" && t["verdict"] == "flood", "{t}");
+    let hex = t["frame"].as_str().context("frame hex")?.to_string();
+    let again = trace(&lab, "br1", "v1", &hex)?;
+    ensure!(
+        decision(&again) == decision(&t),
+        "hex: {}",
+        decision(&again)
+    );
+
+    // The human form ends in the decision.
+    let out = lab.ctl_ok(&["trace", "br2", "v3", "icmp,nw_dst=10.0.0.5"])?;
+    ensure!(out.trim_end().ends_with("Final: drop (isolated)"), "{out}");
+    Ok(())
+}
+
+fn router_mac(lab: &Lab, br: &str) -> Result<String> {
+    // The gateway's MAC as c1's ARP cache has it.
+    let ns = if br == "br1" {
+        "c1"
+    } else {
+        bail!("no container on {br}")
+    };
+    lab.sh(ns, "ping -c 1 -W 1 10.0.0.1 >/dev/null")?;
+    let v: Value = serde_json::from_str(&lab.sh(ns, "ip -j neigh show 10.0.0.1")?)?;
+    v[0]["lladdr"]
+        .as_str()
+        .map(str::to_string)
+        .context("gateway not in the ARP cache")
+}
+
+fn trace_errors() -> Result<()> {
+    let lab = tools_lab()?;
+    for (args, want) in [
+        (&["trace", "br9", "v1", "ip"][..], "no such bridge: br9"),
+        (&["trace", "br1", "v9", "ip"], "no such port: v9"),
+        (
+            &["trace", "br1", "v1", "nw_dst=10.0.0"],
+            "bad nw_dst \"10.0.0\"",
+        ),
+        (
+            &["trace", "br1", "v1", "frob=1"],
+            "unknown flow field \"frob\"",
+        ),
+        (
+            &["trace", "br1", "v1", "in_port=v2,ip"],
+            "in_port=v2 in the flow",
+        ),
+    ] {
+        let o = lab.ctl(args)?;
+        ensure!(o.code == 1, "{args:?}: exit {}", o.code);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    let o = lab.ctl(&["trace", "br1"])?;
+    ensure!(o.code == 2 && o.stderr.lines().count() == 1, "{o:?}");
+    Ok(())
+}
