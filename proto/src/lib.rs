@@ -16,6 +16,8 @@
 //! A server answers a request whose `version` it does not know with an error reply and
 //! keeps the connection open; so does a line that is not valid JSON.
 
+pub mod pcapng;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -303,6 +305,10 @@ pub enum Command {
     CtShow,
     /// Run a frame through the pipeline without sending it. Result: [`TraceResult`].
     Trace(TraceReq),
+    /// Capture frames of a port or bridge. Result: [`CaptureStarted`], after which
+    /// the connection carries a pcapng stream ([`pcapng`]) until the capture ends (the
+    /// count is reached, or the client sends a line `stop`) and vswitchd closes it.
+    Capture(CaptureReq),
 }
 
 impl Command {
@@ -336,6 +342,7 @@ impl Command {
             Command::ListPublished => "list-published",
             Command::CtShow => "ct-show",
             Command::Trace(_) => "trace",
+            Command::Capture(_) => "capture",
         }
     }
 }
@@ -575,6 +582,41 @@ pub struct TraceResult {
     /// The frame as it leaves (after NAT and routing rewrites), as a flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_flow: Option<String>,
+}
+
+/// Arguments of `capture`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CaptureReq {
+    /// A port (a vxlan port: all its remotes, or `NAME@REMOTE`) or a bridge (all its
+    /// ports).
+    pub target: String,
+    /// `ingress`, `egress`, `drop`; empty: `ingress` and `egress`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+    /// The filter as typed (tcpdump syntax), for messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// The filter compiled to classic BPF (`tcpdump -ddd -y EN10MB`): `[code, jt, jf,
+    /// k]` per instruction. Empty: every frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program: Vec<[u32; 4]>,
+    /// Stop after this many frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame (default 262144: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// Result of `capture` (then the pcapng stream follows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub target: String,
+    /// The ports captured now (a bridge's ports added later are captured too).
+    pub ports: Vec<String>,
+    pub stages: Vec<String>,
+    /// `pcapng`.
+    pub format: String,
 }
 
 /// A DHCP lease.

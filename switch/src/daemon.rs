@@ -116,6 +116,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     state.set_auto_balance(opts.auto_balance && workers > 1);
     state.set_tools(crate::control::tools::Tools {
         neigh: Some(neigh.clone()),
+        ..Default::default()
     });
     let state = Arc::new(Mutex::new(state));
     let service = Service::new(snap, neigh, db.leases().clone(), workers);

@@ -173,6 +173,8 @@ pub fn build(
         router_ips,
         nat,
         conntrack: tables.conntrack.clone(),
+        // The control state puts the daemon's taps in (`State::install_snapshot`).
+        taps: Default::default(),
     }
 }
 

@@ -157,7 +157,8 @@ impl State {
             fdbs: &self.fdbs,
             conntrack: &self.conntrack,
         };
-        let snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
+        let mut snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
+        snap.taps = self.tools.taps.clone();
         self.snap.store(Arc::new(snap));
     }
 
@@ -181,6 +182,8 @@ impl State {
     /// Give the lab tools the daemon's handles (`control::tools`).
     pub fn set_tools(&mut self, tools: super::tools::Tools) {
         self.tools = tools;
+        // The workers' snapshot points to the taps.
+        self.install_snapshot();
     }
 
     /// Turn auto-balance of ports over workers on or off (`dp::balance`).

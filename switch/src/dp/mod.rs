@@ -7,6 +7,7 @@
 
 pub mod balance;
 mod batch;
+pub mod capture;
 pub mod clock;
 pub mod snapshot;
 pub mod stats;

@@ -254,6 +254,8 @@ pub struct Snapshot {
     pub nat: NatRt,
     /// Shared by every snapshot (its entries outlive configuration changes).
     pub conntrack: Arc<Conntrack>,
+    /// Running captures (`vswitchctl capture`), shared by every snapshot.
+    pub taps: Arc<crate::dp::capture::Taps>,
 }
 
 impl Default for Snapshot {
@@ -266,6 +268,7 @@ impl Default for Snapshot {
             router_ips: HashMap::new(),
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
+            taps: Arc::default(),
         }
     }
 }

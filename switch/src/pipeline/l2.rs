@@ -4,11 +4,13 @@
 
 use super::punt::{PuntKind, PuntTx};
 use super::trace::{self, note, Tracer};
+use crate::dp::capture::Stage;
 use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
 use crate::tables::PortId;
+use crate::wire::bpf::Frame;
 use crate::wire::{field, ipv4, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
@@ -88,12 +90,16 @@ impl OutQueues {
 /// Count a frame dropped on the data path (`inp`: the port charged, normally the
 /// ingress port), or, in a trace, record why.
 #[inline]
-pub(super) fn dropped(ctx: &Ctx<'_>, inp: &PortEntry, r: DropReason) {
+pub(super) fn dropped(ctx: &Ctx<'_>, inp: &PortEntry, f: &[u8], r: DropReason) {
     if let Some(t) = ctx.trace {
         t.dropped(r);
         return;
     }
     inp.counters.dropped(ctx.worker, r, 1);
+    if ctx.snap.taps.active() {
+        let taps = &ctx.snap.taps;
+        taps.offer(ctx.snap, inp, Stage::Drop, Some(r), &Frame::whole(f));
+    }
 }
 
 /// Hand a copy of frame `i` to the service thread.
@@ -268,6 +274,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
         rest: &[],
     };
     let mut frames = [EMPTY; BATCH_SIZE];
+    let tapping = ctx.snap.taps.active();
     for &s in &out.touched {
         let q = &mut out.queues[usize::from(s)];
         let Some(Some(op)) = ctx.snap.ports.get(usize::from(s)) else {
@@ -290,9 +297,29 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
         }
         let r = op.dev.send(&frames[..n]);
         op.counters.sent(ctx.worker, &r);
+        if tapping {
+            tap_sent(ctx, op, &frames[..n], r.full);
+        }
         q.clear();
     }
     out.touched.clear();
+}
+
+/// Captures of what one send did: the frames it took leave (`egress`), the tail it
+/// did not take because the queue was full is dropped (`tx_queue_full`).
+#[cold]
+fn tap_sent(ctx: &Ctx<'_>, op: &PortEntry, frames: &[TxFrame<'_>], full: usize) {
+    let sent = frames.len().saturating_sub(full);
+    for (k, f) in frames.iter().enumerate() {
+        let tag = f.tag.as_ref().map_or(&[][..], |t| &t[..]);
+        let fr = Frame::pieces(f.head, tag, f.rest);
+        let (stage, why) = if k < sent {
+            (Stage::Egress, None)
+        } else {
+            (Stage::Drop, Some(DropReason::TxQueueFull))
+        };
+        ctx.snap.taps.offer(ctx.snap, op, stage, why, &fr);
+    }
 }
 
 #[cfg(test)]

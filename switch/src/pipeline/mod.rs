@@ -29,9 +29,11 @@ pub mod trace;
 pub use l2::{flush, Ctx, OutQueues};
 pub use parse::Meta;
 
+use crate::dp::capture::Stage;
 use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
 use crate::tables::PortId;
+use crate::wire::bpf::Frame;
 use crate::wire::ipv4;
 use l2::dropped;
 use l3::Verdict;
@@ -49,6 +51,8 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
     let bridge = &ctx.snap.bridges[bi];
     let (mut rx_pkts, mut rx_bytes) = (0u64, 0u64);
     let polled_id = in_id;
+    // Captures: one relaxed load per batch while none runs (a trace is not captured).
+    let tapping = ctx.trace.is_none() && ctx.snap.taps.active();
     for i in 0..batch.len() {
         // A shared receive (vxlan) names each frame's port.
         let (in_id, inp) = match batch.origin(i) {
@@ -58,7 +62,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                     (o, p)
                 }
                 _ => {
-                    dropped(ctx, polled, DropReason::NoPort);
+                    dropped(ctx, polled, batch.frame(i), DropReason::NoPort);
                     continue;
                 }
             },
@@ -69,6 +73,10 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             }
         };
         let f = batch.frame(i);
+        if tapping {
+            let taps = &ctx.snap.taps;
+            taps.offer(ctx.snap, inp, Stage::Ingress, None, &Frame::whole(f));
+        }
         let admitted = Meta::parse(f).and_then(|mut m| {
             m.vlan = l2::ingress_vlan(inp, &m.eth)?;
             l2::admit(inp, &m.eth, f)?;
@@ -77,7 +85,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         let meta = match admitted {
             Ok(m) => m,
             Err(r) => {
-                dropped(ctx, inp, r);
+                dropped(ctx, inp, f, r);
                 continue;
             }
         };
@@ -107,7 +115,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             meta.eth.payload_ofs as u8,
         );
         if let Err(r) = r {
-            dropped(ctx, inp, r);
+            dropped(ctx, inp, batch.frame(i), r);
         }
     }
     if ctx.trace.is_none() {
@@ -133,12 +141,12 @@ fn route(
         return;
     }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
-        dropped(ctx, inp, r);
+        dropped(ctx, inp, batch.frame(i), r);
         return;
     }
     let vnet = batch.vnet(i);
     if let nat::Pre::Drop(r) = nat::pre(ctx, batch.frame_mut(i), &mut meta, &vnet) {
-        dropped(ctx, inp, r);
+        dropped(ctx, inp, batch.frame(i), r);
         return;
     }
     let verdict = l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet);
@@ -150,7 +158,7 @@ fn route(
             if !meta.translated {
                 if let Err(r) = nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), &meta, &vnet)
                 {
-                    dropped(ctx, inp, r);
+                    dropped(ctx, inp, batch.frame(i), r);
                     return;
                 }
             }
@@ -159,7 +167,7 @@ fn route(
                 return;
             };
             let Some(rif) = ctx.snap.bridges[bridge].router else {
-                dropped(ctx, inp, DropReason::NotRoutable);
+                dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
                 return;
             };
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
@@ -169,10 +177,10 @@ fn route(
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
             if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                dropped(ctx, inp, r);
+                dropped(ctx, inp, batch.frame(i), r);
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
-        Verdict::Drop(r) => dropped(ctx, inp, r),
+        Verdict::Drop(r) => dropped(ctx, inp, batch.frame(i), r),
     }
 }

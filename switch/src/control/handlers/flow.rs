@@ -228,6 +228,9 @@ pub fn describe(frame: &[u8]) -> String {
     out.push(format!("dl_src={src}"));
     out.push(format!("dl_dst={dst}"));
     let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        if let Some(t) = frame.get(12..14) {
+            out.push(format!("dl_type={:#06x}", u16::from_be_bytes([t[0], t[1]])));
+        }
         out.push("(not parsed further)".into());
         return out.join(",");
     };

@@ -124,6 +124,10 @@ impl State {
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
             Command::Trace(req) => self.trace(req),
+            // The server streams captures itself (it owns the connection).
+            Command::Capture(_) => Err(HandlerError::Invalid(
+                "capture needs its own connection".into(),
+            )),
         }
     }
 }
