@@ -57,6 +57,8 @@ pub enum Cmd {
     Unpublish(commands::unpublish::Unpublish),
     ListPublished(commands::list_published::ListPublished),
     CtShow(commands::ct_show::CtShow),
+    Monitor(commands::monitor::Monitor),
+    ClusterShow(commands::cluster_show::ClusterShow),
 }
 
 impl Cmd {
@@ -89,6 +91,8 @@ impl Cmd {
             Cmd::Unpublish(c) => c.run(ctx),
             Cmd::ListPublished(c) => c.run(ctx),
             Cmd::CtShow(c) => c.run(ctx),
+            Cmd::Monitor(c) => c.run(ctx),
+            Cmd::ClusterShow(c) => c.run(ctx),
         }
     }
 }

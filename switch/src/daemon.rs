@@ -70,6 +70,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let mut state = State::new(model, opts.db.clone(), snap.clone(), pool, opts.limits);
     state.set_auto_balance(opts.auto_balance && workers > 1);
     let state = Arc::new(Mutex::new(state));
+    crate::control::events::spawn_mac_watch(snap.clone()).context("start MAC watcher")?;
     let service = Service::new(snap, neigh, Some(state.clone()), workers);
     std::thread::Builder::new()
         .name("vswitch-service".into())

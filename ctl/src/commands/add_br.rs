@@ -23,9 +23,16 @@ pub struct AddBr {
     /// Reach only this subnet, the own gateway and, through masquerade, the outside
     #[arg(long)]
     pub isolated: bool,
-    /// MTU of the bridge (68..65535, default 1500)
+    /// MTU of the bridge (68..65535, default 1500; overlay bridges 1450)
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
+    /// Cluster-wide bridge: declared in etcd through the local vswitch-agent, created on
+    /// every host of the cluster (docs/cluster.md)
+    #[arg(long)]
+    pub overlay: bool,
+    /// VXLAN network identifier of an --overlay bridge (1..16777215; default: allocated)
+    #[arg(long, value_name = "N", requires = "overlay")]
+    pub vni: Option<u32>,
 }
 
 impl AddBr {
@@ -37,6 +44,8 @@ impl AddBr {
             dhcp: self.dhcp.clone(),
             isolated: self.isolated,
             mtu: self.mtu,
+            overlay: self.overlay,
+            vni: self.vni,
         }))
     }
 
@@ -101,7 +110,11 @@ mod tests {
                 dhcp: None,
                 isolated: true,
                 mtu: None,
+                ..Default::default()
             }
         );
+        let r = req(&["add-br", "ov", "--overlay", "--vni", "42"]);
+        assert!(r.overlay);
+        assert_eq!(r.vni, Some(42));
     }
 }

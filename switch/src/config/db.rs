@@ -138,6 +138,7 @@ mod tests {
                 hosts: vec![],
                 leases: vec![],
                 reservations: vec![],
+                overlay: None,
             }],
             ..Default::default()
         }

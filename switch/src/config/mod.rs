@@ -10,9 +10,10 @@ pub mod model;
 pub mod snapshot;
 
 pub use model::{
-    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, PortConf, PublishConf,
-    RouteConf, VxlanConf,
+    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, OverlayConf, PortConf,
+    PublishConf, RouteConf, VxlanConf,
 };
 pub use snapshot::{
-    router_mac, BridgeRt, NameMap, NatRt, PortEntry, PublishRt, RouterIf, Snapshot, VlanMode,
+    router_mac, BridgeRt, NameMap, NatRt, OverlayRt, PortEntry, PublishRt, RouterIf, Snapshot,
+    VlanMode,
 };

@@ -277,6 +277,17 @@ pub struct BridgeConf {
     pub leases: Vec<Lease>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// A cluster-wide bridge (`add-br --overlay`), programmed by vswitch-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayConf>,
+}
+
+/// What makes a bridge an overlay bridge (see `control::cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConf {
+    pub vni: u32,
+    /// Underlay UDP port of the network's tunnel.
+    pub udp_port: u16,
 }
 
 /// Everything the user configured.
@@ -445,6 +456,7 @@ impl Model {
             hosts: Vec::new(),
             leases: Vec::new(),
             reservations: Vec::new(),
+            overlay: None,
         })
     }
 

@@ -70,6 +70,8 @@ pub enum HandlerError {
     TooManyPorts,
     #[error("cannot encode result: {0}")]
     Encode(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 struct Live {
@@ -457,6 +459,7 @@ impl State {
                     names.entry(h.clone()).or_insert((l.ip, l.expires));
                 }
             }
+            super::cluster::add_names(&b.name, &mut names);
             bridges.push(BridgeRt {
                 name: b.name.clone(),
                 fdb,
@@ -466,6 +469,7 @@ impl State {
                 mtu: b.mtu,
                 dhcp: b.dhcp,
                 names: Arc::new(names),
+                overlay: super::cluster::overlay_rt(b, &|n| self.live.get(n).map(|l| l.id)),
             });
         }
         let mut routes = RouteTable::default();
@@ -528,6 +532,25 @@ impl State {
             nat,
             conntrack: self.conntrack.clone(),
         }));
+    }
+
+    /// Cluster hooks (`control::cluster`): the model, a validated change of it
+    /// (persisted and published), and a new snapshot after the cluster tables changed.
+    pub(crate) fn model(&self) -> &Model {
+        &self.model
+    }
+    pub(crate) fn apply(
+        &mut self,
+        f: impl FnOnce(&mut Model) -> Result<(), HandlerError>,
+    ) -> Result<(), HandlerError> {
+        let mut next = self.model.clone();
+        f(&mut next)?;
+        self.commit(next)?;
+        self.publish();
+        Ok(())
+    }
+    pub(crate) fn republish(&mut self) {
+        self.publish();
     }
 
     /// Write `next` to the db and make it the model.
@@ -609,6 +632,9 @@ impl State {
             match self.attach(&p, mtu) {
                 Ok(()) => {
                     tracing::info!(port = %p.name, "port attached");
+                    super::events::emit(
+                        super::events::Event::new(super::events::EventKind::PortUp).port(&p.name),
+                    );
                     changed.push(p.name.clone());
                 }
                 Err(e) => {
@@ -640,6 +666,11 @@ impl State {
             }
         }
         if served.changed {
+            let old_leases = self
+                .model
+                .bridge(bridge)
+                .map(|b| b.leases.clone())
+                .unwrap_or_default(); // events
             let names_changed = self.model.bridge(bridge).ok().map(|b| &b.leases)
                 != next.bridge(bridge).ok().map(|b| &b.leases);
             if let Err(e) = db::save(&self.db_path, &next) {
@@ -650,6 +681,14 @@ impl State {
             if names_changed {
                 self.publish();
             }
+            super::events::emit_leases(
+                bridge,
+                &old_leases,
+                self.model
+                    .bridge(bridge)
+                    .map(|b| &b.leases[..])
+                    .unwrap_or_default(),
+            );
         }
         served.outcome
     }
@@ -786,6 +825,7 @@ impl State {
                 );
                 self.publish();
                 tracing::info!(bridge = %b.name, "bridge added");
+                super::events::emit_port(super::events::EventKind::BridgeAdded, &b.name, None);
                 to_value(self.bridge_info(&b))
             }
             Command::DelBr { name } => {
@@ -803,6 +843,7 @@ impl State {
                 self.fdbs.remove(&name);
                 self.publish();
                 tracing::info!(bridge = %name, "bridge deleted");
+                super::events::emit_port(super::events::EventKind::BridgeRemoved, &name, None);
                 Ok(Value::Null)
             }
             Command::ListBr => {
@@ -844,6 +885,11 @@ impl State {
                 self.publish();
                 self.start_polling(&p.name);
                 tracing::info!(bridge = %req.bridge, port = %p.name, kind = %p.kind, "port added");
+                super::events::emit_port(
+                    super::events::EventKind::PortAdded,
+                    &req.bridge,
+                    Some(&p.name),
+                );
                 let b = self.model.bridge(&req.bridge)?;
                 to_value(self.port_info(b, &p))
             }
@@ -859,6 +905,11 @@ impl State {
                 self.model = next;
                 self.publish();
                 tracing::info!(bridge = %bridge, port = %port, "port deleted");
+                super::events::emit_port(
+                    super::events::EventKind::PortRemoved,
+                    &bridge,
+                    Some(&port),
+                );
                 Ok(Value::Null)
             }
             Command::ListPorts { bridge } => {
@@ -922,13 +973,25 @@ impl State {
                 next.insert_host(&req.bridge, h.clone())?;
                 self.commit(next)?;
                 self.publish();
+                super::events::emit(
+                    super::events::Event::new(super::events::EventKind::NameAdded)
+                        .bridge(&req.bridge)
+                        .name(&h.name)
+                        .ip(h.ip.to_string()),
+                );
                 to_value(host_entry(&h))
             }
             Command::DelHost { bridge, name } => {
                 let mut next = self.model.clone();
-                next.remove_host(&bridge, &name)?;
+                let h = next.remove_host(&bridge, &name)?;
                 self.commit(next)?;
                 self.publish();
+                super::events::emit(
+                    super::events::Event::new(super::events::EventKind::NameRemoved)
+                        .bridge(&bridge)
+                        .name(&h.name)
+                        .ip(h.ip.to_string()),
+                );
                 Ok(Value::Null)
             }
             Command::AddRoute { cidr, via } => {
@@ -1123,6 +1186,7 @@ impl State {
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 to_value(v)
             }
+            other => super::cluster::handle(self, other),
         }
     }
 }
