@@ -4,13 +4,201 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use vswitch_integration::{bin, wait_until, Lab};
+#[allow(unused_imports)]
+use vswitch_integration::cluster as _cluster;
+use vswitch_integration::cluster::{node_state, Cluster};
+use vswitch_integration::{bin, run, wait_until, Lab};
 
 fn main() -> std::process::ExitCode {
-    vswitch_integration::runner::main(&[(
-        "monitor_streams_every_kind_in_order",
-        monitor_streams_every_kind_in_order,
-    )])
+    vswitch_integration::runner::main(&[
+        (
+            "monitor_streams_every_kind_in_order",
+            monitor_streams_every_kind_in_order,
+        ),
+        ("overlay_network_across_hosts", overlay_network_across_hosts),
+        (
+            "membership_duplicate_names_and_sigterm",
+            membership_duplicate_names_and_sigterm,
+        ),
+    ])
+}
+
+/// The overlay network `ov` (10.1.0.0/24, gateway 10.1.0.1), declared on `host`.
+fn add_overlay(cl: &Cluster, host: &str, extra: &[&str]) -> Result<()> {
+    let mut a = vec![
+        "add-br",
+        "ov",
+        "--overlay",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ];
+    a.extend_from_slice(extra);
+    cl.ctl_ok(host, &a)?;
+    Ok(())
+}
+
+/// Whether `host` has bridge `br`.
+fn has_bridge(cl: &Cluster, host: &str, br: &str) -> bool {
+    cl.ctl_json(host, &["list-br"])
+        .ok()
+        .and_then(|v| v.as_array().map(|a| a.iter().any(|b| b["name"] == br)))
+        .unwrap_or(false)
+}
+
+/// Wait until `f` holds, or fail naming `what`.
+fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) -> Result<()> {
+    ensure!(
+        wait_until(Duration::from_secs(secs), f),
+        "{what}: not within {secs} s"
+    );
+    Ok(())
+}
+
+/// One ping from container `from` to `dst` (a name or an address).
+fn ping(lab: &Lab, from: &str, dst: &str) -> bool {
+    lab.ping_once(from, dst)
+}
+
+fn overlay_network_across_hosts() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 1)?;
+    for n in 1..=3 {
+        cl.add_host(&mut lab, n)?;
+    }
+    // Declared once on h1: it exists on every host.
+    add_overlay(&cl, "h1", &[])?;
+    for h in ["h1", "h2", "h3"] {
+        wait_for(&format!("ov on {h}"), 10, || has_bridge(&cl, h, "ov"))?;
+    }
+    // One container per host, static addresses; names resolve at every gateway.
+    for (h, c, ip) in [
+        ("h1", "c1", "10.1.0.11"),
+        ("h2", "c2", "10.1.0.12"),
+        ("h3", "c3", "10.1.0.13"),
+    ] {
+        cl.pipework_ok(&mut lab, h, "ov", c, &format!("{ip}/24@10.1.0.1"))?;
+        std::fs::write(
+            format!("/etc/netns/{}/resolv.conf", lab.ns(c)),
+            "nameserver 10.1.0.1\n",
+        )?;
+    }
+    // Every host knows the other hosts' endpoints and has a tunnel to each.
+    cl.wait_show("h1", "3 endpoints", Duration::from_secs(15), |v| {
+        v["networks"][0]["endpoints"] == 3
+    })?;
+    for h in ["h1", "h2", "h3"] {
+        wait_for(&format!("{h}: tunnels to the two others"), 15, || {
+            cl.ctl_json(h, &["list-ports", "ov"])
+                .ok()
+                .and_then(|v| {
+                    let a = v.as_array()?.clone();
+                    let p = a.iter().find(|p| p["type"] == "vxlan")?;
+                    Some(p["vxlan"]["remote_ip"].as_array()?.len() == 2)
+                })
+                .unwrap_or(false)
+        })?;
+    }
+    // A first ping from c1 (h1) to c2 (h2) sends nothing to h3's VTEP: ARP is answered
+    // on h1, the echo goes through the one tunnel to h2.
+    let cap = lab.dir().join("h3-underlay.pcap");
+    lab.spawn(
+        "h3",
+        "tcpdump",
+        &[
+            "-i",
+            "ul0",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            cap.to_str().unwrap_or("x"),
+            "udp or icmp",
+        ],
+        "tcpdump.log",
+    )?;
+    wait_for("tcpdump on h3", 5, || {
+        lab.read_log("tcpdump.log").contains("listening")
+    })?;
+    for c in ["c1", "c2"] {
+        lab.sh(c, "ip neigh flush all")?;
+    }
+    ensure!(
+        ping(&lab, "c1", "10.1.0.12"),
+        "c1 cannot ping c2 across hosts"
+    );
+    lab.assert_ping("c1", "10.1.0.12")?;
+    // Then a marker (an underlay ping from h1 to h3): everything before it in the
+    // capture happened during the c1 -> c2 pings. No VXLAN datagram to h3 among them.
+    lab.sh("h1", "ping -c 1 -W 1 192.0.2.3 >/dev/null")?;
+    let capture = || -> Vec<String> {
+        run(std::process::Command::new("tcpdump").args(["-n", "-r", cap.to_str().unwrap_or("x")]))
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let marker = |l: &String| l.contains("192.0.2.1 > 192.0.2.3: ICMP echo request");
+    wait_for("the marker in h3's capture", 5, || {
+        capture().iter().any(marker)
+    })?;
+    let lines = capture();
+    let before: Vec<&String> = lines.iter().take_while(|l| !marker(l)).collect();
+    ensure!(
+        !before.iter().any(|l| l.contains("> 192.0.2.3.4789")),
+        "frames reached h3's VTEP during c1 -> c2 pings: {before:?}"
+    );
+    // The capture does see what goes to h3.
+    lab.assert_ping("c1", "10.1.0.13")?;
+    wait_for("the capture to see c1 -> c3", 5, || {
+        capture().iter().any(|l| l.contains("> 192.0.2.3.4789"))
+    })?;
+    // Names of other hosts' containers resolve at the local gateway.
+    lab.assert_ping("c1", "c3")?;
+    lab.assert_ping("c3", "c2")?;
+    // A static address in use on another host is refused.
+    let o = cl.pipework(&mut lab, "h3", "ov", "dup", "10.1.0.11/24")?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && err.contains("10.1.0.11") && err.contains("h1"),
+        "a second 10.1.0.11 on h3: {err}"
+    );
+    // Conflicting networks are refused, naming what clashes.
+    let o = cl.ctl(
+        "h2",
+        &["add-br", "ov2", "--overlay", "--subnet", "10.1.0.128/25"],
+    )?;
+    ensure!(o.code != 0 && o.stderr.contains("overlaps"), "{}", o.stderr);
+    let vni = cl
+        .show("h2")
+        .and_then(|v| v["networks"][0]["vni"].as_u64())
+        .context("vni")?;
+    let o = cl.ctl(
+        "h2",
+        &["add-br", "ov2", "--overlay", "--vni", &vni.to_string()],
+    )?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("already used"),
+        "{}",
+        o.stderr
+    );
+    // A host that joins later gets the network and reaches the others.
+    cl.add_host(&mut lab, 4)?;
+    wait_for("ov on h4", 15, || has_bridge(&cl, "h4", "ov"))?;
+    cl.pipework_ok(&mut lab, "h4", "ov", "c4", "10.1.0.14/24@10.1.0.1")?;
+    lab.assert_ping("c4", "10.1.0.11")?;
+    // del-br anywhere removes it everywhere.
+    cl.ctl_ok("h2", &["del-br", "ov"])?;
+    for h in ["h1", "h2", "h3", "h4"] {
+        wait_for(&format!("ov gone from {h}"), 10, || {
+            !has_bridge(&cl, h, "ov")
+        })?;
+    }
+    Ok(())
 }
 
 /// The events in a `monitor --json` log, parsed (every line must parse).
@@ -186,5 +374,70 @@ fn monitor_streams_every_kind_in_order() -> Result<()> {
                 .any(|l| l.starts_with("lease-granted") && l.contains("name=alpha")),
         "human monitor output:\n{txt}"
     );
+    Ok(())
+}
+
+fn membership_duplicate_names_and_sigterm() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 1)?;
+    cl.add_host(&mut lab, 1)?;
+    cl.add_host(&mut lab, 2)?;
+    cl.wait_registered("h1", "h2")?;
+    let v = cl.show("h1").context("cluster-show")?;
+    ensure!(v["node"] == "h1" && v["etcd"] == "connected", "{v}");
+    let h2 = v["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "h2"))
+        .context("h2 listed")?;
+    ensure!(h2["vtep"] == "192.0.2.2" && h2["state"] == "alive", "{h2}");
+    let human = cl.ctl_ok("h1", &["cluster-show"])?;
+    ensure!(
+        human
+            .lines()
+            .any(|l| l.starts_with("h1*") && l.contains("alive")),
+        "{human}"
+    );
+
+    // Without its agent, vswitchd says so in one line.
+    cl.kill_agent("h2")?;
+    for args in [&["cluster-show"][..], &["add-br", "x", "--overlay"]] {
+        let o = cl.ctl("h2", args)?;
+        ensure!(
+            o.code == 1
+                && o.stderr.trim().lines().count() == 1
+                && o.stderr.contains("no vswitch-agent is connected"),
+            "{args:?}: {}",
+            o.stderr
+        );
+    }
+    // Restarted beside the same vswitchd, it takes its node over at once.
+    cl.start_agent(&lab, "h2")?;
+    cl.wait_registered("h2", "h2")?;
+
+    // A second agent calling itself h2 (beside h1's vswitchd) is refused, loudly.
+    let mut dup = cl.spawn_agent(&lab, "h1", "h2", &[])?;
+    let code = vswitch_integration::terminate_after(&mut dup, Duration::from_secs(20));
+    ensure!(
+        code.is_some_and(|c| c != 0),
+        "duplicate agent: exit {code:?}"
+    );
+    ensure!(
+        cl.log_tail("h1-agent.log", 5)
+            .contains("already registered by another live vswitch-agent"),
+        "{}",
+        cl.log_tail("h1-agent.log", 5)
+    );
+    cl.wait_registered("h1", "h2")?;
+
+    // SIGTERM: exit 0, and the node leaves the cluster.
+    let code = cl.stop_agent("h2", Duration::from_secs(10))?;
+    ensure!(code == Some(0), "agent on SIGTERM: {code:?}");
+    cl.wait_show("h1", "h2 gone", Duration::from_secs(10), |v| {
+        node_state(v, "h2").as_deref() == Some("gone")
+    })?;
+    // Also with etcd unreachable.
+    cl.kill_etcd(0);
+    let code = cl.stop_agent("h1", Duration::from_secs(10))?;
+    ensure!(code == Some(0), "agent on SIGTERM without etcd: {code:?}");
     Ok(())
 }

@@ -544,6 +544,9 @@ pub struct BridgeInfo {
     /// DHCP requests that found the pool exhausted (no offer) since vswitchd started.
     #[serde(default)]
     pub dhcp_exhausted: u64,
+    /// The VNI of an overlay bridge (`add-br --overlay`); absent for local bridges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_vni: Option<u32>,
 }
 
 /// A port as configured, with its live state.

@@ -40,6 +40,9 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if b.isolated {
         attrs.push("isolated".into());
     }
+    if let Some(v) = b.overlay_vni {
+        attrs.push(format!("overlay vni {v}"));
+    }
     attrs.push(format!("mtu {}", b.mtu));
     format!("Bridge {} ({})", b.name, attrs.join(", "))
 }
@@ -106,6 +109,7 @@ pub mod tests {
             fdb_capacity: 8192,
             fdb_evictions: 0,
             dhcp_exhausted: 0,
+            overlay_vni: None,
         }
     }
 

@@ -769,6 +769,7 @@ impl State {
             fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
             fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
             dhcp_exhausted: self.dhcp_exhausted.get(&b.name).copied().unwrap_or(0),
+            overlay_vni: b.overlay.map(|o| o.vni),
         }
     }
 

@@ -102,7 +102,10 @@ fn output(
     let excluded =
         |slot: usize, group: u32| except.is_some_and(|(s, g)| s == slot || (g != 0 && g == group));
     if !dst.is_multicast() {
-        if let Some(pid) = bridge.fdb.lookup(vlan, dst, ctx.now) {
+        // Overlay bridges: a remote endpoint's static entry wins over what was learned.
+        let statics = bridge.overlay.as_ref().filter(|_| vlan == 0);
+        let hit = statics.and_then(|o| o.statics.get(&dst).copied());
+        if let Some(pid) = hit.or_else(|| bridge.fdb.lookup(vlan, dst, ctx.now)) {
             if except.is_some_and(|(s, _)| s == slot_of(pid)) {
                 return Err(DropReason::SameSegment);
             }
@@ -227,6 +230,18 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             }
         }
         bridge.fdb.learn(vlan, eth.src, in_id, ctx.now);
+        if let Some(o) = bridge.overlay.as_ref().filter(|_| vlan == 0) {
+            // ARP for remote endpoints and DHCP are answered on the sender's host, never
+            // flooded; such a request from a tunnel is another host's to answer.
+            if o.keeps_local(&eth, f) {
+                if inp.group == 0 {
+                    punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+                } else {
+                    inp.counters.dropped(w, DropReason::Service, 1);
+                }
+                continue;
+            }
+        }
         let frame = i as u8;
         let payload_ofs = eth.payload_ofs as u8;
         if let Some(rif) = bridge.router.filter(|_| vlan == 0) {
