@@ -71,6 +71,9 @@ struct Agent {
     keys: Keys,
     identity: String,
     etcd: Option<Client>,
+    /// The endpoint to try first when (re)connecting: the agent talks to one member
+    /// at a time and moves to the next when it fails.
+    next_url: usize,
     /// Why etcd is not usable now (`None`: it answered last time).
     etcd_err: Option<String>,
     lease: i64,
@@ -152,6 +155,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         keys: Keys::new(&opts.prefix),
         identity: identity(pid),
         etcd: None,
+        next_url: 0,
         etcd_err: Some("not connected yet".into()),
         lease: 0,
         keeper: None,
@@ -276,6 +280,8 @@ impl Agent {
         self.etcd_err = Some(e.to_string());
         self.keeper = None;
         self.watch = None;
+        // Next time, start with the next member.
+        self.next_url = (self.next_url + 1) % self.opts.etcd.len().max(1);
     }
 
     async fn connect(&mut self) -> Result<(), RegError> {
@@ -292,15 +298,37 @@ impl Agent {
                 .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
             o = o.with_tls(tls);
         }
-        let c = with_timeout(
-            self.urls(),
-            Client::connect(self.opts.etcd.clone(), Some(o)),
-        )
-        .await
-        .map_err(RegError::Etcd)?;
-        self.etcd = Some(c);
-        self.etcd_err = None;
-        Ok(())
+        // One member at a time, the first that answers (a dead member in a balanced
+        // channel would fail a share of the requests).
+        let n = self.opts.etcd.len().max(1);
+        let mut last = String::new();
+        for i in 0..n {
+            let at = (self.next_url + i) % n;
+            let url = self.opts.etcd[at].clone();
+            let urls = [url.clone()];
+            let tried = async {
+                let mut c =
+                    with_timeout(&urls, Client::connect([url.as_str()], Some(o.clone()))).await?;
+                with_timeout(&urls, c.status()).await?;
+                Ok::<Client, String>(c)
+            };
+            match tried.await {
+                Ok(c) => {
+                    self.next_url = at;
+                    self.etcd = Some(c);
+                    self.etcd_err = None;
+                    self.keeper = None;
+                    self.watch = None;
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(RegError::Etcd(if n > 1 {
+            etcd_error(self.urls(), last)
+        } else {
+            last
+        }))
     }
 
     fn node_val(&self, lease: i64) -> NodeVal {
@@ -799,7 +827,24 @@ impl Agent {
     }
 
     async fn call(&mut self, call: AgentCallKind) -> Reply {
-        let r = match call {
+        let mut r = self.call_once(call.clone()).await;
+        // etcd failed: once more, on the next member that answers.
+        if let Err(e) = r.as_ref().map_err(Clone::clone) {
+            if e.starts_with("etcd unreachable") {
+                self.failed(&e);
+                if self.connect().await.is_ok() {
+                    r = self.call_once(call).await;
+                }
+            }
+        }
+        match r {
+            Ok(v) => Reply::ok(v),
+            Err(e) => Reply::err(e),
+        }
+    }
+
+    async fn call_once(&mut self, call: AgentCallKind) -> Result<Value, String> {
+        match call {
             AgentCallKind::AddOverlay(req) => self.add_overlay(req).await,
             AgentCallKind::DelOverlay { name } => self.del_overlay(&name).await,
             AgentCallKind::Show => serde_json::to_value(self.show()).map_err(|e| e.to_string()),
@@ -809,10 +854,6 @@ impl Agent {
                 mac,
                 port,
             } => self.claim_ip(&bridge, &ip, mac, &port).await,
-        };
-        match r {
-            Ok(v) => Reply::ok(v),
-            Err(e) => Reply::err(e),
         }
     }
 

@@ -24,6 +24,14 @@ fn main() -> std::process::ExitCode {
             "dhcp_on_two_hosts_never_gives_one_address_twice",
             dhcp_on_two_hosts_never_gives_one_address_twice,
         ),
+        (
+            "a_dead_node_leaves_and_comes_back",
+            a_dead_node_leaves_and_comes_back,
+        ),
+        (
+            "etcd_member_loss_outage_and_agent_restart",
+            etcd_member_loss_outage_and_agent_restart,
+        ),
     ])
 }
 
@@ -533,5 +541,209 @@ fn dhcp_on_two_hosts_never_gives_one_address_twice() -> Result<()> {
     })?;
     lab.assert_ping("a1", "b7")?;
     lab.assert_ping("b3", "a20")?;
+    Ok(())
+}
+
+/// Containers c1..cN on hosts h1..hN of overlay `ov`, static addresses 10.1.0.1N,
+/// resolver at the gateway.
+fn containers(cl: &Cluster, lab: &mut Lab, hosts: &[&str]) -> Result<()> {
+    for (i, h) in hosts.iter().enumerate() {
+        let c = format!("c{}", i + 1);
+        cl.pipework_ok(lab, h, "ov", &c, &format!("10.1.0.1{}/24@10.1.0.1", i + 1))?;
+        std::fs::write(
+            format!("/etc/netns/{}/resolv.conf", lab.ns(&c)),
+            "nameserver 10.1.0.1\n",
+        )?;
+    }
+    Ok(())
+}
+
+/// The address `name` has at the gateway of container `c`, if it resolves.
+fn resolve(lab: &Lab, c: &str, name: &str) -> Option<String> {
+    let o = lab
+        .sh(c, &format!("dig +short +time=1 +tries=1 @10.1.0.1 {name}"))
+        .ok()?;
+    o.lines()
+        .next()
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+}
+
+/// The remote VTEPs of `host`'s tunnel on `ov`.
+fn tunnel_remotes(cl: &Cluster, host: &str) -> Vec<String> {
+    cl.ctl_json(host, &["list-ports", "ov"])
+        .ok()
+        .and_then(|v| {
+            let p = v.as_array()?.iter().find(|p| p["type"] == "vxlan")?.clone();
+            Some(
+                p["vxlan"]["remote_ip"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// kill -9 of a host's vswitchd and agent: after its TTL, its endpoints, names and
+/// tunnel disappear from the others; restarted, it is registered again (once) and
+/// reachable again.
+fn a_dead_node_leaves_and_comes_back() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 1)?;
+    for n in 1..=3 {
+        cl.add_host(&mut lab, n)?;
+    }
+    add_overlay(&cl, "h1", &[])?;
+    for h in ["h2", "h3"] {
+        wait_for(&format!("ov on {h}"), 10, || has_bridge(&cl, h, "ov"))?;
+    }
+    containers(&cl, &mut lab, &["h1", "h2", "h3"])?;
+    lab.assert_ping("c1", "c3")?;
+    ensure!(tunnel_remotes(&cl, "h1").len() == 2);
+
+    cl.kill_host("h3")?;
+    cl.wait_show(
+        "h1",
+        "h3 gone, its endpoint with it",
+        Duration::from_secs(15),
+        |v| node_state(v, "h3").as_deref() == Some("gone") && v["networks"][0]["endpoints"] == 2,
+    )?;
+    wait_for("h1's tunnel to h3 removed", 10, || {
+        tunnel_remotes(&cl, "h1") == ["192.0.2.2"]
+    })?;
+    wait_for("c3's name gone from h1's gateway", 10, || {
+        resolve(&lab, "c1", "c3").is_none()
+    })?;
+    lab.assert_ping("c1", "c2")?;
+
+    // Back: same db, a new vswitchd and agent.
+    cl.start_vswitchd(&lab, "h3")?;
+    cl.start_agent(&lab, "h3")?;
+    cl.wait_show("h1", "h3 alive again, once", Duration::from_secs(20), |v| {
+        let names: Vec<&str> = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["name"].as_str()).collect())
+            .unwrap_or_default();
+        node_state(v, "h3").as_deref() == Some("alive")
+            && names.iter().filter(|n| **n == "h3").count() == 1
+            && v["networks"][0]["endpoints"] == 3
+    })?;
+    wait_for("c3 resolves at h1 again", 10, || {
+        resolve(&lab, "c1", "c3").as_deref() == Some("10.1.0.13")
+    })?;
+    lab.assert_ping("c1", "c3")?;
+    let eps = cl.show("h2").context("show")?["networks"][0]["nodes"].clone();
+    ensure!(eps["h3"] == 1, "endpoints per node on h2: {eps}");
+    Ok(())
+}
+
+/// Three etcd members: one dies, nothing visible happens; an agent killed and
+/// restarted does not disturb traffic; all of etcd gone: forwarding goes on, cluster
+/// changes fail naming etcd; etcd back: the agents pick up what changed.
+fn etcd_member_loss_outage_and_agent_restart() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 3)?;
+    cl.add_host(&mut lab, 1)?;
+    cl.add_host(&mut lab, 2)?;
+    add_overlay(&cl, "h1", &[])?;
+    wait_for("ov on h2", 10, || has_bridge(&cl, "h2", "ov"))?;
+    containers(&cl, &mut lab, &["h1", "h2"])?;
+    lab.assert_ping("c1", "c2")?;
+
+    // One member of three dies: the cluster goes on as before.
+    cl.kill_etcd(0);
+    cl.ctl_ok(
+        "h2",
+        &["add-br", "ov2", "--overlay", "--subnet", "10.2.0.0/24"],
+    )?;
+    wait_for("ov2 on h1", 10, || has_bridge(&cl, "h1", "ov2"))?;
+    cl.ctl_ok("h1", &["del-br", "ov2"])?;
+    wait_for("ov2 gone from h2", 10, || !has_bridge(&cl, "h2", "ov2"))?;
+    lab.assert_ping("c1", "c2")?;
+
+    // The agent on h1 killed and restarted while c1 pings c2 every 50 ms: no loss.
+    lab.spawn(
+        "c1",
+        "ping",
+        &["-c", "80", "-i", "0.05", "-W", "1", "10.1.0.12"],
+        "ping-restart.log",
+    )?;
+    wait_for("the ping to start", 5, || {
+        lab.read_log("ping-restart.log").contains("bytes from")
+    })?;
+    cl.kill_agent("h1")?;
+    cl.start_agent(&lab, "h1")?;
+    cl.wait_registered("h1", "h1")?;
+    wait_for("the ping to finish", 15, || {
+        lab.read_log("ping-restart.log").contains("packet loss")
+    })?;
+    let out = lab.read_log("ping-restart.log");
+    ensure!(
+        out.contains(" 0% packet loss"),
+        "pings lost across the agent restart:\n{out}"
+    );
+    cl.wait_show(
+        "h2",
+        "h1 still alive with its endpoint",
+        Duration::from_secs(5),
+        |v| node_state(v, "h1").as_deref() == Some("alive") && v["networks"][0]["endpoints"] == 2,
+    )?;
+
+    // etcd gone altogether: forwarding goes on; cluster changes fail naming etcd.
+    cl.kill_etcd(1);
+    cl.kill_etcd(2);
+    lab.assert_ping("c1", "c2")?;
+    let o = cl.ctl("h1", &["add-br", "ov3", "--overlay"])?;
+    ensure!(
+        o.code == 1 && o.stderr.trim().lines().count() == 1 && o.stderr.contains("etcd"),
+        "add-br --overlay without etcd: {}",
+        o.stderr
+    );
+    let o = cl.pipework(&mut lab, "h2", "ov", "c3", "10.1.0.13/24@10.1.0.1")?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && err.contains("etcd"),
+        "pipework without etcd: {err}"
+    );
+    cl.wait_show(
+        "h1",
+        "etcd reported unreachable",
+        Duration::from_secs(10),
+        |v| {
+            v["etcd"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("unreachable"))
+        },
+    )?;
+    lab.assert_ping("c1", "c2")?;
+    // Longer than the TTL: the leases expire meanwhile.
+    std::thread::sleep(Duration::from_secs(u64::from(cl.ttl) + 1));
+    lab.assert_ping("c1", "c2")?;
+
+    // etcd back: agents reconnect, re-register, publish again; a change made now
+    // reaches the other host.
+    for i in 0..3 {
+        cl.start_etcd(&lab, i)?;
+    }
+    cl.wait_etcd(&lab)?;
+    cl.wait_show(
+        "h1",
+        "etcd connected, both nodes alive",
+        Duration::from_secs(30),
+        |v| {
+            v["etcd"] == "connected"
+                && node_state(v, "h1").as_deref() == Some("alive")
+                && node_state(v, "h2").as_deref() == Some("alive")
+                && v["networks"][0]["endpoints"] == 2
+        },
+    )?;
+    wait_for("pipework on h2 once etcd is back", 20, || {
+        cl.pipework(&mut lab, "h2", "ov", "c3", "10.1.0.13/24@10.1.0.1")
+            .is_ok_and(|o| o.status.success())
+    })?;
+    lab.assert_ping("c1", "10.1.0.13")?;
+    lab.assert_ping("c1", "c2")?;
     Ok(())
 }
