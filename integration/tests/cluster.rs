@@ -32,6 +32,10 @@ fn main() -> std::process::ExitCode {
             "etcd_member_loss_outage_and_agent_restart",
             etcd_member_loss_outage_and_agent_restart,
         ),
+        (
+            "etcd_over_tls_with_client_certificates",
+            etcd_over_tls_with_client_certificates,
+        ),
     ])
 }
 
@@ -745,5 +749,88 @@ fn etcd_member_loss_outage_and_agent_restart() -> Result<()> {
     })?;
     lab.assert_ping("c1", "10.1.0.13")?;
     lab.assert_ping("c1", "c2")?;
+    Ok(())
+}
+
+/// A CA, a server certificate for the etcd members' addresses and a client
+/// certificate for the agents, made with openssl in `dir`.
+fn make_certs(dir: &std::path::Path) -> Result<()> {
+    let script = format!(
+        "set -e; cd {d}
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\
+           -keyout ca.key -out ca.crt -subj /CN=vswitch-test-ca -days 2 2>/dev/null
+         for who in server client; do
+           openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\
+             -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+         done
+         printf 'subjectAltName=IP:192.0.2.11,IP:192.0.2.12,IP:192.0.2.13\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
+         printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+         for who in server client; do
+           openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial \\
+             -out $who.crt -days 2 -extfile $who.ext 2>/dev/null
+         done",
+        d = dir.display()
+    );
+    vswitch_integration::run_ok(std::process::Command::new("sh").args(["-c", &script]))?;
+    Ok(())
+}
+
+/// etcd requiring client certificates: agents with --cacert/--cert/--key work; a
+/// client without a certificate is refused.
+fn etcd_over_tls_with_client_certificates() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let d = lab.dir().join("pki");
+    std::fs::create_dir_all(&d)?;
+    make_certs(&d)?;
+    let f = |n: &str| d.join(n).display().to_string();
+    let etcd_flags = vec![
+        "--cert-file".into(),
+        f("server.crt"),
+        "--key-file".into(),
+        f("server.key"),
+        "--trusted-ca-file".into(),
+        f("ca.crt"),
+        "--client-cert-auth".into(),
+        "--peer-cert-file".into(),
+        f("server.crt"),
+        "--peer-key-file".into(),
+        f("server.key"),
+        "--peer-trusted-ca-file".into(),
+        f("ca.crt"),
+        "--peer-client-cert-auth".into(),
+    ];
+    let agent_flags = vec![
+        "--cacert".into(),
+        f("ca.crt"),
+        "--cert".into(),
+        f("client.crt"),
+        "--key".into(),
+        f("client.key"),
+    ];
+    let mut cl = Cluster::with_tls(&mut lab, 1, Some((etcd_flags, agent_flags)))?;
+    cl.add_host(&mut lab, 1)?;
+    cl.add_host(&mut lab, 2)?;
+    ensure!(cl.etcd_urls().starts_with("https://"), "{}", cl.etcd_urls());
+    add_overlay(&cl, "h1", &[])?;
+    wait_for("ov on h2", 10, || has_bridge(&cl, "h2", "ov"))?;
+    containers(&cl, &mut lab, &["h1", "h2"])?;
+    lab.assert_ping("c1", "c2")?;
+    // Without a client certificate etcd does not serve.
+    let o = run(lab.cmd("e1", "etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints=https://192.0.2.11:2379",
+        "--cacert",
+        &f("ca.crt"),
+        "--dial-timeout",
+        "2s",
+        "--command-timeout",
+        "2s",
+        "get",
+        "/vswitch/",
+        "--prefix",
+    ]))?;
+    ensure!(
+        !o.status.success(),
+        "etcd answered a client without a certificate"
+    );
     Ok(())
 }
