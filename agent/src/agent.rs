@@ -764,7 +764,6 @@ impl Agent {
                     dels.push(self.keys.ip(net, *ip));
                 }
             }
-            let has_ports = !eps.is_empty();
             let range = state::my_range(&self.view, &n.name, &me);
             let leased = range.map_or(0, |(f, l)| {
                 b.leases
@@ -773,9 +772,7 @@ impl Agent {
                     .filter(|ip| *ip >= f && *ip <= l)
                     .count()
             });
-            if let Some((first, last)) =
-                state::block_to_claim(&self.view, n, &me, has_ports, leased)
-            {
+            if let Some((first, last)) = state::block_to_claim(&self.view, n, &me, leased) {
                 claims.push((
                     self.keys.block(&n.name, first),
                     BlockVal {

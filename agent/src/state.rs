@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 use vswitch_proto::cluster::{OverlaySet, RemoteEndpoint};
 use vswitch_proto::{HostEntry, LeaseEntry, PortInfo, PortKind};
 
-/// Addresses per DHCP block (a /27).
-pub const BLOCK: u32 = 32;
+/// Addresses per DHCP block (a /28).
+pub const BLOCK: u32 = 16;
 /// Claim the next block when this share of the current range is leased.
 const REFILL_PERCENT: usize = 75;
 
@@ -193,19 +193,21 @@ pub fn my_range(view: &View, net: &str, me: &str) -> Option<(Ipv4Addr, Ipv4Addr)
     Some(range)
 }
 
-/// The block this node should claim on `net` now, if any: a first one when it has
-/// ports there and none yet, the next adjacent one when `leased` addresses fill
+/// The block this node should claim on `net` now, if any: a first one as soon as it
+/// has the network (pipework's `dhcp` needs the bridge's DHCP server there before the
+/// container's port exists), the next adjacent one when `leased` addresses fill
 /// [`REFILL_PERCENT`] of its range. Blocks holding a static claim are skipped.
+///
+/// A first block is taken where its node can grow: at the start of the range when
+/// nothing is taken, else in the middle of the longest run of free blocks that
+/// follows another node's block (leaving that node room to grow), like a buddy
+/// allocator.
 pub fn block_to_claim(
     view: &View,
     net: &NetVal,
     me: &str,
-    has_ports: bool,
     leased: usize,
 ) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    if !has_ports {
-        return None;
-    }
     let all = blocks_of(net);
     let free = |b: &(Ipv4Addr, Ipv4Addr)| {
         !view.blocks.contains_key(&(net.name.clone(), b.0))
@@ -215,7 +217,25 @@ pub fn block_to_claim(
                 .any(|(n, ip)| n == &net.name && *ip >= b.0 && *ip <= b.1)
     };
     match my_range(view, &net.name, me) {
-        None => all.iter().find(|b| free(b)).copied(),
+        None => {
+            // Runs of free blocks: (start index, length).
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            for (i, b) in all.iter().enumerate() {
+                if !free(b) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((s, l)) if *s + *l == i => *l += 1,
+                    _ => runs.push((i, 1)),
+                }
+            }
+            let (start, len) = runs
+                .iter()
+                .copied()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
+            let at = if start == 0 { 0 } else { start + len / 2 };
+            all.get(at).copied()
+        }
         Some((f, l)) => {
             let size = (u32::from(l) - u32::from(f) + 1) as usize;
             if leased * 100 < size * REFILL_PERCENT {
@@ -327,15 +347,16 @@ mod tests {
     #[test]
     fn blocks_cover_the_range_without_network_and_broadcast() {
         let b = blocks_of(&net());
-        assert_eq!(b.len(), 8);
-        assert_eq!(b[0], (ip("10.1.0.1"), ip("10.1.0.31")));
-        assert_eq!(b[7], (ip("10.1.0.224"), ip("10.1.0.254")));
+        assert_eq!(b.len(), 16);
+        assert_eq!(b[0], (ip("10.1.0.1"), ip("10.1.0.15")));
+        assert_eq!(b[15], (ip("10.1.0.240"), ip("10.1.0.254")));
         let mut n = net();
         n.dhcp = Some("10.1.0.100-10.1.0.140".into());
         assert_eq!(
             blocks_of(&n),
             vec![
-                (ip("10.1.0.100"), ip("10.1.0.127")),
+                (ip("10.1.0.100"), ip("10.1.0.111")),
+                (ip("10.1.0.112"), ip("10.1.0.127")),
                 (ip("10.1.0.128"), ip("10.1.0.140"))
             ]
         );
@@ -348,8 +369,7 @@ mod tests {
         let mut v = View::default();
         let n = net();
         v.nets.insert("ov".into(), n.clone());
-        assert_eq!(block_to_claim(&v, &n, "h1", false, 0), None, "no ports yet");
-        let first = block_to_claim(&v, &n, "h1", true, 0).unwrap();
+        let first = block_to_claim(&v, &n, "h1", 0).unwrap();
         assert_eq!(first.0, ip("10.1.0.1"));
         v.blocks.insert(
             ("ov".into(), first.0),
@@ -360,7 +380,7 @@ mod tests {
                 last: first.1,
             },
         );
-        // Taken by h2; a static claim in the second block skips it too.
+        // Taken by h2; a static claim in the third block skips it too.
         v.ips.insert(
             ("ov".into(), ip("10.1.0.40")),
             IpVal {
@@ -370,8 +390,9 @@ mod tests {
                 port: "p".into(),
             },
         );
-        let mine = block_to_claim(&v, &n, "h1", true, 0).unwrap();
-        assert_eq!(mine, (ip("10.1.0.64"), ip("10.1.0.95")));
+        // The middle of the longest free run (blocks 3..15), leaving h2 room to grow.
+        let mine = block_to_claim(&v, &n, "h1", 0).unwrap();
+        assert_eq!(mine, (ip("10.1.0.144"), ip("10.1.0.159")));
         v.blocks.insert(
             ("ov".into(), mine.0),
             BlockVal {
@@ -382,9 +403,9 @@ mod tests {
             },
         );
         assert_eq!(my_range(&v, "ov", "h1"), Some(mine));
-        assert_eq!(block_to_claim(&v, &n, "h1", true, 10), None, "room left");
-        let next = block_to_claim(&v, &n, "h1", true, 24).unwrap();
-        assert_eq!(next.0, ip("10.1.0.96"));
+        assert_eq!(block_to_claim(&v, &n, "h1", 10), None, "room left");
+        let next = block_to_claim(&v, &n, "h1", 12).unwrap();
+        assert_eq!(next.0, ip("10.1.0.160"));
         v.blocks.insert(
             ("ov".into(), next.0),
             BlockVal {

@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
             "etcd_over_tls_with_client_certificates",
             etcd_over_tls_with_client_certificates,
         ),
+        ("cluster_lab_file", cluster_lab_file),
     ])
 }
 
@@ -535,10 +536,16 @@ fn dhcp_on_two_hosts_never_gives_one_address_twice() -> Result<()> {
             ensure!(leased.insert(x["ip"].to_string()), "{x} leased twice");
         }
     }
-    // Each host served from its own block.
-    let show = cl.show("h1").context("show")?;
-    let blocks = show["networks"][0]["blocks"].clone();
-    ensure!(blocks.as_array().is_some_and(|b| !b.is_empty()), "{show}");
+    // Each host served from its own blocks: 16 addresses each, so 20 leases took a
+    // second, adjacent block.
+    for h in ["h1", "h2"] {
+        let show = cl.show(h).context("show")?;
+        let blocks = show["networks"][0]["blocks"].clone();
+        ensure!(
+            blocks.as_array().is_some_and(|b| b.len() >= 2),
+            "{h}: {show}"
+        );
+    }
     // Names from DHCP resolve on the other host.
     cl.wait_show("h1", "40 endpoints", Duration::from_secs(20), |v| {
         v["networks"][0]["endpoints"] == 40
@@ -832,5 +839,66 @@ fn etcd_over_tls_with_client_certificates() -> Result<()> {
         !o.status.success(),
         "etcd answered a client without a certificate"
     );
+    Ok(())
+}
+
+/// docs/labs/cluster.toml with vswitch-lab: 3 etcd members, 4 hosts, DHCP containers
+/// on every host reaching each other by name; down leaves nothing behind.
+fn cluster_lab_file() -> Result<()> {
+    let file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/labs/cluster.toml");
+    let lab_bin = bin("vswitch-lab")?;
+    struct Down(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.0)
+                .arg("down")
+                .arg(&self.1)
+                .output();
+        }
+    }
+    let up = run(std::process::Command::new(&lab_bin).arg("up").arg(&file))?;
+    let _down = Down(lab_bin.clone(), file.clone());
+    ensure!(
+        up.status.success(),
+        "vswitch-lab up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let exec = |ns: &str, cmd: &str| {
+        run(std::process::Command::new("ip").args(["netns", "exec", ns, "sh", "-c", cmd]))
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    for (from, to) in [("c1", "c4"), ("c4", "c2"), ("c3", "c1")] {
+        let ok = wait_until(Duration::from_secs(20), || {
+            exec(
+                &format!("vl-clu-{from}"),
+                &format!("ping -c 1 -W 1 {to} >/dev/null"),
+            )
+        });
+        ensure!(ok, "{from} cannot ping {to} by name");
+    }
+    let show = run(std::process::Command::new(bin("vswitchctl")?).args([
+        "--socket",
+        "/run/vswitch-lab/clu/h2.sock",
+        "--json",
+        "cluster-show",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout)?;
+    ensure!(
+        v["nodes"].as_array().is_some_and(|a| a.len() == 4) && v["networks"][0]["endpoints"] == 4,
+        "{v}"
+    );
+    let down = run(std::process::Command::new(&lab_bin).arg("down").arg(&file))?;
+    ensure!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let left = std::fs::read_dir("/run/netns")?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vl-clu-"))
+        .count();
+    ensure!(left == 0, "{left} namespaces left after down");
     Ok(())
 }
