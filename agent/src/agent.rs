@@ -219,17 +219,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     a.mark();
+    // What a branch does may wait for etcd (each call bounded by ETCD_TIMEOUT): a stop
+    // signal ends that wait too, so SIGTERM is served within a few seconds whatever
+    // etcd does.
+    macro_rules! or_stop {
+        ($work:expr) => {
+            tokio::select! {
+                _ = $work => {}
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        };
+    }
     loop {
         let due = a.due;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            m = next_watch(&mut a.watch) => a.on_watch(m).await,
-            _ = ticker.tick() => a.tick().await,
-            Some(input) = rx.recv() => a.on_input(input).await,
+            m = next_watch(&mut a.watch) => or_stop!(a.on_watch(m)),
+            _ = ticker.tick() => or_stop!(a.tick()),
+            Some(input) = rx.recv() => or_stop!(a.on_input(input)),
             _ = sleep_until(due) => {
                 a.due = None;
-                a.reconcile().await;
+                or_stop!(a.reconcile());
             }
         }
     }
@@ -1072,13 +1084,26 @@ impl Agent {
             port: port.to_string(),
         };
         let bytes = keys::encode(&val);
-        let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                bytes.clone(),
-                Some(PutOptions::new().with_lease(self.lease)),
-            )]);
+        let mut when = vec![Compare::version(key.as_str(), CompareOp::Equal, 0)];
+        // An address in a block nobody holds yet: fail if a node takes the block at the
+        // same moment (its DHCP server could hand the address out).
+        let block = state::blocks_of(&n)
+            .into_iter()
+            .find(|(f, l)| addr >= *f && addr <= *l);
+        if let Some((first, _)) = block {
+            if state::block_owner(&self.view, bridge, addr).is_none() {
+                when.push(Compare::version(
+                    self.keys.block(bridge, first),
+                    CompareOp::Equal,
+                    0,
+                ));
+            }
+        }
+        let txn = Txn::new().when(when).and_then([TxnOp::put(
+            key.as_str(),
+            bytes.clone(),
+            Some(PutOptions::new().with_lease(self.lease)),
+        )]);
         let r = with_timeout(self.urls(), c.txn(txn)).await?;
         if !r.succeeded() && self.raw.get(&key) != Some(&bytes) {
             return Err(format!("address {ip} was just claimed by another node"));

@@ -257,7 +257,7 @@ impl Cluster {
             .arg(self.socket(host))
             .arg("--db")
             .arg(self.dir.join(format!("{host}.db")))
-            .args(["--workers", "1", "--log-level", "debug"])
+            .args(["--workers", "1", "--log-level", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -293,7 +293,8 @@ impl Cluster {
         .args(["--etcd", &self.etcd_urls(), "--node", node, "--vtep", &h.ip])
         .arg("--socket")
         .arg(self.socket(host))
-        .args(["--ttl", &self.ttl.to_string(), "--log-level", "debug"])
+        .args(["--ttl", &self.ttl.to_string()])
+        .args(["--log-level", "info,vswitch_agent=debug"])
         .args(&self.agent_flags)
         .args(extra)
         .stdin(Stdio::null())
@@ -327,6 +328,17 @@ impl Cluster {
             let _ = c.wait();
         }
         Ok(())
+    }
+
+    /// PIDs of host's vswitchd and agent (memory figures).
+    pub fn pids(&self, host: &str) -> (Option<u32>, Option<u32>) {
+        match self.hosts.get(host) {
+            Some(h) => (
+                h.vswitchd.as_ref().map(Child::id),
+                h.agent.as_ref().map(Child::id),
+            ),
+            None => (None, None),
+        }
     }
 
     /// Whether host's agent process is still running.

@@ -556,4 +556,58 @@ mod tests {
         assert_eq!(names.get("web"), Some(&("10.9.0.9".parse().unwrap(), 0)));
         REMOTES.lock().remove("ovt");
     }
+
+    /// ARP requests for remote endpoints and the gateway, and DHCP requests, stay on
+    /// the host; other broadcasts (and unicast ARP) are flooded as usual.
+    #[test]
+    fn what_stays_local() {
+        let remote: Ipv4Addr = "10.9.0.9".parse().unwrap();
+        let rt = OverlayRt {
+            arp: [(remote, MacAddr([2, 0, 0, 0, 0, 9]))].into(),
+            gateway: Some("10.9.0.1".parse().unwrap()),
+            dhcp: true,
+            ..Default::default()
+        };
+        let me = MacAddr([2, 0, 0, 0, 0, 1]);
+        let arp = |dst: MacAddr, tpa: &str| {
+            let a = crate::wire::arp::Arp {
+                op: crate::wire::arp::OP_REQUEST,
+                sha: me,
+                spa: "10.9.0.5".parse().unwrap(),
+                tha: MacAddr::default(),
+                tpa: tpa.parse().unwrap(),
+            };
+            a.to_frame(dst, me)
+        };
+        let keeps = |f: Vec<u8>| {
+            let eth = crate::wire::EthFrame::parse(&f).unwrap();
+            rt.keeps_local(&eth, &f)
+        };
+        assert!(keeps(arp(MacAddr::BROADCAST, "10.9.0.9")));
+        assert!(keeps(arp(MacAddr::BROADCAST, "10.9.0.1")));
+        assert!(
+            !keeps(arp(MacAddr::BROADCAST, "10.9.0.77")),
+            "unknown: flooded"
+        );
+        assert!(
+            !keeps(arp(MacAddr([2, 0, 0, 0, 0, 9]), "10.9.0.9")),
+            "unicast ARP"
+        );
+        // A DHCP DISCOVER: UDP 68 -> 67 from 0.0.0.0 to the broadcast address.
+        let mut ip = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+        ];
+        ip.extend_from_slice(&[0, 68, 0, 67, 0, 8, 0, 0]);
+        let mut f = MacAddr::BROADCAST.0.to_vec();
+        f.extend_from_slice(&me.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        assert!(keeps(f.clone()));
+        let off = OverlayRt {
+            dhcp: false,
+            ..rt.clone()
+        };
+        let eth = crate::wire::EthFrame::parse(&f).unwrap();
+        assert!(!off.keeps_local(&eth, &f), "no DHCP here: flooded");
+    }
 }
