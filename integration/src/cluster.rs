@@ -3,7 +3,7 @@
 //!
 //! Layout: namespace `ul` holds a kernel bridge joining every member and host (MTU
 //! 1600, so a 1500-byte frame fits with VXLAN's 50 bytes); etcd member `eN` listens on
-//! 192.0.2.(10+N), host `hN`... on 192.0.2.N, with its vswitchd socket, db and logs
+//! 192.0.2.(100+N), host `hN` (N < 100) on 192.0.2.N, with its vswitchd socket, db and logs
 //! in the lab's directory. Every process is ended by its PID when the [`Cluster`] is
 //! dropped (drop it before the `Lab`, which removes the namespaces: declare it after).
 
@@ -82,7 +82,7 @@ impl Cluster {
         };
         for i in 1..=members {
             let name = format!("e{i}");
-            let ip_addr = format!("192.0.2.{}", 10 + i);
+            let ip_addr = format!("192.0.2.{}", 100 + i);
             c.underlay(lab, &name, &ip_addr)?;
             c.members.push(Member {
                 name,
@@ -218,6 +218,10 @@ impl Cluster {
     /// Add host `hN` (namespace, underlay address 192.0.2.N), start its vswitchd and
     /// agent, and wait until the agent is registered.
     pub fn add_host(&mut self, lab: &mut Lab, n: u8) -> Result<String> {
+        ensure!(
+            (1..100).contains(&n),
+            "host numbers are 1..99 (etcd members use .101..)"
+        );
         let name = format!("h{n}");
         let addr = format!("192.0.2.{n}");
         self.underlay(lab, &name, &addr)?;

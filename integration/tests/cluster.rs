@@ -770,7 +770,7 @@ fn make_certs(dir: &std::path::Path) -> Result<()> {
            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \\
              -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
          done
-         printf 'subjectAltName=IP:192.0.2.11,IP:192.0.2.12,IP:192.0.2.13\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
+         printf 'subjectAltName=IP:192.0.2.101,IP:192.0.2.102,IP:192.0.2.103\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
          printf 'extendedKeyUsage=clientAuth\\n' > client.ext
          for who in server client; do
            openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial \\
@@ -824,7 +824,7 @@ fn etcd_over_tls_with_client_certificates() -> Result<()> {
     lab.assert_ping("c1", "c2")?;
     // Without a client certificate etcd does not serve.
     let o = run(lab.cmd("e1", "etcdctl").env("ETCDCTL_API", "3").args([
-        "--endpoints=https://192.0.2.11:2379",
+        "--endpoints=https://192.0.2.101:2379",
         "--cacert",
         &f("ca.crt"),
         "--dial-timeout",

@@ -153,6 +153,7 @@ fn bench(a: &Args) -> Result<String> {
         lab.sh(&name, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
         let start = Instant::now();
         cl.pipework_ok(&mut lab, &hosts[i], "ov", &name, &format!("{ip}/16"))?;
+        let plumbed = start.elapsed().as_secs_f64();
         let probes: Vec<String> = (1..=hosts.len())
             .filter(|m| *m != n)
             .map(|m| format!("p{m}"))
@@ -183,7 +184,9 @@ fn bench(a: &Args) -> Result<String> {
             done.iter().all(|d| *d),
             "sample {s}: {ip} not reachable from every host"
         );
-        times.push(start.elapsed().as_secs_f64());
+        let t = start.elapsed().as_secs_f64();
+        eprintln!("sample {s}: host {n}, pipework {plumbed:.3} s, reachable everywhere {t:.3} s");
+        times.push(t);
     }
     times.sort_by(|x, y| x.total_cmp(y));
 
