@@ -88,6 +88,8 @@ struct Agent {
     warned: HashSet<String>,
     /// Nodes seen registered since this agent started and gone since.
     gone: BTreeMap<String, Ipv4Addr>,
+    /// Nodes registered as of the last [`Agent::rebuild`].
+    seen_nodes: BTreeMap<String, Ipv4Addr>,
     ctl: Ctl,
     local: BTreeMap<String, LocalBridge>,
     local_stale: bool,
@@ -166,6 +168,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         view: View::default(),
         warned: HashSet::new(),
         gone: BTreeMap::new(),
+        seen_nodes: BTreeMap::new(),
         ctl,
         local: BTreeMap::new(),
         local_stale: true,
@@ -465,6 +468,7 @@ impl Agent {
                 )
             })
             .collect();
+        self.view = View::build(&self.keys, &self.raw, &mut self.warned);
         self.rev = r.header().map_or(0, |h| h.revision());
         self.synced = true;
         self.rebuild();
@@ -488,20 +492,35 @@ impl Agent {
         }
     }
 
-    fn rebuild(&mut self) {
-        let view = View::build(&self.keys, &self.raw, &mut self.warned);
-        for (name, n) in &self.view.nodes {
-            if !view.nodes.contains_key(name) {
-                tracing::info!(node = %name, "node gone");
-                self.gone.insert(name.clone(), n.vtep);
+    /// Key `key` now holds `value` (`None`: deleted): the raw copy and the view follow.
+    fn set(&mut self, key: String, value: Option<Vec<u8>>) {
+        self.view
+            .apply(&self.keys, &key, value.as_deref(), &mut self.warned);
+        match value {
+            Some(v) => {
+                self.raw.insert(key, v);
+            }
+            None => {
+                self.raw.remove(&key);
             }
         }
-        for name in view.nodes.keys() {
-            if self.gone.remove(name).is_some() || !self.view.nodes.contains_key(name) {
+    }
+
+    /// After changes: note nodes that came or went, and reconcile soon.
+    fn rebuild(&mut self) {
+        let was = std::mem::take(&mut self.seen_nodes);
+        for (name, vtep) in &was {
+            if !self.view.nodes.contains_key(name) {
+                tracing::info!(node = %name, "node gone");
+                self.gone.insert(name.clone(), *vtep);
+            }
+        }
+        for (name, n) in &self.view.nodes {
+            if self.gone.remove(name).is_some() || !was.contains_key(name) {
                 tracing::info!(node = %name, "node alive");
             }
+            self.seen_nodes.insert(name.clone(), n.vtep);
         }
-        self.view = view;
         self.mark();
     }
 
@@ -536,12 +555,8 @@ impl Agent {
             let Some(kv) = ev.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match ev.event_type() {
-                EventType::Put => {
-                    self.raw.insert(key, kv.value().to_vec());
-                }
-                EventType::Delete => {
-                    self.raw.remove(&key);
-                }
+                EventType::Put => self.set(key, Some(kv.value().to_vec())),
+                EventType::Delete => self.set(key, None),
             }
             changed = true;
         }
@@ -815,10 +830,10 @@ impl Agent {
         if !ops.is_empty() {
             with_timeout(self.urls(), c.txn(Txn::new().and_then(ops))).await?;
             for (k, v) in puts {
-                self.raw.insert(k, v);
+                self.set(k, Some(v));
             }
             for k in dels {
-                self.raw.remove(&k);
+                self.set(k, None);
             }
         }
         for (key, val) in claims {
@@ -828,7 +843,7 @@ impl Agent {
             let r = with_timeout(self.urls(), c.txn(txn)).await?;
             if r.succeeded() {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCP address block claimed");
-                self.raw.insert(key, keys::encode(&val));
+                self.set(key, Some(keys::encode(&val)));
             }
         }
         self.rebuild();
@@ -837,13 +852,19 @@ impl Agent {
 
     async fn call(&mut self, call: AgentCallKind) -> Reply {
         let mut r = self.call_once(call.clone()).await;
-        // etcd failed: once more, on the next member that answers.
-        if let Err(e) = r.as_ref().map_err(Clone::clone) {
-            if e.starts_with("etcd unreachable") {
-                self.failed(&e);
-                if self.connect().await.is_ok() {
-                    r = self.call_once(call).await;
-                }
+        // etcd failed (a member down, a leader election under way): again on the next
+        // member that answers, a few times over about the length of an election.
+        for attempt in 1..=3u32 {
+            let Err(e) = r.as_ref().map_err(Clone::clone) else {
+                break;
+            };
+            if !e.starts_with("etcd unreachable") {
+                break;
+            }
+            self.failed(&e);
+            tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+            if self.connect().await.is_ok() {
+                r = self.call_once(call.clone()).await;
             }
         }
         match r {
@@ -959,7 +980,8 @@ impl Agent {
             ));
         }
         tracing::info!(network = %val.name, vni, udp_port, "overlay network declared");
-        self.raw.insert(k.network(&val.name), keys::encode(&val));
+        let key = k.network(&val.name);
+        self.set(key, Some(keys::encode(&val)));
         self.rebuild();
         let want = state::overlay_set(&self.view, &val, &self.opts.node, self.opts.vtep);
         let info = self
@@ -973,6 +995,13 @@ impl Agent {
             })?;
         self.pushed.insert(val.name.clone(), want);
         self.local_stale = true;
+        if val.dhcp.is_some() {
+            // This host's first address block now, so that DHCP works here as soon as
+            // the command returns (publish claims it, the next round gives vswitchd
+            // its range).
+            self.reconcile().await;
+            self.reconcile().await;
+        }
         Ok(info)
     }
 
@@ -1017,10 +1046,18 @@ impl Agent {
             k.of_network("blocks", name),
             k.of_network("ips", name),
         ];
-        self.raw.retain(|key, _| {
-            !pre.iter()
-                .any(|p| key == p || key.starts_with(p.as_str()) && p.ends_with('/'))
-        });
+        let gone: Vec<String> = self
+            .raw
+            .keys()
+            .filter(|key| {
+                pre.iter()
+                    .any(|p| *key == p || key.starts_with(p.as_str()) && p.ends_with('/'))
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            self.set(key, None);
+        }
         self.rebuild();
         self.ctl
             .call(Command::OverlayRemove {
@@ -1108,7 +1145,7 @@ impl Agent {
         if !r.succeeded() && self.raw.get(&key) != Some(&bytes) {
             return Err(format!("address {ip} was just claimed by another node"));
         }
-        self.raw.insert(key, bytes);
+        self.set(key, Some(bytes));
         self.rebuild();
         Ok(Value::Null)
     }

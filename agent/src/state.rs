@@ -33,7 +33,7 @@ pub struct View {
 
 impl View {
     /// Build from raw key/values; bad values are skipped, each reported once through
-    /// `warn` (key, reason).
+    /// the log.
     pub fn build(
         keys: &Keys,
         raw: &BTreeMap<String, Vec<u8>>,
@@ -41,31 +41,78 @@ impl View {
     ) -> View {
         let mut v = View::default();
         for (k, val) in raw {
-            match keys.parse(k, val) {
-                Ok(Some(Entry::Node(n))) => {
-                    v.nodes.insert(n.name.clone(), n);
-                }
-                Ok(Some(Entry::Network(n))) => {
-                    v.nets.insert(n.name.clone(), n);
-                }
-                Ok(Some(Entry::Endpoint { net, val })) => {
-                    v.eps.insert((net, val.node.clone(), val.mac.clone()), val);
-                }
-                Ok(Some(Entry::Block { net, val })) => {
-                    v.blocks.insert((net, val.first), val);
-                }
-                Ok(Some(Entry::Ip { net, ip, val })) => {
-                    v.ips.insert((net, ip), val);
-                }
-                Ok(Some(Entry::Index)) | Ok(None) => {}
-                Err(reason) => {
-                    if warned.insert(format!("{k}\0{reason}")) {
-                        tracing::warn!(key = %k, %reason, "skipping a value under the prefix");
-                    }
+            v.apply(keys, k, Some(val), warned);
+        }
+        v
+    }
+
+    /// Apply one change of key `key` (`None`: deleted), parsing only that value; a bad
+    /// value is skipped and reported once (key, reason) through the log.
+    pub fn apply(
+        &mut self,
+        keys: &Keys,
+        key: &str,
+        value: Option<&[u8]>,
+        warned: &mut HashSet<String>,
+    ) {
+        self.remove(keys, key);
+        let Some(value) = value else { return };
+        match keys.parse(key, value) {
+            Ok(Some(Entry::Node(n))) => {
+                self.nodes.insert(n.name.clone(), n);
+            }
+            Ok(Some(Entry::Network(n))) => {
+                self.nets.insert(n.name.clone(), n);
+            }
+            Ok(Some(Entry::Endpoint { net, val })) => {
+                self.eps
+                    .insert((net, val.node.clone(), val.mac.clone()), val);
+            }
+            Ok(Some(Entry::Block { net, val })) => {
+                self.blocks.insert((net, val.first), val);
+            }
+            Ok(Some(Entry::Ip { net, ip, val })) => {
+                self.ips.insert((net, ip), val);
+            }
+            Ok(Some(Entry::Index)) | Ok(None) => {}
+            Err(reason) => {
+                if warned.insert(format!("{key}\0{reason}")) {
+                    tracing::warn!(key = %key, %reason, "skipping a value under the prefix");
                 }
             }
         }
-        v
+    }
+
+    /// Forget whatever key `key` held.
+    fn remove(&mut self, keys: &Keys, key: &str) {
+        let Some(rest) = key.strip_prefix(&keys.all()) else {
+            return;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let ip = |h: &str| u32::from_str_radix(h, 16).ok().map(Ipv4Addr::from);
+        match parts[..] {
+            ["nodes", name] => {
+                self.nodes.remove(name);
+            }
+            ["networks", name] => {
+                self.nets.remove(name);
+            }
+            ["endpoints", net, node, mac] => {
+                self.eps
+                    .remove(&(net.to_string(), node.to_string(), mac.to_string()));
+            }
+            ["blocks", net, first] => {
+                if let Some(f) = ip(first) {
+                    self.blocks.remove(&(net.to_string(), f));
+                }
+            }
+            ["ips", net, addr] => {
+                if let Some(a) = ip(addr) {
+                    self.ips.remove(&(net.to_string(), a));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Endpoints of `net` by node.
@@ -342,6 +389,43 @@ mod tests {
             lease: 1,
             ttl: 3,
         }
+    }
+
+    #[test]
+    fn changes_apply_one_key_at_a_time() {
+        let k = Keys::new("/vswitch");
+        let mut v = View::default();
+        let mut warned = HashSet::new();
+        let n = node("h1", "192.0.2.1");
+        v.apply(
+            &k,
+            &k.node("h1"),
+            Some(&crate::keys::encode(&n)),
+            &mut warned,
+        );
+        let b = BlockVal {
+            v: 1,
+            node: "h1".into(),
+            first: ip("10.1.0.16"),
+            last: ip("10.1.0.31"),
+        };
+        let bk = k.block("ov", b.first);
+        v.apply(&k, &bk, Some(&crate::keys::encode(&b)), &mut warned);
+        assert_eq!(v.nodes.get("h1"), Some(&n));
+        assert_eq!(v.blocks.len(), 1);
+        v.apply(&k, &bk, None, &mut warned);
+        v.apply(&k, &k.node("h1"), None, &mut warned);
+        assert!(v.nodes.is_empty() && v.blocks.is_empty());
+        // A bad value replaces a good one: the key holds nothing usable any more.
+        v.apply(
+            &k,
+            &k.node("h1"),
+            Some(&crate::keys::encode(&n)),
+            &mut warned,
+        );
+        v.apply(&k, &k.node("h1"), Some(b"junk"), &mut warned);
+        assert!(v.nodes.is_empty());
+        assert_eq!(warned.len(), 1);
     }
 
     #[test]

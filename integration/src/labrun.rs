@@ -315,9 +315,17 @@ pub fn up(lab: &LabFile) -> Result<()> {
             let refs: Vec<&str> = a.iter().map(String::as_str).collect();
             b.ctl(&first.name, &refs)?;
             for h in &lab.hosts {
+                // There, and serving DHCP (from the host's own block) if it should.
                 let there = wait_until(Duration::from_secs(20), || {
-                    b.ctl(&h.name, &["list-br"])
-                        .is_ok_and(|o| o.lines().any(|l| l.trim() == br.name))
+                    b.ctl(&h.name, &["--json", "list-br"])
+                        .ok()
+                        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                        .and_then(|v| {
+                            let a = v.as_array()?.clone();
+                            let x = a.iter().find(|x| x["name"] == br.name.as_str())?.clone();
+                            Some(!br.dhcp || !x["dhcp"].is_null())
+                        })
+                        .unwrap_or(false)
                 });
                 if !there {
                     bail!("overlay network {} did not reach host {}", br.name, h.name);

@@ -333,6 +333,7 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
             vtep: parse_ip(&e.vtep, "endpoint VTEP")?,
         });
     }
+    let mut created = false;
     match state.model().bridge(&s.name).ok().cloned() {
         Some(b) if b.overlay.is_none() => {
             return Err(cluster_err(format!(
@@ -383,6 +384,7 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
                 Ok(())
             })?;
             tracing::info!(bridge = %s.name, vni = s.vni, "overlay bridge added");
+            created = true;
             events::emit_port(EventKind::BridgeAdded, &s.name, None);
         }
     }
@@ -394,6 +396,11 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
     };
     if changed {
         state.republish();
+    }
+    // The bridge's description when it was created (the reply to `add-br --overlay`);
+    // the agent's routine updates need none.
+    if !created {
+        return Ok(Value::Null);
     }
     let info = state.handle(Command::ListBr)?;
     Ok(info
