@@ -1,8 +1,11 @@
 //! Cluster labs: etcd members and hosts (each a namespace running vswitchd and
-//! vswitch-agent) on one underlay segment, 192.0.2.0/24, inside a [`Lab`].
+//! vswitch-agent) on one underlay, 192.0.2.0/24, inside a [`Lab`].
 //!
-//! Layout: namespace `ul` holds a kernel bridge joining every member and host (MTU
-//! 1600, so a 1500-byte frame fits with VXLAN's 50 bytes); etcd member `eN` listens on
+//! Layout: namespace `ul` is the underlay's router (192.0.2.254); every member and host
+//! has a link of its own to it (MTU 1600, so a 1500-byte frame fits with VXLAN's 50
+//! bytes) with a /32 address, and reaches the others through the router. (On one shared
+//! L2 segment every host would keep an ARP entry for every other, and the kernel's ARP
+//! table is one for all namespaces, 1024 entries: full at 32 hosts.) Etcd member `eN` listens on
 //! 192.0.2.(100+N), host `hN` (N < 100) on 192.0.2.N, with its vswitchd socket, db and logs
 //! in the lab's directory. Every process is ended by its PID when the [`Cluster`] is
 //! dropped (drop it before the `Lab`, which removes the namespaces: declare it after).
@@ -46,6 +49,9 @@ pub struct Cluster {
     pub ttl: u32,
 }
 
+/// The underlay router's address.
+const ROUTER: &str = "192.0.2.254";
+
 fn ip(args: &[&str]) -> Result<String> {
     run_ok(Command::new("ip").args(args))
 }
@@ -64,8 +70,23 @@ impl Cluster {
         tls: Option<(Vec<String>, Vec<String>)>,
     ) -> Result<Cluster> {
         let ul = lab.add_ns("ul")?;
-        ip(&["-n", &ul, "link", "add", "name", "ulbr", "type", "bridge"])?;
-        ip(&["-n", &ul, "link", "set", "ulbr", "up"])?;
+        ip(&[
+            "-n",
+            &ul,
+            "addr",
+            "add",
+            &format!("{ROUTER}/32"),
+            "dev",
+            "lo",
+        ])?;
+        run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ul,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]))?;
         let (etcd_flags, agent_flags, scheme) = match tls {
             Some((e, a)) => (e, a, "https"),
             None => (Vec::new(), Vec::new(), "http"),
@@ -98,7 +119,8 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Namespace `short` on the underlay at `addr`.
+    /// Namespace `short` on the underlay at `addr`: its own link to the router, a /32
+    /// on it, the rest of 192.0.2.0/24 through the router.
     fn underlay(&self, lab: &mut Lab, short: &str, addr: &str) -> Result<()> {
         let ns = lab.add_ns(short)?;
         let side = format!("u-{short}");
@@ -106,19 +128,40 @@ impl Cluster {
             "link", "add", "name", &side, "netns", &self.ul, "type", "veth", "peer", "name", "ul0",
             "netns", &ns,
         ])?;
+        ip(&["-n", &self.ul, "link", "set", &side, "mtu", "1600", "up"])?;
         ip(&[
-            "-n", &self.ul, "link", "set", &side, "master", "ulbr", "mtu", "1600", "up",
+            "-n",
+            &self.ul,
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            &side,
         ])?;
         ip(&[
             "-n",
             &ns,
             "addr",
             "add",
-            &format!("{addr}/24"),
+            &format!("{addr}/32"),
             "dev",
             "ul0",
         ])?;
         ip(&["-n", &ns, "link", "set", "ul0", "mtu", "1600", "up"])?;
+        ip(&["-n", &ns, "route", "add", ROUTER, "dev", "ul0"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            ROUTER,
+            "dev",
+            "ul0",
+            "src",
+            addr,
+        ])?;
         Ok(())
     }
 
