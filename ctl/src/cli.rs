@@ -68,6 +68,8 @@ pub enum Cmd {
     CtShow(commands::ct_show::CtShow),
     Completions(commands::completions::Completions),
     Man(commands::completions::Man),
+    Monitor(commands::monitor::Monitor),
+    ClusterShow(commands::cluster_show::ClusterShow),
 }
 
 impl Cmd {
@@ -102,6 +104,8 @@ impl Cmd {
             Cmd::CtShow(c) => c.run(ctx),
             Cmd::Completions(c) => c.run(),
             Cmd::Man(c) => c.run(),
+            Cmd::Monitor(c) => c.run(ctx),
+            Cmd::ClusterShow(c) => c.run(ctx),
         }
     }
 }

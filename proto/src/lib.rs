@@ -16,6 +16,9 @@
 //! A server answers a request whose `version` it does not know with an error reply and
 //! keeps the connection open; so does a line that is not valid JSON.
 
+pub mod cluster;
+pub mod events;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -301,6 +304,19 @@ pub enum Command {
     ListPublished,
     /// Result: `Vec<CtEntry>`.
     CtShow,
+    /// Subscribe to events: after the `ok` reply (result null) the connection carries
+    /// one [`events::Event`] per line until either side closes it.
+    Monitor,
+    /// The cluster as the local `vswitch-agent` sees it. Result: [`cluster::ClusterInfo`].
+    ClusterShow,
+    /// Sent by `vswitch-agent`: after the `ok` reply the connection carries
+    /// [`cluster::AgentCall`]s from vswitchd, each answered by one reply line.
+    ClusterAgent { node: String },
+    /// Sent by `vswitch-agent`: the desired state of one overlay bridge on this host.
+    /// Result: [`BridgeInfo`].
+    OverlaySet(cluster::OverlaySet),
+    /// Sent by `vswitch-agent`: the overlay network is gone. Result: null.
+    OverlayRemove { name: String },
 }
 
 impl Command {
@@ -333,6 +349,11 @@ impl Command {
             Command::Unpublish { .. } => "unpublish",
             Command::ListPublished => "list-published",
             Command::CtShow => "ct-show",
+            Command::Monitor => "monitor",
+            Command::ClusterShow => "cluster-show",
+            Command::ClusterAgent { .. } => "cluster-agent",
+            Command::OverlaySet(_) => "overlay-set",
+            Command::OverlayRemove { .. } => "overlay-remove",
         }
     }
 }
@@ -371,6 +392,12 @@ pub struct AddBr {
     /// An identical existing bridge is not an error (one with other settings is).
     #[serde(default, skip_serializing_if = "is_false")]
     pub may_exist: bool,
+    /// Cluster-wide (`--overlay`): declared in etcd through the local vswitch-agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlay: bool,
+    /// VXLAN network identifier of an overlay bridge (`--vni`; allocated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// Arguments of `add-port`.
@@ -622,6 +649,9 @@ pub struct BridgeInfo {
     /// The upstream resolvers now in use (`IP:PORT`), empty when off.
     #[serde(default)]
     pub dns_upstream: Vec<String>,
+    /// The VNI of an overlay bridge (`add-br --overlay`); absent for local bridges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_vni: Option<u32>,
 }
 
 /// A port as configured, with its live state.
@@ -827,6 +857,67 @@ impl Client {
                 reply.error.unwrap_or_else(|| "unknown error".to_string()),
             ))
         }
+    }
+
+    /// Subscribe to vswitchd's events: the connection becomes a stream of
+    /// [`events::Event`]s (read them with [`Client::next_event`]); it blocks until the
+    /// next event arrives.
+    pub fn monitor(&mut self) -> Result<(), ClientError> {
+        self.call_value(Command::Monitor)?;
+        let io = |e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        };
+        self.reader.get_ref().set_read_timeout(None).map_err(io)?;
+        Ok(())
+    }
+
+    /// The next line of a `monitor` or `cluster-agent` connection, raw (without the
+    /// newline); `None` when vswitchd closed it.
+    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = String::new();
+        let n = (&mut self.reader)
+            .take(MAX_LINE as u64)
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Io {
+                path: self.path.clone(),
+                reason: e,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(line.trim_end().to_string()))
+    }
+
+    /// The next event of a `monitor` connection; `None` when vswitchd closed it.
+    pub fn next_event(&mut self) -> Result<Option<events::Event>, ClientError> {
+        match self.next_line()? {
+            None => Ok(None),
+            Some(l) => serde_json::from_str(&l)
+                .map(Some)
+                .map_err(|e| ClientError::BadReply(e.to_string())),
+        }
+    }
+
+    /// Write one raw line (a reply on a `cluster-agent` connection).
+    pub fn send_line(&mut self, line: &str) -> Result<(), ClientError> {
+        let io = |e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        };
+        self.writer.write_all(line.as_bytes()).map_err(io)?;
+        self.writer.write_all(b"\n").map_err(io)
+    }
+
+    /// Set the read timeout of this connection (`None`: wait for ever).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(t)
+            .map_err(|e| ClientError::Io {
+                path: self.path.clone(),
+                reason: e,
+            })
     }
 
     /// Send one command and decode its result as `T`.

@@ -9,6 +9,7 @@ pub mod add_br;
 pub mod add_host;
 pub mod add_port;
 pub mod add_route;
+pub mod cluster_show;
 pub mod completions;
 pub mod ct_show;
 pub mod del_br;
@@ -27,6 +28,7 @@ pub mod list_ports;
 pub mod list_published;
 pub mod list_routes;
 pub mod masquerade;
+pub mod monitor;
 pub mod publish;
 pub mod show;
 pub mod stats;
@@ -52,6 +54,14 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(socket: PathBuf, json: bool, wait: Duration) -> Ctx {
         Ctx { socket, json, wait }
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
     }
 
     /// Send one request and return the raw `result` of the reply.

@@ -245,6 +245,7 @@ mod tests {
                 leases: vec![],
                 reservations: vec![],
                 dns: Default::default(),
+                overlay: None,
             }],
             ..Default::default()
         }

@@ -9,6 +9,6 @@ pub mod db;
 pub mod model;
 
 pub use model::{
-    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, PortConf, PublishConf,
-    RouteConf, VxlanConf,
+    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, OverlayConf, PortConf,
+    PublishConf, RouteConf, VxlanConf,
 };

@@ -380,6 +380,17 @@ pub struct BridgeConf {
     /// Where names the bridge does not own are forwarded.
     #[serde(default, skip_serializing_if = "DnsForward::is_system")]
     pub dns: DnsForward,
+    /// A cluster-wide bridge (`add-br --overlay`), programmed by vswitch-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayConf>,
+}
+
+/// What makes a bridge an overlay bridge (see `control::cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConf {
+    pub vni: u32,
+    /// Underlay UDP port of the network's tunnel.
+    pub udp_port: u16,
 }
 
 /// Everything the user configured.
@@ -651,6 +662,7 @@ impl Model {
             leases: Vec::new(),
             reservations: Vec::new(),
             dns,
+            overlay: None,
         })
     }
 

@@ -39,6 +39,9 @@ pub enum HandlerError {
     TooManyPorts,
     #[error("cannot encode result: {0}")]
     Encode(String),
+    /// A cluster-wide change the agent or etcd refused (the message says which).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
@@ -118,6 +121,8 @@ impl State {
             } => self.unpublish(&proto, &listen, if_exists),
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
+            // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
+            other => super::cluster::handle(self, other),
         }
     }
 }
