@@ -37,6 +37,7 @@ impl AddBr {
             dhcp: self.dhcp.clone(),
             isolated: self.isolated,
             mtu: self.mtu,
+            ..Default::default()
         }))
     }
 
@@ -101,6 +102,7 @@ mod tests {
                 dhcp: None,
                 isolated: true,
                 mtu: None,
+                external_ids: Default::default(),
             }
         );
     }

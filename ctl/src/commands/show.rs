@@ -106,6 +106,7 @@ pub mod tests {
             fdb_capacity: 8192,
             fdb_evictions: 0,
             dhcp_exhausted: 0,
+            external_ids: Default::default(),
         }
     }
 

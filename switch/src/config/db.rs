@@ -138,6 +138,8 @@ mod tests {
                 hosts: vec![],
                 leases: vec![],
                 reservations: vec![],
+                allocations: vec![],
+                external_ids: Default::default(),
             }],
             ..Default::default()
         }

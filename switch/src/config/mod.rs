@@ -5,6 +5,7 @@
 //! snapshot and publishes it with one atomic pointer swap (arc-swap, RCU style);
 //! workers load it once per batch and never lock.
 
+pub mod alloc;
 pub mod db;
 pub mod model;
 pub mod snapshot;

@@ -128,6 +128,18 @@ pub enum ConfigError {
     },
     #[error("no such host: {name} (on bridge {bridge})")]
     NoSuchHost { bridge: String, name: String },
+    #[error("address {ip} is already in use on bridge {bridge} ({by})")]
+    AddressInUse {
+        ip: String,
+        bridge: String,
+        by: String,
+    },
+    #[error("no free address in {range} on bridge {bridge}")]
+    NoFreeAddress { range: String, bridge: String },
+    #[error("bad owner {0:?}: expected 1-128 printable characters")]
+    BadOwner(String),
+    #[error("bridge {0} has no --subnet to allocate addresses from")]
+    AllocNoSubnet(String),
     #[error("address {ip} is outside subnet {subnet} of bridge {bridge}")]
     AddressOutside {
         ip: String,
@@ -277,6 +289,11 @@ pub struct BridgeConf {
     pub leases: Vec<Lease>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// Addresses held through `alloc-address` (config/alloc.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<crate::config::alloc::Allocation>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// Everything the user configured.
@@ -445,6 +462,8 @@ impl Model {
             hosts: Vec::new(),
             leases: Vec::new(),
             reservations: Vec::new(),
+            allocations: Vec::new(),
+            external_ids: req.external_ids.clone(),
         })
     }
 

@@ -27,9 +27,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{
-    BridgeInfo, Command, CtEntry as CtEntryInfo, FdbEntry, FlushResult, HostEntry, LeaseEntry,
-    PortInfo, PortKind, PortStats, PublishedEntry, RouteEntry, ShowInfo, VersionInfo, VxlanInfo,
-    PROTOCOL_VERSION,
+    AllocEntry, BridgeInfo, Command, CtEntry as CtEntryInfo, FdbEntry, FlushResult, HostEntry,
+    LeaseEntry, PortInfo, PortKind, PortStats, PublishedEntry, RouteEntry, ShowInfo, VersionInfo,
+    VxlanInfo, PROTOCOL_VERSION,
 };
 
 /// Tunables of the tables.
@@ -730,6 +730,7 @@ impl State {
             fdb_capacity: self.fdbs.get(&b.name).map_or(0, |f| f.capacity() as u64),
             fdb_evictions: self.fdbs.get(&b.name).map_or(0, |f| f.evictions()),
             dhcp_exhausted: self.dhcp_exhausted.get(&b.name).copied().unwrap_or(0),
+            external_ids: b.external_ids.clone(),
         }
     }
 
@@ -1094,6 +1095,37 @@ impl State {
                 self.commit(next)?;
                 self.publish();
                 Ok(Value::Null)
+            }
+            Command::AllocAddress(req) => {
+                let mut next = self.model.clone();
+                let a = next.alloc_address(&req, crate::service::dhcp::unix_now())?;
+                self.commit(next)?;
+                to_value(AllocEntry {
+                    bridge: req.bridge,
+                    ip: a.ip.to_string(),
+                    owner: a.owner,
+                })
+            }
+            Command::ReleaseAddress { bridge, owner, ip } => {
+                let mut next = self.model.clone();
+                let n = next.release_address(&bridge, &owner, ip.as_deref())?;
+                if n > 0 {
+                    self.commit(next)?;
+                }
+                to_value(n)
+            }
+            Command::ListAllocations { bridge } => {
+                let b = self.model.bridge(&bridge)?;
+                let v: Vec<AllocEntry> = b
+                    .allocations
+                    .iter()
+                    .map(|a| AllocEntry {
+                        bridge: bridge.clone(),
+                        ip: a.ip.to_string(),
+                        owner: a.owner.clone(),
+                    })
+                    .collect();
+                to_value(v)
             }
             Command::ListHosts { bridge } => {
                 let b = self.model.bridge(&bridge)?;

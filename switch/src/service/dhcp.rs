@@ -3,7 +3,7 @@
 //! Pure logic over the bridge's configuration and leases; the control state calls it
 //! under its lock and persists the leases it changes. Addresses never handed out: the
 //! gateway, names registered with add-host/pipework, addresses recorded on ports
-//! (pipework's `ip`), and addresses leased to other clients and not yet expired.
+//! (pipework's `ip`), addresses held with alloc-address, and addresses leased to other clients and not yet expired.
 //! An exhausted pool gets no offer (counted by the caller); existing leases are kept.
 
 use crate::config::{BridgeConf, Lease};
@@ -43,6 +43,7 @@ pub struct Served {
 pub fn reserved(b: &BridgeConf) -> HashSet<Ipv4Addr> {
     let mut r: HashSet<Ipv4Addr> = b.hosts.iter().map(|h| h.ip).collect();
     r.extend(b.reservations.iter().map(|x| x.ip));
+    r.extend(b.allocations.iter().map(|x| x.ip));
     r.extend(b.gateway);
     for p in &b.ports {
         if let Some(ip) = p.external_ids.get("ip") {
