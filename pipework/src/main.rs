@@ -21,10 +21,10 @@ mod args;
 mod arp;
 mod dhcp;
 mod guest;
-mod netlink;
-mod netns;
 mod plumb;
 mod watch;
+
+use vswitch_hostnet::{netlink, netns};
 
 use std::process::ExitCode;
 

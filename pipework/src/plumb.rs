@@ -18,12 +18,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 use vswitch_proto::{
     socket_path, AddHost, AddPort, BridgeInfo, Client, Command as Req, HostEntry, LeaseEntry,
-    PortInfo, PortKind, VersionInfo,
+    PortInfo, PortKind,
 };
 
 /// The running daemon and the namespace its ports live in.
@@ -32,21 +31,8 @@ pub(crate) struct Daemon {
     pub(crate) ns: NetNs,
 }
 
-/// vswitchd's PID as this process sees it: SO_PEERCRED on a connection to its socket
-/// (translated into our PID namespace by the kernel).
-fn peer_pid(path: &Path) -> Option<u32> {
-    let s = UnixStream::connect(path).ok()?;
-    let c = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials).ok()?;
-    u32::try_from(c.pid()).ok().filter(|p| *p > 0)
-}
-
 pub(crate) fn connect(socket: Option<&Path>) -> Result<Daemon> {
-    let path = socket_path(socket);
-    let mut client = Client::connect(&path)?;
-    let v: VersionInfo = client.call(Req::Version)?;
-    let pid = peer_pid(&path).unwrap_or(v.pid);
-    let ns = NetNs::open(Path::new(&format!("/proc/{pid}/ns/net")))
-        .with_context(|| format!("find vswitchd's network namespace (PID {pid})"))?;
+    let (client, ns) = vswitch_hostnet::daemon::connect(&socket_path(socket))?;
     Ok(Daemon { client, ns })
 }
 
