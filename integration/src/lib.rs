@@ -10,6 +10,7 @@
 //! /etc/netns/NAME/resolv.conf so no lookup leaves the lab.
 
 pub mod docker;
+pub mod docker_driver;
 pub mod labfile;
 pub mod labrun;
 pub mod runner;
