@@ -20,28 +20,42 @@ pub const REQUEST_ADDRESS_TYPE: &str = "RequestAddressType";
 /// ... and its value for a network's gateway.
 pub const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
+/// A field Docker may send as `null` (Go's nil map or slice) reads as its default.
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// One IPv4 (or IPv6) pool of a network.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct IpamData {
+    #[serde(deserialize_with = "nullable")]
     pub address_space: String,
     /// CIDR, e.g. `10.38.0.0/16`.
+    #[serde(deserialize_with = "nullable")]
     pub pool: String,
     /// `IP/PREFIX`, e.g. `10.38.0.1/16`.
+    #[serde(deserialize_with = "nullable")]
     pub gateway: String,
     /// Name → `IP/PREFIX` (`--aux-address`).
+    #[serde(deserialize_with = "nullable")]
     pub aux_addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateNetwork {
-    #[serde(rename = "NetworkID")]
+    #[serde(deserialize_with = "nullable", rename = "NetworkID")]
     pub network_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
-    #[serde(rename = "IPv4Data")]
+    #[serde(deserialize_with = "nullable", rename = "IPv4Data")]
     pub ipv4_data: Vec<IpamData>,
-    #[serde(rename = "IPv6Data")]
+    #[serde(deserialize_with = "nullable", rename = "IPv6Data")]
     pub ipv6_data: Vec<IpamData>,
 }
 
@@ -49,7 +63,7 @@ pub struct CreateNetwork {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct NetworkRef {
-    #[serde(rename = "NetworkID")]
+    #[serde(deserialize_with = "nullable", rename = "NetworkID")]
     pub network_id: String,
 }
 
@@ -59,33 +73,47 @@ pub struct NetworkRef {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EndpointRef {
-    #[serde(rename = "NetworkID")]
+    #[serde(deserialize_with = "nullable", rename = "NetworkID")]
     pub network_id: String,
-    #[serde(rename = "EndpointID")]
+    #[serde(deserialize_with = "nullable", rename = "EndpointID")]
     pub endpoint_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub sandbox_key: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EndpointInterface {
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub address: String,
-    #[serde(rename = "AddressIPv6", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        rename = "AddressIPv6",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub address_ipv6: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub mac_address: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateEndpoint {
-    #[serde(rename = "NetworkID")]
+    #[serde(deserialize_with = "nullable", rename = "NetworkID")]
     pub network_id: String,
-    #[serde(rename = "EndpointID")]
+    #[serde(deserialize_with = "nullable", rename = "EndpointID")]
     pub endpoint_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub interface: EndpointInterface,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -118,10 +146,10 @@ pub struct JoinReply {
 pub struct PortBinding {
     /// IP protocol number: 6 (tcp) or 17 (udp).
     pub proto: u8,
-    #[serde(rename = "IP")]
+    #[serde(deserialize_with = "nullable", rename = "IP")]
     pub ip: String,
     pub port: u16,
-    #[serde(rename = "HostIP")]
+    #[serde(deserialize_with = "nullable", rename = "HostIP")]
     pub host_ip: String,
     pub host_port: u16,
     pub host_port_end: u16,
@@ -132,9 +160,13 @@ pub struct PortBinding {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct RequestPool {
+    #[serde(deserialize_with = "nullable")]
     pub address_space: String,
+    #[serde(deserialize_with = "nullable")]
     pub pool: String,
+    #[serde(deserialize_with = "nullable")]
     pub sub_pool: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, String>,
     #[serde(rename = "V6")]
     pub v6: bool,
@@ -152,16 +184,18 @@ pub struct RequestPoolReply {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct PoolRef {
-    #[serde(rename = "PoolID")]
+    #[serde(deserialize_with = "nullable", rename = "PoolID")]
     pub pool_id: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct RequestAddress {
-    #[serde(rename = "PoolID")]
+    #[serde(deserialize_with = "nullable", rename = "PoolID")]
     pub pool_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub address: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -176,8 +210,9 @@ pub struct RequestAddressReply {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ReleaseAddress {
-    #[serde(rename = "PoolID")]
+    #[serde(deserialize_with = "nullable", rename = "PoolID")]
     pub pool_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub address: String,
 }
 
@@ -210,6 +245,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p[0].host_port, 8080);
+        // Go's nil maps arrive as null.
+        let a: RequestAddress = serde_json::from_str(
+            r#"{"PoolID":"10.70.0.0/24","Address":"10.70.0.21","Options":null}"#,
+        )
+        .unwrap();
+        assert!(a.options.is_empty());
         // An empty interface in the reply is `{}`.
         let r = CreateEndpointReply {
             interface: EndpointInterface::default(),

@@ -2,6 +2,7 @@
 //! options and IPAM configuration, and a container's name and aliases.
 //! Engine errors are returned; an unreachable engine says where it was looked for.
 
+use crate::api::nullable;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -10,25 +11,31 @@ use vswitch_hostnet::engine::{docker_get, docker_socket, error_message};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct IpamConfig {
+    #[serde(deserialize_with = "nullable")]
     pub subnet: String,
+    #[serde(deserialize_with = "nullable")]
     pub gateway: String,
-    #[serde(rename = "IPRange")]
+    #[serde(deserialize_with = "nullable", rename = "IPRange")]
     pub ip_range: String,
+    #[serde(deserialize_with = "nullable")]
     pub auxiliary_addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Ipam {
+    #[serde(deserialize_with = "nullable")]
     pub driver: String,
+    #[serde(deserialize_with = "nullable")]
     pub config: Vec<IpamConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Attached {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
-    #[serde(rename = "EndpointID")]
+    #[serde(deserialize_with = "nullable", rename = "EndpointID")]
     pub endpoint_id: String,
 }
 
@@ -36,16 +43,21 @@ pub struct Attached {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Network {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub id: String,
+    #[serde(deserialize_with = "nullable")]
     pub driver: String,
     pub internal: bool,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
-    #[serde(rename = "IPAM")]
+    #[serde(deserialize_with = "nullable", rename = "IPAM")]
     pub ipam: Ipam,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, String>,
     /// Container id (or `ep-ENDPOINT` while it is being attached) → attachment.
+    #[serde(deserialize_with = "nullable")]
     pub containers: BTreeMap<String, Attached>,
 }
 
@@ -53,13 +65,14 @@ pub struct Network {
 #[serde(rename_all = "PascalCase", default)]
 pub struct EndpointSettings {
     pub aliases: Option<Vec<String>>,
-    #[serde(rename = "EndpointID")]
+    #[serde(deserialize_with = "nullable", rename = "EndpointID")]
     pub endpoint_id: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct NetworkSettings {
+    #[serde(deserialize_with = "nullable")]
     pub networks: BTreeMap<String, EndpointSettings>,
 }
 
@@ -68,8 +81,11 @@ pub struct NetworkSettings {
 #[serde(rename_all = "PascalCase", default)]
 pub struct Container {
     /// With Docker's leading `/`.
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub id: String,
+    #[serde(deserialize_with = "nullable")]
     pub network_settings: NetworkSettings,
 }
 

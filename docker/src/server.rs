@@ -3,7 +3,9 @@
 //!
 //! Docker POSTs JSON to `/Plugin.Activate`, `/NetworkDriver.*` and `/IpamDriver.*`.
 //! An unknown path is 404 (Docker reads it as "not implemented"); a failed operation
-//! is 200 with `{"Err": "…"}`, which `docker` prints to its user.
+//! is 200 with the message, which `docker` prints to its user: under `Err` for the
+//! network driver and `Error` for the IPAM driver (libnetwork's two `Response`
+//! types); the reply carries both, each side ignores the other's.
 
 use crate::{endpoint, ipam, network, Driver};
 use anyhow::{Context, Result};
@@ -78,7 +80,7 @@ pub(crate) fn answer(driver: &Arc<Driver>, path: &str, body: &[u8]) -> (u16, Val
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             tracing::warn!(path, error = %msg, "refused");
-            (200, json!({ "Err": msg }))
+            (200, json!({ "Err": msg, "Error": msg }))
         }
     }
 }

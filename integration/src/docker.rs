@@ -162,7 +162,9 @@ impl Docker {
 
     /// `docker import` the directory `root` as `image`.
     pub fn import_rootfs(&self, root: &Path, image: &str) -> Result<()> {
-        let tar = self.dir.join(format!("{}.tar", image.replace([':', '/'], "-")));
+        let tar = self
+            .dir
+            .join(format!("{}.tar", image.replace([':', '/'], "-")));
         run_ok(
             Command::new("tar")
                 .arg("-C")
@@ -183,7 +185,13 @@ impl Docker {
     }
 
     /// `docker run -d --name NAME [args...] IMAGE cmd...`; removed on drop.
-    pub fn run_detached(&mut self, name: &str, args: &[&str], image: &str, cmd: &[&str]) -> Result<()> {
+    pub fn run_detached(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<()> {
         self.track(name);
         run_ok(
             self.cmd()

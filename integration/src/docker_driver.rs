@@ -28,7 +28,10 @@ pub struct DriverLab {
 
 impl DriverLab {
     /// vswitchd (namespace `sw`), dockerd, and vswitch-docker (with `--uplink`).
-    pub fn start(uplink: Option<&str>, setup: impl FnOnce(&mut Lab) -> Result<()>) -> Result<DriverLab> {
+    pub fn start(
+        uplink: Option<&str>,
+        setup: impl FnOnce(&mut Lab) -> Result<()>,
+    ) -> Result<DriverLab> {
         let mut lab = Lab::new()?;
         lab.start_switch("sw")?;
         setup(&mut lab)?;
@@ -121,14 +124,25 @@ impl DriverLab {
 
     /// `docker run -d --name NAME ARGS... IMAGE sleep 600`.
     pub fn sleeper(&mut self, name: &str, args: &[&str]) -> Result<()> {
-        self.docker.run_detached(name, args, IMAGE, &["sleep", "600"])
+        self.docker
+            .run_detached(name, args, IMAGE, &["sleep", "600"])
     }
 
-    /// Ping `ip` once from container `c`.
+    /// Whether container `c` gets an answer from `ip`: one ping a second, up to 10
+    /// (a loaded machine loses the odd one; a wrong network never answers).
     pub fn ping(&self, c: &str, ip: &str) -> Result<bool> {
+        Ok(wait_until(Duration::from_secs(10), || {
+            self.docker
+                .exec(c, &["ping", "-c", "1", "-W", "1", ip])
+                .is_ok_and(|(ok, _)| ok)
+        }))
+    }
+
+    /// Whether container `c` gets an answer from `ip` to any of 3 pings.
+    pub fn ping_quick(&self, c: &str, ip: &str) -> Result<bool> {
         Ok(self
             .docker
-            .exec(c, &["ping", "-c", "1", "-W", "2", ip])?
+            .exec(c, &["ping", "-c", "3", "-i", "0.3", "-W", "1", ip])?
             .0)
     }
 
@@ -165,7 +179,11 @@ impl DriverLab {
                 .and_then(|b| b["name"].as_str().map(str::to_string));
             name.is_some()
         });
-        ensure!(ok, "no bridge for network {net}; driver log:\n{}", self.driver_log());
+        ensure!(
+            ok,
+            "no bridge for network {net}; driver log:\n{}",
+            self.driver_log()
+        );
         name.context("bridge name")
     }
 
@@ -189,7 +207,17 @@ impl DriverLab {
     /// Build [`REDIS_IMAGE`].
     pub fn import_redis(&self) -> Result<()> {
         let root = self.docker.dir().join("redis-root");
-        for d in ["bin", "usr/lib", "usr/lib64", "etc", "tmp", "proc", "sys", "dev", "data"] {
+        for d in [
+            "bin",
+            "usr/lib",
+            "usr/lib64",
+            "etc",
+            "tmp",
+            "proc",
+            "sys",
+            "dev",
+            "data",
+        ] {
             std::fs::create_dir_all(root.join(d))?;
         }
         std::os::unix::fs::symlink("usr/lib", root.join("lib"))?;
@@ -250,6 +278,19 @@ impl Drop for DriverLab {
         }
         if let Some(mut c) = self.driver.take() {
             terminate(&mut c, Duration::from_secs(5));
+        }
+        // Debugging aid: keep the driver's log.
+        if let Some(dir) = std::env::var_os("VSWITCH_KEEP_DRIVER_LOG") {
+            let name = self
+                .lab
+                .dir()
+                .file_name()
+                .unwrap_or_default()
+                .to_os_string();
+            let _ = std::fs::copy(
+                self.lab.dir().join("driver.log"),
+                Path::new(&dir).join(name).with_extension("log"),
+            );
         }
     }
 }
