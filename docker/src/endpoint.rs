@@ -119,7 +119,7 @@ pub fn create(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
 /// Remove what Join and ProgramExternalConnectivity made for `ep` on `b`: its DNS
 /// names, the ports published to its address, its port (and so its veth pair).
 /// Goes on after a failure and reports them all.
-fn teardown(c: &mut Client, b: &BridgeInfo, ep: &str) -> Result<()> {
+pub(crate) fn teardown(c: &mut Client, b: &BridgeInfo, ep: &str) -> Result<()> {
     let mut errs = Vec::new();
     let source = vs::name_source(ep);
     match vs::hosts(c, &b.name) {
@@ -317,24 +317,7 @@ pub fn leave(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
 
 /// Unpublish every port published to `ip`.
 fn unpublish_to(c: &mut Client, ip: Ipv4Addr) -> Result<()> {
-    let published: Vec<PublishedEntry> = c.call(Command::ListPublished)?;
-    let mut errs = Vec::new();
-    for p in published.iter().filter(|p| p.target_ip == ip.to_string()) {
-        let listen = match &p.ip {
-            Some(a) => format!("{a}:{}", p.port),
-            None => p.port.to_string(),
-        };
-        if let Err(e) = c.call_value(Command::Unpublish {
-            proto: p.proto.clone(),
-            listen: listen.clone(),
-        }) {
-            errs.push(format!("unpublish {} {listen}: {e}", p.proto));
-        }
-    }
-    if !errs.is_empty() {
-        bail!("{}", errs.join("; "));
-    }
-    Ok(())
+    vs::unpublish_where(c, |t| t == ip)
 }
 
 /// `/NetworkDriver.ProgramExternalConnectivity`: `-p` as vswitchd `publish` on the
@@ -493,7 +476,7 @@ fn names_of(net: &str, ep: &str) -> Result<Option<Vec<String>>> {
 
 /// Background: register the names of the container on endpoint `ep` in the DNS of
 /// `bridge`, if the endpoint is still there by then.
-fn register_names(d: &Driver, net: &str, ep: &str, bridge: &str, ip: Ipv4Addr) {
+pub(crate) fn register_names(d: &Driver, net: &str, ep: &str, bridge: &str, ip: Ipv4Addr) {
     let run = || -> Result<()> {
         let Some(names) = names_of(net, ep)? else {
             return Ok(());
@@ -530,44 +513,6 @@ fn register_names(d: &Driver, net: &str, ep: &str, bridge: &str, ip: Ipv4Addr) {
     if let Err(e) = run() {
         tracing::error!(endpoint = vs::short(ep), error = %format!("{e:#}"), "DNS names not registered");
     }
-}
-
-/// At start: register the names of endpoints that joined while the driver was down
-/// (or whose registration it did not finish).
-pub fn resync_names(d: &Arc<Driver>) {
-    let d = Arc::clone(d);
-    std::thread::spawn(move || {
-        let run = || -> Result<()> {
-            let mut c = d.vs()?;
-            for b in vs::bridges(&mut c)? {
-                let Some(net) = b.external_ids.get(NET_KEY) else {
-                    continue;
-                };
-                let hosts = vs::hosts(&mut c, &b.name)?;
-                for p in &b.ports {
-                    let (Some(ep), Some(ip)) = (
-                        p.external_ids.get(EP_KEY),
-                        p.external_ids
-                            .get("ip")
-                            .and_then(|s| s.split('/').next())
-                            .and_then(|s| s.parse::<Ipv4Addr>().ok()),
-                    ) else {
-                        continue;
-                    };
-                    let source = vs::name_source(ep);
-                    if !hosts.iter().any(|h| h.source == source) {
-                        let (d, net, ep, bridge) =
-                            (Arc::clone(&d), net.clone(), ep.clone(), b.name.clone());
-                        std::thread::spawn(move || register_names(&d, &net, &ep, &bridge, ip));
-                    }
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = run() {
-            tracing::warn!(error = %format!("{e:#}"), "no DNS resync at start");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod endpoint;
 mod engine;
 mod ipam;
 mod network;
+mod resync;
 mod server;
 mod vs;
 
@@ -101,8 +102,8 @@ pub fn serve(args: Args) -> Result<()> {
         deleted: Mutex::new(HashSet::new()),
         pools: Mutex::new(HashSet::new()),
     });
-    // Names of containers joined while the driver was down.
-    endpoint::resync_names(&driver);
+    // What changed in Docker while the driver was down.
+    resync::resync(&driver);
     let path = args.plugin_dir.join(format!("{}.sock", args.name));
     server::run(driver, &path)
 }

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vswitch_proto::{AddBr, AllocAddress, BridgeInfo, Client, Command, PublishedEntry};
+use vswitch_proto::{AddBr, AllocAddress, BridgeInfo, Client, Command};
 
 /// Longest Docker network name used as it is for the bridge (an interface name's
 /// length, so that a bridge's name can also name a netdev).
@@ -431,25 +431,18 @@ pub fn delete(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
     let Some(b) = vs::network_bridge(&vs::bridges(&mut c)?, &req.network_id) else {
         return Ok(json!({}));
     };
+    remove_bridge(&mut c, &b)?;
+    tracing::info!(bridge = %b.name, "bridge deleted");
+    Ok(json!({}))
+}
+
+/// Remove bridge `b` and what leads to it: the ports published to its subnet and
+/// its masquerade. Goes on after a failure and reports them all.
+pub fn remove_bridge(c: &mut Client, b: &BridgeInfo) -> Result<()> {
     let mut errs = Vec::new();
     if let Some(net) = b.subnet.as_deref().and_then(|s| s.parse::<Ipv4Net>().ok()) {
-        let published: Vec<PublishedEntry> = c.call(Command::ListPublished)?;
-        for p in published {
-            if p.target_ip
-                .parse::<Ipv4Addr>()
-                .is_ok_and(|ip| net.contains(&ip))
-            {
-                let listen = match &p.ip {
-                    Some(ip) => format!("{ip}:{}", p.port),
-                    None => p.port.to_string(),
-                };
-                if let Err(e) = c.call_value(Command::Unpublish {
-                    proto: p.proto.clone(),
-                    listen: listen.clone(),
-                }) {
-                    errs.push(format!("unpublish {} {listen}: {e}", p.proto));
-                }
-            }
+        if let Err(e) = vs::unpublish_where(c, |ip| net.contains(&ip)) {
+            errs.push(format!("{e:#}"));
         }
     }
     if let Err(e) = c.call_value(Command::DelMasquerade {
@@ -467,8 +460,7 @@ pub fn delete(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
     if !errs.is_empty() {
         bail!("removing network bridge {}: {}", b.name, errs.join("; "));
     }
-    tracing::info!(bridge = %b.name, "bridge deleted");
-    Ok(json!({}))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use crate::Driver;
 use anyhow::Result;
-use vswitch_proto::{AllocEntry, BridgeInfo, Client, Command, HostEntry, PortInfo};
+use std::net::Ipv4Addr;
+use vswitch_proto::{AllocEntry, BridgeInfo, Client, Command, HostEntry, PortInfo, PublishedEntry};
 
 /// Bridge `external_ids` key: the Docker network's id.
 pub const NET_KEY: &str = "docker_network";
@@ -78,4 +79,30 @@ pub fn hosts(c: &mut Client, bridge: &str) -> Result<Vec<HostEntry>> {
 /// Whether `id` looks like a Docker id (hex; it ends up in paths and names).
 pub fn valid_id(id: &str) -> bool {
     id.len() >= 12 && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Unpublish every published port whose target address satisfies `to`; goes on after
+/// a failure and reports them all.
+pub fn unpublish_where(c: &mut Client, to: impl Fn(Ipv4Addr) -> bool) -> Result<()> {
+    let published: Vec<PublishedEntry> = c.call(Command::ListPublished)?;
+    let mut errs = Vec::new();
+    for p in published {
+        if !p.target_ip.parse().is_ok_and(&to) {
+            continue;
+        }
+        let listen = match &p.ip {
+            Some(a) => format!("{a}:{}", p.port),
+            None => p.port.to_string(),
+        };
+        if let Err(e) = c.call_value(Command::Unpublish {
+            proto: p.proto.clone(),
+            listen: listen.clone(),
+        }) {
+            errs.push(format!("unpublish {} {listen}: {e}", p.proto));
+        }
+    }
+    if !errs.is_empty() {
+        anyhow::bail!("{}", errs.join("; "));
+    }
+    Ok(())
 }
