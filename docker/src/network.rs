@@ -289,7 +289,9 @@ fn make(
     };
     let mut ids = BTreeMap::new();
     ids.insert(NET_KEY.to_string(), spec.id.clone());
-    ids.insert(vs::NAME_KEY.to_string(), net_name.to_string());
+    if !net_name.is_empty() {
+        ids.insert(vs::NAME_KEY.to_string(), net_name.to_string());
+    }
     if spec.internal {
         ids.insert(vs::INTERNAL_KEY.to_string(), "1".to_string());
     }
@@ -388,9 +390,10 @@ pub fn create(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
     }
     precheck(d, &spec, &bridges)?;
     lock(&d.deleted).remove(&spec.id);
-    if let Some(name) = spec.opts.bridge.clone() {
+    if spec.opts.bridge.is_some() {
+        // The bridge is named: make it now (the network's own name is not known yet).
         let _g = d.changes();
-        make(d, &mut c, &spec, &name, &bridges)?;
+        make(d, &mut c, &spec, "", &bridges)?;
     } else {
         let d = Arc::clone(d);
         std::thread::spawn(move || name_later(d, spec));

@@ -501,10 +501,12 @@ fn ipam_shares_vswitchd_allocator() -> Result<()> {
     // A DHCP client and a static pipework guest on the same bridge.
     let g1 = d.lab.add_ns("g1")?;
     let g2 = d.lab.add_ns("g2")?;
+    let g3 = d.lab.add_ns("g3")?;
+    let sock = d.lab.socket();
     let pipework = |args: &[&str]| -> Result<String> {
         let o = run(std::process::Command::new(bin("pipework")?)
             .arg("--socket")
-            .arg(d.lab.socket())
+            .arg(&sock)
             .args(args))?;
         let s = format!(
             "{}{}",
@@ -565,6 +567,18 @@ fn ipam_shares_vswitchd_allocator() -> Result<()> {
         println!("--ip {ip}: {}", out.trim());
         d.docker.track("taken");
         let _ = d.docker(&["rm", "-f", "taken"]);
+    }
+    // pipework refuses them too.
+    for (ip, why) in [
+        ("10.70.0.2/24", "held by docker-aux:"),
+        ("10.70.0.10/24", "(port vd"),
+    ] {
+        let err = pipework(&[&br, &g3, ip])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        ensure!(err.contains(why), "pipework {ip}: {err:?}");
+        println!("pipework {ip}: {}", err.lines().last().unwrap_or_default());
     }
     let held = allocations(&d, &br)?;
     println!("allocations: {held:?}");

@@ -21,8 +21,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 use vswitch_proto::{
-    socket_path, AddHost, AddPort, BridgeInfo, Client, Command as Req, HostEntry, LeaseEntry,
-    PortInfo, PortKind,
+    socket_path, AddHost, AddPort, AllocEntry, BridgeInfo, Client, Command as Req, HostEntry,
+    LeaseEntry, PortInfo, PortKind,
 };
 
 /// The running daemon and the namespace its ports live in.
@@ -250,6 +250,22 @@ fn check_static(
     Ok(())
 }
 
+/// Refuse an address held in vswitchd's allocator (by vswitch-docker: a container's
+/// address, an `--aux-address`).
+fn check_held(d: &mut Daemon, bridge: &str, ip: Ipv4Addr) -> Result<()> {
+    let held: Vec<AllocEntry> = d.client.call(Req::ListAllocations {
+        bridge: bridge.to_string(),
+    })?;
+    let ip_s = ip.to_string();
+    if let Some(a) = held.iter().find(|a| a.ip == ip_s) {
+        bail!(
+            "address {ip} is already in use on bridge {bridge} (held by {})",
+            a.owner
+        );
+    }
+    Ok(())
+}
+
 /// Whether to register `name` on `br`: `Some(name)` to register, `None` when this
 /// guest already holds it there (through another interface); an error when someone
 /// else does. Names that only come from DHCP leases give way.
@@ -360,7 +376,10 @@ pub(crate) fn plumb(d: &mut Daemon, p: &Plumb) -> Result<Plumbed> {
         Vec::new()
     };
     match &p.addr {
-        Addr::Static { ip, .. } => check_static(&br, &hosts, &leases, *ip)?,
+        Addr::Static { ip, .. } => {
+            check_static(&br, &hosts, &leases, *ip)?;
+            check_held(d, &br.name, *ip)?;
+        }
         Addr::Static6 { ip, .. } => {
             let want = ip.to_string();
             if let Some(x) = br
