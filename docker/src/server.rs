@@ -140,3 +140,51 @@ pub(crate) fn run(driver: Arc<Driver>, path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    fn driver() -> Arc<Driver> {
+        Arc::new(Driver {
+            socket: "/nonexistent/vswitchd.sock".into(),
+            uplink: None,
+            own_ns: vswitch_hostnet::netns::NetNs::open(Path::new("/proc/self/ns/net")).unwrap(),
+            changes: Mutex::new(()),
+            deleted: Mutex::new(HashSet::new()),
+            pools: Mutex::new(HashSet::new()),
+        })
+    }
+
+    #[test]
+    fn routes_and_errors() {
+        let d = driver();
+        let (code, v) = answer(&d, "/Plugin.Activate", b"");
+        assert_eq!(code, 200);
+        assert_eq!(v, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
+        let (_, v) = answer(&d, "/NetworkDriver.GetCapabilities", b"{}");
+        assert_eq!(v["Scope"], "local");
+        let (code, _) = answer(&d, "/NetworkDriver.AllocateNetwork", b"{}");
+        assert_eq!(code, 404);
+        // A failure is 200 with the message under both names.
+        let (code, v) = answer(&d, "/NetworkDriver.CreateNetwork", b"{not json");
+        assert_eq!(code, 200);
+        assert!(v["Err"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed request from Docker"));
+        assert_eq!(v["Err"], v["Error"]);
+        // vswitchd down: the client's message, with how to start it.
+        let (_, v) = answer(
+            &d,
+            "/NetworkDriver.CreateNetwork",
+            br#"{"NetworkID":"8c2f0a1b2c3d","IPv4Data":[{"Pool":"10.9.0.0/24","Gateway":"10.9.0.1/24"}]}"#,
+        );
+        let e = v["Err"].as_str().unwrap();
+        assert!(e.starts_with("vswitchd is not running"), "{e}");
+        let (_, v) = answer(&d, "/IpamDriver.RequestPool", br#"{"V6":true}"#);
+        assert!(v["Error"].as_str().unwrap().contains("IPv6"));
+    }
+}
