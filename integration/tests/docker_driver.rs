@@ -45,12 +45,10 @@ fn refused(d: &DriverLab, args: &[&str], want: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The addresses held on `bridge` (`list-allocations`, through the control protocol).
+/// The addresses held on `bridge` (`vswitchctl list-allocations --json`).
 fn allocations(d: &DriverLab, bridge: &str) -> Result<Vec<vswitch_proto::AllocEntry>> {
-    let mut c = vswitch_proto::Client::connect(&d.lab.socket())?;
-    Ok(c.call(vswitch_proto::Command::ListAllocations {
-        bridge: bridge.to_string(),
-    })?)
+    let v = d.lab.ctl_json(&["list-allocations", bridge])?;
+    Ok(serde_json::from_value(v)?)
 }
 
 fn json_array(v: &Value) -> Vec<Value> {
@@ -197,6 +195,22 @@ fn networks_addresses_and_names() -> Result<()> {
         println!("{}: {}", a.last().unwrap_or(&""), out.trim());
     }
 
+    // Without --subnet: Docker's default pool, the same on the bridge.
+    d.network("auto", &[])?;
+    d.wait_bridge("auto")?;
+    let subnet = d.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "auto",
+    ])?;
+    let b = d.bridge_of("auto")?.context("bridge of auto")?;
+    ensure!(
+        b["subnet"] == subnet.trim() && b["gateway"].is_string(),
+        "{b} vs {subnet}"
+    );
+
     // A long name gets a derived bridge name; -o vswitch.bridge names it.
     d.network("a-rather-long-network", &["--subnet", "10.45.0.0/24"])?;
     let long = d.wait_bridge("a-rather-long-network")?;
@@ -262,7 +276,7 @@ fn networks_addresses_and_names() -> Result<()> {
         "{hosts}"
     );
     ensure!(allocations(&d, "mynet")?.is_empty(), "addresses still held");
-    for n in ["mynet", "a-rather-long-network", "named", "other"] {
+    for n in ["mynet", "auto", "a-rather-long-network", "named", "other"] {
         d.docker_ok(&["network", "rm", n])?;
     }
     nothing_left(&d)
@@ -315,6 +329,25 @@ fn published_ports_masquerade_and_internal() -> Result<()> {
     let published = d.lab.ctl_json(&["list-published"])?;
     println!("published: {published}");
     println!("docker port srv: {:?}", d.docker(&["port", "srv"])?);
+
+    // -p CONTAINER_PORT: a free host port from 49153 up.
+    d.docker.run_detached(
+        "eph",
+        &["--network", "app", "--ip", "10.50.0.11", "-p", "80"],
+        vswitch_integration::docker::IMAGE,
+        &["sh", "-c", "mkdir -p /www && echo hello-from-eph > /www/index.html && exec busybox httpd -f -p 80 -h /www"],
+    )?;
+    let ok = wait_until(Duration::from_secs(10), || {
+        curl(&d.lab, "http://198.51.100.2:49153/").contains("hello-from-eph")
+    });
+    ensure!(
+        ok,
+        "-p 80 not published on 49153: {}",
+        d.lab.ctl_ok(&["list-published"])?
+    );
+    d.docker_ok(&["rm", "-f", "eph"])?;
+    let published = d.lab.ctl_json(&["list-published"])?;
+    ensure!(json_array(&published).len() == 1, "{published}");
 
     // Masquerade: the outside server sees the uplink's address.
     d.lab.spawn(
