@@ -61,6 +61,18 @@ fn parse_cidr(s: &str, what: &str) -> Result<Ipv4Net> {
     Ok(n)
 }
 
+/// The gateway when none is given, as Docker's default IPAM picks it: the first
+/// address of the `--ip-range` (or of the subnet) that is not the subnet's network
+/// address.
+pub fn first_host(pool: Ipv4Net, sub: Option<Ipv4Net>) -> Ipv4Addr {
+    let start = sub.unwrap_or(pool).network();
+    if start == pool.network() {
+        Ipv4Addr::from(u32::from(start) + 1)
+    } else {
+        start
+    }
+}
+
 /// Pool id → (pool, sub-pool).
 fn parse_pool_id(id: &str) -> Result<(Ipv4Net, Option<Ipv4Net>)> {
     let (pool, sub) = match id.split_once('|') {
@@ -170,8 +182,7 @@ pub fn request_address(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
         })?)
     };
     if req.options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_TYPE) {
-        let first = Ipv4Addr::from(u32::from(sub.unwrap_or(pool).network()) + 1);
-        return reply(wanted.unwrap_or(first));
+        return reply(wanted.unwrap_or_else(|| first_host(pool, sub)));
     }
     let wait = if wanted.is_some() {
         Duration::ZERO
@@ -241,5 +252,8 @@ mod tests {
             Some("172.18.0.0/16")
         );
         assert_eq!(default_pools().count(), 30);
+        let (p, s) = parse_pool_id("10.71.0.0/24|10.71.0.128/25").unwrap();
+        assert_eq!(first_host(p, s), Ipv4Addr::new(10, 71, 0, 128));
+        assert_eq!(first_host(p, None), Ipv4Addr::new(10, 71, 0, 1));
     }
 }

@@ -174,8 +174,8 @@ pub fn spec_of_request(req: &CreateNetwork) -> Result<Spec> {
     })
 }
 
-/// The spec of a network as the Engine shows it. Without `--gateway`, Docker's
-/// allocators give the first address of the `--ip-range` or else of the subnet.
+/// The spec of a network as the Engine shows it (which leaves out a gateway Docker
+/// chose: that is [`crate::ipam::first_host`]).
 pub fn spec_of_engine(n: &engine::Network) -> Result<Spec> {
     if n.enable_ipv6 {
         bail!("IPv6 is not supported by vswitch-docker yet: create the network without --ipv6");
@@ -187,8 +187,7 @@ pub fn spec_of_engine(n: &engine::Network) -> Result<Spec> {
         .parse()
         .map_err(|_| anyhow!("bad subnet {:?} of network {}", c.subnet, n.name))?;
     let gateway = if c.gateway.is_empty() {
-        let range: Ipv4Net = c.ip_range.parse().unwrap_or(subnet);
-        Ipv4Addr::from(u32::from(range.network()) + 1)
+        crate::ipam::first_host(subnet, c.ip_range.parse().ok())
     } else {
         addr_of(&c.gateway)?
     };

@@ -625,8 +625,26 @@ fn ipam_shares_vswitchd_allocator() -> Result<()> {
                 .any(|a| a.ip == "10.70.0.2" && a.owner.starts_with("docker-aux:")),
         "{held:?}"
     );
-    d.docker_ok(&["rm", "-f", "c1", "c2"])?;
-    d.docker_ok(&["network", "rm", "shared"])?;
+    // --ip-range: dynamic addresses from the range only.
+    d.network(
+        "ranged",
+        &[
+            "--ipam-driver",
+            "vswitch",
+            "--subnet",
+            "10.71.0.0/24",
+            "--ip-range",
+            "10.71.0.128/25",
+        ],
+    )?;
+    d.wait_bridge("ranged")?;
+    d.sleeper("r1", &["--network", "ranged"])?;
+    let r1 = inspect_ip(&d, "r1", "ranged")?;
+    let gw = d.bridge_of("ranged")?.context("ranged")?["gateway"].clone();
+    // As with Docker's default IPAM: the gateway first in the range, then containers.
+    ensure!(gw == "10.71.0.128" && r1 == "10.71.0.129", "{gw} {r1}");
+    d.docker_ok(&["rm", "-f", "c1", "c2", "r1"])?;
+    d.docker_ok(&["network", "rm", "shared", "ranged"])?;
     nothing_left(&d)
 }
 
