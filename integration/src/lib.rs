@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod docker_driver;
 pub mod labfile;
 pub mod labrun;
 pub mod runner;

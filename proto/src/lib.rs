@@ -317,6 +317,20 @@ pub enum Command {
     OverlaySet(cluster::OverlaySet),
     /// Sent by `vswitch-agent`: the overlay network is gone. Result: null.
     OverlayRemove { name: String },
+    /// Hold an address of a bridge's subnet for `owner` (a static one, or the first
+    /// free one), so that DHCP, pipework and the Docker driver never hand it out
+    /// twice. Result: [`AllocEntry`].
+    AllocAddress(AllocAddress),
+    /// Release the addresses `owner` holds on `bridge` (only `ip`, if given).
+    /// Result: the number released (0 is not an error).
+    ReleaseAddress {
+        bridge: String,
+        owner: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+    },
+    /// Result: `Vec<AllocEntry>`.
+    ListAllocations { bridge: String },
 }
 
 impl Command {
@@ -354,6 +368,9 @@ impl Command {
             Command::ClusterAgent { .. } => "cluster-agent",
             Command::OverlaySet(_) => "overlay-set",
             Command::OverlayRemove { .. } => "overlay-remove",
+            Command::AllocAddress(_) => "alloc-address",
+            Command::ReleaseAddress { .. } => "release-address",
+            Command::ListAllocations { .. } => "list-allocations",
         }
     }
 }
@@ -398,6 +415,35 @@ pub struct AddBr {
     /// VXLAN network identifier of an overlay bridge (`--vni`; allocated when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// Free-form key/value pairs kept with the bridge (like OVS `external_ids`), e.g.
+    /// the Docker driver's `docker_network`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Arguments of `alloc-address`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AllocAddress {
+    pub bridge: String,
+    /// This address; refused when anyone else uses it. `None`: the first free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Pick inside this CIDR (within the bridge's subnet), like Docker's `--ip-range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// Who holds the address, e.g. `docker-ep:ID`.
+    pub owner: String,
+    /// An address held by this owner changes hands to `owner` instead of being refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_over: Option<String>,
+}
+
+/// An address held on a bridge (`alloc-address`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocEntry {
+    pub bridge: String,
+    pub ip: String,
+    pub owner: String,
 }
 
 /// Arguments of `add-port`.
@@ -652,6 +698,8 @@ pub struct BridgeInfo {
     /// The VNI of an overlay bridge (`add-br --overlay`); absent for local bridges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay_vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// A port as configured, with its live state.

@@ -64,6 +64,7 @@ impl AddBr {
             may_exist: self.may_exist,
             overlay: self.overlay,
             vni: self.vni,
+            ..Default::default()
         }))
     }
 

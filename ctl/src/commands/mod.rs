@@ -22,6 +22,7 @@ pub mod dhcp_reserve;
 pub mod dhcp_unreserve;
 pub mod fdb_flush;
 pub mod fdb_show;
+pub mod list_allocations;
 pub mod list_br;
 pub mod list_hosts;
 pub mod list_ports;

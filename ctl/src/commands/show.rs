@@ -134,6 +134,7 @@ pub mod tests {
             dns_forward: "resolv.conf".into(),
             dns_upstream: vec![],
             overlay_vni: None,
+            external_ids: Default::default(),
         }
     }
 

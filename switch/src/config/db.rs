@@ -246,6 +246,8 @@ mod tests {
                 reservations: vec![],
                 dns: Default::default(),
                 overlay: None,
+                allocations: vec![],
+                external_ids: Default::default(),
             }],
             ..Default::default()
         }

@@ -5,6 +5,7 @@
 //! atomic pointer swap (arc-swap, RCU style); workers load it once per batch and never
 //! lock. Nothing here depends on the data path.
 
+pub mod alloc;
 pub mod db;
 pub mod model;
 

@@ -111,6 +111,7 @@ impl State {
             .iter()
             .map(ToString::to_string)
             .collect(),
+            external_ids: b.external_ids.clone(),
         }
     }
 

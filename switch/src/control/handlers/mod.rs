@@ -5,6 +5,7 @@
 //! and undo that if the commit fails, so a refused request leaves configuration,
 //! devices and db as they were. Queries only read.
 
+mod alloc;
 mod bridge;
 mod dhcp;
 mod host;
@@ -121,6 +122,11 @@ impl State {
             } => self.unpublish(&proto, &listen, if_exists),
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
+            Command::AllocAddress(req) => self.alloc_address(req),
+            Command::ReleaseAddress { bridge, owner, ip } => {
+                self.release_address(&bridge, &owner, ip.as_deref())
+            }
+            Command::ListAllocations { bridge } => self.list_allocations(&bridge),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),
         }

@@ -1,5 +1,5 @@
 //! A small synchronous route-netlink client: exactly the link, address and route
-//! operations pipework needs, on `netlink-packet-route` messages over a blocking
+//! operations pipework and vswitch-docker need, on `netlink-packet-route` messages over a blocking
 //! `netlink-sys` socket (no async runtime: a runtime's worker threads would not share
 //! the namespace the socket was opened in).
 //!
