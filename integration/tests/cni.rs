@@ -929,9 +929,13 @@ fn podman_containers_on_a_vswitch_bridge() -> Result<()> {
         "db cannot ping the pipework guest"
     );
     lab.assert_ping("pw", &web_ip)?;
-    // Podman's container name (K8S_POD_NAME) is in the bridge's DNS.
+    // Podman's container name (K8S_POD_NAME) is in the bridge's DNS, and the
+    // result's DNS (the gateway) is the container's resolver.
     let (_, ns) = p.exec("db", &["nslookup", "web", "10.7.0.1"])?;
     ensure!(ns.contains(&web_ip), "db resolved web as: {ns}");
+    let (_, conf) = p.exec("db", &["cat", "/etc/resolv.conf"])?;
+    ensure!(conf.lines().next() == Some("nameserver 10.7.0.1"), "{conf}");
+    ensure!(ping_from(&p, "db", "web"), "db cannot ping web by name");
     // tuning ran after us in the chain.
     let (_, s) = p.exec("web", &["cat", "/proc/sys/net/core/somaxconn"])?;
     ensure!(s.trim() == "600", "somaxconn {s}");
