@@ -184,7 +184,13 @@ fn addresses(
     undo: &mut Undo,
 ) -> CniResult<(Vec<Addr>, Vec<Route>, Dns)> {
     let subnet: Option<Ipv4Net> = br.subnet.as_deref().and_then(|s| s.parse().ok());
-    let gateway: Option<Ipv4Addr> = br.gateway.as_deref().and_then(|s| s.parse().ok());
+    // vswitchd's router (gateway, DNS) serves untagged ports only: a VLAN's
+    // containers reach their VLAN, no gateway.
+    let gateway: Option<Ipv4Addr> = br
+        .gateway
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|_| conf.vlan.is_none());
     let hold = |vs: &mut Vs, ip: Option<Ipv4Addr>, range: Option<Ipv4Net>| {
         vs.call::<vswitch_proto::AllocEntry>(
             Command::AllocAddress(AllocAddress {
@@ -446,11 +452,13 @@ fn build(
 
     // DNS names at the bridge's gateway (best effort: a name someone else holds stays
     // theirs).
-    let in_subnet = br
-        .subnet
-        .as_deref()
-        .and_then(|s| s.parse::<Ipv4Net>().ok())
-        .is_some_and(|n| n.contains(&first.ip));
+    // Names and the resolver live at the gateway, which untagged ports only reach.
+    let in_subnet = conf.vlan.is_none()
+        && br
+            .subnet
+            .as_deref()
+            .and_then(|s| s.parse::<Ipv4Net>().ok())
+            .is_some_and(|n| n.contains(&first.ip));
     if in_subnet {
         let mut names: Vec<String> = Vec::new();
         let wanted = env

@@ -402,6 +402,11 @@ impl NetConf {
                 )));
             }
         }
+        if c.vlan.is_some() && !rt.port_mappings.is_empty() {
+            return Err(bad(
+                "portMappings need the router, which serves untagged ports only: drop \"vlan\" or the port mappings",
+            ));
+        }
         let aliases = match rt.aliases {
             None => Vec::new(),
             Some(Aliases::List(l)) => l,
@@ -511,7 +516,7 @@ mod tests {
     fn a_full_configuration() {
         let c = parse(json!({
             "cniVersion": "1.1.0", "name": "net1", "type": "vswitch", "bridge": "br0",
-            "subnet": "10.1.0.7/24", "gateway": "10.1.0.1", "vlan": 10, "mtu": 1400,
+            "subnet": "10.1.0.7/24", "gateway": "10.1.0.1", "mtu": 1400,
             "socket": "/tmp/x.sock", "dns": {"search": ["lab"]},
             "runtimeConfig": {
                 "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
@@ -557,6 +562,9 @@ mod tests {
             code(with("runtimeConfig", json!({"ips": ["fd00::5/64"]}))),
             INVALID_CONFIG
         );
+        let mut v = with("vlan", json!(10));
+        v["runtimeConfig"] = json!({"portMappings": [{"hostPort": 80, "containerPort": 80}]});
+        assert_eq!(code(v), INVALID_CONFIG);
         let mut g = with("subnet", json!("10.0.0.0/24"));
         g["gateway"] = json!("10.9.0.1");
         assert_eq!(code(g), INVALID_CONFIG);

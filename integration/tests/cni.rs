@@ -457,6 +457,31 @@ fn errors_as_the_spec_shapes_them() -> Result<()> {
         r["cniVersion"] == "0.4.0" && r["ips"][0]["version"] == "4",
         "{r}"
     );
+    // A VLAN port: the router serves untagged ports only, so no gateway, no names,
+    // and no published ports.
+    let mut vl = Att::new(&lab, "c1", "ctrv");
+    vl.ifname = "eth5";
+    let vconf = with(&conf, "vlan", json!(10));
+    let pm = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80}]});
+    expect(
+        "vlan + portMappings",
+        7,
+        vl.run("ADD", &with(&vconf, "runtimeConfig", pm))?,
+    )?;
+    let rv = vl.add(&vconf)?;
+    ensure!(
+        rv.get("routes").is_none() && rv.get("dns").is_none(),
+        "{rv}"
+    );
+    ensure!(rv["ips"][0].get("gateway").is_none(), "{rv}");
+    let tagged = lab.ctl_json(&["list-ports", "cni0"])?;
+    ensure!(
+        tagged
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["tag"] == 10)),
+        "{tagged}"
+    );
+    vl.quiet("DEL", &vconf)?;
     // vswitchd gone: STATUS 50, ADD and DEL "try again later" (11).
     lab.stop_switch()?;
     expect(
