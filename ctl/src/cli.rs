@@ -57,6 +57,7 @@ pub enum Cmd {
     AddHost(commands::add_host::AddHost),
     DelHost(commands::del_host::DelHost),
     ListHosts(commands::list_hosts::ListHosts),
+    ListAllocations(commands::list_allocations::ListAllocations),
     DhcpLeases(commands::dhcp_leases::DhcpLeases),
     DhcpReserve(commands::dhcp_reserve::DhcpReserve),
     DhcpUnreserve(commands::dhcp_unreserve::DhcpUnreserve),
@@ -69,6 +70,8 @@ pub enum Cmd {
     Trace(commands::trace::Trace),
     Completions(commands::completions::Completions),
     Man(commands::completions::Man),
+    Monitor(commands::monitor::Monitor),
+    ClusterShow(commands::cluster_show::ClusterShow),
 }
 
 impl Cmd {
@@ -92,6 +95,7 @@ impl Cmd {
             Cmd::AddHost(c) => c.run(ctx),
             Cmd::DelHost(c) => c.run(ctx),
             Cmd::ListHosts(c) => c.run(ctx),
+            Cmd::ListAllocations(c) => c.run(ctx),
             Cmd::DhcpLeases(c) => c.run(ctx),
             Cmd::DhcpReserve(c) => c.run(ctx),
             Cmd::DhcpUnreserve(c) => c.run(ctx),
@@ -104,6 +108,8 @@ impl Cmd {
             Cmd::Trace(c) => c.run(ctx),
             Cmd::Completions(c) => c.run(),
             Cmd::Man(c) => c.run(),
+            Cmd::Monitor(c) => c.run(ctx),
+            Cmd::ClusterShow(c) => c.run(ctx),
         }
     }
 }

@@ -38,7 +38,15 @@
 //! proto = "tcp"
 //! port = "8080"                       # or "IP:PORT"
 //! target = "10.0.0.11:80"
+//!
+//! [cluster]                           # optional: etcd + a vswitch-agent on every host
+//! etcd = ["192.0.2.101/24", "192.0.2.102/24", "192.0.2.103/24"]  # members' underlay
+//! ttl = 10                            # optional: the agents' --ttl
 //! ```
+//! With `[cluster]`, a bridge with `overlay = true` is declared once (`add-br
+//! --overlay`, its `vni` if given) and the agents create it on every host, with
+//! tunnels, addresses and names across hosts (docs/cluster.md); other bridges stay
+//! per host.
 //!
 //! Containers are plumbed with `pipework` (eth0 on `bridge`, then eth1... on
 //! `networks`), so each is registered in its bridges' DNS under its own name.
@@ -62,6 +70,16 @@ pub struct LabFile {
     pub masquerade: Vec<MasqueradeSpec>,
     #[serde(default)]
     pub publish: Vec<PublishSpec>,
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// `[cluster]`: etcd members on the underlay, an agent on every host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Underlay addresses (`A.B.C.D/N`) of the etcd members, one namespace each.
+    pub etcd: Vec<String>,
+    pub ttl: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +125,9 @@ pub struct BridgeSpec {
     pub dhcp: bool,
     pub vni: Option<u32>,
     pub mtu: Option<u32>,
+    /// A cluster-wide network (needs `[cluster]`).
+    #[serde(default)]
+    pub overlay: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +229,35 @@ impl LabFile {
             short_name(&b.name, "bridge", 12)?;
             if !bridges.insert(b.name.clone()) {
                 bail!("bridge {} defined twice", b.name);
+            }
+            if b.overlay && self.cluster.is_none() {
+                bail!(
+                    "bridge {}: overlay = true needs a [cluster] section",
+                    b.name
+                );
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.etcd.is_empty() || c.etcd.len() > 9 {
+                bail!("[cluster]: etcd must list 1-9 member addresses");
+            }
+            for e in &c.etcd {
+                let ok = e.split_once('/').is_some_and(|(a, p)| {
+                    a.parse::<std::net::Ipv4Addr>().is_ok()
+                        && p.parse::<u8>().is_ok_and(|p| p <= 32)
+                });
+                if !ok {
+                    bail!("[cluster]: etcd member address must be ADDRESS/PREFIX, not {e:?}");
+                }
+            }
+            if let Some(h) = self.hosts.iter().find(|h| h.underlay.is_none()) {
+                bail!(
+                    "host {} needs an underlay address (the cluster's hosts and etcd share it)",
+                    h.name
+                );
+            }
+            if c.ttl.is_some_and(|t| !(1..=3600).contains(&t)) {
+                bail!("[cluster]: ttl must be 1..3600");
             }
         }
         let mut ctrs = HashSet::new();

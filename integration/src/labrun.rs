@@ -7,6 +7,9 @@
 //! that host's vswitchd; `vl-LAB-CTR` is a container, plumbed with `pipework` (`eth0`
 //! on its bridge, `eth1`... on its extra networks; DNS names registered). Bridges with a `vni` get a vxlan port towards every
 //! other host (UDP port 4789 for the first such bridge, 4790 for the next, ...).
+//! With `[cluster]`: `vl-LAB-eN` runs etcd member N on the underlay, every host runs
+//! vswitch-agent beside its vswitchd, and `overlay` bridges are declared once on the
+//! first host; the agents do the rest (tunnels, addresses, names).
 
 use crate::labfile::LabFile;
 use crate::{bin, run_ok, wait_until};
@@ -149,7 +152,7 @@ pub fn up(lab: &LabFile) -> Result<()> {
         state: State::default(),
     };
     b.save()?;
-    let multi = lab.hosts.len() > 1;
+    let multi = lab.hosts.len() > 1 || lab.cluster.is_some();
     let ul = ns_name(lab, "ul");
     if multi {
         println!("underlay {ul} (192.0.2.0/24)");
@@ -157,6 +160,10 @@ pub fn up(lab: &LabFile) -> Result<()> {
         ip(&["-n", &ul, "link", "add", "name", "ulbr", "type", "bridge"])?;
         ip(&["-n", &ul, "link", "set", "ulbr", "up"])?;
     }
+    let etcd_urls = match &lab.cluster {
+        Some(c) => start_etcd(lab, &mut b, &ul, &c.etcd)?,
+        None => String::new(),
+    };
     let vswitchd = bin("vswitchd")?;
     for h in &lab.hosts {
         let ns = ns_name(lab, &h.name);
@@ -201,8 +208,40 @@ pub fn up(lab: &LabFile) -> Result<()> {
                 dir.join(format!("{}.log", h.name)).display()
             );
         }
+        if let Some(c) = &lab.cluster {
+            let agent = bin("vswitch-agent")?.display().to_string();
+            let vtep = h
+                .underlay
+                .as_deref()
+                .and_then(|u| u.split('/').next())
+                .unwrap_or_default()
+                .to_string();
+            let ttl = c.ttl.unwrap_or(10).to_string();
+            b.spawn(
+                &ns,
+                &[
+                    &agent, "--etcd", &etcd_urls, "--socket", &sock_s, "--node", &h.name, "--vtep",
+                    &vtep, "--ttl", &ttl,
+                ],
+                &format!("{}.agent.log", h.name),
+                &[],
+            )?;
+            let joined = wait_until(Duration::from_secs(30), || {
+                b.ctl(&h.name, &["--json", "cluster-show"])
+                    .ok()
+                    .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                    .is_some_and(|v| v["etcd"] == "connected")
+            });
+            if !joined {
+                bail!(
+                    "vswitch-agent on host {} did not join the cluster; see {}",
+                    h.name,
+                    dir.join(format!("{}.agent.log", h.name)).display()
+                );
+            }
+        }
         let mut vx_port = 4789u16;
-        for br in &lab.bridges {
+        for br in lab.bridges.iter().filter(|x| !x.overlay) {
             let mut a = vec!["add-br".to_string(), br.name.clone()];
             for (flag, v) in [("--subnet", &br.subnet), ("--gateway", &br.gateway)] {
                 if let Some(v) = v {
@@ -258,6 +297,52 @@ pub fn up(lab: &LabFile) -> Result<()> {
                     ],
                 )?;
                 vx_port += 1;
+            }
+        }
+    }
+    // Overlay networks: declared once, created by every host's agent.
+    if let Some(first) = lab.hosts.first().filter(|_| lab.cluster.is_some()) {
+        for br in lab.bridges.iter().filter(|x| x.overlay) {
+            let mut a = vec![
+                "add-br".to_string(),
+                br.name.clone(),
+                "--overlay".to_string(),
+            ];
+            for (flag, v) in [("--subnet", &br.subnet), ("--gateway", &br.gateway)] {
+                if let Some(v) = v {
+                    a.push(flag.into());
+                    a.push(v.clone());
+                }
+            }
+            if br.dhcp {
+                a.push("--dhcp".into());
+            }
+            if let Some(v) = br.vni {
+                a.push("--vni".into());
+                a.push(v.to_string());
+            }
+            if let Some(m) = br.mtu {
+                a.push("--mtu".into());
+                a.push(m.to_string());
+            }
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            b.ctl(&first.name, &refs)?;
+            for h in &lab.hosts {
+                // There, and serving DHCP (from the host's own block) if it should.
+                let there = wait_until(Duration::from_secs(20), || {
+                    b.ctl(&h.name, &["--json", "list-br"])
+                        .ok()
+                        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                        .and_then(|v| {
+                            let a = v.as_array()?.clone();
+                            let x = a.iter().find(|x| x["name"] == br.name.as_str())?.clone();
+                            Some(!br.dhcp || !x["dhcp"].is_null())
+                        })
+                        .unwrap_or(false)
+                });
+                if !there {
+                    bail!("overlay network {} did not reach host {}", br.name, h.name);
+                }
             }
         }
     }
@@ -326,10 +411,11 @@ pub fn up(lab: &LabFile) -> Result<()> {
         per_host(lab, |host: &str| -> Result<()> {
             for c in lab.containers.iter().filter(|c| c.host != host) {
                 for (_, bridge, addr, _) in c.interfaces() {
+                    // Overlay bridges share names through the cluster.
                     let stretched = lab
                         .bridges
                         .iter()
-                        .any(|x| x.name == bridge && x.vni.is_some());
+                        .any(|x| x.name == bridge && x.vni.is_some() && !x.overlay);
                     let Some((ip_only, _)) = addr.split_once('/') else {
                         continue;
                     };
@@ -351,6 +437,92 @@ pub fn up(lab: &LabFile) -> Result<()> {
     b.save()?;
     print!("{}", status_table(lab)?);
     Ok(())
+}
+
+/// Start the etcd members of `[cluster]` on the underlay namespace `ul` and wait until
+/// they answer; their client URLs, comma-separated.
+fn start_etcd(lab: &LabFile, b: &mut Builder, ul: &str, members: &[String]) -> Result<String> {
+    let ip_of = |m: &String| m.split('/').next().unwrap_or_default().to_string();
+    let initial: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("e{}=http://{}:2380", i + 1, ip_of(m)))
+        .collect();
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| format!("http://{}:2379", ip_of(m)))
+        .collect();
+    let etcd = "etcd".to_string();
+    for (i, m) in members.iter().enumerate() {
+        let name = format!("e{}", i + 1);
+        let ns = ns_name(lab, &name);
+        println!("etcd member {name} ({ns}) {m}");
+        b.add_ns(&ns, "127.0.0.1")?;
+        let side = format!("u-{name}");
+        ip(&[
+            "link", "add", "name", &side, "netns", ul, "type", "veth", "peer", "name", "ul0",
+            "netns", &ns,
+        ])?;
+        ip(&[
+            "-n", ul, "link", "set", &side, "master", "ulbr", "mtu", "1600", "up",
+        ])?;
+        ip(&["-n", &ns, "addr", "add", m, "dev", "ul0"])?;
+        ip(&["-n", &ns, "link", "set", "ul0", "mtu", "1600", "up"])?;
+        let data = b.dir.join(format!("etcd-{name}")).display().to_string();
+        let peer = format!("http://{}:2380", ip_of(m));
+        let client = format!("http://{}:2379", ip_of(m));
+        let cluster = initial.join(",");
+        b.spawn(
+            &ns,
+            &[
+                &etcd,
+                "--name",
+                &name,
+                "--data-dir",
+                &data,
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "vswitch-lab",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ],
+            &format!("etcd-{name}.log"),
+            &[],
+        )?;
+    }
+    let first = ns_name(lab, "e1");
+    let endpoints = format!("--endpoints={}", urls.join(","));
+    let healthy = wait_until(Duration::from_secs(30), || {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &first, "etcdctl", &endpoints, "endpoint", "health",
+            ])
+            .env("ETCDCTL_API", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !healthy {
+        bail!(
+            "etcd did not become healthy; see {}",
+            b.dir.join("etcd-e1.log").display()
+        );
+    }
+    Ok(urls.join(","))
 }
 
 /// Run `job` for every host of the lab at once, one thread each; the first error wins.

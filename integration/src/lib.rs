@@ -9,7 +9,9 @@
 //! from 198.51.100.0/24 and 203.0.113.0/24, and every namespace gets its own
 //! /etc/netns/NAME/resolv.conf so no lookup leaves the lab.
 
+pub mod cluster;
 pub mod docker;
+pub mod docker_driver;
 pub mod labfile;
 pub mod labrun;
 pub mod runner;
@@ -560,6 +562,21 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<i32> {
     send_signal(child.id(), Signal::SIGTERM);
     send_signal(child.id(), Signal::SIGCONT);
     let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Wait up to `limit` for a child we spawned to exit by itself (then SIGKILL it);
+/// its exit code, or `None` if it had to be killed.
+pub fn terminate_after(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {
             return Some(st.code().unwrap_or(-1));

@@ -5,13 +5,10 @@
 
 use crate::netns::NetNs;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Longest Docker reply read (an inspect document is a few KB).
-const MAX_DOCKER_REPLY: u64 = 4 << 20;
+pub use vswitch_hostnet::dns_name;
+pub use vswitch_hostnet::engine::docker_socket;
+use vswitch_hostnet::engine::{docker_get, error_message};
 
 /// What kind of guest it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,59 +28,6 @@ pub struct Guest {
     /// The name registered in the bridge's DNS, if any.
     pub dns_name: Option<String>,
     pub kind: Kind,
-}
-
-/// The Docker Engine socket: `$DOCKER_HOST` (`unix://` only) or the default.
-pub fn docker_socket() -> Result<PathBuf> {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.is_empty() => Ok(PathBuf::from("/var/run/docker.sock")),
-        Ok(h) => match h.strip_prefix("unix://") {
-            Some(p) => Ok(PathBuf::from(p)),
-            None => bail!("DOCKER_HOST={h}: only unix:// Docker engines are supported"),
-        },
-        Err(_) => Ok(PathBuf::from("/var/run/docker.sock")),
-    }
-}
-
-/// GET `path` from the Docker Engine at `sock`: `Ok(None)` if no engine listens there.
-fn docker_get(sock: &Path, path: &str) -> Result<Option<(u16, String)>> {
-    let mut s = match UnixStream::connect(sock) {
-        Ok(s) => s,
-        Err(_) => return Ok(None),
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n")
-        .with_context(|| format!("ask the Docker engine at {}", sock.display()))?;
-    let mut resp = Vec::new();
-    s.take(MAX_DOCKER_REPLY)
-        .read_to_end(&mut resp)
-        .with_context(|| format!("read from the Docker engine at {}", sock.display()))?;
-    let resp = String::from_utf8_lossy(&resp);
-    let Some((head, body)) = resp.split_once("\r\n\r\n") else {
-        bail!("the Docker engine at {} sent no HTTP reply", sock.display());
-    };
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok(Some((code, body.to_string())))
-}
-
-/// A DNS name for `s`, if it makes one (lower-case letters, digits, `-`, `_`, dots).
-pub fn dns_name(s: &str) -> Option<String> {
-    let n = s.trim_end_matches('.').to_ascii_lowercase();
-    let ok = !n.is_empty()
-        && n.len() <= 253
-        && n.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        });
-    ok.then_some(n)
 }
 
 /// Resolve GUEST. `name` overrides the DNS name.
@@ -151,11 +95,10 @@ pub fn find(guest: &str, name: Option<&str>) -> Result<Guest> {
             })
         }
         Some((code, body)) => {
-            let msg = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| body.trim().to_string());
-            bail!("the Docker engine answered {code} for {guest}: {msg}")
+            bail!(
+                "the Docker engine answered {code} for {guest}: {}",
+                error_message(&body)
+            )
         }
     }
 }

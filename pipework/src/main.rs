@@ -21,11 +21,11 @@ mod args;
 mod arp;
 mod dhcp;
 mod guest;
-mod netlink;
-mod netns;
 mod plumb;
 mod resolv;
 mod watch;
+
+use vswitch_hostnet::{netlink, netns};
 
 use std::process::ExitCode;
 

@@ -18,12 +18,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 use vswitch_proto::{
-    socket_path, AddHost, AddPort, BridgeInfo, Client, Command as Req, HostEntry, LeaseEntry,
-    PortInfo, PortKind, VersionInfo,
+    socket_path, AddHost, AddPort, AllocEntry, BridgeInfo, Client, Command as Req, HostEntry,
+    LeaseEntry, PortInfo, PortKind,
 };
 
 /// The running daemon and the namespace its ports live in.
@@ -32,21 +31,8 @@ pub(crate) struct Daemon {
     pub(crate) ns: NetNs,
 }
 
-/// vswitchd's PID as this process sees it: SO_PEERCRED on a connection to its socket
-/// (translated into our PID namespace by the kernel).
-fn peer_pid(path: &Path) -> Option<u32> {
-    let s = UnixStream::connect(path).ok()?;
-    let c = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials).ok()?;
-    u32::try_from(c.pid()).ok().filter(|p| *p > 0)
-}
-
 pub(crate) fn connect(socket: Option<&Path>) -> Result<Daemon> {
-    let path = socket_path(socket);
-    let mut client = Client::connect(&path)?;
-    let v: VersionInfo = client.call(Req::Version)?;
-    let pid = peer_pid(&path).unwrap_or(v.pid);
-    let ns = NetNs::open(Path::new(&format!("/proc/{pid}/ns/net")))
-        .with_context(|| format!("find vswitchd's network namespace (PID {pid})"))?;
+    let (client, ns) = vswitch_hostnet::daemon::connect(&socket_path(socket))?;
     Ok(Daemon { client, ns })
 }
 
@@ -275,6 +261,22 @@ fn check_static(
     Ok(())
 }
 
+/// Refuse an address held in vswitchd's allocator (by vswitch-docker: a container's
+/// address, an `--aux-address`).
+fn check_held(d: &mut Daemon, bridge: &str, ip: Ipv4Addr) -> Result<()> {
+    let held: Vec<AllocEntry> = d.client.call(Req::ListAllocations {
+        bridge: bridge.to_string(),
+    })?;
+    let ip_s = ip.to_string();
+    if let Some(a) = held.iter().find(|a| a.ip == ip_s) {
+        bail!(
+            "address {ip} is already in use on bridge {bridge} (held by {})",
+            a.owner
+        );
+    }
+    Ok(())
+}
+
 /// Whether to register `name` on `br`: `Some(name)` to register, `None` when this
 /// guest already holds it there (through another interface); an error when someone
 /// else does. Names that only come from DHCP leases give way.
@@ -397,7 +399,10 @@ pub(crate) fn plumb(d: &mut Daemon, p: &Plumb) -> Result<Plumbed> {
         Vec::new()
     };
     match &p.addr {
-        Addr::Static { ip, .. } => check_static(&br, &hosts, &leases, *ip)?,
+        Addr::Static { ip, .. } => {
+            check_static(&br, &hosts, &leases, *ip)?;
+            check_held(d, &br.name, *ip)?;
+        }
         Addr::Static6 { ip, .. } => {
             let want = ip.to_string();
             if let Some(x) = br

@@ -16,6 +16,8 @@
 //! A server answers a request whose `version` it does not know with an error reply and
 //! keeps the connection open; so does a line that is not valid JSON.
 
+pub mod cluster;
+pub mod events;
 pub mod pcapng;
 
 use serde::{Deserialize, Serialize};
@@ -309,6 +311,33 @@ pub enum Command {
     /// the connection carries a pcapng stream ([`pcapng`]) until the capture ends (the
     /// count is reached, or the client sends a line `stop`) and vswitchd closes it.
     Capture(CaptureReq),
+    /// Subscribe to events: after the `ok` reply (result null) the connection carries
+    /// one [`events::Event`] per line until either side closes it.
+    Monitor,
+    /// The cluster as the local `vswitch-agent` sees it. Result: [`cluster::ClusterInfo`].
+    ClusterShow,
+    /// Sent by `vswitch-agent`: after the `ok` reply the connection carries
+    /// [`cluster::AgentCall`]s from vswitchd, each answered by one reply line.
+    ClusterAgent { node: String },
+    /// Sent by `vswitch-agent`: the desired state of one overlay bridge on this host.
+    /// Result: [`BridgeInfo`].
+    OverlaySet(cluster::OverlaySet),
+    /// Sent by `vswitch-agent`: the overlay network is gone. Result: null.
+    OverlayRemove { name: String },
+    /// Hold an address of a bridge's subnet for `owner` (a static one, or the first
+    /// free one), so that DHCP, pipework and the Docker driver never hand it out
+    /// twice. Result: [`AllocEntry`].
+    AllocAddress(AllocAddress),
+    /// Release the addresses `owner` holds on `bridge` (only `ip`, if given).
+    /// Result: the number released (0 is not an error).
+    ReleaseAddress {
+        bridge: String,
+        owner: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+    },
+    /// Result: `Vec<AllocEntry>`.
+    ListAllocations { bridge: String },
 }
 
 impl Command {
@@ -343,6 +372,14 @@ impl Command {
             Command::CtShow => "ct-show",
             Command::Trace(_) => "trace",
             Command::Capture(_) => "capture",
+            Command::Monitor => "monitor",
+            Command::ClusterShow => "cluster-show",
+            Command::ClusterAgent { .. } => "cluster-agent",
+            Command::OverlaySet(_) => "overlay-set",
+            Command::OverlayRemove { .. } => "overlay-remove",
+            Command::AllocAddress(_) => "alloc-address",
+            Command::ReleaseAddress { .. } => "release-address",
+            Command::ListAllocations { .. } => "list-allocations",
         }
     }
 }
@@ -381,6 +418,41 @@ pub struct AddBr {
     /// An identical existing bridge is not an error (one with other settings is).
     #[serde(default, skip_serializing_if = "is_false")]
     pub may_exist: bool,
+    /// Cluster-wide (`--overlay`): declared in etcd through the local vswitch-agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlay: bool,
+    /// VXLAN network identifier of an overlay bridge (`--vni`; allocated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Free-form key/value pairs kept with the bridge (like OVS `external_ids`), e.g.
+    /// the Docker driver's `docker_network`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Arguments of `alloc-address`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AllocAddress {
+    pub bridge: String,
+    /// This address; refused when anyone else uses it. `None`: the first free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Pick inside this CIDR (within the bridge's subnet), like Docker's `--ip-range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// Who holds the address, e.g. `docker-ep:ID`.
+    pub owner: String,
+    /// An address held by this owner changes hands to `owner` instead of being refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_over: Option<String>,
+}
+
+/// An address held on a bridge (`alloc-address`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocEntry {
+    pub bridge: String,
+    pub ip: String,
+    pub owner: String,
 }
 
 /// Arguments of `add-port`.
@@ -722,6 +794,11 @@ pub struct BridgeInfo {
     /// The upstream resolvers now in use (`IP:PORT`), empty when off.
     #[serde(default)]
     pub dns_upstream: Vec<String>,
+    /// The VNI of an overlay bridge (`add-br --overlay`); absent for local bridges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
 }
 
 /// A port as configured, with its live state.
@@ -927,6 +1004,67 @@ impl Client {
                 reply.error.unwrap_or_else(|| "unknown error".to_string()),
             ))
         }
+    }
+
+    /// Subscribe to vswitchd's events: the connection becomes a stream of
+    /// [`events::Event`]s (read them with [`Client::next_event`]); it blocks until the
+    /// next event arrives.
+    pub fn monitor(&mut self) -> Result<(), ClientError> {
+        self.call_value(Command::Monitor)?;
+        let io = |e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        };
+        self.reader.get_ref().set_read_timeout(None).map_err(io)?;
+        Ok(())
+    }
+
+    /// The next line of a `monitor` or `cluster-agent` connection, raw (without the
+    /// newline); `None` when vswitchd closed it.
+    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = String::new();
+        let n = (&mut self.reader)
+            .take(MAX_LINE as u64)
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Io {
+                path: self.path.clone(),
+                reason: e,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(line.trim_end().to_string()))
+    }
+
+    /// The next event of a `monitor` connection; `None` when vswitchd closed it.
+    pub fn next_event(&mut self) -> Result<Option<events::Event>, ClientError> {
+        match self.next_line()? {
+            None => Ok(None),
+            Some(l) => serde_json::from_str(&l)
+                .map(Some)
+                .map_err(|e| ClientError::BadReply(e.to_string())),
+        }
+    }
+
+    /// Write one raw line (a reply on a `cluster-agent` connection).
+    pub fn send_line(&mut self, line: &str) -> Result<(), ClientError> {
+        let io = |e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        };
+        self.writer.write_all(line.as_bytes()).map_err(io)?;
+        self.writer.write_all(b"\n").map_err(io)
+    }
+
+    /// Set the read timeout of this connection (`None`: wait for ever).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(t)
+            .map_err(|e| ClientError::Io {
+                path: self.path.clone(),
+                reason: e,
+            })
     }
 
     /// Send one command and decode its result as `T`.

@@ -84,6 +84,35 @@ fn flush_leases(db: &db::Db, failing: &mut u32) {
     }
 }
 
+/// Turns changes of the lease store into `monitor` events, polled from the main loop
+/// (every balancing tick, 250 ms): the store's generation says whether anything
+/// changed; the leases are compared per bridge only then.
+#[derive(Default)]
+struct LeaseEvents {
+    generation: u64,
+    seen: std::collections::HashMap<String, Vec<crate::config::Lease>>,
+}
+
+impl LeaseEvents {
+    fn poll(&mut self, store: &crate::tables::leases::LeaseStore) {
+        if store.generation() == self.generation {
+            return;
+        }
+        let (generation, all) = store.all_leases();
+        self.generation = generation;
+        for (bridge, now) in &all {
+            let before = self.seen.get(bridge).map(Vec::as_slice).unwrap_or_default();
+            crate::control::events::emit_leases(bridge, before, now);
+        }
+        for (bridge, before) in &self.seen {
+            if !all.contains_key(bridge) {
+                crate::control::events::emit_leases(bridge, before, &[]);
+            }
+        }
+        self.seen = all;
+    }
+}
+
 /// Run until SIGTERM or SIGINT. Returns after devices were released.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     // Block the stop signals in every thread (threads inherit the mask), and take them
@@ -119,6 +148,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         ..Default::default()
     });
     let state = Arc::new(Mutex::new(state));
+    crate::control::events::spawn_mac_watch(snap.clone()).context("start MAC watcher")?;
     let service = Service::new(snap, neigh, db.leases().clone(), workers);
     std::thread::Builder::new()
         .name("vswitch-service".into())
@@ -140,6 +170,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let mut ticks = 0u32;
     let mut flushed = Instant::now();
     let mut flush_failing = 0u32;
+    let mut lease_events = LeaseEvents::default();
     let signal = loop {
         match crate::port::sys::signal::wait(&sigs, balance::TICK) {
             Some(s) => break s,
@@ -152,6 +183,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                         st.tick();
                     }
                 }
+                // Lease changes as `monitor` events (lease-granted/released and their
+                // names), from the store the slow path answers DHCP from.
+                lease_events.poll(db.leases());
                 // DHCP lease changes, in one write a second at most (without the
                 // control mutex: the db orders this write with the control thread's).
                 if flushed.elapsed() >= LEASE_FLUSH {

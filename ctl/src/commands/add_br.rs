@@ -23,7 +23,7 @@ pub struct AddBr {
     /// Reach only this subnet, the own gateway and, through masquerade, the outside
     #[arg(long)]
     pub isolated: bool,
-    /// MTU of the bridge (68..65535, default 1500)
+    /// MTU of the bridge (68..65535, default 1500; overlay bridges 1450)
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
     /// Forward names the bridge does not own to these resolvers (IP or IP:PORT)
@@ -41,6 +41,13 @@ pub struct AddBr {
     /// Succeed if it exists with exactly these settings (other settings are still an error)
     #[arg(long)]
     pub may_exist: bool,
+    /// Cluster-wide bridge: declared in etcd through the local vswitch-agent, created on
+    /// every host of the cluster (docs/cluster.md)
+    #[arg(long)]
+    pub overlay: bool,
+    /// VXLAN network identifier of an --overlay bridge (1..16777215; default: allocated)
+    #[arg(long, value_name = "N", requires = "overlay")]
+    pub vni: Option<u32>,
 }
 
 impl AddBr {
@@ -55,6 +62,9 @@ impl AddBr {
             dns_upstream: self.dns_upstream.clone(),
             no_dns_upstream: self.no_dns_upstream,
             may_exist: self.may_exist,
+            overlay: self.overlay,
+            vni: self.vni,
+            ..Default::default()
         }))
     }
 
@@ -122,5 +132,8 @@ mod tests {
                 ..Default::default()
             }
         );
+        let r = req(&["add-br", "ov", "--overlay", "--vni", "42"]);
+        assert!(r.overlay);
+        assert_eq!(r.vni, Some(42));
     }
 }

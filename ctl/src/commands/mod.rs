@@ -9,6 +9,7 @@ pub mod add_br;
 pub mod add_host;
 pub mod add_port;
 pub mod add_route;
+pub mod cluster_show;
 pub mod completions;
 pub mod ct_show;
 pub mod del_br;
@@ -21,12 +22,14 @@ pub mod dhcp_reserve;
 pub mod dhcp_unreserve;
 pub mod fdb_flush;
 pub mod fdb_show;
+pub mod list_allocations;
 pub mod list_br;
 pub mod list_hosts;
 pub mod list_ports;
 pub mod list_published;
 pub mod list_routes;
 pub mod masquerade;
+pub mod monitor;
 pub mod publish;
 pub mod show;
 pub mod stats;
@@ -53,6 +56,14 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(socket: PathBuf, json: bool, wait: Duration) -> Ctx {
         Ctx { socket, json, wait }
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
     }
 
     /// Send one request and return the raw `result` of the reply.

@@ -56,6 +56,9 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
         "off" if b.gateway.is_some() => attrs.push("no dns upstream".into()),
         _ => {}
     }
+    if let Some(v) = b.overlay_vni {
+        attrs.push(format!("overlay vni {v}"));
+    }
     attrs.push(format!("mtu {}", b.mtu));
     format!("Bridge {} ({})", b.name, attrs.join(", "))
 }
@@ -130,6 +133,8 @@ pub mod tests {
             dhcp_capped: 0,
             dns_forward: "resolv.conf".into(),
             dns_upstream: vec![],
+            overlay_vni: None,
+            external_ids: Default::default(),
         }
     }
 

@@ -245,6 +245,9 @@ mod tests {
                 leases: vec![],
                 reservations: vec![],
                 dns: Default::default(),
+                overlay: None,
+                allocations: vec![],
+                external_ids: Default::default(),
             }],
             ..Default::default()
         }

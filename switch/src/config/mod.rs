@@ -5,10 +5,11 @@
 //! atomic pointer swap (arc-swap, RCU style); workers load it once per batch and never
 //! lock. Nothing here depends on the data path.
 
+pub mod alloc;
 pub mod db;
 pub mod model;
 
 pub use model::{
-    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, PortConf, PublishConf,
-    RouteConf, VxlanConf,
+    BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, OverlayConf, PortConf,
+    PublishConf, RouteConf, VxlanConf,
 };

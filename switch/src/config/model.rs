@@ -150,6 +150,18 @@ pub enum ConfigError {
     },
     #[error("no such host: {name} (on bridge {bridge})")]
     NoSuchHost { bridge: String, name: String },
+    #[error("address {ip} is already in use on bridge {bridge} ({by})")]
+    AddressInUse {
+        ip: String,
+        bridge: String,
+        by: String,
+    },
+    #[error("no free address in {range} on bridge {bridge}")]
+    NoFreeAddress { range: String, bridge: String },
+    #[error("bad owner {0:?}: expected 1-128 printable characters")]
+    BadOwner(String),
+    #[error("bridge {0} has no --subnet to allocate addresses from")]
+    AllocNoSubnet(String),
     #[error("address {ip} is outside subnet {subnet} of bridge {bridge}")]
     AddressOutside {
         ip: String,
@@ -380,6 +392,22 @@ pub struct BridgeConf {
     /// Where names the bridge does not own are forwarded.
     #[serde(default, skip_serializing_if = "DnsForward::is_system")]
     pub dns: DnsForward,
+    /// A cluster-wide bridge (`add-br --overlay`), programmed by vswitch-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayConf>,
+    /// Addresses held through `alloc-address` (config/alloc.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<crate::config::alloc::Allocation>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// What makes a bridge an overlay bridge (see `control::cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConf {
+    pub vni: u32,
+    /// Underlay UDP port of the network's tunnel.
+    pub udp_port: u16,
 }
 
 /// Everything the user configured.
@@ -395,11 +423,12 @@ pub struct Model {
 }
 
 impl BridgeConf {
-    /// What this bridge's DHCP server hands out (`None`: no DHCP).
-    pub fn dhcp_pool(&self) -> Option<PoolConf> {
-        let range = self.dhcp?;
+    /// Addresses nobody may be handed (DHCP, alloc-address): the gateway, DNS names,
+    /// DHCP reservations, held addresses and pipework's `ip` of static ports.
+    pub fn addresses_in_use(&self) -> HashSet<Ipv4Addr> {
         let mut reserved: HashSet<Ipv4Addr> = self.hosts.iter().map(|h| h.ip).collect();
         reserved.extend(self.reservations.iter().map(|r| r.ip));
+        reserved.extend(self.allocations.iter().map(|a| a.ip));
         reserved.extend(self.gateway);
         for p in &self.ports {
             // pipework's `ip` (ADDR/PREFIX) of a port with a static address.
@@ -410,6 +439,13 @@ impl BridgeConf {
                 }
             }
         }
+        reserved
+    }
+
+    /// What this bridge's DHCP server hands out (`None`: no DHCP).
+    pub fn dhcp_pool(&self) -> Option<PoolConf> {
+        let range = self.dhcp?;
+        let reserved = self.addresses_in_use();
         Some(PoolConf {
             bridge: self.name.clone(),
             first: range.first,
@@ -651,6 +687,9 @@ impl Model {
             leases: Vec::new(),
             reservations: Vec::new(),
             dns,
+            overlay: None,
+            allocations: Vec::new(),
+            external_ids: req.external_ids.clone(),
         })
     }
 

@@ -12,6 +12,8 @@
 //! All mutations run under one mutex on the control plane ([`State`]); the data path
 //! never takes it.
 
+pub mod cluster;
+pub mod events;
 pub mod handlers;
 mod ports;
 pub mod server;

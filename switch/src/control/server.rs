@@ -95,6 +95,9 @@ pub fn handle_line(line: &str, state: &Mutex<State>) -> Reply {
         Err(e) => return Reply::err(e),
     };
     let verb = req.command.verb();
+    if let Some(reply) = super::cluster::intercept(&req.command, state) {
+        return reply;
+    }
     match state.lock().handle(req.command) {
         Ok(v) => Reply::ok(v),
         Err(e) => {
@@ -129,6 +132,9 @@ fn serve(stream: UnixStream, state: &Mutex<State>) -> io::Result<()> {
         let line = String::from_utf8_lossy(&buf);
         if line.trim().is_empty() {
             continue;
+        }
+        if let Some(end) = super::cluster::takeover(line.trim(), &mut w, &mut r) {
+            return end;
         }
         let reply = handle_line(line.trim(), state);
         write_reply(&mut w, &reply)?;

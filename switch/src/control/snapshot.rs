@@ -89,6 +89,8 @@ pub fn build(
                 names.entry(n.clone()).or_insert((r.ip, 0));
             }
         }
+        // Overlay bridges: the names of remote endpoints (installed by vswitch-agent).
+        super::cluster::add_names(&b.name, &mut names);
         bridges.push(BridgeRt {
             name: b.name.clone(),
             fdb,
@@ -103,6 +105,7 @@ pub fn build(
                 DnsForward::Servers(s) => Upstream::Servers(s.as_slice().into()),
                 DnsForward::Off => Upstream::Off,
             },
+            overlay: super::cluster::overlay_rt(b, &|n| live.get(n).map(|l| l.id)),
         });
     }
     let mut routes = RouteTable::default();

@@ -186,6 +186,20 @@ impl State {
         self.install_snapshot();
     }
 
+    /// Cluster hooks (`control::cluster`): a validated change of the model (persisted
+    /// and installed, as every mutation), and a new snapshot after the cluster's own
+    /// tables (remote endpoints, names) changed.
+    pub(crate) fn apply(
+        &mut self,
+        f: impl FnOnce(&mut Model) -> Result<(), HandlerError>,
+    ) -> Result<(), HandlerError> {
+        self.mutate(f)
+    }
+
+    pub(crate) fn republish(&mut self) {
+        self.install_snapshot();
+    }
+
     /// Turn auto-balance of ports over workers on or off (`dp::balance`).
     pub fn set_auto_balance(&mut self, on: bool) {
         self.balancing = on.then(|| Balancing {
@@ -258,6 +272,12 @@ impl State {
             match self.attach(&p, mtu) {
                 Ok(()) => {
                     tracing::info!(port = %p.name, "port attached");
+                    crate::control::events::emit(
+                        crate::control::events::Event::new(
+                            crate::control::events::EventKind::PortUp,
+                        )
+                        .port(&p.name),
+                    );
                     changed.push(p.name.clone());
                 }
                 Err(e) => {

@@ -96,6 +96,7 @@ impl State {
             dhcp_declined: dhcp.declined,
             dhcp_declines_ignored: dhcp.declines_ignored,
             dhcp_capped: dhcp.capped,
+            overlay_vni: b.overlay.map(|o| o.vni),
             dns_forward: match (&b.dns, b.gateway) {
                 (_, None) | (DnsForward::Off, _) => "off",
                 (DnsForward::System, _) => "resolv.conf",
@@ -110,6 +111,7 @@ impl State {
             .iter()
             .map(ToString::to_string)
             .collect(),
+            external_ids: b.external_ids.clone(),
         }
     }
 

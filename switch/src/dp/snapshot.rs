@@ -182,6 +182,52 @@ pub struct BridgeRt {
     pub names: Arc<NameMap>,
     /// Where other names are forwarded.
     pub dns: Upstream,
+    /// Overlay bridges: the remote endpoints the cluster agent installed.
+    pub overlay: Option<Arc<OverlayRt>>,
+}
+
+/// What an overlay bridge knows of the rest of the cluster (`control::cluster`): remote
+/// endpoints as static Fdb entries (never learned over, never aged) and as ARP answers
+/// given locally (ARP suppression), so no ARP crosses the underlay.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OverlayRt {
+    /// Remote MAC → the tunnel port of its node (untagged traffic only).
+    pub statics: HashMap<MacAddr, PortId>,
+    /// Remote IPv4 address → its MAC.
+    pub arp: HashMap<Ipv4Addr, MacAddr>,
+    /// The bridge's gateway (answered by every host's own router).
+    pub gateway: Option<Ipv4Addr>,
+    /// DHCP is served on this host (its own address blocks).
+    pub dhcp: bool,
+}
+
+impl OverlayRt {
+    /// Whether broadcast frame `f` stays on this host instead of being flooded to the
+    /// other nodes: an ARP request for a remote endpoint or the gateway (answered
+    /// here), or a DHCP client's request (served by this host's DHCP server).
+    pub fn keeps_local(&self, eth: &crate::wire::EthFrame, f: &[u8]) -> bool {
+        use crate::wire::ipv4::{ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_UDP};
+        if eth.dst != MacAddr::BROADCAST {
+            return false;
+        }
+        let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
+        match eth.ethertype {
+            ETHERTYPE_ARP => match crate::wire::arp::Arp::parse(l3) {
+                Some(a) if a.op == crate::wire::arp::OP_REQUEST => {
+                    self.arp.contains_key(&a.tpa) || Some(a.tpa) == self.gateway
+                }
+                _ => false,
+            },
+            // UDP to port 67 (20-byte header: DHCP clients send no IP options).
+            ETHERTYPE_IPV4 if self.dhcp => {
+                l3.len() >= 24
+                    && l3[0] == 0x45
+                    && l3[crate::wire::ipv4::field::PROTOCOL] == PROTO_UDP
+                    && l3[22..24] == [0, 67]
+            }
+            _ => false,
+        }
+    }
 }
 
 impl BridgeRt {
@@ -197,6 +243,7 @@ impl BridgeRt {
             dhcp: None,
             names: Arc::default(),
             dns: Upstream::Off,
+            overlay: None,
         }
     }
 }

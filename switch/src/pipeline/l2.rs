@@ -146,10 +146,18 @@ pub(super) fn output(
     let excluded =
         |slot: usize, group: u32| except.is_some_and(|(s, g)| s == slot || (g != 0 && g == group));
     if !dst.is_multicast() {
-        if let Some(pid) = bridge.fdb.lookup(vlan, dst, ctx.now) {
+        // Overlay bridges: a remote endpoint's static entry wins over what was learned.
+        let statics = bridge.overlay.as_ref().filter(|_| vlan == 0);
+        let hit = statics.and_then(|o| o.statics.get(&dst).copied());
+        if let Some(pid) = hit.or_else(|| bridge.fdb.lookup(vlan, dst, ctx.now)) {
             note(ctx, "l2", || {
                 let name = ctx.snap.port(pid).map_or("(gone)", |p| p.name.as_str());
-                format!("fdb: {dst} on vlan {vlan} was learned on port {name}")
+                let how = if hit.is_some() {
+                    "is a remote endpoint"
+                } else {
+                    "was learned"
+                };
+                format!("fdb: {dst} on vlan {vlan} {how} on port {name}")
             });
             if except.is_some_and(|(s, _)| s == slot_of(pid)) {
                 return Err(DropReason::SameSegment);

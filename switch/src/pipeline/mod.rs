@@ -94,6 +94,18 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         } else {
             trace::admitted(ctx, inp, &meta);
         }
+        if let Some(o) = bridge.overlay.as_ref().filter(|_| meta.vlan == 0) {
+            // ARP for remote endpoints and DHCP are answered on the sender's host, never
+            // flooded; such a request from a tunnel is another host's to answer.
+            if o.keeps_local(&meta.eth, f) {
+                if inp.group == 0 {
+                    l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+                } else {
+                    dropped(ctx, inp, f, DropReason::Service);
+                }
+                continue;
+            }
+        }
         if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
             if meta.eth.dst == rif.mac {
                 route(ctx, inp, in_id, batch, i, meta, out);

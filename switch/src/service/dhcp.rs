@@ -5,7 +5,8 @@
 //! [`serve`] with the pool locked (a decode, a few table operations, an encode; no I/O):
 //! DHCP never takes the control mutex, and the db is written in batches by the daemon.
 //! Addresses never handed out: the gateway, names registered with add-host/pipework,
-//! addresses recorded on ports (pipework's `ip`), and addresses leased to other clients
+//! addresses recorded on ports (pipework's `ip`), addresses held with alloc-address
+//! (`BridgeConf::addresses_in_use`), and addresses leased to other clients
 //! and not yet expired. An exhausted pool gets no offer (counted); existing leases are
 //! kept. DHCPDECLINE and DHCPRELEASE, which end a lease, count only from the frame's
 //! own source MAC, for the lease that MAC holds.

@@ -224,6 +224,22 @@ impl Service {
 
     fn arp(&mut self, snap: &Snapshot, bi: usize, in_port: PortId, payload: &[u8]) {
         let Some(a) = Arp::parse(payload) else { return };
+        // Overlay bridges: a remote endpoint's address is answered here (ARP suppression).
+        let remote = snap.bridges[bi]
+            .overlay
+            .as_ref()
+            .and_then(|o| o.arp.get(&a.tpa));
+        if let Some(&mac) = remote.filter(|_| a.op == arp::OP_REQUEST) {
+            let reply = Arp {
+                op: arp::OP_REPLY,
+                sha: mac,
+                spa: a.tpa,
+                tha: a.sha,
+                tpa: a.spa,
+            };
+            self.send_port(snap, in_port, &reply.to_frame(a.sha, mac));
+            return;
+        }
         let Some(rif) = snap.bridges[bi].router else {
             return;
         };
@@ -407,8 +423,18 @@ impl Service {
             return;
         };
         let nh = r.via.unwrap_or(m.dst);
+        // An overlay bridge knows its remote endpoints' MACs without asking (and then the
+        // workers do too).
+        let remote = snap.bridges[r.bridge]
+            .overlay
+            .as_ref()
+            .and_then(|o| o.arp.get(&nh));
+        if let Some(&mac) = remote {
+            self.learned.push((nh, mac));
+        }
         // It may have been learned since the worker looked.
-        if let Some(mac) = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs()) {
+        let cached = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs());
+        if let Some(mac) = cached.or(remote.copied()) {
             let mut f = p.frame;
             if let Some(rif) = snap.bridges[r.bridge].router {
                 l3::rewrite(&mut f, l3_ofs, mac, rif.mac);

@@ -28,6 +28,11 @@ impl State {
             Ok(())
         })?;
         tracing::info!(bridge = %b.name, "bridge added");
+        crate::control::events::emit_port(
+            crate::control::events::EventKind::BridgeAdded,
+            &b.name,
+            None,
+        );
         to_value(self.bridge_info(&b))
     }
 
@@ -43,6 +48,11 @@ impl State {
             }
         }
         tracing::info!(bridge = %name, "bridge deleted");
+        crate::control::events::emit_port(
+            crate::control::events::EventKind::BridgeRemoved,
+            name,
+            None,
+        );
         Ok(Value::Null)
     }
 

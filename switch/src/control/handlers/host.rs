@@ -2,6 +2,7 @@
 
 use super::super::views::host_entry;
 use super::{to_value, unless_missing, HandlerError, State};
+use crate::control::events::{self, Event, EventKind};
 use serde_json::Value;
 use vswitch_proto::{AddHost, HostEntry};
 
@@ -14,6 +15,12 @@ impl State {
         }
         let h = self.model.check_add_host(&req)?;
         self.mutate(|m| Ok(m.insert_host(&req.bridge, h.clone())?))?;
+        events::emit(
+            Event::new(EventKind::NameAdded)
+                .bridge(&req.bridge)
+                .name(&h.name)
+                .ip(h.ip.to_string()),
+        );
         to_value(host_entry(&h))
     }
 
@@ -23,9 +30,15 @@ impl State {
         name: &str,
         if_exists: bool,
     ) -> Result<Value, HandlerError> {
-        let r = self
-            .mutate(|m| Ok(m.remove_host(bridge, name)?))
-            .map(|_| Value::Null);
+        let r = self.mutate(|m| Ok(m.remove_host(bridge, name)?)).map(|h| {
+            events::emit(
+                Event::new(EventKind::NameRemoved)
+                    .bridge(bridge)
+                    .name(&h.name)
+                    .ip(h.ip.to_string()),
+            );
+            Value::Null
+        });
         unless_missing(r, if_exists)
     }
 

@@ -5,6 +5,7 @@
 //! and undo that if the commit fails, so a refused request leaves configuration,
 //! devices and db as they were. Queries only read.
 
+mod alloc;
 mod bridge;
 mod dhcp;
 mod flow;
@@ -44,6 +45,9 @@ pub enum HandlerError {
     /// A bad argument of a lab tool (flow, filter, impairment), named in the message.
     #[error("{0}")]
     Invalid(String),
+    /// A cluster-wide change the agent or etcd refused (the message says which).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, HandlerError> {
@@ -128,6 +132,13 @@ impl State {
             Command::Capture(_) => Err(HandlerError::Invalid(
                 "capture needs its own connection".into(),
             )),
+            Command::AllocAddress(req) => self.alloc_address(req),
+            Command::ReleaseAddress { bridge, owner, ip } => {
+                self.release_address(&bridge, &owner, ip.as_deref())
+            }
+            Command::ListAllocations { bridge } => self.list_allocations(&bridge),
+            // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
+            other => super::cluster::handle(self, other),
         }
     }
 }

@@ -27,6 +27,11 @@ impl State {
         }
         self.start_polling(&p.name);
         tracing::info!(bridge = %req.bridge, port = %p.name, kind = %p.kind, "port added");
+        crate::control::events::emit_port(
+            crate::control::events::EventKind::PortAdded,
+            &req.bridge,
+            Some(&p.name),
+        );
         let b = self.model.bridge(&req.bridge)?;
         to_value(self.port_info(b, &p))
     }
@@ -70,6 +75,11 @@ impl State {
             delete_netdev(port);
         }
         tracing::info!(bridge = %bridge, port = %port, "port deleted");
+        crate::control::events::emit_port(
+            crate::control::events::EventKind::PortRemoved,
+            bridge,
+            Some(port),
+        );
         Ok(Value::Null)
     }
 

@@ -89,6 +89,16 @@ pub fn set_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `name` is up with its carrier on (IFF_UP and IFF_RUNNING); `NotFound`-like
+/// errors when the device is gone.
+pub fn running(name: &str) -> io::Result<bool> {
+    let sock = ctl_socket()?;
+    let ifr = get_flags(&sock, name)?;
+    let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled.
+    Ok(unsafe { ifr.ifr_ifru.ifru_flags } & want == want)
+}
+
 /// Set the MTU of `name`.
 pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     let sock = ctl_socket()?;

@@ -1,5 +1,5 @@
 //! A small synchronous route-netlink client: exactly the link, address and route
-//! operations pipework needs, on `netlink-packet-route` messages over a blocking
+//! operations pipework and vswitch-docker need, on `netlink-packet-route` messages over a blocking
 //! `netlink-sys` socket (no async runtime: a runtime's worker threads would not share
 //! the namespace the socket was opened in).
 //!
@@ -44,6 +44,23 @@ pub struct Link {
     pub up: bool,
     /// The lower layer is up (for a veth: its peer is up too).
     pub lower_up: bool,
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route4 {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub gw: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// The errno a netlink request failed with, if that is what `e` is (e.g.
+/// `ENODEV`: no such link, `EEXIST`: already there).
+pub fn errno(e: &anyhow::Error) -> Option<i32> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
 }
 
 /// A route netlink socket, bound to the namespace it was opened in.
@@ -307,6 +324,79 @@ impl Rtnl {
         )
         .with_context(|| format!("set the default route via {gw}"))?;
         Ok(())
+    }
+
+    /// `ip route add DST/PREFIX [via GW] [dev OIF]` in the main table (IPv4). A route
+    /// without a gateway is on-link (scope link). Fails with `EEXIST` (see
+    /// [`errno`]) when the main table has that destination already.
+    pub fn add_route4(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gw: Option<Ipv4Addr>,
+        oif: Option<u32>,
+    ) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = prefix;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = if gw.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        m.header.kind = RouteType::Unicast;
+        if prefix > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        }
+        if let Some(g) = gw {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+        }
+        if let Some(i) = oif {
+            m.attributes.push(RouteAttribute::Oif(i));
+        }
+        let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
+        self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+            .with_context(|| format!("add route {dst}/{prefix}{via}"))?;
+        Ok(())
+    }
+
+    /// The IPv4 routes of the main table.
+    pub fn routes4(&mut self) -> Result<Vec<Route4>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        let replies = self
+            .request(RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)
+            .context("list routes")?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewRoute(m) = r else {
+                continue;
+            };
+            let mut table = u32::from(m.header.table);
+            let mut route = Route4 {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: m.header.destination_prefix_length,
+                gw: None,
+                oif: None,
+            };
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => route.dst = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gw = Some(*g),
+                    RouteAttribute::Oif(i) => route.oif = Some(*i),
+                    RouteAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            if table == u32::from(RouteHeader::RT_TABLE_MAIN) {
+                out.push(route);
+            }
+        }
+        Ok(out)
     }
 
     /// Wait (bounded) until link `name` satisfies `ok`; `Ok(false)` on timeout.

@@ -1,0 +1,286 @@
+//! The etcd key layout and the values stored under it (docs/cluster.md "Keys").
+//!
+//! ```text
+//! PREFIX/nodes/NODE                     node (name, VTEP, agent version)    node lease
+//! PREFIX/networks/NET                   overlay network (VNI, subnet, ...)  permanent
+//! PREFIX/index/vni/VNI                  NET: one network per VNI            permanent
+//! PREFIX/index/subnet/A.B.C.D_N         NET: one network per subnet         permanent
+//! PREFIX/index/udp/PORT                 NET: one network per UDP port       permanent
+//! PREFIX/endpoints/NET/NODE/MAC         endpoint (MAC, IP, name, VTEP)      node lease
+//! PREFIX/blocks/NET/HEXIP               DHCP address block of a node        node lease
+//! PREFIX/ips/NET/HEXIP                  static address claimed by a node    node lease
+//! ```
+//! Every value is a JSON object with `"v": 1`: a value with a higher version (a newer
+//! agent's) or one that is not ours is skipped and logged, never a crash. Addresses in
+//! keys are 8 hex digits, so keys sort in address order.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Version of the values this agent writes and understands.
+pub const VERSION: u32 = 1;
+
+/// Keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// An address as it appears in keys.
+pub fn hex(ip: Ipv4Addr) -> String {
+    format!("{:08x}", u32::from(ip))
+}
+
+fn unhex(s: &str) -> Option<Ipv4Addr> {
+    u32::from_str_radix(s, 16).ok().map(Ipv4Addr::from)
+}
+
+impl Keys {
+    /// `prefix` as given (`/vswitch`); a trailing slash is ignored.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// Every key of the cluster starts with this.
+    pub fn all(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+    pub fn node(&self, name: &str) -> String {
+        format!("{}/nodes/{name}", self.prefix)
+    }
+    pub fn network(&self, name: &str) -> String {
+        format!("{}/networks/{name}", self.prefix)
+    }
+    pub fn vni(&self, vni: u32) -> String {
+        format!("{}/index/vni/{vni}", self.prefix)
+    }
+    pub fn subnet(&self, subnet: &str) -> String {
+        format!("{}/index/subnet/{}", self.prefix, subnet.replace('/', "_"))
+    }
+    pub fn udp(&self, port: u16) -> String {
+        format!("{}/index/udp/{port}", self.prefix)
+    }
+    pub fn endpoint(&self, net: &str, node: &str, mac: &str) -> String {
+        format!("{}/endpoints/{net}/{node}/{mac}", self.prefix)
+    }
+    /// Everything of network `net` that goes with it.
+    pub fn of_network(&self, kind: &str, net: &str) -> String {
+        format!("{}/{kind}/{net}/", self.prefix)
+    }
+    pub fn block(&self, net: &str, first: Ipv4Addr) -> String {
+        format!("{}/blocks/{net}/{}", self.prefix, hex(first))
+    }
+    pub fn ip(&self, net: &str, ip: Ipv4Addr) -> String {
+        format!("{}/ips/{net}/{}", self.prefix, hex(ip))
+    }
+}
+
+/// A node: `PREFIX/nodes/NODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVal {
+    pub v: u32,
+    pub name: String,
+    pub vtep: Ipv4Addr,
+    /// Version of the agent that registered it.
+    pub agent: String,
+    /// Which agent instance holds the name (network namespace and vswitchd PID): an
+    /// agent restarted beside the same vswitchd takes its node over at once; any other
+    /// waits for the old lease to expire, or is refused.
+    pub identity: String,
+    /// The etcd lease the node's keys live under.
+    pub lease: i64,
+    pub ttl: i64,
+}
+
+/// An overlay network: `PREFIX/networks/NET`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetVal {
+    pub v: u32,
+    pub name: String,
+    pub vni: u32,
+    pub udp_port: u16,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    /// DHCP: `None` off, else the cluster-wide range `FIRST-LAST` that nodes take
+    /// blocks of.
+    pub dhcp: Option<String>,
+    pub isolated: bool,
+    pub mtu: u32,
+}
+
+/// An endpoint: `PREFIX/endpoints/NET/NODE/MAC`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpVal {
+    pub v: u32,
+    pub node: String,
+    pub vtep: Ipv4Addr,
+    pub mac: String,
+    pub ip: Option<Ipv4Addr>,
+    pub name: Option<String>,
+    /// The local port on its node.
+    pub port: String,
+}
+
+/// A DHCP address block: `PREFIX/blocks/NET/HEXIP`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockVal {
+    pub v: u32,
+    pub node: String,
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+/// A static address: `PREFIX/ips/NET/HEXIP`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpVal {
+    pub v: u32,
+    pub node: String,
+    pub mac: Option<String>,
+    pub port: String,
+}
+
+/// One parsed key/value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Node(NodeVal),
+    Network(NetVal),
+    Endpoint {
+        net: String,
+        val: EpVal,
+    },
+    Block {
+        net: String,
+        val: BlockVal,
+    },
+    Ip {
+        net: String,
+        ip: Ipv4Addr,
+        val: IpVal,
+    },
+    /// Uniqueness index entries (`index/...`): nothing to read in them.
+    Index,
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    v: u32,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, String> {
+    let ver: Versioned =
+        serde_json::from_slice(value).map_err(|e| format!("not a vswitch value: {e}"))?;
+    if ver.v > VERSION {
+        return Err(format!(
+            "written by a newer agent (value version {}, this agent understands {VERSION})",
+            ver.v
+        ));
+    }
+    serde_json::from_slice(value).map_err(|e| format!("bad value: {e}"))
+}
+
+impl Keys {
+    /// Parse one key/value under the prefix. `Ok(None)`: a key this agent does not use;
+    /// `Err`: a value to skip (with the reason to log).
+    pub fn parse(&self, key: &str, value: &[u8]) -> Result<Option<Entry>, String> {
+        let Some(rest) = key.strip_prefix(&self.all()) else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        Ok(Some(match parts[..] {
+            ["nodes", name] => {
+                let n: NodeVal = decode(value)?;
+                if n.name != name {
+                    return Err(format!("node value names {}", n.name));
+                }
+                Entry::Node(n)
+            }
+            ["networks", name] => {
+                let n: NetVal = decode(value)?;
+                if n.name != name {
+                    return Err(format!("network value names {}", n.name));
+                }
+                Entry::Network(n)
+            }
+            ["endpoints", net, node, _mac] => {
+                let val: EpVal = decode(value)?;
+                if val.node != node {
+                    return Err(format!("endpoint value names node {}", val.node));
+                }
+                Entry::Endpoint {
+                    net: net.to_string(),
+                    val,
+                }
+            }
+            ["blocks", net, _first] => Entry::Block {
+                net: net.to_string(),
+                val: decode(value)?,
+            },
+            ["ips", net, ip] => Entry::Ip {
+                net: net.to_string(),
+                ip: unhex(ip).ok_or("bad address in key")?,
+                val: decode(value)?,
+            },
+            ["index", ..] => Entry::Index,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// A value as stored (JSON).
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let k = Keys::new("/vswitch/");
+        assert_eq!(k.node("h1"), "/vswitch/nodes/h1");
+        assert_eq!(k.subnet("10.0.0.0/24"), "/vswitch/index/subnet/10.0.0.0_24");
+        let ip: Ipv4Addr = "10.0.0.5".parse().unwrap();
+        assert_eq!(k.ip("ov", ip), "/vswitch/ips/ov/0a000005");
+        let n = NodeVal {
+            v: 1,
+            name: "h1".into(),
+            vtep: "192.0.2.1".parse().unwrap(),
+            agent: "0.1.0".into(),
+            identity: "x".into(),
+            lease: 7,
+            ttl: 10,
+        };
+        assert_eq!(
+            k.parse(&k.node("h1"), &encode(&n)),
+            Ok(Some(Entry::Node(n.clone())))
+        );
+        assert_eq!(
+            k.parse(
+                &k.ip("ov", ip),
+                br#"{"v":1,"node":"h1","mac":null,"port":"p"}"#
+            )
+            .unwrap()
+            .map(|e| matches!(e, Entry::Ip { ip: i, .. } if i == ip)),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn foreign_and_newer_values_are_refused_not_fatal() {
+        let k = Keys::new("/vswitch");
+        assert!(k.parse("/vswitch/nodes/h1", b"hello").is_err());
+        let newer = br#"{"v":2,"name":"h1","vtep":"192.0.2.1","agent":"9","identity":"","lease":1,"ttl":1}"#;
+        let e = k.parse("/vswitch/nodes/h1", newer).unwrap_err();
+        assert!(e.contains("newer agent"), "{e}");
+        assert_eq!(k.parse("/vswitch/other/x", b"{}"), Ok(None));
+        assert_eq!(k.parse("/elsewhere/nodes/x", b"{}"), Ok(None));
+        // A node value under another node's key is not believed.
+        let n = br#"{"v":1,"name":"h2","vtep":"192.0.2.1","agent":"9","identity":"","lease":1,"ttl":1}"#;
+        assert!(k.parse("/vswitch/nodes/h1", n).is_err());
+    }
+}
