@@ -3,7 +3,8 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use vswitch_integration::Lab;
+use std::time::Duration;
+use vswitch_integration::{wait_until, Lab};
 
 fn main() -> std::process::ExitCode {
     vswitch_integration::runner::main(&[
@@ -12,6 +13,13 @@ fn main() -> std::process::ExitCode {
             trace_agrees_with_the_datapath,
         ),
         ("trace_errors", trace_errors),
+        ("capture_pings_with_tcpdump", capture_pings_with_tcpdump),
+        ("capture_drops_with_reason", capture_drops_with_reason),
+        (
+            "capture_slow_reader_loses_frames",
+            capture_slow_reader_loses_frames,
+        ),
+        ("capture_errors", capture_errors),
     ])
 }
 
@@ -264,5 +272,206 @@ fn trace_errors() -> Result<()> {
     }
     let o = lab.ctl(&["trace", "br1"])?;
     ensure!(o.code == 2 && o.stderr.lines().count() == 1, "{o:?}");
+    Ok(())
+}
+
+/// `sh` words, single-quoted.
+fn quote(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Start `vswitchctl capture ARGS | THEN` in the background (bounded by `timeout`),
+/// and wait until vswitchd has the capture running (vswitchctl says so on stderr,
+/// into `log`).
+fn capture_bg(lab: &mut Lab, args: &[&str], then: &str, log: &str) -> Result<u32> {
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let sock = lab.socket();
+    let script = format!(
+        "timeout -s INT 30 {} --socket {} capture {} 2>{}/{log}.err {then}",
+        ctl.display(),
+        sock.display(),
+        quote(args),
+        lab.dir().display()
+    );
+    let pid = lab.spawn("sw", "sh", &["-c", &script], log)?;
+    let err = lab.dir().join(format!("{log}.err"));
+    if !wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&err).is_ok_and(|t| t.contains("capturing on"))
+    }) {
+        bail!(
+            "capture did not start: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+    }
+    Ok(pid)
+}
+
+/// Wait (bounded) for a background capture to end; its stderr.
+fn capture_done(lab: &mut Lab, pid: u32, log: &str, secs: u64) -> Result<String> {
+    let ended = wait_until(Duration::from_secs(secs), || !lab.is_running(pid));
+    let err = std::fs::read_to_string(lab.dir().join(format!("{log}.err"))).unwrap_or_default();
+    if !ended {
+        lab.stop_spawned(pid);
+        bail!("capture did not end within {secs} s: {err}");
+    }
+    lab.stop_spawned(pid);
+    Ok(err)
+}
+
+/// Lines of `text` that contain every one of `words`.
+fn count_lines(text: &str, words: &[&str]) -> usize {
+    text.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .count()
+}
+
+fn capture_pings_with_tcpdump() -> Result<()> {
+    let mut lab = tools_lab()?;
+    // Addresses learned and resolved first, so that the pings below are all there is.
+    lab.assert_ping("c1", "10.0.0.6")?;
+    lab.assert_ping("c1", "10.0.0.1")?;
+
+    // A port, both directions, piped into tcpdump.
+    let out = lab.dir().join("port.txt");
+    let pid = capture_bg(
+        &mut lab,
+        &["v2", "--filter", "icmp", "-c", "6", "-w", "-"],
+        &format!("| tcpdump -n -r - >{} 2>&1", out.display()),
+        "cap-port",
+    )?;
+    lab.assert_pings("c1", "10.0.0.6", 3)?;
+    let err = capture_done(&mut lab, pid, "cap-port", 20)?;
+    let text = std::fs::read_to_string(&out)?;
+    let req = count_lines(&text, &["10.0.0.5 > 10.0.0.6: ICMP echo request"]);
+    let rep = count_lines(&text, &["10.0.0.6 > 10.0.0.5: ICMP echo reply"]);
+    ensure!(
+        req == 3 && rep == 3,
+        "tcpdump read:\n{text}\nvswitchctl: {err}"
+    );
+    ensure!(err.contains("6 frames captured, 0 lost"), "{err}");
+
+    // A bridge, filtered to one host: the pings to the gateway sent first are not
+    // captured, nor ARP; each ping to c2 is seen four times (in at v1, out at v2, the
+    // reply in at v2, out at v1). The file is read back by tshark with its port names.
+    let file = lab.dir().join("br1.pcapng");
+    let pid = capture_bg(
+        &mut lab,
+        &[
+            "br1",
+            "--filter",
+            "icmp and host 10.0.0.6",
+            "-c",
+            "8",
+            "-w",
+            file.to_str().context("path")?,
+        ],
+        "",
+        "cap-br",
+    )?;
+    lab.assert_pings("c1", "10.0.0.1", 3)?;
+    lab.assert_pings("c1", "10.0.0.6", 2)?;
+    capture_done(&mut lab, pid, "cap-br", 20)?;
+    let text = lab.sh(
+        "sw",
+        &format!(
+            "tshark -r {} -T fields -e frame.interface_name -e frame.comment -e ip.src -e ip.dst -e icmp.type 2>/dev/null",
+            file.display()
+        ),
+    )?;
+    ensure!(
+        !text.contains("10.0.0.1\t") && text.lines().count() == 8,
+        "filtered capture of br1:\n{text}"
+    );
+    for (port, stage, src, dst, ty) in [
+        ("v1", "ingress", "10.0.0.5", "10.0.0.6", "8"),
+        ("v2", "egress", "10.0.0.5", "10.0.0.6", "8"),
+        ("v2", "ingress", "10.0.0.6", "10.0.0.5", "0"),
+        ("v1", "egress", "10.0.0.6", "10.0.0.5", "0"),
+    ] {
+        let line = format!("{port}\t{stage}\t{src}\t{dst}\t{ty}");
+        ensure!(
+            count_lines(&text, &[&line]) == 2,
+            "want 2 of {line:?} in:\n{text}"
+        );
+    }
+    Ok(())
+}
+
+fn capture_drops_with_reason() -> Result<()> {
+    let mut lab = tools_lab()?;
+    lab.assert_ping("c3", "10.1.0.1")?;
+    let then = format!(">{}/drops.txt", lab.dir().display());
+    let pid = capture_bg(
+        &mut lab,
+        &["br2", "--stage", "drop", "--filter", "icmp", "-c", "2"],
+        &then,
+        "cap-drop",
+    )?;
+    lab.assert_no_ping("c3", "10.0.0.5")?;
+    capture_done(&mut lab, pid, "cap-drop", 20)?;
+    let text = std::fs::read_to_string(lab.dir().join("drops.txt"))?;
+    ensure!(
+        count_lines(
+            &text,
+            &[
+                "v3 drop: isolated",
+                "10.1.0.5 > 10.0.0.5: ICMP echo request"
+            ]
+        ) == 2,
+        "drop capture:\n{text}"
+    );
+    Ok(())
+}
+
+fn capture_slow_reader_loses_frames() -> Result<()> {
+    let mut lab = tools_lab()?;
+    lab.assert_ping("c1", "10.0.0.6")?;
+    lab.iperf_server("c2", "10.0.0.6")?;
+    // The reader takes nothing for 8 s; vswitchctl is told to stop at 12 s.
+    let pid = capture_bg(
+        &mut lab,
+        &["v2", "-w", "-"],
+        "| (sleep 8; cat >/dev/null)",
+        "cap-slow",
+    )?;
+    ensure!(lab.iperf_bytes("c1", "10.0.0.6")? > 0, "no iperf3 traffic");
+    // The capture is stuck on its reader; the datapath is not.
+    lab.assert_pings("c1", "10.0.0.6", 5)?;
+    let err = capture_done(&mut lab, pid, "cap-slow", 40)?;
+    let lost = err
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" frames captured, ")?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .with_context(|| format!("no capture summary in {err:?}"))?;
+    ensure!(lost > 0, "a stalled reader lost nothing: {err}");
+    Ok(())
+}
+
+fn capture_errors() -> Result<()> {
+    let lab = tools_lab()?;
+    for (args, code, want) in [
+        (&["capture", "nope"][..], 1, "no such port or bridge: nope"),
+        (
+            &["capture", "v1", "--filter", "icmp and and"],
+            2,
+            "bad filter \"icmp and and\"",
+        ),
+        (&["capture", "v1", "--stage", "middle"], 2, "unknown stage"),
+        (&["capture", "v1", "-c", "0"], 2, "-c must be at least 1"),
+    ] {
+        let o = lab.ctl(args)?;
+        ensure!(o.code == code, "{args:?}: exit {} {:?}", o.code, o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
     Ok(())
 }

@@ -1019,6 +1019,29 @@ impl Client {
         Ok(())
     }
 
+    /// Start a capture: after the reply the connection carries a pcapng stream (read it
+    /// with [`Client::stream`]) until the count is reached or [`Client::stop_capture`]
+    /// is answered by vswitchd closing the connection.
+    pub fn capture(&mut self, req: CaptureReq) -> Result<CaptureStarted, ClientError> {
+        let started = self.call(Command::Capture(req))?;
+        self.set_read_timeout(None)?;
+        Ok(started)
+    }
+
+    /// The raw byte stream of the connection (after `capture`).
+    pub fn stream(&mut self) -> &mut BufReader<UnixStream> {
+        &mut self.reader
+    }
+
+    /// A second handle on the connection's socket (to send `stop` from elsewhere, or
+    /// to learn its file descriptor).
+    pub fn socket_clone(&self) -> Result<UnixStream, ClientError> {
+        self.writer.try_clone().map_err(|e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        })
+    }
+
     /// The next line of a `monitor` or `cluster-agent` connection, raw (without the
     /// newline); `None` when vswitchd closed it.
     pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {

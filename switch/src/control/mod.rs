@@ -12,6 +12,7 @@
 //! All mutations run under one mutex on the control plane ([`State`]); the data path
 //! never takes it.
 
+mod capture;
 pub mod cluster;
 pub mod events;
 pub mod handlers;
