@@ -47,6 +47,7 @@ pub fn bridge(n: usize, fdb_cap: usize) -> Snapshot {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                impair: None,
             })
         })
         .collect();

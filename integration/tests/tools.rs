@@ -20,6 +20,12 @@ fn main() -> std::process::ExitCode {
             capture_slow_reader_loses_frames,
         ),
         ("capture_errors", capture_errors),
+        (
+            "impair_delay_loss_corrupt_down",
+            impair_delay_loss_corrupt_down,
+        ),
+        ("impair_rate_limits_iperf3", impair_rate_limits_iperf3),
+        ("impair_errors", impair_errors),
     ])
 }
 
@@ -473,5 +479,177 @@ fn capture_errors() -> Result<()> {
             o.stderr
         );
     }
+    Ok(())
+}
+
+/// `ping -c N` from `from` to `dst`, 0.2 s apart: (received, min rtt in ms) as ping
+/// reports them.
+fn ping_stats(lab: &Lab, from: &str, dst: &str, n: usize) -> Result<(usize, Option<f64>)> {
+    let o = lab.sh_out(from, &format!("ping -n -c {n} -i 0.2 -W 2 {dst}"))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let s = vswitch_integration::PingSummary::parse(&text)
+        .with_context(|| format!("no ping summary in {text:?}"))?;
+    // rtt min/avg/max/mdev = 50.262/50.370/50.520/0.093 ms
+    let min = text
+        .lines()
+        .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.contains("min/avg")))
+        .and_then(|(_, v)| v.split('/').next()?.parse::<f64>().ok());
+    Ok((s.received, min))
+}
+
+fn port_json(lab: &Lab, port: &str) -> Result<Value> {
+    let show = lab.ctl_json(&["show"])?;
+    show["bridges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["name"] == port)
+        .with_context(|| format!("{port} not in show"))
+}
+
+fn impair_delay_loss_corrupt_down() -> Result<()> {
+    let mut lab = tools_lab()?;
+    lab.assert_ping("c1", "10.0.0.6")?;
+    let (_, base) = ping_stats(&lab, "c1", "10.0.0.6", 3)?;
+    let base = base.context("no rtt")?;
+    ensure!(
+        base < 50.0,
+        "the lab is too slow to test a delay: {base} ms"
+    );
+
+    // 50 ms on what leaves v2 (the requests to c2): every rtt is at least 50 ms.
+    let line = lab.ctl_ok(&["set-port", "v2", "--delay", "50"])?;
+    ensure!(line.contains("impair delay 50ms"), "{line}");
+    let (got, min) = ping_stats(&lab, "c1", "10.0.0.6", 5)?;
+    ensure!(got == 5, "{got} of 5 delayed pings answered");
+    let min = min.context("no rtt")?;
+    ensure!(min >= 50.0, "min rtt {min} ms with 50 ms of delay");
+    // Other ports are not delayed: the gateway answers c1 through v1.
+    let (got, gw) = ping_stats(&lab, "c1", "10.0.0.1", 3)?;
+    ensure!(
+        got == 3 && gw.is_some_and(|g| g < 50.0),
+        "gateway rtt {gw:?} while v2 is delayed"
+    );
+    // Shown, and persisted across a restart.
+    ensure!(port_json(&lab, "v2")?["impair"]["delay_us"] == 50_000);
+    lab.restart_switch()?;
+    ensure!(lab.ctl_ok(&["show"])?.contains("Port v2 (system, up) lock"));
+    ensure!(
+        port_json(&lab, "v2")?["impair"]["delay_us"] == 50_000,
+        "not persisted"
+    );
+    lab.assert_ping("c1", "10.0.0.6")?;
+    let (_, min) = ping_stats(&lab, "c1", "10.0.0.6", 3)?;
+    ensure!(
+        min.is_some_and(|m| m >= 50.0),
+        "after a restart: min rtt {min:?}"
+    );
+
+    // Jitter: 50±20 ms, every rtt at least 30 ms.
+    lab.ctl_ok(&["set-port", "v2", "--delay", "50±20"])?;
+    let (got, min) = ping_stats(&lab, "c1", "10.0.0.6", 5)?;
+    ensure!(got == 5 && min.is_some_and(|m| m >= 30.0), "{got}, {min:?}");
+
+    // 100 % loss: nothing comes back, and the drops are counted as impaired.
+    let before = counter(&lab, "v2", "impaired")?;
+    let line = lab.ctl_ok(&[
+        "set-port", "v2", "--delay", "0", "--jitter", "0", "--loss", "100",
+    ])?;
+    ensure!(
+        line.contains("impair loss 100%") && !line.contains("delay"),
+        "{line}"
+    );
+    let (got, _) = ping_stats(&lab, "c1", "10.0.0.6", 5)?;
+    ensure!(got == 0, "{got} pings answered with 100 % loss");
+    ensure!(
+        counter(&lab, "v2", "impaired")? >= before + 5,
+        "impaired drops not counted"
+    );
+
+    // clear-port restores the link.
+    let line = lab.ctl_ok(&["clear-port", "v2"])?;
+    ensure!(!line.contains("impair"), "{line}");
+    lab.assert_pings("c1", "10.0.0.6", 5)?;
+    ensure!(port_json(&lab, "v2")?.get("impair").is_none());
+
+    // Every frame corrupted (one bit each): ping's checksums catch nearly all.
+    lab.ctl_ok(&["set-port", "v2", "--corrupt", "100"])?;
+    let (got, _) = ping_stats(&lab, "c1", "10.0.0.6", 20)?;
+    ensure!(got <= 10, "{got} of 20 corrupted pings answered");
+    lab.ctl_ok(&["clear-port", "v2"])?;
+    lab.assert_pings("c1", "10.0.0.6", 3)?;
+
+    // Down: dropped, and c2 sees its carrier off; up again restores it.
+    let line = lab.ctl_ok(&["set-port", "v2", "--down"])?;
+    ensure!(line.contains("impair down"), "{line}");
+    let link = lab.sh("c2", "ip link show eth0")?;
+    ensure!(
+        link.contains("NO-CARRIER"),
+        "c2 still has a carrier: {link}"
+    );
+    lab.assert_no_ping("c1", "10.0.0.6")?;
+    lab.ctl_ok(&["set-port", "v2", "--up"])?;
+    lab.assert_pings("c1", "10.0.0.6", 3)?;
+    let link = lab.sh("c2", "ip link show eth0")?;
+    ensure!(!link.contains("NO-CARRIER"), "{link}");
+    Ok(())
+}
+
+fn impair_rate_limits_iperf3() -> Result<()> {
+    let mut lab = tools_lab()?;
+    lab.assert_ping("c1", "10.0.0.6")?;
+    lab.ctl_ok(&["set-port", "v2", "--rate", "20"])?;
+    lab.iperf_server("c2", "10.0.0.6")?;
+    let out = lab.sh("c1", "timeout 30 iperf3 -c 10.0.0.6 -t 3 -J")?;
+    let v: Value = serde_json::from_str(&out)?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no iperf3 result")?;
+    let mbit = bps / 1e6;
+    eprintln!("iperf3 through a 20 Mbit/s port: {mbit:.1} Mbit/s");
+    ensure!(
+        mbit > 0.0 && mbit < 40.0,
+        "{mbit:.1} Mbit/s through a 20 Mbit/s limit"
+    );
+    // Without the limit it is faster (a limit that only looked right).
+    lab.ctl_ok(&["clear-port", "v2"])?;
+    lab.iperf_server("c2", "10.0.0.6")?;
+    let out = lab.sh("c1", "timeout 30 iperf3 -c 10.0.0.6 -t 2 -J")?;
+    let v: Value = serde_json::from_str(&out)?;
+    let free = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e6;
+    eprintln!("iperf3 without the limit: {free:.1} Mbit/s");
+    ensure!(free > 40.0, "unlimited: {free:.1} Mbit/s");
+    Ok(())
+}
+
+fn impair_errors() -> Result<()> {
+    let lab = tools_lab()?;
+    for (args, code, want) in [
+        (
+            &["set-port", "v9", "--delay", "5"][..],
+            1,
+            "no such port: v9",
+        ),
+        (&["set-port", "v1"], 2, "nothing to set"),
+        (&["set-port", "v1", "--loss", "120"], 2, "bad percentage"),
+        (&["set-port", "v1", "--delay", "soon"], 2, "bad time"),
+        (&["set-port", "v1", "--rate", "fast"], 2, "bad rate"),
+        (&["clear-port", "v9"], 1, "no such port: v9"),
+    ] {
+        let o = lab.ctl(args)?;
+        ensure!(o.code == code, "{args:?}: exit {} {:?}", o.code, o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    let o = lab.ctl(&["set-port", "v1", "--down", "--up"])?;
+    ensure!(o.code == 2, "{o:?}");
     Ok(())
 }

@@ -338,6 +338,16 @@ pub enum Command {
     },
     /// Result: `Vec<AllocEntry>`.
     ListAllocations { bridge: String },
+    /// Impair what leaves a port (delay, jitter, loss, corruption, rate, link down):
+    /// the fields given replace the port's settings, the others stay. Result:
+    /// [`PortInfo`].
+    SetPort {
+        port: String,
+        #[serde(flatten)]
+        set: ImpairSet,
+    },
+    /// Remove every impairment of a port. Result: [`PortInfo`].
+    ClearPort { port: String },
 }
 
 impl Command {
@@ -380,6 +390,8 @@ impl Command {
             Command::AllocAddress(_) => "alloc-address",
             Command::ReleaseAddress { .. } => "release-address",
             Command::ListAllocations { .. } => "list-allocations",
+            Command::SetPort { .. } => "set-port",
+            Command::ClearPort { .. } => "clear-port",
         }
     }
 }
@@ -680,6 +692,117 @@ pub struct CaptureReq {
     pub snaplen: Option<u32>,
 }
 
+/// A port's link impairment, applied to what leaves it towards its guest (as netem on
+/// an interface). Integers, so that configurations compare exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Impairment {
+    /// Added latency, microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_us: u64,
+    /// The latency varies uniformly by up to this much either way, microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter_us: u64,
+    /// Frames lost, parts per million (1 % = 10000).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loss_ppm: u64,
+    /// Frames with one bit flipped, parts per million.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corrupt_ppm: u64,
+    /// Rate limit, kbit/s (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_kbit: u64,
+    /// Link down: every frame dropped (and the carrier off where the port type
+    /// allows).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub down: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Impairment {
+    /// Whether nothing is impaired.
+    pub fn is_none(&self) -> bool {
+        *self == Impairment::default()
+    }
+
+    /// `delay 50ms±5ms loss 1% corrupt 0.1% rate 100Mbit down`.
+    pub fn describe(&self) -> String {
+        fn ms(us: u64) -> String {
+            if us.is_multiple_of(1000) {
+                format!("{}ms", us / 1000)
+            } else {
+                format!("{}ms", us as f64 / 1000.0)
+            }
+        }
+        fn pct(ppm: u64) -> String {
+            format!("{}%", ppm as f64 / 10_000.0)
+        }
+        let mut v = Vec::new();
+        if self.delay_us > 0 || self.jitter_us > 0 {
+            let j = if self.jitter_us > 0 {
+                format!("±{}", ms(self.jitter_us))
+            } else {
+                String::new()
+            };
+            v.push(format!("delay {}{j}", ms(self.delay_us)));
+        }
+        if self.loss_ppm > 0 {
+            v.push(format!("loss {}", pct(self.loss_ppm)));
+        }
+        if self.corrupt_ppm > 0 {
+            v.push(format!("corrupt {}", pct(self.corrupt_ppm)));
+        }
+        if self.rate_kbit > 0 {
+            v.push(if self.rate_kbit.is_multiple_of(1000) {
+                format!("rate {}Mbit", self.rate_kbit / 1000)
+            } else {
+                format!("rate {}kbit", self.rate_kbit)
+            });
+        }
+        if self.down {
+            v.push("down".into());
+        }
+        v.join(" ")
+    }
+}
+
+/// The settings `set-port` changes (`None`: keep the port's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpairSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_ppm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_ppm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
+}
+
+impl ImpairSet {
+    /// `base` with these changes.
+    pub fn apply(&self, base: &Impairment) -> Impairment {
+        Impairment {
+            delay_us: self.delay_us.unwrap_or(base.delay_us),
+            jitter_us: self.jitter_us.unwrap_or(base.jitter_us),
+            loss_ppm: self.loss_ppm.unwrap_or(base.loss_ppm),
+            corrupt_ppm: self.corrupt_ppm.unwrap_or(base.corrupt_ppm),
+            rate_kbit: self.rate_kbit.unwrap_or(base.rate_kbit),
+            down: self.down.unwrap_or(base.down),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ImpairSet::default()
+    }
+}
+
 /// Result of `capture` (then the pcapng stream follows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureStarted {
@@ -831,6 +954,9 @@ pub struct PortInfo {
     /// Port security: the only source IPv4 addresses allowed (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_ip: Vec<String>,
+    /// Link impairment of what leaves the port (`set-port`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<Impairment>,
 }
 
 /// Result of `show`.

@@ -32,6 +32,7 @@ pub mod list_routes;
 pub mod masquerade;
 pub mod monitor;
 pub mod publish;
+pub mod set_port;
 pub mod show;
 pub mod stats;
 pub mod trace;

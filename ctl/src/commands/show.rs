@@ -65,7 +65,7 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
 
 /// `Port NAME (TYPE, STATE)` then ` tag N`, ` trunks A,B` and, for vxlan ports,
 /// ` vni N remote IP[,IP] [local IP] [dst_port N]` (the port only when not 4789), and
-/// for locked ports ` lock MAC [IP,IP..]`.
+/// for locked ports ` lock MAC [IP,IP..]`, for impaired ones ` impair delay 50ms …`.
 pub fn port_line(p: &PortInfo) -> String {
     let mut s = format!("Port {} ({}, {})", p.name, p.kind, p.state);
     if let Some(t) = p.tag {
@@ -88,6 +88,9 @@ pub fn port_line(p: &PortInfo) -> String {
         if !p.lock_ip.is_empty() {
             let _ = write!(s, " {}", p.lock_ip.join(","));
         }
+    }
+    if let Some(i) = p.impair.as_ref().filter(|i| !i.is_none()) {
+        let _ = write!(s, " impair {}", i.describe());
     }
     s
 }
@@ -154,6 +157,7 @@ pub mod tests {
             vxlan: None,
             lock_mac: None,
             lock_ip: vec![],
+            impair: None,
         }
     }
 

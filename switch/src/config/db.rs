@@ -240,6 +240,7 @@ mod tests {
                     external_ids: Default::default(),
                     vxlan: None,
                     lock: None,
+                    impair: None,
                 }],
                 hosts: vec![],
                 leases: vec![],

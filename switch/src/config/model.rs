@@ -203,6 +203,9 @@ pub struct PortConf {
     /// Port security: allowed source MAC and (if any) IPv4 addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockConf>,
+    /// Link impairment of what leaves the port (`set-port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<vswitch_proto::Impairment>,
 }
 
 /// Port security of a port.
@@ -1205,6 +1208,7 @@ impl Model {
             external_ids: req.external_ids.clone(),
             vxlan,
             lock,
+            impair: None,
         })
     }
 

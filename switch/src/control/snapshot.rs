@@ -6,6 +6,7 @@ use super::ports::live_names;
 use super::state::Live;
 use crate::config::model::DnsForward;
 use crate::config::Model;
+use crate::dp::impair::PortImpair;
 use crate::dp::snapshot::{
     router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, RouterIf,
     Snapshot, Upstream, VlanMode,
@@ -32,6 +33,7 @@ pub fn build(
 ) -> Snapshot {
     let mut ports: Vec<Option<PortEntry>> = Vec::new();
     let mut bridges = Vec::new();
+    let mut impaired = Vec::new();
     for (bi, b) in model.bridges.iter().enumerate() {
         let mut slots = Vec::new();
         for p in &b.ports {
@@ -61,6 +63,13 @@ pub fn build(
                             mac: c.mac,
                             ips: c.ips.clone(),
                         })
+                    }),
+                    impair: p.impair.as_ref().filter(|i| !i.is_none()).map(|i| {
+                        impaired.push(s as u16);
+                        PortImpair {
+                            conf: i.clone(),
+                            queue: l.impair.clone(),
+                        }
                     }),
                 });
                 slots.push(s as u16);
@@ -178,6 +187,7 @@ pub fn build(
         conntrack: tables.conntrack.clone(),
         // The control state puts the daemon's taps in (`State::install_snapshot`).
         taps: Default::default(),
+        impaired,
     }
 }
 
@@ -246,6 +256,7 @@ mod tests {
                         counters: Arc::new(PortCounters::new(1)),
                         worker: None,
                         rx_seen: 0,
+                        impair: Arc::default(),
                     },
                 )
             })

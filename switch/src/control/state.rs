@@ -42,6 +42,8 @@ pub struct Live {
     pub worker: Option<usize>,
     /// Received frames at the last balancing tick.
     pub rx_seen: u64,
+    /// Frames held back by the port's impairment (kept across snapshots).
+    pub impair: Arc<crate::dp::impair::Queue>,
 }
 
 /// What the balancer measured at its last tick.
@@ -123,6 +125,18 @@ impl State {
         s.install_snapshot();
         for name in attached {
             s.start_polling(&name);
+        }
+        // Links taken down by `set-port --down` stay down across restarts.
+        let down: Vec<PortConf> = s
+            .model
+            .bridges
+            .iter()
+            .flat_map(|b| b.ports.iter())
+            .filter(|p| p.impair.as_ref().is_some_and(|i| i.down))
+            .cloned()
+            .collect();
+        for p in down {
+            s.set_carrier(&p, false);
         }
         s
     }

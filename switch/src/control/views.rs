@@ -70,6 +70,7 @@ impl State {
                 .as_ref()
                 .map(|l| l.ips.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
+            impair: p.impair.clone(),
         }
     }
 

@@ -263,6 +263,7 @@ mod tests {
             counters: Arc::new(PortCounters::new(1)),
             group: 0,
             lock: None,
+            impair: None,
         }
     }
 

@@ -91,6 +91,8 @@ pub struct PortEntry {
     pub group: u32,
     /// Port security, if the port is locked.
     pub lock: Option<Arc<PortLock>>,
+    /// Link impairment of what leaves the port (`set-port`), if any.
+    pub impair: Option<crate::dp::impair::PortImpair>,
 }
 
 /// Port security: what a locked port may send.
@@ -303,6 +305,8 @@ pub struct Snapshot {
     pub conntrack: Arc<Conntrack>,
     /// Running captures (`vswitchctl capture`), shared by every snapshot.
     pub taps: Arc<crate::dp::capture::Taps>,
+    /// Slots of the ports with an impairment (the workers service their queues).
+    pub impaired: Vec<u16>,
 }
 
 impl Default for Snapshot {
@@ -316,6 +320,7 @@ impl Default for Snapshot {
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
             taps: Arc::default(),
+            impaired: Vec::new(),
         }
     }
 }

@@ -49,10 +49,13 @@ pub enum DropReason {
     /// The egress device's queue (or socket buffer) was full; the rest of the batch
     /// was dropped without trying each frame.
     TxQueueFull,
+    /// Link impairment (`set-port`): the link is down, the frame was lost or
+    /// exceeded the rate limit's backlog.
+    Impaired,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -70,6 +73,7 @@ impl DropReason {
         DropReason::CtBusy,
         DropReason::NatExhausted,
         DropReason::TxQueueFull,
+        DropReason::Impaired,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -91,6 +95,7 @@ impl DropReason {
             DropReason::CtBusy => "conntrack_busy",
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::TxQueueFull => "tx_queue_full",
+            DropReason::Impaired => "impaired",
         }
     }
 }

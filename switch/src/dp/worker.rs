@@ -396,6 +396,16 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut last_work = Instant::now();
         loop {
+            // Impaired ports: send what is due, and wake up when the next frame is.
+            // Without any, this is one load of the snapshot and a length check.
+            let due = {
+                let snap = self.snap.load();
+                if snap.impaired.is_empty() {
+                    None
+                } else {
+                    super::impair::service(&snap, self.id)
+                }
+            };
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else if last_work.elapsed() < busy_poll {
@@ -406,6 +416,13 @@ impl Worker {
                 Some(Duration::ZERO)
             } else {
                 Some(Duration::from_millis(500))
+            };
+            let timeout = match due {
+                Some(at) => {
+                    let wait = Duration::from_nanos(at.saturating_sub(super::impair::now_ns()));
+                    timeout.map(|t| t.min(wait))
+                }
+                None => timeout,
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {

@@ -303,31 +303,10 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
                 rest: &f[usize::from(d.payload_ofs)..],
             };
         }
-        let r = op.dev.send(&frames[..n]);
-        op.counters.sent(ctx.worker, &r);
-        if tapping {
-            tap_sent(ctx, op, &frames[..n], r.full);
-        }
+        crate::dp::impair::transmit(ctx.snap, ctx.worker, op, &frames[..n], tapping);
         q.clear();
     }
     out.touched.clear();
-}
-
-/// Captures of what one send did: the frames it took leave (`egress`), the tail it
-/// did not take because the queue was full is dropped (`tx_queue_full`).
-#[cold]
-fn tap_sent(ctx: &Ctx<'_>, op: &PortEntry, frames: &[TxFrame<'_>], full: usize) {
-    let sent = frames.len().saturating_sub(full);
-    for (k, f) in frames.iter().enumerate() {
-        let tag = f.tag.as_ref().map_or(&[][..], |t| &t[..]);
-        let fr = Frame::pieces(f.head, tag, f.rest);
-        let (stage, why) = if k < sent {
-            (Stage::Egress, None)
-        } else {
-            (Stage::Drop, Some(DropReason::TxQueueFull))
-        };
-        ctx.snap.taps.offer(ctx.snap, op, stage, why, &fr);
-    }
 }
 
 #[cfg(test)]
@@ -362,6 +341,7 @@ mod tests {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                impair: None,
             }));
         }
         let n = ports.len();

@@ -56,6 +56,7 @@ impl Rig {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                impair: None,
             }));
         }
         let net = |s: &str| s.parse().unwrap_or_default();
@@ -129,6 +130,7 @@ impl Rig {
             nat,
             conntrack: Arc::new(Conntrack::new(256)),
             taps: Default::default(),
+            impaired: Vec::new(),
         };
         let mut out = OutQueues::default();
         out.fit(&snap);

@@ -99,7 +99,7 @@ pub fn stage_of(r: DropReason) -> &'static str {
         D::NotRoutable | D::Isolated | D::TooBig => "l3",
         D::CtBusy | D::NatExhausted => "nat",
         D::PuntQueueFull | D::Service => "router",
-        D::TxError | D::TxQueueFull => "output",
+        D::TxError | D::TxQueueFull | D::Impaired => "output",
     }
 }
 

@@ -137,6 +137,8 @@ impl State {
                 self.release_address(&bridge, &owner, ip.as_deref())
             }
             Command::ListAllocations { bridge } => self.list_allocations(&bridge),
+            Command::SetPort { port, set } => self.set_port(&port, &set),
+            Command::ClearPort { port } => self.clear_port(&port),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),
         }
