@@ -26,6 +26,10 @@ fn main() -> std::process::ExitCode {
         ),
         ("impair_rate_limits_iperf3", impair_rate_limits_iperf3),
         ("impair_errors", impair_errors),
+        (
+            "mirror_copies_to_the_output_port",
+            mirror_copies_to_the_output_port,
+        ),
     ])
 }
 
@@ -651,5 +655,68 @@ fn impair_errors() -> Result<()> {
     }
     let o = lab.ctl(&["set-port", "v1", "--down", "--up"])?;
     ensure!(o.code == 2, "{o:?}");
+    Ok(())
+}
+
+fn mirror_copies_to_the_output_port() -> Result<()> {
+    let mut lab = tools_lab()?;
+    // A monitor on br1, port vm, with no address of its own.
+    lab.add_ns("mon")?;
+    lab.veth("sw", "vm", "mon", "eth0")?;
+    lab.sh("mon", "ip link set eth0 up")?;
+    lab.ctl_ok(&["add-port", "br1", "vm"])?;
+    lab.assert_ping("c1", "10.0.0.6")?;
+    let line = lab.ctl_ok(&[
+        "add-mirror",
+        "br1",
+        "--select-port",
+        "v2",
+        "--output-port",
+        "vm",
+    ])?;
+    ensure!(line.trim() == "Mirror span-vm: v2 -> vm", "{line}");
+    ensure!(lab.ctl_ok(&["show"])?.contains("Mirror span-vm: v2 -> vm"));
+
+    // tcpdump on the monitor sees c1's pings to c2 (both ways, once each) and one
+    // broadcast once: as a copy of what left v2, not flooded to vm as well.
+    let pid = lab.spawn(
+        "mon",
+        "timeout",
+        &["6", "tcpdump", "-n", "-l", "-i", "eth0", "icmp"],
+        "mon.log",
+    )?;
+    if !wait_until(Duration::from_secs(5), || {
+        lab.read_log("mon.log").contains("listening on")
+    }) {
+        bail!("tcpdump did not start: {}", lab.read_log("mon.log"));
+    }
+    let (got, _) = ping_stats(&lab, "c1", "10.0.0.6", 3)?;
+    ensure!(got == 3, "{got} of 3 pings answered");
+    lab.sh_out("c1", "ping -n -b -c 1 -W 1 10.0.0.255")?;
+    let ended = wait_until(Duration::from_secs(15), || !lab.is_running(pid));
+    lab.stop_spawned(pid);
+    ensure!(ended, "tcpdump did not end");
+    let text = lab.read_log("mon.log");
+    let req = count_lines(&text, &["10.0.0.5 > 10.0.0.6: ICMP echo request"]);
+    let rep = count_lines(&text, &["10.0.0.6 > 10.0.0.5: ICMP echo reply"]);
+    let bcast = count_lines(&text, &["10.0.0.5 > 10.0.0.255: ICMP echo request"]);
+    ensure!(
+        req == 3 && rep == 3 && bcast == 1,
+        "the monitor saw:\n{text}"
+    );
+
+    // What the output port sends is dropped, and counted.
+    let before = counter(&lab, "vm", "mirror_output")?;
+    lab.sh("mon", "ip addr add 10.0.0.9/24 dev eth0")?;
+    lab.assert_no_ping("mon", "10.0.0.5")?;
+    ensure!(
+        counter(&lab, "vm", "mirror_output")? > before,
+        "no mirror_output drop"
+    );
+
+    // Without the mirror, vm is an ordinary port again.
+    lab.ctl_ok(&["del-mirror", "br1", "span-vm"])?;
+    ensure!(!lab.ctl_ok(&["show"])?.contains("Mirror"));
+    lab.assert_ping("mon", "10.0.0.5")?;
     Ok(())
 }

@@ -348,6 +348,16 @@ pub enum Command {
     },
     /// Remove every impairment of a port. Result: [`PortInfo`].
     ClearPort { port: String },
+    /// Mirror (SPAN) what a bridge's ports receive and send to an output port.
+    /// Result: [`MirrorInfo`].
+    AddMirror(AddMirror),
+    /// Remove a mirror. Result: null.
+    DelMirror {
+        bridge: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
 }
 
 impl Command {
@@ -392,6 +402,8 @@ impl Command {
             Command::ListAllocations { .. } => "list-allocations",
             Command::SetPort { .. } => "set-port",
             Command::ClearPort { .. } => "clear-port",
+            Command::AddMirror(_) => "add-mirror",
+            Command::DelMirror { .. } => "del-mirror",
         }
     }
 }
@@ -803,6 +815,27 @@ impl ImpairSet {
     }
 }
 
+/// Arguments of `add-mirror`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMirror {
+    pub bridge: String,
+    /// Default: `span-OUTPUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Ports whose received and sent frames are copied.
+    pub select: Vec<String>,
+    /// The port the copies leave by; it takes no part in normal forwarding.
+    pub output: String,
+}
+
+/// A mirror (SPAN) of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    pub name: String,
+    pub select: Vec<String>,
+    pub output: String,
+}
+
 /// Result of `capture` (then the pcapng stream follows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureStarted {
@@ -922,6 +955,9 @@ pub struct BridgeInfo {
     pub overlay_vni: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    /// Mirrors (`add-mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorInfo>,
 }
 
 /// A port as configured, with its live state.

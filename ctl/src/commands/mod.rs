@@ -30,6 +30,7 @@ pub mod list_ports;
 pub mod list_published;
 pub mod list_routes;
 pub mod masquerade;
+pub mod mirror;
 pub mod monitor;
 pub mod publish;
 pub mod set_port;

@@ -105,6 +105,9 @@ pub fn render(s: &ShowInfo) -> String {
         for p in &b.ports {
             let _ = writeln!(out, "        {}", port_line(p));
         }
+        for m in &b.mirrors {
+            let _ = writeln!(out, "        {}", super::mirror::line(m));
+        }
     }
     out
 }
@@ -138,6 +141,7 @@ pub mod tests {
             dns_upstream: vec![],
             overlay_vni: None,
             external_ids: Default::default(),
+            mirrors: vec![],
         }
     }
 

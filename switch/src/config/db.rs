@@ -249,6 +249,7 @@ mod tests {
                 overlay: None,
                 allocations: vec![],
                 external_ids: Default::default(),
+                mirrors: vec![],
             }],
             ..Default::default()
         }

@@ -36,6 +36,24 @@ pub fn build(
     let mut impaired = Vec::new();
     for (bi, b) in model.bridges.iter().enumerate() {
         let mut slots = Vec::new();
+        // Mirrors: the output slot(s) of each selected port.
+        let slot_of_port = |n: &str| -> Vec<u16> {
+            b.ports
+                .iter()
+                .filter(|p| p.name == n)
+                .flat_map(live_names)
+                .filter_map(|l| live.get(&l).map(|l| slot_of(l.id) as u16))
+                .collect()
+        };
+        let mut mirror_to: HashMap<&str, Vec<u16>> = HashMap::new();
+        let mut mirror_outs: Vec<&str> = Vec::new();
+        for m in &b.mirrors {
+            let outs = slot_of_port(&m.output);
+            mirror_outs.push(&m.output);
+            for s in &m.select {
+                mirror_to.entry(s).or_default().extend(&outs);
+            }
+        }
         for p in &b.ports {
             let mut group = 0;
             for name in live_names(p) {
@@ -64,6 +82,8 @@ pub fn build(
                             ips: c.ips.clone(),
                         })
                     }),
+                    mirror_to: mirror_to.get(p.name.as_str()).cloned().unwrap_or_default(),
+                    mirror_out: mirror_outs.contains(&p.name.as_str()),
                     impair: p.impair.as_ref().filter(|i| !i.is_none()).map(|i| {
                         impaired.push(s as u16);
                         PortImpair {

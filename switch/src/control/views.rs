@@ -113,6 +113,15 @@ impl State {
             .map(ToString::to_string)
             .collect(),
             external_ids: b.external_ids.clone(),
+            mirrors: b
+                .mirrors
+                .iter()
+                .map(|m| vswitch_proto::MirrorInfo {
+                    name: m.name.clone(),
+                    select: m.select.clone(),
+                    output: m.output.clone(),
+                })
+                .collect(),
         }
     }
 

@@ -263,6 +263,8 @@ mod tests {
             counters: Arc::new(PortCounters::new(1)),
             group: 0,
             lock: None,
+            mirror_to: Vec::new(),
+            mirror_out: false,
             impair: None,
         }
     }

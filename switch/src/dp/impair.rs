@@ -292,6 +292,24 @@ pub fn transmit(
         Some(imp) => egress(snap, worker, op, imp, frames),
         None => send(snap, worker, op, frames, tapping),
     }
+    if !op.mirror_to.is_empty() {
+        mirror(snap, worker, op, frames);
+    }
+}
+
+/// Copies of `frames` (received or sent by `op`) to the outputs of its mirrors. An
+/// output port is never selected by a mirror (`add-mirror` refuses it), so this does
+/// not recurse.
+#[cold]
+pub fn mirror(snap: &Snapshot, worker: usize, op: &PortEntry, frames: &[TxFrame<'_>]) {
+    let tapping = snap.taps.active();
+    for &s in &op.mirror_to {
+        if let Some(Some(out)) = snap.ports.get(usize::from(s)) {
+            if out.mirror_to.is_empty() {
+                transmit(snap, worker, out, frames, tapping);
+            }
+        }
+    }
 }
 
 /// Send now; frames the device's queue did not take are dropped (`tx_queue_full`).
@@ -378,6 +396,8 @@ mod tests {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
                 impair: Some(PortImpair {
                     conf,
                     queue: Arc::default(),

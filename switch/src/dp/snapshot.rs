@@ -93,6 +93,12 @@ pub struct PortEntry {
     pub lock: Option<Arc<PortLock>>,
     /// Link impairment of what leaves the port (`set-port`), if any.
     pub impair: Option<crate::dp::impair::PortImpair>,
+    /// Mirrors: slots of the output ports that get a copy of what this port receives
+    /// and sends (`add-mirror`).
+    pub mirror_to: Vec<u16>,
+    /// A mirror's output port: it receives nothing into the bridge and is never a
+    /// destination of forwarding.
+    pub mirror_out: bool,
 }
 
 /// Port security: what a locked port may send.

@@ -52,10 +52,12 @@ pub enum DropReason {
     /// Link impairment (`set-port`): the link is down, the frame was lost or
     /// exceeded the rate limit's backlog.
     Impaired,
+    /// Received on a mirror's output port, which takes no part in forwarding.
+    MirrorOutput,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -74,6 +76,7 @@ impl DropReason {
         DropReason::NatExhausted,
         DropReason::TxQueueFull,
         DropReason::Impaired,
+        DropReason::MirrorOutput,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -96,6 +99,7 @@ impl DropReason {
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::Impaired => "impaired",
+            DropReason::MirrorOutput => "mirror_output",
         }
     }
 }

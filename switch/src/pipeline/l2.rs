@@ -166,7 +166,7 @@ pub(super) fn output(
                 if excluded(slot_of(pid), op.group) {
                     return Err(DropReason::SameSegment);
                 }
-                if op.bridge == b && op.vlan.carries(vlan) {
+                if op.bridge == b && op.vlan.carries(vlan) && !op.mirror_out {
                     out.push(
                         slot_of(pid),
                         OutDesc {
@@ -201,7 +201,7 @@ pub(super) fn output(
     for &s in &bridge.ports {
         let s = usize::from(s);
         if let Some(Some(op)) = ctx.snap.ports.get(s) {
-            if op.vlan.carries(vlan) && !excluded(s, op.group) {
+            if op.vlan.carries(vlan) && !excluded(s, op.group) && !op.mirror_out {
                 out.push(
                     s,
                     OutDesc {
@@ -341,6 +341,8 @@ mod tests {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
                 impair: None,
             }));
         }

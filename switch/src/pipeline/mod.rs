@@ -32,6 +32,7 @@ pub use parse::Meta;
 use crate::dp::capture::Stage;
 use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
+use crate::port;
 use crate::tables::PortId;
 use crate::wire::bpf::Frame;
 use crate::wire::ipv4;
@@ -76,6 +77,24 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         if tapping {
             let taps = &ctx.snap.taps;
             taps.offer(ctx.snap, inp, Stage::Ingress, None, &Frame::whole(f));
+        }
+        if inp.mirror_out {
+            dropped(ctx, inp, f, DropReason::MirrorOutput);
+            continue;
+        }
+        if !inp.mirror_to.is_empty() && ctx.trace.is_none() {
+            // Sent now, as received: later stages may rewrite the frame in place.
+            crate::dp::impair::mirror(
+                ctx.snap,
+                w,
+                inp,
+                &[port::TxFrame {
+                    vnet: batch.vnet(i),
+                    head: f,
+                    tag: None,
+                    rest: &[],
+                }],
+            );
         }
         let admitted = Meta::parse(f).and_then(|mut m| {
             m.vlan = l2::ingress_vlan(inp, &m.eth)?;

@@ -56,6 +56,8 @@ impl Rig {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
                 impair: None,
             }));
         }

@@ -95,7 +95,7 @@ pub fn stage_of(r: DropReason) -> &'static str {
         D::VlanFiltered => "vlan",
         D::BadSource | D::SpoofedMac | D::SpoofedIp => "security",
         D::SameSegment => "l2",
-        D::NoPort => "input",
+        D::NoPort | D::MirrorOutput => "input",
         D::NotRoutable | D::Isolated | D::TooBig => "l3",
         D::CtBusy | D::NatExhausted => "nat",
         D::PuntQueueFull | D::Service => "router",

@@ -630,7 +630,9 @@ fn flood_slots(snap: &Snapshot, b: &BridgeRt) -> Vec<usize> {
     b.ports
         .iter()
         .map(|s| usize::from(*s))
-        .filter(|s| matches!(snap.ports.get(*s), Some(Some(p)) if p.vlan.carries(0)))
+        .filter(
+            |s| matches!(snap.ports.get(*s), Some(Some(p)) if p.vlan.carries(0) && !p.mirror_out),
+        )
         .collect()
 }
 

@@ -139,6 +139,12 @@ impl State {
             Command::ListAllocations { bridge } => self.list_allocations(&bridge),
             Command::SetPort { port, set } => self.set_port(&port, &set),
             Command::ClearPort { port } => self.clear_port(&port),
+            Command::AddMirror(req) => self.add_mirror(req),
+            Command::DelMirror {
+                bridge,
+                name,
+                if_exists,
+            } => self.del_mirror(&bridge, &name, if_exists),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),
         }

@@ -275,3 +275,36 @@ impl State {
         }
     }
 }
+
+impl State {
+    /// `add-mirror`: copies of what the selected ports receive and send leave by the
+    /// output port.
+    pub(super) fn add_mirror(
+        &mut self,
+        req: vswitch_proto::AddMirror,
+    ) -> Result<Value, HandlerError> {
+        let m = self.mutate(|m| Ok(m.add_mirror(&req)?))?;
+        tracing::info!(bridge = %req.bridge, mirror = %m.name, output = %m.output, "mirror added");
+        to_value(vswitch_proto::MirrorInfo {
+            name: m.name,
+            select: m.select,
+            output: m.output,
+        })
+    }
+
+    /// `del-mirror`.
+    pub(super) fn del_mirror(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        let r = self.mutate(|m| Ok(m.del_mirror(bridge, name)?));
+        match unless_missing(r.map(Value::Bool), if_exists)? {
+            Value::Bool(false) if !if_exists => Err(HandlerError::Invalid(format!(
+                "no such mirror: {name} on bridge {bridge}"
+            ))),
+            _ => Ok(Value::Null),
+        }
+    }
+}
