@@ -206,10 +206,12 @@ impl Capture {
         };
         let _ = sink.flush();
         let (received, lost) = stats.unwrap_or((written, 0));
-        let _ = writeln!(
-            err,
-            "{received} frames captured, {lost} lost (the reader was too slow)"
-        );
+        let why = if lost > 0 {
+            " (the reader was too slow)"
+        } else {
+            ""
+        };
+        let _ = writeln!(err, "{received} frames captured, {lost} lost{why}");
         Ok(String::new())
     }
 
