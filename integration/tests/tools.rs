@@ -535,8 +535,10 @@ fn impair_delay_loss_corrupt_down() -> Result<()> {
         got == 3 && gw.is_some_and(|g| g < 50.0),
         "gateway rtt {gw:?} while v2 is delayed"
     );
-    // Shown, and persisted across a restart.
+    // Shown (also by trace), and persisted across a restart.
     ensure!(port_json(&lab, "v2")?["impair"]["delay_us"] == 50_000);
+    let t = lab.ctl_ok(&["trace", "br1", "v1", "icmp,nw_dst=10.0.0.6"])?;
+    ensure!(t.contains("link impairment on v2: delay 50ms"), "{t}");
     lab.restart_switch()?;
     ensure!(lab.ctl_ok(&["show"])?.contains("Port v2 (system, up) lock"));
     ensure!(

@@ -167,6 +167,20 @@ impl State {
                 stage: "output".into(),
                 text: format!("port {}{tagged}", op.name),
             });
+            if let Some(i) = &op.impair {
+                stages.push(TraceStage {
+                    stage: "impair".into(),
+                    text: format!("link impairment on {}: {}", op.name, i.conf.describe()),
+                });
+            }
+            for &m in &op.mirror_to {
+                if let Some(Some(mp)) = snap.ports.get(usize::from(m)) {
+                    stages.push(TraceStage {
+                        stage: "mirror".into(),
+                        text: format!("a copy leaves by mirror output {}", mp.name),
+                    });
+                }
+            }
             if let Some(v) = conf.and_then(|c| c.vxlan.as_ref()) {
                 let remote = op.name.split('@').nth(1).unwrap_or("?");
                 stages.push(TraceStage {
