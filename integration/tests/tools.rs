@@ -529,6 +529,13 @@ fn impair_delay_loss_corrupt_down() -> Result<()> {
     ensure!(got == 5, "{got} of 5 delayed pings answered");
     let min = min.context("no rtt")?;
     ensure!(min >= 50.0, "min rtt {min} ms with 50 ms of delay");
+    // The router's own replies to c2 leave by v2 too, and are delayed alike.
+    let (got, gw2) = ping_stats(&lab, "c2", "10.0.0.1", 5)?;
+    eprintln!("c2 -> gateway with 50 ms on v2: min rtt {gw2:?}");
+    ensure!(
+        got == 5 && gw2.is_some_and(|g| g >= 50.0),
+        "gateway rtt from c2 {gw2:?} ({got} of 5)"
+    );
     // Other ports are not delayed: the gateway answers c1 through v1.
     let (got, gw) = ping_stats(&lab, "c1", "10.0.0.1", 3)?;
     ensure!(

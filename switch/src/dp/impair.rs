@@ -46,6 +46,9 @@ pub const MAX_FRAMES: usize = 10_000;
 pub const MAX_BYTES: usize = 64 << 20;
 /// Bytes the rate limit lets through at once after an idle time (the bucket's depth).
 pub const BURST_BYTES: u64 = 64 << 10;
+/// How often an idle worker looks at the impaired ports' queues when none holds a
+/// frame (the service thread queues frames without waking a worker).
+pub const IDLE_CHECK: Duration = Duration::from_millis(5);
 /// Frames one service turn sends from one port.
 const SERVICE_BATCH: usize = 64;
 

@@ -398,12 +398,12 @@ impl Worker {
         loop {
             // Impaired ports: send what is due, and wake up when the next frame is.
             // Without any, this is one load of the snapshot and a length check.
-            let due = {
+            let (due, has_impaired) = {
                 let snap = self.snap.load();
                 if snap.impaired.is_empty() {
-                    None
+                    (None, false)
                 } else {
-                    super::impair::service(&snap, self.id)
+                    (super::impair::service(&snap, self.id), true)
                 }
             };
             let timeout = if !self.ready.is_empty() {
@@ -422,6 +422,9 @@ impl Worker {
                     let wait = Duration::from_nanos(at.saturating_sub(super::impair::now_ns()));
                     timeout.map(|t| t.min(wait))
                 }
+                // While a port is impaired, the service thread may queue a frame there
+                // too (the router's replies) without waking a worker: look again soon.
+                None if has_impaired => timeout.map(|t| t.min(super::impair::IDLE_CHECK)),
                 None => timeout,
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
