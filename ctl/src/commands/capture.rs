@@ -170,6 +170,10 @@ impl Capture {
 
     pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
         let req = self.request()?;
+        let mut c = Client::connect_wait(ctx.socket(), ctx.wait())?;
+        let sock = c.socket_clone()?;
+        let started = c.capture(req)?;
+        // The file is created once vswitchd accepted the capture.
         let mut sink: Box<dyn Write> = match &self.write {
             Some(p) if p.as_os_str() == "-" => Box::new(io::stdout().lock()),
             Some(p) => Box::new(io::BufWriter::new(std::fs::File::create(p).map_err(
@@ -178,9 +182,6 @@ impl Capture {
             None => Box::new(io::stdout().lock()),
         };
         let raw = self.write.is_some();
-        let mut c = Client::connect_wait(ctx.socket(), ctx.wait())?;
-        let sock = c.socket_clone()?;
-        let started = c.capture(req)?;
         install_stop(sock.try_clone().map_err(|e| Error::Failed(e.to_string()))?)?;
         let mut err = io::stderr().lock();
         let _ = writeln!(

@@ -57,11 +57,12 @@ impl State {
             .any(|b| b.ports.iter().any(|p| p.name == name))
             || self.live.contains_key(name);
         let (target, ports) = if is_port {
-            let ports = self.live_names(|n| n == name);
+            // A vxlan port: all its remotes, or the one named `NAME@REMOTE`.
+            let ports = self.live_names(|full, base| full == name || base == name);
             (Target::Port(name.to_string()), ports)
         } else if let Ok(b) = self.model.bridge(name) {
             let names: Vec<&str> = b.ports.iter().map(|p| p.name.as_str()).collect();
-            let ports = self.live_names(|n| names.contains(&n));
+            let ports = self.live_names(|_, base| names.contains(&base));
             (Target::Bridge(name.to_string()), ports)
         } else {
             return Err(bad(format!("no such port or bridge: {name}")));
@@ -118,13 +119,13 @@ impl State {
         })
     }
 
-    /// The live names (a vxlan port: `NAME@REMOTE` per remote) of the configured ports
-    /// `want` selects, sorted.
-    fn live_names(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
+    /// The live names (a vxlan port: `NAME@REMOTE` per remote) `want` selects by the
+    /// live name and the configured port's name, sorted.
+    fn live_names(&self, want: impl Fn(&str, &str) -> bool) -> Vec<String> {
         let mut v: Vec<String> = self
             .live
             .keys()
-            .filter(|n| want(n.split('@').next().unwrap_or(n)))
+            .filter(|n| want(n, n.split('@').next().unwrap_or(n)))
             .cloned()
             .collect();
         v.sort();
