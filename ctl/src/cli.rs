@@ -57,6 +57,7 @@ pub enum Cmd {
     Unpublish(commands::unpublish::Unpublish),
     ListPublished(commands::list_published::ListPublished),
     CtShow(commands::ct_show::CtShow),
+    FastpathShow(commands::fastpath_show::FastpathShow),
 }
 
 impl Cmd {
@@ -89,6 +90,7 @@ impl Cmd {
             Cmd::Unpublish(c) => c.run(ctx),
             Cmd::ListPublished(c) => c.run(ctx),
             Cmd::CtShow(c) => c.run(ctx),
+            Cmd::FastpathShow(c) => c.run(ctx),
         }
     }
 }

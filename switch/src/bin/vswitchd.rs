@@ -40,6 +40,10 @@ struct Args {
     /// (tcp_new, tcp_established, tcp_closing, udp, udp_stream, icmp)
     #[arg(long)]
     ct_timeouts: Option<String>,
+    /// Kernel fast path: auto (use it where the kernel and permissions allow), on
+    /// (refuse to start without it), off (userspace datapath only)
+    #[arg(long, default_value = "auto", value_name = "auto|on|off")]
+    fastpath: vswitch::fastpath::Mode,
 }
 
 /// Longest busy poll: beyond this a worker would rather sleep (10 ms).
@@ -98,6 +102,7 @@ fn main() {
             fdb_aging: args.fdb_aging,
             ct_cap: args.ct_max * 2,
         },
+        fastpath: args.fastpath,
     };
     if let Err(e) = vswitch::daemon::run(opts) {
         eprintln!("error: {e:#}");

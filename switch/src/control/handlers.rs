@@ -92,7 +92,7 @@ struct Balancing {
 pub struct State {
     model: Model,
     db_path: PathBuf,
-    snap: Arc<ArcSwap<Snapshot>>,
+    pub(super) snap: Arc<ArcSwap<Snapshot>>,
     pool: WorkerPool,
     limits: Limits,
     fdbs: HashMap<String, Arc<Fdb>>,
@@ -108,6 +108,8 @@ pub struct State {
     conntrack: Arc<Conntrack>,
     /// Auto-balance of ports over workers; `None` when turned off.
     balancing: Option<Balancing>,
+    /// The kernel fast path, when it runs (control/fastpath.rs).
+    pub(super) fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
 
 fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerError> {
@@ -208,6 +210,7 @@ impl State {
         snap: Arc<ArcSwap<Snapshot>>,
         pool: WorkerPool,
         limits: Limits,
+        fastpath: Option<Arc<crate::fastpath::FastPath>>,
     ) -> State {
         let mut s = State {
             model,
@@ -224,6 +227,7 @@ impl State {
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
             balancing: None,
+            fastpath,
         };
         for b in &s.model.bridges {
             s.fdbs.insert(
@@ -323,6 +327,7 @@ impl State {
         }
         let dev = open_dev(p, mtu)?;
         let id = self.alloc_id()?;
+        self.fastpath_attach(id, dev.as_ref());
         self.live.insert(
             p.name.clone(),
             Live {
@@ -383,6 +388,7 @@ impl State {
             if let Some(w) = l.worker {
                 self.pool.remove_port(w, l.id);
             }
+            self.fastpath_detach(l.id);
             if let Some(f) = self.fdbs.get(bridge) {
                 f.flush_port(l.id, clock::now_secs());
             }
@@ -527,7 +533,12 @@ impl State {
             router_ips,
             nat,
             conntrack: self.conntrack.clone(),
+            fastpath: self.fastpath.clone(),
         }));
+        // After the store: no cached decision outlives the snapshot it was made under.
+        if let Some(fp) = &self.fastpath {
+            fp.bump();
+        }
     }
 
     /// Write `next` to the db and make it the model.
@@ -758,6 +769,7 @@ impl State {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            self.fastpath_stats(l.id, &mut s);
             let k = l.dev.kernel_rx_drops();
             if k > 0 {
                 s.drops.insert("rx_kernel_queue_full".to_string(), k);
@@ -827,6 +839,7 @@ impl State {
                 ct_entries: self.conntrack.entries(clock::now_secs()).len() as u64,
                 ct_capacity: self.conntrack.capacity() as u64,
                 ct_evictions: self.conntrack.evictions(),
+                fastpath: self.fastpath_mode(),
             }),
             Command::AddPort(req) => {
                 let p = self.model.check_add_port(&req)?;
@@ -895,6 +908,9 @@ impl State {
                     .fdbs
                     .get(&bridge)
                     .map_or(0, |f| f.flush(clock::now_secs()));
+                if let Some(fp) = &self.fastpath {
+                    fp.bump();
+                }
                 to_value(FlushResult { flushed })
             }
             Command::Stats { port } => {
@@ -1095,6 +1111,7 @@ impl State {
                 self.publish();
                 Ok(Value::Null)
             }
+            Command::FastpathShow { bridge } => self.fastpath_show(bridge.as_deref()),
             Command::ListHosts { bridge } => {
                 let b = self.model.bridge(&bridge)?;
                 let mut v: Vec<HostEntry> = b.hosts.iter().map(host_entry).collect();

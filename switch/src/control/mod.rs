@@ -4,6 +4,7 @@
 //! All mutations run under one mutex on the control plane ([`State`]); the data path
 //! never takes it.
 
+mod fastpath;
 pub mod handlers;
 pub mod server;
 

@@ -79,7 +79,10 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 continue;
             }
         };
-        bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        let learned = bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        if let Some(fp) = &ctx.snap.fastpath {
+            fp.learned(learned, meta.vlan, meta.eth.src);
+        }
         if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
             if meta.eth.dst == rif.mac {
                 route(ctx, inp, in_id, batch, i, meta, out);
@@ -100,8 +103,15 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             i as u8,
             meta.eth.payload_ofs as u8,
         );
-        if let Err(r) = r {
-            inp.counters.dropped(w, r, 1);
+        match r {
+            // Known unicast: the kernel fast path may take the rest of this flow.
+            Ok(Some(out_id)) => {
+                if let Some(fp) = &ctx.snap.fastpath {
+                    fp.offer(w, ctx.now, inp, &meta, out_id);
+                }
+            }
+            Ok(None) => {}
+            Err(r) => inp.counters.dropped(w, r, 1),
         }
     }
     polled.counters.rx(w, rx_pkts, rx_bytes);
