@@ -89,8 +89,20 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// How often the fast-path thread walks the cache.
+/// How often the fast-path thread walks the cache (default).
 pub const RECONCILE: Duration = Duration::from_secs(1);
+/// Overrides [`RECONCILE`] in milliseconds: the tests set it very long to prove that
+/// invalidation does not wait for the walk.
+pub const RECONCILE_ENV: &str = "VSWITCH_FASTPATH_RECONCILE_MS";
+
+fn reconcile_interval() -> Duration {
+    std::env::var(RECONCILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(RECONCILE, |ms| {
+            Duration::from_millis(ms.clamp(10, 86_400_000))
+        })
+}
 /// Install requests waiting for the thread; more are dropped (and retried a second
 /// later by the flow's next slow-path frame).
 const OFFER_QUEUE: usize = 1024;
@@ -239,7 +251,7 @@ impl FastPath {
             })
     }
 
-    /// Ask the thread to stop (it exits within [`RECONCILE`]).
+    /// Ask the thread to stop (it exits within [`RECONCILE`] or its current walk).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -464,10 +476,14 @@ impl FastPath {
 
     /// The fast-path thread: install offers as they come, reconcile every [`RECONCILE`].
     fn run(&self, rx: Receiver<Offer>) {
-        let mut next = Instant::now() + RECONCILE;
+        let every = reconcile_interval();
+        let mut next = Instant::now() + every;
         let mut last_scan = ktime_coarse();
         while !self.stop.load(Ordering::Relaxed) {
-            let wait = next.saturating_duration_since(Instant::now());
+            // Wake at least every RECONCILE to notice `stop`.
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(RECONCILE);
             match rx.recv_timeout(wait) {
                 Ok(o) => self.install(o),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -475,7 +491,7 @@ impl FastPath {
             }
             if Instant::now() >= next {
                 last_scan = self.reconcile(last_scan);
-                next = Instant::now() + RECONCILE;
+                next = Instant::now() + every;
             }
         }
     }
