@@ -42,8 +42,9 @@ struct Args {
     ct_timeouts: Option<String>,
     /// Kernel fast path: auto (use it where the kernel and permissions allow), on
     /// (refuse to start without it), off (userspace datapath only)
-    #[arg(long, default_value = "auto", value_name = "auto|on|off")]
-    fastpath: vswitch::fastpath::Mode,
+    /// [env VSWITCH_FASTPATH; default auto]
+    #[arg(long, value_name = "auto|on|off")]
+    fastpath: Option<vswitch::fastpath::Mode>,
 }
 
 /// Longest busy poll: beyond this a worker would rather sleep (10 ms).
@@ -87,6 +88,19 @@ fn main() {
         eprintln!("error: --busy-poll-us must be 0..{MAX_BUSY_POLL_US}");
         std::process::exit(2);
     }
+    let fastpath = match args.fastpath {
+        Some(m) => m,
+        None => match std::env::var("VSWITCH_FASTPATH") {
+            Ok(v) => match v.parse() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: VSWITCH_FASTPATH: {e}");
+                    std::process::exit(2);
+                }
+            },
+            Err(_) => vswitch::fastpath::Mode::Auto,
+        },
+    };
     if !(1..=1 << 22).contains(&args.ct_max) {
         eprintln!("error: --ct-max must be 1..4194304");
         std::process::exit(2);
@@ -102,7 +116,7 @@ fn main() {
             fdb_aging: args.fdb_aging,
             ct_cap: args.ct_max * 2,
         },
-        fastpath: args.fastpath,
+        fastpath,
     };
     if let Err(e) = vswitch::daemon::run(opts) {
         eprintln!("error: {e:#}");
