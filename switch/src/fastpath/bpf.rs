@@ -357,6 +357,158 @@ impl Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aya::programs::{TestRun, TestRunOptions};
+
+    /// `TC_ACT_OK`, `TC_ACT_REDIRECT` (linux/pkt_cls.h).
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_REDIRECT: u32 = 7;
+    /// `BPF_PROG_TEST_RUN` builds its skb on the loopback device: `skb->ifindex` is 1.
+    const LO: u32 = 1;
+
+    /// The programs, loaded; `None` (test skipped) without the privileges to load BPF,
+    /// unless VSWITCH_REQUIRE_NETNS=1 (CI), where that is a failure. `BPF_PROG_TEST_RUN`
+    /// runs a program on a frame built in memory: nothing is attached or sent.
+    fn loaded() -> Option<(Loaded, GenMap)> {
+        match load() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                if std::env::var("VSWITCH_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+                    panic!("cannot load the fast path: {e}");
+                }
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// Pin this thread to one CPU: the socket filter's verdict is per CPU, as it is when
+    /// both programs run in one softirq.
+    fn pin() {
+        let mut set = nix::sched::CpuSet::new();
+        let cpu = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .ok()
+            .and_then(|s| (0..nix::sched::CpuSet::count()).find(|&c| s.is_set(c).unwrap_or(false)))
+            .unwrap_or(0);
+        set.set(cpu).expect("cpu in range");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&[0x45; 46]);
+        f
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn key() -> Key {
+        Key {
+            ifindex: LO,
+            vid: 0,
+            src: A,
+            dst: B,
+        }
+    }
+
+    fn action(gen: u64) -> Action {
+        Action {
+            gen,
+            out_ifindex: LO,
+            in_slot: 3,
+            out_slot: 4,
+            ..Action::default()
+        }
+    }
+
+    fn run_tc(l: &Loaded, f: &[u8]) -> u32 {
+        let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
+        let mut out = vec![0u8; f.len() + 64];
+        p.test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_tc")
+        .return_value
+    }
+
+    fn run_sock(l: &Loaded, f: &[u8]) -> u32 {
+        let p: &SocketFilter = l.ebpf.program("fp_sock").unwrap().try_into().unwrap();
+        // A packet tap gives a SOCK_RAW socket's filter the whole frame; the test run
+        // gives a socket filter what follows the Ethernet header. One more header in
+        // front makes the filter see `f` as the tap would show it.
+        let mut data = f[..14].to_vec();
+        data.extend_from_slice(f);
+        p.test_run(TestRunOptions {
+            data_in: Some(&data),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_sock")
+        .return_value
+    }
+
+    #[test]
+    fn miss_passes_hit_redirects_and_counts_stale_misses() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(5).unwrap();
+        let f = frame(B, A, 0x0800);
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "empty cache");
+        l.insert(&key(), &action(5)).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "cached");
+        let e = l.entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].1.packets, 1);
+        assert_eq!(e[0].1.bytes, f.len() as u64);
+        assert!(e[0].1.last_hit > 0);
+        let (rx, tx) = (l.stats(3), l.stats(4));
+        assert_eq!((rx.rx_packets, rx.rx_bytes), (1, f.len() as u64));
+        assert_eq!((tx.tx_packets, tx.tx_bytes), (1, f.len() as u64));
+        // Another source, another VLAN, another port: not this entry.
+        assert_eq!(
+            run_tc(&l, &frame(B, [2, 0, 0, 0, 0, 0xc], 0x0800)),
+            TC_ACT_OK
+        );
+        // A tag left in the frame (QinQ): vswitchd's.
+        assert_eq!(run_tc(&l, &frame(B, A, 0x8100)), TC_ACT_OK);
+        // A new generation: the entry is dead.
+        g.set(6).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "stale generation");
+        assert_eq!(l.stats(3).rx_packets, 1);
+    }
+
+    /// The socket filter decides, the tc program follows: a cache change between the
+    /// two (on one CPU, as inside one softirq) changes nothing for that frame.
+    #[test]
+    fn tc_follows_the_socket_filters_verdict() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(1).unwrap();
+        let f = frame(B, A, 0x0800);
+        // Hit at the tap: hidden from vswitchd (0 bytes kept)...
+        l.insert(&key(), &action(1)).unwrap();
+        assert_eq!(run_sock(&l, &f), 0, "hit hidden from the socket");
+        // ...so it must be redirected even though the entry went in between.
+        l.remove(&key());
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "verdict of the tap");
+        // The verdict is used once: the next frame without a tap verdict misses.
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK);
+        // Miss at the tap: vswitchd has the frame, so tc must not forward it too.
+        assert!(run_sock(&l, &f) > 0, "miss goes to the socket");
+        l.insert(&key(), &action(1)).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "verdict of the tap");
+        // A verdict for another frame is not taken for this one.
+        assert!(run_sock(&l, &frame(A, B, 0x0800)) > 0);
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "own lookup");
+    }
 
     #[test]
     fn key_and_action_round_trip() {
