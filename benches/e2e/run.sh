@@ -160,9 +160,10 @@ start_vswitchd() { # NS NAME [FLAGS..]: vswitchd in NS with a fresh db and socke
   local ns=$1 name=$2 i
   shift 2
   rm -f "$TMP/$name.db" "$TMP/$name.sock"
-  # --fastpath off unless the caller says otherwise: the userspace rows stay userspace.
+  # --fastpath off unless the caller gives flags: the userspace rows stay userspace.
+  [ $# -gt 0 ] || set -- --fastpath off
   ip netns exec $ns "$BIN/vswitchd" --socket "$TMP/$name.sock" --db "$TMP/$name.db" --workers 2 \
-    --fastpath off "$@" >>"$TMP/$name.log" 2>&1 &
+    "$@" >>"$TMP/$name.log" 2>&1 &
   local pid=$!
   PIDS+=($pid); SWITCH_PIDS+=($pid)
   for i in $(seq 100); do
