@@ -269,10 +269,11 @@ mod tests {
         assert!(!t.refresh(0, mac(1), 7, 12));
         assert!(t.refresh(0, mac(1), 8, 12));
         assert_eq!(t.lookup(0, mac(1), 12), Some(8));
+        assert_eq!(t.entries(12).len(), 1);
         // Aged out, then heard on another port: still a move.
+        assert_eq!(t.lookup(0, mac(1), 12 + 300), None);
         assert_eq!(t.learn(0, mac(1), 9, 12 + 300), Learned::Moved);
-        assert_eq!(t.lookup(0, mac(1), 11), Some(8));
-        assert_eq!(t.entries(11).len(), 1);
+        assert_eq!(t.lookup(0, mac(1), 12 + 300), Some(9));
     }
 
     #[test]
