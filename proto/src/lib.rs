@@ -331,6 +331,11 @@ pub enum Command {
     },
     /// Result: `Vec<AllocEntry>`.
     ListAllocations { bridge: String },
+    /// The kernel fast path's cache (all bridges, or one). Result: [`FastpathInfo`].
+    FastpathShow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
+    },
 }
 
 impl Command {
@@ -371,6 +376,7 @@ impl Command {
             Command::AllocAddress(_) => "alloc-address",
             Command::ReleaseAddress { .. } => "release-address",
             Command::ListAllocations { .. } => "list-allocations",
+            Command::FastpathShow { .. } => "fastpath-show",
         }
     }
 }
@@ -748,6 +754,9 @@ pub struct ShowInfo {
     pub ct_capacity: u64,
     #[serde(default)]
     pub ct_evictions: u64,
+    /// The kernel fast path: "on" (programs attached to system ports) or "off".
+    #[serde(default)]
+    pub fastpath: String,
 }
 
 /// One learned MAC address.
@@ -779,6 +788,52 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Dropped frames by reason (stable snake_case names); zero counts are omitted.
     pub drops: BTreeMap<String, u64>,
+    /// The part of `rx_packets`/`rx_bytes` and `tx_packets`/`tx_bytes` that the kernel
+    /// fast path forwarded without vswitchd seeing it.
+    #[serde(default)]
+    pub fastpath_rx_packets: u64,
+    #[serde(default)]
+    pub fastpath_rx_bytes: u64,
+    #[serde(default)]
+    pub fastpath_tx_packets: u64,
+    #[serde(default)]
+    pub fastpath_tx_bytes: u64,
+}
+
+/// Result of `fastpath-show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FastpathInfo {
+    /// "on" or "off" (`vswitchd --fastpath`, and whether the kernel allowed it).
+    pub mode: String,
+    /// Generation of the cache: entries of older generations miss.
+    pub generation: u64,
+    /// Entries installed, offers refused on re-validation, offers dropped on a full
+    /// queue, invalidations (generation bumps), entries deleted, since start.
+    pub installs: u64,
+    pub rejected: u64,
+    pub queue_full: u64,
+    pub invalidations: u64,
+    pub removed: u64,
+    pub entries: Vec<FastpathEntry>,
+}
+
+/// One cached decision: frames from `src` to `dst` arriving on `in_port` (in `vlan`
+/// of the bridge) leave on `out_port`, tagged `tag` or untagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastpathEntry {
+    pub bridge: String,
+    pub in_port: String,
+    pub out_port: String,
+    pub vlan: u16,
+    pub src: String,
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Milliseconds since the last hit; absent if never hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
 }
 
 /// Errors of the blocking client.

@@ -32,6 +32,8 @@ pub struct Options {
     pub limits: Limits,
     /// Written with vswitchd's PID once it is ready; removed when it stops.
     pub pidfile: Option<PathBuf>,
+    /// The kernel fast path (`--fastpath`).
+    pub fastpath: crate::fastpath::Mode,
 }
 
 /// Tell the service manager (systemd's `Type=notify`, or `vswitchd --detach` waiting
@@ -131,6 +133,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     let listener = server::bind(&opts.socket)?;
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let fastpath = start_fastpath(opts.fastpath, &snap, workers)?;
     let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
     let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
     let pool = WorkerPool::start(
@@ -141,7 +144,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         punt_tx,
     )
     .context("start workers")?;
-    let mut state = State::new(model, db.clone(), snap.clone(), pool, opts.limits);
+    let mut state = State::new(
+        model,
+        db.clone(),
+        snap.clone(),
+        pool,
+        opts.limits,
+        fastpath.clone(),
+    );
     state.set_auto_balance(opts.auto_balance && workers > 1);
     let state = Arc::new(Mutex::new(state));
     crate::control::events::spawn_mac_watch(snap.clone()).context("start MAC watcher")?;
@@ -160,6 +170,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         socket = %opts.socket.display(),
         db = %opts.db.display(),
         workers,
+        fastpath = if fastpath.is_some() { "on" } else { "off" },
         "vswitchd ready"
     );
 
@@ -203,9 +214,35 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     state.lock().shutdown();
+    if let Some(fp) = fastpath {
+        fp.stop();
+    }
     if let Err(e) = db.flush_leases() {
         tracing::error!(error = %e, "cannot write DHCP leases to the db at shutdown");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Load the kernel fast path as `--fastpath` asks: `on` fails without it, `auto` says
+/// once why it runs without it.
+fn start_fastpath(
+    mode: crate::fastpath::Mode,
+    snap: &Arc<ArcSwap<Snapshot>>,
+    workers: usize,
+) -> anyhow::Result<Option<Arc<crate::fastpath::FastPath>>> {
+    use crate::fastpath::{FastPath, Mode};
+    let fp = match mode {
+        Mode::Off => return Ok(None),
+        Mode::On => FastPath::open(snap.clone(), workers).context("--fastpath on")?,
+        Mode::Auto => match FastPath::open(snap.clone(), workers) {
+            Ok(fp) => fp,
+            Err(e) => {
+                tracing::info!(reason = %e, "kernel fast path unavailable: forwarding in userspace only");
+                return Ok(None);
+            }
+        },
+    };
+    fp.spawn().context("start fast path thread")?;
+    Ok(Some(fp))
 }

@@ -93,8 +93,14 @@ pub fn port_line(p: &PortInfo) -> String {
 }
 
 pub fn render(s: &ShowInfo) -> String {
+    // The fast path's mode, when the daemon reports one (older daemons do not).
+    let fp = if s.fastpath.is_empty() {
+        String::new()
+    } else {
+        format!(", fastpath {}", s.fastpath)
+    };
     let mut out = format!(
-        "vswitchd {} ({} workers, db {})\n",
+        "vswitchd {} ({} workers{fp}, db {})\n",
         s.version, s.workers, s.db
     );
     for b in &s.bridges {
@@ -166,6 +172,7 @@ pub mod tests {
             ct_entries: 0,
             ct_capacity: 32768,
             ct_evictions: 0,
+            fastpath: String::new(),
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod events;
+mod fastpath;
 pub mod handlers;
 mod ports;
 pub mod server;

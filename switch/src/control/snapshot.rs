@@ -19,6 +19,8 @@ pub struct Tables<'a> {
     /// One FDB per bridge, by name.
     pub fdbs: &'a HashMap<String, Arc<Fdb>>,
     pub conntrack: &'a Arc<Conntrack>,
+    /// The kernel fast path, when it runs (`vswitchd --fastpath`).
+    pub fastpath: &'a Option<Arc<crate::fastpath::FastPath>>,
 }
 
 /// The snapshot of `model` with the ports of `live` attached. A configured port that is
@@ -176,6 +178,7 @@ pub fn build(
         router_ips,
         nat,
         conntrack: tables.conntrack.clone(),
+        fastpath: tables.fastpath.clone(),
     }
 }
 
@@ -263,6 +266,7 @@ mod tests {
         let tables = Tables {
             fdbs: &fdbs,
             conntrack: &ct,
+            fastpath: &None,
         };
         let s = build(&m, &live, &tables, 7);
         assert_eq!(s.generation, 7);
@@ -304,6 +308,7 @@ mod tests {
         let tables = Tables {
             fdbs: &fdbs,
             conntrack: &ct,
+            fastpath: &None,
         };
         let s = build(&m, &HashMap::new(), &tables, 1);
         assert!(s.routes.lookup(Ipv4Addr::new(203, 0, 113, 9)).is_none());
@@ -331,6 +336,7 @@ mod tests {
         let tables = Tables {
             fdbs: &fdbs,
             conntrack: &ct,
+            fastpath: &None,
         };
         let s = build(&m, &live, &tables, 1);
         let (a, b) = (s.port(5).unwrap(), s.port(6).unwrap());

@@ -73,6 +73,8 @@ pub struct State {
     pub(super) conntrack: Arc<Conntrack>,
     /// Auto-balance of ports over workers; `None` when turned off.
     pub(super) balancing: Option<Balancing>,
+    /// The kernel fast path, when it runs (control/fastpath.rs).
+    pub(super) fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
 
 impl State {
@@ -85,6 +87,7 @@ impl State {
         snap: Arc<ArcSwap<Snapshot>>,
         pool: WorkerPool,
         limits: Limits,
+        fastpath: Option<Arc<crate::fastpath::FastPath>>,
     ) -> State {
         let mut s = State {
             model,
@@ -100,6 +103,7 @@ impl State {
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
             balancing: None,
+            fastpath,
         };
         let ports: Vec<(PortConf, u32)> = s
             .model
@@ -153,9 +157,14 @@ impl State {
         let tables = Tables {
             fdbs: &self.fdbs,
             conntrack: &self.conntrack,
+            fastpath: &self.fastpath,
         };
         let snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
         self.snap.store(Arc::new(snap));
+        // After the store: no cached decision outlives the snapshot it was made under.
+        if let Some(fp) = &self.fastpath {
+            fp.bump();
+        }
     }
 
     /// The one way configuration changes: `change` edits a copy of the model (and

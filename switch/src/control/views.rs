@@ -140,6 +140,7 @@ impl State {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            self.fastpath_stats(l.id, &mut s);
             let k = l.dev.kernel_rx_drops();
             if k > 0 {
                 s.drops.insert("rx_kernel_queue_full".to_string(), k);

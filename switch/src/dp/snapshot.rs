@@ -301,6 +301,8 @@ pub struct Snapshot {
     pub nat: NatRt,
     /// Shared by every snapshot (its entries outlive configuration changes).
     pub conntrack: Arc<Conntrack>,
+    /// The kernel fast path, when it runs (`vswitchd --fastpath`).
+    pub fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
 
 impl Default for Snapshot {
@@ -313,6 +315,7 @@ impl Default for Snapshot {
             router_ips: HashMap::new(),
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
+            fastpath: None,
         }
     }
 }

@@ -81,8 +81,9 @@ pub(super) fn punt(
     }
 }
 
-/// Queue frame `frame` for `vlan` on bridge `b`: to the learned port of `dst`, or to
-/// every port carrying the VLAN except `except_slot`.
+/// Queue frame `frame` for `vlan` on bridge `b`: to the learned port of `dst` (returned,
+/// for the kernel fast path's cache), or to every port carrying the VLAN except
+/// `except_slot` (`None`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output(
@@ -94,7 +95,7 @@ pub(super) fn output(
     except: Option<(usize, u32)>,
     frame: u8,
     payload_ofs: u8,
-) -> Result<(), DropReason> {
+) -> Result<Option<PortId>, DropReason> {
     let bridge = &ctx.snap.bridges[b];
     // The ingress port, and every port of its split-horizon group, is excluded.
     let excluded =
@@ -120,7 +121,7 @@ pub(super) fn output(
                             tag: op.vlan.egress_tag(vlan),
                         },
                     );
-                    return Ok(());
+                    return Ok(Some(pid));
                 }
             }
         }
@@ -142,7 +143,7 @@ pub(super) fn output(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Whether a broadcast frame is something the router's services want a copy of

@@ -78,7 +78,10 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 continue;
             }
         };
-        bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        let learned = bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+        if let Some(fp) = &ctx.snap.fastpath {
+            fp.learned(learned, meta.vlan, meta.eth.src);
+        }
         if let Some(o) = bridge.overlay.as_ref().filter(|_| meta.vlan == 0) {
             // ARP for remote endpoints and DHCP are answered on the sender's host, never
             // flooded; such a request from a tunnel is another host's to answer.
@@ -111,8 +114,15 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             i as u8,
             meta.eth.payload_ofs as u8,
         );
-        if let Err(r) = r {
-            inp.counters.dropped(w, r, 1);
+        match r {
+            // Known unicast: the kernel fast path may take the rest of this flow.
+            Ok(Some(out_id)) => {
+                if let Some(fp) = &ctx.snap.fastpath {
+                    fp.offer(w, ctx.now, inp, &meta, out_id);
+                }
+            }
+            Ok(None) => {}
+            Err(r) => inp.counters.dropped(w, r, 1),
         }
     }
     polled.counters.rx(w, rx_pkts, rx_bytes);

@@ -128,6 +128,7 @@ impl Rig {
             router_ips,
             nat,
             conntrack: Arc::new(Conntrack::new(256)),
+            fastpath: None,
         };
         let mut out = OutQueues::default();
         out.fit(&snap);

@@ -127,6 +127,7 @@ impl State {
                 self.release_address(&bridge, &owner, ip.as_deref())
             }
             Command::ListAllocations { bridge } => self.list_allocations(&bridge),
+            Command::FastpathShow { bridge } => self.fastpath_show(bridge.as_deref()),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),
         }
