@@ -86,32 +86,36 @@ fn flush_leases(db: &db::Db, failing: &mut u32) {
     }
 }
 
-/// Turns changes of the lease store into `monitor` events, polled from the main loop
-/// (every balancing tick, 250 ms): the store's generation says whether anything
-/// changed; the leases are compared per bridge only then.
+/// Turns the lease store's change journal into `monitor` events, drained from the main
+/// loop (every balancing tick, 250 ms). A journal, not a comparison of two states: a
+/// lease granted and released between two ticks still gives both events.
 #[derive(Default)]
 struct LeaseEvents {
-    generation: u64,
-    seen: std::collections::HashMap<String, Vec<crate::config::Lease>>,
+    lost: u64,
 }
 
 impl LeaseEvents {
+    /// Emit the lease changes made since the last call, in the order they were made
+    /// (a lease granted and released within one interval gives both events).
     fn poll(&mut self, store: &crate::tables::leases::LeaseStore) {
-        if store.generation() == self.generation {
-            return;
-        }
-        let (generation, all) = store.all_leases();
-        self.generation = generation;
-        for (bridge, now) in &all {
-            let before = self.seen.get(bridge).map(Vec::as_slice).unwrap_or_default();
-            crate::control::events::emit_leases(bridge, before, now);
-        }
-        for (bridge, before) in &self.seen {
-            if !all.contains_key(bridge) {
-                crate::control::events::emit_leases(bridge, before, &[]);
+        use crate::tables::leases::LeaseChange;
+        let (changes, lost) = store.drain_changes();
+        for (bridge, c) in changes {
+            match c {
+                LeaseChange::Granted(l) => crate::control::events::emit_leases(&bridge, &[], &[l]),
+                LeaseChange::Ended(l) => crate::control::events::emit_leases(&bridge, &[l], &[]),
             }
         }
-        self.seen = all;
+        if lost > 0 {
+            // Logged once per 1000 so a DHCP flood does not flood the log too.
+            if self.lost == 0 || self.lost / 1000 != (self.lost + lost) / 1000 {
+                tracing::warn!(
+                    lost = self.lost + lost,
+                    "lease events lost: more than 1024 lease changes in 250 ms"
+                );
+            }
+            self.lost += lost;
+        }
     }
 }
 
