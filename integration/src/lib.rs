@@ -424,6 +424,20 @@ impl Lab {
             .unwrap_or(false)
     }
 
+    /// Every port's non-zero drop counters (for failure messages), or why not.
+    pub fn drops(&self) -> String {
+        let Ok(v) = self.ctl_json(&["stats"]) else {
+            return "(stats failed)".into();
+        };
+        let mut out = Vec::new();
+        for p in v.as_array().into_iter().flatten() {
+            for (k, n) in p["drops"].as_object().into_iter().flatten() {
+                out.push(format!("{}:{k}={n}", p["port"].as_str().unwrap_or("?")));
+            }
+        }
+        out.join(" ")
+    }
+
     /// Ping from `from` to `dst` until it answers (10 s deadline), then three more
     /// that must all be answered (see [`Lab::assert_pings`]).
     pub fn assert_ping(&self, from: &str, dst: &str) -> Result<()> {
@@ -450,12 +464,13 @@ impl Lab {
             .with_context(|| format!("{from} → {dst}: no ping summary in {text:?}"))?;
         if s.transmitted != n || s.received != n || s.duplicates != 0 || s.errors != 0 {
             bail!(
-                "{from} → {dst}: {} of {n} pings answered ({} sent, {} duplicates, {} errors):\n{}\nvswitchd log:\n{}",
+                "{from} → {dst}: {} of {n} pings answered ({} sent, {} duplicates, {} errors):\n{}\ndrops: {}\nvswitchd log:\n{}",
                 s.received,
                 s.transmitted,
                 s.duplicates,
                 s.errors,
                 text.trim(),
+                self.drops(),
                 self.log_tail(20)
             );
         }
