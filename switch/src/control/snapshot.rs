@@ -224,8 +224,10 @@ mod tests {
             })
             .unwrap();
         m.insert_host("br0", h).unwrap();
-        m.routes
-            .push(m.check_add_route("203.0.113.0/24", "198.51.100.1").unwrap());
+        {
+            let r = m.check_add_route("203.0.113.0/24", "198.51.100.1").unwrap();
+            m.insert_route(r);
+        }
         m.masquerade.push(m.check_masquerade("br0", "wan").unwrap());
         m.published
             .push(m.check_publish("tcp", "8080", "10.0.0.5:80").unwrap());
