@@ -7,10 +7,10 @@ use super::state::Live;
 use crate::config::model::DnsForward;
 use crate::config::Model;
 use crate::dp::snapshot::{
-    router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, RouterIf,
-    Snapshot, Upstream, VlanMode,
+    router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, Router6If,
+    RouterIf, Snapshot, Upstream, VlanMode,
 };
-use crate::tables::{Conntrack, Fdb, Route, RouteTable};
+use crate::tables::{Conntrack, Fdb, Route, Route6, Route6Table, RouteTable};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -79,6 +79,18 @@ pub fn build(
             }),
             _ => None,
         };
+        let router6 = match (b.gateway6, b.subnet6) {
+            (Some(ip), Some(net)) => {
+                let mac = router_mac(&b.name);
+                Some(Router6If {
+                    ip,
+                    ll: crate::wire::ipv6::link_local(mac),
+                    net,
+                    mac,
+                })
+            }
+            _ => None,
+        };
         let mut names: NameMap = b
             .hosts
             .iter()
@@ -96,6 +108,7 @@ pub fn build(
             fdb,
             ports: slots,
             router,
+            router6,
             isolated: b.isolated,
             mtu: b.mtu,
             dhcp: b.dhcp.map(|d| (d.first, d.last)),
@@ -120,6 +133,32 @@ pub fn build(
                 },
             );
             router_ips.insert(r.ip, bi);
+        }
+    }
+    let mut routes6 = Route6Table::default();
+    let mut router_ips6 = HashMap::new();
+    for (bi, b) in bridges.iter().enumerate() {
+        if let Some(r) = b.router6 {
+            routes6.insert(
+                r.net,
+                Route6 {
+                    bridge: bi,
+                    via: None,
+                },
+            );
+            router_ips6.insert(r.ip, bi);
+            router_ips6.insert(r.ll, bi);
+        }
+    }
+    for r in &model.routes6 {
+        if let Some(c) = routes6.lookup(r.via).filter(|c| c.via.is_none()) {
+            routes6.insert(
+                r.cidr,
+                Route6 {
+                    bridge: c.bridge,
+                    via: Some(r.via),
+                },
+            );
         }
     }
     for r in &model.routes {
@@ -174,6 +213,8 @@ pub fn build(
         bridges,
         routes,
         router_ips,
+        routes6,
+        router_ips6,
         nat,
         conntrack: tables.conntrack.clone(),
     }

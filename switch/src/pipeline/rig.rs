@@ -113,7 +113,7 @@ impl Rig {
         let mut neigh = NeighMap::new();
         for (ip, last) in [([10, 0, 0, 5], 5u8), ([198, 51, 100, 1], 1)] {
             neigh.insert(
-                Ipv4Addr::from(ip),
+                Ipv4Addr::from(ip).into(),
                 Neigh {
                     mac: MacAddr([2, 0, 0, 0, 0, last]),
                     learned: 1,
@@ -128,6 +128,7 @@ impl Rig {
             router_ips,
             nat,
             conntrack: Arc::new(Conntrack::new(256)),
+            ..Default::default()
         };
         let mut out = OutQueues::default();
         out.fit(&snap);
