@@ -15,7 +15,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod forward;
 mod ipbuild;
-mod ndp;
+pub mod ndp;
 mod tcp53;
 
 use crate::dp::snapshot::{slot_of, BridgeRt, Snapshot, Upstream};

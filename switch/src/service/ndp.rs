@@ -348,3 +348,64 @@ fn advert(b: &BridgeRt, rif: &Router6If) -> ipv6::RouterAdvert {
         lifetime: ROUTER_LIFETIME,
     }
 }
+
+/// Fuzz entry point (the `ndp` fuzz target and its corpus replay): `data` is
+/// `[port, kind, hop limit, addresses, ICMPv6 message...]`; the message (checksum
+/// fixed, so the fuzzer gets past it) is punted to the slow path of the in-memory rig
+/// (`pipeline::rig`: br0 fd00:10::/64, wan fd00:ff::/64) from a host, addressed to
+/// the router's gateway, link-local or multicast address; then the raw bytes are
+/// punted once more unfixed as a whole frame. Must never panic.
+pub fn fuzz(data: &[u8]) {
+    use crate::pipeline::punt::Punt;
+    use crate::tables::LeaseStore;
+    use std::sync::Arc;
+    let [port, kind, hop, sel, msg @ ..] = data else {
+        return;
+    };
+    let (snap, _mems) = crate::pipeline::rig::Rig::new().into_parts();
+    let mut s = Service::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(snap)),
+        Arc::new(NeighCache::new(64)),
+        Arc::new(LeaseStore::new()),
+        0,
+    );
+    let addrs = [
+        "fd00:10::5",
+        "fd00:10::1",
+        "ff02::1:ff00:1",
+        "ff02::2",
+        "fe80::5",
+        "::",
+        "2001:db8::1",
+        "fd00:ff::1",
+    ];
+    let pick = |i: u8| -> Ipv6Addr {
+        addrs[usize::from(i) % addrs.len()]
+            .parse()
+            .unwrap_or(Ipv6Addr::UNSPECIFIED)
+    };
+    let (src, dst) = (pick(*sel), pick(*sel >> 4));
+    let kind = match kind % 5 {
+        0 => PuntKind::Local,
+        1 => PuntKind::Resolve,
+        2 => PuntKind::TtlExceeded,
+        3 => PuntKind::NoRoute,
+        _ => PuntKind::FragNeeded { mtu: 1280 },
+    };
+    let ip = ipv6::icmp_packet(src, dst, *hop, msg.to_vec());
+    let host = MacAddr([2, 0, 0, 0, 0, 5]);
+    let dmac = match dst.is_multicast() {
+        true => ipv6::multicast_mac(&dst),
+        false => crate::dp::snapshot::router_mac("br0"),
+    };
+    let in_port = u32::from(*port % 3);
+    for frame in [ipv6::ethernet(dmac, host, &ip), data.to_vec()] {
+        s.handle(Punt {
+            in_port,
+            kind,
+            vnet: VnetHdr::default(),
+            frame,
+        });
+    }
+    s.tick(Instant::now());
+}
