@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
             static_ipv6_route_via_next_hop,
         ),
         ("dual_stack_cli", dual_stack_cli),
+        ("dns_aaaa_over_ipv6", dns_aaaa_over_ipv6),
     ])
 }
 
@@ -356,5 +357,44 @@ fn dual_stack_cli() -> Result<()> {
             .any(|x| x["cidr"] == "fd00:9::/64" && x["via"] == "fd00:1::9")),
         "{r}"
     );
+    Ok(())
+}
+
+fn dns_aaaa_over_ipv6() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.ctl_ok(&["add-host", "br1", "web", "fd00:1::5"])?;
+    lab.ctl_ok(&["add-host", "br1", "web", "10.1.0.5"])?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let dig = |args: &str| lab.sh("c1", &format!("dig +time=2 +tries=2 {args}"));
+    // Over IPv6 at the IPv6 gateway (the RDNSS the RAs announce), and over IPv4.
+    let out = dig("+short AAAA web @fd00:1::1")?;
+    ensure!(out.trim() == "fd00:1::5", "{out}");
+    let out = dig("+short A web.br1 @fd00:1::1")?;
+    ensure!(out.trim() == "10.1.0.5", "{out}");
+    let out = dig("+short AAAA web @10.1.0.1")?;
+    ensure!(out.trim() == "fd00:1::5", "{out}");
+    let out = dig("+short -x fd00:1::5 @fd00:1::1")?;
+    ensure!(out.trim() == "web.", "{out}");
+    let hosts = lab.ctl_ok(&["list-hosts", "br1"])?;
+    ensure!(
+        hosts.contains("fd00:1::5") && hosts.contains("10.1.0.5"),
+        "{hosts}"
+    );
+    let o = lab.ctl(&["add-host", "br1", "x", "fd00:9::1"])?;
+    ensure!(
+        o.code != 0
+            && o.stderr.trim()
+                == "error: address fd00:9::1 is outside subnet fd00:1::/64 of bridge br1",
+        "{:?}",
+        o.stderr
+    );
+    // del-host removes the name with both its addresses.
+    lab.ctl_ok(&["del-host", "br1", "web"])?;
+    let out = dig("AAAA web @fd00:1::1")?;
+    ensure!(out.contains("status: NXDOMAIN"), "{out}");
+    // UDP to another port of the gateway: port unreachable.
+    let out = lab.sh_out("c1", "dig +time=1 +tries=1 -p 5353 web @fd00:1::1")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(!text.contains("ANSWER SECTION"), "{text}");
     Ok(())
 }

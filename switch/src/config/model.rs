@@ -243,7 +243,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub struct HostConf {
     /// Lower-case.
     pub name: String,
-    pub ip: Ipv4Addr,
+    /// IPv4 (an A record) or IPv6 (AAAA); a name may have one of each.
+    pub ip: IpAddr,
     pub source: String,
     /// The port the name was registered for: it leaves with the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,7 +476,14 @@ impl BridgeConf {
     /// Addresses nobody may be handed (DHCP, alloc-address): the gateway, DNS names,
     /// DHCP reservations, held addresses and pipework's `ip` of static ports.
     pub fn addresses_in_use(&self) -> HashSet<Ipv4Addr> {
-        let mut reserved: HashSet<Ipv4Addr> = self.hosts.iter().map(|h| h.ip).collect();
+        let mut reserved: HashSet<Ipv4Addr> = self
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         reserved.extend(self.reservations.iter().map(|r| r.ip));
         reserved.extend(self.allocations.iter().map(|a| a.ip));
         reserved.extend(self.gateway);
@@ -615,6 +623,12 @@ fn parse_route6(cidr: &str, via: &str) -> Result<(Ipv6Net, Ipv6Addr), ConfigErro
         });
     }
     Ok((parse_net6(cidr)?, parse_ip6(via)?))
+}
+
+fn parse_any_ip(s: &str) -> Result<IpAddr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ConfigError::BadIp(s.to_string()))
 }
 
 fn parse_ip6(s: &str) -> Result<Ipv6Addr, ConfigError> {
@@ -957,8 +971,12 @@ impl Model {
     pub fn existing_host(&self, req: &AddHost) -> Result<Option<&HostConf>, ConfigError> {
         let b = self.bridge(&req.bridge)?;
         let name = req.name.trim().trim_end_matches('.').to_ascii_lowercase();
-        let ip = parse_ip(&req.ip)?;
-        match b.hosts.iter().find(|h| h.name == name) {
+        let ip = parse_any_ip(&req.ip)?;
+        match b
+            .hosts
+            .iter()
+            .find(|h| h.name == name && h.ip.is_ipv6() == ip.is_ipv6())
+        {
             None => Ok(None),
             Some(h) if h.ip == ip => Ok(Some(h)),
             Some(h) => Err(ConfigError::HostExists {
@@ -1309,17 +1327,24 @@ impl Model {
         if !valid_dns_name(&name) {
             return Err(ConfigError::BadHostName(req.name.clone()));
         }
-        let ip = parse_ip(&req.ip)?;
-        if let Some(net) = b.subnet {
-            if !net.contains(&ip) {
-                return Err(ConfigError::AddressOutside {
-                    ip: ip.to_string(),
-                    subnet: net.to_string(),
-                    bridge: b.name.clone(),
-                });
-            }
+        let ip = parse_any_ip(&req.ip)?;
+        let outside = match ip {
+            IpAddr::V4(a) => b.subnet.filter(|n| !n.contains(&a)).map(|n| n.to_string()),
+            IpAddr::V6(a) => b.subnet6.filter(|n| !n.contains(&a)).map(|n| n.to_string()),
+        };
+        if let Some(subnet) = outside {
+            return Err(ConfigError::AddressOutside {
+                ip: ip.to_string(),
+                subnet,
+                bridge: b.name.clone(),
+            });
         }
-        if let Some(h) = b.hosts.iter().find(|h| h.name == name) {
+        // One address of each family per name (an A and an AAAA record).
+        if let Some(h) = b
+            .hosts
+            .iter()
+            .find(|h| h.name == name && h.ip.is_ipv6() == ip.is_ipv6())
+        {
             return Err(ConfigError::HostExists {
                 bridge: b.name.clone(),
                 name,
@@ -1358,7 +1383,10 @@ impl Model {
                     bridge: bridge.to_string(),
                     name: name.to_string(),
                 })?;
-        Ok(b.hosts.remove(i))
+        let h = b.hosts.remove(i);
+        // The name's address of the other family (its AAAA or A record) goes too.
+        b.hosts.retain(|x| x.name != key);
+        Ok(h)
     }
 
     /// Validate an `add-port` request into a port, without changing the model.

@@ -7,8 +7,8 @@ use super::state::Live;
 use crate::config::model::DnsForward;
 use crate::config::Model;
 use crate::dp::snapshot::{
-    router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, Router6If,
-    RouterIf, Snapshot, Upstream, VlanMode,
+    router_mac, slot_of, BridgeRt, NameMap, Names6, NatRt, PortEntry, PortLock, PublishRt,
+    Router6If, RouterIf, Snapshot, Upstream, VlanMode,
 };
 use crate::tables::{Conntrack, Fdb, Route, Route6, Route6Table, RouteTable};
 use std::collections::HashMap;
@@ -94,7 +94,18 @@ pub fn build(
         let mut names: NameMap = b
             .hosts
             .iter()
-            .map(|h| (h.name.clone(), (h.ip, 0)))
+            .filter_map(|h| match h.ip {
+                std::net::IpAddr::V4(a) => Some((h.name.clone(), (a, 0))),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let names6: Names6 = b
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                std::net::IpAddr::V6(a) => Some((h.name.clone(), a)),
+                std::net::IpAddr::V4(_) => None,
+            })
             .collect();
         for r in &b.reservations {
             if let Some(n) = &r.name {
@@ -113,6 +124,7 @@ pub fn build(
             mtu: b.mtu,
             dhcp: b.dhcp.map(|d| (d.first, d.last)),
             names: Arc::new(names),
+            names6: Arc::new(names6),
             dns: match &b.dns {
                 DnsForward::System => Upstream::System,
                 DnsForward::Servers(s) => Upstream::Servers(s.as_slice().into()),

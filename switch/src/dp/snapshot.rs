@@ -166,6 +166,9 @@ pub struct Router6If {
 /// A DNS name's address and expiry (Unix seconds; 0: never).
 pub type NameMap = HashMap<String, (Ipv4Addr, u64)>;
 
+/// A bridge's IPv6 names (AAAA records): name → address.
+pub type Names6 = HashMap<String, Ipv6Addr>;
+
 /// Where a bridge's DNS forwards the names it does not own.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Upstream {
@@ -194,6 +197,8 @@ pub struct BridgeRt {
     /// from DHCP leases live in the lease store (`tables::leases`), which the DNS
     /// service reads beside these.
     pub names: Arc<NameMap>,
+    /// IPv6 addresses of names (add-host with an IPv6 address), lower-case.
+    pub names6: Arc<Names6>,
     /// Where other names are forwarded.
     pub dns: Upstream,
     /// Overlay bridges: the remote endpoints the cluster agent installed.
@@ -263,6 +268,7 @@ impl BridgeRt {
             mtu: 1500,
             dhcp: None,
             names: Arc::default(),
+            names6: Arc::default(),
             dns: Upstream::Off,
             overlay: None,
         }

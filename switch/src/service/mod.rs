@@ -357,7 +357,8 @@ impl Service {
         // Static names first, then the names of live DHCP leases (the lease store's
         // own short lock, never the control mutex).
         let leased = self.leases.names(&bridge.name).unwrap_or_default();
-        match dns::answer(&[&bridge.names, &leased], &bridge.name, q, now, forwards) {
+        let names = [&*bridge.names, &leased];
+        match dns::answer(&names, &bridge.names6, &bridge.name, q, now, forwards) {
             Some(dns::Answer::Local(resp)) => self.send_dns(snap, reply, resp),
             Some(dns::Answer::Forward) => {
                 let req = forward::Request {
@@ -405,6 +406,26 @@ impl Service {
                 for pkt in r.segments(&msg) {
                     self.emit(snap, pkt);
                 }
+            }
+            dns::Reply::Udp6 {
+                client,
+                server,
+                cport,
+                limit,
+                port,
+                mac,
+            } => {
+                let msg = dns::fit_udp(msg, limit);
+                let Some(rif) = snap
+                    .port(port)
+                    .and_then(|p| snap.bridges.get(p.bridge))
+                    .and_then(|b| b.router6)
+                else {
+                    return;
+                };
+                let udp = ndp::udp6(server, client, 53, cport, &msg);
+                let pkt = ipv6::packet(server, client, ipv6::NEXT_UDP, 64, &udp);
+                self.send_port(snap, port, &ipv6::ethernet(mac, rif.mac, &pkt));
             }
         }
     }

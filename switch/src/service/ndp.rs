@@ -8,7 +8,7 @@
 //!
 //! Read first: RFC 4861 (NDP) §6–7, RFC 4443 (ICMPv6), RFC 8106 (RDNSS).
 
-use super::{Queued, Service};
+use super::{dns, Queued, Service};
 use crate::dp::clock;
 use crate::dp::snapshot::{BridgeRt, Router6If, Snapshot};
 use crate::pipeline::l3;
@@ -55,8 +55,11 @@ impl Service {
             return;
         };
         let body = m.payload(ip);
+        if m.next == ipv6::NEXT_UDP && snap.router_ip6(&m.dst) == Some(bi) {
+            return self.udp6(snap, bi, in_port, eth, (&m, ip));
+        }
         if m.next != ipv6::NEXT_ICMPV6 || body.len() < 4 || !ipv6::icmp_checksum_ok(&m, body) {
-            // Not ICMPv6 (no IPv6 service listens on the router yet), or corrupt.
+            // Not ICMPv6 (TCP to the router: no IPv6 service listens), or corrupt.
             self.count_drop(snap, in_port);
             return;
         }
@@ -110,6 +113,44 @@ impl Service {
             }
             _ => self.count_drop(snap, in_port),
         }
+    }
+
+    /// UDP to this bridge's own IPv6 gateway: DNS on port 53; port unreachable for
+    /// anything else.
+    fn udp6(
+        &mut self,
+        snap: &Snapshot,
+        bi: usize,
+        in_port: PortId,
+        eth: &EthFrame,
+        (m, ip): (&Ipv6Meta, &[u8]),
+    ) {
+        let body = m.payload(ip);
+        // The checksum is not verified: a kernel peer leaves it partial (checksum
+        // offload, the virtio-net header's NEEDS_CSUM), as for IPv4's DNS.
+        if body.len() < 8 || usize::from(u16::from_be_bytes([body[4], body[5]])) != body.len() {
+            self.count_drop(snap, in_port);
+            return;
+        }
+        let sport = u16::from_be_bytes([body[0], body[1]]);
+        let dport = u16::from_be_bytes([body[2], body[3]]);
+        if dport != 53 {
+            // Port unreachable (RFC 4443 §3.1 code 4).
+            if let Some(f) = self.error6(snap, bi, eth.src, ip, icmp::DEST_UNREACH, 4, 0) {
+                self.send_port(snap, in_port, &f);
+            }
+            return;
+        }
+        let data = &body[8..];
+        let reply = dns::Reply::Udp6 {
+            client: m.src,
+            server: m.dst,
+            cport: sport,
+            limit: dns::udp_limit(data, snap.bridges[bi].mtu.saturating_sub(20)),
+            port: in_port,
+            mac: eth.src,
+        };
+        self.dns_query(snap, bi, in_port, data, reply);
     }
 
     /// A Neighbor Solicitation or Advertisement on bridge `bi`: learn the sender,
@@ -335,6 +376,23 @@ impl Service {
         self.rs_tokens -= 1.0;
         true
     }
+}
+
+/// A UDP datagram with its checksum over the IPv6 pseudo-header (mandatory in IPv6).
+pub(super) fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let len = (8 + data.len()).min(0xffff) as u16;
+    let mut u = Vec::with_capacity(usize::from(len));
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    let c = match ipv6::checksum(&src, &dst, ipv6::NEXT_UDP, &u) {
+        0 => 0xffff,
+        c => c,
+    };
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    u
 }
 
 /// What bridge `b`'s Router Advertisement says (`rif`: its IPv6 interface).
