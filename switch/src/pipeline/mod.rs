@@ -138,6 +138,11 @@ fn route(
         route6(ctx, inp, in_id, batch, i, &meta, out);
         return;
     }
+    // A bridge with an IPv6 gateway only: the router has no IPv4 leg on it.
+    if ctx.snap.bridges[inp.bridge].router.is_none() {
+        inp.counters.dropped(w, DropReason::NotRoutable, 1);
+        return;
+    }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
         inp.counters.dropped(w, r, 1);
         return;

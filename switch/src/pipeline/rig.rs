@@ -339,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_with_an_ipv6_gateway_only_routes_no_ipv4() {
+        let mut rig = Rig::new();
+        rig.snap.bridges[0].router = None;
+        assert_eq!(
+            rig.feed(0, &[&syn_out()]),
+            0,
+            "IPv4 routed from an IPv6-only leg"
+        );
+        assert_eq!(rig.drops(0, "not_routable"), 1);
+        assert_eq!(
+            rig.feed(0, &[&echo6("2001:db8::9", 64, 8)]),
+            1,
+            "IPv6 still routed"
+        );
+    }
+
+    #[test]
     fn malformed_ipv6_is_dropped_not_panicking() {
         let mut rig = Rig::new();
         let good = echo6("2001:db8::9", 64, 8);

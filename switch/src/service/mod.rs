@@ -73,6 +73,8 @@ pub struct Service {
     tcp53: tcp53::Tcp53,
     /// Router Advertisements: when each bridge (by name) is due, how many were sent.
     ra: HashMap<String, ndp::RaState>,
+    /// The snapshot generation `ra` was last pruned against.
+    ra_generation: u64,
     /// Router Solicitations answered per second (token bucket).
     rs_tokens: f64,
     rs_refill: Instant,
@@ -98,6 +100,7 @@ impl Service {
             icmp_refill: Instant::now(),
             tcp53: tcp53::Tcp53::default(),
             ra: HashMap::new(),
+            ra_generation: u64::MAX,
             rs_tokens: ndp::RS_ANSWERS_PER_SEC,
             rs_refill: Instant::now(),
             forwarder: forward::Forwarder::default(),

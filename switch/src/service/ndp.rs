@@ -332,11 +332,17 @@ impl Service {
     /// gateway, when due.
     pub(super) fn ra_tick(&mut self, now: Instant) {
         let snap = self.snap.load_full();
-        self.ra.retain(|name, _| {
-            snap.bridges
+        if snap.generation != self.ra_generation {
+            // Forget bridges that left (or lost their IPv6 gateway) once per snapshot.
+            self.ra_generation = snap.generation;
+            let live: std::collections::HashSet<&str> = snap
+                .bridges
                 .iter()
-                .any(|b| &b.name == name && b.router6.is_some())
-        });
+                .filter(|b| b.router6.is_some())
+                .map(|b| b.name.as_str())
+                .collect();
+            self.ra.retain(|name, _| live.contains(name.as_str()));
+        }
         for (bi, b) in snap.bridges.iter().enumerate() {
             let Some(rif) = b.router6 else { continue };
             let st = self
