@@ -391,6 +391,16 @@ impl Lab {
             "--gateway",
             "10.0.0.1",
         ])?;
+        self.container(sw, "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+        self.ctl_ok(&["add-port", "br1", "v1"])?;
+        self.wan(sw)?;
+        self.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+        Ok(())
+    }
+
+    /// The uplink of DESIGN.md §5 on switch `sw` (started): bridge `wan`
+    /// 198.51.100.0/24 (router .2) with the outside host `out` (198.51.100.1, port vo).
+    pub fn wan(&mut self, sw: &str) -> Result<()> {
         self.ctl_ok(&[
             "add-br",
             "wan",
@@ -399,11 +409,8 @@ impl Lab {
             "--gateway",
             "198.51.100.2",
         ])?;
-        self.container(sw, "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
         self.container(sw, "out", "vo", "198.51.100.1/24", None)?;
-        self.ctl_ok(&["add-port", "br1", "v1"])?;
         self.ctl_ok(&["add-port", "wan", "vo"])?;
-        self.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
         Ok(())
     }
 
