@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: the same two-namespace topology switched by the Linux kernel
-# bridge, Open vSwitch's userspace datapath (without and with userspace TSO) and
-# vswitchd, measured in one run, interleaved round by round:
+# bridge, Open vSwitch's userspace datapath (without and with userspace TSO), vswitchd
+# in userspace (--fastpath off) and with its kernel fast path (--fastpath on), and a
+# direct veth pair as the ceiling, measured in one run, interleaved round by round:
 #   TCP 1 and 4 streams (iperf3), 64-byte UDP packet rate and loss (trafgen, or a
 #   Python AF_PACKET sender), ping median/p99, and the switch's CPU seconds during the
 #   1-stream TCP test. Then two smaller cases: NAT (nftables masquerade vs vswitchd
@@ -127,7 +128,7 @@ if command -v ovsdb-server >/dev/null && command -v ovs-vswitchd >/dev/null && c
 else
   note "Open vSwitch binaries missing (Debian package openvswitch-switch): OVS rows skipped"
 fi
-VARIANTS+=(vswitchd)
+VARIANTS+=(vswitchd vswitchd-fp veth)
 if [ $GEN = auto ]; then
   if command -v trafgen >/dev/null; then GEN=trafgen; else GEN=python; fi
 fi
@@ -155,11 +156,14 @@ wait_ping() { # NS ADDR: up to ~30 s
   return 1
 }
 
-start_vswitchd() { # NS NAME: vswitchd in NS with a fresh db and socket under $TMP
+start_vswitchd() { # NS NAME [FLAGS..]: vswitchd in NS with a fresh db and socket under $TMP
   local ns=$1 name=$2 i
+  shift 2
   rm -f "$TMP/$name.db" "$TMP/$name.sock"
+  # --fastpath off unless the caller gives flags: the userspace rows stay userspace.
+  [ $# -gt 0 ] || set -- --fastpath off
   ip netns exec $ns "$BIN/vswitchd" --socket "$TMP/$name.sock" --db "$TMP/$name.db" --workers 2 \
-    >>"$TMP/$name.log" 2>&1 &
+    "$@" >>"$TMP/$name.log" 2>&1 &
   local pid=$!
   PIDS+=($pid); SWITCH_PIDS+=($pid)
   for i in $(seq 100); do
@@ -211,11 +215,21 @@ switch_up() { # VARIANT on the L2 topology
           fi
         done
       fi ;;
-    vswitchd)
-      start_vswitchd $SW vs || return 1
+    vswitchd|vswitchd-fp)
+      if [ $v = vswitchd-fp ]; then start_vswitchd $SW vs --fastpath on || return 1
+      else start_vswitchd $SW vs || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vs.sock"
       $V add-br br0 >/dev/null && $V add-port br0 v1 >/dev/null && $V add-port br0 v2 >/dev/null || return 1 ;;
+    veth) ;; # no switch: topo_direct joined c1 and c2
   esac
+}
+
+# The ceiling: c1 and c2 joined by one veth pair, no switch at all.
+topo_direct() {
+  ns_add $SW $C1 $C2
+  ip link add name eth0 netns $C1 type veth peer name eth0 netns $C2
+  ip -n $C1 addr add 10.0.0.1/24 dev eth0; ip -n $C1 link set eth0 up
+  ip -n $C2 addr add 10.0.0.2/24 dev eth0; ip -n $C2 link set eth0 up
 }
 
 # --- metrics -------------------------------------------------------------------------------
@@ -293,7 +307,7 @@ ticks_s() { python3 -c "print('%.2f' % (($1) / $(getconf CLK_TCK)))"; }
 # --- L2: kernel bridge vs OVS userspace (±TSO) vs vswitchd ----------------------------------
 measure_l2() { # VARIANT ROUND
   local v=$1 r=$2 pmed p99 a b a2 b2 t1 t4 sent rx loss cpu sirq
-  topo_l2
+  if [ $v = veth ]; then topo_direct; else topo_l2; fi
   if ! switch_up $v || ! wait_ping $C1 10.0.0.2; then
     echo "error: $v: no connectivity c1 -> c2; row left empty" >&2
     printf 'l2\t%s\t%s\ttcp1=nan tcp4=nan udp_sent_kpps=nan udp_rx_kpps=nan udp_loss=nan ping_med=nan ping_p99=nan cpu=nan softirq=nan\n' $v $r >> "$RES"

@@ -77,6 +77,7 @@ pub enum Cmd {
     Man(commands::completions::Man),
     Monitor(commands::monitor::Monitor),
     ClusterShow(commands::cluster_show::ClusterShow),
+    FastpathShow(commands::fastpath_show::FastpathShow),
 }
 
 impl Cmd {
@@ -120,6 +121,7 @@ impl Cmd {
             Cmd::Man(c) => c.run(),
             Cmd::Monitor(c) => c.run(ctx),
             Cmd::ClusterShow(c) => c.run(ctx),
+            Cmd::FastpathShow(c) => c.run(ctx),
         }
     }
 }

@@ -240,7 +240,12 @@ fn wait_event(
             .map(|v| v.iter().skip(skip).any(|e| e["event"] == kind && f(e)))
             .unwrap_or(false)
     });
-    ensure!(ok, "no {kind} event; monitor log:\n{}", lab.read_log(log));
+    ensure!(
+        ok,
+        "no {kind} event; monitor log:\n{}\nvswitchd log:\n{}",
+        lab.read_log(log),
+        lab.log_tail(40)
+    );
     Ok(())
 }
 
@@ -309,13 +314,14 @@ fn monitor_streams_every_kind_in_order() -> Result<()> {
     lab.sh(
         "c2",
         &format!(
-            "busybox udhcpc -i eth0 -f -t 5 -T 1 -x hostname:alpha -s {s} -p {p} >/dev/null 2>&1 &
+            "busybox udhcpc -i eth0 -f -t 5 -T 1 -x hostname:alpha -s {s} -p {p} >{l} 2>&1 &
              for i in $(seq 100); do ip -4 addr show dev eth0 | grep -q inet && break; sleep 0.1; done
              ping -c 1 -W 1 10.0.0.1 >/dev/null; kill -USR2 $(cat {p})
              for i in $(seq 100); do ip -4 addr show dev eth0 | grep -q inet || break; sleep 0.1; done
              kill $(cat {p})",
             s = script.display(),
-            p = pid.display()
+            p = pid.display(),
+            l = lab.dir().join("udhcpc.log").display(),
         ),
     )?;
     wait_event(
@@ -324,8 +330,13 @@ fn monitor_streams_every_kind_in_order() -> Result<()> {
         skip,
         "lease-released",
         by("bridge", "br0"),
-    )?;
-    // c1's MAC now speaks from v2: the address moved.
+    )
+    .with_context(|| format!("udhcpc said:\n{}", lab.read_log("udhcpc.log")))?;
+    // c1's MAC now speaks from v2: the address moved. c1 must stay quiet meanwhile: with
+    // IPv6 on, it would defend its link-local address against c2's duplicate-address
+    // check (c2's new link-local is c1's), from v1, moving the MAC back before the
+    // watcher's next scan (it compares scans, 200 ms apart).
+    lab.sh("c1", "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
     lab.sh(
         "c2",
         &format!("ip link set eth0 address {mac1} && ip addr add 10.0.0.6/24 dev eth0"),

@@ -446,7 +446,9 @@ fn tcp_crosses_with_default_offloads() -> Result<()> {
 
 /// Two workers, br0 with c1 and c2 on ports v1 and v2.
 fn two_worker_lab(extra: &[&str]) -> Result<Lab> {
-    let mut flags = vec!["--workers", "2"];
+    // These tests watch the userspace workers carry the traffic: the kernel fast path
+    // would take it from them.
+    let mut flags = vec!["--workers", "2", "--fastpath", "off"];
     flags.extend_from_slice(extra);
     lab_with_flags(2, &flags)
 }

@@ -358,6 +358,11 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "is_false")]
         if_exists: bool,
     },
+    /// The kernel fast path's cache (all bridges, or one). Result: [`FastpathInfo`].
+    FastpathShow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
+    },
 }
 
 impl Command {
@@ -404,6 +409,7 @@ impl Command {
             Command::ClearPort { .. } => "clear-port",
             Command::AddMirror(_) => "add-mirror",
             Command::DelMirror { .. } => "del-mirror",
+            Command::FastpathShow { .. } => "fastpath-show",
         }
     }
 }
@@ -423,6 +429,14 @@ pub struct AddBr {
     /// The router's own address on this bridge; requires `subnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// IPv6 CIDR beside the IPv4 one (dual stack), e.g. `fd00:10::/64`. An IPv6 CIDR in
+    /// `subnet` (with `subnet6` absent) is taken as this too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// The router's own IPv6 address on this bridge; requires `subnet6`. An IPv6
+    /// address in `gateway` (with `gateway6` absent) is taken as this too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// DHCP service: `None` off, `Some("")` on with the default range,
     /// `Some("FIRST-LAST")` on with that range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -907,6 +921,11 @@ pub struct BridgeInfo {
     pub name: String,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    /// IPv6 subnet and gateway (dual stack); absent when the bridge has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// DHCP range `FIRST-LAST` when DHCP is on.
     pub dhcp: Option<String>,
     pub isolated: bool,
@@ -1009,6 +1028,9 @@ pub struct ShowInfo {
     pub ct_capacity: u64,
     #[serde(default)]
     pub ct_evictions: u64,
+    /// The kernel fast path: "on" (programs attached to system ports) or "off".
+    #[serde(default)]
+    pub fastpath: String,
 }
 
 /// One learned MAC address.
@@ -1040,6 +1062,52 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Dropped frames by reason (stable snake_case names); zero counts are omitted.
     pub drops: BTreeMap<String, u64>,
+    /// The part of `rx_packets`/`rx_bytes` and `tx_packets`/`tx_bytes` that the kernel
+    /// fast path forwarded without vswitchd seeing it.
+    #[serde(default)]
+    pub fastpath_rx_packets: u64,
+    #[serde(default)]
+    pub fastpath_rx_bytes: u64,
+    #[serde(default)]
+    pub fastpath_tx_packets: u64,
+    #[serde(default)]
+    pub fastpath_tx_bytes: u64,
+}
+
+/// Result of `fastpath-show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FastpathInfo {
+    /// "on" or "off" (`vswitchd --fastpath`, and whether the kernel allowed it).
+    pub mode: String,
+    /// Generation of the cache: entries of older generations miss.
+    pub generation: u64,
+    /// Entries installed, offers refused on re-validation, offers dropped on a full
+    /// queue, invalidations (generation bumps), entries deleted, since start.
+    pub installs: u64,
+    pub rejected: u64,
+    pub queue_full: u64,
+    pub invalidations: u64,
+    pub removed: u64,
+    pub entries: Vec<FastpathEntry>,
+}
+
+/// One cached decision: frames from `src` to `dst` arriving on `in_port` (in `vlan`
+/// of the bridge) leave on `out_port`, tagged `tag` or untagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastpathEntry {
+    pub bridge: String,
+    pub in_port: String,
+    pub out_port: String,
+    pub vlan: u16,
+    pub src: String,
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Milliseconds since the last hit; absent if never hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
 }
 
 /// Errors of the blocking client.

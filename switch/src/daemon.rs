@@ -32,6 +32,8 @@ pub struct Options {
     pub limits: Limits,
     /// Written with vswitchd's PID once it is ready; removed when it stops.
     pub pidfile: Option<PathBuf>,
+    /// The kernel fast path (`--fastpath`).
+    pub fastpath: crate::fastpath::Mode,
 }
 
 /// Tell the service manager (systemd's `Type=notify`, or `vswitchd --detach` waiting
@@ -84,32 +86,36 @@ fn flush_leases(db: &db::Db, failing: &mut u32) {
     }
 }
 
-/// Turns changes of the lease store into `monitor` events, polled from the main loop
-/// (every balancing tick, 250 ms): the store's generation says whether anything
-/// changed; the leases are compared per bridge only then.
+/// Turns the lease store's change journal into `monitor` events, drained from the main
+/// loop (every balancing tick, 250 ms). A journal, not a comparison of two states: a
+/// lease granted and released between two ticks still gives both events.
 #[derive(Default)]
 struct LeaseEvents {
-    generation: u64,
-    seen: std::collections::HashMap<String, Vec<crate::config::Lease>>,
+    lost: u64,
 }
 
 impl LeaseEvents {
+    /// Emit the lease changes made since the last call, in the order they were made
+    /// (a lease granted and released within one interval gives both events).
     fn poll(&mut self, store: &crate::tables::leases::LeaseStore) {
-        if store.generation() == self.generation {
-            return;
-        }
-        let (generation, all) = store.all_leases();
-        self.generation = generation;
-        for (bridge, now) in &all {
-            let before = self.seen.get(bridge).map(Vec::as_slice).unwrap_or_default();
-            crate::control::events::emit_leases(bridge, before, now);
-        }
-        for (bridge, before) in &self.seen {
-            if !all.contains_key(bridge) {
-                crate::control::events::emit_leases(bridge, before, &[]);
+        use crate::tables::leases::LeaseChange;
+        let (changes, lost) = store.drain_changes();
+        for (bridge, c) in changes {
+            match c {
+                LeaseChange::Granted(l) => crate::control::events::emit_leases(&bridge, &[], &[l]),
+                LeaseChange::Ended(l) => crate::control::events::emit_leases(&bridge, &[l], &[]),
             }
         }
-        self.seen = all;
+        if lost > 0 {
+            // Logged once per 1000 so a DHCP flood does not flood the log too.
+            if self.lost == 0 || self.lost / 1000 != (self.lost + lost) / 1000 {
+                tracing::warn!(
+                    lost = self.lost + lost,
+                    "lease events lost: more than 1024 lease changes in 250 ms"
+                );
+            }
+            self.lost += lost;
+        }
     }
 }
 
@@ -131,6 +137,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     let listener = server::bind(&opts.socket)?;
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let fastpath = start_fastpath(opts.fastpath, &snap, workers)?;
     let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
     let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
     let pool = WorkerPool::start(
@@ -141,7 +148,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         punt_tx,
     )
     .context("start workers")?;
-    let mut state = State::new(model, db.clone(), snap.clone(), pool, opts.limits);
+    let mut state = State::new(
+        model,
+        db.clone(),
+        snap.clone(),
+        pool,
+        opts.limits,
+        fastpath.clone(),
+    );
     state.set_auto_balance(opts.auto_balance && workers > 1);
     state.set_tools(crate::control::tools::Tools {
         neigh: Some(neigh.clone()),
@@ -164,6 +178,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         socket = %opts.socket.display(),
         db = %opts.db.display(),
         workers,
+        fastpath = if fastpath.is_some() { "on" } else { "off" },
         "vswitchd ready"
     );
 
@@ -207,9 +222,35 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     state.lock().shutdown();
+    if let Some(fp) = fastpath {
+        fp.stop();
+    }
     if let Err(e) = db.flush_leases() {
         tracing::error!(error = %e, "cannot write DHCP leases to the db at shutdown");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Load the kernel fast path as `--fastpath` asks: `on` fails without it, `auto` says
+/// once why it runs without it.
+fn start_fastpath(
+    mode: crate::fastpath::Mode,
+    snap: &Arc<ArcSwap<Snapshot>>,
+    workers: usize,
+) -> anyhow::Result<Option<Arc<crate::fastpath::FastPath>>> {
+    use crate::fastpath::{FastPath, Mode};
+    let fp = match mode {
+        Mode::Off => return Ok(None),
+        Mode::On => FastPath::open(snap.clone(), workers).context("--fastpath on")?,
+        Mode::Auto => match FastPath::open(snap.clone(), workers) {
+            Ok(fp) => fp,
+            Err(e) => {
+                tracing::info!(reason = %e, "kernel fast path unavailable: forwarding in userspace only");
+                return Ok(None);
+            }
+        },
+    };
+    fp.spawn().context("start fast path thread")?;
+    Ok(Some(fp))
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dp;
+pub mod fastpath;
 pub mod pipeline;
 pub mod port;
 pub mod service;

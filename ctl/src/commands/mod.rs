@@ -21,6 +21,7 @@ pub mod del_route;
 pub mod dhcp_leases;
 pub mod dhcp_reserve;
 pub mod dhcp_unreserve;
+pub mod fastpath_show;
 pub mod fdb_flush;
 pub mod fdb_show;
 pub mod list_allocations;

@@ -32,6 +32,12 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if let Some(g) = &b.gateway {
         attrs.push(format!("gateway {g}"));
     }
+    if let Some(s) = &b.subnet6 {
+        attrs.push(format!("subnet {s}"));
+    }
+    if let Some(g) = &b.gateway6 {
+        attrs.push(format!("gateway {g}"));
+    }
     if let Some(d) = &b.dhcp {
         attrs.push(format!("dhcp {d}"));
     }
@@ -96,8 +102,14 @@ pub fn port_line(p: &PortInfo) -> String {
 }
 
 pub fn render(s: &ShowInfo) -> String {
+    // The fast path's mode, when the daemon reports one (older daemons do not).
+    let fp = if s.fastpath.is_empty() {
+        String::new()
+    } else {
+        format!(", fastpath {}", s.fastpath)
+    };
     let mut out = format!(
-        "vswitchd {} ({} workers, db {})\n",
+        "vswitchd {} ({} workers{fp}, db {})\n",
         s.version, s.workers, s.db
     );
     for b in &s.bridges {
@@ -123,6 +135,8 @@ pub mod tests {
             name: name.into(),
             subnet: None,
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             dhcp: None,
             isolated: false,
             mtu: 1500,
@@ -174,6 +188,7 @@ pub mod tests {
             ct_entries: 0,
             ct_capacity: 32768,
             ct_evictions: 0,
+            fastpath: String::new(),
         }
     }
 

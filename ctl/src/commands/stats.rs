@@ -82,6 +82,7 @@ mod tests {
             tx_packets: tx,
             tx_bytes: tx * 85,
             drops: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -61,6 +61,11 @@ struct Args {
     /// Write the manual page vswitchd.1 into DIR and exit
     #[arg(long, value_name = "DIR", help_heading = "Installation")]
     man: Option<PathBuf>,
+    /// Kernel fast path: auto (use it where the kernel and permissions allow), on
+    /// (refuse to start without it), off (userspace datapath only)
+    /// [env VSWITCH_FASTPATH; default auto]
+    #[arg(long, value_name = "auto|on|off")]
+    fastpath: Option<vswitch::fastpath::Mode>,
 }
 
 /// Longest busy poll: beyond this a worker would rather sleep (10 ms).
@@ -128,6 +133,19 @@ fn main() -> ExitCode {
         eprintln!("error: --busy-poll-us must be 0..{MAX_BUSY_POLL_US}");
         return ExitCode::from(2);
     }
+    let fastpath = match args.fastpath {
+        Some(m) => m,
+        None => match std::env::var("VSWITCH_FASTPATH") {
+            Ok(v) => match v.parse() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: VSWITCH_FASTPATH: {e}");
+                    std::process::exit(2);
+                }
+            },
+            Err(_) => vswitch::fastpath::Mode::Auto,
+        },
+    };
     if !(1..=1 << 22).contains(&args.ct_max) {
         eprintln!("error: --ct-max must be 1..4194304");
         return ExitCode::from(2);
@@ -173,6 +191,7 @@ fn main() -> ExitCode {
             ct_cap: args.ct_max * 2,
         },
         pidfile: args.pidfile.clone(),
+        fastpath,
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,12 @@ impl State {
         let (tap, rx) = Tap::new(target, &stages, filter, snaplen, req.count);
         let taps = self.tools.taps.clone();
         taps.add(tap.clone());
+        // Flows the kernel fast path carries would never reach the tap: make its
+        // entries miss (after the add: an installer that sees the new generation sees
+        // the running capture too, and refuses to install; see fastpath::bump).
+        if let Some(fp) = &self.fastpath {
+            fp.bump();
+        }
         let started = CaptureStarted {
             target: name.to_string(),
             ports,

@@ -15,6 +15,7 @@
 mod capture;
 pub mod cluster;
 pub mod events;
+mod fastpath;
 pub mod handlers;
 mod ports;
 pub mod server;

@@ -184,6 +184,7 @@ impl State {
         }
         let dev = open_dev(p, mtu)?;
         let id = self.alloc_id()?;
+        self.fastpath_attach(id, dev.as_ref());
         self.live.insert(
             p.name.clone(),
             Live {
@@ -255,6 +256,7 @@ impl State {
             if let Some(w) = l.worker {
                 self.pool.remove_port(w, l.id);
             }
+            self.fastpath_detach(l.id);
             if let Some(f) = self.fdbs.get(bridge) {
                 f.flush_port(l.id, clock::now_secs());
             }

@@ -77,6 +77,8 @@ pub struct State {
     pub(super) balancing: Option<Balancing>,
     /// Handles the lab tools use (`control::tools`).
     pub(super) tools: super::tools::Tools,
+    /// The kernel fast path, when it runs (control/fastpath.rs).
+    pub(super) fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
 
 impl State {
@@ -89,6 +91,7 @@ impl State {
         snap: Arc<ArcSwap<Snapshot>>,
         pool: WorkerPool,
         limits: Limits,
+        fastpath: Option<Arc<crate::fastpath::FastPath>>,
     ) -> State {
         let mut s = State {
             model,
@@ -105,6 +108,7 @@ impl State {
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
             balancing: None,
             tools: Default::default(),
+            fastpath,
         };
         let ports: Vec<(PortConf, u32)> = s
             .model
@@ -170,10 +174,15 @@ impl State {
         let tables = Tables {
             fdbs: &self.fdbs,
             conntrack: &self.conntrack,
+            fastpath: &self.fastpath,
         };
         let mut snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
         snap.taps = self.tools.taps.clone();
         self.snap.store(Arc::new(snap));
+        // After the store: no cached decision outlives the snapshot it was made under.
+        if let Some(fp) = &self.fastpath {
+            fp.bump();
+        }
     }
 
     /// The one way configuration changes: `change` edits a copy of the model (and

@@ -5,13 +5,13 @@
 use super::punt::{PuntKind, PuntTx};
 use super::trace::{self, note, Tracer};
 use crate::dp::capture::Stage;
-use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
+use crate::dp::snapshot::{slot_of, BridgeRt, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
 use crate::tables::PortId;
 use crate::wire::bpf::Frame;
-use crate::wire::{field, ipv4, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
+use crate::wire::{field, ipv4, ipv6, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
 pub struct Ctx<'a> {
@@ -127,8 +127,9 @@ pub(super) fn punt(
     }
 }
 
-/// Queue frame `frame` for `vlan` on bridge `b`: to the learned port of `dst`, or to
-/// every port carrying the VLAN except `except_slot`.
+/// Queue frame `frame` for `vlan` on bridge `b`: to the learned port of `dst` (returned,
+/// for the kernel fast path's cache), or to every port carrying the VLAN except
+/// `except_slot` (`None`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn output(
@@ -140,7 +141,7 @@ pub(super) fn output(
     except: Option<(usize, u32)>,
     frame: u8,
     payload_ofs: u8,
-) -> Result<(), DropReason> {
+) -> Result<Option<PortId>, DropReason> {
     let bridge = &ctx.snap.bridges[b];
     // The ingress port, and every port of its split-horizon group, is excluded.
     let excluded =
@@ -175,7 +176,7 @@ pub(super) fn output(
                             tag: op.vlan.egress_tag(vlan),
                         },
                     );
-                    return Ok(());
+                    return Ok(Some(pid));
                 }
             }
         }
@@ -213,17 +214,29 @@ pub(super) fn output(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// Whether a broadcast frame is something the router's services want a copy of
-/// (ARP, or DHCP from a client), without taking it off the wire.
+/// Whether a broadcast/multicast frame is something the router's services want a copy
+/// of (ARP, DHCP from a client, IPv6 Router and Neighbor Solicitations and unsolicited
+/// Neighbor Advertisements), without taking it off the wire.
 #[inline]
-pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
+pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, bridge: &BridgeRt) -> bool {
     let l3 = eth.payload_ofs + 2;
     match eth.ethertype {
-        ipv4::ETHERTYPE_ARP => true,
-        ipv4::ETHERTYPE_IPV4 if dhcp => {
+        ipv4::ETHERTYPE_ARP => bridge.router.is_some(),
+        ipv6::ETHERTYPE_IPV6 if bridge.router6.is_some() => {
+            // ICMPv6 right after the fixed header (NDP never has extension headers).
+            f.len() >= l3 + ipv6::HLEN + 4
+                && f[l3 + 6] == ipv6::NEXT_ICMPV6
+                && matches!(
+                    f[l3 + ipv6::HLEN],
+                    ipv6::icmp::ROUTER_SOLICIT
+                        | ipv6::icmp::NEIGHBOR_SOLICIT
+                        | ipv6::icmp::NEIGHBOR_ADVERT
+                )
+        }
+        ipv4::ETHERTYPE_IPV4 if bridge.dhcp.is_some() => {
             // UDP to port 67 with a 20-byte header (DHCP clients never send options).
             f.len() >= l3 + 24
                 && f[l3] == 0x45

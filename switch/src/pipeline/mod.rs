@@ -36,6 +36,7 @@ use crate::port;
 use crate::tables::PortId;
 use crate::wire::bpf::Frame;
 use crate::wire::ipv4;
+use crate::wire::ipv6::{self, Ipv6Meta};
 use l2::dropped;
 use l3::Verdict;
 use punt::PuntKind;
@@ -109,7 +110,10 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             }
         };
         if ctx.trace.is_none() {
-            bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+            let learned = bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+            if let Some(fp) = &ctx.snap.fastpath {
+                fp.learned(learned, meta.vlan, meta.eth.src);
+            }
         } else {
             trace::admitted(ctx, inp, &meta);
         }
@@ -125,12 +129,12 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 continue;
             }
         }
-        if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
-            if meta.eth.dst == rif.mac {
+        if let Some(rmac) = bridge.router_mac().filter(|_| meta.vlan == 0) {
+            if meta.eth.dst == rmac {
                 route(ctx, inp, in_id, batch, i, meta, out);
                 continue;
             }
-            if meta.eth.dst.is_multicast() && l2::wants_copy(f, &meta.eth, bridge.dhcp.is_some()) {
+            if meta.eth.dst.is_multicast() && l2::wants_copy(f, &meta.eth, bridge) {
                 l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
             }
         }
@@ -145,8 +149,15 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             i as u8,
             meta.eth.payload_ofs as u8,
         );
-        if let Err(r) = r {
-            dropped(ctx, inp, batch.frame(i), r);
+        match r {
+            // Known unicast: the kernel fast path may take the rest of this flow.
+            Ok(Some(out_id)) => {
+                if let (Some(fp), None) = (&ctx.snap.fastpath, ctx.trace) {
+                    fp.offer(w, ctx.now, inp, &meta, out_id);
+                }
+            }
+            Ok(None) => {}
+            Err(r) => dropped(ctx, inp, batch.frame(i), r),
         }
     }
     if ctx.trace.is_none() {
@@ -169,6 +180,15 @@ fn route(
     });
     if meta.eth.ethertype == ipv4::ETHERTYPE_ARP {
         l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+        return;
+    }
+    if meta.eth.ethertype == ipv6::ETHERTYPE_IPV6 {
+        route6(ctx, inp, in_id, batch, i, &meta, out);
+        return;
+    }
+    // A bridge with an IPv6 gateway only: the router has no IPv4 leg on it.
+    if ctx.snap.bridges[inp.bridge].router.is_none() {
+        dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
         return;
     }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
@@ -206,6 +226,51 @@ fn route(
                 format!("source MAC {}, destination MAC {mac}, TTL - 1", rif.mac)
             });
             // Routed frames may leave by the port they came in (hairpin).
+            let payload_ofs = meta.eth.payload_ofs as u8;
+            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                dropped(ctx, inp, batch.frame(i), r);
+            }
+        }
+        Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
+        Verdict::Drop(r) => dropped(ctx, inp, batch.frame(i), r),
+    }
+}
+
+/// An IPv6 frame addressed to the router's MAC: L3 (no NAT for IPv6), rewrite, L2
+/// output.
+fn route6(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    in_id: PortId,
+    batch: &mut Batch,
+    i: usize,
+    meta: &Meta,
+    out: &mut OutQueues,
+) {
+    if ctx.snap.bridges[inp.bridge].router6.is_none() {
+        dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
+        return;
+    }
+    let Some(m) = batch
+        .frame(i)
+        .get(meta.l3..)
+        .and_then(|b| Ipv6Meta::parse(b).ok())
+    else {
+        dropped(ctx, inp, batch.frame(i), DropReason::Malformed);
+        return;
+    };
+    let vnet = batch.vnet(i);
+    match l3::decide6(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &m, meta.l3, &vnet) {
+        Verdict::Forward { bridge, mac } => {
+            let Some(mac) = mac else {
+                l2::punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
+                return;
+            };
+            let Some(rif) = ctx.snap.bridges[bridge].router6 else {
+                dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
+                return;
+            };
+            l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
             let payload_ofs = meta.eth.payload_ofs as u8;
             if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
                 dropped(ctx, inp, batch.frame(i), r);

@@ -255,7 +255,7 @@ mod tests {
         let mut neigh = NeighMap::new();
         for (ip, last) in [([10, 0, 0, 5], 5u8), ([198, 51, 100, 1], 1)] {
             neigh.insert(
-                Ipv4Addr::from(ip),
+                std::net::IpAddr::from(Ipv4Addr::from(ip)),
                 Neigh {
                     mac: MacAddr([2, 0, 0, 0, 0, last]),
                     learned: 1,

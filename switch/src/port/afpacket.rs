@@ -8,7 +8,7 @@ use super::sys::{afpacket, netdev};
 use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::Batch;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -78,5 +78,8 @@ impl Port for AfPacketPort {
     fn kernel_rx_drops(&self) -> u64 {
         let new = afpacket::take_drops(self.fd.as_raw_fd()).unwrap_or(0);
         self.kernel_drops.fetch_add(new, Ordering::Relaxed) + new
+    }
+    fn packet_socket(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
 }

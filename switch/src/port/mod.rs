@@ -26,7 +26,7 @@ pub mod vxlan;
 use crate::dp::Batch;
 use crate::wire::VnetHdr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// One frame to transmit, rebuilt from its parts without copying:
 /// `head` (destination and source MAC), an optional 802.1Q `tag`, then `rest`
@@ -134,5 +134,10 @@ pub trait Port: Send + Sync {
     /// the port was opened. Control thread only.
     fn kernel_rx_drops(&self) -> u64 {
         0
+    }
+    /// The AF_PACKET socket frames are received on, for the kernel fast path's socket
+    /// filter (`fastpath`); `None` for ports that do not receive through one.
+    fn packet_socket(&self) -> Option<BorrowedFd<'_>> {
+        None
     }
 }

@@ -60,8 +60,13 @@ pub struct FdbRecord {
 pub enum Learned {
     /// Entry already current; nothing written.
     Unchanged,
-    /// New entry or refreshed/moved entry written.
+    /// New entry written (the key was not in the table).
     Written,
+    /// The entry's time refreshed; same port.
+    Refreshed,
+    /// The entry now names another port than before (also when the old entry had
+    /// aged out but was still in the table): the MAC moved.
+    Moved,
     /// Written by evicting the oldest entry of the bucket.
     Evicted,
     /// Bucket busy with another writer; skipped.
@@ -131,8 +136,13 @@ impl Fdb {
             // (age, way) of the entry seen longest ago.
             let mut oldest: Option<(u32, usize)> = None;
             if let Some(w) = b.find(&key) {
+                let was = val_port(b.val(w));
                 b.set_val(w, &val);
-                return Learned::Written;
+                return if was == port {
+                    Learned::Refreshed
+                } else {
+                    Learned::Moved
+                };
             }
             for w in 0..WAYS {
                 let v = b.val(w);
@@ -164,6 +174,26 @@ impl Fdb {
             Some(r) => r,
             None => Learned::Busy,
         }
+    }
+
+    /// Refresh the time of `mac` in `vlan` only if it is still on `port` (the kernel
+    /// fast path forwarded frames from it): never creates or moves an entry, so it
+    /// cannot undo a move the pipeline just learned. True if the entry was current.
+    pub fn refresh(&self, vlan: u16, mac: MacAddr, port: PortId, now: u32) -> bool {
+        let key = key_of(vlan, mac);
+        let val = val_of(port, now);
+        if self.table.lookup(&key) == Lookup::Found(val) {
+            return true;
+        }
+        self.table
+            .write(&key, |b| match b.find(&key) {
+                Some(w) if val_port(b.val(w)) == port && self.live(b.val(w), now) => {
+                    b.set_val(w, &val);
+                    true
+                }
+                _ => false,
+            })
+            .unwrap_or(false)
     }
 
     /// Remove every entry; returns how many live entries were removed.
@@ -231,10 +261,19 @@ mod tests {
         assert_eq!(t.lookup(10, mac(1), 10), None);
         // Same second, same port: no write.
         assert_eq!(t.learn(0, mac(1), 7, 10), Learned::Unchanged);
+        // Next second, same port: refreshed.
+        assert_eq!(t.learn(0, mac(1), 7, 11), Learned::Refreshed);
         // MAC move.
-        assert_eq!(t.learn(0, mac(1), 8, 11), Learned::Written);
-        assert_eq!(t.lookup(0, mac(1), 11), Some(8));
-        assert_eq!(t.entries(11).len(), 1);
+        assert_eq!(t.learn(0, mac(1), 8, 11), Learned::Moved);
+        // A refresh for the old port does not move it back.
+        assert!(!t.refresh(0, mac(1), 7, 12));
+        assert!(t.refresh(0, mac(1), 8, 12));
+        assert_eq!(t.lookup(0, mac(1), 12), Some(8));
+        assert_eq!(t.entries(12).len(), 1);
+        // Aged out, then heard on another port: still a move.
+        assert_eq!(t.lookup(0, mac(1), 12 + 300), None);
+        assert_eq!(t.learn(0, mac(1), 9, 12 + 300), Learned::Moved);
+        assert_eq!(t.lookup(0, mac(1), 12 + 300), Some(9));
     }
 
     #[test]

@@ -58,6 +58,37 @@ pub const QUARANTINE_SECS: u64 = 600;
 pub const QUARANTINE_MAX: usize = 64;
 /// Leases of clients without a reservation per bridge, at most, whatever the pool size.
 pub const LEASES_MAX: usize = 65_536;
+/// Lease changes a pool keeps for `monitor` until the daemon drains them (every
+/// 250 ms); past that they are counted as lost.
+pub const CHANGES_MAX: usize = 1024;
+
+/// A lease that began or ended, in the order it happened (`monitor`'s lease events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted(Lease),
+    Ended(Lease),
+}
+
+/// The same lease (a renewal keeps these and changes only the expiry).
+fn same_lease(a: &Lease, b: &Lease) -> bool {
+    (a.mac, a.ip, &a.hostname) == (b.mac, b.ip, &b.hostname)
+}
+
+/// Drop renewals from `changes`: a lease that ended and began again unchanged.
+/// A lease granted and ended between two drains stays (both events are real).
+fn coalesce(changes: Vec<LeaseChange>) -> Vec<LeaseChange> {
+    let mut out: Vec<LeaseChange> = Vec::with_capacity(changes.len());
+    for c in changes {
+        if let (Some(LeaseChange::Ended(a)), LeaseChange::Granted(b)) = (out.last(), &c) {
+            if same_lease(a, b) {
+                out.pop();
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// A DNS name's address and expiry (Unix seconds; 0: never): the shape of the
 /// snapshot's `config::NameMap`.
@@ -273,6 +304,9 @@ pub struct Pool {
     stats: PoolStats,
     /// Leases changed since the store last looked (the db needs writing).
     dirty: bool,
+    /// Leases granted and ended since the daemon last drained them (bounded).
+    changes: Vec<LeaseChange>,
+    changes_lost: u64,
 }
 
 impl Pool {
@@ -297,6 +331,8 @@ impl Pool {
             names: Arc::default(),
             stats: PoolStats::default(),
             dirty: false,
+            changes: Vec::new(),
+            changes_lost: 0,
         };
         let reserved: Vec<Ipv4Addr> = p.conf.reserved.iter().copied().collect();
         for ip in reserved {
@@ -361,6 +397,14 @@ impl Pool {
         }
     }
 
+    fn journal(&mut self, c: LeaseChange) {
+        if self.changes.len() < CHANGES_MAX {
+            self.changes.push(c);
+        } else {
+            self.changes_lost += 1;
+        }
+    }
+
     fn reserved_client(&self, mac: MacAddr) -> bool {
         self.conf.reservations.contains_key(&mac)
     }
@@ -381,6 +425,13 @@ impl Pool {
                     }
                 }
                 self.dirty = true;
+                let ended = Lease {
+                    mac: *mac,
+                    ip,
+                    hostname: hostname.clone(),
+                    expires: s.expires,
+                };
+                self.journal(LeaseChange::Ended(ended));
             }
             Hold::Offer(mac) => {
                 self.offer_of.remove(mac);
@@ -411,6 +462,13 @@ impl Pool {
                     Arc::make_mut(&mut self.names).insert(h.clone(), (ip, expires));
                 }
                 self.dirty = true;
+                let granted = Lease {
+                    mac: *mac,
+                    ip,
+                    hostname: hostname.clone(),
+                    expires,
+                };
+                self.journal(LeaseChange::Granted(granted));
             }
             Hold::Offer(mac) => {
                 self.offer_of.insert(*mac, ip);
@@ -647,6 +705,13 @@ impl Pool {
 
     /// Count a DHCPDECLINE that is ignored before it reaches the pool (another
     /// server's, no address, a frame from another MAC than the client's).
+    /// The lease changes since the last call (renewals left out), and how many were
+    /// lost because more than [`CHANGES_MAX`] happened in between.
+    pub fn drain_changes(&mut self) -> (Vec<LeaseChange>, u64) {
+        let lost = std::mem::take(&mut self.changes_lost);
+        (coalesce(std::mem::take(&mut self.changes)), lost)
+    }
+
     pub fn ignore_decline(&mut self) {
         self.stats.declines_ignored += 1;
         if self.stats.declines_ignored % 1000 == 1 {
@@ -682,11 +747,17 @@ impl Pool {
 
     /// Take over the state of `old` (same bridge, changed settings): the leases and
     /// quarantined addresses that still fit, and the counters.
-    fn adopt(&mut self, old: Pool, now: u64) {
+    fn adopt(&mut self, mut old: Pool, now: u64) {
         self.stats = old.stats;
+        // Leases carried over did not change; those that no longer fit ended.
+        let mut changes = std::mem::take(&mut old.changes);
         for l in old.leases() {
-            self.restore(l, now);
+            if !self.restore(l.clone(), now) {
+                changes.push(LeaseChange::Ended(l));
+            }
         }
+        self.changes = changes;
+        self.changes_lost = old.changes_lost;
         for &(exp, ip) in &old.quarantine_age {
             if exp > now
                 && self.conf.in_range(ip)
@@ -706,6 +777,8 @@ struct Inner {
     pools: HashMap<String, Pool>,
     /// Bumped on every change to the leases (what the db holds).
     generation: u64,
+    /// Leases of pools that went (their bridge, or its DHCP), not yet drained.
+    orphaned: Vec<(String, LeaseChange)>,
 }
 
 impl Inner {
@@ -734,11 +807,22 @@ impl LeaseStore {
     /// rebuilt, keeping what still fits.
     pub fn sync(&self, confs: Vec<PoolConf>, now: u64) {
         let mut g = self.inner.lock();
-        let before = g.pools.len();
-        g.pools
-            .retain(|name, _| confs.iter().any(|c| &c.bridge == name));
-        if g.pools.len() != before {
+        let gone: Vec<String> = g
+            .pools
+            .keys()
+            .filter(|name| !confs.iter().any(|c| &c.bridge == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(mut p) = g.pools.remove(&name) else {
+                continue;
+            };
             g.generation += 1;
+            let (mut changes, _) = p.drain_changes();
+            changes.extend(p.leases().into_iter().map(LeaseChange::Ended));
+            let room = CHANGES_MAX.saturating_sub(g.orphaned.len());
+            g.orphaned
+                .extend(changes.into_iter().take(room).map(|c| (name.clone(), c)));
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -796,6 +880,20 @@ impl LeaseStore {
             .map(|(n, p)| (n.clone(), p.leases()))
             .collect();
         (g.generation, all)
+    }
+
+    /// Every pool's lease changes since the last call, in order per bridge (renewals
+    /// left out), and how many were lost to the bound.
+    pub fn drain_changes(&self) -> (Vec<(String, LeaseChange)>, u64) {
+        let mut g = self.inner.lock();
+        let mut out = std::mem::take(&mut g.orphaned);
+        let mut lost = 0;
+        for (name, p) in g.pools.iter_mut() {
+            let (changes, l) = p.drain_changes();
+            lost += l;
+            out.extend(changes.into_iter().map(|c| (name.clone(), c)));
+        }
+        (out, lost)
     }
 
     /// Changes so far to the leases; the db compares it with what it wrote.
@@ -1199,5 +1297,57 @@ mod tests {
                 assert_eq!(b.first_clear(), Some(len / 2));
             }
         }
+    }
+
+    #[test]
+    fn changes_are_a_journal_without_renewals() {
+        let store = LeaseStore::new();
+        store.sync(vec![conf("10.0.0.10", "10.0.0.20")], NOW);
+        let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let ip = Ipv4Addr::new(10, 0, 0, 10);
+        let kinds = |v: &[(String, LeaseChange)]| {
+            v.iter()
+                .map(|(_, c)| match c {
+                    LeaseChange::Granted(l) => format!("+{}", l.ip),
+                    LeaseChange::Ended(l) => format!("-{}", l.ip),
+                })
+                .collect::<Vec<_>>()
+        };
+        // Granted and released between two drains: both are reported, in order.
+        store.with_pool("br1", |p| {
+            p.request(mac, ip, Some("alpha".into()), NOW).unwrap();
+            assert!(p.release(mac, Ipv4Addr::UNSPECIFIED, NOW));
+        });
+        assert_eq!(
+            kinds(&store.drain_changes().0),
+            ["+10.0.0.10", "-10.0.0.10"]
+        );
+        assert!(store.drain_changes().0.is_empty());
+        // A renewal is no change.
+        store.with_pool("br1", |p| p.request(mac, ip, None, NOW).unwrap());
+        assert_eq!(kinds(&store.drain_changes().0), ["+10.0.0.10"]);
+        store.with_pool("br1", |p| p.request(mac, ip, None, NOW + 10).unwrap());
+        assert!(store.drain_changes().0.is_empty());
+        // Settings changed: the lease is carried over, not reported again.
+        store.sync(vec![conf("10.0.0.10", "10.0.0.30")], NOW);
+        assert!(store.drain_changes().0.is_empty());
+        // The bridge's DHCP goes: its lease ended.
+        store.sync(vec![], NOW);
+        let (v, lost) = store.drain_changes();
+        assert_eq!(kinds(&v), ["-10.0.0.10"]);
+        assert_eq!((v[0].0.as_str(), lost), ("br1", 0));
+        // Bounded: past CHANGES_MAX the changes are counted, not kept.
+        store.sync(vec![conf("10.0.0.10", "10.0.255.250")], NOW);
+        store.with_pool("br1", |p| {
+            for i in 0..CHANGES_MAX as u32 + 5 {
+                let m: MacAddr = format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff)
+                    .parse()
+                    .unwrap();
+                let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 10)) + i);
+                p.request(m, a, None, NOW).unwrap();
+            }
+        });
+        let (v, lost) = store.drain_changes();
+        assert_eq!((v.len(), lost), (CHANGES_MAX, 5));
     }
 }

@@ -80,6 +80,7 @@ impl State {
             ct_entries: self.conntrack.entries(clock::now_secs()).len() as u64,
             ct_capacity: self.conntrack.capacity() as u64,
             ct_evictions: self.conntrack.evictions(),
+            fastpath: self.fastpath_mode(),
         })
     }
 }

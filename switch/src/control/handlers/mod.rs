@@ -145,6 +145,7 @@ impl State {
                 name,
                 if_exists,
             } => self.del_mirror(&bridge, &name, if_exists),
+            Command::FastpathShow { bridge } => self.fastpath_show(bridge.as_deref()),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),
         }

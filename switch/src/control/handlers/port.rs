@@ -146,6 +146,9 @@ impl State {
             .fdbs
             .get(bridge)
             .map_or(0, |f| f.flush(clock::now_secs()));
+        if let Some(fp) = &self.fastpath {
+            fp.bump();
+        }
         to_value(FlushResult { flushed })
     }
 

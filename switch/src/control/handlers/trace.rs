@@ -100,7 +100,10 @@ impl State {
                 let ipv4 = f.dl_type.is_none_or(|t| t == 0x0800);
                 if ipv4 && f.nw_src.is_none() {
                     let src = f.dl_src.unwrap_or_default();
-                    let by_mac = neigh.iter().find(|(_, n)| n.mac == src).map(|(ip, _)| *ip);
+                    let by_mac = neigh.iter().find_map(|(ip, n)| match ip {
+                        std::net::IpAddr::V4(v4) if n.mac == src => Some(*v4),
+                        _ => None,
+                    });
                     let lock = pc.lock.as_ref().and_then(|l| l.ips.first().copied());
                     if let Some(ip) = lock.or(by_mac) {
                         f.nw_src = Some(ip);

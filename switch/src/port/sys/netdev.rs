@@ -107,14 +107,39 @@ pub fn set_down(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `name` is up with its carrier on (IFF_UP and IFF_RUNNING); `NotFound`-like
-/// errors when the device is gone.
+/// Whether `name` is up with its carrier on; `NotFound`-like errors when the device is
+/// gone. The carrier is the driver's own (ETHTOOL_GLINK), as it is now: IFF_RUNNING
+/// follows the operstate, which the kernel's linkwatch updates up to a second late, so
+/// a port that went up and down within that second would never be seen up. Drivers
+/// without ETHTOOL_GLINK: IFF_RUNNING.
 pub fn running(name: &str) -> io::Result<bool> {
     let sock = ctl_socket()?;
     let ifr = get_flags(&sock, name)?;
-    let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled.
-    Ok(unsafe { ifr.ifr_ifru.ifru_flags } & want == want)
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short == 0 {
+        return Ok(false);
+    }
+    /// `struct ethtool_value` (linux/ethtool.h).
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_GLINK: u32 = 0x0000_000a;
+    let mut ev = EthtoolValue {
+        cmd: ETHTOOL_GLINK,
+        data: 0,
+    };
+    let mut ifr = ifreq_for(name)?;
+    ifr.ifr_ifru.ifru_data = (&mut ev as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GLINK writes one ethtool_value through
+    // ifru_data, which points at `ev`, alive and writable for the whole call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } < 0 {
+        let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        return Ok(flags & want == want);
+    }
+    Ok(ev.data != 0)
 }
 
 /// Set the MTU of `name`.

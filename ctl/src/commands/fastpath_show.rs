@@ -1,0 +1,120 @@
+//! `fastpath-show`: the kernel fast path's cached decisions, like
+//! `ovs-appctl dpctl/dump-flows`.
+
+use super::Ctx;
+use crate::error::Error;
+use crate::output::table;
+use vswitch_proto::{Command, FastpathInfo};
+
+/// Show the flows the kernel fast path forwards without vswitchd (all bridges, or one)
+#[derive(clap::Args, Debug)]
+pub struct FastpathShow {
+    /// Only this bridge
+    #[arg(value_name = "BR")]
+    pub bridge: Option<String>,
+}
+
+impl FastpathShow {
+    pub fn request(&self) -> Result<Command, Error> {
+        Ok(Command::FastpathShow {
+            bridge: self.bridge.clone(),
+        })
+    }
+
+    pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
+        ctx.query(self.request()?, |f: FastpathInfo| render(&f))
+    }
+}
+
+/// A summary line, then one row per entry. TAG is the tag pushed on egress (`-`:
+/// untagged); IDLE is milliseconds since the last hit (`-`: never hit).
+pub fn render(f: &FastpathInfo) -> String {
+    let mut out = format!(
+        "fastpath: {}  generation: {}  entries: {}  installs: {}  invalidations: {}\n",
+        f.mode,
+        f.generation,
+        f.entries.len(),
+        f.installs,
+        f.invalidations
+    );
+    let rows: Vec<Vec<String>> = f
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.bridge.clone(),
+                e.in_port.clone(),
+                e.vlan.to_string(),
+                e.src.clone(),
+                e.dst.clone(),
+                e.out_port.clone(),
+                e.tag.map_or("-".into(), |t| t.to_string()),
+                e.packets.to_string(),
+                e.bytes.to_string(),
+                e.idle_ms.map_or("-".into(), |t| t.to_string()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "BRIDGE", "IN_PORT", "VLAN", "SRC", "DST", "OUT_PORT", "TAG", "PACKETS", "BYTES",
+            "IDLE_MS",
+        ],
+        &rows,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch_proto::FastpathEntry;
+
+    #[test]
+    fn summary_and_entries() {
+        let f = FastpathInfo {
+            mode: "on".into(),
+            generation: 7,
+            installs: 2,
+            invalidations: 6,
+            entries: vec![FastpathEntry {
+                bridge: "br0".into(),
+                in_port: "v1".into(),
+                out_port: "v2".into(),
+                vlan: 10,
+                src: "02:00:00:00:00:01".into(),
+                dst: "02:00:00:00:00:02".into(),
+                tag: Some(10),
+                packets: 5,
+                bytes: 490,
+                idle_ms: Some(12),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&f),
+            "fastpath: on  generation: 7  entries: 1  installs: 2  invalidations: 6\n\
+             BRIDGE  IN_PORT  VLAN  SRC                DST                OUT_PORT  TAG  PACKETS  BYTES  IDLE_MS\n\
+             br0     v1       10    02:00:00:00:00:01  02:00:00:00:00:02  v2        10   5        490    12\n"
+        );
+    }
+
+    #[test]
+    fn optional_bridge_argument() {
+        use crate::cli::{parse, Cmd};
+        for (args, want) in [
+            (&["fastpath-show"][..], None),
+            (&["fastpath-show", "br0"], Some("br0")),
+        ] {
+            match parse(args).unwrap().command {
+                Cmd::FastpathShow(s) => assert_eq!(
+                    s.request().unwrap(),
+                    Command::FastpathShow {
+                        bridge: want.map(String::from)
+                    }
+                ),
+                c => panic!("{c:?}"),
+            }
+        }
+    }
+}

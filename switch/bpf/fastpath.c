@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// vswitch kernel fast path (switch/src/fastpath/ is the user-space half; read its
+// module docs first).
+//
+// Two programs share one cache of decisions the userspace pipeline already made:
+//
+//   fp_sock  a socket filter on vswitchd's AF_PACKET socket of a `system` port. Packet
+//            taps run in __netif_receive_skb_core *before* tc ingress, so this is the
+//            first look at every received frame. It looks the frame up once, leaves the
+//            verdict in a per-CPU slot, and hides hits from vswitchd (returns 0).
+//   fp_tc    the tcx ingress program of the same port, run next on the same CPU in the
+//            same softirq. It takes the verdict the socket filter left (same key) and
+//            carries it out: a hit is redirected to the egress device, a miss goes on
+//            (TC_ACT_OK) and vswitchd already has its copy. So both halves act on ONE
+//            lookup, and a cache change between the tap and tc can never deliver a frame
+//            twice or not at all. Without a verdict (no socket filter ran: the frame is
+//            not going to vswitchd anyway) fp_tc looks up by itself.
+//
+// The cache (fp_flows) is keyed by what the L2 decision depends on: ingress ifindex,
+// VLAN as received, source and destination MAC. An entry is valid only while its
+// generation equals fp_gen[0]; vswitchd bumps that on every configuration snapshot,
+// FDB flush and MAC move, which makes every older entry miss at once.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define FP_MAX_FLOWS 16384
+#define FP_MAX_SLOTS 4096
+
+// Action flags.
+#define FP_F_PEER 1 // bpf_redirect_peer: straight into the veth peer's ingress
+#define FP_F_INGRESS 2 // redirect to the device's ingress (an internal port's host side)
+
+struct fp_key {
+	__u32 ifindex;
+	__u16 vid; // VLAN id as received (hardware-accelerated tag), 0: untagged
+	__u8 src[6];
+	__u8 dst[6];
+	__u16 pad;
+};
+
+struct fp_action {
+	__u64 gen;
+	__u32 out_ifindex;
+	__u16 in_slot;
+	__u16 out_slot;
+	__u16 push_vid; // 0: leave untagged
+	__u16 flags;
+	__u16 bvlan; // the bridge VLAN (for vswitchd's own bookkeeping)
+	__u16 pad;
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_hit; // bpf_ktime_get_coarse_ns
+};
+
+// What fp_sock decided for the frame it just saw on this CPU.
+struct fp_verdict {
+	struct fp_key key;
+	__u32 state; // FP_V_*
+	__u32 out_ifindex;
+	__u16 in_slot;
+	__u16 out_slot;
+	__u16 push_vid;
+	__u16 flags;
+};
+
+#define FP_V_NONE 0
+#define FP_V_MISS 1
+#define FP_V_HIT 2
+
+struct fp_port_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_FLOWS);
+	__type(key, struct fp_key);
+	__type(value, struct fp_action);
+} fp_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fp_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_verdict);
+} fp_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FP_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fp_port_stats);
+} fp_stats SEC(".maps");
+
+// Build the key of the frame in `skb`; false when the frame is not for the cache
+// (too short, a tag other than one 802.1Q tag in the skb's metadata).
+static __always_inline int fp_make_key(struct __sk_buff *skb, struct fp_key *k)
+{
+	__u8 hdr[ETH_HLEN];
+
+	if (skb->len < ETH_HLEN)
+		return 0;
+	if (bpf_skb_load_bytes(skb, 0, hdr, sizeof(hdr)) < 0)
+		return 0;
+	// A tag still in the frame (the kernel strips one 802.1Q/802.1ad tag before
+	// taps and tc): QinQ or unusual framing, left to vswitchd.
+	if ((hdr[12] == 0x81 && hdr[13] == 0x00) || (hdr[12] == 0x88 && hdr[13] == 0xa8))
+		return 0;
+	k->ifindex = skb->ifindex;
+	k->vid = 0;
+	if (skb->vlan_present) {
+		if (skb->vlan_proto != bpf_htons(ETH_P_8021Q))
+			return 0;
+		k->vid = skb->vlan_tci & 0x0fff;
+	}
+	__builtin_memcpy(k->dst, hdr, 6);
+	__builtin_memcpy(k->src, hdr + 6, 6);
+	k->pad = 0;
+	return 1;
+}
+
+// The live entry for `k`, counting the hit; NULL on a miss or a stale generation.
+static __always_inline struct fp_action *fp_lookup(struct fp_key *k, __u32 len)
+{
+	__u32 zero = 0;
+	struct fp_action *a = bpf_map_lookup_elem(&fp_flows, k);
+	__u64 *gen;
+
+	if (!a)
+		return 0;
+	gen = bpf_map_lookup_elem(&fp_gen, &zero);
+	if (!gen || a->gen != *gen)
+		return 0;
+	__sync_fetch_and_add(&a->packets, 1);
+	__sync_fetch_and_add(&a->bytes, len);
+	a->last_hit = bpf_ktime_get_coarse_ns();
+	return a;
+}
+
+// Frame length as vswitchd counts it: with the 802.1Q tag in the frame.
+static __always_inline __u32 fp_len(struct __sk_buff *skb)
+{
+	return skb->len + (skb->vlan_present ? 4 : 0);
+}
+
+SEC("socket")
+int fp_sock(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct fp_verdict *v = bpf_map_lookup_elem(&fp_verdicts, &zero);
+	struct fp_action *a;
+
+	if (!v)
+		return -1;
+	if (!fp_make_key(skb, &v->key)) {
+		v->state = FP_V_NONE;
+		return -1;
+	}
+	a = fp_lookup(&v->key, fp_len(skb));
+	if (!a) {
+		v->state = FP_V_MISS;
+		return -1; // the whole frame to vswitchd
+	}
+	v->state = FP_V_HIT;
+	v->out_ifindex = a->out_ifindex;
+	v->in_slot = a->in_slot;
+	v->out_slot = a->out_slot;
+	v->push_vid = a->push_vid;
+	v->flags = a->flags;
+	return 0; // forwarded by fp_tc: vswitchd must not see it
+}
+
+static __always_inline void fp_count(__u32 slot, int rx, __u32 len)
+{
+	struct fp_port_stats *s = bpf_map_lookup_elem(&fp_stats, &slot);
+
+	if (!s)
+		return;
+	// Per-CPU: no other CPU writes this copy.
+	if (rx) {
+		s->rx_packets += 1;
+		s->rx_bytes += len;
+	} else {
+		s->tx_packets += 1;
+		s->tx_bytes += len;
+	}
+}
+
+static __always_inline int fp_keys_equal(const struct fp_key *a, const struct fp_key *b)
+{
+	int diff = a->ifindex != b->ifindex || a->vid != b->vid;
+
+	// Byte by byte: clang turns memcmp into a library call, which BPF cannot make.
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		diff |= (a->src[i] != b->src[i]) | (a->dst[i] != b->dst[i]);
+	return !diff;
+}
+
+SEC("classifier")
+int fp_tc(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct fp_verdict *v = bpf_map_lookup_elem(&fp_verdicts, &zero);
+	struct fp_key k = {};
+	__u32 out_ifindex, len, in_slot, out_slot;
+	__u16 push_vid, flags;
+	int have = 0, state = FP_V_NONE;
+
+	if (!v)
+		return TC_ACT_OK;
+	if (!fp_make_key(skb, &k)) {
+		v->state = FP_V_NONE;
+		return TC_ACT_OK;
+	}
+	len = fp_len(skb);
+	if (v->state != FP_V_NONE && fp_keys_equal(&v->key, &k)) {
+		// The socket filter saw this frame a moment ago: do what it decided.
+		state = v->state;
+		out_ifindex = v->out_ifindex;
+		in_slot = v->in_slot;
+		out_slot = v->out_slot;
+		push_vid = v->push_vid;
+		flags = v->flags;
+		have = 1;
+	}
+	v->state = FP_V_NONE;
+	if (!have) {
+		struct fp_action *a = fp_lookup(&k, len);
+
+		if (!a)
+			return TC_ACT_OK;
+		state = FP_V_HIT;
+		out_ifindex = a->out_ifindex;
+		in_slot = a->in_slot;
+		out_slot = a->out_slot;
+		push_vid = a->push_vid;
+		flags = a->flags;
+	}
+	if (state != FP_V_HIT)
+		return TC_ACT_OK;
+
+	fp_count(in_slot, 1, len);
+	// Egress VLAN exactly as vswitchd does it: the received tag goes, the output
+	// port's tag (if any) is pushed with priority 0.
+	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
+		return TC_ACT_SHOT;
+	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
+		return TC_ACT_SHOT;
+	fp_count(out_slot, 0, skb->len + (push_vid ? 4 : 0));
+	if (flags & FP_F_PEER)
+		return bpf_redirect_peer(out_ifindex, 0);
+	return bpf_redirect(out_ifindex, (flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,106 @@
+//! The control plane's side of the kernel fast path: attach and detach it with ports,
+//! add its counters to `stats`, and answer `fastpath-show`. The hooks in state.rs,
+//! ports.rs, views.rs and handlers/ are one line each; the fast path itself is `crate::fastpath`.
+
+use super::handlers::{HandlerError, State};
+use crate::config::ConfigError;
+use crate::port::Port;
+use crate::tables::PortId;
+use serde_json::Value;
+use vswitch_proto::{FastpathEntry, FastpathInfo, PortStats};
+
+impl State {
+    /// Attach the fast path to a port just opened. A port it cannot serve stays on the
+    /// userspace path: logged, never an error for `add-port`.
+    pub(super) fn fastpath_attach(&self, id: PortId, dev: &dyn Port) {
+        if let Some(fp) = &self.fastpath {
+            if let Err(e) = fp.attach_port(id, dev) {
+                tracing::warn!(port = dev.name(), error = %e, "fast path not attached: userspace only for this port");
+            }
+        }
+    }
+
+    /// Detach the fast path from a port leaving (already out of the snapshot).
+    pub(super) fn fastpath_detach(&self, id: PortId) {
+        if let Some(fp) = &self.fastpath {
+            fp.detach_port(id);
+        }
+    }
+
+    /// Add what the fast path forwarded for port `id` to its counters.
+    pub(super) fn fastpath_stats(&self, id: PortId, s: &mut PortStats) {
+        let Some(fp) = &self.fastpath else { return };
+        let t = fp.port_stats(id);
+        s.fastpath_rx_packets = t.rx_packets;
+        s.fastpath_rx_bytes = t.rx_bytes;
+        s.fastpath_tx_packets = t.tx_packets;
+        s.fastpath_tx_bytes = t.tx_bytes;
+        s.rx_packets += t.rx_packets;
+        s.rx_bytes += t.rx_bytes;
+        s.tx_packets += t.tx_packets;
+        s.tx_bytes += t.tx_bytes;
+    }
+
+    /// "on" or "off", for `show`.
+    pub(super) fn fastpath_mode(&self) -> String {
+        if self.fastpath.is_some() { "on" } else { "off" }.to_string()
+    }
+
+    /// `fastpath-show [BR]`: the live cache entries, sorted by bridge, ports and MACs.
+    pub(super) fn fastpath_show(&self, bridge: Option<&str>) -> Result<Value, HandlerError> {
+        let snap = self.snap.load();
+        if let Some(b) = bridge {
+            if !snap.bridges.iter().any(|x| x.name == b) {
+                return Err(ConfigError::NoSuchBridge(b.to_string()).into());
+            }
+        }
+        let mut info = FastpathInfo {
+            mode: self.fastpath_mode(),
+            ..Default::default()
+        };
+        let Some(fp) = &self.fastpath else {
+            return serde_json::to_value(info).map_err(|e| HandlerError::Encode(e.to_string()));
+        };
+        let s = fp.summary();
+        info.generation = s.generation;
+        info.installs = s.installs;
+        info.rejected = s.rejected;
+        info.queue_full = s.queue_full;
+        info.invalidations = s.bumps;
+        info.removed = s.removed;
+        for e in fp.entries() {
+            let (Some(inp), Some(out)) = (snap.port(e.in_id), snap.port(e.out_id)) else {
+                continue;
+            };
+            let Some(b) = snap.bridges.get(inp.bridge) else {
+                continue;
+            };
+            if bridge.is_some_and(|x| x != b.name) {
+                continue;
+            }
+            info.entries.push(FastpathEntry {
+                bridge: b.name.clone(),
+                in_port: inp.name.clone(),
+                out_port: out.name.clone(),
+                vlan: e.bvlan,
+                src: e.src.to_string(),
+                dst: e.dst.to_string(),
+                tag: e.tag,
+                packets: e.packets,
+                bytes: e.bytes,
+                idle_ms: e.idle_ms,
+            });
+        }
+        info.entries.sort_by(|a, b| {
+            (&a.bridge, &a.in_port, &a.out_port, a.vlan, &a.src, &a.dst).cmp(&(
+                &b.bridge,
+                &b.in_port,
+                &b.out_port,
+                b.vlan,
+                &b.src,
+                &b.dst,
+            ))
+        });
+        serde_json::to_value(info).map_err(|e| HandlerError::Encode(e.to_string()))
+    }
+}

@@ -1,0 +1,536 @@
+//! The BPF object (switch/bpf/fastpath.c, compiled by build.rs) as Rust sees it: the
+//! two programs, the maps, and the byte layout of their keys and values.
+//!
+//! Keys and values cross the syscall as byte arrays (`[u8; N]` is `aya::Pod`), encoded
+//! and decoded here field by field in the C struct layout (host byte order), so no
+//! `unsafe impl Pod` is needed for our own structs.
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
+use aya::Ebpf;
+use std::collections::HashMap as StdMap;
+use std::os::fd::BorrowedFd;
+
+/// The compiled program; empty when build.rs found no clang.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.o"));
+/// Why the object is empty ("" when it is not).
+static MISSING: &str = include_str!(concat!(env!("OUT_DIR"), "/fastpath.why"));
+
+/// Entries of the flow cache (`FP_MAX_FLOWS` in the C source).
+pub const MAX_FLOWS: u32 = 16384;
+/// Port slots with fast-path counters (`FP_MAX_SLOTS`); ports in higher slots stay on
+/// the slow path.
+pub const MAX_SLOTS: usize = 4096;
+
+/// Action flag: `bpf_redirect_peer` (into a veth peer's ingress).
+pub const F_PEER: u16 = 1;
+
+const KEY_LEN: usize = 20;
+const ACTION_LEN: usize = 48;
+
+/// Why the fast path cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("this vswitchd was built without the kernel fast path: {0}")]
+    NotBuilt(String),
+    #[error("cannot load the fast path programs: {0}")]
+    Load(String),
+    #[error("cannot attach the fast path to {port}: {why}")]
+    Attach { port: String, why: String },
+    #[error("fast path map {map}: {why}")]
+    Map { map: &'static str, why: String },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |e| BpfError::Map {
+        map,
+        why: e.to_string(),
+    }
+}
+
+/// `struct fp_key`: what a cached decision is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub ifindex: u32,
+    /// VLAN id as received (0: untagged or priority-tagged).
+    pub vid: u16,
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+}
+
+impl Key {
+    pub fn encode(&self) -> [u8; KEY_LEN] {
+        let mut b = [0u8; KEY_LEN];
+        b[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.vid.to_ne_bytes());
+        b[6..12].copy_from_slice(&self.src);
+        b[12..18].copy_from_slice(&self.dst);
+        b
+    }
+
+    pub fn decode(b: &[u8; KEY_LEN]) -> Key {
+        let mut src = [0u8; 6];
+        let mut dst = [0u8; 6];
+        src.copy_from_slice(&b[6..12]);
+        dst.copy_from_slice(&b[12..18]);
+        Key {
+            ifindex: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            vid: u16::from_ne_bytes([b[4], b[5]]),
+            src,
+            dst,
+        }
+    }
+}
+
+/// `struct fp_action`: the decision, and the program's hit counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Action {
+    pub gen: u64,
+    pub out_ifindex: u32,
+    pub in_slot: u16,
+    pub out_slot: u16,
+    /// Tag to push on egress (0: untagged).
+    pub push_vid: u16,
+    pub flags: u16,
+    /// The VLAN inside the bridge.
+    pub bvlan: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_coarse_ns` of the last hit (0: never).
+    pub last_hit: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(x)
+}
+
+impl Action {
+    pub fn encode(&self) -> [u8; ACTION_LEN] {
+        let mut b = [0u8; ACTION_LEN];
+        b[0..8].copy_from_slice(&self.gen.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.out_ifindex.to_ne_bytes());
+        b[12..14].copy_from_slice(&self.in_slot.to_ne_bytes());
+        b[14..16].copy_from_slice(&self.out_slot.to_ne_bytes());
+        b[16..18].copy_from_slice(&self.push_vid.to_ne_bytes());
+        b[18..20].copy_from_slice(&self.flags.to_ne_bytes());
+        b[20..22].copy_from_slice(&self.bvlan.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.packets.to_ne_bytes());
+        b[32..40].copy_from_slice(&self.bytes.to_ne_bytes());
+        b[40..48].copy_from_slice(&self.last_hit.to_ne_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; ACTION_LEN]) -> Action {
+        Action {
+            gen: u64_at(b, 0),
+            out_ifindex: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            in_slot: u16_at(b, 12),
+            out_slot: u16_at(b, 14),
+            push_vid: u16_at(b, 16),
+            flags: u16_at(b, 18),
+            bvlan: u16_at(b, 20),
+            packets: u64_at(b, 24),
+            bytes: u64_at(b, 32),
+            last_hit: u64_at(b, 40),
+        }
+    }
+}
+
+/// Frames and bytes the fast path forwarded for one port (summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortTotals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// The loaded object: programs, their attachments, and the maps vswitchd writes.
+pub struct Loaded {
+    /// Owns the programs and their tcx links: dropping it detaches everything.
+    ebpf: Ebpf,
+    flows: HashMap<MapData, [u8; KEY_LEN], [u8; ACTION_LEN]>,
+    stats: PerCpuArray<MapData, [u64; 4]>,
+    /// tcx links by ifindex.
+    links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+}
+
+/// The generation array, apart so that bumping it (workers, rarely) never waits for a
+/// map walk (the fast-path thread).
+pub struct GenMap(Array<MapData, u64>);
+
+impl GenMap {
+    pub fn set(&mut self, gen: u64) -> Result<(), BpfError> {
+        self.0.set(0, gen, 0).map_err(map_err("fp_gen"))
+    }
+}
+
+/// Load and verify both programs; no attachment yet.
+pub fn load() -> Result<(Loaded, GenMap), BpfError> {
+    if OBJECT.is_empty() {
+        return Err(BpfError::NotBuilt(MISSING.trim().to_string()));
+    }
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| BpfError::Load(chain(&e)))?;
+    let load_err = |what: &str, e: aya::programs::ProgramError| {
+        BpfError::Load(format!("{what}: {}", verifier_msg(&e)))
+    };
+    {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut("fp_tc")
+            .ok_or_else(|| BpfError::Load("fp_tc missing from the object".into()))?
+            .try_into()
+            .map_err(|e| load_err("fp_tc", e))?;
+        p.load().map_err(|e| load_err("fp_tc", e))?;
+    }
+    {
+        let p: &mut SocketFilter = ebpf
+            .program_mut("fp_sock")
+            .ok_or_else(|| BpfError::Load("fp_sock missing from the object".into()))?
+            .try_into()
+            .map_err(|e| load_err("fp_sock", e))?;
+        p.load().map_err(|e| load_err("fp_sock", e))?;
+    }
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(BpfError::Map {
+            map: name,
+            why: "missing from the object".into(),
+        })
+    };
+    let flows = HashMap::try_from(take(&mut ebpf, "fp_flows")?).map_err(map_err("fp_flows"))?;
+    let stats = PerCpuArray::try_from(take(&mut ebpf, "fp_stats")?).map_err(map_err("fp_stats"))?;
+    let gen = Array::try_from(take(&mut ebpf, "fp_gen")?).map_err(map_err("fp_gen"))?;
+    Ok((
+        Loaded {
+            ebpf,
+            flows,
+            stats,
+            links: StdMap::new(),
+        },
+        GenMap(gen),
+    ))
+}
+
+/// An error with its causes, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The verifier's last lines, when that is why loading failed.
+fn verifier_msg(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!("{io_error}; verifier: {}", tail.join(" | "))
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Loaded {
+    /// Attach the socket filter to `socket` and the tc program at `name`'s ingress.
+    pub fn attach(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        socket: BorrowedFd<'_>,
+    ) -> Result<(), BpfError> {
+        let err = |why: String| BpfError::Attach {
+            port: name.to_string(),
+            why,
+        };
+        let sock: &SocketFilter = self
+            .ebpf
+            .program("fp_sock")
+            .ok_or_else(|| err("fp_sock missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        // The filter first: once the tc program redirects, the socket must already hide
+        // what it redirects.
+        sock.attach(socket).map_err(|e| err(e.to_string()))?;
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("fp_tc")
+            .ok_or_else(|| err("fp_tc missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        if aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+        {
+            // Before tcx: the clsact qdisc carries the filter (an existing one is fine).
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+        }
+        match tc.attach(name, TcAttachType::Ingress) {
+            Ok(link) => {
+                self.links.insert(ifindex, link);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing will be redirected, so the filter must hide nothing either.
+                let _ = SocketFilter::detach(socket);
+                Err(err(e.to_string()))
+            }
+        }
+    }
+
+    /// Detach the tc program from `ifindex` (the socket filter goes with its socket).
+    pub fn detach(&mut self, ifindex: u32) {
+        let Some(link) = self.links.remove(&ifindex) else {
+            return;
+        };
+        if let Some(p) = self.ebpf.program_mut("fp_tc") {
+            let tc: Result<&mut SchedClassifier, _> = p.try_into();
+            if let Ok(tc) = tc {
+                if let Err(e) = tc.detach(link) {
+                    tracing::warn!(ifindex, error = %e, "cannot detach the fast path");
+                }
+            }
+        }
+    }
+
+    /// Zero the counters of `slot` (a port taking over a slot).
+    pub fn reset_stats(&mut self, slot: usize) -> Result<(), BpfError> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| BpfError::Map {
+            map: "fp_stats",
+            why: e.to_string(),
+        })?;
+        let zeros = PerCpuValues::try_from(vec![[0u64; 4]; n]).map_err(|e| BpfError::Map {
+            map: "fp_stats",
+            why: e.to_string(),
+        })?;
+        self.stats
+            .set(slot as u32, zeros, 0)
+            .map_err(map_err("fp_stats"))
+    }
+
+    /// The counters of `slot`, summed over CPUs.
+    pub fn stats(&self, slot: usize) -> PortTotals {
+        let mut t = PortTotals::default();
+        if let Ok(v) = self.stats.get(&(slot as u32), 0) {
+            for c in v.iter() {
+                t.rx_packets += c[0];
+                t.rx_bytes += c[1];
+                t.tx_packets += c[2];
+                t.tx_bytes += c[3];
+            }
+        }
+        t
+    }
+
+    pub fn insert(&mut self, key: &Key, action: &Action) -> Result<(), BpfError> {
+        self.flows
+            .insert(key.encode(), action.encode(), 0)
+            .map_err(map_err("fp_flows"))
+    }
+
+    pub fn remove(&mut self, key: &Key) {
+        // A key already gone (evicted by the LRU, or removed) is what we wanted.
+        let _ = self.flows.remove(&key.encode());
+    }
+
+    /// Every entry (a walk of the map: two syscalls per entry).
+    pub fn entries(&self) -> Vec<(Key, Action)> {
+        self.flows
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (Key::decode(&k), Action::decode(&v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya::programs::{TestRun, TestRunOptions};
+
+    /// `TC_ACT_OK`, `TC_ACT_REDIRECT` (linux/pkt_cls.h).
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_REDIRECT: u32 = 7;
+    /// `BPF_PROG_TEST_RUN` builds its skb on the loopback device: `skb->ifindex` is 1.
+    const LO: u32 = 1;
+
+    /// The programs, loaded; `None` (test skipped) without the privileges to load BPF,
+    /// unless VSWITCH_REQUIRE_NETNS=1 (CI), where that is a failure. `BPF_PROG_TEST_RUN`
+    /// runs a program on a frame built in memory: nothing is attached or sent.
+    fn loaded() -> Option<(Loaded, GenMap)> {
+        match load() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                if std::env::var("VSWITCH_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+                    panic!("cannot load the fast path: {e}");
+                }
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// Pin this thread to one CPU: the socket filter's verdict is per CPU, as it is when
+    /// both programs run in one softirq.
+    fn pin() {
+        let mut set = nix::sched::CpuSet::new();
+        let cpu = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .ok()
+            .and_then(|s| (0..nix::sched::CpuSet::count()).find(|&c| s.is_set(c).unwrap_or(false)))
+            .unwrap_or(0);
+        set.set(cpu).expect("cpu in range");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&[0x45; 46]);
+        f
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn key() -> Key {
+        Key {
+            ifindex: LO,
+            vid: 0,
+            src: A,
+            dst: B,
+        }
+    }
+
+    fn action(gen: u64) -> Action {
+        Action {
+            gen,
+            out_ifindex: LO,
+            in_slot: 3,
+            out_slot: 4,
+            ..Action::default()
+        }
+    }
+
+    fn run_tc(l: &Loaded, f: &[u8]) -> u32 {
+        let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
+        let mut out = vec![0u8; f.len() + 64];
+        p.test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_tc")
+        .return_value
+    }
+
+    fn run_sock(l: &Loaded, f: &[u8]) -> u32 {
+        let p: &SocketFilter = l.ebpf.program("fp_sock").unwrap().try_into().unwrap();
+        // A packet tap gives a SOCK_RAW socket's filter the whole frame; the test run
+        // gives a socket filter what follows the Ethernet header. One more header in
+        // front makes the filter see `f` as the tap would show it.
+        let mut data = f[..14].to_vec();
+        data.extend_from_slice(f);
+        p.test_run(TestRunOptions {
+            data_in: Some(&data),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_sock")
+        .return_value
+    }
+
+    #[test]
+    fn miss_passes_hit_redirects_and_counts_stale_misses() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(5).unwrap();
+        let f = frame(B, A, 0x0800);
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "empty cache");
+        l.insert(&key(), &action(5)).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "cached");
+        let e = l.entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].1.packets, 1);
+        assert_eq!(e[0].1.bytes, f.len() as u64);
+        assert!(e[0].1.last_hit > 0);
+        let (rx, tx) = (l.stats(3), l.stats(4));
+        assert_eq!((rx.rx_packets, rx.rx_bytes), (1, f.len() as u64));
+        assert_eq!((tx.tx_packets, tx.tx_bytes), (1, f.len() as u64));
+        // Another source, another VLAN, another port: not this entry.
+        assert_eq!(
+            run_tc(&l, &frame(B, [2, 0, 0, 0, 0, 0xc], 0x0800)),
+            TC_ACT_OK
+        );
+        // A tag left in the frame (QinQ): vswitchd's.
+        assert_eq!(run_tc(&l, &frame(B, A, 0x8100)), TC_ACT_OK);
+        // A new generation: the entry is dead.
+        g.set(6).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "stale generation");
+        assert_eq!(l.stats(3).rx_packets, 1);
+    }
+
+    /// The socket filter decides, the tc program follows: a cache change between the
+    /// two (on one CPU, as inside one softirq) changes nothing for that frame.
+    #[test]
+    fn tc_follows_the_socket_filters_verdict() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(1).unwrap();
+        let f = frame(B, A, 0x0800);
+        // Hit at the tap: hidden from vswitchd (0 bytes kept)...
+        l.insert(&key(), &action(1)).unwrap();
+        assert_eq!(run_sock(&l, &f), 0, "hit hidden from the socket");
+        // ...so it must be redirected even though the entry went in between.
+        l.remove(&key());
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "verdict of the tap");
+        // The verdict is used once: the next frame without a tap verdict misses.
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK);
+        // Miss at the tap: vswitchd has the frame, so tc must not forward it too.
+        assert!(run_sock(&l, &f) > 0, "miss goes to the socket");
+        l.insert(&key(), &action(1)).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "verdict of the tap");
+        // A verdict for another frame is not taken for this one.
+        assert!(run_sock(&l, &frame(A, B, 0x0800)) > 0);
+        assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "own lookup");
+    }
+
+    #[test]
+    fn key_and_action_round_trip() {
+        let k = Key {
+            ifindex: 7,
+            vid: 10,
+            src: [2, 0, 0, 0, 0, 1],
+            dst: [2, 0, 0, 0, 0, 2],
+        };
+        assert_eq!(Key::decode(&k.encode()), k);
+        let a = Action {
+            gen: 3,
+            out_ifindex: 9,
+            in_slot: 1,
+            out_slot: 2,
+            push_vid: 20,
+            flags: F_PEER,
+            bvlan: 10,
+            packets: 5,
+            bytes: 600,
+            last_hit: 123,
+        };
+        assert_eq!(Action::decode(&a.encode()), a);
+    }
+}

@@ -1,0 +1,649 @@
+//! The kernel fast path: decisions the pipeline made, cached in a BPF map and carried
+//! out by a tc program on the ports' ingress, so later frames of a flow never reach
+//! userspace (Open vSwitch's kernel datapath under ovs-vswitchd; Cilium's tc
+//! redirects). The pipeline stays the one source of truth: it offers what it decided,
+//! a thread validates and installs it, and every change that could alter a decision
+//! makes the entries it affects miss before the change is acknowledged.
+//!
+//! Layer: beside `pipeline` (which calls [`FastPath::learned`] and [`FastPath::offer`])
+//! and below `control` (which attaches ports, bumps the generation on every snapshot
+//! and reads the counters). The BPF side is switch/bpf/fastpath.c; [`bpf`] loads it.
+//!
+//! # What is cached
+//! L2 known unicast inside a bridge and VLAN, keyed (ingress ifindex, VLAN as received,
+//! source MAC, destination MAC) → (egress ifindex, egress tag). The source is in the
+//! key so that a MAC showing up on another port always misses and reaches the
+//! pipeline's learning. Only `system` ports take part (a veth or NIC in vswitchd's
+//! namespace; TAP ports usually live in another namespace, where an ifindex means
+//! something else), and only ports without port security; vxlan stays in userspace.
+//! Routed and NAT flows are not cached (yet): they always take the pipeline.
+//!
+//! # One decision per frame (the AF_PACKET tap runs before tc)
+//! In `__netif_receive_skb_core` packet taps (vswitchd's AF_PACKET socket) see a frame
+//! before tc ingress does. So the socket filter `fp_sock` on vswitchd's socket looks the
+//! frame up, hides a hit from vswitchd, and leaves its verdict in a per-CPU slot;
+//! `fp_tc` runs next on the same CPU and carries out that verdict instead of looking up
+//! again. A cache change between the two can therefore neither duplicate nor lose a
+//! frame. docs/architecture.md ("Kernel fast path") has the whole argument.
+//!
+//! # Invalidation: one generation
+//! Every entry carries the generation it was installed under; the program treats an
+//! entry whose generation differs from `fp_gen[0]` as a miss. [`FastPath::bump`] makes
+//! every entry miss at once: on every snapshot publish (ports, VLANs, locks, bridges),
+//! `fdb-flush`, a MAC moving to another port, and a MAC learned anew that some entry
+//! may name (after aging or eviction). The fast-path thread deletes dead entries and
+//! re-checks live ones against the Fdb every [`RECONCILE`] (aging: an entry whose
+//! destination aged out of the Fdb goes; hits refresh the source's Fdb entry, so a MAC
+//! heard only by the fast path does not age out).
+//!
+//! # Thread safety
+//! Writers of the BPF maps: the fast-path thread (installs, reconcile) and the control
+//! thread (attach, detach, show), serialised by `loaded`; the generation array by
+//! [`FastPath::bump`] under `gen_map` (workers take that mutex only when a MAC moved or
+//! a named MAC was learned anew, never per frame). Workers otherwise touch only atomics:
+//! `gen` (Acquire load), `marks`, `ready`, their own `memo` row. The two orderings that
+//! make a racing install harmless are spelled out at [`FastPath::bump`] and
+//! [`FastPath::learned`].
+
+pub mod bpf;
+
+use crate::dp::clock;
+use crate::dp::snapshot::{PortEntry, Snapshot, VlanMode};
+use crate::pipeline::Meta;
+use crate::port::Port;
+use crate::tables::fdb::Learned;
+use crate::tables::PortId;
+use crate::wire::MacAddr;
+use arc_swap::ArcSwap;
+use bpf::{Action, Key, Loaded, PortTotals, MAX_SLOTS};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use bpf::BpfError as Error;
+
+/// `vswitchd --fastpath`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Use the fast path where the kernel and permissions allow; else log once and
+    /// forward in userspace only.
+    Auto,
+    /// Refuse to start without it.
+    On,
+    /// Pure userspace datapath.
+    Off,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "on" => Ok(Mode::On),
+            "off" => Ok(Mode::Off),
+            _ => Err(format!("invalid fast path mode {s:?} (auto, on, off)")),
+        }
+    }
+}
+
+/// How often the fast-path thread walks the cache (default).
+pub const RECONCILE: Duration = Duration::from_secs(1);
+/// Overrides [`RECONCILE`] in milliseconds: the tests set it very long to prove that
+/// invalidation does not wait for the walk.
+pub const RECONCILE_ENV: &str = "VSWITCH_FASTPATH_RECONCILE_MS";
+
+fn reconcile_interval() -> Duration {
+    std::env::var(RECONCILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(RECONCILE, |ms| {
+            Duration::from_millis(ms.clamp(10, 86_400_000))
+        })
+}
+/// Install requests waiting for the thread; more are dropped (and retried a second
+/// later by the flow's next slow-path frame).
+const OFFER_QUEUE: usize = 1024;
+/// Bits of the "may be named by an entry" filter.
+const MARK_BITS: usize = 1 << 16;
+/// Rows of each worker's "already offered" memo.
+const MEMO_ROWS: usize = 1024;
+
+/// An install request: what the pipeline decided for one frame.
+#[derive(Debug, Clone, Copy)]
+struct Offer {
+    key: Key,
+    in_id: PortId,
+    out_id: PortId,
+    bvlan: u16,
+}
+
+/// One worker's memo of flows it offered: a direct-mapped row per flow hash holding
+/// `hash << 32 | second`. Written only by its worker (Relaxed: a hint, nothing is
+/// published through it).
+struct Memo([AtomicU64; MEMO_ROWS]);
+
+/// Counters of the cache's own work (Relaxed: statistics).
+#[derive(Default)]
+struct Work {
+    installs: AtomicU64,
+    rejected: AtomicU64,
+    queue_full: AtomicU64,
+    bumps: AtomicU64,
+    removed: AtomicU64,
+}
+
+/// What `fastpath-show` and `show` report about the cache itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub generation: u64,
+    pub installs: u64,
+    pub rejected: u64,
+    pub queue_full: u64,
+    pub bumps: u64,
+    pub removed: u64,
+}
+
+/// One live cache entry, for `fastpath-show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub in_id: PortId,
+    pub out_id: PortId,
+    pub bvlan: u16,
+    pub src: MacAddr,
+    pub dst: MacAddr,
+    /// Tag pushed on egress (`None`: untagged).
+    pub tag: Option<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Milliseconds since the last hit (`None`: never hit).
+    pub idle_ms: Option<u64>,
+}
+
+/// The kernel fast path of one vswitchd.
+pub struct FastPath {
+    loaded: Mutex<Loaded>,
+    /// Serialises bumps so the kernel's generation only ever grows.
+    gen_map: Mutex<bpf::GenMap>,
+    /// The generation the kernel has (or is about to have, during a bump).
+    gen: AtomicU64,
+    /// Hash-indexed bits: set for every (VLAN, MAC) an installed entry names.
+    marks: Box<[AtomicU64]>,
+    /// Per port slot: `port id << 32 | ifindex` of a port the fast path is attached to;
+    /// 0: none.
+    ready: Box<[AtomicU64]>,
+    memo: Box<[CachePadded<Memo>]>,
+    offers: Sender<Offer>,
+    inbox: Mutex<Option<Receiver<Offer>>>,
+    snap: Arc<ArcSwap<Snapshot>>,
+    stop: AtomicBool,
+    work: Work,
+}
+
+fn mark_bit(vlan: u16, mac: MacAddr) -> usize {
+    // A fixed odd multiplier spreads the 60 bits well enough for a filter whose false
+    // positives only cost an extra bump.
+    let x = (u64::from(vlan) << 48 | mac.to_u64()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 40) as usize % MARK_BITS
+}
+
+fn key_hash(k: &Key, gen: u64) -> u64 {
+    let a = (u64::from(k.ifindex) << 16 | u64::from(k.vid)) ^ gen.rotate_left(32);
+    let b = MacAddr(k.src).to_u64() ^ MacAddr(k.dst).to_u64().rotate_left(24);
+    (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b).wrapping_mul(0xff51_afd7_ed55_8ccd)
+}
+
+/// The VLAN inside the bridge of a frame received with `vid` (0: untagged) on a port in
+/// `mode`, as `pipeline::l2::ingress_vlan` decides it; `None`: the pipeline drops it.
+fn bridge_vlan(mode: &VlanMode, vid: u16) -> Option<u16> {
+    match mode {
+        VlanMode::Access(t) => (vid == 0).then_some(*t),
+        VlanMode::Trunk(_) => mode.carries(vid).then_some(vid),
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
+fn ktime_coarse() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+impl FastPath {
+    /// Load and verify the programs (nothing attached yet). Fails without clang at
+    /// build time, without CAP_BPF/CAP_NET_ADMIN, or on a kernel that refuses them.
+    pub fn open(snap: Arc<ArcSwap<Snapshot>>, workers: usize) -> Result<Arc<FastPath>, Error> {
+        let (loaded, gen_map) = bpf::load()?;
+        let (tx, rx) = bounded(OFFER_QUEUE);
+        let fp = FastPath {
+            loaded: Mutex::new(loaded),
+            gen_map: Mutex::new(gen_map),
+            gen: AtomicU64::new(0),
+            marks: (0..MARK_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            memo: (0..workers.max(1))
+                .map(|_| CachePadded::new(Memo(std::array::from_fn(|_| AtomicU64::new(0)))))
+                .collect(),
+            offers: tx,
+            inbox: Mutex::new(Some(rx)),
+            snap,
+            stop: AtomicBool::new(false),
+            work: Work::default(),
+        };
+        // Generation 1: an entry with the zeroed value of a fresh map never matches.
+        fp.bump();
+        Ok(Arc::new(fp))
+    }
+
+    /// Start the thread that installs offered entries and reconciles the cache.
+    pub fn spawn(self: &Arc<FastPath>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let fp = self.clone();
+        let rx = self.inbox.lock().take();
+        std::thread::Builder::new()
+            .name("vswitch-fastpath".into())
+            .spawn(move || {
+                if let Some(rx) = rx {
+                    fp.run(rx)
+                }
+            })
+    }
+
+    /// Ask the thread to stop (it exits within [`RECONCILE`] or its current walk).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
+    /// Make every cached entry miss from now on. Returns once the kernel has the new
+    /// generation, so a frame forwarded after this call is not forwarded by an entry
+    /// made before it.
+    ///
+    /// Ordering: the kernel's copy is written first, then `gen` (Release). An installer
+    /// reads `gen` (Acquire) *before* it reads the snapshot and the Fdb; if it read the
+    /// new value it also sees every change made before this bump, and if it read the
+    /// old one its entry carries the old generation and is dead. The mutex keeps the
+    /// kernel's generation increasing: two bumps cannot land out of order.
+    pub fn bump(&self) {
+        let mut m = self.gen_map.lock();
+        let next = self.gen.load(Ordering::Relaxed) + 1;
+        if let Err(e) = m.set(next) {
+            // Cannot happen on a live array fd; if it did, entries of the old
+            // generation would stay valid, so say so loudly.
+            tracing::error!(error = %e, "fast path: cannot invalidate the cache");
+        }
+        self.gen.store(next, Ordering::Release);
+        self.work.bumps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn marked(&self, vlan: u16, mac: MacAddr) -> bool {
+        let b = mark_bit(vlan, mac);
+        self.marks[b / 64].load(Ordering::Relaxed) & (1 << (b % 64)) != 0
+    }
+
+    fn mark(&self, vlan: u16, mac: MacAddr) {
+        let b = mark_bit(vlan, mac);
+        self.marks[b / 64].fetch_or(1 << (b % 64), Ordering::Relaxed);
+    }
+
+    /// The pipeline learned `mac` in `vlan` (hot path: atomics only, except the rare
+    /// bump). A MAC that moved invalidates the cache; so does a MAC learned anew (after
+    /// aging out or being evicted) that an entry may still name.
+    ///
+    /// Ordering with a racing install (which sets the mark, then reads the Fdb): the
+    /// Fdb write is before the SeqCst fence here, the mark store before the installer's
+    /// fence, so either the installer sees this Fdb write (and refuses a stale entry)
+    /// or this check sees its mark (and bumps).
+    #[inline]
+    pub fn learned(&self, l: Learned, vlan: u16, mac: MacAddr) {
+        match l {
+            Learned::Moved => self.bump(),
+            Learned::Written | Learned::Evicted => {
+                fence(Ordering::SeqCst);
+                if self.marked(vlan, mac) {
+                    self.bump();
+                }
+            }
+            Learned::Unchanged | Learned::Refreshed | Learned::Busy => {}
+        }
+    }
+
+    /// The port's ifindex if the fast path is attached to it.
+    #[inline]
+    fn ready_ifindex(&self, id: PortId) -> Option<u32> {
+        let slot = crate::dp::snapshot::slot_of(id);
+        let v = self.ready.get(slot)?.load(Ordering::Acquire);
+        (v != 0 && (v >> 32) as u32 == id).then_some(v as u32)
+    }
+
+    /// The pipeline forwarded a frame (parsed as `meta`, VLAN `meta.vlan` in the
+    /// bridge) from `inp` to the learned port `out_id`: offer the decision for the
+    /// cache, at most once a second per flow and worker. Hot path: a hash, an atomic
+    /// load, and a channel send for a new flow.
+    #[inline]
+    pub fn offer(&self, worker: usize, now: u32, inp: &PortEntry, meta: &Meta, out_id: PortId) {
+        if inp.lock.is_some() {
+            return;
+        }
+        let (Some(in_if), Some(_)) = (self.ready_ifindex(inp.id), self.ready_ifindex(out_id))
+        else {
+            return;
+        };
+        let key = Key {
+            ifindex: in_if,
+            vid: if meta.eth.tagged { meta.eth.vid } else { 0 },
+            src: meta.eth.src.0,
+            dst: meta.eth.dst.0,
+        };
+        let h = key_hash(&key, self.gen.load(Ordering::Relaxed));
+        let Some(memo) = self.memo.get(worker) else {
+            return;
+        };
+        let row = &memo.0[(h as usize) % MEMO_ROWS];
+        let tag = h >> 32;
+        let seen = row.load(Ordering::Relaxed);
+        if seen >> 32 == tag && now.wrapping_sub(seen as u32) < 1 {
+            return;
+        }
+        row.store(tag << 32 | u64::from(now), Ordering::Relaxed);
+        let o = Offer {
+            key,
+            in_id: inp.id,
+            out_id,
+            bvlan: meta.vlan,
+        };
+        if let Err(TrySendError::Full(_)) = self.offers.try_send(o) {
+            self.work.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Attach to port `id` (control thread): counters zeroed, socket filter on its
+    /// AF_PACKET socket, tc program at its ingress. Ports the fast path cannot serve
+    /// (not `system`, slot beyond the counters) are left alone, which is not an error.
+    pub fn attach_port(&self, id: PortId, dev: &dyn Port) -> Result<(), Error> {
+        let slot = crate::dp::snapshot::slot_of(id);
+        let (Some(sock), Some(ifindex)) = (dev.packet_socket(), dev.ifindex()) else {
+            return Ok(());
+        };
+        if slot >= MAX_SLOTS {
+            tracing::info!(
+                port = dev.name(),
+                "port slot beyond the fast path's counters: userspace only"
+            );
+            return Ok(());
+        }
+        let mut l = self.loaded.lock();
+        l.reset_stats(slot)?;
+        l.attach(dev.name(), ifindex, sock)?;
+        self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
+        tracing::debug!(port = dev.name(), ifindex, "fast path attached");
+        Ok(())
+    }
+
+    /// Detach from port `id` (control thread, the port already out of the snapshot):
+    /// no new entries for it, every entry invalidated, its tc program removed and the
+    /// entries that name it deleted.
+    pub fn detach_port(&self, id: PortId) {
+        let Some(ifindex) = self.ready_ifindex(id) else {
+            return;
+        };
+        let slot = crate::dp::snapshot::slot_of(id);
+        self.ready[slot].store(0, Ordering::Release);
+        self.bump();
+        let mut l = self.loaded.lock();
+        l.detach(ifindex);
+        let dead: Vec<Key> = l
+            .entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || a.out_ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            l.remove(k);
+        }
+        self.work
+            .removed
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+    }
+
+    /// What the fast path forwarded for port `id` (zero if it is not attached).
+    pub fn port_stats(&self, id: PortId) -> PortTotals {
+        if self.ready_ifindex(id).is_none() {
+            return PortTotals::default();
+        }
+        self.loaded.lock().stats(crate::dp::snapshot::slot_of(id))
+    }
+
+    /// Whether port `id` is served by the fast path.
+    pub fn attached(&self, id: PortId) -> bool {
+        self.ready_ifindex(id).is_some()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Summary {
+            generation: self.generation(),
+            installs: r(&self.work.installs),
+            rejected: r(&self.work.rejected),
+            queue_full: r(&self.work.queue_full),
+            bumps: r(&self.work.bumps),
+            removed: r(&self.work.removed),
+        }
+    }
+
+    /// The live entries (current generation, ports still attached).
+    pub fn entries(&self) -> Vec<Entry> {
+        let gen = self.generation();
+        let now = ktime_coarse();
+        let by_ifindex = self.ports_by_ifindex();
+        let all = self.loaded.lock().entries();
+        all.into_iter()
+            .filter(|(_, a)| a.gen == gen)
+            .filter_map(|(k, a)| {
+                let in_id = *by_ifindex.get(&k.ifindex)?;
+                let out_id = *by_ifindex.get(&a.out_ifindex)?;
+                Some(Entry {
+                    in_id,
+                    out_id,
+                    bvlan: a.bvlan,
+                    src: MacAddr(k.src),
+                    dst: MacAddr(k.dst),
+                    tag: (a.push_vid != 0).then_some(a.push_vid),
+                    packets: a.packets,
+                    bytes: a.bytes,
+                    idle_ms: (a.last_hit != 0).then(|| now.saturating_sub(a.last_hit) / 1_000_000),
+                })
+            })
+            .collect()
+    }
+
+    fn ports_by_ifindex(&self) -> std::collections::HashMap<u32, PortId> {
+        self.ready
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .filter(|&v| v != 0)
+            .map(|v| (v as u32, (v >> 32) as u32))
+            .collect()
+    }
+
+    /// The fast-path thread: install offers as they come, reconcile every [`RECONCILE`].
+    fn run(&self, rx: Receiver<Offer>) {
+        let every = reconcile_interval();
+        let mut next = Instant::now() + every;
+        let mut last_scan = ktime_coarse();
+        while !self.stop.load(Ordering::Relaxed) {
+            // Wake at least every RECONCILE to notice `stop`.
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(RECONCILE);
+            match rx.recv_timeout(wait) {
+                Ok(o) => self.install(o),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next {
+                last_scan = self.reconcile(last_scan);
+                next = Instant::now() + every;
+            }
+        }
+    }
+
+    /// Validate an offer against the current snapshot and Fdb, then install it.
+    fn install(&self, o: Offer) {
+        // Before anything is read: see `bump`.
+        let gen = self.gen.load(Ordering::Acquire);
+        let (src, dst) = (MacAddr(o.key.src), MacAddr(o.key.dst));
+        self.mark(o.bvlan, src);
+        self.mark(o.bvlan, dst);
+        // Pairs with the fence in `learned`.
+        fence(Ordering::SeqCst);
+        match self.check(&o) {
+            Some(action) => {
+                let a = Action { gen, ..action };
+                match self.loaded.lock().insert(&o.key, &a) {
+                    Ok(()) => {
+                        self.work.installs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "fast path: install failed"),
+                }
+            }
+            None => {
+                self.work.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The entry for offer `o` if the pipeline would still decide the same now.
+    /// (Lab tools need every frame in userspace: see [`lab_tools_allow`].)
+    fn check(&self, o: &Offer) -> Option<Action> {
+        let snap = self.snap.load();
+        let now = clock::now_secs();
+        let inp = snap.port(o.in_id)?;
+        let out = snap.port(o.out_id)?;
+        let out_if = self.ready_ifindex(o.out_id)?;
+        if self.ready_ifindex(o.in_id)? != o.key.ifindex
+            || inp.lock.is_some()
+            || inp.bridge != out.bridge
+            || o.in_id == o.out_id
+            || bridge_vlan(&inp.vlan, o.key.vid)? != o.bvlan
+            || !out.vlan.carries(o.bvlan)
+            || !lab_tools_allow(&snap, inp, out)
+        {
+            return None;
+        }
+        let fdb = &snap.bridges.get(inp.bridge)?.fdb;
+        if fdb.lookup(o.bvlan, MacAddr(o.key.src), now) != Some(o.in_id)
+            || fdb.lookup(o.bvlan, MacAddr(o.key.dst), now) != Some(o.out_id)
+        {
+            return None;
+        }
+        Some(Action {
+            out_ifindex: out_if,
+            in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
+            out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
+            push_vid: out.vlan.egress_tag(o.bvlan).unwrap_or(0),
+            bvlan: o.bvlan,
+            ..Action::default()
+        })
+    }
+
+    /// Delete dead entries (old generation, port gone, source or destination no longer
+    /// where the Fdb says), and refresh the Fdb entry of the source of every entry hit
+    /// since the last walk. Returns the time of this walk.
+    fn reconcile(&self, last_scan: u64) -> u64 {
+        let started = ktime_coarse();
+        let gen = self.gen.load(Ordering::Acquire);
+        let snap = self.snap.load();
+        let now = clock::now_secs();
+        let by_ifindex = self.ports_by_ifindex();
+        let mut l = self.loaded.lock();
+        let mut dead = Vec::new();
+        for (k, a) in l.entries() {
+            let alive = a.gen == gen
+                && by_ifindex.get(&k.ifindex).is_some_and(|&in_id| {
+                    let Some(inp) = snap.port(in_id) else {
+                        return false;
+                    };
+                    let Some(b) = snap.bridges.get(inp.bridge) else {
+                        return false;
+                    };
+                    let out_ok = by_ifindex.get(&a.out_ifindex).is_some_and(|&out| {
+                        b.fdb.lookup(a.bvlan, MacAddr(k.dst), now) == Some(out)
+                    });
+                    let src_ok = b.fdb.lookup(a.bvlan, MacAddr(k.src), now) == Some(in_id);
+                    if out_ok && src_ok && a.last_hit > last_scan {
+                        // Heard by the fast path only: keep the MAC from aging out.
+                        b.fdb.refresh(a.bvlan, MacAddr(k.src), in_id, now);
+                    }
+                    out_ok && src_ok
+                });
+            if !alive {
+                dead.push(k);
+            }
+        }
+        for k in &dead {
+            l.remove(k);
+        }
+        self.work
+            .removed
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        started
+    }
+}
+
+/// Whether the lab tools let a flow from `inp` to `out` leave userspace: not while a
+/// capture runs (`control::capture` bumps the generation when one starts, so entries
+/// made before it miss), and never for a port with an impairment or in a mirror, whose
+/// frames only the pipeline can delay, drop or copy (`set-port` and `add-mirror`
+/// publish a snapshot, which bumps the generation too).
+fn lab_tools_allow(snap: &Snapshot, inp: &PortEntry, out: &PortEntry) -> bool {
+    !snap.taps.active()
+        && inp.impair.is_none()
+        && out.impair.is_none()
+        && inp.mirror_to.is_empty()
+        && out.mirror_to.is_empty()
+        && !inp.mirror_out
+        && !out.mirror_out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("auto".parse::<Mode>(), Ok(Mode::Auto));
+        assert_eq!("on".parse::<Mode>(), Ok(Mode::On));
+        assert_eq!("off".parse::<Mode>(), Ok(Mode::Off));
+        assert!("yes".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn bridge_vlan_follows_the_pipeline() {
+        let access = VlanMode::from_conf(Some(10), &[]);
+        assert_eq!(bridge_vlan(&access, 0), Some(10));
+        assert_eq!(bridge_vlan(&access, 20), None);
+        let trunk = VlanMode::from_conf(None, &[10]);
+        assert_eq!(bridge_vlan(&trunk, 10), Some(10));
+        assert_eq!(bridge_vlan(&trunk, 0), Some(0));
+        assert_eq!(bridge_vlan(&trunk, 20), None);
+    }
+
+    #[test]
+    fn flow_hash_changes_with_generation() {
+        let k = Key {
+            ifindex: 3,
+            vid: 0,
+            src: [2, 0, 0, 0, 0, 1],
+            dst: [2, 0, 0, 0, 0, 2],
+        };
+        assert_ne!(key_hash(&k, 1), key_hash(&k, 2));
+        assert_eq!(key_hash(&k, 1), key_hash(&k, 1));
+    }
+}
