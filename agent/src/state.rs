@@ -554,6 +554,7 @@ mod tests {
             vxlan: None,
             lock_mac: None,
             lock_ip: vec![],
+            impair: None,
         };
         let mut tunnel = port("ovx7", &[]);
         tunnel.kind = PortKind::Vxlan;

@@ -29,6 +29,7 @@ fn l2(c: &mut Criterion) {
         snap: &snap,
         neigh: &neigh,
         punt: None,
+        trace: None,
     };
     process(&ctx, 1, &mut back, &mut out);
     flush(&ctx, &back, &mut out);

@@ -47,6 +47,9 @@ pub fn bridge(n: usize, fdb_cap: usize) -> Snapshot {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
+                impair: None,
             })
         })
         .collect();

@@ -24,6 +24,7 @@
 //! gateway = "10.0.0.254"              # optional default route
 //! run = "python3 -m http.server 80"   # optional, started in the background with
 //!                                     # $VSWITCH_LAB_DIR and $VSWITCH_CONTAINER set
+//! impair = { delay = "20ms", loss = 1 }  # optional: `vswitchctl set-port` on its port
 //! networks = [                        # optional: more interfaces (eth1, eth2, ...)
 //!   { bridge = "backend", ip = "10.2.0.11/24" },
 //! ]
@@ -106,6 +107,63 @@ pub struct NetSpec {
     pub bridge: String,
     pub ip: String,
     pub gateway: Option<String>,
+    pub impair: Option<ImpairSpec>,
+}
+
+/// A number or a string in a lab file (`delay = 20` or `delay = "20ms"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrStr {
+    Num(f64),
+    Str(String),
+}
+
+impl std::fmt::Display for NumOrStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NumOrStr::Num(n) => write!(f, "{n}"),
+            NumOrStr::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Link impairment of a container's interface, applied with `vswitchctl set-port` to
+/// its port (what reaches the container): `impair = { delay = "20ms", loss = 1 }`.
+/// Values as `set-port` takes them: delay/jitter in ms or with a unit, loss/corrupt in
+/// percent, rate in Mbit/s or with a unit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairSpec {
+    pub delay: Option<NumOrStr>,
+    pub jitter: Option<NumOrStr>,
+    pub loss: Option<NumOrStr>,
+    pub corrupt: Option<NumOrStr>,
+    pub rate: Option<NumOrStr>,
+    #[serde(default)]
+    pub down: bool,
+}
+
+impl ImpairSpec {
+    /// The `vswitchctl set-port PORT` options.
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (flag, val) in [
+            ("--delay", &self.delay),
+            ("--jitter", &self.jitter),
+            ("--loss", &self.loss),
+            ("--corrupt", &self.corrupt),
+            ("--rate", &self.rate),
+        ] {
+            if let Some(x) = val {
+                v.push(flag.to_string());
+                v.push(x.to_string());
+            }
+        }
+        if self.down {
+            v.push("--down".into());
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,9 +199,19 @@ pub struct ContainerSpec {
     pub run: Option<String>,
     #[serde(default)]
     pub networks: Vec<NetSpec>,
+    /// Impairment of eth0's link (each of `networks` may have its own).
+    pub impair: Option<ImpairSpec>,
 }
 
 impl ContainerSpec {
+    /// The impairment declared for interface `ifname` (`eth0`, `eth1`, ...).
+    pub fn impair_of(&self, ifname: &str) -> Option<&ImpairSpec> {
+        match ifname.strip_prefix("eth")?.parse::<usize>().ok()? {
+            0 => self.impair.as_ref(),
+            n => self.networks.get(n - 1)?.impair.as_ref(),
+        }
+    }
+
     /// (interface, bridge, ip, gateway) of every interface: eth0 first.
     pub fn interfaces(&self) -> Vec<(String, &str, &str, Option<&str>)> {
         let mut v = vec![(
@@ -404,6 +472,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn impairments_become_set_port_options() {
+        let l = parse("[[host]]\nname=\"h1\"\n[[bridge]]\nname=\"b\"\n[[container]]\nname=\"c\"\nhost=\"h1\"\nbridge=\"b\"\nip=\"dhcp\"\nimpair = { delay = \"20ms\", loss = 0.5, rate = 100, down = true }\nnetworks = [{ bridge = \"b2\", ip = \"dhcp\", impair = { jitter = 3 } }]\n[[bridge]]\nname=\"b2\"\n").unwrap();
+        let c = &l.containers[0];
+        assert_eq!(
+            c.impair_of("eth0").unwrap().args(),
+            ["--delay", "20ms", "--loss", "0.5", "--rate", "100", "--down"]
+        );
+        assert_eq!(c.impair_of("eth1").unwrap().args(), ["--jitter", "3"]);
+        assert!(c.impair_of("eth2").is_none() && c.impair_of("lo").is_none());
+        let e = parse("[[host]]\nname=\"h1\"\n[[bridge]]\nname=\"b\"\n[[container]]\nname=\"c\"\nhost=\"h1\"\nbridge=\"b\"\nip=\"dhcp\"\nimpair = { lag = 5 }\n").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
     }
 
     #[test]

@@ -370,6 +370,7 @@ pub fn up(lab: &LabFile) -> Result<()> {
                 let out = Command::new(&pipework)
                     .arg("--socket")
                     .arg(&sock)
+                    .arg("--json")
                     .args(["-i", &ifname, "--name", &c.name, bridge, &ns, &addr])
                     .stdin(Stdio::null())
                     .output()
@@ -384,6 +385,26 @@ pub fn up(lab: &LabFile) -> Result<()> {
                 // A dhcp interface's gateway from the file wins over the lease's router.
                 if let (Some(g), "dhcp") = (gw, addr.as_str()) {
                     ip(&["-n", &ns, "route", "replace", "default", "via", g])?;
+                }
+                if let Some(imp) = c.impair_of(&ifname) {
+                    let plumbed: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).context("pipework --json output")?;
+                    let port = plumbed["port"].as_str().context("pipework: no port")?;
+                    let set = Command::new(bin("vswitchctl")?)
+                        .arg("--socket")
+                        .arg(&sock)
+                        .args(["set-port", port])
+                        .args(imp.args())
+                        .stdin(Stdio::null())
+                        .output()
+                        .context("run vswitchctl set-port")?;
+                    if !set.status.success() {
+                        bail!(
+                            "container {} {ifname}: impair: {}",
+                            c.name,
+                            String::from_utf8_lossy(&set.stderr).trim()
+                        );
+                    }
                 }
             }
         }

@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
             "readme_demo_runs_and_cleans_up",
             readme_demo_runs_and_cleans_up,
         ),
+        ("wan_lab_impairs_a_link", wan_lab_impairs_a_link),
     ])
 }
 
@@ -346,5 +347,31 @@ fn readme_demo_runs_and_cleans_up() -> Result<()> {
     ensure!(out.contains("vx-overlay@192.0.2.2"), "{out}");
     ensure!(out.contains("lab demo is down"), "{out}");
     ensure!(namespaces("vl-demo-")? == 0, "demo namespaces left behind");
+    Ok(())
+}
+
+fn wan_lab_impairs_a_link() -> Result<()> {
+    let f = lab_file("wan.toml");
+    let _guard = Down(f.clone());
+    let up = lab(&["up"], &f)?;
+    ensure!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // 20 ms ± 2 ms towards far: ping's min rtt is at least 18 ms (with 1 % loss, 20
+    // pings usually all come back; the min is over those that do).
+    let out = ns_exec(
+        "vl-wan-near",
+        "ping -n -c 20 -i 0.05 -W 2 10.7.0.20 | tail -1",
+    )?;
+    let min: f64 = out
+        .split_once(" = ")
+        .and_then(|(_, v)| v.split('/').next()?.parse().ok())
+        .with_context(|| format!("no rtt in {out:?}"))?;
+    ensure!(min >= 18.0, "min rtt {min} ms behind a 20 ms link");
+    // far still reaches its gateway (the replies come back through its impaired link).
+    let out = ns_exec("vl-wan-far", "ping -n -c 3 -i 0.2 -W 2 10.7.0.1 | tail -1")?;
+    ensure!(out.contains("rtt"), "far cannot reach its gateway: {out}");
     Ok(())
 }

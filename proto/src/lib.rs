@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod events;
+pub mod pcapng;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -304,6 +305,12 @@ pub enum Command {
     ListPublished,
     /// Result: `Vec<CtEntry>`.
     CtShow,
+    /// Run a frame through the pipeline without sending it. Result: [`TraceResult`].
+    Trace(TraceReq),
+    /// Capture frames of a port or bridge. Result: [`CaptureStarted`], after which
+    /// the connection carries a pcapng stream ([`pcapng`]) until the capture ends (the
+    /// count is reached, or the client sends a line `stop`) and vswitchd closes it.
+    Capture(CaptureReq),
     /// Subscribe to events: after the `ok` reply (result null) the connection carries
     /// one [`events::Event`] per line until either side closes it.
     Monitor,
@@ -331,6 +338,26 @@ pub enum Command {
     },
     /// Result: `Vec<AllocEntry>`.
     ListAllocations { bridge: String },
+    /// Impair what leaves a port (delay, jitter, loss, corruption, rate, link down):
+    /// the fields given replace the port's settings, the others stay. Result:
+    /// [`PortInfo`].
+    SetPort {
+        port: String,
+        #[serde(flatten)]
+        set: ImpairSet,
+    },
+    /// Remove every impairment of a port. Result: [`PortInfo`].
+    ClearPort { port: String },
+    /// Mirror (SPAN) what a bridge's ports receive and send to an output port.
+    /// Result: [`MirrorInfo`].
+    AddMirror(AddMirror),
+    /// Remove a mirror. Result: null.
+    DelMirror {
+        bridge: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
     /// The kernel fast path's cache (all bridges, or one). Result: [`FastpathInfo`].
     FastpathShow {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,6 +395,8 @@ impl Command {
             Command::Unpublish { .. } => "unpublish",
             Command::ListPublished => "list-published",
             Command::CtShow => "ct-show",
+            Command::Trace(_) => "trace",
+            Command::Capture(_) => "capture",
             Command::Monitor => "monitor",
             Command::ClusterShow => "cluster-show",
             Command::ClusterAgent { .. } => "cluster-agent",
@@ -376,6 +405,10 @@ impl Command {
             Command::AllocAddress(_) => "alloc-address",
             Command::ReleaseAddress { .. } => "release-address",
             Command::ListAllocations { .. } => "list-allocations",
+            Command::SetPort { .. } => "set-port",
+            Command::ClearPort { .. } => "clear-port",
+            Command::AddMirror(_) => "add-mirror",
+            Command::DelMirror { .. } => "del-mirror",
             Command::FastpathShow { .. } => "fastpath-show",
         }
     }
@@ -606,6 +639,228 @@ pub struct CtEntry {
     pub expires_in: u64,
 }
 
+/// Arguments of `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TraceReq {
+    pub bridge: String,
+    /// The port the frame arrives on (a vxlan port: `NAME` or `NAME@REMOTE`).
+    pub in_port: String,
+    /// OVS flow syntax (`dl_src=…,dl_dst=…,ip,nw_src=…,nw_dst=…,tcp,tp_dst=80`) or
+    /// the frame in hex.
+    pub flow: String,
+}
+
+/// One stage's decision in a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStage {
+    /// `input`, `parse`, `vlan`, `security`, `learn`, `l2`, `l3`, `nat`, `rewrite`,
+    /// `router`, `output`, `tunnel`, `impair`.
+    pub stage: String,
+    pub text: String,
+}
+
+/// A port the traced frame would leave by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceOutput {
+    pub port: String,
+    /// The 802.1Q tag pushed on egress, if any.
+    pub vlan: Option<u16>,
+}
+
+/// Result of `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceResult {
+    pub bridge: String,
+    pub in_port: String,
+    /// The frame traced, as a flow (with the defaults filled in).
+    pub flow: String,
+    /// The frame traced, hex.
+    pub frame: String,
+    pub stages: Vec<TraceStage>,
+    /// `output` (to known ports), `flood`, `drop`, or `router` (to the router's slow
+    /// path: ARP, ICMP, DHCP, DNS, resolving a next hop, an ICMP error).
+    pub verdict: String,
+    /// Where it leaves (`output`, `flood`).
+    pub outputs: Vec<TraceOutput>,
+    /// Why it was dropped (`drop`): a `stats` drop reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// What the slow path does with it (`router`): `local`, `resolve`, `ttl_exceeded`,
+    /// `no_route`, `frag_needed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub punt: Option<String>,
+    /// The frame as it leaves (after NAT and routing rewrites), as a flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_flow: Option<String>,
+}
+
+/// Arguments of `capture`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CaptureReq {
+    /// A port (a vxlan port: all its remotes, or `NAME@REMOTE`) or a bridge (all its
+    /// ports).
+    pub target: String,
+    /// `ingress`, `egress`, `drop`; empty: `ingress` and `egress`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+    /// The filter as typed (tcpdump syntax), for messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// The filter compiled to classic BPF (`tcpdump -ddd -y EN10MB`): `[code, jt, jf,
+    /// k]` per instruction. Empty: every frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program: Vec<[u32; 4]>,
+    /// Stop after this many frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame (default 262144: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// A port's link impairment, applied to what leaves it towards its guest (as netem on
+/// an interface). Integers, so that configurations compare exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Impairment {
+    /// Added latency, microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_us: u64,
+    /// The latency varies uniformly by up to this much either way, microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter_us: u64,
+    /// Frames lost, parts per million (1 % = 10000).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loss_ppm: u64,
+    /// Frames with one bit flipped, parts per million.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corrupt_ppm: u64,
+    /// Rate limit, kbit/s (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_kbit: u64,
+    /// Link down: every frame dropped (and the carrier off where the port type
+    /// allows).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub down: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Impairment {
+    /// Whether nothing is impaired.
+    pub fn is_none(&self) -> bool {
+        *self == Impairment::default()
+    }
+
+    /// `delay 50ms±5ms loss 1% corrupt 0.1% rate 100Mbit down`.
+    pub fn describe(&self) -> String {
+        fn ms(us: u64) -> String {
+            if us.is_multiple_of(1000) {
+                format!("{}ms", us / 1000)
+            } else {
+                format!("{}ms", us as f64 / 1000.0)
+            }
+        }
+        fn pct(ppm: u64) -> String {
+            format!("{}%", ppm as f64 / 10_000.0)
+        }
+        let mut v = Vec::new();
+        if self.delay_us > 0 || self.jitter_us > 0 {
+            let j = if self.jitter_us > 0 {
+                format!("±{}", ms(self.jitter_us))
+            } else {
+                String::new()
+            };
+            v.push(format!("delay {}{j}", ms(self.delay_us)));
+        }
+        if self.loss_ppm > 0 {
+            v.push(format!("loss {}", pct(self.loss_ppm)));
+        }
+        if self.corrupt_ppm > 0 {
+            v.push(format!("corrupt {}", pct(self.corrupt_ppm)));
+        }
+        if self.rate_kbit > 0 {
+            v.push(if self.rate_kbit.is_multiple_of(1000) {
+                format!("rate {}Mbit", self.rate_kbit / 1000)
+            } else {
+                format!("rate {}kbit", self.rate_kbit)
+            });
+        }
+        if self.down {
+            v.push("down".into());
+        }
+        v.join(" ")
+    }
+}
+
+/// The settings `set-port` changes (`None`: keep the port's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpairSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_ppm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_ppm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
+}
+
+impl ImpairSet {
+    /// `base` with these changes.
+    pub fn apply(&self, base: &Impairment) -> Impairment {
+        Impairment {
+            delay_us: self.delay_us.unwrap_or(base.delay_us),
+            jitter_us: self.jitter_us.unwrap_or(base.jitter_us),
+            loss_ppm: self.loss_ppm.unwrap_or(base.loss_ppm),
+            corrupt_ppm: self.corrupt_ppm.unwrap_or(base.corrupt_ppm),
+            rate_kbit: self.rate_kbit.unwrap_or(base.rate_kbit),
+            down: self.down.unwrap_or(base.down),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ImpairSet::default()
+    }
+}
+
+/// Arguments of `add-mirror`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMirror {
+    pub bridge: String,
+    /// Default: `span-OUTPUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Ports whose received and sent frames are copied.
+    pub select: Vec<String>,
+    /// The port the copies leave by; it takes no part in normal forwarding.
+    pub output: String,
+}
+
+/// A mirror (SPAN) of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    pub name: String,
+    pub select: Vec<String>,
+    pub output: String,
+}
+
+/// Result of `capture` (then the pcapng stream follows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub target: String,
+    /// The ports captured now (a bridge's ports added later are captured too).
+    pub ports: Vec<String>,
+    pub stages: Vec<String>,
+    /// `pcapng`.
+    pub format: String,
+}
+
 /// A DHCP lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseEntry {
@@ -719,6 +974,9 @@ pub struct BridgeInfo {
     pub overlay_vni: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    /// Mirrors (`add-mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorInfo>,
 }
 
 /// A port as configured, with its live state.
@@ -751,6 +1009,9 @@ pub struct PortInfo {
     /// Port security: the only source IPv4 addresses allowed (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_ip: Vec<String>,
+    /// Link impairment of what leaves the port (`set-port`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<Impairment>,
 }
 
 /// Result of `show`.
@@ -986,6 +1247,29 @@ impl Client {
         };
         self.reader.get_ref().set_read_timeout(None).map_err(io)?;
         Ok(())
+    }
+
+    /// Start a capture: after the reply the connection carries a pcapng stream (read it
+    /// with [`Client::stream`]) until the count is reached or [`Client::stop_capture`]
+    /// is answered by vswitchd closing the connection.
+    pub fn capture(&mut self, req: CaptureReq) -> Result<CaptureStarted, ClientError> {
+        let started = self.call(Command::Capture(req))?;
+        self.set_read_timeout(None)?;
+        Ok(started)
+    }
+
+    /// The raw byte stream of the connection (after `capture`).
+    pub fn stream(&mut self) -> &mut BufReader<UnixStream> {
+        &mut self.reader
+    }
+
+    /// A second handle on the connection's socket (to send `stop` from elsewhere, or
+    /// to learn its file descriptor).
+    pub fn socket_clone(&self) -> Result<UnixStream, ClientError> {
+        self.writer.try_clone().map_err(|e| ClientError::Io {
+            path: self.path.clone(),
+            reason: e,
+        })
     }
 
     /// The next line of a `monitor` or `cluster-agent` connection, raw (without the

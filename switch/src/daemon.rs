@@ -157,6 +157,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         fastpath.clone(),
     );
     state.set_auto_balance(opts.auto_balance && workers > 1);
+    state.set_tools(crate::control::tools::Tools {
+        neigh: Some(neigh.clone()),
+        ..Default::default()
+    });
     let state = Arc::new(Mutex::new(state));
     crate::control::events::spawn_mac_watch(snap.clone()).context("start MAC watcher")?;
     let service = Service::new(snap, neigh, db.leases().clone(), workers);

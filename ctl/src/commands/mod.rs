@@ -9,6 +9,7 @@ pub mod add_br;
 pub mod add_host;
 pub mod add_port;
 pub mod add_route;
+pub mod capture;
 pub mod cluster_show;
 pub mod completions;
 pub mod ct_show;
@@ -30,10 +31,13 @@ pub mod list_ports;
 pub mod list_published;
 pub mod list_routes;
 pub mod masquerade;
+pub mod mirror;
 pub mod monitor;
 pub mod publish;
+pub mod set_port;
 pub mod show;
 pub mod stats;
+pub mod trace;
 pub mod unpublish;
 pub mod version;
 
@@ -64,6 +68,11 @@ impl Ctx {
 
     pub fn json(&self) -> bool {
         self.json
+    }
+
+    /// How long to retry connecting while vswitchd starts (`--wait`).
+    pub fn wait(&self) -> Duration {
+        self.wait
     }
 
     /// Send one request and return the raw `result` of the reply.

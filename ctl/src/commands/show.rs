@@ -71,7 +71,7 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
 
 /// `Port NAME (TYPE, STATE)` then ` tag N`, ` trunks A,B` and, for vxlan ports,
 /// ` vni N remote IP[,IP] [local IP] [dst_port N]` (the port only when not 4789), and
-/// for locked ports ` lock MAC [IP,IP..]`.
+/// for locked ports ` lock MAC [IP,IP..]`, for impaired ones ` impair delay 50ms …`.
 pub fn port_line(p: &PortInfo) -> String {
     let mut s = format!("Port {} ({}, {})", p.name, p.kind, p.state);
     if let Some(t) = p.tag {
@@ -95,6 +95,9 @@ pub fn port_line(p: &PortInfo) -> String {
             let _ = write!(s, " {}", p.lock_ip.join(","));
         }
     }
+    if let Some(i) = p.impair.as_ref().filter(|i| !i.is_none()) {
+        let _ = write!(s, " impair {}", i.describe());
+    }
     s
 }
 
@@ -113,6 +116,9 @@ pub fn render(s: &ShowInfo) -> String {
         let _ = writeln!(out, "    {}", bridge_line(b));
         for p in &b.ports {
             let _ = writeln!(out, "        {}", port_line(p));
+        }
+        for m in &b.mirrors {
+            let _ = writeln!(out, "        {}", super::mirror::line(m));
         }
     }
     out
@@ -149,6 +155,7 @@ pub mod tests {
             dns_upstream: vec![],
             overlay_vni: None,
             external_ids: Default::default(),
+            mirrors: vec![],
         }
     }
 
@@ -168,6 +175,7 @@ pub mod tests {
             vxlan: None,
             lock_mac: None,
             lock_ip: vec![],
+            impair: None,
         }
     }
 

@@ -242,6 +242,7 @@ mod tests {
                     external_ids: Default::default(),
                     vxlan: None,
                     lock: None,
+                    impair: None,
                 }],
                 hosts: vec![],
                 leases: vec![],
@@ -250,6 +251,7 @@ mod tests {
                 overlay: None,
                 allocations: vec![],
                 external_ids: Default::default(),
+                mirrors: vec![],
             }],
             ..Default::default()
         }

@@ -215,6 +215,9 @@ pub struct PortConf {
     /// Port security: allowed source MAC and (if any) IPv4 addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockConf>,
+    /// Link impairment of what leaves the port (`set-port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<vswitch_proto::Impairment>,
 }
 
 /// Port security of a port.
@@ -448,6 +451,18 @@ pub struct BridgeConf {
     pub allocations: Vec<crate::config::alloc::Allocation>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    /// Mirrors (SPAN, `add-mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorConf>,
+}
+
+/// A mirror: copies of what the `select` ports receive and send leave by `output`,
+/// which takes no other part in forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorConf {
+    pub name: String,
+    pub select: Vec<String>,
+    pub output: String,
 }
 
 /// What makes a bridge an overlay bridge (see `control::cluster`).
@@ -861,6 +876,7 @@ impl Model {
             overlay: None,
             allocations: Vec::new(),
             external_ids: req.external_ids.clone(),
+            mirrors: Vec::new(),
         })
     }
 
@@ -1434,6 +1450,7 @@ impl Model {
             external_ids: req.external_ids.clone(),
             vxlan,
             lock,
+            impair: None,
         })
     }
 
@@ -1510,7 +1527,88 @@ impl Model {
                     bridge: bridge.to_string(),
                     port: port.to_string(),
                 })?;
-        Ok(b.ports.remove(i))
+        let p = b.ports.remove(i);
+        // A mirror loses the port; a mirror left with nothing to copy or nowhere to
+        // send goes (as in Open vSwitch).
+        for m in &mut b.mirrors {
+            m.select.retain(|s| s != port);
+        }
+        b.mirrors
+            .retain(|m| m.output != port && !m.select.is_empty());
+        Ok(p)
+    }
+
+    /// Check and add a mirror; returns it.
+    pub fn add_mirror(
+        &mut self,
+        req: &vswitch_proto::AddMirror,
+    ) -> Result<MirrorConf, ConfigError> {
+        let b = self.bridge_mut(&req.bridge)?;
+        let on_bridge = |p: &str| b.ports.iter().any(|x| x.name == p);
+        let missing = |p: &str| ConfigError::NoSuchPort {
+            bridge: req.bridge.clone(),
+            port: p.to_string(),
+        };
+        if req.select.is_empty() {
+            return Err(ConfigError::Conflict(
+                "a mirror needs at least one --select-port".into(),
+            ));
+        }
+        let mut select: Vec<String> = Vec::new();
+        for s in &req.select {
+            if !on_bridge(s) {
+                return Err(missing(s));
+            }
+            if *s == req.output {
+                return Err(ConfigError::Conflict(format!(
+                    "port {s} cannot be both selected and the mirror's output"
+                )));
+            }
+            if !select.contains(s) {
+                select.push(s.clone());
+            }
+        }
+        if !on_bridge(&req.output) {
+            return Err(missing(&req.output));
+        }
+        if let Some(m) = b
+            .mirrors
+            .iter()
+            .find(|m| m.select.contains(&req.output) || select.contains(&m.output))
+        {
+            return Err(ConfigError::Conflict(format!(
+                "mirror {} already uses these ports the other way round",
+                m.name
+            )));
+        }
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("span-{}", req.output));
+        if name.is_empty() || name.len() > 64 {
+            return Err(ConfigError::Conflict(format!("bad mirror name {name:?}")));
+        }
+        if b.mirrors.iter().any(|m| m.name == name) {
+            return Err(ConfigError::Conflict(format!(
+                "mirror {name} already exists on bridge {}",
+                req.bridge
+            )));
+        }
+        let m = MirrorConf {
+            name,
+            select,
+            output: req.output.clone(),
+        };
+        b.mirrors.push(m.clone());
+        Ok(m)
+    }
+
+    /// Remove mirror `name` of `bridge`; false if there was none.
+    pub fn del_mirror(&mut self, bridge: &str, name: &str) -> Result<bool, ConfigError> {
+        let b = self.bridge_mut(bridge)?;
+        let n = b.mirrors.len();
+        b.mirrors.retain(|m| m.name != name);
+        Ok(b.mirrors.len() != n)
     }
 }
 
@@ -1986,6 +2084,45 @@ mod tests {
             "a lease's name goes too"
         );
         assert_eq!(m.bridges[0].leases.len(), 1, "the address stays leased");
+    }
+
+    #[test]
+    fn mirrors_are_checked_and_follow_their_ports() {
+        let mut m = Model::default();
+        m.insert_bridge(m.check_add_bridge(&br("br1", None, None)).unwrap());
+        for port in ["v1", "v2", "v3", "vm"] {
+            let req = AddPort {
+                bridge: "br1".into(),
+                port: port.into(),
+                ..Default::default()
+            };
+            m.insert_port("br1", m.check_add_port(&req).unwrap())
+                .unwrap();
+        }
+        let req = |select: &[&str], output: &str| vswitch_proto::AddMirror {
+            bridge: "br1".into(),
+            name: None,
+            select: select.iter().map(|s| s.to_string()).collect(),
+            output: output.into(),
+        };
+        let err = |m: &mut Model, r| m.add_mirror(&r).unwrap_err().to_string();
+        assert!(err(&mut m, req(&["v9"], "vm")).contains("v9"));
+        assert!(err(&mut m, req(&["v1"], "v9")).contains("v9"));
+        assert!(err(&mut m, req(&["vm"], "vm")).contains("both selected"));
+        assert!(err(&mut m, req(&[], "vm")).contains("at least one"));
+        let a = m.add_mirror(&req(&["v1", "v2", "v1"], "vm")).unwrap();
+        assert_eq!((a.name.as_str(), a.select.len()), ("span-vm", 2));
+        assert!(err(&mut m, req(&["v3"], "vm")).contains("already exists"));
+        assert!(err(&mut m, req(&["vm"], "v3")).contains("other way round"));
+        // A mirror loses a deleted port; without selected ports or output it goes.
+        m.remove_port("br1", "v1").unwrap();
+        assert_eq!(m.bridges[0].mirrors[0].select, vec!["v2".to_string()]);
+        m.remove_port("br1", "v2").unwrap();
+        assert!(m.bridges[0].mirrors.is_empty());
+        m.add_mirror(&req(&["v3"], "vm")).unwrap();
+        m.remove_port("br1", "vm").unwrap();
+        assert!(m.bridges[0].mirrors.is_empty());
+        assert!(!m.del_mirror("br1", "span-vm").unwrap());
     }
 
     #[test]

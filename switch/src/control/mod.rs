@@ -12,6 +12,7 @@
 //! All mutations run under one mutex on the control plane ([`State`]); the data path
 //! never takes it.
 
+mod capture;
 pub mod cluster;
 pub mod events;
 mod fastpath;
@@ -20,6 +21,7 @@ mod ports;
 pub mod server;
 pub mod snapshot;
 mod state;
+pub mod tools;
 mod views;
 
 pub use handlers::{HandlerError, Limits};

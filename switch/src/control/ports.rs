@@ -174,6 +174,7 @@ impl State {
                         counters: Arc::new(PortCounters::new(self.pool.len())),
                         worker: None,
                         rx_seen: 0,
+                        impair: Arc::default(),
                     },
                 );
                 ids.push((name, id));
@@ -192,6 +193,7 @@ impl State {
                 counters: Arc::new(PortCounters::new(self.pool.len())),
                 worker: None,
                 rx_seen: 0,
+                impair: Arc::default(),
             },
         );
         self.failed.remove(&p.name);

@@ -136,6 +136,9 @@ fn serve(stream: UnixStream, state: &Mutex<State>) -> io::Result<()> {
         if let Some(end) = super::cluster::takeover(line.trim(), &mut w, &mut r) {
             return end;
         }
+        if let Some(end) = super::capture::takeover(line.trim(), &mut w, &mut r, state) {
+            return end;
+        }
         let reply = handle_line(line.trim(), state);
         write_reply(&mut w, &reply)?;
     }

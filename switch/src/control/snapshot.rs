@@ -6,6 +6,7 @@ use super::ports::live_names;
 use super::state::Live;
 use crate::config::model::DnsForward;
 use crate::config::Model;
+use crate::dp::impair::PortImpair;
 use crate::dp::snapshot::{
     router_mac, slot_of, BridgeRt, NameMap, Names6, NatRt, PortEntry, PortLock, PublishRt,
     Router6If, RouterIf, Snapshot, Upstream, VlanMode,
@@ -34,8 +35,27 @@ pub fn build(
 ) -> Snapshot {
     let mut ports: Vec<Option<PortEntry>> = Vec::new();
     let mut bridges = Vec::new();
+    let mut impaired = Vec::new();
     for (bi, b) in model.bridges.iter().enumerate() {
         let mut slots = Vec::new();
+        // Mirrors: the output slot(s) of each selected port.
+        let slot_of_port = |n: &str| -> Vec<u16> {
+            b.ports
+                .iter()
+                .filter(|p| p.name == n)
+                .flat_map(live_names)
+                .filter_map(|l| live.get(&l).map(|l| slot_of(l.id) as u16))
+                .collect()
+        };
+        let mut mirror_to: HashMap<&str, Vec<u16>> = HashMap::new();
+        let mut mirror_outs: Vec<&str> = Vec::new();
+        for m in &b.mirrors {
+            let outs = slot_of_port(&m.output);
+            mirror_outs.push(&m.output);
+            for s in &m.select {
+                mirror_to.entry(s).or_default().extend(&outs);
+            }
+        }
         for p in &b.ports {
             let mut group = 0;
             for name in live_names(p) {
@@ -63,6 +83,15 @@ pub fn build(
                             mac: c.mac,
                             ips: c.ips.clone(),
                         })
+                    }),
+                    mirror_to: mirror_to.get(p.name.as_str()).cloned().unwrap_or_default(),
+                    mirror_out: mirror_outs.contains(&p.name.as_str()),
+                    impair: p.impair.as_ref().filter(|i| !i.is_none()).map(|i| {
+                        impaired.push(s as u16);
+                        PortImpair {
+                            conf: i.clone(),
+                            queue: l.impair.clone(),
+                        }
                     }),
                 });
                 slots.push(s as u16);
@@ -231,6 +260,9 @@ pub fn build(
         router_ips6,
         nat,
         conntrack: tables.conntrack.clone(),
+        // The control state puts the daemon's taps in (`State::install_snapshot`).
+        taps: Default::default(),
+        impaired,
         fastpath: tables.fastpath.clone(),
     }
 }
@@ -302,6 +334,7 @@ mod tests {
                         counters: Arc::new(PortCounters::new(1)),
                         worker: None,
                         rx_seen: 0,
+                        impair: Arc::default(),
                     },
                 )
             })

@@ -42,6 +42,8 @@ pub struct Live {
     pub worker: Option<usize>,
     /// Received frames at the last balancing tick.
     pub rx_seen: u64,
+    /// Frames held back by the port's impairment (kept across snapshots).
+    pub impair: Arc<crate::dp::impair::Queue>,
 }
 
 /// What the balancer measured at its last tick.
@@ -73,6 +75,8 @@ pub struct State {
     pub(super) conntrack: Arc<Conntrack>,
     /// Auto-balance of ports over workers; `None` when turned off.
     pub(super) balancing: Option<Balancing>,
+    /// Handles the lab tools use (`control::tools`).
+    pub(super) tools: super::tools::Tools,
     /// The kernel fast path, when it runs (control/fastpath.rs).
     pub(super) fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
@@ -103,6 +107,7 @@ impl State {
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
             balancing: None,
+            tools: Default::default(),
             fastpath,
         };
         let ports: Vec<(PortConf, u32)> = s
@@ -124,6 +129,18 @@ impl State {
         s.install_snapshot();
         for name in attached {
             s.start_polling(&name);
+        }
+        // Links taken down by `set-port --down` stay down across restarts.
+        let down: Vec<PortConf> = s
+            .model
+            .bridges
+            .iter()
+            .flat_map(|b| b.ports.iter())
+            .filter(|p| p.impair.as_ref().is_some_and(|i| i.down))
+            .cloned()
+            .collect();
+        for p in down {
+            s.set_carrier(&p, false);
         }
         s
     }
@@ -159,7 +176,8 @@ impl State {
             conntrack: &self.conntrack,
             fastpath: &self.fastpath,
         };
-        let snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
+        let mut snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
+        snap.taps = self.tools.taps.clone();
         self.snap.store(Arc::new(snap));
         // After the store: no cached decision outlives the snapshot it was made under.
         if let Some(fp) = &self.fastpath {
@@ -182,6 +200,13 @@ impl State {
             self.install_snapshot();
         }
         Ok(out)
+    }
+
+    /// Give the lab tools the daemon's handles (`control::tools`).
+    pub fn set_tools(&mut self, tools: super::tools::Tools) {
+        self.tools = tools;
+        // The workers' snapshot points to the taps.
+        self.install_snapshot();
     }
 
     /// Cluster hooks (`control::cluster`): a validated change of the model (persisted

@@ -84,6 +84,7 @@ impl State {
                 .as_ref()
                 .map(|l| l.ips.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
+            impair: p.impair.clone(),
         }
     }
 
@@ -128,6 +129,15 @@ impl State {
             .map(ToString::to_string)
             .collect(),
             external_ids: b.external_ids.clone(),
+            mirrors: b
+                .mirrors
+                .iter()
+                .map(|m| vswitch_proto::MirrorInfo {
+                    name: m.name.clone(),
+                    select: m.select.clone(),
+                    output: m.output.clone(),
+                })
+                .collect(),
         }
     }
 

@@ -7,7 +7,9 @@
 
 pub mod balance;
 mod batch;
+pub mod capture;
 pub mod clock;
+pub mod impair;
 pub mod snapshot;
 pub mod stats;
 pub mod worker;

@@ -91,6 +91,14 @@ pub struct PortEntry {
     pub group: u32,
     /// Port security, if the port is locked.
     pub lock: Option<Arc<PortLock>>,
+    /// Link impairment of what leaves the port (`set-port`), if any.
+    pub impair: Option<crate::dp::impair::PortImpair>,
+    /// Mirrors: slots of the output ports that get a copy of what this port receives
+    /// and sends (`add-mirror`).
+    pub mirror_to: Vec<u16>,
+    /// A mirror's output port: it receives nothing into the bridge and is never a
+    /// destination of forwarding.
+    pub mirror_out: bool,
 }
 
 /// Port security: what a locked port may send.
@@ -332,6 +340,10 @@ pub struct Snapshot {
     pub nat: NatRt,
     /// Shared by every snapshot (its entries outlive configuration changes).
     pub conntrack: Arc<Conntrack>,
+    /// Running captures (`vswitchctl capture`), shared by every snapshot.
+    pub taps: Arc<crate::dp::capture::Taps>,
+    /// Slots of the ports with an impairment (the workers service their queues).
+    pub impaired: Vec<u16>,
     /// The kernel fast path, when it runs (`vswitchd --fastpath`).
     pub fastpath: Option<Arc<crate::fastpath::FastPath>>,
 }
@@ -348,6 +360,8 @@ impl Default for Snapshot {
             router_ips6: HashMap::new(),
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
+            taps: Arc::default(),
+            impaired: Vec::new(),
             fastpath: None,
         }
     }

@@ -49,10 +49,15 @@ pub enum DropReason {
     /// The egress device's queue (or socket buffer) was full; the rest of the batch
     /// was dropped without trying each frame.
     TxQueueFull,
+    /// Link impairment (`set-port`): the link is down, the frame was lost or
+    /// exceeded the rate limit's backlog.
+    Impaired,
+    /// Received on a mirror's output port, which takes no part in forwarding.
+    MirrorOutput,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -70,6 +75,8 @@ impl DropReason {
         DropReason::CtBusy,
         DropReason::NatExhausted,
         DropReason::TxQueueFull,
+        DropReason::Impaired,
+        DropReason::MirrorOutput,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -91,6 +98,8 @@ impl DropReason {
             DropReason::CtBusy => "conntrack_busy",
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::TxQueueFull => "tx_queue_full",
+            DropReason::Impaired => "impaired",
+            DropReason::MirrorOutput => "mirror_output",
         }
     }
 }

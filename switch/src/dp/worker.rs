@@ -396,6 +396,16 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut last_work = Instant::now();
         loop {
+            // Impaired ports: send what is due, and wake up when the next frame is.
+            // Without any, this is one load of the snapshot and a length check.
+            let (due, has_impaired) = {
+                let snap = self.snap.load();
+                if snap.impaired.is_empty() {
+                    (None, false)
+                } else {
+                    (super::impair::service(&snap, self.id), true)
+                }
+            };
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else if last_work.elapsed() < busy_poll {
@@ -406,6 +416,16 @@ impl Worker {
                 Some(Duration::ZERO)
             } else {
                 Some(Duration::from_millis(500))
+            };
+            let timeout = match due {
+                Some(at) => {
+                    let wait = Duration::from_nanos(at.saturating_sub(super::impair::now_ns()));
+                    timeout.map(|t| t.min(wait))
+                }
+                // While a port is impaired, the service thread may queue a frame there
+                // too (the router's replies) without waking a worker: look again soon.
+                None if has_impaired => timeout.map(|t| t.min(super::impair::IDLE_CHECK)),
+                None => timeout,
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -475,6 +495,7 @@ impl Worker {
                     snap: &snap,
                     neigh: &neigh,
                     punt: Some(&self.punt),
+                    trace: None,
                 };
                 pipeline::process(&ctx, o.id, &mut self.batch, &mut self.out);
                 pipeline::flush(&ctx, &self.batch, &mut self.out);

@@ -520,6 +520,7 @@ impl FastPath {
     }
 
     /// The entry for offer `o` if the pipeline would still decide the same now.
+    /// (Lab tools need every frame in userspace: see [`lab_tools_allow`].)
     fn check(&self, o: &Offer) -> Option<Action> {
         let snap = self.snap.load();
         let now = clock::now_secs();
@@ -532,6 +533,7 @@ impl FastPath {
             || o.in_id == o.out_id
             || bridge_vlan(&inp.vlan, o.key.vid)? != o.bvlan
             || !out.vlan.carries(o.bvlan)
+            || !lab_tools_allow(&snap, inp, out)
         {
             return None;
         }
@@ -593,6 +595,21 @@ impl FastPath {
             .fetch_add(dead.len() as u64, Ordering::Relaxed);
         started
     }
+}
+
+/// Whether the lab tools let a flow from `inp` to `out` leave userspace: not while a
+/// capture runs (`control::capture` bumps the generation when one starts, so entries
+/// made before it miss), and never for a port with an impairment or in a mirror, whose
+/// frames only the pipeline can delay, drop or copy (`set-port` and `add-mirror`
+/// publish a snapshot, which bumps the generation too).
+fn lab_tools_allow(snap: &Snapshot, inp: &PortEntry, out: &PortEntry) -> bool {
+    !snap.taps.active()
+        && inp.impair.is_none()
+        && out.impair.is_none()
+        && inp.mirror_to.is_empty()
+        && out.mirror_to.is_empty()
+        && !inp.mirror_out
+        && !out.mirror_out
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 //! batch. The driver that calls these in order is [`super::process`].
 
 use super::punt::{PuntKind, PuntTx};
+use super::trace::{self, note, Tracer};
+use crate::dp::capture::Stage;
 use crate::dp::snapshot::{slot_of, BridgeRt, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
 use crate::tables::PortId;
+use crate::wire::bpf::Frame;
 use crate::wire::{field, ipv4, ipv6, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
@@ -19,6 +22,9 @@ pub struct Ctx<'a> {
     pub neigh: &'a NeighMap,
     /// Where frames for the slow path go; `None` drops them (tests, benches).
     pub punt: Option<&'a PuntTx>,
+    /// A dry run that records each stage's decision (`vswitchctl trace`); `None` on
+    /// the data path. See [`super::trace`].
+    pub trace: Option<&'a Tracer>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +65,41 @@ impl OutQueues {
     pub fn queued(&self) -> usize {
         self.queues.iter().map(Vec::len).sum()
     }
+
+    /// What is queued, in order: (port slot, frame, egress tag). For the trace, which
+    /// reads the output instead of flushing it.
+    pub fn queued_ports(&self) -> Vec<(usize, usize, Option<u16>)> {
+        let mut v = Vec::new();
+        for &s in &self.touched {
+            for d in &self.queues[usize::from(s)] {
+                v.push((usize::from(s), usize::from(d.frame), d.tag));
+            }
+        }
+        v
+    }
+
+    /// Forget what is queued without sending it (after a trace).
+    pub fn discard(&mut self) {
+        for &s in &self.touched {
+            self.queues[usize::from(s)].clear();
+        }
+        self.touched.clear();
+    }
+}
+
+/// Count a frame dropped on the data path (`inp`: the port charged, normally the
+/// ingress port), or, in a trace, record why.
+#[inline]
+pub(super) fn dropped(ctx: &Ctx<'_>, inp: &PortEntry, f: &[u8], r: DropReason) {
+    if let Some(t) = ctx.trace {
+        t.dropped(r);
+        return;
+    }
+    inp.counters.dropped(ctx.worker, r, 1);
+    if ctx.snap.taps.active() {
+        let taps = &ctx.snap.taps;
+        taps.offer(ctx.snap, inp, Stage::Drop, Some(r), &Frame::whole(f));
+    }
 }
 
 /// Hand a copy of frame `i` to the service thread.
@@ -70,6 +111,11 @@ pub(super) fn punt(
     i: usize,
     kind: PuntKind,
 ) {
+    if let Some(t) = ctx.trace {
+        t.punted(kind);
+        t.push("router", trace::punt_text(kind));
+        return;
+    }
     let Some(tx) = ctx.punt else {
         inp.counters
             .dropped(ctx.worker, DropReason::PuntQueueFull, 1);
@@ -105,6 +151,15 @@ pub(super) fn output(
         let statics = bridge.overlay.as_ref().filter(|_| vlan == 0);
         let hit = statics.and_then(|o| o.statics.get(&dst).copied());
         if let Some(pid) = hit.or_else(|| bridge.fdb.lookup(vlan, dst, ctx.now)) {
+            note(ctx, "l2", || {
+                let name = ctx.snap.port(pid).map_or("(gone)", |p| p.name.as_str());
+                let how = if hit.is_some() {
+                    "is a remote endpoint"
+                } else {
+                    "was learned"
+                };
+                format!("fdb: {dst} on vlan {vlan} {how} on port {name}")
+            });
             if except.is_some_and(|(s, _)| s == slot_of(pid)) {
                 return Err(DropReason::SameSegment);
             }
@@ -112,7 +167,7 @@ pub(super) fn output(
                 if excluded(slot_of(pid), op.group) {
                     return Err(DropReason::SameSegment);
                 }
-                if op.bridge == b && op.vlan.carries(vlan) {
+                if op.bridge == b && op.vlan.carries(vlan) && !op.mirror_out {
                     out.push(
                         slot_of(pid),
                         OutDesc {
@@ -128,10 +183,26 @@ pub(super) fn output(
     }
     // Broadcast, multicast, unknown unicast: every other port of the bridge that
     // carries the VLAN.
+    if let Some(t) = ctx.trace {
+        t.set_flooded();
+    }
+    note(ctx, "l2", || {
+        let what = if dst == MacAddr::BROADCAST {
+            "broadcast"
+        } else if dst.is_multicast() {
+            "multicast"
+        } else {
+            "unknown unicast"
+        };
+        format!(
+            "fdb: {dst} on vlan {vlan}: {what}, flood on bridge {}",
+            bridge.name
+        )
+    });
     for &s in &bridge.ports {
         let s = usize::from(s);
         if let Some(Some(op)) = ctx.snap.ports.get(s) {
-            if op.vlan.carries(vlan) && !excluded(s, op.group) {
+            if op.vlan.carries(vlan) && !excluded(s, op.group) && !op.mirror_out {
                 out.push(
                     s,
                     OutDesc {
@@ -224,6 +295,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
         rest: &[],
     };
     let mut frames = [EMPTY; BATCH_SIZE];
+    let tapping = ctx.snap.taps.active();
     for &s in &out.touched {
         let q = &mut out.queues[usize::from(s)];
         let Some(Some(op)) = ctx.snap.ports.get(usize::from(s)) else {
@@ -244,8 +316,7 @@ pub fn flush(ctx: &Ctx<'_>, batch: &Batch, out: &mut OutQueues) {
                 rest: &f[usize::from(d.payload_ofs)..],
             };
         }
-        let r = op.dev.send(&frames[..n]);
-        op.counters.sent(ctx.worker, &r);
+        crate::dp::impair::transmit(ctx.snap, ctx.worker, op, &frames[..n], tapping);
         q.clear();
     }
     out.touched.clear();
@@ -283,6 +354,9 @@ mod tests {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
+                impair: None,
             }));
         }
         let n = ports.len();
@@ -328,6 +402,7 @@ mod tests {
                 snap: &self.snap,
                 neigh: &neigh,
                 punt: None,
+                trace: None,
             };
             let mut out = OutQueues::default();
             process(&ctx, port as u32, &mut b, &mut out);

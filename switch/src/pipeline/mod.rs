@@ -24,17 +24,23 @@ pub mod nat;
 pub mod parse;
 pub mod punt;
 pub mod rig;
+pub mod trace;
 
 pub use l2::{flush, Ctx, OutQueues};
 pub use parse::Meta;
 
+use crate::dp::capture::Stage;
 use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
+use crate::port;
 use crate::tables::PortId;
+use crate::wire::bpf::Frame;
 use crate::wire::ipv4;
 use crate::wire::ipv6::{self, Ipv6Meta};
+use l2::dropped;
 use l3::Verdict;
 use punt::PuntKind;
+use trace::note;
 
 /// Run the pipeline over `batch`, received on port `in_id`; output is queued in `out`.
 pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQueues) {
@@ -47,6 +53,8 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
     let bridge = &ctx.snap.bridges[bi];
     let (mut rx_pkts, mut rx_bytes) = (0u64, 0u64);
     let polled_id = in_id;
+    // Captures: one relaxed load per batch while none runs (a trace is not captured).
+    let tapping = ctx.trace.is_none() && ctx.snap.taps.active();
     for i in 0..batch.len() {
         // A shared receive (vxlan) names each frame's port.
         let (in_id, inp) = match batch.origin(i) {
@@ -56,7 +64,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                     (o, p)
                 }
                 _ => {
-                    polled.counters.dropped(w, DropReason::NoPort, 1);
+                    dropped(ctx, polled, batch.frame(i), DropReason::NoPort);
                     continue;
                 }
             },
@@ -67,6 +75,28 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
             }
         };
         let f = batch.frame(i);
+        if tapping {
+            let taps = &ctx.snap.taps;
+            taps.offer(ctx.snap, inp, Stage::Ingress, None, &Frame::whole(f));
+        }
+        if inp.mirror_out {
+            dropped(ctx, inp, f, DropReason::MirrorOutput);
+            continue;
+        }
+        if !inp.mirror_to.is_empty() && ctx.trace.is_none() {
+            // Sent now, as received: later stages may rewrite the frame in place.
+            crate::dp::impair::mirror(
+                ctx.snap,
+                w,
+                inp,
+                &[port::TxFrame {
+                    vnet: batch.vnet(i),
+                    head: f,
+                    tag: None,
+                    rest: &[],
+                }],
+            );
+        }
         let admitted = Meta::parse(f).and_then(|mut m| {
             m.vlan = l2::ingress_vlan(inp, &m.eth)?;
             l2::admit(inp, &m.eth, f)?;
@@ -75,13 +105,17 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         let meta = match admitted {
             Ok(m) => m,
             Err(r) => {
-                inp.counters.dropped(w, r, 1);
+                dropped(ctx, inp, f, r);
                 continue;
             }
         };
-        let learned = bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
-        if let Some(fp) = &ctx.snap.fastpath {
-            fp.learned(learned, meta.vlan, meta.eth.src);
+        if ctx.trace.is_none() {
+            let learned = bridge.fdb.learn(meta.vlan, meta.eth.src, in_id, ctx.now);
+            if let Some(fp) = &ctx.snap.fastpath {
+                fp.learned(learned, meta.vlan, meta.eth.src);
+            }
+        } else {
+            trace::admitted(ctx, inp, &meta);
         }
         if let Some(o) = bridge.overlay.as_ref().filter(|_| meta.vlan == 0) {
             // ARP for remote endpoints and DHCP are answered on the sender's host, never
@@ -90,7 +124,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 if inp.group == 0 {
                     l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
                 } else {
-                    inp.counters.dropped(w, DropReason::Service, 1);
+                    dropped(ctx, inp, f, DropReason::Service);
                 }
                 continue;
             }
@@ -118,15 +152,17 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         match r {
             // Known unicast: the kernel fast path may take the rest of this flow.
             Ok(Some(out_id)) => {
-                if let Some(fp) = &ctx.snap.fastpath {
+                if let (Some(fp), None) = (&ctx.snap.fastpath, ctx.trace) {
                     fp.offer(w, ctx.now, inp, &meta, out_id);
                 }
             }
             Ok(None) => {}
-            Err(r) => inp.counters.dropped(w, r, 1),
+            Err(r) => dropped(ctx, inp, batch.frame(i), r),
         }
     }
-    polled.counters.rx(w, rx_pkts, rx_bytes);
+    if ctx.trace.is_none() {
+        polled.counters.rx(w, rx_pkts, rx_bytes);
+    }
 }
 
 /// A frame addressed to the router's MAC: NAT, L3, NAT, rewrite, L2 output.
@@ -139,7 +175,9 @@ fn route(
     mut meta: Meta,
     out: &mut OutQueues,
 ) {
-    let w = ctx.worker;
+    note(ctx, "l3", || {
+        format!("to the router's MAC {}", meta.eth.dst)
+    });
     if meta.eth.ethertype == ipv4::ETHERTYPE_ARP {
         l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
         return;
@@ -150,24 +188,28 @@ fn route(
     }
     // A bridge with an IPv6 gateway only: the router has no IPv4 leg on it.
     if ctx.snap.bridges[inp.bridge].router.is_none() {
-        inp.counters.dropped(w, DropReason::NotRoutable, 1);
+        dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
         return;
     }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
-        inp.counters.dropped(w, r, 1);
+        dropped(ctx, inp, batch.frame(i), r);
         return;
     }
     let vnet = batch.vnet(i);
     if let nat::Pre::Drop(r) = nat::pre(ctx, batch.frame_mut(i), &mut meta, &vnet) {
-        inp.counters.dropped(w, r, 1);
+        dropped(ctx, inp, batch.frame(i), r);
         return;
     }
-    match l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet) {
+    let verdict = l3::decide(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &meta, &vnet);
+    note(ctx, "l3", || {
+        trace::l3_text(ctx, inp.bridge, &meta, &verdict)
+    });
+    match verdict {
         Verdict::Forward { bridge, mac } => {
             if !meta.translated {
                 if let Err(r) = nat::post(ctx, inp.bridge, bridge, batch.frame_mut(i), &meta, &vnet)
                 {
-                    inp.counters.dropped(w, r, 1);
+                    dropped(ctx, inp, batch.frame(i), r);
                     return;
                 }
             }
@@ -176,18 +218,21 @@ fn route(
                 return;
             };
             let Some(rif) = ctx.snap.bridges[bridge].router else {
-                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
                 return;
             };
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
+            note(ctx, "rewrite", || {
+                format!("source MAC {}, destination MAC {mac}, TTL - 1", rif.mac)
+            });
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
             if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                inp.counters.dropped(w, r, 1);
+                dropped(ctx, inp, batch.frame(i), r);
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
-        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+        Verdict::Drop(r) => dropped(ctx, inp, batch.frame(i), r),
     }
 }
 
@@ -202,9 +247,8 @@ fn route6(
     meta: &Meta,
     out: &mut OutQueues,
 ) {
-    let w = ctx.worker;
     if ctx.snap.bridges[inp.bridge].router6.is_none() {
-        inp.counters.dropped(w, DropReason::NotRoutable, 1);
+        dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
         return;
     }
     let Some(m) = batch
@@ -212,7 +256,7 @@ fn route6(
         .get(meta.l3..)
         .and_then(|b| Ipv6Meta::parse(b).ok())
     else {
-        inp.counters.dropped(w, DropReason::Malformed, 1);
+        dropped(ctx, inp, batch.frame(i), DropReason::Malformed);
         return;
     };
     let vnet = batch.vnet(i);
@@ -223,16 +267,16 @@ fn route6(
                 return;
             };
             let Some(rif) = ctx.snap.bridges[bridge].router6 else {
-                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
                 return;
             };
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
             let payload_ofs = meta.eth.payload_ofs as u8;
             if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                inp.counters.dropped(w, r, 1);
+                dropped(ctx, inp, batch.frame(i), r);
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
-        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+        Verdict::Drop(r) => dropped(ctx, inp, batch.frame(i), r),
     }
 }

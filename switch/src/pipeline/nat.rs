@@ -13,6 +13,7 @@
 //! Read first: RFC 3022 (traditional NAT), RFC 5382/4787 (NAT behaviour for TCP/UDP),
 //! RFC 1624 (incremental checksums).
 
+use super::trace::{note, tuple_text};
 use super::{Ctx, Meta};
 use crate::dp::DropReason;
 use crate::tables::conntrack::{CtEntry, CtState, Inserted, Tuple};
@@ -202,6 +203,9 @@ fn pre_inner(ctx: &Ctx<'_>, frame: &mut [u8], meta: &Meta, vnet: &VnetHdr) -> Pr
     }
     let Some(t) = frame.get(l3..).and_then(|ip| tuple_of(ip, &m)) else {
         return if m.protocol == ipv4::PROTO_ICMP && icmp_error(ctx, frame, l3, &m) {
+            note(ctx, "nat", || {
+                "ICMP error about a tracked connection: quoted packet translated back".into()
+            });
             Pre::Translated
         } else {
             Pre::Untouched
@@ -225,18 +229,30 @@ fn pre_inner(ctx: &Ctx<'_>, frame: &mut [u8], meta: &Meta, vnet: &VnetHdr) -> Pr
         } else {
             e.state
         };
-        ct.touch(&t, state, now);
-        let partner = e.xlate.reversed();
-        if !ct.touch(&partner, state, now) {
-            // The other direction was evicted (table full): restore it, or the answers
-            // of a live connection would be lost.
-            let back = CtEntry {
-                xlate: t.reversed(),
-                state,
-                original: !e.original,
-                last_seen: now,
-            };
-            ct.insert(&partner, back, now);
+        note(ctx, "nat", || {
+            let dir = if e.original { "original" } else { "reply" };
+            let st = format!("{state:?}").to_lowercase();
+            format!(
+                "conntrack: existing connection ({dir} direction, {st}): {} becomes {}",
+                tuple_text(&t),
+                tuple_text(&e.xlate)
+            )
+        });
+        // A trace changes no connection.
+        if ctx.trace.is_none() {
+            ct.touch(&t, state, now);
+            let partner = e.xlate.reversed();
+            if !ct.touch(&partner, state, now) {
+                // The other direction was evicted (table full): restore it, or the
+                // answers of a live connection would be lost.
+                let back = CtEntry {
+                    xlate: t.reversed(),
+                    state,
+                    original: !e.original,
+                    last_seen: now,
+                };
+                ct.insert(&partner, back, now);
+            }
         }
         rewrite(frame, l3, m.hlen, &t, &e.xlate, vnet);
         return Pre::Translated;
@@ -282,6 +298,18 @@ fn pre_inner(ctx: &Ctx<'_>, frame: &mut [u8], meta: &Meta, vnet: &VnetHdr) -> Pr
     };
     match x {
         Ok(x) => {
+            note(ctx, "nat", || {
+                format!(
+                    "published port: new connection {} becomes {}{} (would be recorded)",
+                    tuple_text(&t),
+                    tuple_text(&x),
+                    if hairpin_gw.is_some() {
+                        " (hairpin: source is the gateway)"
+                    } else {
+                        ""
+                    }
+                )
+            });
             rewrite(frame, l3, m.hlen, &t, &x, vnet);
             Pre::Translated
         }
@@ -410,6 +438,13 @@ pub fn post(
         return Ok(());
     }
     let x = allocate(ctx, &t, Tuple { src: outr.ip, ..t })?;
+    note(ctx, "nat", || {
+        format!(
+            "masquerade: new connection {} becomes {} (would be recorded)",
+            tuple_text(&t),
+            tuple_text(&x)
+        )
+    });
     rewrite(frame, l3, m.hlen, &t, &x, vnet);
     Ok(())
 }
@@ -463,6 +498,9 @@ enum Commit {
 /// second insert undoes the first, so no half connection is left holding a port.
 fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
     let ct = &ctx.snap.conntrack;
+    if ctx.trace.is_some() {
+        return dry_commit(ctx, t, x);
+    }
     let reply = CtEntry {
         xlate: t.reversed(),
         state: CtState::New,
@@ -489,6 +527,21 @@ fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
             ct.remove(&x.reversed(), &reply.xlate);
             Commit::Busy
         }
+    }
+}
+
+/// [`commit`] in a trace: what it would do, without writing. The translation it
+/// would record, the connection another packet recorded first, or a taken port.
+fn dry_commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
+    let ct = &ctx.snap.conntrack;
+    match ct.lookup(&x.reversed(), ctx.now) {
+        Lookup::Absent => {}
+        Lookup::Found(_) | Lookup::Busy => return Commit::Taken,
+    }
+    match ct.lookup(t, ctx.now) {
+        Lookup::Found(e) => Commit::Raced(e),
+        Lookup::Absent => Commit::Done,
+        Lookup::Busy => Commit::Busy,
     }
 }
 

@@ -58,6 +58,9 @@ impl Rig {
                 counters: Arc::new(PortCounters::new(1)),
                 group: 0,
                 lock: None,
+                mirror_to: Vec::new(),
+                mirror_out: false,
+                impair: None,
             }));
         }
         let net = |s: &str| s.parse().unwrap_or_default();
@@ -175,6 +178,8 @@ impl Rig {
             router_ips,
             nat,
             conntrack: Arc::new(Conntrack::new(256)),
+            taps: Default::default(),
+            impaired: Vec::new(),
             fastpath: None,
             routes6,
             router_ips6,
@@ -208,6 +213,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         };
         process(&ctx, port as u32, &mut b, &mut self.out);
         flush(&ctx, &b, &mut self.out);
@@ -239,6 +245,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         };
         process(&ctx, port as u32, &mut b, &mut self.out);
         flush(&ctx, &b, &mut self.out);
@@ -257,6 +264,7 @@ impl Rig {
             snap: &self.snap,
             neigh: &self.neigh,
             punt: None,
+            trace: None,
         }
     }
 

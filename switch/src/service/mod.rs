@@ -670,8 +670,7 @@ impl Service {
     fn send_port(&self, snap: &Snapshot, port: PortId, frame: &[u8]) {
         let Some(p) = snap.port(port) else { return };
         let tx = [tx_frame(frame, VnetHdr::default(), None)];
-        let r = p.dev.send(&tx);
-        p.counters.tx(self.slot, r.sent as u64, r.bytes as u64);
+        crate::dp::impair::transmit(snap, self.slot, p, &tx, snap.taps.active());
     }
 
     /// L2 output of an untagged frame on bridge `bi`: to the port its destination was
@@ -695,8 +694,7 @@ impl Service {
         for s in targets {
             if let Some(Some(p)) = snap.ports.get(s) {
                 let tx = [tx_frame(frame, vnet, p.vlan.egress_tag(0))];
-                let r = p.dev.send(&tx);
-                p.counters.tx(self.slot, r.sent as u64, r.bytes as u64);
+                crate::dp::impair::transmit(snap, self.slot, p, &tx, snap.taps.active());
             }
         }
     }
@@ -706,7 +704,9 @@ fn flood_slots(snap: &Snapshot, b: &BridgeRt) -> Vec<usize> {
     b.ports
         .iter()
         .map(|s| usize::from(*s))
-        .filter(|s| matches!(snap.ports.get(*s), Some(Some(p)) if p.vlan.carries(0)))
+        .filter(
+            |s| matches!(snap.ports.get(*s), Some(Some(p)) if p.vlan.carries(0) && !p.mirror_out),
+        )
         .collect()
 }
 

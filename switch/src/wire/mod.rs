@@ -5,6 +5,7 @@
 //! [`EthFrame::parse`]; after that, no accessor can panic.
 
 pub mod arp;
+pub mod bpf;
 pub mod csum;
 mod ethernet;
 pub mod gro;

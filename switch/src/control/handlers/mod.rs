@@ -8,10 +8,12 @@
 mod alloc;
 mod bridge;
 mod dhcp;
+mod flow;
 mod host;
 mod nat;
 mod port;
 mod route;
+mod trace;
 
 pub use super::state::{Limits, State};
 use crate::config::{db, ConfigError};
@@ -40,6 +42,9 @@ pub enum HandlerError {
     TooManyPorts,
     #[error("cannot encode result: {0}")]
     Encode(String),
+    /// A bad argument of a lab tool (flow, filter, impairment), named in the message.
+    #[error("{0}")]
+    Invalid(String),
     /// A cluster-wide change the agent or etcd refused (the message says which).
     #[error("{0}")]
     Cluster(String),
@@ -122,11 +127,24 @@ impl State {
             } => self.unpublish(&proto, &listen, if_exists),
             Command::ListPublished => self.list_published(),
             Command::CtShow => self.ct_show(),
+            Command::Trace(req) => self.trace(req),
+            // The server streams captures itself (it owns the connection).
+            Command::Capture(_) => Err(HandlerError::Invalid(
+                "capture needs its own connection".into(),
+            )),
             Command::AllocAddress(req) => self.alloc_address(req),
             Command::ReleaseAddress { bridge, owner, ip } => {
                 self.release_address(&bridge, &owner, ip.as_deref())
             }
             Command::ListAllocations { bridge } => self.list_allocations(&bridge),
+            Command::SetPort { port, set } => self.set_port(&port, &set),
+            Command::ClearPort { port } => self.clear_port(&port),
+            Command::AddMirror(req) => self.add_mirror(req),
+            Command::DelMirror {
+                bridge,
+                name,
+                if_exists,
+            } => self.del_mirror(&bridge, &name, if_exists),
             Command::FastpathShow { bridge } => self.fastpath_show(bridge.as_deref()),
             // Overlay bridges, the agent's link, cluster-show (`control::cluster`).
             other => super::cluster::handle(self, other),

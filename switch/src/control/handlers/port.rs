@@ -172,3 +172,142 @@ impl State {
         to_value(v)
     }
 }
+
+/// Longest delay or jitter accepted (netem's practical range).
+const MAX_DELAY_US: u64 = 60_000_000;
+/// Fastest rate limit accepted, kbit/s (400 Gbit/s).
+const MAX_RATE_KBIT: u64 = 400_000_000;
+
+fn check_impair(i: &vswitch_proto::Impairment) -> Result<(), HandlerError> {
+    let bad = |m: &str| Err(HandlerError::Invalid(m.to_string()));
+    if i.delay_us > MAX_DELAY_US || i.jitter_us > MAX_DELAY_US {
+        return bad("delay and jitter must be at most 60 s");
+    }
+    if i.loss_ppm > 1_000_000 || i.corrupt_ppm > 1_000_000 {
+        return bad("loss and corruption must be 0..100 %");
+    }
+    if i.rate_kbit > MAX_RATE_KBIT {
+        return bad("rate must be at most 400000 Mbit/s");
+    }
+    Ok(())
+}
+
+impl State {
+    /// `set-port`: change a port's link impairment (the fields given).
+    pub(super) fn set_port(
+        &mut self,
+        port: &str,
+        set: &vswitch_proto::ImpairSet,
+    ) -> Result<Value, HandlerError> {
+        if set.is_empty() {
+            return Err(HandlerError::Invalid(
+                "nothing to set: give --delay, --jitter, --loss, --corrupt, --rate, --down or --up"
+                    .into(),
+            ));
+        }
+        self.change_impair(port, |old| set.apply(old))
+    }
+
+    /// `clear-port`: remove every impairment of a port.
+    pub(super) fn clear_port(&mut self, port: &str) -> Result<Value, HandlerError> {
+        self.change_impair(port, |_| vswitch_proto::Impairment::default())
+    }
+
+    fn change_impair(
+        &mut self,
+        port: &str,
+        f: impl FnOnce(&vswitch_proto::Impairment) -> vswitch_proto::Impairment,
+    ) -> Result<Value, HandlerError> {
+        let Some(b) = self.model.port_owner(port) else {
+            return Err(HandlerError::NoSuchPort(port.to_string()));
+        };
+        let bridge = b.name.clone();
+        let old = b
+            .ports
+            .iter()
+            .find(|p| p.name == port)
+            .and_then(|p| p.impair.clone())
+            .unwrap_or_default();
+        let new = f(&old);
+        check_impair(&new)?;
+        self.mutate(|m| {
+            let p = m
+                .bridges
+                .iter_mut()
+                .filter(|b| b.name == bridge)
+                .flat_map(|b| b.ports.iter_mut())
+                .find(|p| p.name == port)
+                .ok_or_else(|| HandlerError::NoSuchPort(port.to_string()))?;
+            p.impair = (!new.is_none()).then(|| new.clone());
+            Ok(())
+        })?;
+        let b = self.model.bridge(&bridge)?;
+        let Some(p) = b.ports.iter().find(|p| p.name == port).cloned() else {
+            return Err(HandlerError::NoSuchPort(port.to_string()));
+        };
+        // Frames held by a delay or rate that is gone now are dropped with it.
+        if new.delay_us == 0 && new.jitter_us == 0 && new.rate_kbit == 0 && new.corrupt_ppm == 0 {
+            for n in super::super::ports::live_names(&p) {
+                if let Some(l) = self.live.get(&n) {
+                    l.impair.clear();
+                }
+            }
+        }
+        if old.down != new.down {
+            self.set_carrier(&p, !new.down);
+        }
+        tracing::info!(port, impair = %new.describe(), "impairment set");
+        let b = self.model.bridge(&bridge)?;
+        to_value(self.port_info(b, &p))
+    }
+
+    /// Carrier of a port's guest: a system port (a veth end in vswitchd's namespace)
+    /// is taken administratively down, which its peer sees as carrier off; other port
+    /// types only drop frames.
+    pub(in crate::control) fn set_carrier(&self, p: &crate::config::PortConf, up: bool) {
+        if p.kind != vswitch_proto::PortKind::System || !self.live.contains_key(&p.name) {
+            return;
+        }
+        let r = if up {
+            crate::port::sys::netdev::set_up(&p.name)
+        } else {
+            crate::port::sys::netdev::set_down(&p.name)
+        };
+        if let Err(e) = r {
+            tracing::warn!(port = %p.name, up, error = %e, "cannot change the link state");
+        }
+    }
+}
+
+impl State {
+    /// `add-mirror`: copies of what the selected ports receive and send leave by the
+    /// output port.
+    pub(super) fn add_mirror(
+        &mut self,
+        req: vswitch_proto::AddMirror,
+    ) -> Result<Value, HandlerError> {
+        let m = self.mutate(|m| Ok(m.add_mirror(&req)?))?;
+        tracing::info!(bridge = %req.bridge, mirror = %m.name, output = %m.output, "mirror added");
+        to_value(vswitch_proto::MirrorInfo {
+            name: m.name,
+            select: m.select,
+            output: m.output,
+        })
+    }
+
+    /// `del-mirror`.
+    pub(super) fn del_mirror(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Value, HandlerError> {
+        let r = self.mutate(|m| Ok(m.del_mirror(bridge, name)?));
+        match unless_missing(r.map(Value::Bool), if_exists)? {
+            Value::Bool(false) if !if_exists => Err(HandlerError::Invalid(format!(
+                "no such mirror: {name} on bridge {bridge}"
+            ))),
+            _ => Ok(Value::Null),
+        }
+    }
+}

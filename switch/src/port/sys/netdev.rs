@@ -89,6 +89,24 @@ pub fn set_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Bring `name` administratively down (a veth's peer then loses its carrier).
+pub fn set_down(name: &str) -> io::Result<()> {
+    let sock = ctl_socket()?;
+    let mut ifr = get_flags(&sock, name)?;
+    // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled.
+    unsafe {
+        if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short == 0 {
+            return Ok(());
+        }
+        ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+    }
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether `name` is up with its carrier on; `NotFound`-like errors when the device is
 /// gone. The carrier is the driver's own (ETHTOOL_GLINK), as it is now: IFF_RUNNING
 /// follows the operstate, which the kernel's linkwatch updates up to a second late, so
