@@ -172,8 +172,16 @@ fn route(
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
-            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                inp.counters.dropped(w, r, 1);
+            match l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                // To a learned next hop, untranslated: the kernel fast path may route
+                // the rest of this flow (it re-checks NAT, isolation, route, neighbour).
+                Ok(Some(out_id)) if !meta.translated => {
+                    if let Some(fp) = &ctx.snap.fastpath {
+                        fp.offer_routed(w, ctx.now, inp, &meta, out_id, mac);
+                    }
+                }
+                Ok(_) => {}
+                Err(r) => inp.counters.dropped(w, r, 1),
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
