@@ -67,6 +67,10 @@ fn main() -> std::process::ExitCode {
             nat_and_gateway_flows_are_not_cached,
         ),
         (
+            "locked_ports_are_routed_in_userspace",
+            locked_ports_are_routed_in_userspace,
+        ),
+        (
             "routed_fastpath_off_unchanged",
             routed_fastpath_off_unchanged,
         ),
@@ -827,6 +831,34 @@ fn nat_and_gateway_flows_are_not_cached() -> Result<()> {
         s.as_array().is_some_and(|a| !a.is_empty()),
         "conntrack: {s}"
     );
+    Ok(())
+}
+
+fn locked_ports_are_routed_in_userspace() -> Result<()> {
+    let mut lab = two_nets("on", &[])?;
+    lab.container("sw", "c3", "v3", "10.0.0.6/24", Some("10.0.0.1"))?;
+    let mac = lab.mac("c3", "eth0")?;
+    lab.ctl_ok(&[
+        "add-port",
+        "br1",
+        "v3",
+        "--lock-mac",
+        &mac,
+        "--lock-ip",
+        "10.0.0.6",
+    ])?;
+    lab.assert_pings("c3", "10.1.0.5", 10)?;
+    // Routed frames to the locked port may be cached; routed frames from it never.
+    wait_routed(&lab, "v2", "10.0.0.6")?;
+    let e = all_entries(&lab)?;
+    ensure!(!e.iter().any(|x| x["in_port"] == "v3"), "{e:?}");
+    ensure!(n(&stats(&lab, "v3")?, "fastpath_rx_packets") == 0);
+    // A spoofed source is still dropped by vswitchd before routing.
+    lab.sh("c3", "ip addr add 10.0.0.9/24 dev eth0")?;
+    let before = n(&stats(&lab, "v3")?["drops"], "spoofed_ip");
+    let _ = lab.sh_out("c3", "ping -c 3 -i 0.2 -W 1 -I 10.0.0.9 10.1.0.5")?;
+    let after = n(&stats(&lab, "v3")?["drops"], "spoofed_ip");
+    ensure!(after >= before + 3, "spoofed_ip {before} → {after}");
     Ok(())
 }
 

@@ -721,6 +721,62 @@ mod tests {
         );
     }
 
+    /// `offsetof(struct __sk_buff, gso_size)` and `sizeof(struct __sk_buff)`
+    /// (linux/bpf.h: a stable UAPI layout).
+    const SKB_GSO_SIZE: usize = 176;
+    const SKB_LEN: usize = 192;
+
+    /// The tc program on `f` as a GSO super-frame with segments of `gso_size` bytes
+    /// of payload (the test run copies gso_size from the context into the skb).
+    fn run_tc_gso(l: &Loaded, f: &[u8], gso_size: u32) -> u32 {
+        let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
+        let mut ctx = vec![0u8; SKB_LEN];
+        ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        let mut out = vec![0u8; f.len() + 64];
+        p.test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_tc with a GSO context")
+        .return_value
+    }
+
+    /// A GSO super-frame is judged by its segments (IP + TCP header + gso_size), as
+    /// vswitchd's router does, not by its total length.
+    #[test]
+    fn routed_gso_frames_are_judged_by_their_segments() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(8).unwrap();
+        l.insert(&routed_key(), &routed_action(8, 1500)).unwrap();
+        // 2000 bytes of IP packet (a test run takes at most a page), TCP with a
+        // 32-byte header (doff 8: timestamps).
+        let mut f = ip_frame(64, 1, 2000);
+        f[14 + 9] = 6;
+        f[14 + 20 + 12] = 8 << 4;
+        set_ip_checksum(&mut f[14..34]);
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "not GSO: 2000 > 1500");
+        assert_eq!(
+            run_tc_gso(&l, &f, 1448),
+            TC_ACT_REDIRECT,
+            "20 + 32 + 1448 = 1500 segments"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1449), TC_ACT_OK, "1501-byte segments");
+        // UDP (USO): 20 + 8 + gso_size.
+        let f = ip_frame(64, 1, 2000);
+        assert_eq!(run_tc_gso(&l, &f, 1472), TC_ACT_REDIRECT);
+        assert_eq!(run_tc_gso(&l, &f, 1473), TC_ACT_OK);
+        // Another protocol as GSO: left to vswitchd.
+        let mut f = ip_frame(64, 1, 2000);
+        f[14 + 9] = 47;
+        set_ip_checksum(&mut f[14..34]);
+        assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
+    }
+
     #[test]
     fn key_and_action_round_trip() {
         let k = Key {
