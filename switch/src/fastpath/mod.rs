@@ -50,7 +50,9 @@
 //! Writers of the BPF maps: the fast-path thread (installs, reconcile) and the control
 //! thread (attach, detach, show), serialised by `loaded`; the generation array by
 //! [`FastPath::bump`] under `gen_map` (workers take that mutex only when a MAC moved or
-//! a named MAC was learned anew, never per frame). Workers otherwise touch only atomics:
+//! a named MAC was learned anew, never per frame; the service thread when a neighbour
+//! changed its MAC, after publishing the new neighbour map, so an installer that read
+//! the new generation also reads the new map). Workers otherwise touch only atomics:
 //! `gen` (Acquire load), `marks`, `ready`, their own `memo` row. The two orderings that
 //! make a racing install harmless are spelled out at [`FastPath::bump`] and
 //! [`FastPath::learned`].

@@ -173,9 +173,20 @@ fn route(
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
             match l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                // To a learned next hop, untranslated: the kernel fast path may route
-                // the rest of this flow (it re-checks NAT, isolation, route, neighbour).
-                Ok(Some(out_id)) if !meta.translated => {
+                // To a learned next hop, untranslated (and not just masqueraded by
+                // `nat::post`): the kernel fast path may route the rest of this flow
+                // (it re-checks NAT rules, isolation, route, neighbour).
+                Ok(Some(out_id))
+                    if !meta.translated
+                        && ctx
+                            .snap
+                            .nat
+                            .masq
+                            .get(inp.bridge)
+                            .copied()
+                            .flatten()
+                            .is_none() =>
+                {
                     if let Some(fp) = &ctx.snap.fastpath {
                         fp.offer_routed(w, ctx.now, inp, &meta, out_id, mac);
                     }
