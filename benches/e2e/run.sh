@@ -469,7 +469,7 @@ if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   NAT_VARIANTS+=(vswitchd-nat)
 fi
 
-echo "variants: ${VARIANTS[*]}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
+echo "variants: ${VARIANTS[*]:-(no L2 rows)}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
 for round in $(seq 1 $ROUNDS); do
   for v in "${VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
