@@ -67,6 +67,10 @@ fn main() -> std::process::ExitCode {
             nat_and_gateway_flows_are_not_cached,
         ),
         (
+            "masquerade_added_takes_over_a_cached_routed_flow",
+            masquerade_added_takes_over_a_cached_routed_flow,
+        ),
+        (
             "locked_ports_are_routed_in_userspace",
             locked_ports_are_routed_in_userspace,
         ),
@@ -830,6 +834,39 @@ fn nat_and_gateway_flows_are_not_cached() -> Result<()> {
     ensure!(
         s.as_array().is_some_and(|a| !a.is_empty()),
         "conntrack: {s}"
+    );
+    Ok(())
+}
+
+/// A routed flow is cached; then br1 is masqueraded behind br2. The configuration
+/// change must send the flow back to vswitchd at once, which translates it from then
+/// on: c2 sees the router's address as the source, and nothing of it is cached again.
+fn masquerade_added_takes_over_a_cached_routed_flow() -> Result<()> {
+    let lab = two_nets("on", &[])?;
+    first_ping(&lab, "c1", "10.1.0.5")?;
+    wait_routed(&lab, "v1", "10.1.0.5")?;
+    lab.ctl_ok(&["masquerade", "br1", "--out", "br2"])?;
+    // c2 answers whoever pings it; capture the source of the echo requests it gets.
+    let cap = lab.dir().join("c2.pcap.txt");
+    let script = format!(
+        "timeout 5 tcpdump -l -n -i eth0 -c 3 'icmp[icmptype] == icmp-echo' > {} 2>/dev/null & sleep 1; echo",
+        cap.display()
+    );
+    lab.sh("c2", &script)?;
+    lab.assert_pings("c1", "10.1.0.5", 3)?;
+    let ok = wait_until(Duration::from_secs(6), || {
+        std::fs::read_to_string(&cap).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    let seen = std::fs::read_to_string(&cap).unwrap_or_default();
+    ensure!(ok, "tcpdump in c2 saw: {seen:?}");
+    ensure!(
+        seen.lines().all(|l| l.contains("IP 10.1.0.1 > 10.1.0.5")),
+        "not masqueraded: {seen}"
+    );
+    let r = routed(&all_entries(&lab)?);
+    ensure!(
+        !r.iter().any(|x| x["in_port"] == "v1"),
+        "masqueraded flow cached: {r:?}"
     );
     Ok(())
 }
