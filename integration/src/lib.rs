@@ -391,6 +391,16 @@ impl Lab {
             "--gateway",
             "10.0.0.1",
         ])?;
+        self.container(sw, "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+        self.ctl_ok(&["add-port", "br1", "v1"])?;
+        self.wan(sw)?;
+        self.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
+        Ok(())
+    }
+
+    /// The uplink of DESIGN.md §5 on switch `sw` (started): bridge `wan`
+    /// 198.51.100.0/24 (router .2) with the outside host `out` (198.51.100.1, port vo).
+    pub fn wan(&mut self, sw: &str) -> Result<()> {
         self.ctl_ok(&[
             "add-br",
             "wan",
@@ -399,11 +409,8 @@ impl Lab {
             "--gateway",
             "198.51.100.2",
         ])?;
-        self.container(sw, "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
         self.container(sw, "out", "vo", "198.51.100.1/24", None)?;
-        self.ctl_ok(&["add-port", "br1", "v1"])?;
         self.ctl_ok(&["add-port", "wan", "vo"])?;
-        self.ctl_ok(&["masquerade", "br1", "--out", "wan"])?;
         Ok(())
     }
 
@@ -422,6 +429,20 @@ impl Lab {
         run(self.cmd(from, "ping").args(["-c", "1", "-W", "1", dst]))
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+
+    /// Every port's non-zero drop counters (for failure messages), or why not.
+    pub fn drops(&self) -> String {
+        let Ok(v) = self.ctl_json(&["stats"]) else {
+            return "(stats failed)".into();
+        };
+        let mut out = Vec::new();
+        for p in v.as_array().into_iter().flatten() {
+            for (k, n) in p["drops"].as_object().into_iter().flatten() {
+                out.push(format!("{}:{k}={n}", p["port"].as_str().unwrap_or("?")));
+            }
+        }
+        out.join(" ")
     }
 
     /// Ping from `from` to `dst` until it answers (10 s deadline), then three more
@@ -450,12 +471,13 @@ impl Lab {
             .with_context(|| format!("{from} → {dst}: no ping summary in {text:?}"))?;
         if s.transmitted != n || s.received != n || s.duplicates != 0 || s.errors != 0 {
             bail!(
-                "{from} → {dst}: {} of {n} pings answered ({} sent, {} duplicates, {} errors):\n{}\nvswitchd log:\n{}",
+                "{from} → {dst}: {} of {n} pings answered ({} sent, {} duplicates, {} errors):\n{}\ndrops: {}\nvswitchd log:\n{}",
                 s.received,
                 s.transmitted,
                 s.duplicates,
                 s.errors,
                 text.trim(),
+                self.drops(),
                 self.log_tail(20)
             );
         }

@@ -711,16 +711,7 @@ fn port_mappings_reach_the_container_from_outside() -> Result<()> {
         "10.6.0.1",
         "--isolated",
     ])?;
-    lab.ctl_ok(&[
-        "add-br",
-        "wan",
-        "--subnet",
-        "198.51.100.0/24",
-        "--gateway",
-        "198.51.100.2",
-    ])?;
-    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
-    lab.ctl_ok(&["add-port", "wan", "vo"])?;
+    lab.wan("sw")?;
     lab.ctl_ok(&["masquerade", "cni0", "--out", "wan"])?;
     lab.add_ns("c1")?;
     lab.add_ns("c2")?;

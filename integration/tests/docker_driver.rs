@@ -284,16 +284,7 @@ fn networks_addresses_and_names() -> Result<()> {
 
 /// An uplink `wan` (198.51.100.0/24, router .2) leading to host `out` (.1).
 fn uplink(lab: &mut Lab) -> Result<()> {
-    lab.ctl_ok(&[
-        "add-br",
-        "wan",
-        "--subnet",
-        "198.51.100.0/24",
-        "--gateway",
-        "198.51.100.2",
-    ])?;
-    lab.container("sw", "out", "vo", "198.51.100.1/24", None)?;
-    lab.ctl_ok(&["add-port", "wan", "vo"])?;
+    lab.wan("sw")?;
     lab.ctl_ok(&["add-route", "0.0.0.0/0", "--via", "198.51.100.1"])?;
     Ok(())
 }

@@ -396,6 +396,14 @@ pub struct AddBr {
     /// The router's own address on this bridge; requires `subnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// IPv6 CIDR beside the IPv4 one (dual stack), e.g. `fd00:10::/64`. An IPv6 CIDR in
+    /// `subnet` (with `subnet6` absent) is taken as this too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// The router's own IPv6 address on this bridge; requires `subnet6`. An IPv6
+    /// address in `gateway` (with `gateway6` absent) is taken as this too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// DHCP service: `None` off, `Some("")` on with the default range,
     /// `Some("FIRST-LAST")` on with that range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -658,6 +666,11 @@ pub struct BridgeInfo {
     pub name: String,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    /// IPv6 subnet and gateway (dual stack); absent when the bridge has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// DHCP range `FIRST-LAST` when DHCP is on.
     pub dhcp: Option<String>,
     pub isolated: bool,

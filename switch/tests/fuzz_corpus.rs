@@ -42,3 +42,8 @@ fn control_corpus() {
 fn gso_corpus() {
     replay("gso", vswitch::wire::gso::fuzz);
 }
+
+#[test]
+fn ndp_corpus() {
+    replay("ndp", vswitch::service::ndp::fuzz);
+}

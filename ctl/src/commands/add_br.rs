@@ -11,12 +11,14 @@ pub struct AddBr {
     /// Name of the new bridge
     #[arg(value_name = "BR")]
     pub bridge: String,
-    /// IPv4 subnet of the bridge, e.g. 10.0.0.0/24
+    /// Subnet of the bridge, e.g. 10.0.0.0/24; once per address family (an IPv6 one
+    /// such as fd00:10::/64 beside it makes the bridge dual stack)
     #[arg(long, value_name = "CIDR")]
-    pub subnet: Option<String>,
-    /// The router's own address on the bridge (needs --subnet)
+    pub subnet: Vec<String>,
+    /// The router's own address on the bridge (needs a --subnet of its family); once
+    /// per address family
     #[arg(long, value_name = "IP")]
-    pub gateway: Option<String>,
+    pub gateway: Vec<String>,
     /// Serve DHCP (needs --gateway): the whole subnet, or FIRST-LAST only
     #[arg(long, value_name = "FIRST-LAST", num_args = 0..=1, default_missing_value = "")]
     pub dhcp: Option<String>,
@@ -52,10 +54,14 @@ pub struct AddBr {
 
 impl AddBr {
     pub fn request(&self) -> Result<Command, Error> {
+        let (subnet, subnet6) = by_family("--subnet", &self.subnet)?;
+        let (gateway, gateway6) = by_family("--gateway", &self.gateway)?;
         Ok(Command::AddBr(Request {
             name: self.bridge.clone(),
-            subnet: self.subnet.clone(),
-            gateway: self.gateway.clone(),
+            subnet,
+            gateway,
+            subnet6,
+            gateway6,
             dhcp: self.dhcp.clone(),
             isolated: self.isolated,
             mtu: self.mtu,
@@ -71,6 +77,24 @@ impl AddBr {
     pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
         ctx.mutate(self.request()?)
     }
+}
+
+/// Sort the values of a repeatable address flag into (IPv4, IPv6): at most one each.
+/// An IPv6 address or CIDR is one with a colon; the daemon checks the rest.
+fn by_family(flag: &str, vals: &[String]) -> Result<(Option<String>, Option<String>), Error> {
+    let (mut v4, mut v6) = (None, None);
+    for v in vals {
+        let (slot, fam) = match v.contains(':') {
+            true => (&mut v6, "IPv6"),
+            false => (&mut v4, "IPv4"),
+        };
+        if let Some(prev) = slot.replace(v.clone()) {
+            return Err(Error::Usage(format!(
+                "{flag} given twice for {fam} ({prev} and {v}): at most one per address family"
+            )));
+        }
+    }
+    Ok((v4, v6))
 }
 
 #[cfg(test)]
@@ -132,8 +156,51 @@ mod tests {
                 ..Default::default()
             }
         );
+        let r = req(&[
+            "add-br",
+            "br1",
+            "--subnet",
+            "fd00:10::/64",
+            "--gateway",
+            "10.0.0.1",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "fd00:10::1",
+        ]);
+        assert_eq!(
+            (r.subnet, r.gateway, r.subnet6, r.gateway6),
+            (
+                Some("10.0.0.0/24".into()),
+                Some("10.0.0.1".into()),
+                Some("fd00:10::/64".into()),
+                Some("fd00:10::1".into())
+            )
+        );
         let r = req(&["add-br", "ov", "--overlay", "--vni", "42"]);
         assert!(r.overlay);
         assert_eq!(r.vni, Some(42));
+    }
+
+    #[test]
+    fn two_of_one_family_is_a_usage_error() {
+        let Cmd::AddBr(a) = parse(&[
+            "add-br",
+            "b",
+            "--subnet",
+            "fd00:1::/64",
+            "--subnet",
+            "fd00:2::/64",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not add-br")
+        };
+        let e = a.request().unwrap_err();
+        assert_eq!(
+            e.message(),
+            "--subnet given twice for IPv6 (fd00:1::/64 and fd00:2::/64): at most one per address family"
+        );
     }
 }

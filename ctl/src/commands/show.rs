@@ -32,6 +32,12 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if let Some(g) = &b.gateway {
         attrs.push(format!("gateway {g}"));
     }
+    if let Some(s) = &b.subnet6 {
+        attrs.push(format!("subnet {s}"));
+    }
+    if let Some(g) = &b.gateway6 {
+        attrs.push(format!("gateway {g}"));
+    }
     if let Some(d) = &b.dhcp {
         attrs.push(format!("dhcp {d}"));
     }
@@ -123,6 +129,8 @@ pub mod tests {
             name: name.into(),
             subnet: None,
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             dhcp: None,
             isolated: false,
             mtu: 1500,

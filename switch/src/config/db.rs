@@ -228,6 +228,8 @@ mod tests {
                 name: "br1".into(),
                 subnet: Some("10.0.0.0/24".parse().unwrap()),
                 gateway: Some("10.0.0.1".parse().unwrap()),
+                subnet6: None,
+                gateway6: None,
                 dhcp: None,
                 isolated: false,
                 mtu: 1500,

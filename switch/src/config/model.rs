@@ -1,10 +1,10 @@
 //! The configuration model and its validation. Every mutation is validated in full
 //! before anything changes: a rejected request leaves the model as it was.
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
@@ -168,6 +168,18 @@ pub enum ConfigError {
         subnet: String,
         bridge: String,
     },
+    #[error("bad IPv6 CIDR {0:?}: expected an IPv6 network such as fd00:10::/64")]
+    BadCidr6(String),
+    #[error("--gateway {0} is IPv6 but the bridge has no IPv6 --subnet")]
+    Gateway6WithoutSubnet6(String),
+    #[error("--subnet/--gateway: at most one {0} subnet and one {0} gateway per bridge")]
+    TwoOfOneFamily(&'static str),
+    #[error("IPv6 subnet {0}: prefixes longer than /127 leave no room for hosts")]
+    Subnet6TooLong(String),
+    #[error("bad MTU {0}: a bridge with an IPv6 subnet needs at least 1280 (IPv6's minimum)")]
+    Mtu6(u32),
+    #[error("route {cidr} and next hop {via} are of different address families")]
+    MixedFamilies { cidr: String, via: String },
 }
 
 /// A DHCP address range, inclusive.
@@ -231,7 +243,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub struct HostConf {
     /// Lower-case.
     pub name: String,
-    pub ip: Ipv4Addr,
+    /// IPv4 (an A record) or IPv6 (AAAA); a name may have one of each.
+    pub ip: IpAddr,
     pub source: String,
     /// The port the name was registered for: it leaves with the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +323,36 @@ pub struct RouteConf {
     pub via: Ipv4Addr,
 }
 
+/// A static IPv6 route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route6Conf {
+    pub cidr: Ipv6Net,
+    pub via: Ipv6Addr,
+}
+
+/// A static route of either family (what `add-route` validates into).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyRoute {
+    V4(RouteConf),
+    V6(Route6Conf),
+}
+
+impl AnyRoute {
+    pub fn cidr(&self) -> String {
+        match self {
+            AnyRoute::V4(r) => r.cidr.to_string(),
+            AnyRoute::V6(r) => r.cidr.to_string(),
+        }
+    }
+
+    pub fn via(&self) -> IpAddr {
+        match self {
+            AnyRoute::V4(r) => IpAddr::V4(r.via),
+            AnyRoute::V6(r) => IpAddr::V6(r.via),
+        }
+    }
+}
+
 /// Source NAT of a bridge's subnet behind another bridge's gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasqConf {
@@ -374,6 +417,11 @@ pub struct BridgeConf {
     pub subnet: Option<Ipv4Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 subnet and the router's address on it (dual stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpRange>,
     #[serde(default)]
@@ -417,6 +465,8 @@ pub struct Model {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes6: Vec<Route6Conf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masquerade: Vec<MasqConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishConf>,
@@ -426,7 +476,14 @@ impl BridgeConf {
     /// Addresses nobody may be handed (DHCP, alloc-address): the gateway, DNS names,
     /// DHCP reservations, held addresses and pipework's `ip` of static ports.
     pub fn addresses_in_use(&self) -> HashSet<Ipv4Addr> {
-        let mut reserved: HashSet<Ipv4Addr> = self.hosts.iter().map(|h| h.ip).collect();
+        let mut reserved: HashSet<Ipv4Addr> = self
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         reserved.extend(self.reservations.iter().map(|r| r.ip));
         reserved.extend(self.allocations.iter().map(|a| a.ip));
         reserved.extend(self.gateway);
@@ -558,6 +615,74 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr, ConfigError> {
         .map_err(|_| ConfigError::BadIp(s.to_string()))
 }
 
+fn parse_route6(cidr: &str, via: &str) -> Result<(Ipv6Net, Ipv6Addr), ConfigError> {
+    if !is_v6(cidr) || !is_v6(via) {
+        return Err(ConfigError::MixedFamilies {
+            cidr: cidr.to_string(),
+            via: via.to_string(),
+        });
+    }
+    Ok((parse_net6(cidr)?, parse_ip6(via)?))
+}
+
+fn parse_any_ip(s: &str) -> Result<IpAddr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ConfigError::BadIp(s.to_string()))
+}
+
+fn parse_ip6(s: &str) -> Result<Ipv6Addr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ConfigError::BadIp(s.to_string()))
+}
+
+/// Whether `s` is written as an IPv6 address or network (has a colon).
+pub fn is_v6(s: &str) -> bool {
+    s.contains(':')
+}
+
+/// Parse an IPv6 network in CIDR form, refusing host bits.
+pub fn parse_net6(s: &str) -> Result<Ipv6Net, ConfigError> {
+    let net: Ipv6Net = s
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadCidr6(s.to_string()))?;
+    if net.trunc() != net {
+        return Err(ConfigError::HostBitsSet {
+            given: s.to_string(),
+            network: net.trunc().to_string(),
+        });
+    }
+    Ok(net)
+}
+
+/// An `add-br` request with its addresses sorted by family: an IPv6 CIDR or address
+/// given in `subnet`/`gateway` (older clients, or one flag for both families) moves to
+/// `subnet6`/`gateway6`; two of one family are refused.
+pub fn split_families(req: &AddBr) -> Result<AddBr, ConfigError> {
+    let mut r = req.clone();
+    if r.subnet.as_deref().is_some_and(is_v6) {
+        if r.subnet6.is_some() {
+            return Err(ConfigError::TwoOfOneFamily("IPv6"));
+        }
+        r.subnet6 = r.subnet.take();
+    }
+    if r.gateway.as_deref().is_some_and(is_v6) {
+        if r.gateway6.is_some() {
+            return Err(ConfigError::TwoOfOneFamily("IPv6"));
+        }
+        r.gateway6 = r.gateway.take();
+    }
+    if r.subnet6.as_deref().is_some_and(|s| !is_v6(s)) {
+        return Err(ConfigError::BadCidr6(r.subnet6.unwrap_or_default()));
+    }
+    if r.gateway6.as_deref().is_some_and(|s| !is_v6(s)) {
+        return Err(ConfigError::BadIp(r.gateway6.unwrap_or_default()));
+    }
+    Ok(r)
+}
+
 impl Model {
     /// The DHCP pools of every bridge with DHCP (for the lease store).
     pub fn dhcp_pools(&self) -> Vec<PoolConf> {
@@ -604,6 +729,45 @@ impl Model {
         }
         if self.bridge(&req.name).is_ok() {
             return Err(ConfigError::BridgeExists(req.name.clone()));
+        }
+        let req = &split_families(req)?;
+        let subnet6 = match &req.subnet6 {
+            None => None,
+            Some(s) => Some(parse_net6(s)?),
+        };
+        let gateway6 = match (&req.gateway6, subnet6) {
+            (None, _) => None,
+            (Some(g), None) => return Err(ConfigError::Gateway6WithoutSubnet6(g.clone())),
+            (Some(g), Some(net)) => {
+                let gw = parse_ip6(g)?;
+                if !net.contains(&gw) {
+                    return Err(ConfigError::GatewayOutside {
+                        gateway: gw.to_string(),
+                        subnet: net.to_string(),
+                    });
+                }
+                if net.prefix_len() > 127 {
+                    return Err(ConfigError::Subnet6TooLong(net.to_string()));
+                }
+                if gw == net.network() {
+                    // The subnet-router anycast address (RFC 4291 2.6.1).
+                    return Err(ConfigError::GatewayReserved(gw.to_string()));
+                }
+                Some(gw)
+            }
+        };
+        if let Some(net) = subnet6 {
+            for b in &self.bridges {
+                if let Some(other) = b.subnet6 {
+                    if other.contains(&net.network()) || net.contains(&other.network()) {
+                        return Err(ConfigError::SubnetOverlap {
+                            subnet: net.to_string(),
+                            other: other.to_string(),
+                            bridge: b.name.clone(),
+                        });
+                    }
+                }
+            }
         }
         let subnet = match &req.subnet {
             None => None,
@@ -659,10 +823,15 @@ impl Model {
         if !(68..=65535).contains(&mtu) {
             return Err(ConfigError::BadMtu(mtu));
         }
+        if subnet6.is_some() && mtu < 1280 {
+            return Err(ConfigError::Mtu6(mtu));
+        }
         let dns = match (req.dns_upstream.is_empty(), req.no_dns_upstream) {
             (true, false) => DnsForward::System,
             (false, true) => return Err(ConfigError::UpstreamAndNoUpstream),
-            _ if gateway.is_none() => return Err(ConfigError::UpstreamWithoutGateway),
+            _ if gateway.is_none() && gateway6.is_none() => {
+                return Err(ConfigError::UpstreamWithoutGateway)
+            }
             (true, true) => DnsForward::Off,
             (false, false) => {
                 let mut v = Vec::new();
@@ -679,6 +848,8 @@ impl Model {
             name: req.name.clone(),
             subnet,
             gateway,
+            subnet6,
+            gateway6,
             dhcp,
             isolated: req.isolated,
             mtu,
@@ -706,6 +877,8 @@ impl Model {
         let mut d = Vec::new();
         differ(&mut d, "subnet", &b.subnet, &want.subnet, shown);
         differ(&mut d, "gateway", &b.gateway, &want.gateway, shown);
+        differ(&mut d, "IPv6 subnet", &b.subnet6, &want.subnet6, shown);
+        differ(&mut d, "IPv6 gateway", &b.gateway6, &want.gateway6, shown);
         differ(&mut d, "dhcp", &b.dhcp, &want.dhcp, shown);
         differ(
             &mut d,
@@ -770,12 +943,23 @@ impl Model {
     }
 
     /// `--may-exist add-route`: the route to `cidr`, if it goes via `via`.
-    pub fn existing_route(&self, cidr: &str, via: &str) -> Result<Option<&RouteConf>, ConfigError> {
+    pub fn existing_route(&self, cidr: &str, via: &str) -> Result<Option<AnyRoute>, ConfigError> {
+        if is_v6(cidr) || is_v6(via) {
+            let (net, via) = parse_route6(cidr, via)?;
+            return match self.routes6.iter().find(|r| r.cidr == net) {
+                None => Ok(None),
+                Some(r) if r.via == via => Ok(Some(AnyRoute::V6(r.clone()))),
+                Some(r) => Err(ConfigError::Conflict(format!(
+                    "route {net} already exists via {}, not via {via}",
+                    r.via
+                ))),
+            };
+        }
         let net = parse_net(cidr)?;
         let via = parse_ip(via)?;
         match self.routes.iter().find(|r| r.cidr == net) {
             None => Ok(None),
-            Some(r) if r.via == via => Ok(Some(r)),
+            Some(r) if r.via == via => Ok(Some(AnyRoute::V4(r.clone()))),
             Some(r) => Err(ConfigError::Conflict(format!(
                 "route {net} already exists via {}, not via {via}",
                 r.via
@@ -787,8 +971,12 @@ impl Model {
     pub fn existing_host(&self, req: &AddHost) -> Result<Option<&HostConf>, ConfigError> {
         let b = self.bridge(&req.bridge)?;
         let name = req.name.trim().trim_end_matches('.').to_ascii_lowercase();
-        let ip = parse_ip(&req.ip)?;
-        match b.hosts.iter().find(|h| h.name == name) {
+        let ip = parse_any_ip(&req.ip)?;
+        match b
+            .hosts
+            .iter()
+            .find(|h| h.name == name && h.ip.is_ipv6() == ip.is_ipv6())
+        {
             None => Ok(None),
             Some(h) if h.ip == ip => Ok(Some(h)),
             Some(h) => Err(ConfigError::HostExists {
@@ -1075,7 +1263,21 @@ impl Model {
     }
 
     /// Validate an `add-route` request, without changing the model.
-    pub fn check_add_route(&self, cidr: &str, via: &str) -> Result<RouteConf, ConfigError> {
+    pub fn check_add_route(&self, cidr: &str, via: &str) -> Result<AnyRoute, ConfigError> {
+        if is_v6(cidr) || is_v6(via) {
+            let (net, via) = parse_route6(cidr, via)?;
+            if !self
+                .bridges
+                .iter()
+                .any(|b| b.gateway6.is_some() && b.subnet6.is_some_and(|s| s.contains(&via)))
+            {
+                return Err(ConfigError::NextHopUnreachable(via.to_string()));
+            }
+            if self.routes6.iter().any(|r| r.cidr == net) {
+                return Err(ConfigError::RouteExists(net.to_string()));
+            }
+            return Ok(AnyRoute::V6(Route6Conf { cidr: net, via }));
+        }
         let net = parse_net(cidr)?;
         let via = parse_ip(via)?;
         if !self
@@ -1088,17 +1290,34 @@ impl Model {
         if self.routes.iter().any(|r| r.cidr == net) {
             return Err(ConfigError::RouteExists(net.to_string()));
         }
-        Ok(RouteConf { cidr: net, via })
+        Ok(AnyRoute::V4(RouteConf { cidr: net, via }))
     }
 
-    pub fn remove_route(&mut self, cidr: &str) -> Result<RouteConf, ConfigError> {
+    /// Add a validated route.
+    pub fn insert_route(&mut self, r: AnyRoute) {
+        match r {
+            AnyRoute::V4(r) => self.routes.push(r),
+            AnyRoute::V6(r) => self.routes6.push(r),
+        }
+    }
+
+    pub fn remove_route(&mut self, cidr: &str) -> Result<AnyRoute, ConfigError> {
+        if is_v6(cidr) {
+            let net = parse_net6(cidr)?;
+            let i = self
+                .routes6
+                .iter()
+                .position(|r| r.cidr == net)
+                .ok_or_else(|| ConfigError::NoSuchRoute(net.to_string()))?;
+            return Ok(AnyRoute::V6(self.routes6.remove(i)));
+        }
         let net = parse_net(cidr)?;
         let i = self
             .routes
             .iter()
             .position(|r| r.cidr == net)
             .ok_or_else(|| ConfigError::NoSuchRoute(net.to_string()))?;
-        Ok(self.routes.remove(i))
+        Ok(AnyRoute::V4(self.routes.remove(i)))
     }
 
     /// Validate an `add-host` request, without changing the model.
@@ -1108,17 +1327,24 @@ impl Model {
         if !valid_dns_name(&name) {
             return Err(ConfigError::BadHostName(req.name.clone()));
         }
-        let ip = parse_ip(&req.ip)?;
-        if let Some(net) = b.subnet {
-            if !net.contains(&ip) {
-                return Err(ConfigError::AddressOutside {
-                    ip: ip.to_string(),
-                    subnet: net.to_string(),
-                    bridge: b.name.clone(),
-                });
-            }
+        let ip = parse_any_ip(&req.ip)?;
+        let outside = match ip {
+            IpAddr::V4(a) => b.subnet.filter(|n| !n.contains(&a)).map(|n| n.to_string()),
+            IpAddr::V6(a) => b.subnet6.filter(|n| !n.contains(&a)).map(|n| n.to_string()),
+        };
+        if let Some(subnet) = outside {
+            return Err(ConfigError::AddressOutside {
+                ip: ip.to_string(),
+                subnet,
+                bridge: b.name.clone(),
+            });
         }
-        if let Some(h) = b.hosts.iter().find(|h| h.name == name) {
+        // One address of each family per name (an A and an AAAA record).
+        if let Some(h) = b
+            .hosts
+            .iter()
+            .find(|h| h.name == name && h.ip.is_ipv6() == ip.is_ipv6())
+        {
             return Err(ConfigError::HostExists {
                 bridge: b.name.clone(),
                 name,
@@ -1157,7 +1383,10 @@ impl Model {
                     bridge: bridge.to_string(),
                     name: name.to_string(),
                 })?;
-        Ok(b.hosts.remove(i))
+        let h = b.hosts.remove(i);
+        // The name's address of the other family (its AAAA or A record) goes too.
+        b.hosts.retain(|x| x.name != key);
+        Ok(h)
     }
 
     /// Validate an `add-port` request into a port, without changing the model.
@@ -1392,6 +1621,75 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_bridges_and_routes() {
+        let mut m = Model::default();
+        let mut r = br("br1", Some("10.0.0.0/24"), Some("10.0.0.1"));
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        let b = m.check_add_bridge(&r).unwrap();
+        assert_eq!(b.subnet6, Some("fd00:10::/64".parse().unwrap()));
+        assert_eq!(b.gateway6, Some("fd00:10::1".parse().unwrap()));
+        m.insert_bridge(b);
+        let err = |r: AddBr| m.check_add_bridge(&r).unwrap_err().to_string();
+        // An IPv6 CIDR in `subnet` (an older client) is taken as the IPv6 subnet.
+        let only6 = br("br2", Some("fd00:20::/64"), Some("fd00:20::1"));
+        let b2 = m.check_add_bridge(&only6).unwrap();
+        assert_eq!((b2.subnet, b2.subnet6.is_some()), (None, true));
+        assert_eq!(
+            err(br("br2", Some("fd00:10:0:0:8000::/65"), None)),
+            "subnet fd00:10:0:0:8000::/65 overlaps fd00:10::/64 of bridge br1"
+        );
+        assert_eq!(
+            err(br("br2", Some("10.1.0.0/24"), Some("fd00:20::1"))),
+            "--gateway fd00:20::1 is IPv6 but the bridge has no IPv6 --subnet"
+        );
+        assert_eq!(
+            err(br("br2", Some("fd00:20::/64"), Some("fd00:21::1"))),
+            "gateway fd00:21::1 is outside subnet fd00:20::/64"
+        );
+        assert!(err(br("br2", Some("fd00:20::5/64"), None)).contains("did you mean fd00:20::/64"));
+        assert!(err(br("br2", Some("fd00:20::/129"), None)).starts_with("bad IPv6 CIDR"));
+        let mut two = br("br2", Some("fd00:20::/64"), None);
+        two.subnet6 = Some("fd00:21::/64".into());
+        assert!(err(two).starts_with("--subnet/--gateway: at most one IPv6"));
+        let mut small = only6.clone();
+        small.mtu = Some(1000);
+        assert!(err(small).contains("at least 1280"));
+        // Routes of both families.
+        m.insert_bridge(b2);
+        let r6 = m.check_add_route("fd00:99::/48", "fd00:20::2").unwrap();
+        assert_eq!(r6.cidr(), "fd00:99::/48");
+        m.insert_route(r6);
+        assert_eq!(m.routes6.len(), 1);
+        assert!(m
+            .check_add_route("fd00:99::/48", "fd00:20::3")
+            .unwrap_err()
+            .to_string()
+            .starts_with("route already exists"));
+        assert_eq!(
+            m.check_add_route("fd00:98::/48", "10.0.0.2")
+                .unwrap_err()
+                .to_string(),
+            "route fd00:98::/48 and next hop 10.0.0.2 are of different address families"
+        );
+        assert_eq!(
+            m.check_add_route("fd00:98::/48", "fd00:30::2")
+                .unwrap_err()
+                .to_string(),
+            "next hop fd00:30::2 is not inside the subnet of any bridge with a gateway"
+        );
+        assert!(m
+            .existing_route("fd00:99::/48", "fd00:20::2")
+            .unwrap()
+            .is_some());
+        m.remove_route("fd00:99::/48").unwrap();
+        assert!(m.routes6.is_empty());
+        // The db round trip keeps the IPv6 fields.
+        let back: Model = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
     fn bridge_validation() {
         let mut m = Model::default();
         let b = m
@@ -1603,8 +1901,10 @@ mod tests {
                 .to_string(),
             "port v1 already exists on bridge br1, not br2"
         );
-        m.routes
-            .push(m.check_add_route("0.0.0.0/0", "10.0.0.254").unwrap());
+        {
+            let r = m.check_add_route("0.0.0.0/0", "10.0.0.254").unwrap();
+            m.insert_route(r);
+        }
         assert!(m
             .existing_route("0.0.0.0/0", "10.0.0.254")
             .unwrap()

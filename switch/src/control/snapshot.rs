@@ -7,10 +7,10 @@ use super::state::Live;
 use crate::config::model::DnsForward;
 use crate::config::Model;
 use crate::dp::snapshot::{
-    router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, RouterIf,
-    Snapshot, Upstream, VlanMode,
+    router_mac, slot_of, BridgeRt, NameMap, Names6, NatRt, PortEntry, PortLock, PublishRt,
+    Router6If, RouterIf, Snapshot, Upstream, VlanMode,
 };
-use crate::tables::{Conntrack, Fdb, Route, RouteTable};
+use crate::tables::{Conntrack, Fdb, Route, Route6, Route6Table, RouteTable};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -81,10 +81,33 @@ pub fn build(
             }),
             _ => None,
         };
+        let router6 = match (b.gateway6, b.subnet6) {
+            (Some(ip), Some(net)) => {
+                let mac = router_mac(&b.name);
+                Some(Router6If {
+                    ip,
+                    ll: crate::wire::ipv6::link_local(mac),
+                    net,
+                    mac,
+                })
+            }
+            _ => None,
+        };
         let mut names: NameMap = b
             .hosts
             .iter()
-            .map(|h| (h.name.clone(), (h.ip, 0)))
+            .filter_map(|h| match h.ip {
+                std::net::IpAddr::V4(a) => Some((h.name.clone(), (a, 0))),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let names6: Names6 = b
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                std::net::IpAddr::V6(a) => Some((h.name.clone(), a)),
+                std::net::IpAddr::V4(_) => None,
+            })
             .collect();
         for r in &b.reservations {
             if let Some(n) = &r.name {
@@ -98,10 +121,12 @@ pub fn build(
             fdb,
             ports: slots,
             router,
+            router6,
             isolated: b.isolated,
             mtu: b.mtu,
             dhcp: b.dhcp.map(|d| (d.first, d.last)),
             names: Arc::new(names),
+            names6: Arc::new(names6),
             dns: match &b.dns {
                 DnsForward::System => Upstream::System,
                 DnsForward::Servers(s) => Upstream::Servers(s.as_slice().into()),
@@ -122,6 +147,32 @@ pub fn build(
                 },
             );
             router_ips.insert(r.ip, bi);
+        }
+    }
+    let mut routes6 = Route6Table::default();
+    let mut router_ips6 = HashMap::new();
+    for (bi, b) in bridges.iter().enumerate() {
+        if let Some(r) = b.router6 {
+            routes6.insert(
+                r.net,
+                Route6 {
+                    bridge: bi,
+                    via: None,
+                },
+            );
+            router_ips6.insert(r.ip, bi);
+            router_ips6.insert(r.ll, bi);
+        }
+    }
+    for r in &model.routes6 {
+        if let Some(c) = routes6.lookup(r.via).filter(|c| c.via.is_none()) {
+            routes6.insert(
+                r.cidr,
+                Route6 {
+                    bridge: c.bridge,
+                    via: Some(r.via),
+                },
+            );
         }
     }
     for r in &model.routes {
@@ -176,6 +227,8 @@ pub fn build(
         bridges,
         routes,
         router_ips,
+        routes6,
+        router_ips6,
         nat,
         conntrack: tables.conntrack.clone(),
         fastpath: tables.fastpath.clone(),
@@ -227,8 +280,10 @@ mod tests {
             })
             .unwrap();
         m.insert_host("br0", h).unwrap();
-        m.routes
-            .push(m.check_add_route("203.0.113.0/24", "198.51.100.1").unwrap());
+        {
+            let r = m.check_add_route("203.0.113.0/24", "198.51.100.1").unwrap();
+            m.insert_route(r);
+        }
         m.masquerade.push(m.check_masquerade("br0", "wan").unwrap());
         m.published
             .push(m.check_publish("tcp", "8080", "10.0.0.5:80").unwrap());

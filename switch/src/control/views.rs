@@ -41,6 +41,20 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Name of the bridge whose subnet of `ip`'s family holds it ("" if none).
+    pub(super) fn bridge_of_any(&self, ip: std::net::IpAddr) -> String {
+        match ip {
+            std::net::IpAddr::V4(a) => self.bridge_of(a),
+            std::net::IpAddr::V6(a) => self
+                .model
+                .bridges
+                .iter()
+                .find(|b| b.subnet6.is_some_and(|s| s.contains(&a)))
+                .map(|b| b.name.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     pub(super) fn port_info(&self, b: &BridgeConf, p: &PortConf) -> PortInfo {
         let l = live_names(p).first().and_then(|n| self.live.get(n));
         PortInfo {
@@ -79,6 +93,8 @@ impl State {
             name: b.name.clone(),
             subnet: b.subnet.map(|s| s.to_string()),
             gateway: b.gateway.map(|g| g.to_string()),
+            subnet6: b.subnet6.map(|s| s.to_string()),
+            gateway6: b.gateway6.map(|g| g.to_string()),
             dhcp: b.dhcp.map(|d| d.to_string()),
             isolated: b.isolated,
             mtu: b.mtu,

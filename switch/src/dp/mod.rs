@@ -14,8 +14,8 @@ pub mod worker;
 
 pub use batch::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 pub use snapshot::{
-    router_mac, slot_of, BridgeRt, NameMap, NatRt, PortEntry, PortLock, PublishRt, RouterIf,
-    Snapshot, Upstream, VlanMode,
+    router_mac, slot_of, BridgeRt, NameMap, Names6, NatRt, PortEntry, PortLock, PublishRt,
+    RouterIf, Snapshot, Upstream, VlanMode,
 };
 pub use stats::{DropReason, PortCounters};
 pub use worker::{WorkerHandle, WorkerPool};

@@ -9,11 +9,11 @@
 
 use crate::dp::{DropReason, PortCounters};
 use crate::port::Port;
-use crate::tables::{Conntrack, Fdb, PortId, RouteTable};
+use crate::tables::{Conntrack, Fdb, PortId, Route6Table, RouteTable};
 use crate::wire::MacAddr;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 /// Ingress/egress VLAN behaviour of a port.
@@ -150,8 +150,24 @@ pub struct RouterIf {
     pub mac: MacAddr,
 }
 
+/// The router's IPv6 interface on a bridge with an IPv6 gateway (same MAC as the IPv4
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Router6If {
+    /// The gateway address.
+    pub ip: Ipv6Addr,
+    /// The router's link-local address on the bridge (EUI-64 of `mac`): the source of
+    /// its Router Advertisements, the next hop hosts configure from them.
+    pub ll: Ipv6Addr,
+    pub net: Ipv6Net,
+    pub mac: MacAddr,
+}
+
 /// A DNS name's address and expiry (Unix seconds; 0: never).
 pub type NameMap = HashMap<String, (Ipv4Addr, u64)>;
+
+/// A bridge's IPv6 names (AAAA records): name → address.
+pub type Names6 = HashMap<String, Ipv6Addr>;
 
 /// Where a bridge's DNS forwards the names it does not own.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -172,6 +188,7 @@ pub struct BridgeRt {
     /// Slots (into [`Snapshot::ports`]) of its attached ports.
     pub ports: Vec<u16>,
     pub router: Option<RouterIf>,
+    pub router6: Option<Router6If>,
     pub isolated: bool,
     pub mtu: u32,
     /// First and last address of the DHCP pool, when the bridge serves DHCP.
@@ -180,6 +197,8 @@ pub struct BridgeRt {
     /// from DHCP leases live in the lease store (`tables::leases`), which the DNS
     /// service reads beside these.
     pub names: Arc<NameMap>,
+    /// IPv6 addresses of names (add-host with an IPv6 address), lower-case.
+    pub names6: Arc<Names6>,
     /// Where other names are forwarded.
     pub dns: Upstream,
     /// Overlay bridges: the remote endpoints the cluster agent installed.
@@ -231,6 +250,12 @@ impl OverlayRt {
 }
 
 impl BridgeRt {
+    /// The router's MAC on this bridge, if it has a gateway of either family.
+    #[inline]
+    pub fn router_mac(&self) -> Option<MacAddr> {
+        self.router.map(|r| r.mac).or(self.router6.map(|r| r.mac))
+    }
+
     /// A bridge with no router or services (tests, benches).
     pub fn plain(name: &str, fdb: Arc<Fdb>, ports: Vec<u16>) -> BridgeRt {
         BridgeRt {
@@ -238,10 +263,12 @@ impl BridgeRt {
             fdb,
             ports,
             router: None,
+            router6: None,
             isolated: false,
             mtu: 1500,
             dhcp: None,
             names: Arc::default(),
+            names6: Arc::default(),
             dns: Upstream::Off,
             overlay: None,
         }
@@ -298,6 +325,10 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Gateway address → bridge index.
     pub router_ips: HashMap<Ipv4Addr, usize>,
+    /// Connected IPv6 subnets and static IPv6 routes.
+    pub routes6: Route6Table,
+    /// IPv6 gateway and link-local addresses → bridge index.
+    pub router_ips6: HashMap<Ipv6Addr, usize>,
     pub nat: NatRt,
     /// Shared by every snapshot (its entries outlive configuration changes).
     pub conntrack: Arc<Conntrack>,
@@ -313,6 +344,8 @@ impl Default for Snapshot {
             bridges: Vec::new(),
             routes: RouteTable::default(),
             router_ips: HashMap::new(),
+            routes6: Route6Table::default(),
+            router_ips6: HashMap::new(),
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
             fastpath: None,
@@ -334,6 +367,15 @@ impl Snapshot {
             return None;
         }
         self.router_ips.get(&ip).copied()
+    }
+
+    /// Index of the bridge whose IPv6 gateway (or router link-local address) is `ip`.
+    #[inline]
+    pub fn router_ip6(&self, ip: &Ipv6Addr) -> Option<usize> {
+        if self.router_ips6.is_empty() {
+            return None;
+        }
+        self.router_ips6.get(ip).copied()
     }
 
     /// The port with exactly this id (slot and generation), if attached.

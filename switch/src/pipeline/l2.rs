@@ -3,12 +3,12 @@
 //! batch. The driver that calls these in order is [`super::process`].
 
 use super::punt::{PuntKind, PuntTx};
-use crate::dp::snapshot::{slot_of, PortEntry, Snapshot, VlanMode};
+use crate::dp::snapshot::{slot_of, BridgeRt, PortEntry, Snapshot, VlanMode};
 use crate::dp::{Batch, DropReason, BATCH_SIZE};
 use crate::port::TxFrame;
 use crate::tables::neigh::NeighMap;
 use crate::tables::PortId;
-use crate::wire::{field, ipv4, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
+use crate::wire::{field, ipv4, ipv6, vlan_tag, EthFrame, MacAddr, VnetHdr, VLAN_HLEN};
 
 /// Per-batch context, read once per batch.
 pub struct Ctx<'a> {
@@ -146,14 +146,26 @@ pub(super) fn output(
     Ok(None)
 }
 
-/// Whether a broadcast frame is something the router's services want a copy of
-/// (ARP, or DHCP from a client), without taking it off the wire.
+/// Whether a broadcast/multicast frame is something the router's services want a copy
+/// of (ARP, DHCP from a client, IPv6 Router and Neighbor Solicitations and unsolicited
+/// Neighbor Advertisements), without taking it off the wire.
 #[inline]
-pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, dhcp: bool) -> bool {
+pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, bridge: &BridgeRt) -> bool {
     let l3 = eth.payload_ofs + 2;
     match eth.ethertype {
-        ipv4::ETHERTYPE_ARP => true,
-        ipv4::ETHERTYPE_IPV4 if dhcp => {
+        ipv4::ETHERTYPE_ARP => bridge.router.is_some(),
+        ipv6::ETHERTYPE_IPV6 if bridge.router6.is_some() => {
+            // ICMPv6 right after the fixed header (NDP never has extension headers).
+            f.len() >= l3 + ipv6::HLEN + 4
+                && f[l3 + 6] == ipv6::NEXT_ICMPV6
+                && matches!(
+                    f[l3 + ipv6::HLEN],
+                    ipv6::icmp::ROUTER_SOLICIT
+                        | ipv6::icmp::NEIGHBOR_SOLICIT
+                        | ipv6::icmp::NEIGHBOR_ADVERT
+                )
+        }
+        ipv4::ETHERTYPE_IPV4 if bridge.dhcp.is_some() => {
             // UDP to port 67 with a 20-byte header (DHCP clients never send options).
             f.len() >= l3 + 24
                 && f[l3] == 0x45

@@ -15,6 +15,7 @@ use crate::dp::DropReason;
 use crate::dp::Snapshot;
 use crate::tables::neigh::{NeighCache, NeighMap};
 use crate::wire::ipv4;
+use crate::wire::ipv6::{self, Ipv6Meta};
 use crate::wire::{MacAddr, VnetHdr};
 
 /// What to do with a frame sent to the router.
@@ -88,13 +89,89 @@ pub fn decide(
     }
 }
 
-/// Rewrite a routed frame in place: new destination and source MAC, TTL − 1.
+/// Decide the fate of the IPv6 packet `m` (at `l3_ofs`) that arrived on bridge
+/// `in_bridge` addressed to the router's MAC. As [`decide`], without NAT: the
+/// router's own addresses and link-scope traffic → punt; link-local or multicast
+/// sources are never forwarded (RFC 4291 §2.5.6); no route → punt for destination
+/// unreachable; isolation; hop limit → punt for time exceeded; over the egress MTU
+/// → punt for packet too big (routers never fragment IPv6, RFC 8200 §5).
+#[inline]
+pub fn decide6(
+    snap: &Snapshot,
+    neigh: &NeighMap,
+    now: u32,
+    in_bridge: usize,
+    m: &Ipv6Meta,
+    l3_ofs: usize,
+    vnet: &VnetHdr,
+) -> Verdict {
+    if snap.router_ip6(&m.dst).is_some() || m.dst.is_multicast() {
+        return Verdict::Punt(PuntKind::Local);
+    }
+    if ipv6::is_link_local(&m.dst)
+        || ipv6::is_link_local(&m.src)
+        || m.src.is_multicast()
+        || m.src.is_unspecified()
+        || m.src.is_loopback()
+        || m.dst.is_loopback()
+    {
+        return Verdict::Drop(DropReason::NotRoutable);
+    }
+    let Some(r) = snap.routes6.lookup(m.dst) else {
+        return Verdict::Punt(PuntKind::NoRoute);
+    };
+    let (Some(inb), Some(outb)) = (snap.bridges.get(in_bridge), snap.bridges.get(r.bridge)) else {
+        return Verdict::Drop(DropReason::NotRoutable);
+    };
+    // No NAT for IPv6: isolated bridges reach only themselves.
+    if r.bridge != in_bridge && (inb.isolated || outb.isolated) {
+        return Verdict::Drop(DropReason::Isolated);
+    }
+    if m.hop_limit <= 1 {
+        return Verdict::Punt(PuntKind::TtlExceeded);
+    }
+    let seg = if vnet.is_gso() {
+        let hdrs = usize::from(vnet.hdr_len).saturating_sub(l3_ofs);
+        let hdrs = if hdrs == 0 { ipv6::HLEN + 60 } else { hdrs };
+        hdrs + usize::from(vnet.gso_size)
+    } else {
+        ipv6::HLEN + m.payload_len
+    };
+    if seg > outb.mtu as usize {
+        return Verdict::Punt(PuntKind::FragNeeded {
+            mtu: outb.mtu.min(0xffff) as u16,
+        });
+    }
+    let next = r.via.unwrap_or(m.dst);
+    Verdict::Forward {
+        bridge: r.bridge,
+        mac: NeighCache::lookup(neigh, next, now),
+    }
+}
+
+/// Rewrite a routed frame in place: new destination and source MAC, TTL (IPv4, with
+/// its checksum) or hop limit (IPv6) − 1. The EtherType just before `l3_ofs` says
+/// which.
 #[inline]
 pub fn rewrite(frame: &mut [u8], l3_ofs: usize, dst: MacAddr, src: MacAddr) {
-    if frame.len() < l3_ofs + ipv4::MIN_HLEN {
+    let Some(et) = l3_ofs
+        .checked_sub(2)
+        .and_then(|o| frame.get(o..l3_ofs))
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    else {
+        return;
+    };
+    let min = match et {
+        ipv6::ETHERTYPE_IPV6 => ipv6::HLEN,
+        _ => ipv4::MIN_HLEN,
+    };
+    if frame.len() < l3_ofs + min {
         return;
     }
     frame[0..6].copy_from_slice(&dst.0);
     frame[6..12].copy_from_slice(&src.0);
-    ipv4::decrement_ttl(&mut frame[l3_ofs..]);
+    match et {
+        ipv6::ETHERTYPE_IPV6 => ipv6::decrement_hop_limit(&mut frame[l3_ofs..]),
+        _ => ipv4::decrement_ttl(&mut frame[l3_ofs..]),
+    }
 }

@@ -32,6 +32,7 @@ use crate::dp::snapshot::{slot_of, PortEntry};
 use crate::dp::{Batch, DropReason};
 use crate::tables::PortId;
 use crate::wire::ipv4;
+use crate::wire::ipv6::{self, Ipv6Meta};
 use l3::Verdict;
 use punt::PuntKind;
 
@@ -94,12 +95,12 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 continue;
             }
         }
-        if let Some(rif) = bridge.router.filter(|_| meta.vlan == 0) {
-            if meta.eth.dst == rif.mac {
+        if let Some(rmac) = bridge.router_mac().filter(|_| meta.vlan == 0) {
+            if meta.eth.dst == rmac {
                 route(ctx, inp, in_id, batch, i, meta, out);
                 continue;
             }
-            if meta.eth.dst.is_multicast() && l2::wants_copy(f, &meta.eth, bridge.dhcp.is_some()) {
+            if meta.eth.dst.is_multicast() && l2::wants_copy(f, &meta.eth, bridge) {
                 l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
             }
         }
@@ -141,6 +142,15 @@ fn route(
     let w = ctx.worker;
     if meta.eth.ethertype == ipv4::ETHERTYPE_ARP {
         l2::punt(ctx, inp, in_id, batch, i, PuntKind::Local);
+        return;
+    }
+    if meta.eth.ethertype == ipv6::ETHERTYPE_IPV6 {
+        route6(ctx, inp, in_id, batch, i, &meta, out);
+        return;
+    }
+    // A bridge with an IPv6 gateway only: the router has no IPv4 leg on it.
+    if ctx.snap.bridges[inp.bridge].router.is_none() {
+        inp.counters.dropped(w, DropReason::NotRoutable, 1);
         return;
     }
     if let Err(r) = meta.parse_ipv4(batch.frame(i)) {
@@ -193,6 +203,52 @@ fn route(
                 }
                 Ok(_) => {}
                 Err(r) => inp.counters.dropped(w, r, 1),
+            }
+        }
+        Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),
+        Verdict::Drop(r) => inp.counters.dropped(w, r, 1),
+    }
+}
+
+/// An IPv6 frame addressed to the router's MAC: L3 (no NAT for IPv6), rewrite, L2
+/// output.
+fn route6(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    in_id: PortId,
+    batch: &mut Batch,
+    i: usize,
+    meta: &Meta,
+    out: &mut OutQueues,
+) {
+    let w = ctx.worker;
+    if ctx.snap.bridges[inp.bridge].router6.is_none() {
+        inp.counters.dropped(w, DropReason::NotRoutable, 1);
+        return;
+    }
+    let Some(m) = batch
+        .frame(i)
+        .get(meta.l3..)
+        .and_then(|b| Ipv6Meta::parse(b).ok())
+    else {
+        inp.counters.dropped(w, DropReason::Malformed, 1);
+        return;
+    };
+    let vnet = batch.vnet(i);
+    match l3::decide6(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &m, meta.l3, &vnet) {
+        Verdict::Forward { bridge, mac } => {
+            let Some(mac) = mac else {
+                l2::punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
+                return;
+            };
+            let Some(rif) = ctx.snap.bridges[bridge].router6 else {
+                inp.counters.dropped(w, DropReason::NotRoutable, 1);
+                return;
+            };
+            l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
+            let payload_ofs = meta.eth.payload_ofs as u8;
+            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                inp.counters.dropped(w, r, 1);
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),

@@ -479,7 +479,7 @@ fn commit(ctx: &Ctx<'_>, t: &Tuple, x: Tuple) -> Commit {
         original: true,
         last_seen: ctx.now,
     };
-    match ct.insert(t, orig, ctx.now) {
+    match ct.insert_keeping(t, orig, ctx.now, Some(&x.reversed())) {
         Inserted::Ok | Inserted::Evicted => Commit::Done,
         Inserted::Exists(e) => {
             ct.remove(&x.reversed(), &reply.xlate);

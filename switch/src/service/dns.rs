@@ -1,16 +1,17 @@
 //! The DNS responder of a bridge (Docker's embedded DNS, dnsmasq's `domain-needed`):
-//! A and PTR answers for the names registered on that bridge; other names are
+//! A, AAAA and PTR (in-addr.arpa and ip6.arpa) answers for the names registered on
+//! that bridge; other names are
 //! forwarded upstream (by [`super::forward`], off this thread) when the bridge forwards
 //! and the name may leave: never a plain name without a dot, a name in the bridge's own
 //! domain, or a reverse name of a private address — those get NXDOMAIN, so container
 //! names never leak upstream. Names are case-insensitive. Codec: hickory-proto.
 
 use super::tcp53::TcpReply;
-use crate::dp::NameMap;
+use crate::dp::{NameMap, Names6};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TTL of answers, seconds.
 pub const TTL: u32 = 60;
@@ -34,6 +35,16 @@ pub enum Reply {
         limit: usize,
     },
     Tcp(TcpReply),
+    /// Over UDP and IPv6, back out of the port the query came in on, to the MAC it
+    /// came from (the client, or the router in front of it).
+    Udp6 {
+        client: Ipv6Addr,
+        server: Ipv6Addr,
+        cport: u16,
+        limit: usize,
+        port: crate::tables::PortId,
+        mac: crate::wire::MacAddr,
+    },
 }
 
 /// What to do with a query.
@@ -75,7 +86,30 @@ pub fn fit_udp(answer: Vec<u8>, limit: usize) -> Vec<u8> {
     }
 }
 
-fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
+/// The address a reverse name asks for (in-addr.arpa or ip6.arpa).
+fn ptr_addr(name: &str) -> Option<IpAddr> {
+    if let Some(rest) = name.strip_suffix(".ip6.arpa") {
+        // 32 nibbles, least significant first.
+        let nibbles: Vec<u8> = rest
+            .split('.')
+            .map(|p| match p.len() {
+                1 => u8::from_str_radix(p, 16).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if nibbles.len() != 32 {
+            return None;
+        }
+        let mut o = [0u8; 16];
+        for (i, n) in nibbles.iter().rev().enumerate() {
+            o[i / 2] |= if i % 2 == 0 { n << 4 } else { *n };
+        }
+        return Some(IpAddr::V6(Ipv6Addr::from(o)));
+    }
+    ptr_addr4(name).map(IpAddr::V4)
+}
+
+fn ptr_addr4(name: &str) -> Option<Ipv4Addr> {
     let rest = name.strip_suffix(".in-addr.arpa")?;
     let parts: Vec<u8> = rest
         .split('.')
@@ -89,8 +123,16 @@ fn ptr_addr(name: &str) -> Option<Ipv4Addr> {
 
 /// Whether `full` (lower-case, no trailing dot) is a name under the reverse zones of
 /// private or link-local addresses (dnsmasq's `bogus-priv`): 10/8, 172.16/12,
-/// 192.168/16, 169.254/16, 127/8.
+/// 192.168/16, 169.254/16, 127/8; for IPv6 (RFC 6303) fc00::/7 (ULA), fe80::/10 and
+/// the loopback.
 fn private_reverse(full: &str) -> bool {
+    if let Some(rest) = full.strip_suffix("ip6.arpa") {
+        let top: String = rest.trim_end_matches('.').rsplit('.').take(3).collect();
+        return top.starts_with("fc")
+            || top.starts_with("fd")
+            || ["fe8", "fe9", "fea", "feb"].contains(&top.as_str())
+            || full == "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa";
+    }
     let Some(rest) = full.strip_suffix("in-addr.arpa") else {
         return false;
     };
@@ -118,6 +160,7 @@ fn may_leave(full: &str, domain: &str) -> bool {
 /// leave) is [`Answer::Forward`]; without, NXDOMAIN.
 pub fn answer(
     names: &[&NameMap],
+    names6: &Names6,
     domain: &str,
     data: &[u8],
     now_unix: u64,
@@ -149,12 +192,19 @@ pub fn answer(
     r.add_query(query.clone());
     match (query.query_type(), ptr_addr(&key)) {
         (RecordType::PTR, Some(ip)) => {
-            let mut hits: Vec<&String> = names
-                .iter()
-                .flat_map(|m| m.iter())
-                .filter(|(_, (a, e))| *a == ip && live(*e))
-                .map(|(n, _)| n)
-                .collect();
+            let mut hits: Vec<&String> = match ip {
+                IpAddr::V4(ip) => names
+                    .iter()
+                    .flat_map(|m| m.iter())
+                    .filter(|(_, (a, e))| *a == ip && live(*e))
+                    .map(|(n, _)| n)
+                    .collect(),
+                IpAddr::V6(ip) => names6
+                    .iter()
+                    .filter(|(_, a)| **a == ip)
+                    .map(|(n, _)| n)
+                    .collect(),
+            };
             hits.sort();
             hits.dedup();
             if hits.is_empty() {
@@ -172,23 +222,35 @@ pub fn answer(
                 ));
             }
         }
-        (ty, _) => match names
-            .iter()
-            .find_map(|m| m.get(&key).filter(|(_, e)| live(*e)))
-        {
-            Some((ip, _)) => {
-                if ty == RecordType::A || ty == RecordType::ANY {
-                    r.add_answer(Record::from_rdata(
-                        query.name().clone(),
-                        TTL,
-                        RData::A(A(*ip)),
-                    ));
+        (ty, _) => {
+            let v4 = names
+                .iter()
+                .find_map(|m| m.get(&key).filter(|(_, e)| live(*e)))
+                .map(|(ip, _)| *ip);
+            let v6 = names6.get(&key).copied();
+            if v4.is_none() && v6.is_none() {
+                if forwardable {
+                    return Some(Answer::Forward);
                 }
-                // Other types of a known name: NOERROR without answers.
+                r.metadata.response_code = ResponseCode::NXDomain;
             }
-            None if forwardable => return Some(Answer::Forward),
-            None => r.metadata.response_code = ResponseCode::NXDomain,
-        },
+            let any = ty == RecordType::ANY;
+            if let Some(ip) = v4.filter(|_| ty == RecordType::A || any) {
+                r.add_answer(Record::from_rdata(
+                    query.name().clone(),
+                    TTL,
+                    RData::A(A(ip)),
+                ));
+            }
+            if let Some(ip) = v6.filter(|_| ty == RecordType::AAAA || any) {
+                r.add_answer(Record::from_rdata(
+                    query.name().clone(),
+                    TTL,
+                    RData::AAAA(AAAA(ip)),
+                ));
+            }
+            // Other types of a known name: NOERROR without answers.
+        }
     }
     r.to_vec().ok().map(Answer::Local)
 }
@@ -200,7 +262,9 @@ pub fn fuzz(data: &[u8]) {
     let mut n = NameMap::new();
     n.insert("web".into(), (Ipv4Addr::new(10, 0, 0, 5), 0));
     n.insert("db".into(), (Ipv4Addr::new(10, 0, 0, 6), 50));
-    if let Some(Answer::Local(reply)) = answer(&[&n], "lab", data, 100, true) {
+    let mut n6 = Names6::new();
+    n6.insert("web".into(), Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 5));
+    if let Some(Answer::Local(reply)) = answer(&[&n], &n6, "lab", data, 100, true) {
         assert!(reply.len() <= 65_535, "oversized DNS reply");
         let limit = udp_limit(data, 1500);
         assert!(
@@ -224,7 +288,7 @@ mod tests {
     }
 
     fn local(names: &NameMap, q: &[u8]) -> Message {
-        match answer(&[names], "br1", q, 100, true) {
+        match answer(&[names], &Names6::new(), "br1", q, 100, true) {
             Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
             other => panic!("{other:?}"),
         }
@@ -245,7 +309,14 @@ mod tests {
         let statics = names();
         let maps = [&statics, &leased];
         let a = |n: &str| {
-            let r = match answer(&maps, "br1", &query(n, RecordType::A), 100, false) {
+            let r = match answer(
+                &maps,
+                &Names6::new(),
+                "br1",
+                &query(n, RecordType::A),
+                100,
+                false,
+            ) {
                 Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
                 other => panic!("{other:?}"),
             };
@@ -256,6 +327,7 @@ mod tests {
         // PTR: every live name of the address, from both maps.
         let r = match answer(
             &maps,
+            &Names6::new(),
             "br1",
             &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
             100,
@@ -265,6 +337,48 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(r.answers.len(), 2);
+    }
+
+    #[test]
+    fn aaaa_and_ip6_arpa() {
+        let v4 = names();
+        let mut v6 = Names6::new();
+        let web6: Ipv6Addr = "fd00:10::5".parse().unwrap();
+        v6.insert("web".into(), web6);
+        v6.insert("only6".into(), "fd00:10::6".parse().unwrap());
+        let ask = |n: &str, ty| match answer(&[&v4], &v6, "br1", &query(n, ty), 100, false) {
+            Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let r = ask("web.br1.", RecordType::AAAA);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::AAAA(AAAA(web6)));
+        let r = ask("web.", RecordType::A);
+        assert_eq!(r.answers[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 5))));
+        // A name with only an IPv6 address: no A record, but it exists (NOERROR).
+        let r = ask("only6.", RecordType::A);
+        assert_eq!(
+            (r.metadata.response_code, r.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        let rev = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.d.f.ip6.arpa.";
+        let r = ask(rev, RecordType::PTR);
+        assert_eq!(r.answers.len(), 1, "{r:?}");
+        assert_eq!(
+            r.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("web.").unwrap()))
+        );
+        // Unknown ULA and link-local reverse names never leave; a global one may.
+        assert!(private_reverse(
+            &rev.replace("5.0.0", "9.0.0")[..rev.len() - 1]
+        ));
+        assert!(private_reverse(
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.e.f.ip6.arpa"
+        ));
+        assert!(!private_reverse(
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        ));
+        assert_eq!(ptr_addr("1.2.ip6.arpa"), None);
     }
 
     #[test]
@@ -287,14 +401,15 @@ mod tests {
             (r.metadata.response_code, r.answers.len()),
             (ResponseCode::NoError, 0)
         );
-        assert!(answer(&[&names()], "br1", b"junk", 1, true).is_none());
+        assert!(answer(&[&names()], &Names6::new(), "br1", b"junk", 1, true).is_none());
         let r = local(&names(), &query("web.br1.", RecordType::A));
         assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
     }
 
     #[test]
     fn only_names_that_may_leave_are_forwarded() {
-        let fwd = |n: &str, ty| answer(&[&names()], "br1", &query(n, ty), 100, true);
+        let fwd =
+            |n: &str, ty| answer(&[&names()], &Names6::new(), "br1", &query(n, ty), 100, true);
         for n in ["www.example.com.", "Example.ORG.", "x.y.z."] {
             assert_eq!(fwd(n, RecordType::A), Some(Answer::Forward), "{n}");
         }
@@ -327,6 +442,7 @@ mod tests {
         assert!(matches!(
             answer(
                 &[&names()],
+                &Names6::new(),
                 "br1",
                 &query("www.example.com.", RecordType::A),
                 100,

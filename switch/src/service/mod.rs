@@ -15,6 +15,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod forward;
 mod ipbuild;
+pub mod ndp;
 mod tcp53;
 
 use crate::dp::snapshot::{slot_of, BridgeRt, Snapshot, Upstream};
@@ -26,10 +27,11 @@ use crate::tables::neigh::NeighCache;
 use crate::tables::{LeaseStore, PortId};
 use crate::wire::arp::{self, Arp};
 use crate::wire::ipv4::{self, Ipv4Meta};
+use crate::wire::ipv6;
 use crate::wire::{EthFrame, MacAddr, VnetHdr};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,11 +66,18 @@ pub struct Service {
     leases: Arc<LeaseStore>,
     /// Counter slot of this thread in every port's counters.
     slot: usize,
-    pending: HashMap<Ipv4Addr, Pending>,
-    learned: Vec<(Ipv4Addr, MacAddr)>,
+    pending: HashMap<IpAddr, Pending>,
+    learned: Vec<(IpAddr, MacAddr)>,
     icmp_tokens: f64,
     icmp_refill: Instant,
     tcp53: tcp53::Tcp53,
+    /// Router Advertisements: when each bridge (by name) is due, how many were sent.
+    ra: HashMap<String, ndp::RaState>,
+    /// The snapshot generation `ra` was last pruned against.
+    ra_generation: u64,
+    /// Router Solicitations answered per second (token bucket).
+    rs_tokens: f64,
+    rs_refill: Instant,
     /// Names the bridges do not own go upstream through it (off this thread).
     forwarder: forward::Forwarder<dns::Reply>,
 }
@@ -90,6 +99,10 @@ impl Service {
             icmp_tokens: ICMP_ERRORS_PER_SEC,
             icmp_refill: Instant::now(),
             tcp53: tcp53::Tcp53::default(),
+            ra: HashMap::new(),
+            ra_generation: u64::MAX,
+            rs_tokens: ndp::RS_ANSWERS_PER_SEC,
+            rs_refill: Instant::now(),
             forwarder: forward::Forwarder::default(),
         }
     }
@@ -179,8 +192,14 @@ impl Service {
                 ipv4::ETHERTYPE_IPV4 => {
                     self.local_ip(&snap, bi, p.in_port, &eth, &p.frame[l3_ofs..])
                 }
+                ipv6::ETHERTYPE_IPV6 => {
+                    self.local_ip6(&snap, bi, p.in_port, &eth, &p.frame[l3_ofs..])
+                }
                 _ => {}
             },
+            _ if eth.ethertype == ipv6::ETHERTYPE_IPV6 => {
+                self.punt6(&snap, bi, p.in_port, &eth, p.kind, &p.frame, p.vnet)
+            }
             PuntKind::Resolve => self.resolve(&snap, p, l3_ofs),
             PuntKind::TtlExceeded => self.icmp_error(&snap, bi, &p.frame[l3_ofs..], 11, 0, 0),
             PuntKind::NoRoute => self.icmp_error(&snap, bi, &p.frame[l3_ofs..], 3, 0, 0),
@@ -192,11 +211,12 @@ impl Service {
 
     /// Retry or give up on unresolved next hops.
     pub fn tick(&mut self, now: Instant) {
+        self.ra_tick(now);
         if self.pending.is_empty() {
             return;
         }
         let snap = self.snap.load_full();
-        let due: Vec<Ipv4Addr> = self
+        let due: Vec<IpAddr> = self
             .pending
             .iter()
             .filter(|(_, p)| p.next_try <= now)
@@ -207,7 +227,9 @@ impl Service {
             if give_up {
                 if let Some(p) = self.pending.remove(&ip) {
                     for q in p.frames {
-                        if q.forwarded {
+                        if q.forwarded && ip.is_ipv6() {
+                            self.unreachable6(&snap, &q.frame);
+                        } else if q.forwarded {
                             if let Ok(eth) = EthFrame::parse(&q.frame) {
                                 let l3 = eth.payload_ofs + 2;
                                 if let Some(b) = bridge_of_source(&snap, &q.frame[l3..]) {
@@ -250,10 +272,10 @@ impl Service {
             return;
         };
         if !a.spa.is_unspecified() && rif.net.contains(&a.spa) && a.spa != rif.ip {
-            self.learned.push((a.spa, a.sha));
-            if self.pending.contains_key(&a.spa) {
+            self.learned.push((a.spa.into(), a.sha));
+            if self.pending.contains_key(&a.spa.into()) {
                 self.flush_learned();
-                self.release(snap, a.spa, a.sha);
+                self.release(snap, a.spa.into(), a.sha);
             }
         }
         if a.op == arp::OP_REQUEST && a.tpa == rif.ip {
@@ -344,7 +366,8 @@ impl Service {
         // Static names first, then the names of live DHCP leases (the lease store's
         // own short lock, never the control mutex).
         let leased = self.leases.names(&bridge.name).unwrap_or_default();
-        match dns::answer(&[&bridge.names, &leased], &bridge.name, q, now, forwards) {
+        let names = [&*bridge.names, &leased];
+        match dns::answer(&names, &bridge.names6, &bridge.name, q, now, forwards) {
             Some(dns::Answer::Local(resp)) => self.send_dns(snap, reply, resp),
             Some(dns::Answer::Forward) => {
                 let req = forward::Request {
@@ -393,6 +416,26 @@ impl Service {
                     self.emit(snap, pkt);
                 }
             }
+            dns::Reply::Udp6 {
+                client,
+                server,
+                cport,
+                limit,
+                port,
+                mac,
+            } => {
+                let msg = dns::fit_udp(msg, limit);
+                let Some(rif) = snap
+                    .port(port)
+                    .and_then(|p| snap.bridges.get(p.bridge))
+                    .and_then(|b| b.router6)
+                else {
+                    return;
+                };
+                let udp = ndp::udp6(server, client, 53, cport, &msg);
+                let pkt = ipv6::packet(server, client, ipv6::NEXT_UDP, 64, &udp);
+                self.send_port(snap, port, &ipv6::ethernet(mac, rif.mac, &pkt));
+            }
         }
     }
 
@@ -436,7 +479,7 @@ impl Service {
             .as_ref()
             .and_then(|o| o.arp.get(&nh));
         if let Some(&mac) = remote {
-            self.learned.push((nh, mac));
+            self.learned.push((nh.into(), mac));
         }
         // It may have been learned since the worker looked.
         let cached = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs());
@@ -450,7 +493,7 @@ impl Service {
         }
         self.enqueue(
             snap,
-            nh,
+            nh.into(),
             Queued {
                 frame: p.frame,
                 vnet: p.vnet,
@@ -459,7 +502,7 @@ impl Service {
         );
     }
 
-    fn enqueue(&mut self, snap: &Snapshot, nh: Ipv4Addr, q: Queued) {
+    fn enqueue(&mut self, snap: &Snapshot, nh: IpAddr, q: Queued) {
         if !self.pending.contains_key(&nh) {
             if self.pending.len() >= PENDING_ENTRIES {
                 return;
@@ -482,7 +525,11 @@ impl Service {
         }
     }
 
-    fn send_arp_request(&self, snap: &Snapshot, nh: Ipv4Addr) {
+    fn send_arp_request(&self, snap: &Snapshot, nh: IpAddr) {
+        let nh = match nh {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => return self.send_neighbor_solicit(snap, a),
+        };
         let Some((bi, rif)) = snap
             .bridges
             .iter()
@@ -507,20 +554,39 @@ impl Service {
     }
 
     /// `nh` answered: send everything that waited for it.
-    fn release(&mut self, snap: &Snapshot, nh: Ipv4Addr, mac: MacAddr) {
+    fn release(&mut self, snap: &Snapshot, nh: IpAddr, mac: MacAddr) {
         let Some(p) = self.pending.remove(&nh) else {
             return;
         };
-        let Some(bi) = snap
-            .routes
-            .lookup(nh)
-            .filter(|r| r.via.is_none())
-            .map(|r| r.bridge)
-        else {
-            return;
-        };
-        let Some(rif) = snap.bridges[bi].router else {
-            return;
+        let (bi, rmac) = match nh {
+            IpAddr::V4(a) => {
+                let Some(bi) = snap
+                    .routes
+                    .lookup(a)
+                    .filter(|r| r.via.is_none())
+                    .map(|r| r.bridge)
+                else {
+                    return;
+                };
+                let Some(rif) = snap.bridges[bi].router else {
+                    return;
+                };
+                (bi, rif.mac)
+            }
+            IpAddr::V6(a) => {
+                let Some(bi) = snap
+                    .routes6
+                    .lookup(a)
+                    .filter(|r| r.via.is_none())
+                    .map(|r| r.bridge)
+                else {
+                    return;
+                };
+                let Some(rif) = snap.bridges[bi].router6 else {
+                    return;
+                };
+                (bi, rif.mac)
+            }
         };
         for mut q in p.frames {
             let Ok(eth) = EthFrame::parse(&q.frame) else {
@@ -528,10 +594,10 @@ impl Service {
             };
             let l3_ofs = eth.payload_ofs + 2;
             if q.forwarded {
-                l3::rewrite(&mut q.frame, l3_ofs, mac, rif.mac);
+                l3::rewrite(&mut q.frame, l3_ofs, mac, rmac);
             } else {
                 q.frame[0..6].copy_from_slice(&mac.0);
-                q.frame[6..12].copy_from_slice(&rif.mac.0);
+                q.frame[6..12].copy_from_slice(&rmac.0);
             }
             self.send_bridge(snap, bi, &q.frame, q.vnet);
         }
@@ -557,7 +623,7 @@ impl Service {
                 let f = ipbuild::ethernet(MacAddr::default(), rif.mac, &pkt);
                 self.enqueue(
                     snap,
-                    nh,
+                    nh.into(),
                     Queued {
                         frame: f,
                         vnet: VnetHdr::default(),
@@ -578,14 +644,9 @@ impl Service {
         if m.protocol == ipv4::PROTO_ICMP && orig.get(m.hlen).is_some_and(|t| ![0, 8].contains(t)) {
             return;
         }
-        let now = Instant::now();
-        let dt = now.duration_since(self.icmp_refill).as_secs_f64();
-        self.icmp_refill = now;
-        self.icmp_tokens = (self.icmp_tokens + dt * ICMP_ERRORS_PER_SEC).min(ICMP_ERRORS_PER_SEC);
-        if self.icmp_tokens < 1.0 {
+        if !self.icmp_token() {
             return;
         }
-        self.icmp_tokens -= 1.0;
         let Some(rif) = snap.bridges.get(bi).and_then(|b| b.router) else {
             return;
         };
@@ -597,6 +658,19 @@ impl Service {
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let pkt = ipbuild::ipv4(rif.ip, m.src, ipv4::PROTO_ICMP, &icmp);
         self.emit(snap, pkt);
+    }
+
+    /// Take one token of the ICMP error budget (both families): false when spent.
+    fn icmp_token(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.duration_since(self.icmp_refill).as_secs_f64();
+        self.icmp_refill = now;
+        self.icmp_tokens = (self.icmp_tokens + dt * ICMP_ERRORS_PER_SEC).min(ICMP_ERRORS_PER_SEC);
+        if self.icmp_tokens < 1.0 {
+            return false;
+        }
+        self.icmp_tokens -= 1.0;
+        true
     }
 
     fn send_port(&self, snap: &Snapshot, port: PortId, frame: &[u8]) {

@@ -176,3 +176,200 @@ fn sends_time_exceeded_quoting_the_packet() {
     );
     assert_eq!(dmac, HOST_MAC);
 }
+
+mod ipv6 {
+    use super::*;
+    use crate::wire::ipv6::{self as w6, icmp, Ipv6Meta};
+    use std::net::Ipv6Addr;
+
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// An IPv6 packet with the ICMPv6 message `msg` from `src` to `dst`, in a frame
+    /// from the host's MAC to `dmac`.
+    fn frame(dmac: MacAddr, src: &str, dst: &str, hop: u8, msg: Vec<u8>) -> Vec<u8> {
+        let ip = w6::icmp_packet(a(src), a(dst), hop, msg);
+        w6::ethernet(dmac, MacAddr(HOST_MAC), &ip)
+    }
+
+    /// The one frame sent on port 0: its destination MAC, IPv6 header and ICMPv6
+    /// message, checksum verified with etherparse.
+    fn answer(mems: &[Arc<MemPort>]) -> ([u8; 6], Ipv6Meta, Vec<u8>) {
+        let out = mems[0].take_sent();
+        assert_eq!(out.len(), 1, "one answer on the asking port: {out:02x?}");
+        let f = &out[0];
+        let p = SlicedPacket::from_ethernet(f).expect("an Ethernet frame");
+        let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+            panic!("not ICMPv6")
+        };
+        let m = Ipv6Meta::parse(&f[14..]).unwrap();
+        let want = i
+            .icmp_type()
+            .calc_checksum(m.src.octets(), m.dst.octets(), i.payload())
+            .unwrap();
+        assert_eq!(i.checksum(), want, "ICMPv6 checksum");
+        let mut d = [0; 6];
+        d.copy_from_slice(&f[0..6]);
+        (d, m, m.payload(&f[14..]).to_vec())
+    }
+
+    #[test]
+    fn answers_neighbor_solicitation_and_learns_the_sender() {
+        let (mut s, mems) = service();
+        let gw = a("fd00:10::1");
+        let group = w6::solicited_node(&gw);
+        let ns = w6::neighbor_solicit(gw, MacAddr(HOST_MAC));
+        let f = frame(
+            w6::multicast_mac(&group),
+            "fd00:10::7",
+            &group.to_string(),
+            255,
+            ns,
+        );
+        punt(&mut s, PuntKind::Local, f);
+        let (dmac, m, body) = answer(&mems);
+        assert_eq!(dmac, HOST_MAC);
+        assert_eq!((m.src, m.dst, m.hop_limit), (gw, a("fd00:10::7"), 255));
+        let n = w6::parse_neighbor(&m, &body).expect("a valid NA");
+        assert_eq!(n.ty, icmp::NEIGHBOR_ADVERT);
+        assert_eq!(n.target, gw);
+        assert_eq!(n.lla, Some(router_mac("br0")));
+        assert_eq!(n.flags, w6::NA_ROUTER | w6::NA_SOLICITED | w6::NA_OVERRIDE);
+        s.flush_learned();
+        let learned = NeighCache::lookup(
+            &s.neigh.load(),
+            a("fd00:10::7"),
+            crate::dp::clock::now_secs(),
+        );
+        assert_eq!(learned, Some(MacAddr(HOST_MAC)));
+        // Hop limit other than 255 (not from the link), or an option of length 0:
+        // ignored.
+        let mut bad = w6::neighbor_solicit(gw, MacAddr(HOST_MAC));
+        let f = frame(
+            router_mac("br0"),
+            "fd00:10::7",
+            "fd00:10::1",
+            64,
+            bad.clone(),
+        );
+        punt(&mut s, PuntKind::Local, f);
+        bad[25] = 0;
+        let f = frame(router_mac("br0"), "fd00:10::7", "fd00:10::1", 255, bad);
+        punt(&mut s, PuntKind::Local, f);
+        assert!(mems[0].take_sent().is_empty());
+    }
+
+    #[test]
+    fn answers_echo_and_router_solicitation() {
+        let (mut s, mems) = service();
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 7, 0, 1, b'h', b'i'];
+        let f = frame(router_mac("br0"), "fd00:10::5", "fd00:10::1", 64, echo);
+        punt(&mut s, PuntKind::Local, f);
+        let (dmac, m, body) = answer(&mems);
+        assert_eq!(
+            (dmac, m.src, m.dst),
+            (HOST_MAC, a("fd00:10::1"), a("fd00:10::5"))
+        );
+        assert_eq!(&body[..1], &[icmp::ECHO_REPLY]);
+        assert_eq!(&body[4..], &[0, 7, 0, 1, b'h', b'i']);
+        // RS from a link-local address: a unicast RA from the router's link-local.
+        let rs = vec![icmp::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+        let f = frame(
+            w6::multicast_mac(&a("ff02::2")),
+            "fe80::5",
+            "ff02::2",
+            255,
+            rs,
+        );
+        punt(&mut s, PuntKind::Local, f);
+        let (dmac, m, body) = answer(&mems);
+        assert_eq!(dmac, HOST_MAC);
+        assert_eq!(m.src, w6::link_local(router_mac("br0")));
+        assert_eq!(body[0], icmp::ROUTER_ADVERT);
+        let opts = w6::ndp_options(&body[16..]).expect("well-formed options");
+        let get = |t| {
+            opts.iter()
+                .find(|(ty, _)| *ty == t)
+                .map(|(_, b)| b.to_vec())
+        };
+        let pi = get(w6::opt::PREFIX_INFO).expect("prefix information");
+        assert_eq!(
+            (pi[0], pi[1] & 0xc0),
+            (64, 0xc0),
+            "/64, on-link + autonomous"
+        );
+        assert_eq!(&pi[14..30], &a("fd00:10::").octets());
+        assert_eq!(get(w6::opt::MTU).unwrap()[2..6], 1500u32.to_be_bytes());
+        assert_eq!(
+            get(w6::opt::RDNSS).unwrap()[6..22],
+            a("fd00:10::1").octets()
+        );
+    }
+
+    #[test]
+    fn icmpv6_errors_quote_the_packet() {
+        let (mut s, mems) = service();
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 7, 0, 1];
+        let f = frame(
+            router_mac("br0"),
+            "fd00:10::5",
+            "2001:db8::1",
+            1,
+            echo.clone(),
+        );
+        punt(&mut s, PuntKind::TtlExceeded, f.clone());
+        let (_, m, body) = answer(&mems);
+        assert_eq!((m.src, m.dst), (a("fd00:10::1"), a("fd00:10::5")));
+        assert_eq!((body[0], body[1]), (icmp::TIME_EXCEEDED, 0));
+        assert_eq!(
+            &body[8..],
+            &f[14..14 + 48],
+            "the whole offending packet quoted"
+        );
+        punt(&mut s, PuntKind::FragNeeded { mtu: 1280 }, f.clone());
+        let (_, _, body) = answer(&mems);
+        assert_eq!(
+            (body[0], &body[4..8]),
+            (icmp::PACKET_TOO_BIG, &1280u32.to_be_bytes()[..])
+        );
+        // Never about an ICMPv6 error.
+        let err = w6::error(icmp::DEST_UNREACH, 0, 0, &[0x60; 48]);
+        let f = frame(router_mac("br0"), "fd00:10::5", "2001:db8::1", 1, err);
+        punt(&mut s, PuntKind::TtlExceeded, f);
+        assert!(mems[0].take_sent().is_empty());
+    }
+
+    /// Truncated and garbled ICMPv6/NDP frames of every kind never panic.
+    #[test]
+    fn malformed_ndp_never_panics() {
+        let (mut s, _mems) = service();
+        let gw = a("fd00:10::1");
+        let msgs = [
+            w6::neighbor_solicit(gw, MacAddr(HOST_MAC)),
+            w6::neighbor_advert(a("fd00:10::5"), MacAddr(HOST_MAC), 0),
+            vec![icmp::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            vec![icmp::ECHO_REQUEST, 0, 0, 0],
+        ];
+        for msg in msgs {
+            let f = frame(router_mac("br0"), "fd00:10::5", "fd00:10::1", 255, msg);
+            for n in 0..f.len() {
+                for kind in [PuntKind::Local, PuntKind::Resolve, PuntKind::TtlExceeded] {
+                    punt(&mut s, kind, f[..n].to_vec());
+                    let mut g = f.clone();
+                    g[n] ^= 0xff;
+                    punt(&mut s, kind, g);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// The `ndp` fuzz target's entry point on random input (no cargo-fuzz needed).
+        #[test]
+        fn ndp_fuzz_entry_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            crate::service::ndp::fuzz(&b);
+        }
+    }
+}

@@ -259,7 +259,22 @@ impl Conntrack {
 
     /// Insert `e` for tuple `t` unless a live entry exists.
     pub fn insert(&self, t: &Tuple, e: CtEntry, now: u32) -> Inserted {
+        self.insert_keeping(t, e, now, None)
+    }
+
+    /// As [`Conntrack::insert`], but a full bucket never evicts the entry of `keep`:
+    /// the second half of a connection must not push out the first, written the same
+    /// second (every entry of a bucket filled by a flood has the same age, and the
+    /// oldest-first choice would take the first way, which may be it).
+    pub fn insert_keeping(
+        &self,
+        t: &Tuple,
+        e: CtEntry,
+        now: u32,
+        keep: Option<&Tuple>,
+    ) -> Inserted {
         let key = t.key();
+        let keep = keep.map(Tuple::key);
         let r = self.table.write(&key, |b| {
             let mut free = None;
             let mut oldest: Option<(u32, usize)> = None;
@@ -276,7 +291,7 @@ impl Conntrack {
                     if k == key || free.is_none() {
                         free = Some(w);
                     }
-                } else {
+                } else if keep != Some(k) {
                     let age = now.wrapping_sub(cur.last_seen);
                     if oldest.is_none_or(|(a, _)| age > a) {
                         oldest = Some((age, w));
@@ -435,6 +450,28 @@ mod tests {
         ct.touch(&t(40000), CtState::Established, 20);
         assert!(ct.lookup(&t(40000), 1000).found().is_some());
         assert_eq!(ct.entries(20).len(), 2);
+    }
+
+    #[test]
+    fn a_full_bucket_never_evicts_the_partner_being_committed() {
+        // One bucket (4 ways), full of live entries of the same age: a flood's.
+        let ct = Conntrack::new(4);
+        for p in 1..=4 {
+            assert_eq!(ct.insert(&t(p), e(t(p), true, 10), 10), Inserted::Ok);
+        }
+        let mut x = t(40000);
+        x.src = Ipv4Addr::new(198, 51, 100, 2);
+        let reply = x.reversed();
+        // The reply half first (as nat::commit does), then the original half.
+        let r = ct.insert(&reply, e(t(40000).reversed(), false, 10), 10);
+        assert_eq!(r, Inserted::Evicted);
+        let r = ct.insert_keeping(&t(40000), e(x, true, 10), 10, Some(&reply));
+        assert_eq!(r, Inserted::Evicted);
+        assert!(ct.lookup(&t(40000), 10).found().is_some());
+        assert!(
+            ct.lookup(&reply, 10).found().is_some(),
+            "the reply half was evicted by its own original half"
+        );
     }
 
     #[test]

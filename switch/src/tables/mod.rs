@@ -12,5 +12,5 @@ pub use conntrack::Conntrack;
 pub use fdb::{Fdb, FdbRecord, PortId};
 pub use leases::LeaseStore;
 pub use neigh::NeighCache;
-pub use route::{Route, RouteTable};
+pub use route::{Route, Route6, Route6Table, RouteTable};
 pub use seqtable::Lookup;

@@ -1,4 +1,5 @@
-//! The neighbour (ARP) cache: next-hop IPv4 address → MAC address.
+//! The neighbour cache: next-hop address → MAC address, learned from ARP (IPv4) and
+//! Neighbor Discovery (IPv6); one cap for both families.
 //!
 //! Subnets of bridges never overlap (validated), so an address alone names a neighbour.
 //!
@@ -11,7 +12,7 @@
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ pub struct Neigh {
     pub learned: u32,
 }
 
-pub type NeighMap = HashMap<Ipv4Addr, Neigh>;
+pub type NeighMap = HashMap<IpAddr, Neigh>;
 
 pub struct NeighCache {
     map: ArcSwap<NeighMap>,
@@ -50,8 +51,8 @@ impl NeighCache {
 
     /// The MAC of `ip` if known and fresh.
     #[inline]
-    pub fn lookup(map: &NeighMap, ip: Ipv4Addr, now: u32) -> Option<MacAddr> {
-        map.get(&ip)
+    pub fn lookup(map: &NeighMap, ip: impl Into<IpAddr>, now: u32) -> Option<MacAddr> {
+        map.get(&ip.into())
             .filter(|n| now.wrapping_sub(n.learned) < NEIGH_TTL)
             .map(|n| n.mac)
     }
@@ -60,7 +61,7 @@ impl NeighCache {
     /// a known address now has another MAC or an entry was evicted (a decision made
     /// with the old map, e.g. cached by the kernel fast path, may be wrong now); a new
     /// address or a refresh returns false.
-    pub fn update(&self, learned: &[(Ipv4Addr, MacAddr)], now: u32) -> bool {
+    pub fn update(&self, learned: &[(IpAddr, MacAddr)], now: u32) -> bool {
         if learned.is_empty() {
             return false;
         }
@@ -102,7 +103,7 @@ impl NeighCache {
     }
 
     /// Forget `ip`; true if it was known.
-    pub fn remove(&self, ip: Ipv4Addr) -> bool {
+    pub fn remove(&self, ip: IpAddr) -> bool {
         let cur = self.map.load();
         if cur.contains_key(&ip) {
             let mut next: NeighMap = (**cur).clone();
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn learn_lookup_expire_cap() {
         let c = NeighCache::new(2);
-        let ip = |i| Ipv4Addr::new(10, 0, 0, i);
+        let ip = |i| IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, i));
         let mac = |i| MacAddr([2, 0, 0, 0, 0, i]);
         assert!(!c.update(&[(ip(1), mac(1))], 10), "new: nothing replaced");
         assert_eq!(NeighCache::lookup(&c.load(), ip(1), 10), Some(mac(1)));

@@ -10,6 +10,7 @@ mod ethernet;
 pub mod gro;
 pub mod gso;
 pub mod ipv4;
+pub mod ipv6;
 pub mod l4;
 mod mac;
 pub mod vnet;

@@ -12,7 +12,7 @@ impl State {
         may_exist: bool,
     ) -> Result<Value, HandlerError> {
         let existing = match may_exist {
-            true => self.model.existing_route(cidr, via)?.cloned(),
+            true => self.model.existing_route(cidr, via)?,
             false => None,
         };
         let r = match existing {
@@ -20,16 +20,16 @@ impl State {
             None => {
                 let r = self.model.check_add_route(cidr, via)?;
                 self.mutate(|m| {
-                    m.routes.push(r.clone());
+                    m.insert_route(r.clone());
                     Ok(())
                 })?;
                 r
             }
         };
         to_value(RouteEntry {
-            cidr: r.cidr.to_string(),
-            via: Some(r.via.to_string()),
-            bridge: self.bridge_of(r.via),
+            cidr: r.cidr(),
+            via: Some(r.via().to_string()),
+            bridge: self.bridge_of_any(r.via()),
             kind: "static".into(),
         })
     }
@@ -61,6 +61,28 @@ impl State {
                 cidr: r.cidr.to_string(),
                 via: Some(r.via.to_string()),
                 bridge: self.bridge_of(r.via),
+                kind: "static".into(),
+            });
+        }
+        v.extend(
+            self.model
+                .bridges
+                .iter()
+                .filter(|b| b.gateway6.is_some())
+                .filter_map(|b| {
+                    Some(RouteEntry {
+                        cidr: b.subnet6?.to_string(),
+                        via: None,
+                        bridge: b.name.clone(),
+                        kind: "connected".into(),
+                    })
+                }),
+        );
+        for r in &self.model.routes6 {
+            v.push(RouteEntry {
+                cidr: r.cidr.to_string(),
+                via: Some(r.via.to_string()),
+                bridge: self.bridge_of_any(r.via.into()),
                 kind: "static".into(),
             });
         }

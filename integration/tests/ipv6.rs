@@ -1,0 +1,400 @@
+//! IPv6 on the router with real clients: ping -6 (gateway, link-local, across bridges,
+//! through a static route), the kernel's SLAAC and rdisc6 reading the Router
+//! Advertisements, ICMPv6 errors (time exceeded, no route, packet too big with
+//! tracepath -6), isolation, and the CLI's dual-stack errors.
+
+use anyhow::{ensure, Context, Result};
+use std::time::Duration;
+use vswitch_integration::{wait_until, Lab};
+
+fn main() -> std::process::ExitCode {
+    vswitch_integration::runner::main(&[
+        (
+            "gateway_answers_ndp_and_ping6",
+            gateway_answers_ndp_and_ping6,
+        ),
+        ("routes_ipv6_between_bridges", routes_ipv6_between_bridges),
+        (
+            "slaac_from_router_advertisements",
+            slaac_from_router_advertisements,
+        ),
+        ("icmpv6_errors", icmpv6_errors),
+        ("packet_too_big_on_small_mtu", packet_too_big_on_small_mtu),
+        ("isolated_bridge_ipv6", isolated_bridge_ipv6),
+        (
+            "static_ipv6_route_via_next_hop",
+            static_ipv6_route_via_next_hop,
+        ),
+        ("dual_stack_cli", dual_stack_cli),
+        ("dns_aaaa_over_ipv6", dns_aaaa_over_ipv6),
+    ])
+}
+
+/// A dual-stack bridge: `add-br BR --subnet 10.N.0.0/24 --gateway 10.N.0.1 --subnet
+/// fd00:N::/64 --gateway fd00:N::1` (plus `extra`).
+fn dual_br(lab: &Lab, br: &str, n: u8, extra: &[&str]) -> Result<()> {
+    let (s4, g4) = (format!("10.{n}.0.0/24"), format!("10.{n}.0.1"));
+    let (s6, g6) = (format!("fd00:{n}::/64"), format!("fd00:{n}::1"));
+    let mut a = vec![
+        "add-br",
+        br,
+        "--subnet",
+        &s4,
+        "--gateway",
+        &g4,
+        "--subnet",
+        &s6,
+        "--gateway",
+        &g6,
+    ];
+    a.extend_from_slice(extra);
+    lab.ctl_ok(&a)?;
+    Ok(())
+}
+
+/// Container `name` on port `port` with a static IPv4 and IPv6 address (no DAD wait)
+/// and default routes via the gateways `10.N.0.1` and `fd00:N::1`.
+fn dual_container(lab: &mut Lab, name: &str, port: &str, n: u8, host: u8) -> Result<()> {
+    lab.container(
+        "sw",
+        name,
+        port,
+        &format!("10.{n}.0.{host}/24"),
+        Some(&format!("10.{n}.0.1")),
+    )?;
+    lab.sh(
+        name,
+        &format!(
+            "sysctl -qw net.ipv6.conf.eth0.accept_ra=0 && ip -6 addr add fd00:{n}::{host}/64 dev eth0 nodad && ip -6 route add default via fd00:{n}::1"
+        ),
+    )?;
+    Ok(())
+}
+
+/// br1 (10.1/fd00:1) with c1 (::5), br2 (10.2/fd00:2) with c2 (::5).
+fn two_nets(isolated: bool) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    dual_br(&lab, "br1", 1, if isolated { &["--isolated"] } else { &[] })?;
+    dual_br(&lab, "br2", 2, &[])?;
+    dual_container(&mut lab, "c1", "v1", 1, 5)?;
+    dual_container(&mut lab, "c2", "v2", 2, 5)?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    Ok(lab)
+}
+
+fn gateway_answers_ndp_and_ping6() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let neigh = lab.sh("c1", "ip -j -6 neigh show fd00:1::1")?;
+    let v: serde_json::Value = serde_json::from_str(&neigh)?;
+    let mac = v[0]["lladdr"]
+        .as_str()
+        .context("gateway not in the neighbour table")?;
+    ensure!(mac.starts_with("02:76:"), "router MAC {mac}");
+    // The router's link-local address (EUI-64 of that MAC) answers on the link.
+    let m: Vec<u8> = mac
+        .split(':')
+        .filter_map(|x| u8::from_str_radix(x, 16).ok())
+        .collect();
+    ensure!(m.len() == 6, "{mac}");
+    let ll = format!(
+        "fe80::{:x}:{:x}ff:fe{:02x}:{:x}%eth0",
+        u16::from(m[0] ^ 2) << 8 | u16::from(m[1]),
+        m[2],
+        m[3],
+        u16::from(m[4]) << 8 | u16::from(m[5])
+    );
+    lab.assert_ping("c1", &ll)?;
+    // IPv4 on the same bridges is untouched.
+    lab.assert_ping("c1", "10.1.0.1")?;
+    let show = lab.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains(
+            "Bridge br1 (subnet 10.1.0.0/24, gateway 10.1.0.1, subnet fd00:1::/64, gateway fd00:1::1, mtu 1500)"
+        ),
+        "{show}"
+    );
+    let j = lab.ctl_json(&["list-br"])?;
+    let br1 = j
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["name"] == "br1"))
+        .context("br1 in list-br --json")?;
+    ensure!(
+        br1["subnet6"] == "fd00:1::/64"
+            && br1["gateway6"] == "fd00:1::1"
+            && br1["subnet"] == "10.1.0.0/24",
+        "{br1}"
+    );
+    Ok(())
+}
+
+fn routes_ipv6_between_bridges() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.assert_ping("c1", "fd00:2::5")?;
+    lab.assert_ping("c2", "fd00:1::5")?;
+    lab.assert_ping("c1", "fd00:2::1")?;
+    // Hop limit decremented once by the router: the reply arrives with 64 - 1.
+    let out = lab.sh("c1", "ping -6 -c 1 -W 1 fd00:2::5")?;
+    ensure!(out.contains("ttl=63"), "{out}");
+    // IPv4 between the same bridges still routes.
+    lab.assert_ping("c1", "10.2.0.5")?;
+    let routes = lab.ctl_ok(&["list-routes"])?;
+    ensure!(
+        routes.contains("fd00:1::/64") && routes.contains("fd00:2::/64"),
+        "{routes}"
+    );
+    Ok(())
+}
+
+fn slaac_from_router_advertisements() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    dual_br(&lab, "br1", 1, &[])?;
+    lab.add_ns("h")?;
+    lab.veth("sw", "vh", "h", "eth0")?;
+    lab.ctl_ok(&["add-port", "br1", "vh"])?;
+    // No address but the link-local one: the kernel's SLAAC does the rest.
+    lab.sh(
+        "h",
+        "sysctl -qw net.ipv6.conf.eth0.accept_ra=1 net.ipv6.conf.eth0.accept_dad=0 && ip link set eth0 up",
+    )?;
+    let addr = || -> Option<String> {
+        let out = lab
+            .sh("h", "ip -j -6 addr show dev eth0 scope global")
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v[0]["addr_info"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["local"].as_str())
+            .find(|a| a.starts_with("fd00:1:"))
+            .map(str::to_string)
+    };
+    ensure!(
+        wait_until(Duration::from_secs(20), || addr().is_some()),
+        "no SLAAC address: {}\nvswitchd log:\n{}",
+        lab.sh("h", "ip -6 addr; ip -6 route").unwrap_or_default(),
+        lab.log_tail(20)
+    );
+    let a = addr().context("SLAAC address")?;
+    let route = lab.sh("h", "ip -6 route show default")?;
+    ensure!(
+        route.contains("via fe80::") && route.contains("dev eth0") && route.contains("proto ra"),
+        "default route: {route}"
+    );
+    // The advertised MTU, and the host reaches the gateway from its own address.
+    let mtu = lab.sh("h", "cat /proc/sys/net/ipv6/conf/eth0/mtu")?;
+    ensure!(mtu.trim() == "1500", "{mtu}");
+    lab.assert_ping("h", "fd00:1::1")?;
+    // rdisc6 solicits and prints the advertisement: prefix, MTU, RDNSS = gateway.
+    let ra = lab.sh("h", "rdisc6 -1 -r 3 -w 1000 eth0")?;
+    ensure!(
+        ra.contains("fd00:1::/64")
+            && ra.contains("Recursive DNS server")
+            && ra.contains("fd00:1::1")
+            && ra.contains("MTU")
+            && ra.contains("1500"),
+        "{ra}"
+    );
+    println!("SLAAC address {a}; {}", route.trim());
+    Ok(())
+}
+
+fn icmpv6_errors() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.assert_ping("c1", "fd00:2::5")?;
+    // Hop limit 1: time exceeded from the router.
+    let out = lab.sh_out("c1", "ping -6 -c 1 -W 2 -t 1 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Time exceeded"),
+        "{text}"
+    );
+    // No route: destination unreachable.
+    let out = lab.sh_out("c1", "ping -6 -c 1 -W 2 fd00:99::1")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Destination unreachable"),
+        "{text}"
+    );
+    // A neighbour that never answers: address unreachable after the solicitations.
+    let out = lab.sh_out("c1", "ping -6 -c 1 -W 6 fd00:2::77")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Address unreachable"),
+        "{text}"
+    );
+    Ok(())
+}
+
+fn packet_too_big_on_small_mtu() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    dual_br(&lab, "br1", 1, &[])?;
+    dual_br(&lab, "br2", 2, &["--mtu", "1280"])?;
+    dual_container(&mut lab, "c1", "v1", 1, 5)?;
+    dual_container(&mut lab, "c2", "v2", 2, 5)?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    lab.assert_ping("c1", "fd00:2::5")?;
+    let out = lab.sh_out("c1", "ping -6 -c 1 -W 2 -M do -s 1400 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Packet too big: mtu=1280"),
+        "{text}"
+    );
+    // tracepath -6 learns the path MTU from the router's packet too big.
+    lab.sh("c1", "ip -6 route flush cache")?;
+    let tp = lab.sh("c1", "tracepath -6 -n -m 4 fd00:2::5")?;
+    ensure!(tp.contains("pmtu 1280"), "{tp}");
+    // Smaller packets still pass.
+    let out = lab.sh("c1", "ping -6 -c 2 -i 0.2 -W 1 -s 1200 fd00:2::5")?;
+    ensure!(out.contains("2 received"), "{out}");
+    Ok(())
+}
+
+fn isolated_bridge_ipv6() -> Result<()> {
+    let mut lab = two_nets(true)?;
+    dual_container(&mut lab, "c3", "v3", 1, 6)?;
+    lab.ctl_ok(&["add-port", "br1", "v3"])?;
+    lab.assert_ping("c1", "fd00:1::6")?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+    lab.assert_no_ping("c1", "fd00:2::5")?;
+    lab.assert_no_ping("c1", "fd00:2::1")?;
+    lab.assert_no_ping("c2", "fd00:1::5")?;
+    let s = lab.ctl_json(&["stats", "v1"])?;
+    ensure!(s[0]["drops"]["isolated"].as_u64().unwrap_or(0) > 0, "{s}");
+    Ok(())
+}
+
+fn static_ipv6_route_via_next_hop() -> Result<()> {
+    let mut lab = two_nets(false)?;
+    // A router namespace on br2 (fd00:2::254) leading to fd00:3::/64.
+    lab.add_ns("r")?;
+    lab.veth("sw", "vr", "r", "eth0")?;
+    lab.ctl_ok(&["add-port", "br2", "vr"])?;
+    lab.add_ns("far")?;
+    lab.veth("r", "eth1", "far", "eth0")?;
+    lab.sh("r", "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip link set eth0 up && ip link set eth1 up && ip -6 addr add fd00:2::254/64 dev eth0 nodad && ip -6 addr add fd00:3::1/64 dev eth1 nodad && ip -6 route add fd00:1::/64 via fd00:2::1")?;
+    lab.sh("far", "ip link set eth0 up && ip -6 addr add fd00:3::5/64 dev eth0 nodad && ip -6 route add default via fd00:3::1")?;
+    lab.ctl_ok(&["add-route", "fd00:3::/64", "--via", "fd00:2::254"])?;
+    lab.assert_ping("c1", "fd00:3::5")?;
+    let routes = lab.ctl_ok(&["list-routes"])?;
+    ensure!(
+        routes.contains("fd00:3::/64") && routes.contains("fd00:2::254"),
+        "{routes}"
+    );
+    lab.ctl_ok(&["del-route", "fd00:3::/64"])?;
+    lab.assert_no_ping("c1", "fd00:3::5")?;
+    Ok(())
+}
+
+fn dual_stack_cli() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    dual_br(&lab, "br1", 1, &[])?;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["add-br", "b", "--subnet", "fd00:5::/64", "--subnet", "fd00:6::/64"],
+            "error: --subnet given twice for IPv6 (fd00:5::/64 and fd00:6::/64): at most one per address family",
+        ),
+        (
+            &["add-br", "b", "--subnet", "10.5.0.0/24", "--subnet", "10.6.0.0/24"],
+            "error: --subnet given twice for IPv4 (10.5.0.0/24 and 10.6.0.0/24): at most one per address family",
+        ),
+        (
+            &["add-br", "b", "--subnet", "10.5.0.0/24", "--gateway", "fd00:5::1"],
+            "error: --gateway fd00:5::1 is IPv6 but the bridge has no IPv6 --subnet",
+        ),
+        (
+            &["add-br", "b", "--subnet", "fd00:5::/64", "--gateway", "fd00:6::1"],
+            "error: gateway fd00:6::1 is outside subnet fd00:5::/64",
+        ),
+        (
+            &["add-br", "b", "--subnet", "fd00:1:0:0:8000::/65"],
+            "error: subnet fd00:1:0:0:8000::/65 overlaps fd00:1::/64 of bridge br1",
+        ),
+        (
+            &["add-br", "b", "--subnet", "fd00:5::1/64"],
+            "error: bad subnet fd00:5::1/64: host bits set, did you mean fd00:5::/64?",
+        ),
+        (
+            &["add-br", "b", "--subnet", "fd00:5::/64", "--mtu", "1000"],
+            "error: bad MTU 1000: a bridge with an IPv6 subnet needs at least 1280 (IPv6's minimum)",
+        ),
+        (
+            &["add-route", "fd00:9::/64", "--via", "10.1.0.9"],
+            "error: route fd00:9::/64 and next hop 10.1.0.9 are of different address families",
+        ),
+        (
+            &["add-route", "fd00:9::/64", "--via", "fd00:8::9"],
+            "error: next hop fd00:8::9 is not inside the subnet of any bridge with a gateway",
+        ),
+        (
+            &["del-route", "fd00:9::/64"],
+            "error: no such route: fd00:9::/64",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = lab.ctl(args)?;
+        ensure!(
+            o.code != 0 && o.stderr.trim() == *want,
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    // Persisted: the IPv6 subnet and a static route survive a restart.
+    lab.ctl_ok(&["add-route", "fd00:9::/64", "--via", "fd00:1::9"])?;
+    lab.restart_switch()?;
+    let j = lab.ctl_json(&["list-br"])?;
+    ensure!(j[0]["gateway6"] == "fd00:1::1", "{j}");
+    let r = lab.ctl_json(&["list-routes"])?;
+    ensure!(
+        r.as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["cidr"] == "fd00:9::/64" && x["via"] == "fd00:1::9")),
+        "{r}"
+    );
+    Ok(())
+}
+
+fn dns_aaaa_over_ipv6() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.ctl_ok(&["add-host", "br1", "web", "fd00:1::5"])?;
+    lab.ctl_ok(&["add-host", "br1", "web", "10.1.0.5"])?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let dig = |args: &str| lab.sh("c1", &format!("dig +time=2 +tries=2 {args}"));
+    // Over IPv6 at the IPv6 gateway (the RDNSS the RAs announce), and over IPv4.
+    let out = dig("+short AAAA web @fd00:1::1")?;
+    ensure!(out.trim() == "fd00:1::5", "{out}");
+    let out = dig("+short A web.br1 @fd00:1::1")?;
+    ensure!(out.trim() == "10.1.0.5", "{out}");
+    let out = dig("+short AAAA web @10.1.0.1")?;
+    ensure!(out.trim() == "fd00:1::5", "{out}");
+    let out = dig("+short -x fd00:1::5 @fd00:1::1")?;
+    ensure!(out.trim() == "web.", "{out}");
+    let hosts = lab.ctl_ok(&["list-hosts", "br1"])?;
+    ensure!(
+        hosts.contains("fd00:1::5") && hosts.contains("10.1.0.5"),
+        "{hosts}"
+    );
+    let o = lab.ctl(&["add-host", "br1", "x", "fd00:9::1"])?;
+    ensure!(
+        o.code != 0
+            && o.stderr.trim()
+                == "error: address fd00:9::1 is outside subnet fd00:1::/64 of bridge br1",
+        "{:?}",
+        o.stderr
+    );
+    // del-host removes the name with both its addresses.
+    lab.ctl_ok(&["del-host", "br1", "web"])?;
+    let out = dig("AAAA web @fd00:1::1")?;
+    ensure!(out.contains("status: NXDOMAIN"), "{out}");
+    // UDP to another port of the gateway: port unreachable.
+    let out = lab.sh_out("c1", "dig +time=1 +tries=1 -p 5353 web @fd00:1::1")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(!text.contains("ANSWER SECTION"), "{text}");
+    Ok(())
+}
