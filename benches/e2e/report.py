@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tables for benches/e2e/run.sh: medians over rounds, ratios to the kernel row.
 
-    report.py RESULTS SECTION      SECTION: l2 | nat | vxlan | raw
+    report.py RESULTS SECTION      SECTION: l2 | routed | nat | vxlan | raw
 
 RESULTS has one line per (section, variant, round):
     SECTION <TAB> VARIANT <TAB> ROUND <TAB> key=value key=value ...
@@ -19,6 +19,9 @@ LABELS = {
     "vswitchd": "vswitchd (--fastpath off)",
     "vswitchd-fp": "vswitchd --fastpath on",
     "veth": "direct veth pair (ceiling)",
+    "kernel-route": "Linux IPv4 forwarding",
+    "vswitchd-route": "vswitchd router (--fastpath off)",
+    "vswitchd-route-fp": "vswitchd router --fastpath on",
     "kernel-nat": "Linux forwarding + nftables masquerade",
     "vswitchd-nat": "vswitchd masquerade",
     "kernel-vxlan": "Linux VXLAN device + bridge",
@@ -43,10 +46,15 @@ COLUMNS = {
         ("ping_med", "ping median µs", "%.0f", True),
         ("ping_p99", "ping p99 µs", "%.0f", True),
     ] + CPU,
+    "routed": TCP + [
+        ("ping_med", "ping median µs", "%.0f", True),
+        ("ping_p99", "ping p99 µs", "%.0f", True),
+    ] + CPU,
     "nat": TCP + CPU,
     "vxlan": TCP + CPU,
 }
-TITLES = {"l2": "switch", "nat": "NAT (masquerade, c1 → outside)",
+TITLES = {"l2": "switch", "routed": "routed (c1 → c2 through the gateway)",
+          "nat": "NAT (masquerade, c1 → outside)",
           "vxlan": "VXLAN (two hosts, c1 → c2 across the tunnel)"}
 
 

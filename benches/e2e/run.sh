@@ -5,15 +5,18 @@
 # direct veth pair as the ceiling, measured in one run, interleaved round by round:
 #   TCP 1 and 4 streams (iperf3), 64-byte UDP packet rate and loss (trafgen, or a
 #   Python AF_PACKET sender), ping median/p99, and the switch's CPU seconds during the
-#   1-stream TCP test. Then two smaller cases: NAT (nftables masquerade vs vswitchd
-#   masquerade) and VXLAN between two "hosts" (kernel VXLAN + bridge vs vswitchd, and
-#   vswitchd with the kernel's VXLAN device as a system port as a reference).
+#   1-stream TCP test. Then smaller cases: routing between two subnets (Linux IPv4
+#   forwarding vs vswitchd's router, --fastpath off and on), NAT (nftables masquerade vs
+#   vswitchd masquerade) and VXLAN between two "hosts" (kernel VXLAN + bridge vs
+#   vswitchd, and vswitchd with the kernel's VXLAN device as a system port as a
+#   reference).
 # Prints tables with ratios to the kernel and writes them to docs/performance.md
 # (only between the <!-- e2e:begin --> and <!-- e2e:end --> markers).
 #
 #   sudo benches/e2e/run.sh [--quick] [--no-build] [--rounds N] [--l2-only]
-#                           [--vxlan-only] [--gen trafgen|python] [--no-write]
-# (--vxlan-only: just the VXLAN rows, printed, not written)
+#                           [--vxlan-only] [--routed-only] [--gen trafgen|python]
+#                           [--no-write]
+# (--vxlan-only, --routed-only: just those rows, printed, not written)
 #
 # Safety: re-executes itself under `unshare --net` unconditionally and refuses to run
 # in a namespace that has any interface but lo; everything else lives in namespaces it
@@ -28,7 +31,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CMDLINE="benches/e2e/run.sh${*:+ $*}"
-QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; VXONLY=0; GEN=auto
+QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; VXONLY=0; RTONLY=0; GEN=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; ROUNDS=1 ;;
@@ -36,9 +39,10 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --l2-only) L2ONLY=1 ;;
     --vxlan-only) VXONLY=1; WRITE=0 ;;
+    --routed-only) RTONLY=1; WRITE=0 ;;
     --gen) GEN=$2; shift ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -260,8 +264,8 @@ try: print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_secon
 except Exception: print("nan")')
 }
 
-ping_stats() { # -> "median p99" in microseconds
-  ip netns exec $C1 timeout $((PINGS / 50 + 20)) ping -c $PINGS -i 0.01 -W 1 10.0.0.2 2>/dev/null | python3 -c 'import re,sys
+ping_stats() { # [DST] -> "median p99" in microseconds (c1 → DST, default c2 10.0.0.2)
+  ip netns exec $C1 timeout $((PINGS / 50 + 20)) ping -c $PINGS -i 0.01 -W 1 ${1:-10.0.0.2} 2>/dev/null | python3 -c 'import re,sys
 t=sorted(float(m.group(1))*1000 for m in re.finditer(r"time=([0-9.]+) ms", sys.stdin.read()))
 print("%.1f %.1f" % (t[len(t)//2], t[min(len(t)-1, int(len(t)*0.99))]) if t else "nan nan")' || echo "nan nan"
 }
@@ -360,6 +364,31 @@ NFT
   esac
 }
 
+# --- Routed: c1 (10.0.0.1/24) and c2 (10.1.0.1/24), the router between them -----------
+route_up() {
+  local v=$1
+  ns_add $SW $C1 $C2
+  ip link add name v1 netns $SW type veth peer name eth0 netns $C1
+  ip link add name v2 netns $SW type veth peer name eth0 netns $C2
+  ip -n $C1 addr add 10.0.0.1/24 dev eth0; ip -n $C1 link set eth0 up
+  ip -n $C1 route add default via 10.0.0.254
+  ip -n $C2 addr add 10.1.0.1/24 dev eth0; ip -n $C2 link set eth0 up
+  ip -n $C2 route add default via 10.1.0.254
+  case $v in
+    kernel-route)
+      ip -n $SW addr add 10.0.0.254/24 dev v1; ip -n $SW addr add 10.1.0.254/24 dev v2
+      ip -n $SW link set v1 up; ip -n $SW link set v2 up
+      ip netns exec $SW sysctl -qw net.ipv4.ip_forward=1 ;;
+    vswitchd-route|vswitchd-route-fp)
+      if [ $v = vswitchd-route-fp ]; then start_vswitchd $SW vsr --fastpath on || return 1
+      else start_vswitchd $SW vsr || return 1; fi
+      local V="$BIN/vswitchctl --socket $TMP/vsr.sock"
+      $V add-br br1 --subnet 10.0.0.0/24 --gateway 10.0.0.254 >/dev/null &&
+      $V add-br br2 --subnet 10.1.0.0/24 --gateway 10.1.0.254 >/dev/null &&
+      $V add-port br1 v1 >/dev/null && $V add-port br2 v2 >/dev/null || return 1 ;;
+  esac
+}
+
 # --- VXLAN: c1 on host 1 ($SW), c2 on host 2 ($SW2), underlay 192.0.2.0/24 MTU 1600 --------
 vx_up() {
   local v=$1 i=0 ns port local_ip remote_ip
@@ -404,11 +433,17 @@ vx_up() {
 
 measure_tcp() { # SECTION VARIANT ROUND UPFN DST
   local sec=$1 v=$2 r=$3 up=$4 dst=$5 a b a2 b2 t1 t4 cpu sirq dns
+  local extra=""
   if [ $sec = nat ]; then dns=$OUT; else dns=$C2; fi
   if ! $up $v || ! wait_ping $C1 $dst; then
     echo "error: $v: no connectivity c1 -> $dst; row left empty" >&2
     printf '%s\t%s\t%s\ttcp1=nan tcp4=nan cpu=nan softirq=nan\n' $sec $v $r >> "$RES"
     teardown; return
+  fi
+  if [ $sec = routed ]; then
+    local pmed p99
+    read -r pmed p99 < <(ping_stats $dst)
+    extra=" ping_med=$pmed ping_p99=$p99"
   fi
   read -r a b < <(cpu_sample)
   iperf $C1 $dns $dst 1; t1=$GBPS
@@ -416,31 +451,40 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
   iperf $C1 $dns $dst 4; t4=$GBPS
   sirq=$(ticks_s "$b2 - $b")
   if [ ${#SWITCH_PIDS[@]} -gt 0 ]; then cpu=$(ticks_s "$a2 - $a"); else cpu=$sirq; fi
-  printf '%s\t%s\t%s\ttcp1=%s tcp4=%s cpu=%s softirq=%s\n' $sec $v $r $t1 $t4 $cpu $sirq >> "$RES"
-  echo "  $v: tcp1=$t1 tcp4=$t4 Gbit/s, cpu=$cpu s, softirq=$sirq s" >&2
+  printf '%s\t%s\t%s\ttcp1=%s tcp4=%s cpu=%s softirq=%s%s\n' $sec $v $r $t1 $t4 $cpu $sirq "$extra" >> "$RES"
+  echo "  $v: tcp1=$t1 tcp4=$t4 Gbit/s, cpu=$cpu s, softirq=$sirq s$extra" >&2
   teardown
 }
 
 NAT_VARIANTS=()
-if [ $VXONLY = 1 ]; then VARIANTS=(); fi
+RT_VARIANTS=()
+VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-kvxlan)
+if [ $VXONLY = 1 ] || [ $RTONLY = 1 ]; then VARIANTS=(); fi
+if [ $RTONLY = 1 ]; then VX_VARIANTS=(); fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ]; then
+  RT_VARIANTS=(kernel-route vswitchd-route vswitchd-route-fp)
+fi
+if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi
   NAT_VARIANTS+=(vswitchd-nat)
 fi
 
-VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-kvxlan)
-echo "variants: ${VARIANTS[*]}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
+echo "variants: ${VARIANTS[*]:-(no L2 rows)}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
 for round in $(seq 1 $ROUNDS); do
   for v in "${VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
     measure_l2 $v $round
+  done
+  for v in "${RT_VARIANTS[@]}"; do
+    echo "round $round/$ROUNDS: $v" >&2
+    measure_tcp routed $v $round route_up 10.1.0.1
   done
   for v in "${NAT_VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
     measure_tcp nat $v $round nat_up 198.51.100.1
   done
   if [ $L2ONLY = 0 ]; then
-    for v in "${VX_VARIANTS[@]}"; do
+    for v in "${VX_VARIANTS[@]+"${VX_VARIANTS[@]}"}"; do
       echo "round $round/$ROUNDS: $v" >&2
       measure_tcp vxlan $v $round vx_up 10.0.0.2
     done
@@ -449,11 +493,13 @@ done
 
 ELAPSED=$(( $(date +%s) - START ))
 TABLE=$(python3 "$HERE/report.py" "$RES" l2)
+RT_TABLE=$(python3 "$HERE/report.py" "$RES" routed)
 NAT_TABLE=$(python3 "$HERE/report.py" "$RES" nat)
 VX_TABLE=$(python3 "$HERE/report.py" "$RES" vxlan)
 RAW=$(python3 "$HERE/report.py" "$RES" raw)
 echo
 echo "$TABLE"
+[ -n "$RT_TABLE" ] && { echo; echo "$RT_TABLE"; }
 [ -n "$NAT_TABLE" ] && { echo; echo "$NAT_TABLE"; }
 [ -n "$VX_TABLE" ] && { echo; echo "$VX_TABLE"; }
 echo
@@ -476,7 +522,9 @@ if [ $WRITE = 1 ]; then
 $NOTESTXT}
 
 $TABLE
-${NAT_TABLE:+
+${RT_TABLE:+
+$RT_TABLE
+}${NAT_TABLE:+
 $NAT_TABLE
 }${VX_TABLE:+
 $VX_TABLE

@@ -3,7 +3,10 @@
 //! once (the socket filter and the tc program act on one lookup), every change that
 //! could alter a decision makes the cached entries miss, ports with port security stay
 //! in userspace, and nothing is left attached in the kernel after vswitchd exits or is
-//! killed.
+//! killed. Routed unicast between bridges is forwarded by the program too (MACs
+//! rewritten, TTL decremented), while what needs the router (TTL 1, over the MTU, the
+//! gateway itself, NAT) still reaches vswitchd, and route and neighbour changes
+//! invalidate what was cached.
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
@@ -42,6 +45,38 @@ fn main() -> std::process::ExitCode {
         (
             "nothing_left_attached_after_exit_or_kill",
             nothing_left_attached_after_exit_or_kill,
+        ),
+        (
+            "routed_ping_and_tcp_go_through_the_kernel",
+            routed_ping_and_tcp_go_through_the_kernel,
+        ),
+        (
+            "routed_ttl_1_and_mtu_still_get_icmp_from_the_gateway",
+            routed_ttl_1_and_mtu_still_get_icmp_from_the_gateway,
+        ),
+        (
+            "del_route_invalidates_routed_entries",
+            del_route_invalidates_routed_entries,
+        ),
+        (
+            "next_hop_mac_change_and_move_are_followed",
+            next_hop_mac_change_and_move_are_followed,
+        ),
+        (
+            "nat_and_gateway_flows_are_not_cached",
+            nat_and_gateway_flows_are_not_cached,
+        ),
+        (
+            "masquerade_added_takes_over_a_cached_routed_flow",
+            masquerade_added_takes_over_a_cached_routed_flow,
+        ),
+        (
+            "locked_ports_are_routed_in_userspace",
+            locked_ports_are_routed_in_userspace,
+        ),
+        (
+            "routed_fastpath_off_unchanged",
+            routed_fastpath_off_unchanged,
         ),
     ])
 }
@@ -510,5 +545,375 @@ fn nothing_left_attached_after_exit_or_kill() -> Result<()> {
         tcx_links(&lab)?
     );
     wait_entry(&lab, "v1", "v2")?;
+    Ok(())
+}
+
+/// br1 10.0.0.0/24 (gateway .1) with c1 10.0.0.5 on v1, br2 10.1.0.0/24 (gateway .1,
+/// `br2_args` added) with c2 10.1.0.5 on v2; vswitchd with `--fastpath MODE`.
+fn two_nets(mode: &str, br2_args: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--fastpath", mode])?;
+    // The switch namespace's own kernel would send IPv6 (MLD, router solicitations)
+    // on the ports too: silence it, so the hosts receive only what the switch sends.
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    lab.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.1",
+    ])?;
+    let mut a = vec![
+        "add-br",
+        "br2",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ];
+    a.extend_from_slice(br2_args);
+    lab.ctl_ok(&a)?;
+    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+    lab.container("sw", "c2", "v2", "10.1.0.5/24", Some("10.1.0.1"))?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    Ok(lab)
+}
+
+/// Every live cache entry (all bridges).
+fn all_entries(lab: &Lab) -> Result<Vec<serde_json::Value>> {
+    let v = lab.ctl_json(&["fastpath-show"])?;
+    Ok(v["entries"].as_array().cloned().unwrap_or_default())
+}
+
+/// The routed entries among `e`.
+fn routed(e: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    e.iter()
+        .filter(|x| x["route"].is_object())
+        .cloned()
+        .collect()
+}
+
+/// Wait until a routed entry from `in_port` for `ip_dst` is cached; returns it.
+fn wait_routed(lab: &Lab, in_port: &str, ip_dst: &str) -> Result<serde_json::Value> {
+    let find = || {
+        all_entries(lab).ok().and_then(|e| {
+            routed(&e)
+                .into_iter()
+                .find(|x| x["in_port"] == in_port && x["route"]["ip_dst"] == ip_dst)
+        })
+    };
+    let mut found = None;
+    wait_until(Duration::from_secs(5), || {
+        found = find();
+        found.is_some()
+    });
+    found.with_context(|| {
+        format!(
+            "no routed entry {in_port} → {ip_dst}: {:?}\n{}",
+            all_entries(lab),
+            lab.log_tail(20)
+        )
+    })
+}
+
+fn routed_ping_and_tcp_go_through_the_kernel() -> Result<()> {
+    let mut lab = two_nets("on", &[])?;
+    first_ping(&lab, "c1", "10.1.0.5")?;
+    let e = wait_routed(&lab, "v1", "10.1.0.5")?;
+    wait_routed(&lab, "v2", "10.0.0.5")?;
+    // The entry as fastpath-show reports it: from c1 to br1's router MAC, out of v2
+    // towards c2's MAC.
+    let c1_mac = lab.mac("c1", "eth0")?;
+    let c2_mac = lab.mac("c2", "eth0")?;
+    ensure!(
+        e["bridge"] == "br1"
+            && e["src"] == c1_mac.as_str()
+            && e["out_port"] == "v2"
+            && e["route"]["out_bridge"] == "br2"
+            && e["route"]["next_hop"] == c2_mac.as_str()
+            && e["dst"].as_str().is_some_and(|d| d.starts_with("02:76:")),
+        "{e}"
+    );
+    let before = (stats(&lab, "v1")?, eth0_packets(&lab, "c1")?);
+    let v2_before = stats(&lab, "v2")?;
+    let c2_before = eth0_packets(&lab, "c2")?;
+    lab.assert_pings("c1", "10.1.0.5", 20)?;
+    let after = (stats(&lab, "v1")?, eth0_packets(&lab, "c1")?);
+    let v2_after = stats(&lab, "v2")?;
+    let c2_after = eth0_packets(&lab, "c2")?;
+    let fast = n(&after.0, "fastpath_rx_packets") - n(&before.0, "fastpath_rx_packets");
+    let total = n(&after.0, "rx_packets") - n(&before.0, "rx_packets");
+    let sent = after.1 .0 - before.1 .0;
+    // Counted once (by vswitchd or by the program), and the echo requests were routed
+    // by the kernel; what v2 sent is what c2 received.
+    ensure!(total == sent, "v1 counted {total} frames, c1 sent {sent}");
+    ensure!(
+        fast >= 20,
+        "only {fast} of {sent} frames took the fast path"
+    );
+    let v2_tx = n(&v2_after, "tx_packets") - n(&v2_before, "tx_packets");
+    ensure!(
+        v2_tx == c2_after.1 - c2_before.1,
+        "v2 sent {v2_tx} frames, c2 received {}",
+        c2_after.1 - c2_before.1
+    );
+    ensure!(
+        n(&v2_after, "fastpath_tx_packets") - n(&v2_before, "fastpath_tx_packets") >= 20,
+        "{v2_after}"
+    );
+    // TTL decremented once, by the program now: the reply arrives with 64 - 1.
+    let out = lab.sh("c1", "ping -c 3 -i 0.2 -W 1 10.1.0.5")?;
+    ensure!(out.matches("ttl=63").count() == 3, "{out}");
+    // TCP: the stream through the kernel.
+    let before = stats(&lab, "v1")?;
+    lab.iperf_server("c2", "10.1.0.5")?;
+    let bytes = lab.iperf_bytes("c1", "10.1.0.5")?;
+    ensure!(bytes > 0, "iperf3 moved nothing");
+    let after = stats(&lab, "v1")?;
+    let fast = n(&after, "fastpath_rx_bytes") - n(&before, "fastpath_rx_bytes");
+    let total = n(&after, "rx_bytes") - n(&before, "rx_bytes");
+    ensure!(
+        fast * 10 >= total * 9,
+        "only {fast} of {total} bytes took the fast path"
+    );
+    ensure!(fast >= bytes, "fast path {fast} bytes < {bytes} delivered");
+    println!("iperf3 routed: {bytes} bytes, v1 rx {total} bytes of which fast path {fast}");
+    Ok(())
+}
+
+fn routed_ttl_1_and_mtu_still_get_icmp_from_the_gateway() -> Result<()> {
+    let lab = two_nets("on", &["--mtu", "1400"])?;
+    first_ping(&lab, "c1", "10.1.0.5")?;
+    wait_routed(&lab, "v1", "10.1.0.5")?;
+    // The flow is cached, yet TTL 1 reaches the router, which answers.
+    let o = lab.sh_out("c1", "ping -c 1 -W 2 -t 1 10.1.0.5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        text.contains("From 10.0.0.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    // Over br2's MTU with DF: fragmentation needed, from the router.
+    let o = lab.sh_out("c1", "ping -c 2 -W 1 -M do -s 1450 10.1.0.5")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(
+        text.contains("mtu = 1400") || text.contains("mtu=1400"),
+        "no fragmentation-needed: {text}"
+    );
+    // traceroute: the gateway, then c2 (its probes with TTL 2 take the fast path).
+    let tr = lab.sh("c1", "busybox traceroute -n -w 1 -q 1 -m 5 10.1.0.5")?;
+    let hops: Vec<&str> = tr
+        .lines()
+        .skip_while(|l| l.starts_with("traceroute"))
+        .collect();
+    ensure!(
+        hops.len() == 2 && hops[0].contains("10.0.0.1") && hops[1].contains("10.1.0.5"),
+        "{tr}"
+    );
+    // And the cached flow still works at full size within the MTU.
+    lab.assert_pings("c1", "10.1.0.5", 3)?;
+    let o = lab.sh_out("c1", "ping -c 3 -i 0.2 -W 1 -M do -s 1372 10.1.0.5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(s.received == 3, "{text}");
+    Ok(())
+}
+
+fn del_route_invalidates_routed_entries() -> Result<()> {
+    let mut lab = two_nets("on", &[])?;
+    // A router namespace on br2 (10.1.0.254) leading to 10.2.0.0/24.
+    lab.container("sw", "r", "vr", "10.1.0.254/24", None)?;
+    lab.ctl_ok(&["add-port", "br2", "vr"])?;
+    lab.add_ns("far")?;
+    lab.veth("r", "eth1", "far", "eth0")?;
+    lab.sh("r", "ip addr add 10.2.0.1/24 dev eth1 && ip link set eth1 up && sysctl -qw net.ipv4.ip_forward=1 && ip route add 10.0.0.0/24 via 10.1.0.1")?;
+    lab.sh("far", "ip addr add 10.2.0.5/24 dev eth0 && ip link set eth0 up && ip route add default via 10.2.0.1")?;
+    lab.ctl_ok(&["add-route", "10.2.0.0/24", "--via", "10.1.0.254"])?;
+    first_ping(&lab, "c1", "10.2.0.5")?;
+    let e = wait_routed(&lab, "v1", "10.2.0.5")?;
+    let r_mac = lab.mac("r", "eth0")?;
+    ensure!(
+        e["out_port"] == "vr" && e["route"]["next_hop"] == r_mac.as_str(),
+        "via the next hop router: {e}"
+    );
+    lab.assert_pings("c1", "10.2.0.5", 5)?;
+    ensure!(
+        n(&wait_routed(&lab, "v1", "10.2.0.5")?, "packets") >= 5,
+        "the kernel routed the pings"
+    );
+    lab.ctl_ok(&["del-route", "10.2.0.0/24"])?;
+    let left: Vec<_> = routed(&all_entries(&lab)?)
+        .into_iter()
+        .filter(|x| x["route"]["ip_dst"] == "10.2.0.5")
+        .collect();
+    ensure!(left.is_empty(), "entries survive del-route: {left:?}");
+    // No route: the router answers net unreachable, nothing reaches far.
+    let o = lab.sh_out("c1", "ping -c 2 -i 0.3 -W 1 10.2.0.5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.received == 0 && text.contains("From 10.0.0.1"),
+        "after del-route: {text}"
+    );
+    Ok(())
+}
+
+fn next_hop_mac_change_and_move_are_followed() -> Result<()> {
+    let mut lab = two_nets("on", &[])?;
+    lab.container("sw", "c3", "v3", "10.1.0.99/24", Some("10.1.0.1"))?;
+    lab.ctl_ok(&["add-port", "br2", "v3"])?;
+    first_ping(&lab, "c1", "10.1.0.5")?;
+    wait_routed(&lab, "v1", "10.1.0.5")?;
+    // c2 takes another MAC; its next ARP tells the router (the routed entry to the old
+    // MAC must die then, not at the next walk of the cache an hour away).
+    let new_mac = "02:00:00:00:c2:02";
+    lab.sh(
+        "c2",
+        &format!("ip link set eth0 address {new_mac} && ip neigh flush dev eth0"),
+    )?;
+    lab.assert_ping("c2", "10.1.0.1")?;
+    let out = lab.sh_out("c1", "ping -c 5 -i 0.2 -W 1 10.1.0.5")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.received == 5 && s.duplicates == 0,
+        "after the MAC change: {text}\n{:?}",
+        all_entries(&lab)
+    );
+    let e = wait_routed(&lab, "v1", "10.1.0.5")?;
+    ensure!(e["route"]["next_hop"] == new_mac, "{e}");
+    // c2 (same MAC and address) moves from v2 to v3: the Fdb move invalidates the
+    // entry out of v2 at once.
+    lab.sh("c2", "ip link set eth0 down")?;
+    lab.sh("c3", &format!("ip link set eth0 down && ip link set eth0 address {new_mac} && ip addr flush dev eth0 && ip addr add 10.1.0.5/24 dev eth0 && ip link set eth0 up && ip route add default via 10.1.0.1"))?;
+    // Its first frame from v3 teaches the bridge.
+    lab.assert_ping("c3", "10.1.0.1")?;
+    let out = lab.sh_out("c1", "ping -c 5 -i 0.2 -W 1 10.1.0.5")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.received == 5 && s.duplicates == 0,
+        "after the move: {text}\n{:?}",
+        all_entries(&lab)
+    );
+    let e = wait_routed(&lab, "v1", "10.1.0.5")?;
+    ensure!(e["out_port"] == "v3", "{e}");
+    Ok(())
+}
+
+fn nat_and_gateway_flows_are_not_cached() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    lab.masquerade_lab("sw")?;
+    // Masqueraded: c1 reaches the outside host as 198.51.100.2.
+    lab.assert_pings("c1", "198.51.100.1", 5)?;
+    lab.iperf_server("out", "198.51.100.1")?;
+    ensure!(lab.iperf_bytes("c1", "198.51.100.1")? > 0);
+    // The gateways themselves.
+    lab.assert_pings("c1", "10.0.0.1", 3)?;
+    lab.assert_pings("out", "198.51.100.2", 3)?;
+    let r = routed(&all_entries(&lab)?);
+    ensure!(r.is_empty(), "NAT or gateway flows cached: {r:?}");
+    for p in ["v1", "vo"] {
+        ensure!(
+            n(&stats(&lab, p)?, "fastpath_rx_packets") == 0,
+            "{p}: {}",
+            stats(&lab, p)?
+        );
+    }
+    // The outside host reaches c1's bridge only through NAT (it has no route there).
+    let s = lab.ctl_json(&["ct-show"])?;
+    ensure!(
+        s.as_array().is_some_and(|a| !a.is_empty()),
+        "conntrack: {s}"
+    );
+    Ok(())
+}
+
+/// A routed flow is cached; then br1 is masqueraded behind br2. The configuration
+/// change must send the flow back to vswitchd at once, which translates it from then
+/// on: c2 sees the router's address as the source, and nothing of it is cached again.
+fn masquerade_added_takes_over_a_cached_routed_flow() -> Result<()> {
+    let lab = two_nets("on", &[])?;
+    first_ping(&lab, "c1", "10.1.0.5")?;
+    wait_routed(&lab, "v1", "10.1.0.5")?;
+    lab.ctl_ok(&["masquerade", "br1", "--out", "br2"])?;
+    // c2 answers whoever pings it; capture the source of the echo requests it gets.
+    let cap = lab.dir().join("c2.pcap.txt");
+    let script = format!(
+        "timeout 5 tcpdump -l -n -i eth0 -c 3 'icmp[icmptype] == icmp-echo' > {} 2>/dev/null & sleep 1; echo",
+        cap.display()
+    );
+    lab.sh("c2", &script)?;
+    lab.assert_pings("c1", "10.1.0.5", 3)?;
+    let ok = wait_until(Duration::from_secs(6), || {
+        std::fs::read_to_string(&cap).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    let seen = std::fs::read_to_string(&cap).unwrap_or_default();
+    ensure!(ok, "tcpdump in c2 saw: {seen:?}");
+    ensure!(
+        seen.lines().all(|l| l.contains("IP 10.1.0.1 > 10.1.0.5")),
+        "not masqueraded: {seen}"
+    );
+    let r = routed(&all_entries(&lab)?);
+    ensure!(
+        !r.iter().any(|x| x["in_port"] == "v1"),
+        "masqueraded flow cached: {r:?}"
+    );
+    Ok(())
+}
+
+fn locked_ports_are_routed_in_userspace() -> Result<()> {
+    let mut lab = two_nets("on", &[])?;
+    lab.container("sw", "c3", "v3", "10.0.0.6/24", Some("10.0.0.1"))?;
+    let mac = lab.mac("c3", "eth0")?;
+    lab.ctl_ok(&[
+        "add-port",
+        "br1",
+        "v3",
+        "--lock-mac",
+        &mac,
+        "--lock-ip",
+        "10.0.0.6",
+    ])?;
+    lab.assert_pings("c3", "10.1.0.5", 10)?;
+    // Routed frames to the locked port may be cached; routed frames from it never.
+    wait_routed(&lab, "v2", "10.0.0.6")?;
+    let e = all_entries(&lab)?;
+    ensure!(!e.iter().any(|x| x["in_port"] == "v3"), "{e:?}");
+    ensure!(n(&stats(&lab, "v3")?, "fastpath_rx_packets") == 0);
+    // A spoofed source is still dropped by vswitchd before routing.
+    lab.sh("c3", "ip addr add 10.0.0.9/24 dev eth0")?;
+    let before = n(&stats(&lab, "v3")?["drops"], "spoofed_ip");
+    let _ = lab.sh_out("c3", "ping -c 3 -i 0.2 -W 1 -I 10.0.0.9 10.1.0.5")?;
+    let after = n(&stats(&lab, "v3")?["drops"], "spoofed_ip");
+    ensure!(after >= before + 3, "spoofed_ip {before} → {after}");
+    Ok(())
+}
+
+fn routed_fastpath_off_unchanged() -> Result<()> {
+    let mut lab = two_nets("off", &[])?;
+    lab.assert_pings("c1", "10.1.0.5", 5)?;
+    let out = lab.sh("c1", "ping -c 1 -W 1 10.1.0.5")?;
+    ensure!(out.contains("ttl=63"), "{out}");
+    let o = lab.sh_out("c1", "ping -c 1 -W 2 -t 1 10.1.0.5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(text.contains("Time to live exceeded"), "{text}");
+    lab.iperf_server("c2", "10.1.0.5")?;
+    ensure!(lab.iperf_bytes("c1", "10.1.0.5")? > 0);
+    ensure!(n(&stats(&lab, "v1")?, "fastpath_rx_packets") == 0);
+    let fp = lab.ctl_json(&["fastpath-show"])?;
+    ensure!(
+        fp["mode"] == "off" && fp["entries"] == serde_json::json!([]),
+        "{fp}"
+    );
     Ok(())
 }

@@ -1108,6 +1108,19 @@ pub struct FastpathEntry {
     /// Milliseconds since the last hit; absent if never hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<u64>,
+    /// Routed entries (`dst` is the router's MAC): the IPv4 destination they match
+    /// and how the frame leaves (absent for L2 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<FastpathRoute>,
+}
+
+/// How a routed fast-path entry rewrites its frames: sent from the router's MAC on
+/// `out_bridge` to `next_hop` (a MAC), TTL decremented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastpathRoute {
+    pub ip_dst: String,
+    pub out_bridge: String,
+    pub next_hop: String,
 }
 
 /// Errors of the blocking client.

@@ -18,9 +18,15 @@
 //            not going to vswitchd anyway) fp_tc looks up by itself.
 //
 // The cache (fp_flows) is keyed by what the L2 decision depends on: ingress ifindex,
-// VLAN as received, source and destination MAC. An entry is valid only while its
-// generation equals fp_gen[0]; vswitchd bumps that on every configuration snapshot,
-// FDB flush and MAC move, which makes every older entry miss at once.
+// VLAN as received, source and destination MAC (ip_dst 0). A routed entry (a frame to
+// the router's MAC, forwarded between bridges) also has the IPv4 destination in its key
+// and rewrites the frame as vswitchd's router does: both MACs, TTL - 1 with an
+// incremental header checksum (RFC 1624). Frames a routed entry may not take (TTL <= 1,
+// IP options, fragments, over the egress MTU, a multicast/broadcast source) go to
+// vswitchd, which answers with ICMP or drops as before. An entry is valid only while
+// its generation equals fp_gen[0]; vswitchd bumps that on every configuration
+// snapshot, FDB flush, MAC move and neighbour change, which makes every older entry
+// miss at once.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -34,6 +40,7 @@
 // Action flags.
 #define FP_F_PEER 1 // bpf_redirect_peer: straight into the veth peer's ingress
 #define FP_F_INGRESS 2 // redirect to the device's ingress (an internal port's host side)
+#define FP_F_ROUTED 4 // routed: rewrite MACs, TTL - 1 (see fp_routed_ok)
 
 struct fp_key {
 	__u32 ifindex;
@@ -41,6 +48,7 @@ struct fp_key {
 	__u8 src[6];
 	__u8 dst[6];
 	__u16 pad;
+	__u32 ip_dst; // routed entries: IPv4 destination as in the header; 0: L2 entry
 };
 
 struct fp_action {
@@ -51,10 +59,13 @@ struct fp_action {
 	__u16 push_vid; // 0: leave untagged
 	__u16 flags;
 	__u16 bvlan; // the bridge VLAN (for vswitchd's own bookkeeping)
-	__u16 pad;
+	__u16 mtu; // routed: the egress bridge's MTU (larger IP packets go to vswitchd)
 	__u64 packets;
 	__u64 bytes;
 	__u64 last_hit; // bpf_ktime_get_coarse_ns
+	__u8 new_dst[6]; // routed: the next hop's MAC
+	__u8 new_src[6]; // routed: the router's MAC on the egress bridge
+	__u32 pad;
 };
 
 // What fp_sock decided for the frame it just saw on this CPU.
@@ -66,6 +77,8 @@ struct fp_verdict {
 	__u16 out_slot;
 	__u16 push_vid;
 	__u16 flags;
+	__u8 new_dst[6];
+	__u8 new_src[6];
 };
 
 #define FP_V_NONE 0
@@ -131,11 +144,12 @@ static __always_inline int fp_make_key(struct __sk_buff *skb, struct fp_key *k)
 	__builtin_memcpy(k->dst, hdr, 6);
 	__builtin_memcpy(k->src, hdr + 6, 6);
 	k->pad = 0;
+	k->ip_dst = 0;
 	return 1;
 }
 
-// The live entry for `k`, counting the hit; NULL on a miss or a stale generation.
-static __always_inline struct fp_action *fp_lookup(struct fp_key *k, __u32 len)
+// The entry for `k` if it is of the current generation; NULL otherwise.
+static __always_inline struct fp_action *fp_live(struct fp_key *k)
 {
 	__u32 zero = 0;
 	struct fp_action *a = bpf_map_lookup_elem(&fp_flows, k);
@@ -146,6 +160,75 @@ static __always_inline struct fp_action *fp_lookup(struct fp_key *k, __u32 len)
 	gen = bpf_map_lookup_elem(&fp_gen, &zero);
 	if (!gen || a->gen != *gen)
 		return 0;
+	return a;
+}
+
+#define IP_OFF ETH_HLEN
+#define IP_TTL_OFF (IP_OFF + 8)
+#define IP_CSUM_OFF (IP_OFF + 10)
+
+// Whether the IPv4 frame in `skb` may take routed entry `a`: exactly the frames
+// vswitchd's router would forward without a word (l3::decide). Everything else goes
+// up: TTL <= 1 (time exceeded), IP options and fragments (rare; NAT and the ICMP
+// quoting want the whole header), over the egress MTU (fragmentation needed, or the
+// drop of a DF-less packet), a multicast/broadcast source (dropped). A GSO super-frame
+// is judged by its segments: IP and L4 headers plus gso_size, as vswitchd does.
+static __always_inline int fp_routed_ok(struct __sk_buff *skb, const struct fp_action *a)
+{
+	__u8 h[20];
+	__u32 tot, seg, hdrs;
+
+	if (bpf_skb_load_bytes(skb, IP_OFF, h, sizeof(h)) < 0)
+		return 0;
+	if (h[0] != 0x45) // IPv4 without options
+		return 0;
+	if ((h[6] & 0x3f) || h[7]) // MF or a fragment offset
+		return 0;
+	if (h[8] <= 1) // TTL
+		return 0;
+	if ((h[12] & 0xf0) == 0xe0 || (h[12] == 0xff && h[13] == 0xff && h[14] == 0xff && h[15] == 0xff))
+		return 0;
+	tot = (__u32)h[2] << 8 | h[3];
+	if (!skb->gso_size) {
+		seg = tot;
+	} else {
+		if (h[9] == 6) { // TCP: its header length from the data offset
+			__u8 doff;
+
+			if (bpf_skb_load_bytes(skb, IP_OFF + 20 + 12, &doff, 1) < 0)
+				return 0;
+			hdrs = 20 + (__u32)(doff >> 4) * 4;
+		} else if (h[9] == 17) { // UDP
+			hdrs = 20 + 8;
+		} else {
+			return 0;
+		}
+		seg = hdrs + skb->gso_size;
+	}
+	return seg <= a->mtu;
+}
+
+// Look the frame up: its L2 entry, else (IPv4) the routed entry for its destination,
+// which this frame must be allowed to take. `k` is left as last looked up (with the
+// IPv4 destination for an IPv4 frame that missed its L2 entry). Counts the hit.
+static __always_inline struct fp_action *fp_lookup(struct __sk_buff *skb, struct fp_key *k,
+						   __u32 len)
+{
+	struct fp_action *a = fp_live(k);
+	__be16 proto;
+
+	if (!a) {
+		if (k->vid || bpf_skb_load_bytes(skb, 12, &proto, 2) < 0 ||
+		    proto != bpf_htons(ETH_P_IP))
+			return 0;
+		if (bpf_skb_load_bytes(skb, IP_OFF + 16, &k->ip_dst, 4) < 0) {
+			k->ip_dst = 0;
+			return 0;
+		}
+		a = fp_live(k);
+		if (!a || !(a->flags & FP_F_ROUTED) || !fp_routed_ok(skb, a))
+			return 0;
+	}
 	__sync_fetch_and_add(&a->packets, 1);
 	__sync_fetch_and_add(&a->bytes, len);
 	a->last_hit = bpf_ktime_get_coarse_ns();
@@ -171,7 +254,7 @@ int fp_sock(struct __sk_buff *skb)
 		v->state = FP_V_NONE;
 		return -1;
 	}
-	a = fp_lookup(&v->key, fp_len(skb));
+	a = fp_lookup(skb, &v->key, fp_len(skb));
 	if (!a) {
 		v->state = FP_V_MISS;
 		return -1; // the whole frame to vswitchd
@@ -182,6 +265,8 @@ int fp_sock(struct __sk_buff *skb)
 	v->out_slot = a->out_slot;
 	v->push_vid = a->push_vid;
 	v->flags = a->flags;
+	__builtin_memcpy(v->new_dst, a->new_dst, 6);
+	__builtin_memcpy(v->new_src, a->new_src, 6);
 	return 0; // forwarded by fp_tc: vswitchd must not see it
 }
 
@@ -201,9 +286,36 @@ static __always_inline void fp_count(__u32 slot, int rx, __u32 len)
 	}
 }
 
+// Rewrite a routed frame as vswitchd's router does (l3::rewrite): destination MAC =
+// the next hop, source MAC = the router on the egress bridge, TTL - 1 with the header
+// checksum updated incrementally (RFC 1624 eqn. 3, which bpf_l3_csum_replace applies
+// to the 16-bit word holding TTL and protocol). The ones'-complement sum of the IP
+// header is unchanged by the pair, so a CHECKSUM_COMPLETE value stays right, and the
+// L4 checksum does not cover the TTL (GSO segments inherit the new header).
+static __always_inline int fp_route_rewrite(struct __sk_buff *skb, const __u8 *new_dst,
+					    const __u8 *new_src)
+{
+	__u8 macs[12];
+	__u8 w[2];
+	__u16 old, new;
+
+	__builtin_memcpy(macs, new_dst, 6);
+	__builtin_memcpy(macs + 6, new_src, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+		return -1;
+	if (bpf_skb_load_bytes(skb, IP_TTL_OFF, w, 2) < 0)
+		return -1;
+	__builtin_memcpy(&old, w, 2);
+	w[0] -= 1;
+	__builtin_memcpy(&new, w, 2);
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, IP_TTL_OFF, w, 1, 0);
+}
+
 static __always_inline int fp_keys_equal(const struct fp_key *a, const struct fp_key *b)
 {
-	int diff = a->ifindex != b->ifindex || a->vid != b->vid;
+	int diff = a->ifindex != b->ifindex || a->vid != b->vid || a->ip_dst != b->ip_dst;
 
 	// Byte by byte: clang turns memcmp into a library call, which BPF cannot make.
 #pragma unroll
@@ -220,6 +332,7 @@ int fp_tc(struct __sk_buff *skb)
 	struct fp_key k = {};
 	__u32 out_ifindex, len, in_slot, out_slot;
 	__u16 push_vid, flags;
+	__u8 new_dst[6], new_src[6];
 	int have = 0, state = FP_V_NONE;
 
 	if (!v)
@@ -229,6 +342,11 @@ int fp_tc(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	len = fp_len(skb);
+	// The socket filter's key has the IPv4 destination when it looked for a routed
+	// entry: compare like with like.
+	if (v->state != FP_V_NONE && v->key.ip_dst &&
+	    bpf_skb_load_bytes(skb, IP_OFF + 16, &k.ip_dst, 4) < 0)
+		k.ip_dst = 0;
 	if (v->state != FP_V_NONE && fp_keys_equal(&v->key, &k)) {
 		// The socket filter saw this frame a moment ago: do what it decided.
 		state = v->state;
@@ -237,12 +355,16 @@ int fp_tc(struct __sk_buff *skb)
 		out_slot = v->out_slot;
 		push_vid = v->push_vid;
 		flags = v->flags;
+		__builtin_memcpy(new_dst, v->new_dst, 6);
+		__builtin_memcpy(new_src, v->new_src, 6);
 		have = 1;
 	}
 	v->state = FP_V_NONE;
 	if (!have) {
-		struct fp_action *a = fp_lookup(&k, len);
+		struct fp_action *a;
 
+		k.ip_dst = 0;
+		a = fp_lookup(skb, &k, len);
 		if (!a)
 			return TC_ACT_OK;
 		state = FP_V_HIT;
@@ -251,6 +373,8 @@ int fp_tc(struct __sk_buff *skb)
 		out_slot = a->out_slot;
 		push_vid = a->push_vid;
 		flags = a->flags;
+		__builtin_memcpy(new_dst, a->new_dst, 6);
+		__builtin_memcpy(new_src, a->new_src, 6);
 	}
 	if (state != FP_V_HIT)
 		return TC_ACT_OK;
@@ -259,6 +383,8 @@ int fp_tc(struct __sk_buff *skb)
 	// Egress VLAN exactly as vswitchd does it: the received tag goes, the output
 	// port's tag (if any) is pushed with priority 0.
 	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
+		return TC_ACT_SHOT;
+	if ((flags & FP_F_ROUTED) && fp_route_rewrite(skb, new_dst, new_src) < 0)
 		return TC_ACT_SHOT;
 	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
 		return TC_ACT_SHOT;

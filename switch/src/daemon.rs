@@ -137,8 +137,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     let listener = server::bind(&opts.socket)?;
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let fastpath = start_fastpath(opts.fastpath, &snap, workers)?;
     let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
+    let fastpath = start_fastpath(opts.fastpath, &snap, &neigh, workers)?;
     let (punt_tx, punt_rx) = crossbeam_channel::bounded(PUNT_QUEUE);
     let pool = WorkerPool::start(
         workers,
@@ -237,13 +237,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 fn start_fastpath(
     mode: crate::fastpath::Mode,
     snap: &Arc<ArcSwap<Snapshot>>,
+    neigh: &Arc<NeighCache>,
     workers: usize,
 ) -> anyhow::Result<Option<Arc<crate::fastpath::FastPath>>> {
     use crate::fastpath::{FastPath, Mode};
     let fp = match mode {
         Mode::Off => return Ok(None),
-        Mode::On => FastPath::open(snap.clone(), workers).context("--fastpath on")?,
-        Mode::Auto => match FastPath::open(snap.clone(), workers) {
+        Mode::On => {
+            FastPath::open(snap.clone(), neigh.clone(), workers).context("--fastpath on")?
+        }
+        Mode::Auto => match FastPath::open(snap.clone(), neigh.clone(), workers) {
             Ok(fp) => fp,
             Err(e) => {
                 tracing::info!(reason = %e, "kernel fast path unavailable: forwarding in userspace only");

@@ -26,8 +26,10 @@ impl FastpathShow {
     }
 }
 
-/// A summary line, then one row per entry. TAG is the tag pushed on egress (`-`:
-/// untagged); IDLE is milliseconds since the last hit (`-`: never hit).
+/// A summary line, then one row per entry. IP_DST and NEXT_HOP are a routed entry's
+/// IPv4 destination and the MAC its frames leave with (`-`: an L2 entry); TAG is the
+/// tag pushed on egress (`-`: untagged); IDLE is milliseconds since the last hit
+/// (`-`: never hit).
 pub fn render(f: &FastpathInfo) -> String {
     let mut out = format!(
         "fastpath: {}  generation: {}  entries: {}  installs: {}  invalidations: {}\n",
@@ -47,7 +49,9 @@ pub fn render(f: &FastpathInfo) -> String {
                 e.vlan.to_string(),
                 e.src.clone(),
                 e.dst.clone(),
+                e.route.as_ref().map_or("-".into(), |r| r.ip_dst.clone()),
                 e.out_port.clone(),
+                e.route.as_ref().map_or("-".into(), |r| r.next_hop.clone()),
                 e.tag.map_or("-".into(), |t| t.to_string()),
                 e.packets.to_string(),
                 e.bytes.to_string(),
@@ -57,8 +61,8 @@ pub fn render(f: &FastpathInfo) -> String {
         .collect();
     out.push_str(&table(
         &[
-            "BRIDGE", "IN_PORT", "VLAN", "SRC", "DST", "OUT_PORT", "TAG", "PACKETS", "BYTES",
-            "IDLE_MS",
+            "BRIDGE", "IN_PORT", "VLAN", "SRC", "DST", "IP_DST", "OUT_PORT", "NEXT_HOP", "TAG",
+            "PACKETS", "BYTES", "IDLE_MS",
         ],
         &rows,
     ));
@@ -68,7 +72,7 @@ pub fn render(f: &FastpathInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vswitch_proto::FastpathEntry;
+    use vswitch_proto::{FastpathEntry, FastpathRoute};
 
     #[test]
     fn summary_and_entries() {
@@ -77,25 +81,46 @@ mod tests {
             generation: 7,
             installs: 2,
             invalidations: 6,
-            entries: vec![FastpathEntry {
-                bridge: "br0".into(),
-                in_port: "v1".into(),
-                out_port: "v2".into(),
-                vlan: 10,
-                src: "02:00:00:00:00:01".into(),
-                dst: "02:00:00:00:00:02".into(),
-                tag: Some(10),
-                packets: 5,
-                bytes: 490,
-                idle_ms: Some(12),
-            }],
+            entries: vec![
+                FastpathEntry {
+                    bridge: "br0".into(),
+                    in_port: "v1".into(),
+                    out_port: "v2".into(),
+                    vlan: 10,
+                    src: "02:00:00:00:00:01".into(),
+                    dst: "02:00:00:00:00:02".into(),
+                    tag: Some(10),
+                    packets: 5,
+                    bytes: 490,
+                    idle_ms: Some(12),
+                    route: None,
+                },
+                FastpathEntry {
+                    bridge: "br1".into(),
+                    in_port: "v1".into(),
+                    out_port: "v3".into(),
+                    vlan: 0,
+                    src: "02:00:00:00:00:01".into(),
+                    dst: "02:76:00:00:00:01".into(),
+                    tag: None,
+                    packets: 3,
+                    bytes: 294,
+                    idle_ms: None,
+                    route: Some(FastpathRoute {
+                        ip_dst: "10.1.0.5".into(),
+                        out_bridge: "br2".into(),
+                        next_hop: "02:00:00:00:00:03".into(),
+                    }),
+                },
+            ],
             ..Default::default()
         };
         assert_eq!(
             render(&f),
-            "fastpath: on  generation: 7  entries: 1  installs: 2  invalidations: 6\n\
-             BRIDGE  IN_PORT  VLAN  SRC                DST                OUT_PORT  TAG  PACKETS  BYTES  IDLE_MS\n\
-             br0     v1       10    02:00:00:00:00:01  02:00:00:00:00:02  v2        10   5        490    12\n"
+            "fastpath: on  generation: 7  entries: 2  installs: 2  invalidations: 6\n\
+             BRIDGE  IN_PORT  VLAN  SRC                DST                IP_DST    OUT_PORT  NEXT_HOP           TAG  PACKETS  BYTES  IDLE_MS\n\
+             br0     v1       10    02:00:00:00:00:01  02:00:00:00:00:02  -         v2        -                  10   5        490    12\n\
+             br1     v1       0     02:00:00:00:00:01  02:76:00:00:00:01  10.1.0.5  v3        02:00:00:00:00:03  -    3        294    -\n"
         );
     }
 

@@ -7,7 +7,7 @@ use crate::config::ConfigError;
 use crate::port::Port;
 use crate::tables::PortId;
 use serde_json::Value;
-use vswitch_proto::{FastpathEntry, FastpathInfo, PortStats};
+use vswitch_proto::{FastpathEntry, FastpathInfo, FastpathRoute, PortStats};
 
 impl State {
     /// Attach the fast path to a port just opened. A port it cannot serve stays on the
@@ -46,7 +46,8 @@ impl State {
         if self.fastpath.is_some() { "on" } else { "off" }.to_string()
     }
 
-    /// `fastpath-show [BR]`: the live cache entries, sorted by bridge, ports and MACs.
+    /// `fastpath-show [BR]`: the live cache entries (L2 and routed; BR selects by the
+    /// ingress bridge), sorted by bridge, ports, MACs and IPv4 destination.
     pub(super) fn fastpath_show(&self, bridge: Option<&str>) -> Result<Value, HandlerError> {
         let snap = self.snap.load();
         if let Some(b) = bridge {
@@ -89,17 +90,39 @@ impl State {
                 packets: e.packets,
                 bytes: e.bytes,
                 idle_ms: e.idle_ms,
+                route: e.route.and_then(|(ip, nh)| {
+                    Some(FastpathRoute {
+                        ip_dst: ip.to_string(),
+                        out_bridge: snap.bridges.get(out.bridge)?.name.clone(),
+                        next_hop: nh.to_string(),
+                    })
+                }),
             });
         }
+        let ip = |e: &FastpathEntry| {
+            e.route
+                .as_ref()
+                .and_then(|r| r.ip_dst.parse::<std::net::Ipv4Addr>().ok())
+        };
         info.entries.sort_by(|a, b| {
-            (&a.bridge, &a.in_port, &a.out_port, a.vlan, &a.src, &a.dst).cmp(&(
-                &b.bridge,
-                &b.in_port,
-                &b.out_port,
-                b.vlan,
-                &b.src,
-                &b.dst,
-            ))
+            (
+                &a.bridge,
+                &a.in_port,
+                &a.out_port,
+                a.vlan,
+                &a.src,
+                &a.dst,
+                ip(a),
+            )
+                .cmp(&(
+                    &b.bridge,
+                    &b.in_port,
+                    &b.out_port,
+                    b.vlan,
+                    &b.src,
+                    &b.dst,
+                    ip(b),
+                ))
         });
         serde_json::to_value(info).map_err(|e| HandlerError::Encode(e.to_string()))
     }

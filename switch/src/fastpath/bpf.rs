@@ -9,6 +9,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
 use aya::Ebpf;
 use std::collections::HashMap as StdMap;
+use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
 
 /// The compiled program; empty when build.rs found no clang.
@@ -24,9 +25,11 @@ pub const MAX_SLOTS: usize = 4096;
 
 /// Action flag: `bpf_redirect_peer` (into a veth peer's ingress).
 pub const F_PEER: u16 = 1;
+/// Action flag: a routed entry (MACs rewritten, TTL - 1; `FP_F_ROUTED`).
+pub const F_ROUTED: u16 = 4;
 
-const KEY_LEN: usize = 20;
-const ACTION_LEN: usize = 48;
+const KEY_LEN: usize = 24;
+const ACTION_LEN: usize = 64;
 
 /// Why the fast path cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,8 @@ pub struct Key {
     pub vid: u16,
     pub src: [u8; 6],
     pub dst: [u8; 6],
+    /// The IPv4 destination of a routed entry; `0.0.0.0` for an L2 entry.
+    pub ip_dst: Ipv4Addr,
 }
 
 impl Key {
@@ -65,6 +70,7 @@ impl Key {
         b[4..6].copy_from_slice(&self.vid.to_ne_bytes());
         b[6..12].copy_from_slice(&self.src);
         b[12..18].copy_from_slice(&self.dst);
+        b[20..24].copy_from_slice(&self.ip_dst.octets());
         b
     }
 
@@ -78,6 +84,7 @@ impl Key {
             vid: u16::from_ne_bytes([b[4], b[5]]),
             src,
             dst,
+            ip_dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
         }
     }
 }
@@ -94,10 +101,16 @@ pub struct Action {
     pub flags: u16,
     /// The VLAN inside the bridge.
     pub bvlan: u16,
+    /// Routed: the egress bridge's MTU (larger packets go to vswitchd).
+    pub mtu: u16,
     pub packets: u64,
     pub bytes: u64,
     /// `bpf_ktime_get_coarse_ns` of the last hit (0: never).
     pub last_hit: u64,
+    /// Routed: the new destination MAC (the next hop's).
+    pub new_dst: [u8; 6],
+    /// Routed: the new source MAC (the router's on the egress bridge).
+    pub new_src: [u8; 6],
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -120,13 +133,20 @@ impl Action {
         b[16..18].copy_from_slice(&self.push_vid.to_ne_bytes());
         b[18..20].copy_from_slice(&self.flags.to_ne_bytes());
         b[20..22].copy_from_slice(&self.bvlan.to_ne_bytes());
+        b[22..24].copy_from_slice(&self.mtu.to_ne_bytes());
         b[24..32].copy_from_slice(&self.packets.to_ne_bytes());
         b[32..40].copy_from_slice(&self.bytes.to_ne_bytes());
         b[40..48].copy_from_slice(&self.last_hit.to_ne_bytes());
+        b[48..54].copy_from_slice(&self.new_dst);
+        b[54..60].copy_from_slice(&self.new_src);
         b
     }
 
     pub fn decode(b: &[u8; ACTION_LEN]) -> Action {
+        let mut new_dst = [0u8; 6];
+        let mut new_src = [0u8; 6];
+        new_dst.copy_from_slice(&b[48..54]);
+        new_src.copy_from_slice(&b[54..60]);
         Action {
             gen: u64_at(b, 0),
             out_ifindex: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
@@ -135,9 +155,12 @@ impl Action {
             push_vid: u16_at(b, 16),
             flags: u16_at(b, 18),
             bvlan: u16_at(b, 20),
+            mtu: u16_at(b, 22),
             packets: u64_at(b, 24),
             bytes: u64_at(b, 32),
             last_hit: u64_at(b, 40),
+            new_dst,
+            new_src,
         }
     }
 }
@@ -411,6 +434,7 @@ mod tests {
             vid: 0,
             src: A,
             dst: B,
+            ip_dst: Ipv4Addr::UNSPECIFIED,
         }
     }
 
@@ -425,15 +449,22 @@ mod tests {
     }
 
     fn run_tc(l: &Loaded, f: &[u8]) -> u32 {
+        run_tc_out(l, f).0
+    }
+
+    /// The tc program's verdict and the frame as it left the program.
+    fn run_tc_out(l: &Loaded, f: &[u8]) -> (u32, Vec<u8>) {
         let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
         let mut out = vec![0u8; f.len() + 64];
-        p.test_run(TestRunOptions {
-            data_in: Some(f),
-            data_out: Some(&mut out),
-            ..TestRunOptions::new()
-        })
-        .expect("test run fp_tc")
-        .return_value
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("test run fp_tc");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     fn run_sock(l: &Loaded, f: &[u8]) -> u32 {
@@ -510,6 +541,242 @@ mod tests {
         assert_eq!(run_tc(&l, &f), TC_ACT_REDIRECT, "own lookup");
     }
 
+    /// The router's MAC on the ingress bridge, the one on the egress bridge, the next hop.
+    const R_IN: [u8; 6] = [2, 0x76, 0, 0, 0, 1];
+    const R_OUT: [u8; 6] = [2, 0x76, 0, 0, 0, 2];
+    const NH: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+    const DST_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+
+    /// An IPv4/UDP frame from A to the router, to DST_IP, `len` bytes of IP packet,
+    /// with a valid header checksum.
+    fn ip_frame(ttl: u8, id: u16, len: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&R_IN);
+        f.extend_from_slice(&A);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut ip = vec![0u8; len];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[6] = 0x40; // DF
+        ip[8] = ttl;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 5]);
+        ip[16..20].copy_from_slice(&DST_IP.octets());
+        set_ip_checksum(&mut ip[..20]);
+        ip[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        ip[22..24].copy_from_slice(&5000u16.to_be_bytes());
+        ip[24..26].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn set_ip_checksum(h: &mut [u8]) {
+        h[10..12].copy_from_slice(&[0, 0]);
+        let c = crate::wire::ipv4::checksum(h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Whether the IPv4 header at 14.. carries a correct checksum (recomputed from
+    /// scratch, not incrementally).
+    fn ip_checksum_ok(f: &[u8]) -> bool {
+        let mut h = f[14..34].to_vec();
+        let stored = [h[10], h[11]];
+        set_ip_checksum(&mut h);
+        h[10..12] == stored
+    }
+
+    fn routed_key() -> Key {
+        Key {
+            ifindex: LO,
+            vid: 0,
+            src: A,
+            dst: R_IN,
+            ip_dst: DST_IP,
+        }
+    }
+
+    fn routed_action(gen: u64, mtu: u16) -> Action {
+        Action {
+            gen,
+            out_ifindex: LO,
+            in_slot: 5,
+            out_slot: 6,
+            flags: F_ROUTED,
+            mtu,
+            new_dst: NH,
+            new_src: R_OUT,
+            ..Action::default()
+        }
+    }
+
+    #[test]
+    fn routed_hit_rewrites_macs_and_ttl_with_a_valid_checksum() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(2).unwrap();
+        l.insert(&routed_key(), &routed_action(2, 1500)).unwrap();
+        // TTLs and ids chosen so that some updates carry around the ones' complement.
+        for (ttl, id) in [
+            (64u8, 0u16),
+            (2, 0xffff),
+            (255, 0x1234),
+            (128, 0xbfff),
+            (17, 1),
+        ] {
+            let f = ip_frame(ttl, id, 100);
+            assert!(ip_checksum_ok(&f));
+            let (rv, out) = run_tc_out(&l, &f);
+            assert_eq!(rv, TC_ACT_REDIRECT, "ttl {ttl}");
+            assert_eq!(out.len(), f.len());
+            assert_eq!(out[0..6], NH, "destination: the next hop");
+            assert_eq!(out[6..12], R_OUT, "source: the egress router MAC");
+            assert_eq!(out[14 + 8], ttl - 1, "TTL");
+            assert!(ip_checksum_ok(&out), "checksum after ttl {ttl} id {id:#x}");
+            // Nothing else changed.
+            assert_eq!(out[12..22], f[12..22]);
+            assert_eq!(out[23..24], f[23..24]);
+            assert_eq!(out[26..], f[26..]);
+        }
+        let e = l.entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].1.packets, 5);
+        assert_eq!(l.stats(5).rx_packets, 5);
+        assert_eq!(l.stats(6).tx_packets, 5);
+        // The socket filter hides a routed hit from vswitchd, and tc carries it out
+        // even if the entry went in between.
+        let f = ip_frame(64, 7, 100);
+        assert_eq!(run_sock(&l, &f), 0, "routed hit hidden from the socket");
+        l.remove(&routed_key());
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "verdict of the tap");
+        assert_eq!((out[0..6].to_vec(), out[14 + 8]), (NH.to_vec(), 63));
+        assert!(ip_checksum_ok(&out));
+    }
+
+    #[test]
+    fn routed_entries_leave_what_needs_the_router_to_vswitchd() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(3).unwrap();
+        l.insert(&routed_key(), &routed_action(3, 200)).unwrap();
+        let up = |l: &Loaded, f: &[u8], why: &str| {
+            // Both halves agree: the socket keeps the frame, tc passes it unchanged.
+            assert!(run_sock(l, f) > 0, "{why}: not hidden from vswitchd");
+            let (rv, out) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}");
+            assert_eq!(out, f, "{why}: frame changed");
+            let (rv, _) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}: own lookup");
+        };
+        up(
+            &l,
+            &ip_frame(1, 0, 100),
+            "TTL 1 (time exceeded from vswitchd)",
+        );
+        up(&l, &ip_frame(0, 0, 100), "TTL 0");
+        up(&l, &ip_frame(64, 0, 201), "over the egress MTU");
+        let mut f = ip_frame(64, 0, 100);
+        f[14] = 0x46; // one word of options
+        set_ip_checksum(&mut f[14..38]);
+        up(&l, &f, "IP options");
+        let mut f = ip_frame(64, 0, 100);
+        f[14 + 6] = 0x20; // MF
+        set_ip_checksum(&mut f[14..34]);
+        up(&l, &f, "first fragment");
+        let mut f = ip_frame(64, 0, 100);
+        f[14 + 7] = 0x10; // offset
+        set_ip_checksum(&mut f[14..34]);
+        up(&l, &f, "later fragment");
+        let mut f = ip_frame(64, 0, 100);
+        f[14 + 12] = 224;
+        set_ip_checksum(&mut f[14..34]);
+        up(&l, &f, "multicast source");
+        let mut f = ip_frame(64, 0, 100);
+        f[14 + 19] = 6; // 10.1.0.6: another destination
+        set_ip_checksum(&mut f[14..34]);
+        up(&l, &f, "another destination");
+        // At the MTU exactly: routed.
+        assert_eq!(run_tc(&l, &ip_frame(64, 0, 200)), TC_ACT_REDIRECT);
+        // A new generation: the entry is dead.
+        g.set(4).unwrap();
+        up(&l, &ip_frame(64, 0, 100), "stale generation");
+        // An L2 entry does not route: without F_ROUTED the IPv4 key is not taken.
+        l.insert(
+            &routed_key(),
+            &Action {
+                flags: 0,
+                ..routed_action(4, 1500)
+            },
+        )
+        .unwrap();
+        up(
+            &l,
+            &ip_frame(64, 0, 100),
+            "routed key without the routed flag",
+        );
+    }
+
+    /// `offsetof(struct __sk_buff, gso_size)` and `sizeof(struct __sk_buff)`
+    /// (linux/bpf.h: a stable UAPI layout).
+    const SKB_GSO_SIZE: usize = 176;
+    const SKB_LEN: usize = 192;
+
+    /// The tc program on `f` as a GSO super-frame with segments of `gso_size` bytes
+    /// of payload (the test run copies gso_size from the context into the skb).
+    fn run_tc_gso(l: &Loaded, f: &[u8], gso_size: u32) -> u32 {
+        let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
+        let mut ctx = vec![0u8; SKB_LEN];
+        ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        let mut out = vec![0u8; f.len() + 64];
+        p.test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })
+        .expect("test run fp_tc with a GSO context")
+        .return_value
+    }
+
+    /// A GSO super-frame is judged by its segments (IP + TCP header + gso_size), as
+    /// vswitchd's router does, not by its total length.
+    #[test]
+    fn routed_gso_frames_are_judged_by_their_segments() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(8).unwrap();
+        l.insert(&routed_key(), &routed_action(8, 1500)).unwrap();
+        // 2000 bytes of IP packet (a test run takes at most a page), TCP with a
+        // 32-byte header (doff 8: timestamps).
+        let mut f = ip_frame(64, 1, 2000);
+        f[14 + 9] = 6;
+        f[14 + 20 + 12] = 8 << 4;
+        set_ip_checksum(&mut f[14..34]);
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "not GSO: 2000 > 1500");
+        assert_eq!(
+            run_tc_gso(&l, &f, 1448),
+            TC_ACT_REDIRECT,
+            "20 + 32 + 1448 = 1500 segments"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1449), TC_ACT_OK, "1501-byte segments");
+        // UDP (USO): 20 + 8 + gso_size.
+        let f = ip_frame(64, 1, 2000);
+        assert_eq!(run_tc_gso(&l, &f, 1472), TC_ACT_REDIRECT);
+        assert_eq!(run_tc_gso(&l, &f, 1473), TC_ACT_OK);
+        // Another protocol as GSO: left to vswitchd.
+        let mut f = ip_frame(64, 1, 2000);
+        f[14 + 9] = 47;
+        set_ip_checksum(&mut f[14..34]);
+        assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
+    }
+
     #[test]
     fn key_and_action_round_trip() {
         let k = Key {
@@ -517,6 +784,7 @@ mod tests {
             vid: 10,
             src: [2, 0, 0, 0, 0, 1],
             dst: [2, 0, 0, 0, 0, 2],
+            ip_dst: Ipv4Addr::new(10, 1, 0, 5),
         };
         assert_eq!(Key::decode(&k.encode()), k);
         let a = Action {
@@ -530,6 +798,9 @@ mod tests {
             packets: 5,
             bytes: 600,
             last_hit: 123,
+            mtu: 1500,
+            new_dst: [2, 0, 0, 0, 0, 3],
+            new_src: [2, 0x76, 0, 0, 0, 4],
         };
         assert_eq!(Action::decode(&a.encode()), a);
     }

@@ -16,7 +16,16 @@
 //! pipeline's learning. Only `system` ports take part (a veth or NIC in vswitchd's
 //! namespace; TAP ports usually live in another namespace, where an ifindex means
 //! something else), and only ports without port security; vxlan stays in userspace.
-//! Routed and NAT flows are not cached (yet): they always take the pipeline.
+//!
+//! Routed unicast between bridges: a frame to the router's MAC that the pipeline
+//! forwarded untranslated to a resolved next hop, keyed as above plus the IPv4
+//! destination → (egress port, next hop's MAC, the egress router MAC, egress MTU). The
+//! program rewrites both MACs and decrements the TTL with an incremental checksum;
+//! frames with TTL <= 1, IP options, fragments or over the MTU go to vswitchd (ICMP
+//! errors). Not cached: flows NAT could touch (a masqueraded bridge, published
+//! addresses and the bridges of their targets), `--isolated` bridges, frames to the
+//! router's own addresses. NAT flows are not cached (yet): they always take the
+//! pipeline.
 //!
 //! # One decision per frame (the AF_PACKET tap runs before tc)
 //! In `__netif_receive_skb_core` packet taps (vswitchd's AF_PACKET socket) see a frame
@@ -29,9 +38,10 @@
 //! # Invalidation: one generation
 //! Every entry carries the generation it was installed under; the program treats an
 //! entry whose generation differs from `fp_gen[0]` as a miss. [`FastPath::bump`] makes
-//! every entry miss at once: on every snapshot publish (ports, VLANs, locks, bridges),
-//! `fdb-flush`, a MAC moving to another port, and a MAC learned anew that some entry
-//! may name (after aging or eviction). The fast-path thread deletes dead entries and
+//! every entry miss at once: on every snapshot publish (ports, VLANs, locks, bridges,
+//! routes), `fdb-flush`, a MAC moving to another port, a MAC learned anew that some
+//! entry may name (after aging or eviction), and a next hop whose MAC changed (the
+//! service thread, when it learns it). The fast-path thread deletes dead entries and
 //! re-checks live ones against the Fdb every [`RECONCILE`] (aging: an entry whose
 //! destination aged out of the Fdb goes; hits refresh the source's Fdb entry, so a MAC
 //! heard only by the fast path does not age out).
@@ -40,7 +50,9 @@
 //! Writers of the BPF maps: the fast-path thread (installs, reconcile) and the control
 //! thread (attach, detach, show), serialised by `loaded`; the generation array by
 //! [`FastPath::bump`] under `gen_map` (workers take that mutex only when a MAC moved or
-//! a named MAC was learned anew, never per frame). Workers otherwise touch only atomics:
+//! a named MAC was learned anew, never per frame; the service thread when a neighbour
+//! changed its MAC, after publishing the new neighbour map, so an installer that read
+//! the new generation also reads the new map). Workers otherwise touch only atomics:
 //! `gen` (Acquire load), `marks`, `ready`, their own `memo` row. The two orderings that
 //! make a racing install harmless are spelled out at [`FastPath::bump`] and
 //! [`FastPath::learned`].
@@ -52,13 +64,15 @@ use crate::dp::snapshot::{PortEntry, Snapshot, VlanMode};
 use crate::pipeline::Meta;
 use crate::port::Port;
 use crate::tables::fdb::Learned;
+use crate::tables::neigh::NeighCache;
 use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
-use bpf::{Action, Key, Loaded, PortTotals, MAX_SLOTS};
+use bpf::{Action, Key, Loaded, PortTotals, F_ROUTED, MAX_SLOTS};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +132,8 @@ struct Offer {
     in_id: PortId,
     out_id: PortId,
     bvlan: u16,
+    /// Routed (`key.ip_dst` set): the next hop's MAC the pipeline sent the frame to.
+    next_hop: Option<MacAddr>,
 }
 
 /// One worker's memo of flows it offered: a direct-mapped row per flow hash holding
@@ -160,6 +176,8 @@ pub struct Entry {
     pub bytes: u64,
     /// Milliseconds since the last hit (`None`: never hit).
     pub idle_ms: Option<u64>,
+    /// Routed entries: the IPv4 destination matched and the next hop's MAC.
+    pub route: Option<(Ipv4Addr, MacAddr)>,
 }
 
 /// The kernel fast path of one vswitchd.
@@ -178,6 +196,8 @@ pub struct FastPath {
     offers: Sender<Offer>,
     inbox: Mutex<Option<Receiver<Offer>>>,
     snap: Arc<ArcSwap<Snapshot>>,
+    /// The router's neighbour cache: routed entries are checked against it.
+    neigh: Arc<NeighCache>,
     stop: AtomicBool,
     work: Work,
 }
@@ -190,7 +210,9 @@ fn mark_bit(vlan: u16, mac: MacAddr) -> usize {
 }
 
 fn key_hash(k: &Key, gen: u64) -> u64 {
-    let a = (u64::from(k.ifindex) << 16 | u64::from(k.vid)) ^ gen.rotate_left(32);
+    let a = (u64::from(k.ifindex) << 16 | u64::from(k.vid))
+        ^ gen.rotate_left(32)
+        ^ u64::from(u32::from(k.ip_dst)).rotate_left(20);
     let b = MacAddr(k.src).to_u64() ^ MacAddr(k.dst).to_u64().rotate_left(24);
     (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b).wrapping_mul(0xff51_afd7_ed55_8ccd)
 }
@@ -215,7 +237,11 @@ fn ktime_coarse() -> u64 {
 impl FastPath {
     /// Load and verify the programs (nothing attached yet). Fails without clang at
     /// build time, without CAP_BPF/CAP_NET_ADMIN, or on a kernel that refuses them.
-    pub fn open(snap: Arc<ArcSwap<Snapshot>>, workers: usize) -> Result<Arc<FastPath>, Error> {
+    pub fn open(
+        snap: Arc<ArcSwap<Snapshot>>,
+        neigh: Arc<NeighCache>,
+        workers: usize,
+    ) -> Result<Arc<FastPath>, Error> {
         let (loaded, gen_map) = bpf::load()?;
         let (tx, rx) = bounded(OFFER_QUEUE);
         let fp = FastPath {
@@ -230,6 +256,7 @@ impl FastPath {
             offers: tx,
             inbox: Mutex::new(Some(rx)),
             snap,
+            neigh,
             stop: AtomicBool::new(false),
             work: Work::default(),
         };
@@ -340,8 +367,70 @@ impl FastPath {
             vid: if meta.eth.tagged { meta.eth.vid } else { 0 },
             src: meta.eth.src.0,
             dst: meta.eth.dst.0,
+            ip_dst: Ipv4Addr::UNSPECIFIED,
         };
-        let h = key_hash(&key, self.gen.load(Ordering::Relaxed));
+        self.send(
+            worker,
+            now,
+            Offer {
+                key,
+                in_id: inp.id,
+                out_id,
+                bvlan: meta.vlan,
+                next_hop: None,
+            },
+        );
+    }
+
+    /// The pipeline routed an IPv4 frame (parsed as `meta`, untranslated by NAT) from
+    /// `inp` to the next hop `next_hop`, learned on port `out_id` of the egress bridge:
+    /// offer a routed entry, at most once a second per flow and worker. The thread
+    /// re-checks the whole decision (route, neighbour, NAT, isolation) before it
+    /// installs anything.
+    #[inline]
+    pub fn offer_routed(
+        &self,
+        worker: usize,
+        now: u32,
+        inp: &PortEntry,
+        meta: &Meta,
+        out_id: PortId,
+        next_hop: MacAddr,
+    ) {
+        if inp.lock.is_some() || meta.translated || meta.vlan != 0 {
+            return;
+        }
+        let Some(ip) = meta.ip else {
+            return;
+        };
+        let (Some(in_if), Some(_)) = (self.ready_ifindex(inp.id), self.ready_ifindex(out_id))
+        else {
+            return;
+        };
+        let key = Key {
+            ifindex: in_if,
+            vid: if meta.eth.tagged { meta.eth.vid } else { 0 },
+            src: meta.eth.src.0,
+            dst: meta.eth.dst.0,
+            ip_dst: ip.dst,
+        };
+        self.send(
+            worker,
+            now,
+            Offer {
+                key,
+                in_id: inp.id,
+                out_id,
+                bvlan: 0,
+                next_hop: Some(next_hop),
+            },
+        );
+    }
+
+    /// Queue `o` for the thread unless this worker offered the same flow this second.
+    #[inline]
+    fn send(&self, worker: usize, now: u32, o: Offer) {
+        let h = key_hash(&o.key, self.gen.load(Ordering::Relaxed));
         let Some(memo) = self.memo.get(worker) else {
             return;
         };
@@ -352,12 +441,6 @@ impl FastPath {
             return;
         }
         row.store(tag << 32 | u64::from(now), Ordering::Relaxed);
-        let o = Offer {
-            key,
-            in_id: inp.id,
-            out_id,
-            bvlan: meta.vlan,
-        };
         if let Err(TrySendError::Full(_)) = self.offers.try_send(o) {
             self.work.queue_full.fetch_add(1, Ordering::Relaxed);
         }
@@ -458,6 +541,7 @@ impl FastPath {
                     packets: a.packets,
                     bytes: a.bytes,
                     idle_ms: (a.last_hit != 0).then(|| now.saturating_sub(a.last_hit) / 1_000_000),
+                    route: (a.flags & F_ROUTED != 0).then_some((k.ip_dst, MacAddr(a.new_dst))),
                 })
             })
             .collect()
@@ -500,7 +584,8 @@ impl FastPath {
         let gen = self.gen.load(Ordering::Acquire);
         let (src, dst) = (MacAddr(o.key.src), MacAddr(o.key.dst));
         self.mark(o.bvlan, src);
-        self.mark(o.bvlan, dst);
+        // A routed entry names the next hop on the egress bridge, not the router's MAC.
+        self.mark(o.bvlan, o.next_hop.unwrap_or(dst));
         // Pairs with the fence in `learned`.
         fence(Ordering::SeqCst);
         match self.check(&o) {
@@ -522,6 +607,9 @@ impl FastPath {
     /// The entry for offer `o` if the pipeline would still decide the same now.
     /// (Lab tools need every frame in userspace: see [`lab_tools_allow`].)
     fn check(&self, o: &Offer) -> Option<Action> {
+        if let Some(nh) = o.next_hop {
+            return self.check_routed(o, nh);
+        }
         let snap = self.snap.load();
         let now = clock::now_secs();
         let inp = snap.port(o.in_id)?;
@@ -553,6 +641,64 @@ impl FastPath {
         })
     }
 
+    /// The routed entry for offer `o` (to next hop `nh`) if the pipeline would still
+    /// route such a frame the same way now, untranslated: `pipeline::route` and
+    /// `l3::decide` with the current snapshot, neighbour cache and Fdbs. Isolated
+    /// bridges and flows NAT could touch are refused (see [`nat_free`]).
+    fn check_routed(&self, o: &Offer, nh: MacAddr) -> Option<Action> {
+        let snap = self.snap.load();
+        let now = clock::now_secs();
+        let inp = snap.port(o.in_id)?;
+        let out = snap.port(o.out_id)?;
+        let out_if = self.ready_ifindex(o.out_id)?;
+        if self.ready_ifindex(o.in_id)? != o.key.ifindex
+            || inp.lock.is_some()
+            || o.bvlan != 0
+            || bridge_vlan(&inp.vlan, o.key.vid)? != 0
+            || !out.vlan.carries(0)
+            || !lab_tools_allow(&snap, inp, out)
+        {
+            return None;
+        }
+        let (inb, outb) = (snap.bridges.get(inp.bridge)?, snap.bridges.get(out.bridge)?);
+        let (in_rif, out_rif) = (inb.router?, outb.router?);
+        let dst = o.key.ip_dst;
+        if in_rif.mac.0 != o.key.dst
+            || inb.isolated
+            || outb.isolated
+            || dst.is_unspecified()
+            || dst.is_broadcast()
+            || dst.is_multicast()
+            || snap.router_ip(dst).is_some()
+            || !nat_free(&snap, inp.bridge, dst)
+        {
+            return None;
+        }
+        let r = snap.routes.lookup(dst)?;
+        if r.bridge != out.bridge {
+            return None;
+        }
+        let next = r.via.unwrap_or(dst);
+        if NeighCache::lookup(&self.neigh.load(), next, now) != Some(nh)
+            || inb.fdb.lookup(0, MacAddr(o.key.src), now) != Some(o.in_id)
+            || outb.fdb.lookup(0, nh, now) != Some(o.out_id)
+        {
+            return None;
+        }
+        Some(Action {
+            out_ifindex: out_if,
+            in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
+            out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
+            push_vid: out.vlan.egress_tag(0).unwrap_or(0),
+            flags: F_ROUTED,
+            bvlan: 0,
+            mtu: outb.mtu.min(0xffff) as u16,
+            new_dst: nh.0,
+            new_src: out_rif.mac.0,
+            ..Action::default()
+        })
+    }
+
     /// Delete dead entries (old generation, port gone, source or destination no longer
     /// where the Fdb says), and refresh the Fdb entry of the source of every entry hit
     /// since the last walk. Returns the time of this walk.
@@ -565,6 +711,25 @@ impl FastPath {
         let mut l = self.loaded.lock();
         let mut dead = Vec::new();
         for (k, a) in l.entries() {
+            if a.flags & F_ROUTED != 0 {
+                // Routed: alive while the whole decision still holds (route, next hop
+                // and its MAC, both Fdb places); hits keep the source learned.
+                let alive = a.gen == gen
+                    && self.routed_still(&k, &a, &by_ifindex).is_some_and(|in_id| {
+                        if a.last_hit > last_scan {
+                            if let Some(inp) = snap.port(in_id) {
+                                if let Some(b) = snap.bridges.get(inp.bridge) {
+                                    b.fdb.refresh(0, MacAddr(k.src), in_id, now);
+                                }
+                            }
+                        }
+                        true
+                    });
+                if !alive {
+                    dead.push(k);
+                }
+                continue;
+            }
             let alive = a.gen == gen
                 && by_ifindex.get(&k.ifindex).is_some_and(|&in_id| {
                     let Some(inp) = snap.port(in_id) else {
@@ -595,6 +760,52 @@ impl FastPath {
             .fetch_add(dead.len() as u64, Ordering::Relaxed);
         started
     }
+
+    /// The ingress port of routed entry (k, a) if the entry would be installed as it
+    /// is now (same egress, next hop MAC, rewrite and MTU).
+    fn routed_still(
+        &self,
+        k: &Key,
+        a: &Action,
+        by_ifindex: &std::collections::HashMap<u32, PortId>,
+    ) -> Option<PortId> {
+        let in_id = *by_ifindex.get(&k.ifindex)?;
+        let out_id = *by_ifindex.get(&a.out_ifindex)?;
+        let o = Offer {
+            key: *k,
+            in_id,
+            out_id,
+            bvlan: 0,
+            next_hop: Some(MacAddr(a.new_dst)),
+        };
+        let now = self.check_routed(&o, MacAddr(a.new_dst))?;
+        (now.new_src == a.new_src && now.mtu == a.mtu && now.push_vid == a.push_vid)
+            .then_some(in_id)
+    }
+}
+
+/// Whether no NAT rule can touch a routed flow from bridge `in_bridge` to `dst`, now or
+/// for a connection already in conntrack: the bridge is not masqueraded, `dst` is no
+/// outside or published address, and no published port targets a host on the bridge
+/// (its replies are translated). Conntrack entries exist only for such flows, and
+/// `del-masquerade`/`unpublish` flush it.
+fn nat_free(snap: &Snapshot, in_bridge: usize, dst: Ipv4Addr) -> bool {
+    let nat = &snap.nat;
+    if nat.is_empty() {
+        return true;
+    }
+    if nat.masq.get(in_bridge).copied().flatten().is_some() || nat.outside_ips.contains(&dst) {
+        return false;
+    }
+    let net = snap
+        .bridges
+        .get(in_bridge)
+        .and_then(|b| b.router)
+        .map(|r| r.net);
+    !nat.publish
+        .values()
+        .flatten()
+        .any(|p| p.ip == Some(dst) || net.is_some_and(|n| n.contains(&p.target_ip)))
 }
 
 /// Whether the lab tools let a flow from `inp` to `out` leave userspace: not while a
@@ -642,8 +853,14 @@ mod tests {
             vid: 0,
             src: [2, 0, 0, 0, 0, 1],
             dst: [2, 0, 0, 0, 0, 2],
+            ip_dst: Ipv4Addr::UNSPECIFIED,
         };
         assert_ne!(key_hash(&k, 1), key_hash(&k, 2));
+        let routed = Key {
+            ip_dst: Ipv4Addr::new(10, 1, 0, 5),
+            ..k
+        };
+        assert_ne!(key_hash(&k, 1), key_hash(&routed, 1));
         assert_eq!(key_hash(&k, 1), key_hash(&k, 1));
     }
 }

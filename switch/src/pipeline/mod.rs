@@ -227,8 +227,27 @@ fn route(
             });
             // Routed frames may leave by the port they came in (hairpin).
             let payload_ofs = meta.eth.payload_ofs as u8;
-            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                dropped(ctx, inp, batch.frame(i), r);
+            match l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                // To a learned next hop, untranslated (and not just masqueraded by
+                // `nat::post`): the kernel fast path may route the rest of this flow
+                // (it re-checks NAT rules, isolation, route, neighbour).
+                Ok(Some(out_id))
+                    if !meta.translated
+                        && ctx
+                            .snap
+                            .nat
+                            .masq
+                            .get(inp.bridge)
+                            .copied()
+                            .flatten()
+                            .is_none() =>
+                {
+                    if let Some(fp) = &ctx.snap.fastpath {
+                        fp.offer_routed(ctx.worker, ctx.now, inp, &meta, out_id, mac);
+                    }
+                }
+                Ok(_) => {}
+                Err(r) => dropped(ctx, inp, batch.frame(i), r),
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),

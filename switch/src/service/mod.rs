@@ -142,7 +142,13 @@ impl Service {
 
     fn flush_learned(&mut self) {
         if !self.learned.is_empty() {
-            self.neigh.update(&self.learned, clock::now_secs());
+            if self.neigh.update(&self.learned, clock::now_secs()) {
+                // A next hop changed its MAC (or was evicted): routed entries of the
+                // kernel fast path made with the old one must miss from now on.
+                if let Some(fp) = &self.snap.load().fastpath {
+                    fp.bump();
+                }
+            }
             self.learned.clear();
         }
     }

@@ -57,21 +57,29 @@ impl NeighCache {
             .map(|n| n.mac)
     }
 
-    /// Apply learned entries (service thread only) and publish once.
-    pub fn update(&self, learned: &[(IpAddr, MacAddr)], now: u32) {
+    /// Apply learned entries (service thread only) and publish once. Returns whether
+    /// a known address now has another MAC or an entry was evicted (a decision made
+    /// with the old map, e.g. cached by the kernel fast path, may be wrong now); a new
+    /// address or a refresh returns false.
+    pub fn update(&self, learned: &[(IpAddr, MacAddr)], now: u32) -> bool {
         if learned.is_empty() {
-            return;
+            return false;
         }
         let cur = self.map.load();
         let mut changed = false;
+        let mut replaced = false;
         for (ip, mac) in learned {
             match cur.get(ip) {
                 Some(n) if n.mac == *mac && now.wrapping_sub(n.learned) < NEIGH_TTL / 2 => {}
+                Some(n) if n.mac != *mac => {
+                    changed = true;
+                    replaced = true;
+                }
                 _ => changed = true,
             }
         }
         if !changed {
-            return;
+            return false;
         }
         let mut next: NeighMap = (**cur).clone();
         for (ip, mac) in learned {
@@ -79,6 +87,7 @@ impl NeighCache {
                 if let Some(old) = next.iter().min_by_key(|(_, n)| n.learned).map(|(k, _)| *k) {
                     next.remove(&old);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
+                    replaced = true;
                 }
             }
             next.insert(
@@ -90,15 +99,19 @@ impl NeighCache {
             );
         }
         self.map.store(Arc::new(next));
+        replaced
     }
 
-    pub fn remove(&self, ip: IpAddr) {
+    /// Forget `ip`; true if it was known.
+    pub fn remove(&self, ip: IpAddr) -> bool {
         let cur = self.map.load();
         if cur.contains_key(&ip) {
             let mut next: NeighMap = (**cur).clone();
             next.remove(&ip);
             self.map.store(Arc::new(next));
+            return true;
         }
+        false
     }
 
     pub fn len(&self) -> usize {
@@ -123,11 +136,14 @@ mod tests {
         let c = NeighCache::new(2);
         let ip = |i| IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, i));
         let mac = |i| MacAddr([2, 0, 0, 0, 0, i]);
-        c.update(&[(ip(1), mac(1))], 10);
+        assert!(!c.update(&[(ip(1), mac(1))], 10), "new: nothing replaced");
         assert_eq!(NeighCache::lookup(&c.load(), ip(1), 10), Some(mac(1)));
+        assert!(!c.update(&[(ip(1), mac(1))], 10 + NEIGH_TTL / 2), "refresh");
+        assert!(c.update(&[(ip(1), mac(9))], 11), "another MAC");
+        assert!(c.update(&[(ip(1), mac(1))], 10), "and back");
         assert_eq!(NeighCache::lookup(&c.load(), ip(1), 10 + NEIGH_TTL), None);
         c.update(&[(ip(2), mac(2))], 11);
-        c.update(&[(ip(3), mac(3))], 12);
+        assert!(c.update(&[(ip(3), mac(3))], 12), "eviction");
         assert_eq!(c.len(), 2);
         assert_eq!(c.evictions(), 1);
         assert_eq!(
