@@ -159,7 +159,7 @@ pub fn local_endpoints(b: &LocalBridge) -> Vec<LocalEp> {
             None => b.learned.get(&p.name).cloned().unwrap_or_default(),
         };
         for mac in macs {
-            let lease = b.leases.iter().find(|l| l.mac == mac);
+            let lease = b.leases.iter().find(|l| l.mac == mac && l.duid.is_none());
             let ip: Option<Ipv4Addr> = id("ip")
                 .and_then(|i| i.split('/').next().and_then(|a| a.parse().ok()))
                 .or_else(|| lease.and_then(|l| l.ip.parse().ok()));
@@ -581,6 +581,8 @@ mod tests {
                 expires: 0,
                 remaining: 0,
                 reserved: false,
+                duid: None,
+                iaid: None,
             }],
             hosts: vec![],
             learned: [("raw".to_string(), vec!["02:00:00:00:00:03".to_string()])].into(),

@@ -406,7 +406,7 @@ fn lock_drops_mac_and_ip_spoofing() -> Result<()> {
     Ok(())
 }
 
-/// `-a inet6`: IPv6 addresses (switched at L2; vswitchd routes IPv4 only), next to an
+/// `-a inet6`: static IPv6 addresses (with `@GATEWAY`, the IPv6 default route), next to an
 /// IPv4 interface on the same guest; errors for dhcp and a missing `-a inet6`.
 fn ipv6_guests_talk() -> Result<()> {
     let lab = lab_with(&["a", "b"], &["add-br", "br0", "--subnet", "10.0.0.0/24"])?;

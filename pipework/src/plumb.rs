@@ -781,7 +781,7 @@ fn release_lease(
         let v: Vec<LeaseEntry> = d.client.call(Req::DhcpLeases {
             bridge: bridge.clone(),
         })?;
-        Ok(v.into_iter().find(|l| l.mac == mac_s))
+        Ok(v.into_iter().find(|l| l.mac == mac_s && l.duid.is_none()))
     };
     let server = br
         .gateway
@@ -911,6 +911,8 @@ mod tests {
             expires: 1,
             remaining: 10,
             reserved: false,
+            duid: None,
+            iaid: None,
         };
         let chk = |ip: [u8; 4]| {
             check_static(&b, &hosts, std::slice::from_ref(&lease), Ipv4Addr::from(ip))

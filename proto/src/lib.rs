@@ -441,6 +441,11 @@ pub struct AddBr {
     /// `Some("FIRST-LAST")` on with that range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<String>,
+    /// DHCPv6 service: `Some("FIRST-LAST")` an IPv6 range (an IPv6 range in `dhcp` is
+    /// taken as this too), `Some("")` the default range. A bare `dhcp` (`Some("")`)
+    /// turns DHCPv6 on as well where the bridge has an IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<String>,
     #[serde(default)]
     pub isolated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -874,6 +879,12 @@ pub struct LeaseEntry {
     /// The address is reserved for this MAC (`dhcp-reserve`).
     #[serde(default)]
     pub reserved: bool,
+    /// DHCPv6 leases: the client's DUID (colon hex) and IAID. `mac` is then the MAC
+    /// inside the DUID (DUID-LLT or DUID-LL), else `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iaid: Option<u32>,
 }
 
 /// Reply envelope.
@@ -928,6 +939,9 @@ pub struct BridgeInfo {
     pub gateway6: Option<String>,
     /// DHCP range `FIRST-LAST` when DHCP is on.
     pub dhcp: Option<String>,
+    /// DHCPv6 range `FIRST-LAST` when DHCPv6 is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<String>,
     pub isolated: bool,
     pub mtu: u32,
     pub ports: Vec<PortInfo>,
@@ -962,6 +976,24 @@ pub struct BridgeInfo {
     /// DHCP clients refused since vswitchd started because the lease cap was reached.
     #[serde(default)]
     pub dhcp_capped: u64,
+    /// DHCPv6, as the `dhcp_*` fields: leases now and at most (the range size, at most
+    /// 65 536), Advertises outstanding (at most 256), Solicits/Requests that found no
+    /// address, clients refused by the cap, Declines accepted, and Declines/Releases
+    /// ignored (not from the holder of the address). 0 without DHCPv6.
+    #[serde(default)]
+    pub dhcp6_leases: u64,
+    #[serde(default)]
+    pub dhcp6_lease_cap: u64,
+    #[serde(default)]
+    pub dhcp6_offers: u64,
+    #[serde(default)]
+    pub dhcp6_exhausted: u64,
+    #[serde(default)]
+    pub dhcp6_capped: u64,
+    #[serde(default)]
+    pub dhcp6_declined: u64,
+    #[serde(default)]
+    pub dhcp6_ignored: u64,
     /// Where names the bridge does not own are forwarded: `resolv.conf` (vswitchd's
     /// own resolvers), `bridge` (`--dns-upstream`) or `off` (NXDOMAIN).
     #[serde(default)]

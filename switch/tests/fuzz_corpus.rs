@@ -47,3 +47,8 @@ fn gso_corpus() {
 fn ndp_corpus() {
     replay("ndp", vswitch::service::ndp::fuzz);
 }
+
+#[test]
+fn dhcp6_corpus() {
+    replay("dhcp6", vswitch::service::dhcp6::fuzz);
+}

@@ -19,9 +19,11 @@ pub struct AddBr {
     /// per address family
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<String>,
-    /// Serve DHCP (needs --gateway): the whole subnet, or FIRST-LAST only
+    /// Serve DHCP (needs --gateway): the whole subnet, or FIRST-LAST only. Bare, it
+    /// serves every family with a gateway (DHCPv4, and DHCPv6 on an IPv6 subnet); a
+    /// range serves its own family; once per address family
     #[arg(long, value_name = "FIRST-LAST", num_args = 0..=1, default_missing_value = "")]
-    pub dhcp: Option<String>,
+    pub dhcp: Vec<String>,
     /// Reach only this subnet, the own gateway and, through masquerade, the outside
     #[arg(long)]
     pub isolated: bool,
@@ -56,13 +58,15 @@ impl AddBr {
     pub fn request(&self) -> Result<Command, Error> {
         let (subnet, subnet6) = by_family("--subnet", &self.subnet)?;
         let (gateway, gateway6) = by_family("--gateway", &self.gateway)?;
+        let (dhcp, dhcp6) = dhcp_by_family(&self.dhcp)?;
         Ok(Command::AddBr(Request {
             name: self.bridge.clone(),
             subnet,
             gateway,
             subnet6,
             gateway6,
-            dhcp: self.dhcp.clone(),
+            dhcp,
+            dhcp6,
             isolated: self.isolated,
             mtu: self.mtu,
             dns_upstream: self.dns_upstream.clone(),
@@ -77,6 +81,31 @@ impl AddBr {
     pub fn run(&self, ctx: &Ctx) -> Result<String, Error> {
         ctx.mutate(self.request()?)
     }
+}
+
+/// Sort `--dhcp` values into (IPv4, IPv6): a bare `--dhcp` is "" (every family the
+/// daemon can serve) and goes to the IPv4 slot unless a range took it; ranges name
+/// their family.
+fn dhcp_by_family(vals: &[String]) -> Result<(Option<String>, Option<String>), Error> {
+    let ranges: Vec<String> = vals.iter().filter(|v| !v.is_empty()).cloned().collect();
+    let (v4, v6) = by_family("--dhcp", &ranges)?;
+    let bare = vals.iter().any(String::is_empty);
+    if bare && vals.len() > 2 {
+        return Err(Error::Usage(
+            "--dhcp given too often: once bare, or once per address family".into(),
+        ));
+    }
+    Ok(match (bare, v4, v6) {
+        (true, None, v6) => (Some(String::new()), v6),
+        // A bare --dhcp beside an IPv4 range: DHCPv6 with the default range.
+        (true, Some(v4), None) => (Some(v4), Some(String::new())),
+        (true, Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "--dhcp given too often: once bare, or once per address family".into(),
+            ))
+        }
+        (false, v4, v6) => (v4, v6),
+    })
 }
 
 /// Sort the values of a repeatable address flag into (IPv4, IPv6): at most one each.
@@ -131,6 +160,47 @@ mod tests {
         assert_eq!(r.dhcp.as_deref(), Some("10.0.0.5-10.0.0.9"));
         assert_eq!(r.mtu, Some(9000));
         assert_eq!(req(&["add-br", "b"]).dhcp, None);
+        // Per family: an IPv6 range goes to dhcp6; bare beside a range of one family
+        // asks for the other family's default.
+        let r = req(&["add-br", "b", "--dhcp", "fd00::10-fd00::20"]);
+        assert_eq!(
+            (r.dhcp, r.dhcp6.as_deref()),
+            (None, Some("fd00::10-fd00::20"))
+        );
+        let r = req(&["add-br", "b", "--dhcp", "--dhcp", "fd00::10-fd00::20"]);
+        assert_eq!(
+            (r.dhcp.as_deref(), r.dhcp6.as_deref()),
+            (Some(""), Some("fd00::10-fd00::20"))
+        );
+        let r = req(&["add-br", "b", "--dhcp", "10.0.0.5-10.0.0.9", "--dhcp"]);
+        assert_eq!(
+            (r.dhcp.as_deref(), r.dhcp6.as_deref()),
+            (Some("10.0.0.5-10.0.0.9"), Some(""))
+        );
+        for bad in [
+            &[
+                "add-br",
+                "b",
+                "--dhcp",
+                "fd00::1-fd00::2",
+                "--dhcp",
+                "fd00::3-fd00::4",
+            ][..],
+            &[
+                "add-br",
+                "b",
+                "--dhcp",
+                "--dhcp",
+                "10.0.0.5-10.0.0.9",
+                "--dhcp",
+                "fd00::1-fd00::2",
+            ],
+        ] {
+            let Cmd::AddBr(a) = parse(bad).unwrap().command else {
+                panic!()
+            };
+            assert!(a.request().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -25,18 +25,27 @@ impl DhcpLeases {
     }
 }
 
+/// The leases as a table; a DUID column (DHCPv6 clients) when any lease has one.
 pub fn render(leases: &[LeaseEntry]) -> String {
+    let v6 = leases.iter().any(|l| l.duid.is_some());
     let rows: Vec<Vec<String>> = leases
         .iter()
         .map(|l| {
-            vec![
+            let mut r = vec![
                 l.mac.clone(),
                 l.ip.clone(),
                 or_dash(l.hostname.as_deref()),
                 format!("{}s", l.remaining),
-            ]
+            ];
+            if v6 {
+                r.push(or_dash(l.duid.as_deref()));
+            }
+            r
         })
         .collect();
+    if v6 {
+        return table(&["MAC", "IP", "HOSTNAME", "EXPIRES_IN", "DUID"], &rows);
+    }
     table(&["MAC", "IP", "HOSTNAME", "EXPIRES_IN"], &rows)
 }
 
@@ -53,6 +62,8 @@ mod tests {
             expires: 1_800_000_000,
             remaining,
             reserved: false,
+            duid: None,
+            iaid: None,
         };
         assert_eq!(
             render(&[

@@ -41,6 +41,12 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if let Some(d) = &b.dhcp {
         attrs.push(format!("dhcp {d}"));
     }
+    if let Some(d) = &b.dhcp6 {
+        attrs.push(format!("dhcp6 {d}"));
+    }
+    if b.dhcp6_exhausted > 0 {
+        attrs.push(format!("dhcp6 pool exhausted {}x", b.dhcp6_exhausted));
+    }
     if b.dhcp_exhausted > 0 {
         attrs.push(format!("dhcp pool exhausted {}x", b.dhcp_exhausted));
     }
@@ -138,6 +144,7 @@ pub mod tests {
             subnet6: None,
             gateway6: None,
             dhcp: None,
+            dhcp6: None,
             isolated: false,
             mtu: 1500,
             ports: vec![],
@@ -151,6 +158,13 @@ pub mod tests {
             dhcp_declined: 0,
             dhcp_declines_ignored: 0,
             dhcp_capped: 0,
+            dhcp6_leases: 0,
+            dhcp6_lease_cap: 0,
+            dhcp6_offers: 0,
+            dhcp6_exhausted: 0,
+            dhcp6_capped: 0,
+            dhcp6_declined: 0,
+            dhcp6_ignored: 0,
             dns_forward: "resolv.conf".into(),
             dns_upstream: vec![],
             overlay_vni: None,

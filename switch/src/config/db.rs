@@ -149,7 +149,16 @@ pub fn open(path: &Path, now: u64) -> Result<(Model, Db), DbError> {
     let mut model = load(path)?;
     let leases = Arc::new(LeaseStore::new());
     let restored = model.take_leases();
+    let restored6 = model.take_leases6();
     leases.sync(model.dhcp_pools(), now);
+    leases.sync6(model.dhcp6_pools(), now);
+    for (bridge, l) in restored6 {
+        let n = l.len();
+        let kept = leases.restore6(&bridge, l, now);
+        if kept < n {
+            tracing::info!(bridge = %bridge, kept, dropped = n - kept, "DHCPv6 leases restored; expired or invalid ones dropped");
+        }
+    }
     for (bridge, l) in restored {
         let n = l.len();
         let kept = leases.restore(&bridge, l, now);
@@ -207,10 +216,11 @@ impl Db {
 
     /// `model` with the store's leases; returns the lease generation written.
     fn write(&self, model: &Model) -> Result<u64, DbError> {
-        let (generation, mut leases) = self.leases.all_leases();
+        let (generation, mut leases, mut leases6) = self.leases.all_leases_both();
         let mut m = model.clone();
         for b in &mut m.bridges {
             b.leases = leases.remove(&b.name).unwrap_or_default();
+            b.leases6 = leases6.remove(&b.name).unwrap_or_default();
         }
         save(&self.path, &m)?;
         Ok(generation)
@@ -231,6 +241,7 @@ mod tests {
                 subnet6: None,
                 gateway6: None,
                 dhcp: None,
+                dhcp6: None,
                 isolated: false,
                 mtu: 1500,
                 ports: vec![PortConf {
@@ -246,6 +257,7 @@ mod tests {
                 }],
                 hosts: vec![],
                 leases: vec![],
+                leases6: vec![],
                 reservations: vec![],
                 dns: Default::default(),
                 overlay: None,

@@ -9,6 +9,8 @@ use vswitch_proto::{AddBr, AddHost, AddPort, PortKind};
 
 use crate::port::sys::netdev::valid_ifname;
 use crate::tables::leases::PoolConf;
+pub use crate::tables::leases6::Lease6;
+use crate::tables::leases6::{Duid, Pool6Conf};
 use crate::wire::MacAddr;
 
 /// Default bridge MTU.
@@ -70,6 +72,10 @@ pub enum ConfigError {
     DhcpWithoutSubnet,
     #[error("--dhcp needs --gateway (the DHCP server answers from the gateway address)")]
     DhcpWithoutGateway,
+    #[error("--dhcp {0} is an IPv6 range: it needs an IPv6 --subnet and --gateway")]
+    Dhcp6WithoutGateway6(String),
+    #[error("bad DHCPv6 range {0:?}: expected FIRST-LAST inside the IPv6 subnet, FIRST <= LAST")]
+    BadDhcp6Range(String),
     #[error("route already exists: {0}")]
     RouteExists(String),
     #[error("no such route: {0}")]
@@ -192,6 +198,29 @@ pub struct DhcpRange {
 impl std::fmt::Display for DhcpRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// A DHCPv6 address range, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpRange6 {
+    pub first: Ipv6Addr,
+    pub last: Ipv6Addr,
+}
+
+impl std::fmt::Display for DhcpRange6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// The default DHCPv6 range: every address of the subnet but the subnet-router
+/// anycast address (the gateway and static addresses are skipped when leasing).
+pub fn default_range6(net: Ipv6Net) -> DhcpRange6 {
+    let n = u128::from(net.network());
+    DhcpRange6 {
+        first: Ipv6Addr::from(n.saturating_add(1)),
+        last: net.broadcast(),
     }
 }
 
@@ -427,6 +456,9 @@ pub struct BridgeConf {
     pub gateway6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpRange>,
+    /// DHCPv6 (IA_NA addresses from this range; needs the IPv6 gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<DhcpRange6>,
     #[serde(default)]
     pub isolated: bool,
     pub mtu: u32,
@@ -438,6 +470,9 @@ pub struct BridgeConf {
     /// (`tables::leases`), which `config::db` folds in when it writes the file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<Lease>,
+    /// DHCPv6 leases, as `leases` (only in the db file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases6: Vec<Lease6>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
     /// Where names the bridge does not own are forwarded.
@@ -512,6 +547,45 @@ impl BridgeConf {
             }
         }
         reserved
+    }
+
+    /// IPv6 addresses nobody may be handed by DHCPv6: the gateway, add-host
+    /// addresses, pipework's `ip6` (or an IPv6 `ip`) of static ports.
+    pub fn addresses_in_use6(&self) -> HashSet<Ipv6Addr> {
+        let mut reserved: HashSet<Ipv6Addr> = self
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        reserved.extend(self.gateway6);
+        for p in &self.ports {
+            for key in ["ip", "ip6"] {
+                if let Some(ip) = p.external_ids.get(key) {
+                    let a = ip.split('/').next().unwrap_or(ip);
+                    if let Ok(a) = a.parse() {
+                        reserved.insert(a);
+                    }
+                }
+            }
+        }
+        reserved
+    }
+
+    /// What this bridge's DHCPv6 server hands out (`None`: no DHCPv6).
+    pub fn dhcp6_pool(&self) -> Option<Pool6Conf> {
+        let range = self.dhcp6?;
+        Some(Pool6Conf {
+            bridge: self.name.clone(),
+            first: range.first,
+            last: range.last,
+            subnet: self.subnet6?,
+            server: self.gateway6?,
+            duid: Duid::ll(crate::dp::snapshot::router_mac(&self.name)),
+            reserved: self.addresses_in_use6(),
+        })
     }
 
     /// What this bridge's DHCP server hands out (`None`: no DHCP).
@@ -689,6 +763,18 @@ pub fn split_families(req: &AddBr) -> Result<AddBr, ConfigError> {
         }
         r.gateway6 = r.gateway.take();
     }
+    if r.dhcp.as_deref().is_some_and(is_v6) {
+        if r.dhcp6.is_some() {
+            return Err(ConfigError::TwoOfOneFamily("IPv6"));
+        }
+        r.dhcp6 = r.dhcp.take();
+    }
+    if r.dhcp6
+        .as_deref()
+        .is_some_and(|s| !s.trim().is_empty() && !is_v6(s))
+    {
+        return Err(ConfigError::BadDhcp6Range(r.dhcp6.unwrap_or_default()));
+    }
     if r.subnet6.as_deref().is_some_and(|s| !is_v6(s)) {
         return Err(ConfigError::BadCidr6(r.subnet6.unwrap_or_default()));
     }
@@ -704,6 +790,23 @@ impl Model {
         self.bridges
             .iter()
             .filter_map(BridgeConf::dhcp_pool)
+            .collect()
+    }
+
+    /// The DHCPv6 pools of every bridge with DHCPv6.
+    pub fn dhcp6_pools(&self) -> Vec<Pool6Conf> {
+        self.bridges
+            .iter()
+            .filter_map(BridgeConf::dhcp6_pool)
+            .collect()
+    }
+
+    /// Move the DHCPv6 leases out (a model loaded from the db), by bridge.
+    pub fn take_leases6(&mut self) -> Vec<(String, Vec<Lease6>)> {
+        self.bridges
+            .iter_mut()
+            .map(|b| (b.name.clone(), std::mem::take(&mut b.leases6)))
+            .filter(|(_, l)| !l.is_empty())
             .collect()
     }
 
@@ -818,8 +921,30 @@ impl Model {
                 }
             }
         }
+        // A bare `--dhcp` ("") asks for every family the router serves: DHCPv6 where
+        // the bridge has an IPv6 gateway; a range asks for its own family only.
+        let bare = req.dhcp.as_deref().is_some_and(|r| r.trim().is_empty());
+        let dhcp6 = match (&req.dhcp6, subnet6.zip(gateway6)) {
+            (None, Some((net, _))) if bare => Some(default_range6(net)),
+            (None, _) => None,
+            (Some(r), None) if r.trim().is_empty() => None,
+            (Some(r), None) => return Err(ConfigError::Dhcp6WithoutGateway6(r.clone())),
+            (Some(r), Some((net, _))) if r.trim().is_empty() => Some(default_range6(net)),
+            (Some(r), Some((net, _))) => {
+                let bad = || ConfigError::BadDhcp6Range(r.clone());
+                let (a, b) = r.split_once('-').ok_or_else(bad)?;
+                let first: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
+                let last: Ipv6Addr = b.trim().parse().map_err(|_| bad())?;
+                if !net.contains(&first) || !net.contains(&last) || first > last {
+                    return Err(bad());
+                }
+                Some(DhcpRange6 { first, last })
+            }
+        };
         let dhcp = match (&req.dhcp, subnet) {
             (None, _) => None,
+            // `--dhcp` on an IPv6-only bridge: DHCPv6 only.
+            (Some(_), None) if bare && dhcp6.is_some() => None,
             (Some(_), None) => return Err(ConfigError::DhcpWithoutSubnet),
             (Some(_), Some(_)) if gateway.is_none() => return Err(ConfigError::DhcpWithoutGateway),
             (Some(r), Some(net)) if r.trim().is_empty() => Some(default_range(net)),
@@ -866,11 +991,13 @@ impl Model {
             subnet6,
             gateway6,
             dhcp,
+            dhcp6,
             isolated: req.isolated,
             mtu,
             ports: Vec::new(),
             hosts: Vec::new(),
             leases: Vec::new(),
+            leases6: Vec::new(),
             reservations: Vec::new(),
             dns,
             overlay: None,
@@ -896,6 +1023,7 @@ impl Model {
         differ(&mut d, "IPv6 subnet", &b.subnet6, &want.subnet6, shown);
         differ(&mut d, "IPv6 gateway", &b.gateway6, &want.gateway6, shown);
         differ(&mut d, "dhcp", &b.dhcp, &want.dhcp, shown);
+        differ(&mut d, "dhcp6", &b.dhcp6, &want.dhcp6, shown);
         differ(
             &mut d,
             "isolated",
@@ -1822,6 +1950,69 @@ mod tests {
         assert_eq!(b.dhcp.unwrap().to_string(), "10.1.0.1-10.1.0.254");
         r.mtu = Some(10);
         assert_eq!(err(r), "bad MTU 10: must be 68..65535");
+    }
+
+    #[test]
+    fn dhcp_per_family() {
+        let m = Model::default();
+        let dual = |dhcp: Option<&str>, dhcp6: Option<&str>| AddBr {
+            name: "br6".into(),
+            subnet: Some("10.6.0.0/24".into()),
+            gateway: Some("10.6.0.1".into()),
+            subnet6: Some("fd00:6::/64".into()),
+            gateway6: Some("fd00:6::1".into()),
+            dhcp: dhcp.map(Into::into),
+            dhcp6: dhcp6.map(Into::into),
+            ..Default::default()
+        };
+        let show = |r: AddBr| {
+            m.check_add_bridge(&r)
+                .map(|b| {
+                    (
+                        b.dhcp.map(|d| d.to_string()),
+                        b.dhcp6.map(|d| d.to_string()),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        };
+        let all6 = "fd00:6::1-fd00:6::ffff:ffff:ffff:ffff".to_string();
+        // Bare: both families, the whole subnet each.
+        assert_eq!(
+            show(dual(Some(""), None)),
+            Ok((Some("10.6.0.1-10.6.0.254".into()), Some(all6.clone())))
+        );
+        // A range names its family only (also an IPv6 range in `dhcp`, older clients).
+        assert_eq!(
+            show(dual(Some("10.6.0.10-10.6.0.20"), None)),
+            Ok((Some("10.6.0.10-10.6.0.20".into()), None))
+        );
+        assert_eq!(
+            show(dual(Some("fd00:6::10-fd00:6::20"), None)),
+            Ok((None, Some("fd00:6::10-fd00:6::20".into())))
+        );
+        assert_eq!(show(dual(None, Some(""))), Ok((None, Some(all6))));
+        assert!(show(dual(None, Some("fd00:7::10-fd00:7::20")))
+            .unwrap_err()
+            .starts_with("bad DHCPv6 range"));
+        assert!(show(dual(None, Some("fd00:6::20-fd00:6::10")))
+            .unwrap_err()
+            .starts_with("bad DHCPv6 range"));
+        // IPv6 only: bare --dhcp is DHCPv6; a v6 range without an IPv6 gateway is an error.
+        let mut r = dual(Some(""), None);
+        r.subnet = None;
+        r.gateway = None;
+        assert_eq!(show(r.clone()).unwrap().0, None);
+        r.gateway6 = None;
+        assert_eq!(show(r.clone()).unwrap_err(), "--dhcp needs --subnet");
+        r.dhcp = Some("fd00:6::10-fd00:6::20".into());
+        assert!(show(r)
+            .unwrap_err()
+            .contains("needs an IPv6 --subnet and --gateway"));
+        // An IPv4-only bridge with a bare --dhcp: DHCPv4 only, as before.
+        let mut r = dual(Some(""), None);
+        r.subnet6 = None;
+        r.gateway6 = None;
+        assert_eq!(show(r), Ok((Some("10.6.0.1-10.6.0.254".into()), None)));
     }
 
     #[test]

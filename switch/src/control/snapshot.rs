@@ -154,6 +154,7 @@ pub fn build(
             isolated: b.isolated,
             mtu: b.mtu,
             dhcp: b.dhcp.map(|d| (d.first, d.last)),
+            dhcp6: b.dhcp6.is_some() && router6.is_some(),
             names: Arc::new(names),
             names6: Arc::new(names6),
             dns: match &b.dns {

@@ -162,6 +162,9 @@ impl State {
         self.db
             .leases()
             .sync(self.model.dhcp_pools(), crate::service::dhcp::unix_now());
+        self.db
+            .leases()
+            .sync6(self.model.dhcp6_pools(), crate::service::dhcp::unix_now());
         let limits = self.limits;
         self.fdbs
             .retain(|name, _| self.model.bridges.iter().any(|b| &b.name == name));

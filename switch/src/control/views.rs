@@ -90,6 +90,7 @@ impl State {
 
     pub(super) fn bridge_info(&self, b: &BridgeConf) -> BridgeInfo {
         let dhcp = self.db.leases().stats(&b.name).unwrap_or_default();
+        let dhcp6 = self.db.leases().stats6(&b.name).unwrap_or_default();
         BridgeInfo {
             name: b.name.clone(),
             subnet: b.subnet.map(|s| s.to_string()),
@@ -97,6 +98,7 @@ impl State {
             subnet6: b.subnet6.map(|s| s.to_string()),
             gateway6: b.gateway6.map(|g| g.to_string()),
             dhcp: b.dhcp.map(|d| d.to_string()),
+            dhcp6: b.dhcp6.map(|d| d.to_string()),
             isolated: b.isolated,
             mtu: b.mtu,
             ports: b.ports.iter().map(|p| self.port_info(b, p)).collect(),
@@ -113,6 +115,13 @@ impl State {
             dhcp_declined: dhcp.declined,
             dhcp_declines_ignored: dhcp.declines_ignored,
             dhcp_capped: dhcp.capped,
+            dhcp6_leases: dhcp6.leases,
+            dhcp6_lease_cap: dhcp6.lease_cap,
+            dhcp6_offers: dhcp6.offers,
+            dhcp6_exhausted: dhcp6.exhausted,
+            dhcp6_capped: dhcp6.capped,
+            dhcp6_declined: dhcp6.declined,
+            dhcp6_ignored: dhcp6.declines_ignored,
             overlay_vni: b.overlay.map(|o| o.vni),
             dns_forward: match (&b.dns, b.gateway) {
                 (_, None) | (DnsForward::Off, _) => "off",

@@ -201,6 +201,8 @@ pub struct BridgeRt {
     pub mtu: u32,
     /// First and last address of the DHCP pool, when the bridge serves DHCP.
     pub dhcp: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// The bridge serves DHCPv6 (needs `router6`).
+    pub dhcp6: bool,
     /// DNS names on this bridge (add-host, pipework, reservations), lower-case. Names
     /// from DHCP leases live in the lease store (`tables::leases`), which the DNS
     /// service reads beside these.
@@ -275,6 +277,7 @@ impl BridgeRt {
             isolated: false,
             mtu: 1500,
             dhcp: None,
+            dhcp6: false,
             names: Arc::default(),
             names6: Arc::default(),
             dns: Upstream::Off,

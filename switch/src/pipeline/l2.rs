@@ -226,15 +226,21 @@ pub(super) fn wants_copy(f: &[u8], eth: &EthFrame, bridge: &BridgeRt) -> bool {
     match eth.ethertype {
         ipv4::ETHERTYPE_ARP => bridge.router.is_some(),
         ipv6::ETHERTYPE_IPV6 if bridge.router6.is_some() => {
-            // ICMPv6 right after the fixed header (NDP never has extension headers).
+            // ICMPv6 right after the fixed header (NDP never has extension headers);
+            // DHCPv6 from a client: UDP to port 547.
             f.len() >= l3 + ipv6::HLEN + 4
-                && f[l3 + 6] == ipv6::NEXT_ICMPV6
-                && matches!(
-                    f[l3 + ipv6::HLEN],
-                    ipv6::icmp::ROUTER_SOLICIT
-                        | ipv6::icmp::NEIGHBOR_SOLICIT
-                        | ipv6::icmp::NEIGHBOR_ADVERT
-                )
+                && match f[l3 + 6] {
+                    ipv6::NEXT_ICMPV6 => matches!(
+                        f[l3 + ipv6::HLEN],
+                        ipv6::icmp::ROUTER_SOLICIT
+                            | ipv6::icmp::NEIGHBOR_SOLICIT
+                            | ipv6::icmp::NEIGHBOR_ADVERT
+                    ),
+                    ipv6::NEXT_UDP => {
+                        bridge.dhcp6 && f[l3 + ipv6::HLEN + 2..l3 + ipv6::HLEN + 4] == [2, 0x23]
+                    }
+                    _ => false,
+                }
         }
         ipv4::ETHERTYPE_IPV4 if bridge.dhcp.is_some() => {
             // UDP to port 67 with a 20-byte header (DHCP clients never send options).

@@ -12,6 +12,7 @@
 //! RFC 2131/2132 (DHCP), RFC 1035 (DNS).
 
 pub mod dhcp;
+pub mod dhcp6;
 pub mod dns;
 pub mod forward;
 mod ipbuild;

@@ -55,6 +55,9 @@ impl Service {
             return;
         };
         let body = m.payload(ip);
+        if m.next == ipv6::NEXT_UDP && m.dst == super::dhcp6::ALL_SERVERS && bridge.dhcp6 {
+            return self.dhcp6(snap, bi, in_port, eth, (&m, ip));
+        }
         if m.next == ipv6::NEXT_UDP && snap.router_ip6(&m.dst) == Some(bi) {
             return self.udp6(snap, bi, in_port, eth, (&m, ip));
         }
@@ -151,6 +154,48 @@ impl Service {
             mac: eth.src,
         };
         self.dns_query(snap, bi, in_port, data, reply);
+    }
+
+    /// DHCPv6 from a client on bridge `bi` (to All_DHCP_Relay_Agents_and_Servers):
+    /// answered from the bridge's DHCPv6 pool under the lease store's own short lock,
+    /// from the router's link-local address to the client's, out of the port it came
+    /// in on.
+    fn dhcp6(
+        &mut self,
+        snap: &Snapshot,
+        bi: usize,
+        in_port: PortId,
+        eth: &EthFrame,
+        (m, ip): (&Ipv6Meta, &[u8]),
+    ) {
+        let bridge = &snap.bridges[bi];
+        let Some(rif) = bridge.router6 else { return };
+        let body = m.payload(ip);
+        let ok_len =
+            body.len() >= 8 && usize::from(u16::from_be_bytes([body[4], body[5]])) == body.len();
+        // Clients send from their link-local address, port 546 (RFC 8415 §7.2, §13.1).
+        if !ok_len
+            || u16::from_be_bytes([body[2], body[3]]) != super::dhcp6::SERVER_PORT
+            || !ipv6::is_link_local(&m.src)
+        {
+            self.count_drop(snap, in_port);
+            return;
+        }
+        let sport = u16::from_be_bytes([body[0], body[1]]);
+        let now = super::dhcp::unix_now();
+        let out = self
+            .leases
+            .with_pool6(&bridge.name, |pool| {
+                super::dhcp6::serve(pool, &body[8..], now)
+            })
+            .flatten();
+        let Some(reply) = out else {
+            self.count_drop(snap, in_port);
+            return;
+        };
+        let udp = udp6(rif.ll, m.src, super::dhcp6::SERVER_PORT, sport, &reply);
+        let pkt = ipv6::packet(rif.ll, m.src, ipv6::NEXT_UDP, 64, &udp);
+        self.send_port(snap, in_port, &ipv6::ethernet(eth.src, rif.mac, &pkt));
     }
 
     /// A Neighbor Solicitation or Advertisement on bridge `bi`: learn the sender,
@@ -410,6 +455,7 @@ fn advert(b: &BridgeRt, rif: &Router6If) -> ipv6::RouterAdvert {
         mtu: b.mtu,
         dns: Some(rif.ip),
         lifetime: ROUTER_LIFETIME,
+        managed: b.dhcp6,
     }
 }
 

@@ -38,6 +38,7 @@
 //! lock while holding it, so the slow path never waits longer than one such copy — and
 //! never for the control mutex.
 
+use super::leases6::{Lease6, Pool6, Pool6Conf, Pool6Stats};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use parking_lot::Mutex;
@@ -202,17 +203,17 @@ pub enum Refused {
 /// One bit per address of a window; a set bit is taken. `full` has one bit per word of
 /// `words`, set when that word is all ones, so the first clear bit costs
 /// O(len / 4096) word reads.
-struct Bitmap {
+pub(crate) struct Bitmap {
     words: Vec<u64>,
     full: Vec<u64>,
-    len: usize,
+    pub(crate) len: usize,
     /// Words read by [`Bitmap::first_clear`] (tests check the cost of picking).
     #[cfg(test)]
     reads: std::cell::Cell<usize>,
 }
 
 impl Bitmap {
-    fn new(len: usize) -> Bitmap {
+    pub(crate) fn new(len: usize) -> Bitmap {
         let nw = len.div_ceil(64);
         let mut b = Bitmap {
             words: vec![0; nw],
@@ -233,7 +234,7 @@ impl Bitmap {
         b
     }
 
-    fn set(&mut self, i: usize, taken: bool) {
+    pub(crate) fn set(&mut self, i: usize, taken: bool) {
         if i >= self.len {
             return;
         }
@@ -251,7 +252,7 @@ impl Bitmap {
         }
     }
 
-    fn first_clear(&self) -> Option<usize> {
+    pub(crate) fn first_clear(&self) -> Option<usize> {
         for (si, s) in self.full.iter().enumerate() {
             #[cfg(test)]
             self.reads.set(self.reads.get() + 1);
@@ -775,6 +776,8 @@ impl Pool {
 #[derive(Default)]
 struct Inner {
     pools: HashMap<String, Pool>,
+    /// DHCPv6 pools (`tables::leases6`), by bridge.
+    pools6: HashMap<String, Pool6>,
     /// Bumped on every change to the leases (what the db holds).
     generation: u64,
     /// Leases of pools that went (their bridge, or its DHCP), not yet drained.
@@ -784,6 +787,11 @@ struct Inner {
 impl Inner {
     fn settle(&mut self, bridge: &str) {
         if let Some(p) = self.pools.get_mut(bridge) {
+            if std::mem::take(&mut p.dirty) {
+                self.generation += 1;
+            }
+        }
+        if let Some(p) = self.pools6.get_mut(bridge) {
             if std::mem::take(&mut p.dirty) {
                 self.generation += 1;
             }
@@ -899,6 +907,88 @@ impl LeaseStore {
     /// Changes so far to the leases; the db compares it with what it wrote.
     pub fn generation(&self) -> u64 {
         self.inner.lock().generation
+    }
+
+    /// Make the DHCPv6 pools match the configuration, as [`LeaseStore::sync`].
+    pub fn sync6(&self, confs: Vec<Pool6Conf>, now: u64) {
+        let mut g = self.inner.lock();
+        let before = g.pools6.len();
+        g.pools6
+            .retain(|name, _| confs.iter().any(|c| &c.bridge == name));
+        if g.pools6.len() != before {
+            g.generation += 1;
+        }
+        for conf in confs {
+            let name = conf.bridge.clone();
+            match g.pools6.get_mut(&name) {
+                Some(p) if *p.conf() == conf => {}
+                Some(p) => {
+                    let old = std::mem::replace(p, Pool6::new(conf));
+                    p.adopt(old, now);
+                }
+                None => {
+                    g.pools6.insert(name.clone(), Pool6::new(conf));
+                }
+            }
+            g.settle(&name);
+        }
+    }
+
+    /// Take back `bridge`'s DHCPv6 leases from the db. How many were kept.
+    pub fn restore6(&self, bridge: &str, leases: Vec<Lease6>, now: u64) -> usize {
+        let mut g = self.inner.lock();
+        let Some(p) = g.pools6.get_mut(bridge) else {
+            return 0;
+        };
+        let kept = leases
+            .into_iter()
+            .filter(|l| p.restore(l.clone(), now))
+            .count();
+        g.settle(bridge);
+        kept
+    }
+
+    /// Run `f` on `bridge`'s DHCPv6 pool (none: the bridge has no DHCPv6).
+    pub fn with_pool6<R>(&self, bridge: &str, f: impl FnOnce(&mut Pool6) -> R) -> Option<R> {
+        let mut g = self.inner.lock();
+        let r = f(g.pools6.get_mut(bridge)?);
+        g.settle(bridge);
+        Some(r)
+    }
+
+    /// `bridge`'s live DHCPv6 leases, by address.
+    pub fn leases6(&self, bridge: &str, now: u64) -> Option<Vec<Lease6>> {
+        self.with_pool6(bridge, |p| {
+            p.prune(now);
+            p.leases()
+        })
+    }
+
+    /// Every bridge's DHCPv4 and DHCPv6 leases, and the generation they are of.
+    #[allow(clippy::type_complexity)]
+    pub fn all_leases_both(
+        &self,
+    ) -> (
+        u64,
+        HashMap<String, Vec<Lease>>,
+        HashMap<String, Vec<Lease6>>,
+    ) {
+        let g = self.inner.lock();
+        let v4 = g
+            .pools
+            .iter()
+            .map(|(n, p)| (n.clone(), p.leases()))
+            .collect();
+        let v6 = g
+            .pools6
+            .iter()
+            .map(|(n, p)| (n.clone(), p.leases()))
+            .collect();
+        (g.generation, v4, v6)
+    }
+
+    pub fn stats6(&self, bridge: &str) -> Option<Pool6Stats> {
+        self.inner.lock().pools6.get(bridge).map(Pool6::stats)
     }
 
     /// `bridge`'s lease hostnames.

@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod fdb;
 pub mod leases;
+pub mod leases6;
 pub mod neigh;
 pub mod route;
 pub mod seqtable;

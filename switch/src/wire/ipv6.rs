@@ -301,6 +301,8 @@ pub struct RouterAdvert {
     pub dns: Option<Ipv6Addr>,
     /// Router lifetime in seconds (0: not a default router).
     pub lifetime: u16,
+    /// DHCPv6 is served: the M (managed address) and O (other configuration) flags.
+    pub managed: bool,
 }
 
 /// Prefix lifetimes (RFC 4861 §6.2.1 defaults: 30 days valid, 7 days preferred).
@@ -310,11 +312,13 @@ pub const PREFIX_PREFERRED: u32 = 604_800;
 /// default (§5.1) is at least 3 × the interval, we use 30 min.
 pub const RDNSS_LIFETIME: u32 = 1800;
 
-/// Build a Router Advertisement (RFC 4861 §4.2): cur hop limit 64, no M/O flags, the
+/// Build a Router Advertisement (RFC 4861 §4.2): cur hop limit 64, the M and O flags
+/// when DHCPv6 is served (`managed`), the
 /// source LLA, the MTU, the prefix (on-link; autonomous when it is a /64, the only
 /// length SLAAC forms addresses from on Ethernet) and the RDNSS option (RFC 8106).
 pub fn router_advert(ra: &RouterAdvert) -> Vec<u8> {
-    let mut m = vec![icmp::ROUTER_ADVERT, 0, 0, 0, 64, 0];
+    let mo = if ra.managed { 0xc0 } else { 0 };
+    let mut m = vec![icmp::ROUTER_ADVERT, 0, 0, 0, 64, mo];
     m.extend_from_slice(&ra.lifetime.to_be_bytes());
     m.extend_from_slice(&[0; 8]); // reachable time, retrans timer: unspecified
     m.extend_from_slice(&[opt::SOURCE_LLA, 1]);
@@ -396,6 +400,7 @@ mod tests {
                 mtu: 1500,
                 dns: Some(src),
                 lifetime: 1800,
+                managed: true,
             }),
             error(icmp::TIME_EXCEEDED, 0, 0, &[0x60; 100]),
         ] {

@@ -18,9 +18,24 @@ impl State {
                 expires: l.expires,
                 remaining: l.expires.saturating_sub(now),
                 reserved: b.reservations.iter().any(|r| r.mac == l.mac),
+                duid: None,
+                iaid: None,
             })
             .collect();
         v.sort_by_key(|l| l.ip.parse::<std::net::Ipv4Addr>().ok());
+        // DHCPv6 leases after the IPv4 ones, by address; the MAC is the one inside
+        // the client's DUID (DUID-LLT/LL), if any.
+        let leases6 = self.db.leases().leases6(bridge, now).unwrap_or_default();
+        v.extend(leases6.iter().map(|l| LeaseEntry {
+            mac: l.duid.mac().map_or_else(|| "-".into(), |m| m.to_string()),
+            ip: l.ip.to_string(),
+            hostname: None,
+            expires: l.expires,
+            remaining: l.expires.saturating_sub(now),
+            reserved: false,
+            duid: Some(l.duid.to_string()),
+            iaid: Some(l.iaid),
+        }));
         to_value(v)
     }
 
