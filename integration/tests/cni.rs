@@ -38,6 +38,10 @@ fn main() -> std::process::ExitCode {
             "podman_containers_on_a_vswitch_bridge",
             podman_containers_on_a_vswitch_bridge,
         ),
+        (
+            "podman_docker_and_pipework_share_one_bridge",
+            podman_docker_and_pipework_share_one_bridge,
+        ),
     ])
 }
 
@@ -969,5 +973,73 @@ fn podman_containers_on_a_vswitch_bridge() -> Result<()> {
         !allocations(&lab, "pm0")?.iter().any(|a| a.ip == web_ip),
         "web's address still held"
     );
+    Ok(())
+}
+
+/// One vswitchd bridge holding a Docker container (through vswitch-docker), a Podman
+/// container (through vswitch-cni) and a pipework guest, one allocator for all three:
+/// each pings the others.
+fn podman_docker_and_pipework_share_one_bridge() -> Result<()> {
+    let mut d = vswitch_integration::docker_driver::DriverLab::start(None, |_| Ok(()))?;
+    d.network(
+        "shared",
+        &[
+            "--subnet",
+            "10.8.0.0/24",
+            "--gateway",
+            "10.8.0.1",
+            "-o",
+            "vswitch.bridge=sh0",
+        ],
+    )?;
+    ensure!(d.wait_bridge("shared")? == "sh0");
+    d.sleeper("dk", &["--network", "shared", "--ip", "10.8.0.30"])?;
+    let cni_bin = d.lab.dir().join("cni-bin");
+    std::fs::create_dir_all(&cni_bin)?;
+    std::os::unix::fs::symlink(bin("vswitch-cni")?, cni_bin.join("vswitch"))?;
+    let p = Podman::start(d.lab.dir(), &cni_bin)?;
+    let conflist = json!({
+        "cniVersion": "1.0.0", "name": "vsshared",
+        "plugins": [
+            {"type": "vswitch", "bridge": "sh0", "subnet": "10.8.0.0/24", "gateway": "10.8.0.1",
+             "socket": d.lab.socket()}
+        ]
+    });
+    std::fs::write(
+        p.dir.join("net.d/vsshared.conflist"),
+        format!("{conflist:#}"),
+    )?;
+    let image = p.import_busybox()?;
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pm",
+        "--network",
+        "vsshared",
+        "--ip",
+        "10.8.0.40",
+        image,
+        "sleep",
+        "600",
+    ])?;
+    let guest = d.lab.add_ns("pw")?;
+    pipework(&d.lab, &["sh0", &guest, "10.8.0.50/24@10.8.0.1"])?;
+    // The Docker container's address is held: pipework may not take it.
+    let guest2 = d.lab.add_ns("pw2")?;
+    let e = pipework(&d.lab, &["sh0", &guest2, "10.8.0.30/24"]);
+    ensure!(e.is_err(), "pipework took the Docker container's address");
+    ensure!(
+        ping_from(&p, "pm", "10.8.0.30"),
+        "podman cannot ping docker"
+    );
+    ensure!(
+        ping_from(&p, "pm", "10.8.0.50"),
+        "podman cannot ping pipework"
+    );
+    ensure!(d.ping("dk", "10.8.0.40")?, "docker cannot ping podman");
+    ensure!(d.ping("dk", "10.8.0.50")?, "docker cannot ping pipework");
+    d.lab.assert_ping("pw", "10.8.0.40")?;
+    d.lab.assert_ping("pw", "10.8.0.30")?;
     Ok(())
 }
