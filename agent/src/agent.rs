@@ -711,8 +711,17 @@ impl Agent {
             if fresh && self.pushed.get(&n.name) == Some(&want) {
                 continue;
             }
+            let t0 = Instant::now();
+            let endpoints = want.endpoints.len();
             match self.ctl.call(Command::OverlaySet(want.clone())) {
                 Ok(_) => {
+                    tracing::debug!(
+                        network = %n.name,
+                        rev = self.rev,
+                        endpoints,
+                        us = t0.elapsed().as_micros() as u64,
+                        "overlay-set pushed"
+                    );
                     if !fresh {
                         self.local_stale = true;
                         self.mark();
@@ -828,7 +837,15 @@ impl Agent {
             .collect();
         ops.extend(dels.iter().map(|k| TxnOp::delete(k.as_str(), None)));
         if !ops.is_empty() {
-            with_timeout(self.urls(), c.txn(Txn::new().and_then(ops))).await?;
+            let r = with_timeout(self.urls(), c.txn(Txn::new().and_then(ops))).await?;
+            // benches/cluster reads this line (and "overlay-set pushed") to tell where
+            // the time from pipework to an endpoint installed everywhere goes.
+            tracing::debug!(
+                rev = r.header().map_or(0, |h| h.revision()),
+                puts = puts.len(),
+                dels = dels.len(),
+                "endpoints published"
+            );
             for (k, v) in puts {
                 self.set(k, Some(v));
             }

@@ -20,7 +20,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SIZES="4 8 16 32"; PER=16; SAMPLES=20; TTL=3; PROFILE=debug; WRITE=1
-CMDLINE="benches/cluster/run.sh${*:+ $*}"
+CMDLINE="benches/cluster/run.sh"
+for a in "$@"; do
+  case "$a" in *" "*) CMDLINE="$CMDLINE \"$a\"" ;; *) CMDLINE="$CMDLINE $a" ;; esac
+done
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) SIZES=$2; shift ;;
@@ -47,9 +51,10 @@ for n in $SIZES; do
   echo "$row" >&2
   ROWS="$ROWS$row"$'\n'
 done
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 CPUS=$(nproc); MODEL=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 REPORT=$(cat <<END
-- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $CPUS CPUs, $MODEL, kernel $(uname -r)
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $CPUS CPUs, $MODEL, kernel $(uname -r); load average (1/5/15 min) $LOAD0 at the start, $LOAD1 at the end (the CPUs are shared with other work)
 - command: \`sudo $CMDLINE\` ($PROFILE binaries); etcd $(etcd --version 2>/dev/null | awk '/etcd Version/{print $3}'), 3 members
 
 | hosts | endpoints/host | samples | pipework → reachable everywhere p50 (s) | p99 (s) | convergence after a node dies (s) | etcd writes/endpoint | vswitchd RSS/node (MB) | agent RSS/node (MB) | time to publish all endpoints (s) | tree |

@@ -75,6 +75,145 @@ fn etcd_revision(cl: &Cluster, lab: &Lab) -> Result<i64> {
         .context("no revision in endpoint status")
 }
 
+/// Seconds since midnight UTC, now.
+fn now_tod() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() % 86400.0)
+}
+
+/// Seconds since midnight UTC of a log line (`2026-12-05T12:58:04.119417Z ...`).
+fn line_tod(line: &str) -> Option<f64> {
+    let t = line.get(11..line.find('Z')?)?;
+    let mut it = t.split(':');
+    let (h, m, s) = (it.next()?, it.next()?, it.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// The integer value of `name=` in a log line.
+fn field(line: &str, name: &str) -> Option<i64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let v: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    v.parse().ok()
+}
+
+/// From the agents' debug logs: when the owner's agent published the new endpoint
+/// (seconds after `start`), when the last other host's agent had pushed a view that
+/// includes it to its vswitchd, and which host that was. Waits up to 5 s.
+fn control_path(
+    cl: &Cluster,
+    hosts: &[String],
+    owner: usize,
+    start: f64,
+) -> Option<(f64, f64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = |h: &str| cl.log_tail(&format!("{h}-agent.log"), usize::MAX);
+        let first = |h: &str, what: &str, rev: i64| {
+            log(h)
+                .lines()
+                .filter(|l| l.contains(what))
+                .filter_map(|l| Some((line_tod(l)?, field(l, "rev")?, l.to_string())))
+                .find(|(t, r, l)| *t >= start && *r >= rev && field(l, "puts") != Some(0))
+                .map(|(t, r, l)| (t, r, field(&l, "us").unwrap_or(0)))
+        };
+        let res = first(&hosts[owner], "endpoints published", 0).and_then(|(tp, rev, _)| {
+            let mut last = (tp, hosts[owner].clone());
+            let mut us = Vec::new();
+            for (j, h) in hosts.iter().enumerate() {
+                if j != owner {
+                    let (t, _, u) = first(h, "overlay-set pushed", rev)?;
+                    us.push(u);
+                    if t > last.0 {
+                        last = (t, h.clone());
+                    }
+                }
+            }
+            us.sort_unstable();
+            let slow = format!(
+                "{}; overlay-set call median {} us, max {} us",
+                last.1,
+                us.get(us.len() / 2).copied().unwrap_or(0),
+                us.last().copied().unwrap_or(0)
+            );
+            Some((tp - start, last.0 - start, slow))
+        });
+        if res.is_some() || Instant::now() >= deadline {
+            return res;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After a failed sample: what the hosts involved know, and their logs.
+fn diagnose(cl: &Cluster, lab: &Lab, hosts: &[String], owner: &str, failed: &[&String], ip: &str) {
+    let show = |h: &str| {
+        cl.show(h).map_or("no cluster-show".to_string(), |v| {
+            let nodes: Vec<String> = v["nodes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n["state"] != "alive")
+                        .map(|n| format!("{}={}", n["name"], n["state"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "endpoints {} not-alive {nodes:?}",
+                v["networks"][0]["endpoints"]
+            )
+        })
+    };
+    for p in failed {
+        let Some(n) = p.strip_prefix('p').and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        let Some(h) = hosts.get(n.wrapping_sub(1)) else {
+            continue;
+        };
+        let neigh = lab
+            .sh_out(p, &format!("ip neigh show {ip}"))
+            .map_or(String::new(), |o| {
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            });
+        eprintln!("--- {p} on {h}: neigh [{neigh}], {}", show(h));
+        eprintln!("{h} agent:\n{}", cl.log_tail(&format!("{h}-agent.log"), 15));
+        eprintln!(
+            "{h} vswitchd:\n{}",
+            cl.log_tail(&format!("{h}-vswitchd.log"), 15)
+        );
+    }
+    // Is the owner host reachable at all (its probe over the overlay, its VTEP over
+    // the underlay)?
+    let on = owner.trim_start_matches('h');
+    if let Some(p) = failed.first() {
+        let h = format!("h{}", p.trim_start_matches('p'));
+        for (ns, dst) in [
+            (p.as_str(), format!("10.1.{on}.2")),
+            (h.as_str(), format!("192.0.2.{on}")),
+        ] {
+            let ok = run(lab.cmd(ns, "ping").args(["-c", "2", "-W", "1", &dst]))
+                .is_ok_and(|o| o.status.success());
+            eprintln!(
+                "--- ping {ns} -> {dst}: {}",
+                if ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    eprintln!("--- owner {owner}: {}", show(owner));
+    eprintln!(
+        "{owner} agent:\n{}",
+        cl.log_tail(&format!("{owner}-agent.log"), 15)
+    );
+    eprintln!(
+        "{owner} vswitchd:\n{}",
+        cl.log_tail(&format!("{owner}-vswitchd.log"), 15)
+    );
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -144,6 +283,7 @@ fn bench(a: &Args) -> Result<String> {
     // Time to reachability: a new endpoint on host i, pinged from every other host's
     // probe until all answer.
     let mut times = Vec::new();
+    let (mut published, mut installed) = (Vec::new(), Vec::new());
     for s in 0..a.samples {
         let i = s % hosts.len();
         let n = i + 1;
@@ -151,6 +291,7 @@ fn bench(a: &Args) -> Result<String> {
         let ip = format!("10.1.{}.{}", 200 + s / 50, 10 + s % 50);
         lab.add_ns(&name)?;
         lab.sh(&name, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
+        let start_tod = now_tod();
         let start = Instant::now();
         cl.pipework_ok(&mut lab, &hosts[i], "ov", &name, &format!("{ip}/16"))?;
         let plumbed = start.elapsed().as_secs_f64();
@@ -180,15 +321,60 @@ fn bench(a: &Args) -> Result<String> {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap_or(false)).collect()
         });
-        ensure!(
-            done.iter().all(|d| *d),
-            "sample {s}: {ip} not reachable from every host"
-        );
+        if !done.iter().all(|d| *d) {
+            let failed: Vec<&String> = probes
+                .iter()
+                .zip(&done)
+                .filter(|(_, d)| !**d)
+                .map(|(p, _)| p)
+                .collect();
+            eprintln!(
+                "sample {s}: {ip} (on {}) not reachable from {failed:?}",
+                hosts[i]
+            );
+            diagnose(&cl, &lab, &hosts, &hosts[i], &failed, &ip);
+            bail!("sample {s}: {ip} not reachable from every host");
+        }
         let t = start.elapsed().as_secs_f64();
-        eprintln!("sample {s}: host {n}, pipework {plumbed:.3} s, reachable everywhere {t:.3} s");
+        // The kernel's ARP table is one for all namespaces (gc_thresh3, 1024 entries
+        // on this machine's defaults): on real hosts each has its own. Without this,
+        // every sample leaves an entry in each probe and one per probe in the new
+        // endpoint, and at 32 hosts the shared table overflows after about 15 samples
+        // ("neighbor table overflow": a probe cannot resolve the next endpoint at all).
+        let flush: Vec<String> = probes
+            .iter()
+            .chain(std::iter::once(&name))
+            .map(|p| format!("ip -n {} neigh flush all", lab.ns(p)))
+            .collect();
+        run(std::process::Command::new("sh").args(["-c", &flush.join("; ")]))
+            .context("flushing the probes' ARP entries")?;
+        let path = control_path(&cl, &hosts, i, start_tod);
+        let path_s = match path {
+            Some((p, inst, slow)) => {
+                published.push(p);
+                installed.push(inst);
+                format!("; published {p:.3} s, installed everywhere {inst:.3} s (last {slow})")
+            }
+            None => "; not installed everywhere within 5 s".to_string(),
+        };
+        eprintln!(
+            "sample {s}: host {n}, pipework {plumbed:.3} s, reachable everywhere {t:.3} s{path_s}"
+        );
         times.push(t);
     }
     times.sort_by(|x, y| x.total_cmp(y));
+    published.sort_by(|x: &f64, y| x.total_cmp(y));
+    installed.sort_by(|x: &f64, y| x.total_cmp(y));
+    eprintln!(
+        "{} hosts: pipework -> published in etcd p50 {:.3} s p99 {:.3} s; -> installed on every other host (overlay-set done) p50 {:.3} s p99 {:.3} s ({} of {} samples)",
+        hosts.len(),
+        pct(&published, 50.0),
+        pct(&published, 99.0),
+        pct(&installed, 50.0),
+        pct(&installed, 99.0),
+        installed.len(),
+        a.samples
+    );
 
     // Memory per node.
     let (mut vs, mut ag) = (Vec::new(), Vec::new());
