@@ -7,7 +7,7 @@
 # vswitchd/agent memory per node; writes the table to docs/cluster.md between the
 # <!-- clusterbench:begin/end --> markers.
 #
-#   sudo benches/cluster/run.sh [--hosts "4 8 16 32"] [--per-host 16] [--samples 20]
+#   benches/cluster/run.sh [--hosts "4 8 16 32"] [--per-host 16] [--samples 20]   (as root)
 #                               [--ttl 3] [--release] [--no-write]
 #
 # Safety: re-executes itself under `unshare --net` and refuses to go on in a namespace
@@ -55,7 +55,7 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 CPUS=$(nproc); MODEL=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 REPORT=$(cat <<END
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $CPUS CPUs, $MODEL, kernel $(uname -r); load average (1/5/15 min) $LOAD0 at the start, $LOAD1 at the end (the CPUs are shared with other work)
-- command: \`sudo $CMDLINE\` ($PROFILE binaries); etcd $(etcd --version 2>/dev/null | awk '/etcd Version/{print $3}'), 3 members
+- command: \`$CMDLINE\` (as root) ($PROFILE binaries); etcd $(etcd --version 2>/dev/null | awk '/etcd Version/{print $3}'), 3 members
 
 | hosts | endpoints/host | samples | pipework → reachable everywhere p50 (s) | p99 (s) | convergence after a node dies (s) | etcd writes/endpoint | vswitchd RSS/node (MB) | agent RSS/node (MB) | time to publish all endpoints (s) | tree |
 |---|---|---|---|---|---|---|---|---|---|---|
