@@ -298,11 +298,99 @@ fn metrics_bad_address() -> Result<()> {
     Ok(())
 }
 
+/// `top --once --json -i 1` during an iperf3 UDP stream at 20 Mbit/s from c1 to c2:
+/// v2 (towards the receiver) sends about 20 Mbit/s, v1 receives about as much. A
+/// factor of 2 either way: the user-visible figure, not a timing assert.
 fn top_rates_agree_with_iperf3() -> Result<()> {
-    let _ = Value::Null;
-    bail!("not yet")
+    let mut lab = lab_with(&[])?;
+    lab.assert_ping("c1", "10.0.0.6")?;
+    lab.iperf_server("c2", "10.0.0.6")?;
+    let client = lab.spawn(
+        "c1",
+        "timeout",
+        &[
+            "30", "iperf3", "-u", "-c", "10.0.0.6", "-b", "20M", "-t", "6", "-J",
+        ],
+        "iperf-client.log",
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = lab.ctl_json(&["top", "--once", "-i", "1"])?;
+    let rows = v.as_array().context("top --json is not an array")?;
+    eprintln!("top --once --json: {v}");
+    let row = |p: &str| -> Result<&Value> {
+        rows.iter()
+            .find(|r| r["port"] == p && r["bridge"] == "br1")
+            .with_context(|| format!("no row for {p}"))
+    };
+    let f = |r: &Value, k: &str| r[k].as_f64().with_context(|| format!("no {k} in {r}"));
+    let v2_tx = f(row("v2")?, "tx_bps")? / 1e6;
+    let v1_rx = f(row("v1")?, "rx_bps")? / 1e6;
+    ensure!(
+        (10.0..=40.0).contains(&v2_tx),
+        "v2 tx {v2_tx:.1} Mbit/s during a 20 Mbit/s stream"
+    );
+    ensure!(
+        (10.0..=40.0).contains(&v1_rx),
+        "v1 rx {v1_rx:.1} Mbit/s during a 20 Mbit/s stream"
+    );
+    ensure!(f(row("v2")?, "tx_pps")? > 500.0, "v2 tx_pps too low");
+    // Busiest first; every row has the fields scripts read.
+    ensure!(rows[0]["port"] == "v1" || rows[0]["port"] == "v2", "{v}");
+    for r in rows {
+        for k in ["rx_pps", "tx_pps", "rx_bps", "tx_bps", "drops_ps"] {
+            f(r, k)?;
+        }
+    }
+    // What iperf3 itself measured agrees too.
+    let code = wait_exit(&mut lab, client);
+    let log = lab.read_log("iperf-client.log");
+    let j: Value = serde_json::from_str(&log).with_context(|| format!("iperf3: {log}"))?;
+    let sent = j["end"]["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6;
+    eprintln!(
+        "iperf3 exit {code:?}: {sent:.1} Mbit/s; top: v2 tx {v2_tx:.1}, v1 rx {v1_rx:.1} Mbit/s"
+    );
+    ensure!(
+        v2_tx > sent / 2.0 && v2_tx < sent * 2.0,
+        "top {v2_tx:.1} vs iperf3 {sent:.1} Mbit/s"
+    );
+    // The refreshing view: one ANSI clear + table per interval, then exit (-n).
+    let o = lab.ctl(&["top", "-i", "0.2", "-n", "2", "br1"])?;
+    ensure!(o.code == 0, "{o:?}");
+    ensure!(
+        o.stdout.matches("\x1b[H\x1b[2J").count() == 2,
+        "{:?}",
+        o.stdout
+    );
+    ensure!(
+        o.stdout.contains("PORT") && o.stdout.contains("v2"),
+        "{:?}",
+        o.stdout
+    );
+    Ok(())
+}
+
+/// Wait (bounded, 30 s) for a spawned process to end by itself; its exit code.
+fn wait_exit(lab: &mut Lab, pid: u32) -> Option<i32> {
+    vswitch_integration::wait_until(std::time::Duration::from_secs(30), || !lab.is_running(pid));
+    lab.stop_spawned(pid)
 }
 
 fn top_errors() -> Result<()> {
-    bail!("not yet")
+    let lab = lab_with(&[])?;
+    for (args, code, want) in [
+        (&["top", "--once", "br9"][..], 1, "no such bridge: br9"),
+        (&["top", "-i", "0"], 2, "bad interval"),
+        (&["top", "-i", "soon"], 2, "invalid value"),
+        (&["top", "-n", "0"], 2, "bad count"),
+    ] {
+        let o = lab.ctl(args)?;
+        ensure!(o.code == code, "{args:?}: exit {} {:?}", o.code, o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{args:?}: {:?}",
+            o.stderr
+        );
+    }
+    Ok(())
 }
