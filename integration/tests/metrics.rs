@@ -334,6 +334,10 @@ fn top_rates_agree_with_iperf3() -> Result<()> {
         "v1 rx {v1_rx:.1} Mbit/s during a 20 Mbit/s stream"
     );
     ensure!(f(row("v2")?, "tx_pps")? > 500.0, "v2 tx_pps too low");
+    // The human view of the same stream (shown, for the docs).
+    let human = lab.ctl_ok(&["top", "--once", "-i", "1"])?;
+    eprintln!("{human}");
+    ensure!(human.contains("RX_BPS") && human.contains("M"), "{human}");
     // Busiest first; every row has the fields scripts read.
     ensure!(rows[0]["port"] == "v1" || rows[0]["port"] == "v2", "{v}");
     for r in rows {
