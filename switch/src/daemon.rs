@@ -34,6 +34,8 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// The kernel fast path (`--fastpath`).
     pub fastpath: crate::fastpath::Mode,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Tell the service manager (systemd's `Type=notify`, or `vswitchd --detach` waiting
@@ -135,6 +137,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         opts.workers
     };
+    // Before the control socket: a bad --metrics address leaves no socket file behind.
+    let metrics = opts
+        .metrics
+        .map(crate::control::metrics::bind)
+        .transpose()?;
     let listener = server::bind(&opts.socket)?;
     let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let neigh = Arc::new(NeighCache::new(NEIGH_CAP));
@@ -169,6 +176,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .spawn(move || service.run(punt_rx))
         .context("start service thread")?;
     server::spawn(listener, state.clone()).context("start control server")?;
+    if let Some(m) = metrics {
+        crate::control::metrics::spawn(m, state.clone()).context("start metrics server")?;
+    }
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("write pidfile {}", p.display()))?;

@@ -37,6 +37,7 @@ pub mod publish;
 pub mod set_port;
 pub mod show;
 pub mod stats;
+pub mod top;
 pub mod trace;
 pub mod unpublish;
 pub mod version;

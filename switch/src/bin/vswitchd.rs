@@ -66,6 +66,9 @@ struct Args {
     /// [env VSWITCH_FASTPATH; default auto]
     #[arg(long, value_name = "auto|on|off")]
     fastpath: Option<vswitch::fastpath::Mode>,
+    /// Serve Prometheus metrics (text format 0.0.4) on http://ADDR:PORT/metrics
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Longest busy poll: beyond this a worker would rather sleep (10 ms).
@@ -192,6 +195,7 @@ fn main() -> ExitCode {
         },
         pidfile: args.pidfile.clone(),
         fastpath,
+        metrics: args.metrics,
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,6 +263,9 @@ fn detach(args: &Args, socket: &Path) -> ExitCode {
     }
     if let Some(t) = &args.ct_timeouts {
         rest.push(format!("--ct-timeouts={t}"));
+    }
+    if let Some(m) = &args.metrics {
+        rest.push(format!("--metrics={m}"));
     }
     child_args.extend(rest.into_iter().map(Into::into));
     let spawned = std::process::Command::new(&exe)

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod events;
 mod fastpath;
 pub mod handlers;
+pub mod metrics;
 mod ports;
 pub mod server;
 pub mod snapshot;
