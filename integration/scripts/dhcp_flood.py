@@ -12,6 +12,9 @@ Stops after 2 * COUNT frames or SECONDS + 5 seconds, whichever first.
 """
 import random, socket, struct, sys, time
 
+import pktlib  # beside this script (its directory is on sys.path)
+from pktlib import ipv4_udp
+
 iface, count, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 victim = socket.inet_aton(sys.argv[4])
 server = socket.inet_aton(sys.argv[5])
@@ -21,25 +24,7 @@ rnd = random.Random(16)
 
 
 def rmac():
-    b = bytearray(rnd.getrandbits(8) for _ in range(6))
-    b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
-    return bytes(b)
-
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16:
-        t = (t & 0xFFFF) + (t >> 16)
-    return (~t) & 0xFFFF
-
-
-def ipv4_udp(src, dst, sport, dport, payload):
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
-    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
-    return h + udp
+    return pktlib.rmac(rnd)
 
 
 def frame(i):

@@ -17,6 +17,9 @@ Stops after COUNT frames or SECONDS (default 30), whichever first; prints frames
 """
 import os, random, socket, struct, sys, time
 
+import pktlib  # beside this script (its directory is on sys.path)
+from pktlib import ipv4_udp
+
 iface, kind, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 limit = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
 dst = bytes.fromhex(sys.argv[5].replace(":", "")) if len(sys.argv) > 5 else b"\xff" * 6
@@ -25,23 +28,7 @@ s.bind((iface, 0))
 rnd = random.Random(42)
 
 def rmac():
-    b = bytearray(rnd.getrandbits(8) for _ in range(6))
-    b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
-    return bytes(b)
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16:
-        t = (t & 0xFFFF) + (t >> 16)
-    return (~t) & 0xFFFF
-
-def ipv4_udp(src, dst, sport, dport, payload):
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
-    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
-    return h + udp
+    return pktlib.rmac(rnd)
 
 own = s.getsockname()
 own_mac = open("/sys/class/net/%s/address" % iface).read().strip()
