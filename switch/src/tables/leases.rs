@@ -38,7 +38,7 @@
 //! lock while holding it, so the slow path never waits longer than one such copy — and
 //! never for the control mutex.
 
-use super::leases6::{Lease6, Pool6, Pool6Conf, Pool6Stats};
+use super::leases6::{End6, Lease6, LeaseNames6, Pool6, Pool6Conf, Pool6Stats};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use parking_lot::Mutex;
@@ -68,6 +68,10 @@ pub const CHANGES_MAX: usize = 1024;
 pub enum LeaseChange {
     Granted(Lease),
     Ended(Lease),
+    /// A DHCPv6 lease began.
+    Granted6(Lease6),
+    /// A DHCPv6 lease ended, and why.
+    Ended6(Lease6, End6),
 }
 
 /// The same lease (a renewal keeps these and changes only the expiry).
@@ -75,16 +79,26 @@ fn same_lease(a: &Lease, b: &Lease) -> bool {
     (a.mac, a.ip, &a.hostname) == (b.mac, b.ip, &b.hostname)
 }
 
+/// The same DHCPv6 lease (a renewal changes only the expiry).
+fn same_lease6(a: &Lease6, b: &Lease6) -> bool {
+    (&a.duid, a.ip, &a.hostname, a.mac) == (&b.duid, b.ip, &b.hostname, b.mac)
+}
+
 /// Drop renewals from `changes`: a lease that ended and began again unchanged.
 /// A lease granted and ended between two drains stays (both events are real).
-fn coalesce(changes: Vec<LeaseChange>) -> Vec<LeaseChange> {
+pub(super) fn coalesce(changes: Vec<LeaseChange>) -> Vec<LeaseChange> {
     let mut out: Vec<LeaseChange> = Vec::with_capacity(changes.len());
     for c in changes {
-        if let (Some(LeaseChange::Ended(a)), LeaseChange::Granted(b)) = (out.last(), &c) {
-            if same_lease(a, b) {
-                out.pop();
-                continue;
+        let renewal = match (out.last(), &c) {
+            (Some(LeaseChange::Ended(a)), LeaseChange::Granted(b)) => same_lease(a, b),
+            (Some(LeaseChange::Ended6(a, End6::Replaced)), LeaseChange::Granted6(b)) => {
+                same_lease6(a, b)
             }
+            _ => false,
+        };
+        if renewal {
+            out.pop();
+            continue;
         }
         out.push(c);
     }
@@ -359,6 +373,18 @@ impl Pool {
     /// Lease hostnames and their addresses.
     pub fn names(&self) -> Arc<NameMap> {
         self.names.clone()
+    }
+
+    /// The host name of `mac`'s live lease, if it registered one.
+    pub fn hostname_of(&self, mac: MacAddr, now: u64) -> Option<String> {
+        let ip = self.lease_of.get(&mac)?;
+        match self.slots.get(ip) {
+            Some(Slot {
+                hold: Hold::Lease { hostname, .. },
+                expires,
+            }) if *expires > now => hostname.clone(),
+            _ => None,
+        }
     }
 
     /// The leases, by address.
@@ -901,6 +927,11 @@ impl LeaseStore {
             lost += l;
             out.extend(changes.into_iter().map(|c| (name.clone(), c)));
         }
+        for (name, p) in g.pools6.iter_mut() {
+            let (changes, l) = p.drain_changes();
+            lost += l;
+            out.extend(changes.into_iter().map(|c| (name.clone(), c)));
+        }
         (out, lost)
     }
 
@@ -912,11 +943,26 @@ impl LeaseStore {
     /// Make the DHCPv6 pools match the configuration, as [`LeaseStore::sync`].
     pub fn sync6(&self, confs: Vec<Pool6Conf>, now: u64) {
         let mut g = self.inner.lock();
-        let before = g.pools6.len();
-        g.pools6
-            .retain(|name, _| confs.iter().any(|c| &c.bridge == name));
-        if g.pools6.len() != before {
+        let gone: Vec<String> = g
+            .pools6
+            .keys()
+            .filter(|name| !confs.iter().any(|c| &c.bridge == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(mut p) = g.pools6.remove(&name) else {
+                continue;
+            };
             g.generation += 1;
+            let (mut changes, _) = p.drain_changes();
+            changes.extend(
+                p.leases()
+                    .into_iter()
+                    .map(|l| LeaseChange::Ended6(l, End6::Replaced)),
+            );
+            let room = CHANGES_MAX.saturating_sub(g.orphaned.len());
+            g.orphaned
+                .extend(changes.into_iter().take(room).map(|c| (name.clone(), c)));
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -954,6 +1000,19 @@ impl LeaseStore {
         let r = f(g.pools6.get_mut(bridge)?);
         g.settle(bridge);
         Some(r)
+    }
+
+    /// `bridge`'s DHCPv6 lease host names (expired leases pruned first).
+    pub fn names6(&self, bridge: &str, now: u64) -> Option<Arc<LeaseNames6>> {
+        self.with_pool6(bridge, |p| {
+            p.prune(now);
+            p.names()
+        })
+    }
+
+    /// The host name `mac`'s DHCPv4 lease on `bridge` registered, if any.
+    pub fn hostname_of(&self, bridge: &str, mac: MacAddr, now: u64) -> Option<String> {
+        self.inner.lock().pools.get(bridge)?.hostname_of(mac, now)
     }
 
     /// `bridge`'s live DHCPv6 leases, by address.
@@ -1400,6 +1459,7 @@ mod tests {
                 .map(|(_, c)| match c {
                     LeaseChange::Granted(l) => format!("+{}", l.ip),
                     LeaseChange::Ended(l) => format!("-{}", l.ip),
+                    _ => "v6".to_string(),
                 })
                 .collect::<Vec<_>>()
         };
