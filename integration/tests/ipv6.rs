@@ -534,8 +534,7 @@ fn dhcpv6_names_events_and_reservations() -> Result<()> {
         let got = std::fs::read_to_string(&log).unwrap_or_default();
         let addr = got
             .lines()
-            .filter(|l| l.contains("reason=BOUND6"))
-            .last()
+            .rfind(|l| l.contains("reason=BOUND6"))
             .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
             .with_context(|| format!("dhclient -6 got no lease:\n{got}"))?;
         Ok(addr.to_string())
