@@ -20,6 +20,7 @@
 mod args;
 mod arp;
 mod dhcp;
+mod dhcp6;
 mod guest;
 mod plumb;
 mod resolv;

@@ -714,6 +714,46 @@ impl Pool6 {
         }
     }
 
+    /// A port left the bridge (`del-port`): the leases of `gone` (a guest whose veth
+    /// was deleted with the port) end, and the leases of `macs` (addresses seen on the
+    /// port) lose their host name, as for DHCPv4.
+    pub fn forget_port(&mut self, gone: Option<MacAddr>, macs: &[MacAddr], now: u64) {
+        self.prune(now);
+        let mine: Vec<(Ipv6Addr, bool)> = self
+            .slots
+            .iter()
+            .filter_map(|(ip, s)| match &s.hold {
+                Hold::Lease { mac: Some(m), .. } if Some(*m) == gone => Some((*ip, true)),
+                Hold::Lease {
+                    mac: Some(m),
+                    hostname: Some(_),
+                    ..
+                } if macs.contains(m) => Some((*ip, false)),
+                _ => None,
+            })
+            .collect();
+        for (ip, end) in mine {
+            let Some(s) = self.take(ip, End6::Released) else {
+                continue;
+            };
+            if end {
+                continue;
+            }
+            if let Hold::Lease {
+                duid, iaid, mac, ..
+            } = s.hold
+            {
+                let hold = Hold::Lease {
+                    duid,
+                    iaid,
+                    mac,
+                    hostname: None,
+                };
+                self.put(ip, hold, s.expires);
+            }
+        }
+    }
+
     /// Take a lease back (from the db, or the pool this one replaces) if it is live and
     /// fits.
     pub(super) fn restore(&mut self, l: Lease6, now: u64) -> bool {
