@@ -857,6 +857,30 @@ mod tests {
         assert!(matches!(End6::Declined.as_str(), "declined"));
     }
 
+    #[test]
+    fn fqdn_corpus_inputs_reach_the_name_registration() {
+        let read = |n: &str| {
+            std::fs::read(format!(
+                "{}/../fuzz/corpus/dhcp6/{n}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let mut c = pool("fd00:10::100", "fd00:10::103").conf().clone();
+        c.bridge = "br0".into();
+        c.duid = Duid::ll(MacAddr([2, 0x76, 0, 0, 0, 0]));
+        let mut p = Pool6::new(c);
+        serve(&mut p, &read("request_fqdn"), 100, None, None).unwrap();
+        assert!(p.names().contains_key("c1"), "{:?}", p.names());
+        // The same client (DUID) renames itself: the old name goes.
+        serve(&mut p, &read("solicit_rapid_fqdn"), 100, None, None).unwrap();
+        assert!(p.names().contains_key("web"), "{:?}", p.names());
+        assert!(!p.names().contains_key("c1"));
+        // Malformed names are ignored: the lease keeps its name.
+        serve(&mut p, &read("request_fqdn_bad"), 100, None, None);
+        assert_eq!(p.names().keys().collect::<Vec<_>>(), ["web"]);
+    }
+
     trait IntoPool {
         fn into_pool(self) -> Pool6;
     }
