@@ -806,22 +806,46 @@ struct Inner {
     pools6: HashMap<String, Pool6>,
     /// Bumped on every change to the leases (what the db holds).
     generation: u64,
-    /// Leases of pools that went (their bridge, or its DHCP), not yet drained.
+    /// Lease changes of every pool (DHCPv4 and DHCPv6), and of pools that went (their
+    /// bridge, or its DHCP), in the order they were made, not yet drained: each
+    /// operation on a pool moves its changes here (at most [`CHANGES_MAX`] wait).
     orphaned: Vec<(String, LeaseChange)>,
+    /// Changes lost to the bound since the last drain.
+    lost: u64,
 }
 
 impl Inner {
     fn settle(&mut self, bridge: &str) {
+        let mut changes = Vec::new();
         if let Some(p) = self.pools.get_mut(bridge) {
             if std::mem::take(&mut p.dirty) {
                 self.generation += 1;
             }
+            let (c, l) = p.drain_changes();
+            changes.extend(c);
+            self.lost += l;
         }
         if let Some(p) = self.pools6.get_mut(bridge) {
             if std::mem::take(&mut p.dirty) {
                 self.generation += 1;
             }
+            let (c, l) = p.drain_changes();
+            changes.extend(c);
+            self.lost += l;
         }
+        self.journal(bridge, changes);
+    }
+
+    /// Keep `changes` of `bridge` for the next drain, within the bound.
+    fn journal(&mut self, bridge: &str, changes: Vec<LeaseChange>) {
+        let room = CHANGES_MAX.saturating_sub(self.orphaned.len());
+        self.lost += changes.len().saturating_sub(room) as u64;
+        self.orphaned.extend(
+            changes
+                .into_iter()
+                .take(room)
+                .map(|c| (bridge.to_string(), c)),
+        );
     }
 }
 
@@ -854,9 +878,7 @@ impl LeaseStore {
             g.generation += 1;
             let (mut changes, _) = p.drain_changes();
             changes.extend(p.leases().into_iter().map(LeaseChange::Ended));
-            let room = CHANGES_MAX.saturating_sub(g.orphaned.len());
-            g.orphaned
-                .extend(changes.into_iter().take(room).map(|c| (name.clone(), c)));
+            g.journal(&name, changes);
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -916,23 +938,13 @@ impl LeaseStore {
         (g.generation, all)
     }
 
-    /// Every pool's lease changes since the last call, in order per bridge (renewals
-    /// left out), and how many were lost to the bound.
+    /// Every pool's lease changes since the last call (DHCPv4 and DHCPv6, in the order
+    /// they were made; renewals left out), and how many were lost to the bound.
     pub fn drain_changes(&self) -> (Vec<(String, LeaseChange)>, u64) {
+        // Every pool operation settles its changes into the journal, in order.
         let mut g = self.inner.lock();
-        let mut out = std::mem::take(&mut g.orphaned);
-        let mut lost = 0;
-        for (name, p) in g.pools.iter_mut() {
-            let (changes, l) = p.drain_changes();
-            lost += l;
-            out.extend(changes.into_iter().map(|c| (name.clone(), c)));
-        }
-        for (name, p) in g.pools6.iter_mut() {
-            let (changes, l) = p.drain_changes();
-            lost += l;
-            out.extend(changes.into_iter().map(|c| (name.clone(), c)));
-        }
-        (out, lost)
+        let out = std::mem::take(&mut g.orphaned);
+        (out, std::mem::take(&mut g.lost))
     }
 
     /// Changes so far to the leases; the db compares it with what it wrote.
@@ -960,9 +972,7 @@ impl LeaseStore {
                     .into_iter()
                     .map(|l| LeaseChange::Ended6(l, End6::Replaced)),
             );
-            let room = CHANGES_MAX.saturating_sub(g.orphaned.len());
-            g.orphaned
-                .extend(changes.into_iter().take(room).map(|c| (name.clone(), c)));
+            g.journal(&name, changes);
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -1499,5 +1509,47 @@ mod tests {
         });
         let (v, lost) = store.drain_changes();
         assert_eq!((v.len(), lost), (CHANGES_MAX, 5));
+    }
+
+    #[test]
+    fn changes_of_both_families_in_order() {
+        use crate::tables::leases6::{Client6, Duid, Pool6Conf};
+        let store = LeaseStore::new();
+        store.sync(vec![conf("10.0.0.10", "10.0.0.20")], NOW);
+        store.sync6(
+            vec![Pool6Conf {
+                bridge: "br1".into(),
+                first: "fd00:1::10".parse().unwrap(),
+                last: "fd00:1::20".parse().unwrap(),
+                subnet: "fd00:1::/64".parse().unwrap(),
+                server: "fd00:1::1".parse().unwrap(),
+                duid: Duid::ll(mac(1)),
+                reserved: HashSet::new(),
+                reservations: HashMap::new(),
+            }],
+            NOW,
+        );
+        let d = Duid(vec![0, 4, 1, 2]);
+        let c = Client6::default();
+        let a6 = store
+            .with_pool6("br1", |p| p.bind(&d, 1, &c, None, NOW).unwrap())
+            .unwrap();
+        store.with_pool("br1", |p| {
+            p.request(mac(2), ip("10.0.0.10"), None, NOW).unwrap()
+        });
+        store.with_pool6("br1", |p| p.release(&d, a6, NOW));
+        store.with_pool("br1", |p| p.release(mac(2), Ipv4Addr::UNSPECIFIED, NOW));
+        let kinds: Vec<&str> = store
+            .drain_changes()
+            .0
+            .iter()
+            .map(|(_, c)| match c {
+                LeaseChange::Granted(_) => "+4",
+                LeaseChange::Ended(_) => "-4",
+                LeaseChange::Granted6(_) => "+6",
+                LeaseChange::Ended6(..) => "-6",
+            })
+            .collect();
+        assert_eq!(kinds, ["+6", "+4", "-6", "-4"]);
     }
 }
