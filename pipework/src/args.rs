@@ -22,6 +22,7 @@ GUEST: a Docker container (name or id), a named network namespace (ip netns), or
 MAC: aa:bb:cc:dd:ee:ff, or U:STRING for a stable locally administered MAC.
 @VLAN: the host end of the link becomes an access port of VLAN 1..4094.
 --lock: port security: the guest can only send from its MAC (and its static IP).
+dhcp: DHCPv4, and DHCPv6 too when the bridge serves it (both leases pinned to the MAC).
 Default IFNAME: eth1. Default --timeout: 60 s for --wait, 30 s for dhcp.";
 
 /// Default bound of `--wait`.
