@@ -592,7 +592,11 @@ fn dhcpv6_names_events_and_reservations() -> Result<()> {
         "c1 still answers after the release: {aaaa:?}"
     );
 
-    // 3. No FQDN: the DHCPv4 lease's name of the same MAC gets the AAAA too.
+    // 3. No FQDN: the name the same MAC's DHCPv4 lease registers, granted after the
+    // DHCPv6 lease here, answers AAAA for it too (and a DHCPv6 lease bound after the
+    // DHCPv4 one takes it at once: the reserved lease below).
+    lab.sh_out("d1", &dh("-1", &empty))?;
+    let addr2 = bound()?;
     let v4 = dir.join("udhcpc.sh");
     std::fs::write(
         &v4,
@@ -610,8 +614,6 @@ fn dhcpv6_names_events_and_reservations() -> Result<()> {
         dig(&lab, "d1", "10.1.0.1", "A alpha")?.starts_with("10.1.0."),
         "the DHCPv4 name"
     );
-    lab.sh_out("d1", &dh("-1", &empty))?;
-    let addr2 = bound()?;
     let aaaa = dig(&lab, "d1", "fd00:1::1", "AAAA alpha.br1")?;
     ensure!(aaaa == addr2, "AAAA alpha: {aaaa:?}, DHCPv6 lease {addr2}");
     ensure!(
@@ -680,6 +682,8 @@ fn dhcpv6_names_events_and_reservations() -> Result<()> {
     let out = lab.sh("d1", "ping -6 -c 1 -W 2 -I fd00:1::77 fd00:1::1")?;
     ensure!(out.contains("1 received"), "{out}");
     ensure!(dig(&lab, "d1", "fd00:1::1", "AAAA res6")? == "fd00:1::77");
+    // Bound after the DHCPv4 lease: the lease took its name at once.
+    ensure!(dig(&lab, "d1", "fd00:1::1", "AAAA alpha")? == "fd00:1::77");
     let leases = lab.ctl_json(&["dhcp-leases", "br1"])?;
     ensure!(
         leases.as_array().is_some_and(|a| a

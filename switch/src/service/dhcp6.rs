@@ -821,6 +821,21 @@ mod tests {
     }
 
     #[test]
+    fn a_later_dhcpv4_name_goes_to_the_unnamed_lease_of_its_mac() {
+        let mut p = pool("fd00:1::100", "fd00:1::1ff");
+        let (m1, m2) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let req = msg(MessageType::Request, 1, Some(&p), None);
+        serve(&mut p, &req, 100, Some(m1), None).unwrap();
+        let req = with_fqdn(&msg(MessageType::Request, 2, Some(&p), None), "named");
+        serve(&mut p, &req, 100, Some(m2), None).unwrap();
+        assert!(!p.inherit_name(m2, "other"), "a lease with a name keeps it");
+        assert!(!p.inherit_name(m1, "named"), "a name another lease holds");
+        assert!(p.inherit_name(m1, "alpha"));
+        assert_eq!(p.names().get("alpha"), Some(&ip("fd00:1::100")));
+        assert!(!p.inherit_name(m1, "beta"), "named now");
+    }
+
+    #[test]
     fn lease_changes_are_journaled() {
         use crate::tables::leases::LeaseChange;
         use crate::tables::leases6::End6;

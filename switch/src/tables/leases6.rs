@@ -249,6 +249,8 @@ pub struct Pool6 {
     stats: Pool6Stats,
     /// Lease host names (copy-on-write: the DNS service holds a clone).
     names: Arc<LeaseNames6>,
+    /// A lease without a name, by client MAC (for [`Pool6::inherit_name`]).
+    unnamed: HashMap<MacAddr, Ipv6Addr>,
     /// Leases changed since the store last looked (the db needs writing).
     pub(super) dirty: bool,
     /// Leases granted and ended since the daemon last drained them (bounded).
@@ -273,6 +275,7 @@ impl Pool6 {
             quarantine_age: BTreeSet::new(),
             stats: Pool6Stats::default(),
             names: Arc::default(),
+            unnamed: HashMap::new(),
             dirty: false,
             changes: Vec::new(),
             changes_lost: 0,
@@ -358,14 +361,10 @@ impl Pool6 {
         if self.names.contains_key(name) {
             return false;
         }
-        let Some((&ip, expires)) = self.slots.iter().find_map(|(ip, s)| match &s.hold {
-            Hold::Lease {
-                mac: Some(m),
-                hostname: None,
-                ..
-            } if *m == mac => Some((ip, s.expires)),
-            _ => None,
-        }) else {
+        let Some(&ip) = self.unnamed.get(&mac) else {
+            return false;
+        };
+        let Some(expires) = self.slots.get(&ip).map(|s| s.expires) else {
             return false;
         };
         let Some(Slot {
@@ -418,6 +417,10 @@ impl Pool6 {
                     if self.names.get(h) == Some(&ip) {
                         Arc::make_mut(&mut self.names).remove(h);
                     }
+                } else if let Some(m) = mac {
+                    if self.unnamed.get(m) == Some(&ip) {
+                        self.unnamed.remove(m);
+                    }
                 }
                 self.dirty = true;
                 let ended = Lease6 {
@@ -458,6 +461,8 @@ impl Pool6 {
                 self.lease_of.insert(duid.clone(), ip);
                 if let Some(h) = hostname {
                     Arc::make_mut(&mut self.names).insert(h.clone(), ip);
+                } else if let Some(m) = mac {
+                    self.unnamed.insert(*m, ip);
                 }
                 self.dirty = true;
                 let granted = Lease6 {
