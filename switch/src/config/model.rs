@@ -2027,6 +2027,48 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_reserve_ipv6() {
+        let mut m = Model::default();
+        let mut r = br("br1", Some("10.0.0.0/24"), Some("10.0.0.1"));
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        r.dhcp = Some(String::new());
+        let b = m.check_add_bridge(&r).unwrap();
+        m.insert_bridge(b);
+        m.insert_bridge(
+            m.check_add_bridge(&br("br4", Some("10.4.0.0/24"), Some("10.4.0.1")))
+                .unwrap(),
+        );
+        let mac = "02:00:00:00:00:05";
+        m.reserve("br1", mac, "10.0.0.5", None).unwrap();
+        m.reserve("br1", mac, "fd00:10::5", Some("Web6.")).unwrap();
+        let b = m.bridge("br1").unwrap();
+        assert_eq!(b.reservations.len(), 1, "one of each family");
+        assert_eq!(b.reservations6[0].name.as_deref(), Some("web6"));
+        let pool = b.dhcp6_pool().unwrap();
+        assert!(pool.reserved.contains(&"fd00:10::5".parse().unwrap()));
+        assert_eq!(pool.reservations.len(), 1);
+        let err = |m: &mut Model, br: &str, mac: &str, ip: &str| {
+            m.reserve(br, mac, ip, None).unwrap_err().to_string()
+        };
+        assert!(err(&mut m, "br1", mac, "fd00:99::5").contains("outside subnet fd00:10::/64"));
+        assert!(err(&mut m, "br1", mac, "fd00:10::1").contains("outside subnet"));
+        assert!(err(&mut m, "br1", mac, "fd00:10::").contains("outside subnet"));
+        assert!(err(&mut m, "br4", mac, "fd00:10::6").contains("has no DHCPv6 server"));
+        assert!(err(&mut m, "br1", "02:00:00:00:00:06", "fd00:10::5").contains("already reserved"));
+        assert_eq!(
+            m.existing_reservation("br1", mac, "fd00:10::5", Some("web6")),
+            Ok(true)
+        );
+        assert!(m
+            .existing_reservation("br1", mac, "fd00:10::7", None)
+            .is_err());
+        m.unreserve("br1", mac).unwrap();
+        let b = m.bridge("br1").unwrap();
+        assert!(b.reservations.is_empty() && b.reservations6.is_empty());
+    }
+
+    #[test]
     fn dhcp_per_family() {
         let m = Model::default();
         let dual = |dhcp: Option<&str>, dhcp6: Option<&str>| AddBr {
