@@ -281,13 +281,6 @@ pub fn serve(
     let m = Message::from_bytes(data).ok()?;
     let domain = pool.conf().bridge.to_ascii_lowercase();
     let fqdn = raw_option(data.get(4..)?, OPT_CLIENT_FQDN).and_then(|b| parse_fqdn(b, &domain));
-    let client = Client6 {
-        mac,
-        hostname: fqdn
-            .as_ref()
-            .and_then(|f| f.name.clone())
-            .or(fallback.filter(|h| crate::config::model::valid_dns_name(h))),
-    };
     let ours = server_id(&m).map(|s| s == pool.conf().duid.0.as_slice());
     let ty = m.msg_type();
     if ty == MessageType::InformationRequest {
@@ -301,6 +294,16 @@ pub fn serve(
         return r.to_vec().ok();
     }
     let duid = client_id(&m)?;
+    // The name it asks for; else, for a lease without a name, its MAC's DHCPv4 name
+    // (a lease that has one keeps it).
+    let client = Client6 {
+        mac,
+        hostname: fqdn.as_ref().and_then(|f| f.name.clone()).or_else(|| {
+            fallback
+                .filter(|h| crate::config::model::valid_dns_name(h))
+                .filter(|_| pool.lease_name(&duid).is_none())
+        }),
+    };
     // §16: Solicit, Confirm and Rebind carry no server identifier; Request, Renew,
     // Release and Decline carry ours.
     let must_name_us = matches!(
@@ -778,6 +781,9 @@ mod tests {
         let ren = msg(MessageType::Renew, 1, Some(&p), Some(&a.to_string()));
         serve(&mut p, &ren, 200, mac, None).unwrap();
         assert_eq!(p.names().get("c1"), Some(&a));
+        // Nor does its MAC's DHCPv4 name take the lease's own away.
+        serve(&mut p, &ren, 250, mac, Some("alpha".into())).unwrap();
+        assert_eq!(p.lease_name(&Duid(client(1))).as_deref(), Some("c1"));
         // Released: the name goes; expired likewise.
         let rel = msg(MessageType::Release, 1, Some(&p), Some(&a.to_string()));
         serve(&mut p, &rel, 300, mac, None).unwrap();
