@@ -29,6 +29,10 @@ fn main() -> std::process::ExitCode {
         ("dns_aaaa_over_ipv6", dns_aaaa_over_ipv6),
         ("dhcpv6_dhclient_and_flood", dhcpv6_dhclient_and_flood),
         (
+            "dhcpv6_names_events_and_reservations",
+            dhcpv6_names_events_and_reservations,
+        ),
+        (
             "iperf3_ipv6_gso_through_router",
             iperf3_ipv6_gso_through_router,
         ),
@@ -417,6 +421,281 @@ RELEASE6|EXPIRE6|STOP6)
 esac
 exit 0
 "#;
+
+/// The events `vswitchctl --json monitor` wrote to `log`.
+fn events(lab: &Lab, log: &str) -> Result<Vec<serde_json::Value>> {
+    lab.read_log(log)
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("event line {l:?} is not JSON")))
+        .collect()
+}
+
+/// The first event of `kind` matching `f` in `log`, waited for (10 s).
+fn wait_event(
+    lab: &Lab,
+    log: &str,
+    kind: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let find = || {
+        events(lab, log)
+            .ok()?
+            .into_iter()
+            .find(|e| e["event"] == kind && f(e))
+    };
+    ensure!(
+        wait_until(Duration::from_secs(10), || find().is_some()),
+        "no {kind} event; monitor log:\n{}\nvswitchd log:\n{}",
+        lab.read_log(log),
+        lab.log_tail(30)
+    );
+    find().context("event gone")
+}
+
+/// `dig +short` at the gateway `gw` from `ns`.
+fn dig(lab: &Lab, ns: &str, gw: &str, q: &str) -> Result<String> {
+    Ok(lab
+        .sh(ns, &format!("dig +short +tries=2 +time=2 {q} @{gw}"))?
+        .trim()
+        .to_string())
+}
+
+/// DHCPv6 leases with names, lease events, reservations, with ISC dhclient -6:
+/// - a client sending its FQDN (`send fqdn.fqdn "c1"`) is answered AAAA and
+///   ip6.arpa PTR at the gateway while its lease lives, gone after its Release;
+/// - `monitor --json` shows the lease granted and released (family 6, the DUID, the
+///   reason) and the name added and removed;
+/// - a client sending no FQDN gets the AAAA of the name its MAC's DHCPv4 lease has;
+/// - `dhcp-reserve BR MAC IPV6 NAME` pins the address (persisted, listed) and
+///   refuses out-of-range and wrong-family addresses.
+fn dhcpv6_names_events_and_reservations() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch("sw")?;
+    dual_br(
+        &lab,
+        "br1",
+        1,
+        &["--dhcp", "--dhcp", "fd00:1::100-fd00:1::1ff"],
+    )?;
+    let ctl = vswitch_integration::bin("vswitchctl")?
+        .display()
+        .to_string();
+    let sock = lab.socket().display().to_string();
+    lab.spawn(
+        "sw",
+        &ctl,
+        &["--socket", &sock, "--json", "monitor"],
+        "mon.json",
+    )?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || {
+            let _ = lab.ctl(&["add-br", "probe"]);
+            let _ = lab.ctl(&["del-br", "probe"]);
+            lab.read_log("mon.json").contains("probe")
+        }),
+        "monitor did not subscribe"
+    );
+    lab.add_ns("d1")?;
+    lab.veth("sw", "v1", "d1", "eth0")?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.sh("sw", "ip link set v1 up")?;
+    lab.sh("d1", "ip link set lo up && ip link set eth0 up")?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || lab
+            .sh("d1", "ip -6 addr show dev eth0 scope link")
+            .is_ok_and(|o| o.contains("fe80::") && !o.contains("tentative"))),
+        "d1: no usable link-local address"
+    );
+    let mac = lab.mac("d1", "eth0")?;
+    let dir = lab.dir().to_path_buf();
+    let script = dir.join("dhclient6.sh");
+    std::fs::write(&script, DHCLIENT6_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let log = dir.join("dhclient6.log");
+    let conf = dir.join("dhclient6.conf");
+    std::fs::write(
+        &conf,
+        "send fqdn.fqdn \"c1\";\nsend fqdn.server-update on;\n",
+    )?;
+    let empty = dir.join("empty.conf");
+    std::fs::write(&empty, "")?;
+    let dh = |args: &str, cf: &std::path::Path| {
+        format!(
+            "timeout 30 dhclient -6 {args} -cf {} -e LOG6={} -sf {} -lf {}/d1.leases6 -pf {}/d1.pid6 eth0 2>&1",
+            cf.display(),
+            log.display(),
+            script.display(),
+            dir.display(),
+            dir.display()
+        )
+    };
+    // The address of the last lease dhclient bound.
+    let bound = || -> Result<String> {
+        let got = std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = got
+            .lines()
+            .rfind(|l| l.contains("reason=BOUND6"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .with_context(|| format!("dhclient -6 got no lease:\n{got}"))?;
+        Ok(addr.to_string())
+    };
+
+    // 1. The FQDN becomes AAAA and PTR at the gateway.
+    let out = lab.sh_out("d1", &dh("-1", &conf))?;
+    let addr = bound().with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    ensure!(addr.starts_with("fd00:1::1"), "{addr}");
+    lab.assert_ping("d1", "fd00:1::1")?;
+    let aaaa = dig(&lab, "d1", "fd00:1::1", "AAAA c1.br1")?;
+    ensure!(aaaa == addr, "dig AAAA c1.br1 said {aaaa:?}, lease {addr}");
+    let ptr = dig(&lab, "d1", "fd00:1::1", &format!("-x {addr}"))?;
+    ensure!(ptr == "c1.", "PTR of {addr}: {ptr:?}");
+    let leases = lab.ctl_json(&["dhcp-leases", "br1"])?;
+    let l = leases
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["ip"] == addr.as_str()))
+        .with_context(|| format!("{addr} not in {leases}"))?;
+    ensure!(l["hostname"] == "c1" && l["mac"] == mac.as_str(), "{l}");
+    let hosts = lab.ctl_ok(&["list-hosts", "br1"])?;
+    ensure!(
+        hosts
+            .lines()
+            .any(|x| x.split_whitespace().collect::<Vec<_>>() == ["c1", addr.as_str(), "dhcp"]),
+        "{hosts}"
+    );
+    let granted = wait_event(&lab, "mon.json", "lease-granted", |e| e["family"] == 6)?;
+    ensure!(
+        granted["ip"] == addr.as_str()
+            && granted["name"] == "c1"
+            && granted["mac"] == mac.as_str()
+            && granted["duid"].as_str().is_some_and(|d| d.len() > 10)
+            && granted["bridge"] == "br1",
+        "{granted}"
+    );
+    wait_event(&lab, "mon.json", "name-added", |e| {
+        e["name"] == "c1" && e["ip"] == addr.as_str()
+    })?;
+
+    // 2. Released: the name goes, with the events.
+    let _ = lab.sh_out("d1", &format!("kill $(cat {}/d1.pid6)", dir.display()));
+    lab.sh_out("d1", &dh("-r", &conf))?;
+    let released = wait_event(&lab, "mon.json", "lease-released", |e| e["family"] == 6)?;
+    ensure!(
+        released["reason"] == "released"
+            && released["ip"] == addr.as_str()
+            && released["duid"] == granted["duid"],
+        "{released}"
+    );
+    wait_event(&lab, "mon.json", "name-removed", |e| e["name"] == "c1")?;
+    let aaaa = dig(&lab, "d1", "fd00:1::1", "AAAA c1.br1")?;
+    ensure!(
+        aaaa.is_empty(),
+        "c1 still answers after the release: {aaaa:?}"
+    );
+
+    // 3. No FQDN: the name the same MAC's DHCPv4 lease registers, granted after the
+    // DHCPv6 lease here, answers AAAA for it too (and a DHCPv6 lease bound after the
+    // DHCPv4 one takes it at once: the reserved lease below).
+    lab.sh_out("d1", &dh("-1", &empty))?;
+    let addr2 = bound()?;
+    let v4 = dir.join("udhcpc.sh");
+    std::fs::write(
+        &v4,
+        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr add $ip/$mask dev $interface;; esac\n",
+    )?;
+    std::fs::set_permissions(&v4, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    lab.sh(
+        "d1",
+        &format!(
+            "busybox udhcpc -i eth0 -n -q -t 5 -T 1 -x hostname:alpha -s {}",
+            v4.display()
+        ),
+    )?;
+    ensure!(
+        dig(&lab, "d1", "10.1.0.1", "A alpha")?.starts_with("10.1.0."),
+        "the DHCPv4 name"
+    );
+    let aaaa = dig(&lab, "d1", "fd00:1::1", "AAAA alpha.br1")?;
+    ensure!(aaaa == addr2, "AAAA alpha: {aaaa:?}, DHCPv6 lease {addr2}");
+    ensure!(
+        dig(&lab, "d1", "10.1.0.1", "AAAA alpha")? == addr2,
+        "asked over IPv4"
+    );
+    let _ = lab.sh_out("d1", &format!("kill $(cat {}/d1.pid6)", dir.display()));
+    lab.sh_out("d1", &dh("-r", &empty))?;
+
+    // 4. Reservations: errors, then the pinned address with its name.
+    lab.ctl_ok(&[
+        "add-br",
+        "br4",
+        "--subnet",
+        "10.4.0.0/24",
+        "--gateway",
+        "10.4.0.1",
+        "--dhcp",
+    ])?;
+    for (args, want) in [
+        (
+            vec!["dhcp-reserve", "br1", &mac, "fd00:9::5"],
+            "outside subnet fd00:1::/64",
+        ),
+        (
+            vec!["dhcp-reserve", "br1", &mac, "fd00:1::1"],
+            "outside subnet",
+        ),
+        (
+            vec!["dhcp-reserve", "br4", &mac, "fd00:1::5"],
+            "has no DHCPv6 server",
+        ),
+        (vec!["dhcp-reserve", "br1", &mac, "fd00:1::zz"], "bad IP"),
+    ] {
+        let o = lab.ctl(&args)?;
+        ensure!(
+            o.code != 0 && o.stderr.contains(want) && o.stderr.lines().count() == 1,
+            "{args:?}: {} {:?}",
+            o.code,
+            o.stderr
+        );
+    }
+    lab.ctl_ok(&["dhcp-reserve", "br1", &mac, "fd00:1::77", "res6"])?;
+    let o = lab.ctl(&["dhcp-reserve", "br1", "02:00:00:00:00:99", "fd00:1::77"])?;
+    ensure!(
+        o.code != 0 && o.stderr.contains("already reserved"),
+        "{o:?}"
+    );
+    lab.restart_switch()?;
+    let hosts = lab.ctl_ok(&["list-hosts", "br1"])?;
+    ensure!(
+        hosts
+            .lines()
+            .any(|x| x.split_whitespace().collect::<Vec<_>>()
+                == ["res6", "fd00:1::77", "dhcp-reserve"]),
+        "reservation not persisted: {hosts}"
+    );
+    let out = lab.sh_out("d1", &dh("-1", &empty))?;
+    ensure!(
+        bound()? == "fd00:1::77",
+        "reserved address not leased: {}\n{}\n{}",
+        bound()?,
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let out = lab.sh("d1", "ping -6 -c 1 -W 2 -I fd00:1::77 fd00:1::1")?;
+    ensure!(out.contains("1 received"), "{out}");
+    ensure!(dig(&lab, "d1", "fd00:1::1", "AAAA res6")? == "fd00:1::77");
+    // Bound after the DHCPv4 lease: the lease took its name at once.
+    ensure!(dig(&lab, "d1", "fd00:1::1", "AAAA alpha")? == "fd00:1::77");
+    let leases = lab.ctl_json(&["dhcp-leases", "br1"])?;
+    ensure!(
+        leases.as_array().is_some_and(|a| a
+            .iter()
+            .any(|l| l["ip"] == "fd00:1::77" && l["reserved"] == true)),
+        "{leases}"
+    );
+    let _ = lab.sh_out("d1", &format!("kill $(cat {}/d1.pid6)", dir.display()));
+    lab.ctl_ok(&["dhcp-unreserve", "br1", &mac])?;
+    ensure!(!lab.ctl_ok(&["list-hosts", "br1"])?.contains("res6"));
+    Ok(())
+}
 
 /// Floods the DHCPv6 server from a link-local socket: SOLICITS Solicits with random
 /// DUIDs, then REQUESTS Requests with random DUIDs naming the server (its DUID taken

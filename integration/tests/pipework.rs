@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
             lock_drops_mac_and_ip_spoofing,
         ),
         ("ipv6_guests_talk", ipv6_guests_talk),
+        ("dhcp_asks_for_both_families", dhcp_asks_for_both_families),
     ])
 }
 
@@ -436,7 +437,7 @@ fn ipv6_guests_talk() -> Result<()> {
     );
     let o = pipework(&lab, &["br0", "-i", "eth3", "-a", "inet6", &a, "dhcp"])?;
     ensure!(
-        !o.ok && o.stderr.contains("dhcp is IPv4 only"),
+        !o.ok && o.stderr.contains("plain dhcp asks for both families"),
         "{}",
         o.stderr
     );
@@ -448,5 +449,89 @@ fn ipv6_guests_talk() -> Result<()> {
     );
     pipework_ok(&lab, &["--remove", "br0", &a])?;
     ensure!(!lab.sh("a", "ip -o link")?.contains("eth1"), "eth1 left");
+    Ok(())
+}
+
+/// `pipework br0 GUEST dhcp` on a bridge with an IPv6 range: the guest gets an IPv4
+/// and an IPv6 address (DHCPv4 and DHCPv6), a default route of each family, pings the
+/// gateway over both, and its name answers A and AAAA; `--remove` takes both away.
+fn dhcp_asks_for_both_families() -> Result<()> {
+    let lab = lab_with(
+        &["dc", "peer"],
+        &[
+            "add-br",
+            "br0",
+            "--subnet",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.0.1",
+            "--subnet",
+            "fd00:7::/64",
+            "--gateway",
+            "fd00:7::1",
+            "--dhcp",
+            "10.0.0.100-10.0.0.120",
+            "--dhcp",
+            "fd00:7::100-fd00:7::1ff",
+        ],
+    )?;
+    let dc = lab.ns("dc");
+    let out = pipework_ok(&lab, &["br0", &dc, "dhcp"])?;
+    ensure!(
+        out.contains("default route via 10.0.0.1") && out.contains("default route via fd00:7::1"),
+        "{out}"
+    );
+    let v4 = lab.sh("dc", "ip -4 -o addr show dev eth1")?;
+    ensure!(v4.contains("inet 10.0.0.1"), "{v4}");
+    let v6 = lab.sh("dc", "ip -6 -o addr show dev eth1 scope global")?;
+    let leased6 = v6
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|c| c.split('/').next())
+        .with_context(|| format!("no IPv6 address: {v6}"))?
+        .to_string();
+    ensure!(
+        leased6.starts_with("fd00:7::1") && v6.contains("/64"),
+        "{v6}"
+    );
+    let routes = lab.sh("dc", "ip -6 route show default")?;
+    ensure!(routes.contains("via fd00:7::1 dev eth1"), "{routes}");
+    lab.assert_ping("dc", "10.0.0.1")?;
+    let ping = lab.sh_out("dc", "ping -6 -c 3 -i 0.2 -W 2 fd00:7::1")?;
+    let text = String::from_utf8_lossy(&ping.stdout);
+    ensure!(
+        ping.status.success() && text.contains("3 received"),
+        "ping -6 the gateway: {text}"
+    );
+    let aaaa = lab.sh("dc", &format!("dig +short +time=2 AAAA {dc} @fd00:7::1"))?;
+    ensure!(
+        aaaa.trim() == leased6,
+        "AAAA {dc}: {aaaa:?}, lease {leased6}"
+    );
+    let json = pipework(
+        &lab,
+        &["--json", "br0", "-i", "eth2", &lab.ns("peer"), "dhcp"],
+    )?;
+    ensure!(json.ok, "{}", json.stderr);
+    let j: serde_json::Value = serde_json::from_str(&json.stdout)?;
+    ensure!(
+        j["ip6"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fd00:7::1") && a.ends_with("/64"))
+            && j["gateway6"] == "fd00:7::1",
+        "{j}"
+    );
+    pipework_ok(&lab, &["--remove", "br0", &dc])?;
+    let leases = lab.ctl_json(&["dhcp-leases", "br0"])?;
+    ensure!(
+        !leases.to_string().contains(&format!("\"{leased6}\"")),
+        "the IPv6 lease outlived the port: {leases}"
+    );
+    let aaaa = lab.sh(
+        "peer",
+        &format!("dig +short +time=2 AAAA {dc} @fd00:7::1 || true"),
+    )?;
+    ensure!(!aaaa.contains(&leased6), "{aaaa}");
     Ok(())
 }

@@ -22,6 +22,7 @@ GUEST: a Docker container (name or id), a named network namespace (ip netns), or
 MAC: aa:bb:cc:dd:ee:ff, or U:STRING for a stable locally administered MAC.
 @VLAN: the host end of the link becomes an access port of VLAN 1..4094.
 --lock: port security: the guest can only send from its MAC (and its static IP).
+dhcp: DHCPv4, and DHCPv6 too when the bridge serves it (both leases pinned to the MAC).
 Default IFNAME: eth1. Default --timeout: 60 s for --wait, 30 s for dhcp.";
 
 /// Default bound of `--wait`.
@@ -142,7 +143,7 @@ fn parse_mac_vlan(s: &str) -> Result<(Option<[u8; 6]>, Option<u16>)> {
 fn parse_addr6(s: &str) -> Result<Addr> {
     use std::net::Ipv6Addr;
     if s.starts_with("dhcp") {
-        bail!("bad address {s:?}: dhcp is IPv4 only (vswitchd has no DHCPv6 server); give -a inet6 a static address");
+        bail!("bad address {s:?}: -a inet6 takes a static address; plain dhcp asks for both families when the bridge serves DHCPv6");
     }
     let (cidr, gw) = match s.split_once('@') {
         Some((c, g)) => (c, Some(g)),
@@ -469,7 +470,7 @@ mod tests {
         assert!(err("br1 ctr 10.0.0.5/24 @0").starts_with("bad VLAN"));
         assert!(err("br1 -i abcdefghijklmnopq ctr 10.0.0.5/24").starts_with("bad interface"));
         assert!(err("br1 -a 6 ctr 10.0.0.5/24").starts_with("bad address"));
-        assert!(err("br1 -a inet6 ctr dhcp").contains("IPv4 only"));
+        assert!(err("br1 -a inet6 ctr dhcp").contains("both families"));
         assert!(err("br1 -a inet6 ctr 2001:db8::5/129").contains("0..128"));
         assert!(err("br1 ctr 2001:db8::5/64").contains("needs -a inet6"));
         assert!(err("br1 -a 5 ctr 10.0.0.5/24").starts_with("bad -a"));

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Layers, top to bottom: `args` (command line) → `plumb` (the commands, validation,
-//! rollback) → `guest` (Docker engine / netns / pid lookup), `dhcp` (a one-shot DHCP
-//! client), `arp` (gratuitous ARP) → `netlink` (link, address, route requests) →
+//! rollback) → `guest` (Docker engine / netns / pid lookup), `dhcp`/`dhcp6` (one-shot DHCP
+//! and DHCPv6 clients), `arp` (gratuitous ARP) → `netlink` (link, address, route requests) →
 //! `netns` (acting inside another network namespace from a thread of its own).
 //! The host end of the veth pair is made in vswitchd's own network namespace, found
 //! from the daemon's PID, wherever pipework runs; nothing is needed in the guest.
@@ -20,6 +20,7 @@
 mod args;
 mod arp;
 mod dhcp;
+mod dhcp6;
 mod guest;
 mod plumb;
 mod resolv;

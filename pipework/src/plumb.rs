@@ -13,7 +13,7 @@ use crate::args::{Addr, Args, Cmd, Plumb, USAGE};
 use crate::guest::{self, Guest, Kind};
 use crate::netlink::{mac_string, parse_mac, Rtnl};
 use crate::netns::NetNs;
-use crate::{arp, dhcp, resolv};
+use crate::{arp, dhcp, dhcp6, resolv};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -47,6 +47,12 @@ pub struct Plumbed {
     /// `IP/PREFIX`.
     pub ip: String,
     pub gateway: Option<String>,
+    /// `dhcp` on a bridge that serves DHCPv6 too: the leased `IPV6/PREFIX` and the
+    /// IPv6 default route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub vlan: Option<u16>,
     pub dhcp: bool,
     pub dns_name: Option<String>,
@@ -118,6 +124,12 @@ impl Report for Plumbed {
             self.guest, self.ifname, self.ip, self.mac, self.bridge, self.port
         );
         if let Some(g) = &self.gateway {
+            s += &format!(", default route via {g}");
+        }
+        if let Some(a) = &self.ip6 {
+            s += &format!(", {a}");
+        }
+        if let Some(g) = &self.gateway6 {
             s += &format!(", default route via {g}");
         }
         if let Some(v) = self.vlan {
@@ -594,6 +606,8 @@ fn build(
             mac: mac_string(&mac),
             ip: format!("{ip}/{prefix}"),
             gateway: gateway.map(|g| g.to_string()),
+            ip6: None,
+            gateway6: None,
             vlan: p.vlan,
             dhcp: false,
             dns_name: None,
@@ -634,6 +648,35 @@ fn build(
         }
         Addr::Static6 { .. } => bail!("internal error: IPv6 is plumbed above"),
     };
+    // A bridge that serves DHCPv6 too: an IPv6 address the same way (dhcp asks for
+    // both families), pinned to the MAC as well, with the IPv6 default route.
+    let mut v6 = None;
+    if let (Addr::Dhcp, Some(_), Some(gw6), Some(net6)) =
+        (&p.addr, &br.dhcp6, &br.gateway6, &br.subnet6)
+    {
+        let gw6: std::net::Ipv6Addr = gw6
+            .parse()
+            .with_context(|| format!("bridge {}'s IPv6 gateway {gw6}", br.name))?;
+        let net6: ipnet::Ipv6Net = net6
+            .parse()
+            .with_context(|| format!("bridge {}'s IPv6 subnet {net6}", br.name))?;
+        let lease = dhcp6::obtain(&g.ns, &p.ifname, mac, g.dns_name.as_deref(), p.timeout)?;
+        grt.add_addr6(gl.index, lease.ip, net6.prefix_len())?;
+        grt.replace_default_route(IpAddr::V6(gw6))?;
+        d.client
+            .call_value(Req::DhcpReserve {
+                bridge: br.name.clone(),
+                mac: mac_string(&mac),
+                ip: lease.ip.to_string(),
+                name: register.clone(),
+                may_exist: false,
+            })
+            .context("dhcp-reserve the leased IPv6 address")?;
+        v6 = Some((
+            format!("{}/{}", lease.ip, net6.prefix_len()),
+            gw6.to_string(),
+        ));
+    }
     // Best effort: the switch learns the binding from the guest's first packet anyway.
     if let Err(e) = arp::announce(&g.ns, gl.index, mac, ip) {
         eprintln!("warning: gratuitous ARP for {ip} not sent: {e:#}");
@@ -674,6 +717,8 @@ fn build(
         mac: mac_string(&mac),
         ip: format!("{ip}/{prefix}"),
         gateway: gateway.map(|g| g.to_string()),
+        ip6: v6.as_ref().map(|v| v.0.clone()),
+        gateway6: v6.map(|v| v.1),
         vlan: p.vlan,
         dhcp: p.addr == Addr::Dhcp,
         dns_name: register.or_else(|| g.dns_name.clone()),

@@ -81,12 +81,19 @@ pub struct Event {
     /// DNS name (`name-*`), or the client's host name (`lease-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `port-down`: why.
+    /// `port-down`: why; `lease-released` of DHCPv6: `released`, `expired`,
+    /// `declined` or `replaced`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// `macs-suppressed`: how many MAC events were left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// `lease-*`: the address family, 4 (DHCP) or 6 (DHCPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<u8>,
+    /// `lease-*` of DHCPv6: the client's DUID (colon hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duid: Option<String>,
 }
 
 impl Event {
@@ -105,6 +112,8 @@ impl Event {
             name: None,
             reason: None,
             count: None,
+            family: None,
+            duid: None,
         }
     }
 
@@ -149,6 +158,7 @@ impl Event {
         field("name", self.name.clone());
         field("reason", self.reason.clone());
         field("count", self.count.map(|c| c.to_string()));
+        field("duid", self.duid.clone());
         s.trim_end().to_string()
     }
 }

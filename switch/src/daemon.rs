@@ -106,6 +106,10 @@ impl LeaseEvents {
             match c {
                 LeaseChange::Granted(l) => crate::control::events::emit_leases(&bridge, &[], &[l]),
                 LeaseChange::Ended(l) => crate::control::events::emit_leases(&bridge, &[l], &[]),
+                LeaseChange::Granted6(l) => crate::control::events::emit_lease6(&bridge, &l, None),
+                LeaseChange::Ended6(l, why) => {
+                    crate::control::events::emit_lease6(&bridge, &l, Some(why))
+                }
             }
         }
         if lost > 0 {

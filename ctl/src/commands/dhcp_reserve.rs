@@ -13,7 +13,8 @@ pub struct DhcpReserve {
     /// The client's MAC address
     #[arg(value_name = "MAC")]
     pub mac: String,
-    /// The address to lease (inside the bridge's subnet)
+    /// The address to lease (inside the bridge's subnet of its family: IPv4 for DHCP,
+    /// IPv6 for DHCPv6)
     #[arg(value_name = "IP")]
     pub ip: String,
     /// A DNS name to register for the client

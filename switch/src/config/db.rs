@@ -259,6 +259,7 @@ mod tests {
                 leases: vec![],
                 leases6: vec![],
                 reservations: vec![],
+                reservations6: vec![],
                 dns: Default::default(),
                 overlay: None,
                 allocations: vec![],

@@ -114,6 +114,10 @@ pub enum ConfigError {
     BadMac(String),
     #[error("bridge {0} has no DHCP server (add-br ... --dhcp)")]
     NoDhcp(String),
+    #[error(
+        "bridge {0} has no DHCPv6 server (add-br ... --subnet IPV6_CIDR --gateway IPV6 --dhcp)"
+    )]
+    NoDhcp6(String),
     #[error("address {ip} is already reserved for {mac} on bridge {bridge}")]
     ReservationTaken {
         ip: String,
@@ -345,6 +349,15 @@ pub struct Reservation {
     pub name: Option<String>,
 }
 
+/// A DHCPv6 address reserved for one client (by MAC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation6 {
+    pub mac: crate::wire::MacAddr,
+    pub ip: Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// A DHCP lease (the lease store's record, stored in the db with its bridge).
 pub use crate::tables::leases::Lease;
 
@@ -475,6 +488,10 @@ pub struct BridgeConf {
     pub leases6: Vec<Lease6>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// DHCPv6 reservations (`dhcp-reserve BR MAC IPV6`): a client is known by the
+    /// Ethernet source of its messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservations6: Vec<Reservation6>,
     /// Where names the bridge does not own are forwarded.
     #[serde(default, skip_serializing_if = "DnsForward::is_system")]
     pub dns: DnsForward,
@@ -561,6 +578,7 @@ impl BridgeConf {
             })
             .collect();
         reserved.extend(self.gateway6);
+        reserved.extend(self.reservations6.iter().map(|r| r.ip));
         for p in &self.ports {
             for key in ["ip", "ip6"] {
                 if let Some(ip) = p.external_ids.get(key) {
@@ -585,6 +603,7 @@ impl BridgeConf {
             server: self.gateway6?,
             duid: Duid::ll(crate::dp::snapshot::router_mac(&self.name)),
             reserved: self.addresses_in_use6(),
+            reservations: self.reservations6.iter().map(|r| (r.mac, r.ip)).collect(),
         })
     }
 
@@ -999,6 +1018,7 @@ impl Model {
             leases: Vec::new(),
             leases6: Vec::new(),
             reservations: Vec::new(),
+            reservations6: Vec::new(),
             dns,
             overlay: None,
             allocations: Vec::new(),
@@ -1145,8 +1165,23 @@ impl Model {
             .trim()
             .parse()
             .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
-        let ip_a = parse_ip(ip)?;
         let name = name.map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase());
+        if is_v6(ip) {
+            let ip_a = parse_ip6(ip)?;
+            return match b.reservations6.iter().find(|r| r.mac == mac_a) {
+                None => Ok(false),
+                Some(r) if r.ip == ip_a && r.name == name => Ok(true),
+                Some(r) => Err(ConfigError::Conflict(format!(
+                    "{mac_a} already has an IPv6 reservation on bridge {bridge}: {}{}",
+                    r.ip,
+                    r.name
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                ))),
+            };
+        }
+        let ip_a = parse_ip(ip)?;
         match b.reservations.iter().find(|r| r.mac == mac_a) {
             None => Ok(false),
             Some(r) if r.ip == ip_a && r.name == name => Ok(true),
@@ -1215,7 +1250,9 @@ impl Model {
         if let (true, Some(mac)) = (pipework, pipework_mac) {
             // The veth pair is deleted with the port: the guest's address is free.
             b.reservations.retain(|r| r.mac != mac);
+            b.reservations6.retain(|r| r.mac != mac);
             b.leases.retain(|l| l.mac != mac);
+            b.leases6.retain(|l| l.mac != Some(mac));
         }
         for l in b.leases.iter_mut().filter(|l| macs.contains(&l.mac)) {
             l.hostname = None;
@@ -1345,7 +1382,6 @@ impl Model {
             .trim()
             .parse()
             .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
-        let ip_a = parse_ip(ip)?;
         let name = match name {
             Some(n) => {
                 let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -1356,6 +1392,10 @@ impl Model {
             }
             None => None,
         };
+        if is_v6(ip) {
+            return self.reserve6(bridge, mac_a, parse_ip6(ip)?, name);
+        }
+        let ip_a = parse_ip(ip)?;
         let b = self.bridge_mut(bridge)?;
         if b.dhcp.is_none() {
             return Err(ConfigError::NoDhcp(bridge.to_string()));
@@ -1389,15 +1429,49 @@ impl Model {
         Ok(())
     }
 
+    /// `dhcp-reserve BR MAC IPV6 [NAME]`: the bridge serves DHCPv6, the address is in
+    /// its IPv6 subnet, not the gateway, not another MAC's.
+    fn reserve6(
+        &mut self,
+        bridge: &str,
+        mac: crate::wire::MacAddr,
+        ip: Ipv6Addr,
+        name: Option<String>,
+    ) -> Result<(), ConfigError> {
+        let b = self.bridge_mut(bridge)?;
+        let (Some(_), Some(net)) = (b.dhcp6, b.subnet6) else {
+            return Err(ConfigError::NoDhcp6(bridge.to_string()));
+        };
+        if !net.contains(&ip) || Some(ip) == b.gateway6 || ip == net.network() {
+            return Err(ConfigError::AddressOutside {
+                ip: ip.to_string(),
+                subnet: net.to_string(),
+                bridge: bridge.to_string(),
+            });
+        }
+        if let Some(r) = b.reservations6.iter().find(|r| r.ip == ip && r.mac != mac) {
+            return Err(ConfigError::ReservationTaken {
+                ip: ip.to_string(),
+                mac: r.mac.to_string(),
+                bridge: bridge.to_string(),
+            });
+        }
+        b.reservations6.retain(|r| r.mac != mac);
+        b.reservations6.push(Reservation6 { mac, ip, name });
+        Ok(())
+    }
+
+    /// `dhcp-unreserve BR MAC`: the MAC's reservations of both families go.
     pub fn unreserve(&mut self, bridge: &str, mac: &str) -> Result<(), ConfigError> {
         let mac_a: crate::wire::MacAddr = mac
             .trim()
             .parse()
             .map_err(|_| ConfigError::BadMac(mac.to_string()))?;
         let b = self.bridge_mut(bridge)?;
-        let before = b.reservations.len();
+        let before = b.reservations.len() + b.reservations6.len();
         b.reservations.retain(|r| r.mac != mac_a);
-        if b.reservations.len() == before {
+        b.reservations6.retain(|r| r.mac != mac_a);
+        if b.reservations.len() + b.reservations6.len() == before {
             return Err(ConfigError::NoSuchReservation {
                 mac: mac_a.to_string(),
                 bridge: bridge.to_string(),
@@ -1950,6 +2024,48 @@ mod tests {
         assert_eq!(b.dhcp.unwrap().to_string(), "10.1.0.1-10.1.0.254");
         r.mtu = Some(10);
         assert_eq!(err(r), "bad MTU 10: must be 68..65535");
+    }
+
+    #[test]
+    fn dhcp_reserve_ipv6() {
+        let mut m = Model::default();
+        let mut r = br("br1", Some("10.0.0.0/24"), Some("10.0.0.1"));
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        r.dhcp = Some(String::new());
+        let b = m.check_add_bridge(&r).unwrap();
+        m.insert_bridge(b);
+        m.insert_bridge(
+            m.check_add_bridge(&br("br4", Some("10.4.0.0/24"), Some("10.4.0.1")))
+                .unwrap(),
+        );
+        let mac = "02:00:00:00:00:05";
+        m.reserve("br1", mac, "10.0.0.5", None).unwrap();
+        m.reserve("br1", mac, "fd00:10::5", Some("Web6.")).unwrap();
+        let b = m.bridge("br1").unwrap();
+        assert_eq!(b.reservations.len(), 1, "one of each family");
+        assert_eq!(b.reservations6[0].name.as_deref(), Some("web6"));
+        let pool = b.dhcp6_pool().unwrap();
+        assert!(pool.reserved.contains(&"fd00:10::5".parse().unwrap()));
+        assert_eq!(pool.reservations.len(), 1);
+        let err = |m: &mut Model, br: &str, mac: &str, ip: &str| {
+            m.reserve(br, mac, ip, None).unwrap_err().to_string()
+        };
+        assert!(err(&mut m, "br1", mac, "fd00:99::5").contains("outside subnet fd00:10::/64"));
+        assert!(err(&mut m, "br1", mac, "fd00:10::1").contains("outside subnet"));
+        assert!(err(&mut m, "br1", mac, "fd00:10::").contains("outside subnet"));
+        assert!(err(&mut m, "br4", mac, "fd00:10::6").contains("has no DHCPv6 server"));
+        assert!(err(&mut m, "br1", "02:00:00:00:00:06", "fd00:10::5").contains("already reserved"));
+        assert_eq!(
+            m.existing_reservation("br1", mac, "fd00:10::5", Some("web6")),
+            Ok(true)
+        );
+        assert!(m
+            .existing_reservation("br1", mac, "fd00:10::7", None)
+            .is_err());
+        m.unreserve("br1", mac).unwrap();
+        let b = m.bridge("br1").unwrap();
+        assert!(b.reservations.is_empty() && b.reservations6.is_empty());
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn emit_leases(bridge: &str, old: &[crate::config::Lease], new: &[crate::con
             .mac(l.mac.to_string())
             .ip(l.ip.to_string());
         e.name = l.hostname.clone();
+        e.family = Some(4);
         emit(e);
         if let Some(h) = &l.hostname {
             emit(
@@ -126,6 +127,7 @@ pub fn emit_leases(bridge: &str, old: &[crate::config::Lease], new: &[crate::con
             .mac(l.mac.to_string())
             .ip(l.ip.to_string());
         e.name = l.hostname.clone();
+        e.family = Some(4);
         emit(e);
         if let Some(h) = &l.hostname {
             emit(
@@ -135,6 +137,38 @@ pub fn emit_leases(bridge: &str, old: &[crate::config::Lease], new: &[crate::con
                     .ip(l.ip.to_string()),
             );
         }
+    }
+}
+
+/// Emit the lease and name events of a DHCPv6 lease of `bridge` that began
+/// (`ended` = `None`) or ended (and why).
+pub fn emit_lease6(
+    bridge: &str,
+    l: &crate::tables::leases6::Lease6,
+    ended: Option<crate::tables::leases6::End6>,
+) {
+    if SUBSCRIBERS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let (kind, name_kind) = match ended {
+        None => (EventKind::LeaseGranted, EventKind::NameAdded),
+        Some(_) => (EventKind::LeaseReleased, EventKind::NameRemoved),
+    };
+    let mac = l.mac.or_else(|| l.duid.mac());
+    let mut e = Event::new(kind).bridge(bridge).ip(l.ip.to_string());
+    e.mac = mac.map(|m| m.to_string());
+    e.name = l.hostname.clone();
+    e.family = Some(6);
+    e.duid = Some(l.duid.to_string());
+    e.reason = ended.map(|w| w.as_str().to_string());
+    emit(e);
+    if let Some(h) = &l.hostname {
+        emit(
+            Event::new(name_kind)
+                .bridge(bridge)
+                .name(h)
+                .ip(l.ip.to_string()),
+        );
     }
 }
 

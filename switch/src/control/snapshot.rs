@@ -130,7 +130,7 @@ pub fn build(
                 std::net::IpAddr::V6(_) => None,
             })
             .collect();
-        let names6: Names6 = b
+        let mut names6: Names6 = b
             .hosts
             .iter()
             .filter_map(|h| match h.ip {
@@ -141,6 +141,11 @@ pub fn build(
         for r in &b.reservations {
             if let Some(n) = &r.name {
                 names.entry(n.clone()).or_insert((r.ip, 0));
+            }
+        }
+        for r in &b.reservations6 {
+            if let Some(n) = &r.name {
+                names6.entry(n.clone()).or_insert(r.ip);
             }
         }
         // Overlay bridges: the names of remote endpoints (installed by vswitch-agent).

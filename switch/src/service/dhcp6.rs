@@ -8,10 +8,19 @@
 //! NoAddrsAvail, IA_TA and IA_PD are not served. Release and Decline end a lease only
 //! when they name the address the client's DUID holds (counted otherwise).
 //!
+//! Client FQDN (RFC 4704, option 39): the name a client sends becomes the lease's
+//! host name (its first label, or the whole name less the bridge's domain), answered
+//! by the bridge's DNS as AAAA and ip6.arpa PTR while the lease lives (first come,
+//! first served); the reply carries the option back with the name as registered
+//! (`NAME.BRIDGE`) and S=1 (the server updated the AAAA record), or N=1 when the name
+//! was not taken. A client sending none gets the name its MAC's DHCPv4 lease
+//! registered, if any (`fallback`).
+//!
 //! Like DHCPv4, the service thread calls [`serve`] with the pool locked: a decode, a
 //! few table operations, an encode, no I/O.
 
-use crate::tables::leases6::{Duid, Pool6, LEASE6_SECS};
+use crate::tables::leases6::{Client6, Duid, Pool6, LEASE6_SECS};
+use crate::wire::MacAddr;
 use dhcproto::v6::{
     DhcpOption, DhcpOptions, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA,
 };
@@ -78,6 +87,94 @@ fn options_sane(mut b: &[u8], depth: u8) -> bool {
         b = &rest[len..];
     }
     true
+}
+
+/// Client FQDN option code (RFC 4704).
+pub const OPT_CLIENT_FQDN: u16 = 39;
+
+/// A Client FQDN option (RFC 4704 §4.1): flags and the name, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fqdn {
+    /// S (server should update AAAA), O (server overrode S), N (no updates).
+    pub flags: u8,
+    /// The host name to register: valid, lower case, one label or more, without the
+    /// bridge's domain. `None`: empty, malformed or not a DNS name.
+    pub name: Option<String>,
+}
+
+/// The body of the first option `code` among the top-level options `b` (already
+/// checked by [`options_sane`]).
+fn raw_option(mut b: &[u8], code: u16) -> Option<&[u8]> {
+    while let [c0, c1, l0, l1, rest @ ..] = b {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        let body = rest.get(..len)?;
+        if u16::from_be_bytes([*c0, *c1]) == code {
+            return Some(body);
+        }
+        b = &rest[len..];
+    }
+    None
+}
+
+/// Decode a Client FQDN option body: a flags octet, then a domain name in DNS wire
+/// form without compression (RFC 4704 §4.2), fully qualified (ending with the root
+/// label) or partial (not). `domain` (the bridge's, lower case) is taken off the end.
+/// `None`: no flags octet.
+pub fn parse_fqdn(body: &[u8], domain: &str) -> Option<Fqdn> {
+    let (&flags, mut wire) = body.split_first()?;
+    let mut labels: Vec<String> = Vec::new();
+    let mut ok = true;
+    while let Some((&len, rest)) = wire.split_first() {
+        let len = usize::from(len);
+        if len == 0 {
+            // The root label ends the name; nothing may follow it.
+            ok = rest.is_empty();
+            break;
+        }
+        // Compression (top bits set) is not allowed here; labels are ≤ 63 octets.
+        let Some(label) = rest.get(..len).filter(|_| len <= 63) else {
+            ok = false;
+            break;
+        };
+        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        wire = &rest[len..];
+    }
+    let d = domain.to_ascii_lowercase();
+    if labels.last().is_some_and(|l| *l == d) && labels.len() > 1 {
+        labels.pop();
+    }
+    let name = labels.join(".");
+    let name = (ok && crate::config::model::valid_dns_name(&name)).then_some(name);
+    Some(Fqdn {
+        flags: flags & 0x07,
+        name,
+    })
+}
+
+/// The Client FQDN option of a reply (RFC 4704 §5): `name` registered (S=1, O=1 when
+/// the client had asked the server not to, which here means nothing else), or not
+/// (N=1, no name).
+fn fqdn_reply(asked: &Fqdn, name: Option<&str>, domain: &str) -> DhcpOption {
+    const S: u8 = 1;
+    const O: u8 = 2;
+    const N: u8 = 4;
+    let mut body = Vec::new();
+    match name {
+        Some(n) => {
+            body.push(if asked.flags & S == 0 { S | O } else { S });
+            for l in n.split('.').chain(std::iter::once(domain)) {
+                let l = &l.as_bytes()[..l.len().min(63)];
+                body.push(l.len() as u8);
+                body.extend_from_slice(l);
+            }
+            body.push(0);
+        }
+        None => body.push(N),
+    }
+    DhcpOption::Unknown(dhcproto::v6::UnknownOption::new(
+        OptionCode::ClientFqdn,
+        body,
+    ))
 }
 
 fn client_id(m: &Message) -> Option<Duid> {
@@ -162,10 +259,17 @@ fn answer(pool: &Pool6, req: &Message, ty: MessageType) -> Message {
     r
 }
 
-/// Answer one DHCPv6 message (the UDP payload sent to port 547) from `pool`,
-/// updating it. `None`: no answer (garbage, another server's, a relay message, a
-/// Confirm without addresses).
-pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
+/// Answer one DHCPv6 message (the UDP payload sent to port 547, from Ethernet source
+/// `mac`) from `pool`, updating it. `fallback`: the host name to register when the
+/// client sends no usable FQDN (its MAC's DHCPv4 lease name). `None`: no answer
+/// (garbage, another server's, a relay message, a Confirm without addresses).
+pub fn serve(
+    pool: &mut Pool6,
+    data: &[u8],
+    now: u64,
+    mac: Option<MacAddr>,
+    fallback: Option<String>,
+) -> Option<Vec<u8>> {
     // Client message types only (Solicit 1, Request 3, Confirm 4, Renew 5, Rebind 6,
     // Release 8, Decline 9, Information-request 11).
     if !matches!(data.first(), Some(1 | 3 | 4 | 5 | 6 | 8 | 9 | 11)) {
@@ -175,6 +279,8 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
         return None;
     }
     let m = Message::from_bytes(data).ok()?;
+    let domain = pool.conf().bridge.to_ascii_lowercase();
+    let fqdn = raw_option(data.get(4..)?, OPT_CLIENT_FQDN).and_then(|b| parse_fqdn(b, &domain));
     let ours = server_id(&m).map(|s| s == pool.conf().duid.0.as_slice());
     let ty = m.msg_type();
     if ty == MessageType::InformationRequest {
@@ -188,6 +294,16 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
         return r.to_vec().ok();
     }
     let duid = client_id(&m)?;
+    // The name it asks for; else, for a lease without a name, its MAC's DHCPv4 name
+    // (a lease that has one keeps it).
+    let client = Client6 {
+        mac,
+        hostname: fqdn.as_ref().and_then(|f| f.name.clone()).or_else(|| {
+            fallback
+                .filter(|h| crate::config::model::valid_dns_name(h))
+                .filter(|_| pool.lease_name(&duid).is_none())
+        }),
+    };
     // §16: Solicit, Confirm and Rebind carry no server identifier; Request, Renew,
     // Release and Decline carry ours.
     let must_name_us = matches!(
@@ -206,9 +322,9 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
             let hint = ia_addrs(ia).into_iter().next();
             let rapid = m.opts().get(OptionCode::RapidCommit).is_some();
             let got = if rapid {
-                pool.bind(&duid, ia.id, hint, now)
+                pool.bind(&duid, ia.id, &client, hint, now)
             } else {
-                pool.offer(&duid, hint, now)
+                pool.offer(&duid, mac, hint, now)
             };
             let Ok(addr) = got else {
                 // §18.3.9: an Advertise with only NoAddrsAvail.
@@ -237,7 +353,7 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
             let ia = ias.first()?;
             let hint = ia_addrs(ia).into_iter().next();
             let mut r = answer(pool, &m, MessageType::Reply);
-            let o = match pool.bind(&duid, ia.id, hint, now) {
+            let o = match pool.bind(&duid, ia.id, &client, hint, now) {
                 Ok(addr) => ia_with(ia.id, Some((addr, life)), None),
                 Err(_) => ia_with(ia.id, None, Some((Status::NoAddrsAvail, "pool exhausted"))),
             };
@@ -251,11 +367,11 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
             let addrs = ia_addrs(ia);
             let o = match addrs.first() {
                 // No address named: as a Request.
-                None => match pool.bind(&duid, ia.id, None, now) {
+                None => match pool.bind(&duid, ia.id, &client, None, now) {
                     Ok(addr) => ia_with(ia.id, Some((addr, life)), None),
                     Err(_) => ia_with(ia.id, None, Some((Status::NoAddrsAvail, "pool exhausted"))),
                 },
-                Some(&a) => match pool.renew(&duid, ia.id, a, now) {
+                Some(&a) => match pool.renew(&duid, ia.id, &client, a, now) {
                     Ok(()) => ia_with(ia.id, Some((a, life)), None),
                     // §18.3.4: Renew of an unknown binding: NoBinding.
                     Err(_) if ty == MessageType::Renew => {
@@ -298,6 +414,22 @@ pub fn serve(pool: &mut Pool6, data: &[u8], now: u64) -> Option<Vec<u8>> {
         }
         _ => return None,
     };
+    let mut reply = reply;
+    if let Some(f) = &fqdn {
+        // The name the lease now has (an Advertise: the one it would get).
+        let name = match ty {
+            MessageType::Release | MessageType::Decline | MessageType::Confirm => None,
+            _ => pool.lease_name(&duid).or_else(|| {
+                (ty == MessageType::Solicit)
+                    .then(|| client.hostname.clone())
+                    .flatten()
+                    .filter(|h| !pool.names().contains_key(h))
+            }),
+        };
+        reply
+            .opts_mut()
+            .insert(fqdn_reply(f, name.as_deref(), &domain));
+    }
     reply.to_vec().ok()
 }
 
@@ -327,11 +459,33 @@ pub fn fuzz(data: &[u8]) {
         // naming it reach Request, Renew, Release and Decline.
         duid: Duid::ll(crate::wire::MacAddr([2, 0x76, 0, 0, 0, 0])),
         reserved: Default::default(),
+        reservations: Default::default(),
     };
     let (first, last) = (conf.first, conf.last);
     let mut pool = Pool6::new(conf);
     for now in [1000, 1_000_000] {
-        let _ = serve(&mut pool, data, now);
+        let _ = serve(
+            &mut pool,
+            data,
+            now,
+            Some(crate::wire::MacAddr([2, 0, 0, 0, 0, 1])),
+            None,
+        );
+    }
+    // The FQDN decoder on the whole input as an option body: whatever it returns is a
+    // valid DNS name.
+    if let Some(f) = parse_fqdn(data, "br0") {
+        assert!(
+            f.name
+                .iter()
+                .all(|n| crate::config::model::valid_dns_name(n)),
+            "{f:?}"
+        );
+    }
+    for (n, ip) in pool.names().iter() {
+        assert!(
+            crate::config::model::valid_dns_name(n) && pool.leases().iter().any(|l| l.ip == *ip)
+        );
     }
     let leases = pool.leases();
     assert!(leases.len() <= 4, "more leases than the pool holds");
@@ -358,6 +512,7 @@ mod tests {
             server: "fd00:1::1".parse().unwrap(),
             duid: Duid::ll(MacAddr([2, 0x76, 0, 0, 0, 1])),
             reserved: ["fd00:1::1".parse().unwrap()].into_iter().collect(),
+            reservations: Default::default(),
         })
     }
 
@@ -392,6 +547,10 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    fn serve6(p: &mut Pool6, d: &[u8], now: u64) -> Option<Vec<u8>> {
+        serve(p, d, now, None, None)
+    }
+
     fn decode(b: &[u8]) -> Message {
         Message::from_bytes(b).unwrap()
     }
@@ -418,7 +577,7 @@ mod tests {
     #[test]
     fn solicit_request_renew_release() {
         let mut p = pool("fd00:1::100", "fd00:1::1ff");
-        let adv = decode(&serve(&mut p, &msg(MessageType::Solicit, 1, None, None), 100).unwrap());
+        let adv = decode(&serve6(&mut p, &msg(MessageType::Solicit, 1, None, None), 100).unwrap());
         assert_eq!(adv.msg_type(), MessageType::Advertise);
         assert_eq!(adv.xid(), [1, 2, 3]);
         assert_eq!(ia_of(&adv), Ok((ip("fd00:1::100"), LEASE6_SECS)));
@@ -428,36 +587,36 @@ mod tests {
         ));
         assert_eq!(p.stats().leases, 0, "an Advertise is not a lease");
         // A Request without our server identifier is not for us.
-        assert!(serve(
+        assert!(serve6(
             &mut p,
             &msg(MessageType::Request, 1, None, Some("fd00:1::100")),
             100
         )
         .is_none());
         let req = msg(MessageType::Request, 1, Some(&p), Some("fd00:1::100"));
-        let rep = decode(&serve(&mut p, &req, 100).unwrap());
+        let rep = decode(&serve6(&mut p, &req, 100).unwrap());
         assert_eq!(rep.msg_type(), MessageType::Reply);
         assert_eq!(ia_of(&rep), Ok((ip("fd00:1::100"), LEASE6_SECS)));
         assert_eq!(p.leases()[0].duid.0, client(1));
         assert_eq!(p.leases()[0].iaid, 9);
         let ren = msg(MessageType::Renew, 1, Some(&p), Some("fd00:1::100"));
-        let rep = decode(&serve(&mut p, &ren, 2000).unwrap());
+        let rep = decode(&serve6(&mut p, &ren, 2000).unwrap());
         assert_eq!(ia_of(&rep), Ok((ip("fd00:1::100"), LEASE6_SECS)));
         assert_eq!(p.leases()[0].expires, 2000 + u64::from(LEASE6_SECS));
         // Another client renewing client 1's address: NoBinding; rebinding: lifetime 0.
         let ren = msg(MessageType::Renew, 2, Some(&p), Some("fd00:1::100"));
-        let rep = decode(&serve(&mut p, &ren, 2000).unwrap());
+        let rep = decode(&serve6(&mut p, &ren, 2000).unwrap());
         assert_eq!(ia_of(&rep), Err(Status::NoBinding));
         let reb = msg(MessageType::Rebind, 2, None, Some("fd00:1::100"));
-        let rep = decode(&serve(&mut p, &reb, 2000).unwrap());
+        let rep = decode(&serve6(&mut p, &reb, 2000).unwrap());
         assert_eq!(ia_of(&rep), Ok((ip("fd00:1::100"), 0)));
         // Release by another DUID does nothing; by the holder frees the address.
         let rel = msg(MessageType::Release, 2, Some(&p), Some("fd00:1::100"));
-        serve(&mut p, &rel, 2000);
+        serve6(&mut p, &rel, 2000);
         assert_eq!(p.leases().len(), 1);
         let rel = msg(MessageType::Release, 1, Some(&p), Some("fd00:1::100"));
         assert_eq!(
-            decode(&serve(&mut p, &rel, 2000).unwrap()).msg_type(),
+            decode(&serve6(&mut p, &rel, 2000).unwrap()).msg_type(),
             MessageType::Reply
         );
         assert!(p.leases().is_empty());
@@ -468,15 +627,15 @@ mod tests {
         let mut p = pool("fd00:1::100", "fd00:1::101");
         let mut m = decode(&msg(MessageType::Solicit, 1, None, None));
         m.opts_mut().insert(DhcpOption::RapidCommit);
-        let rep = decode(&serve(&mut p, &m.to_vec().unwrap(), 100).unwrap());
+        let rep = decode(&serve6(&mut p, &m.to_vec().unwrap(), 100).unwrap());
         assert_eq!(rep.msg_type(), MessageType::Reply);
         assert_eq!(p.leases().len(), 1);
         let a = ia_of(&rep).unwrap().0;
         let dec = msg(MessageType::Decline, 1, Some(&p), Some(&a.to_string()));
-        serve(&mut p, &dec, 100).unwrap();
+        serve6(&mut p, &dec, 100).unwrap();
         assert_eq!(p.stats().declined, 1);
         assert_eq!(p.stats().quarantined, 1);
-        let rep = decode(&serve(&mut p, &msg(MessageType::Solicit, 2, None, None), 100).unwrap());
+        let rep = decode(&serve6(&mut p, &msg(MessageType::Solicit, 2, None, None), 100).unwrap());
         assert_ne!(
             ia_of(&rep).unwrap().0,
             a,
@@ -484,7 +643,7 @@ mod tests {
         );
         let before = p.leases().len();
         let info = decode(
-            &serve(
+            &serve6(
                 &mut p,
                 &msg(MessageType::InformationRequest, 3, None, None),
                 100,
@@ -502,11 +661,11 @@ mod tests {
         let mut p = pool("fd00:1::100", "fd00:1::100");
         let req = |p: &Pool6, n| msg(MessageType::Request, n, Some(p), None);
         let r = req(&p, 1);
-        serve(&mut p, &r, 100).unwrap();
+        serve6(&mut p, &r, 100).unwrap();
         let r = req(&p, 2);
-        let rep = decode(&serve(&mut p, &r, 100).unwrap());
+        let rep = decode(&serve6(&mut p, &r, 100).unwrap());
         assert_eq!(ia_of(&rep), Err(Status::NoAddrsAvail));
-        let adv = decode(&serve(&mut p, &msg(MessageType::Solicit, 2, None, None), 100).unwrap());
+        let adv = decode(&serve6(&mut p, &msg(MessageType::Solicit, 2, None, None), 100).unwrap());
         assert!(matches!(
             adv.opts().get(OptionCode::StatusCode),
             Some(DhcpOption::StatusCode(s)) if s.status == Status::NoAddrsAvail
@@ -517,8 +676,8 @@ mod tests {
     #[test]
     fn garbage_and_short_options_are_dropped() {
         let mut p = pool("fd00:1::100", "fd00:1::1ff");
-        assert!(serve(&mut p, &[1, 2, 3], 1).is_none());
-        assert!(serve(&mut p, &[], 1).is_none());
+        assert!(serve6(&mut p, &[1, 2, 3], 1).is_none());
+        assert!(serve6(&mut p, &[], 1).is_none());
         // A Status Code option of length 0 (the codec would underflow), an
         // Authentication of 3 bytes, an option running past the end, a relay message.
         for opts in [
@@ -529,9 +688,9 @@ mod tests {
         ] {
             let mut d = vec![1, 0, 0, 1];
             d.extend_from_slice(opts);
-            assert!(serve(&mut p, &d, 1).is_none(), "{opts:?}");
+            assert!(serve6(&mut p, &d, 1).is_none(), "{opts:?}");
         }
-        assert!(serve(&mut p, &[12, 0, 0, 1], 1).is_none(), "relay-forward");
+        assert!(serve6(&mut p, &[12, 0, 0, 1], 1).is_none(), "relay-forward");
         // A Solicit naming a server is dropped.
         let s = msg(
             MessageType::Solicit,
@@ -539,7 +698,7 @@ mod tests {
             Some(&p.conf().clone().into_pool()),
             None,
         );
-        assert!(serve(&mut p, &s, 1).is_none());
+        assert!(serve6(&mut p, &s, 1).is_none());
         for d in [
             &[1u8, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 1][..],
             &[5, 0, 0, 0, 0, 5, 0, 1, 0],
@@ -557,6 +716,190 @@ mod tests {
         .unwrap();
         let m = Message::from_bytes(&req).unwrap();
         assert_eq!(server_id(&m), Some(&[0, 3, 0, 1, 2, 0x76, 0, 0, 0, 0][..]));
+    }
+
+    /// `m` with a Client FQDN option (flags S, `name` in wire form, partial).
+    fn with_fqdn(m: &[u8], name: &str) -> Vec<u8> {
+        let mut body = vec![1u8];
+        for l in name.split('.') {
+            body.push(l.len() as u8);
+            body.extend_from_slice(l.as_bytes());
+        }
+        let mut v = m.to_vec();
+        v.extend_from_slice(&OPT_CLIENT_FQDN.to_be_bytes());
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(&body);
+        v
+    }
+
+    /// The Client FQDN option body of `m`.
+    fn fqdn_of(m: &Message) -> Option<Vec<u8>> {
+        m.opts().iter().find_map(|o| match o {
+            DhcpOption::Unknown(u) if u16::from(u.code()) == OPT_CLIENT_FQDN => {
+                Some(u.data().to_vec())
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn parse_fqdn_forms() {
+        let f = |b: &[u8]| parse_fqdn(b, "br1").and_then(|f| f.name);
+        assert_eq!(f(b"\x01\x02c1"), Some("c1".into()), "partial");
+        assert_eq!(
+            f(b"\x01\x02C1\x03br1\x00"),
+            Some("c1".into()),
+            "the bridge's domain"
+        );
+        assert_eq!(f(b"\x00\x02c1\x03lab\x00"), Some("c1.lab".into()));
+        assert_eq!(f(b"\x01"), None, "empty");
+        assert_eq!(f(b"\x01\x05c1"), None, "label past the end");
+        assert_eq!(f(b"\x01\xc0\x0c"), None, "compression");
+        assert_eq!(f(b"\x01\x02c1\x00\x01"), None, "data after the root");
+        assert_eq!(f(b"\x01\x03a b"), None, "not a DNS name");
+        assert!(parse_fqdn(b"", "br1").is_none());
+    }
+
+    #[test]
+    fn fqdn_registers_a_name_for_the_lease() {
+        let mut p = pool("fd00:1::100", "fd00:1::1ff");
+        let mac = Some(MacAddr([2, 0, 0, 0, 0, 7]));
+        let req = with_fqdn(&msg(MessageType::Request, 1, Some(&p), None), "C1");
+        let rep = decode(&serve(&mut p, &req, 100, mac, None).unwrap());
+        let a = ia_of(&rep).unwrap().0;
+        assert_eq!(p.names().get("c1"), Some(&a));
+        assert_eq!(p.leases()[0].hostname.as_deref(), Some("c1"));
+        assert_eq!(p.leases()[0].mac, mac);
+        // The reply carries the name as registered, S=1.
+        assert_eq!(fqdn_of(&rep).unwrap(), b"\x01\x02c1\x03br1\x00");
+        // Another client asking for the same name: a lease without it (N=1).
+        let req2 = with_fqdn(&msg(MessageType::Request, 2, Some(&p), None), "c1");
+        let rep2 = decode(&serve(&mut p, &req2, 100, None, None).unwrap());
+        assert_eq!(fqdn_of(&rep2).unwrap(), [4]);
+        assert_eq!(p.names().len(), 1);
+        // A Renew without the option keeps the name.
+        let ren = msg(MessageType::Renew, 1, Some(&p), Some(&a.to_string()));
+        serve(&mut p, &ren, 200, mac, None).unwrap();
+        assert_eq!(p.names().get("c1"), Some(&a));
+        // Nor does its MAC's DHCPv4 name take the lease's own away.
+        serve(&mut p, &ren, 250, mac, Some("alpha".into())).unwrap();
+        assert_eq!(p.lease_name(&Duid(client(1))).as_deref(), Some("c1"));
+        // Released: the name goes; expired likewise.
+        let rel = msg(MessageType::Release, 1, Some(&p), Some(&a.to_string()));
+        serve(&mut p, &rel, 300, mac, None).unwrap();
+        assert!(p.names().get("c1").is_none());
+        let req3 = with_fqdn(&msg(MessageType::Request, 3, Some(&p), None), "c3");
+        serve(&mut p, &req3, 300, None, None).unwrap();
+        assert!(p.names().contains_key("c3"));
+        p.prune(300 + u64::from(LEASE6_SECS));
+        assert!(p.names().is_empty());
+    }
+
+    #[test]
+    fn fallback_name_and_reservation_by_mac() {
+        let mut c = pool("fd00:1::100", "fd00:1::1ff").conf().clone();
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        c.reservations.insert(mac, ip("fd00:1::9"));
+        c.reserved.insert(ip("fd00:1::9"));
+        let mut p = Pool6::new(c);
+        // The reserved MAC gets its address whatever DUID it uses, and the name its
+        // DHCPv4 lease registered.
+        let req = msg(MessageType::Request, 1, Some(&p), Some("fd00:1::100"));
+        let rep = decode(&serve(&mut p, &req, 100, Some(mac), Some("printer".into())).unwrap());
+        assert_eq!(ia_of(&rep), Ok((ip("fd00:1::9"), LEASE6_SECS)));
+        assert_eq!(p.names().get("printer"), Some(&ip("fd00:1::9")));
+        assert!(fqdn_of(&rep).is_none(), "no FQDN asked, none answered");
+        // Nobody else gets it, even asking for it.
+        let req = msg(MessageType::Request, 2, Some(&p), Some("fd00:1::9"));
+        let rep = decode(&serve(&mut p, &req, 100, None, None).unwrap());
+        assert_eq!(ia_of(&rep), Ok((ip("fd00:1::100"), LEASE6_SECS)));
+        let adv = decode(
+            &serve(
+                &mut p,
+                &msg(MessageType::Solicit, 3, None, Some("fd00:1::9")),
+                100,
+                None,
+                None,
+            )
+            .unwrap(),
+        );
+        assert_ne!(ia_of(&adv).unwrap().0, ip("fd00:1::9"));
+    }
+
+    #[test]
+    fn a_later_dhcpv4_name_goes_to_the_unnamed_lease_of_its_mac() {
+        let mut p = pool("fd00:1::100", "fd00:1::1ff");
+        let (m1, m2) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let req = msg(MessageType::Request, 1, Some(&p), None);
+        serve(&mut p, &req, 100, Some(m1), None).unwrap();
+        let req = with_fqdn(&msg(MessageType::Request, 2, Some(&p), None), "named");
+        serve(&mut p, &req, 100, Some(m2), None).unwrap();
+        assert!(!p.inherit_name(m2, "other"), "a lease with a name keeps it");
+        assert!(!p.inherit_name(m1, "named"), "a name another lease holds");
+        assert!(p.inherit_name(m1, "alpha"));
+        assert_eq!(p.names().get("alpha"), Some(&ip("fd00:1::100")));
+        assert!(!p.inherit_name(m1, "beta"), "named now");
+    }
+
+    #[test]
+    fn lease_changes_are_journaled() {
+        use crate::tables::leases::LeaseChange;
+        use crate::tables::leases6::End6;
+        let mut p = pool("fd00:1::100", "fd00:1::1ff");
+        let req = with_fqdn(&msg(MessageType::Request, 1, Some(&p), None), "c1");
+        serve(&mut p, &req, 100, None, None).unwrap();
+        let ren = msg(MessageType::Renew, 1, Some(&p), Some("fd00:1::100"));
+        serve(&mut p, &ren, 200, None, None).unwrap();
+        let rel = msg(MessageType::Release, 1, Some(&p), Some("fd00:1::100"));
+        serve(&mut p, &rel, 300, None, None).unwrap();
+        let req = msg(MessageType::Request, 2, Some(&p), None);
+        serve(&mut p, &req, 300, None, None).unwrap();
+        p.prune(300 + u64::from(LEASE6_SECS));
+        let (c, lost) = p.drain_changes();
+        let kinds: Vec<String> = c
+            .iter()
+            .map(|c| match c {
+                LeaseChange::Granted6(l) => format!("+{}{:?}", l.ip, l.hostname),
+                LeaseChange::Ended6(l, why) => format!("-{} {}", l.ip, why.as_str()),
+                _ => "v4".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "+fd00:1::100Some(\"c1\")",
+                "-fd00:1::100 released",
+                "+fd00:1::100None",
+                "-fd00:1::100 expired"
+            ],
+            "the renewal is no change"
+        );
+        assert_eq!(lost, 0);
+        assert!(matches!(End6::Declined.as_str(), "declined"));
+    }
+
+    #[test]
+    fn fqdn_corpus_inputs_reach_the_name_registration() {
+        let read = |n: &str| {
+            std::fs::read(format!(
+                "{}/../fuzz/corpus/dhcp6/{n}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let mut c = pool("fd00:10::100", "fd00:10::103").conf().clone();
+        c.bridge = "br0".into();
+        c.duid = Duid::ll(MacAddr([2, 0x76, 0, 0, 0, 0]));
+        let mut p = Pool6::new(c);
+        serve(&mut p, &read("request_fqdn"), 100, None, None).unwrap();
+        assert!(p.names().contains_key("c1"), "{:?}", p.names());
+        // The same client (DUID) renames itself: the old name goes.
+        serve(&mut p, &read("solicit_rapid_fqdn"), 100, None, None).unwrap();
+        assert!(p.names().contains_key("web"), "{:?}", p.names());
+        assert!(!p.names().contains_key("c1"));
+        // Malformed names are ignored: the lease keeps its name.
+        serve(&mut p, &read("request_fqdn_bad"), 100, None, None);
+        assert_eq!(p.names().keys().collect::<Vec<_>>(), ["web"]);
     }
 
     trait IntoPool {

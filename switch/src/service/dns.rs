@@ -155,12 +155,12 @@ fn may_leave(full: &str, domain: &str) -> bool {
 
 /// The answer to the query `data`, or `None` if it is not a query we can parse.
 /// `names`: the bridge's name maps, the first that knows a name answers for it (static
-/// names, then DHCP lease names). `domain` is the bridge's DNS domain (the DHCP domain-name option): `web.br1`
+/// names, then DHCP lease names); `names6` likewise for AAAA (static, DHCPv6 leases). `domain` is the bridge's DNS domain (the DHCP domain-name option): `web.br1`
 /// answers like `web`. With `forward`, a name the bridge does not own (and that may
 /// leave) is [`Answer::Forward`]; without, NXDOMAIN.
 pub fn answer(
     names: &[&NameMap],
-    names6: &Names6,
+    names6: &[&Names6],
     domain: &str,
     data: &[u8],
     now_unix: u64,
@@ -201,6 +201,7 @@ pub fn answer(
                     .collect(),
                 IpAddr::V6(ip) => names6
                     .iter()
+                    .flat_map(|m| m.iter())
                     .filter(|(_, a)| **a == ip)
                     .map(|(n, _)| n)
                     .collect(),
@@ -227,7 +228,7 @@ pub fn answer(
                 .iter()
                 .find_map(|m| m.get(&key).filter(|(_, e)| live(*e)))
                 .map(|(ip, _)| *ip);
-            let v6 = names6.get(&key).copied();
+            let v6 = names6.iter().find_map(|m| m.get(&key)).copied();
             if v4.is_none() && v6.is_none() {
                 if forwardable {
                     return Some(Answer::Forward);
@@ -264,7 +265,7 @@ pub fn fuzz(data: &[u8]) {
     n.insert("db".into(), (Ipv4Addr::new(10, 0, 0, 6), 50));
     let mut n6 = Names6::new();
     n6.insert("web".into(), Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 5));
-    if let Some(Answer::Local(reply)) = answer(&[&n], &n6, "lab", data, 100, true) {
+    if let Some(Answer::Local(reply)) = answer(&[&n], &[&n6], "lab", data, 100, true) {
         assert!(reply.len() <= 65_535, "oversized DNS reply");
         let limit = udp_limit(data, 1500);
         assert!(
@@ -288,7 +289,7 @@ mod tests {
     }
 
     fn local(names: &NameMap, q: &[u8]) -> Message {
-        match answer(&[names], &Names6::new(), "br1", q, 100, true) {
+        match answer(&[names], &[&Names6::new()], "br1", q, 100, true) {
             Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
             other => panic!("{other:?}"),
         }
@@ -311,7 +312,7 @@ mod tests {
         let a = |n: &str| {
             let r = match answer(
                 &maps,
-                &Names6::new(),
+                &[&Names6::new()],
                 "br1",
                 &query(n, RecordType::A),
                 100,
@@ -327,7 +328,7 @@ mod tests {
         // PTR: every live name of the address, from both maps.
         let r = match answer(
             &maps,
-            &Names6::new(),
+            &[&Names6::new()],
             "br1",
             &query("5.0.0.10.in-addr.arpa.", RecordType::PTR),
             100,
@@ -346,7 +347,7 @@ mod tests {
         let web6: Ipv6Addr = "fd00:10::5".parse().unwrap();
         v6.insert("web".into(), web6);
         v6.insert("only6".into(), "fd00:10::6".parse().unwrap());
-        let ask = |n: &str, ty| match answer(&[&v4], &v6, "br1", &query(n, ty), 100, false) {
+        let ask = |n: &str, ty| match answer(&[&v4], &[&v6], "br1", &query(n, ty), 100, false) {
             Some(Answer::Local(r)) => Message::from_vec(&r).unwrap(),
             other => panic!("{other:?}"),
         };
@@ -401,15 +402,23 @@ mod tests {
             (r.metadata.response_code, r.answers.len()),
             (ResponseCode::NoError, 0)
         );
-        assert!(answer(&[&names()], &Names6::new(), "br1", b"junk", 1, true).is_none());
+        assert!(answer(&[&names()], &[&Names6::new()], "br1", b"junk", 1, true).is_none());
         let r = local(&names(), &query("web.br1.", RecordType::A));
         assert_eq!(r.answers.len(), 1, "name in the bridge's domain");
     }
 
     #[test]
     fn only_names_that_may_leave_are_forwarded() {
-        let fwd =
-            |n: &str, ty| answer(&[&names()], &Names6::new(), "br1", &query(n, ty), 100, true);
+        let fwd = |n: &str, ty| {
+            answer(
+                &[&names()],
+                &[&Names6::new()],
+                "br1",
+                &query(n, ty),
+                100,
+                true,
+            )
+        };
         for n in ["www.example.com.", "Example.ORG.", "x.y.z."] {
             assert_eq!(fwd(n, RecordType::A), Some(Answer::Forward), "{n}");
         }
@@ -442,7 +451,7 @@ mod tests {
         assert!(matches!(
             answer(
                 &[&names()],
-                &Names6::new(),
+                &[&Names6::new()],
                 "br1",
                 &query("www.example.com.", RecordType::A),
                 100,

@@ -368,7 +368,9 @@ impl Service {
         // own short lock, never the control mutex).
         let leased = self.leases.names(&bridge.name).unwrap_or_default();
         let names = [&*bridge.names, &leased];
-        match dns::answer(&names, &bridge.names6, &bridge.name, q, now, forwards) {
+        let leased6 = self.leases.names6(&bridge.name, now).unwrap_or_default();
+        let names6 = [&*bridge.names6, &leased6];
+        match dns::answer(&names, &names6, &bridge.name, q, now, forwards) {
             Some(dns::Answer::Local(resp)) => self.send_dns(snap, reply, resp),
             Some(dns::Answer::Forward) => {
                 let req = forward::Request {
@@ -450,6 +452,13 @@ impl Service {
             .leases
             .with_pool(&bridge.name, |pool| dhcp::serve(pool, data, eth.src, now))
             .flatten();
+        // A DHCPv6 lease of the same MAC without a name of its own takes this one.
+        if bridge.dhcp6 {
+            if let Some(h) = self.leases.hostname_of(&bridge.name, eth.src, now) {
+                self.leases
+                    .with_pool6(&bridge.name, |p6| p6.inherit_name(eth.src, &h));
+            }
+        }
         let Some(out) = out else {
             self.count_drop(snap, in_port);
             return;

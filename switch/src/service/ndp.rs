@@ -183,10 +183,12 @@ impl Service {
         }
         let sport = u16::from_be_bytes([body[0], body[1]]);
         let now = super::dhcp::unix_now();
+        // A client sending no FQDN gets the name its MAC's DHCPv4 lease registered.
+        let fallback = self.leases.hostname_of(&bridge.name, eth.src, now);
         let out = self
             .leases
             .with_pool6(&bridge.name, |pool| {
-                super::dhcp6::serve(pool, &body[8..], now)
+                super::dhcp6::serve(pool, &body[8..], now, Some(eth.src), fallback)
             })
             .flatten();
         let Some(reply) = out else {

@@ -38,7 +38,7 @@
 //! lock while holding it, so the slow path never waits longer than one such copy — and
 //! never for the control mutex.
 
-use super::leases6::{Lease6, Pool6, Pool6Conf, Pool6Stats};
+use super::leases6::{End6, Lease6, LeaseNames6, Pool6, Pool6Conf, Pool6Stats};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use parking_lot::Mutex;
@@ -68,6 +68,10 @@ pub const CHANGES_MAX: usize = 1024;
 pub enum LeaseChange {
     Granted(Lease),
     Ended(Lease),
+    /// A DHCPv6 lease began.
+    Granted6(Lease6),
+    /// A DHCPv6 lease ended, and why.
+    Ended6(Lease6, End6),
 }
 
 /// The same lease (a renewal keeps these and changes only the expiry).
@@ -75,16 +79,26 @@ fn same_lease(a: &Lease, b: &Lease) -> bool {
     (a.mac, a.ip, &a.hostname) == (b.mac, b.ip, &b.hostname)
 }
 
+/// The same DHCPv6 lease (a renewal changes only the expiry).
+fn same_lease6(a: &Lease6, b: &Lease6) -> bool {
+    (&a.duid, a.ip, &a.hostname, a.mac) == (&b.duid, b.ip, &b.hostname, b.mac)
+}
+
 /// Drop renewals from `changes`: a lease that ended and began again unchanged.
 /// A lease granted and ended between two drains stays (both events are real).
-fn coalesce(changes: Vec<LeaseChange>) -> Vec<LeaseChange> {
+pub(super) fn coalesce(changes: Vec<LeaseChange>) -> Vec<LeaseChange> {
     let mut out: Vec<LeaseChange> = Vec::with_capacity(changes.len());
     for c in changes {
-        if let (Some(LeaseChange::Ended(a)), LeaseChange::Granted(b)) = (out.last(), &c) {
-            if same_lease(a, b) {
-                out.pop();
-                continue;
+        let renewal = match (out.last(), &c) {
+            (Some(LeaseChange::Ended(a)), LeaseChange::Granted(b)) => same_lease(a, b),
+            (Some(LeaseChange::Ended6(a, End6::Replaced)), LeaseChange::Granted6(b)) => {
+                same_lease6(a, b)
             }
+            _ => false,
+        };
+        if renewal {
+            out.pop();
+            continue;
         }
         out.push(c);
     }
@@ -359,6 +373,18 @@ impl Pool {
     /// Lease hostnames and their addresses.
     pub fn names(&self) -> Arc<NameMap> {
         self.names.clone()
+    }
+
+    /// The host name of `mac`'s live lease, if it registered one.
+    pub fn hostname_of(&self, mac: MacAddr, now: u64) -> Option<String> {
+        let ip = self.lease_of.get(&mac)?;
+        match self.slots.get(ip) {
+            Some(Slot {
+                hold: Hold::Lease { hostname, .. },
+                expires,
+            }) if *expires > now => hostname.clone(),
+            _ => None,
+        }
     }
 
     /// The leases, by address.
@@ -780,22 +806,46 @@ struct Inner {
     pools6: HashMap<String, Pool6>,
     /// Bumped on every change to the leases (what the db holds).
     generation: u64,
-    /// Leases of pools that went (their bridge, or its DHCP), not yet drained.
+    /// Lease changes of every pool (DHCPv4 and DHCPv6), and of pools that went (their
+    /// bridge, or its DHCP), in the order they were made, not yet drained: each
+    /// operation on a pool moves its changes here (at most [`CHANGES_MAX`] wait).
     orphaned: Vec<(String, LeaseChange)>,
+    /// Changes lost to the bound since the last drain.
+    lost: u64,
 }
 
 impl Inner {
     fn settle(&mut self, bridge: &str) {
+        let mut changes = Vec::new();
         if let Some(p) = self.pools.get_mut(bridge) {
             if std::mem::take(&mut p.dirty) {
                 self.generation += 1;
             }
+            let (c, l) = p.drain_changes();
+            changes.extend(c);
+            self.lost += l;
         }
         if let Some(p) = self.pools6.get_mut(bridge) {
             if std::mem::take(&mut p.dirty) {
                 self.generation += 1;
             }
+            let (c, l) = p.drain_changes();
+            changes.extend(c);
+            self.lost += l;
         }
+        self.journal(bridge, changes);
+    }
+
+    /// Keep `changes` of `bridge` for the next drain, within the bound.
+    fn journal(&mut self, bridge: &str, changes: Vec<LeaseChange>) {
+        let room = CHANGES_MAX.saturating_sub(self.orphaned.len());
+        self.lost += changes.len().saturating_sub(room) as u64;
+        self.orphaned.extend(
+            changes
+                .into_iter()
+                .take(room)
+                .map(|c| (bridge.to_string(), c)),
+        );
     }
 }
 
@@ -828,9 +878,7 @@ impl LeaseStore {
             g.generation += 1;
             let (mut changes, _) = p.drain_changes();
             changes.extend(p.leases().into_iter().map(LeaseChange::Ended));
-            let room = CHANGES_MAX.saturating_sub(g.orphaned.len());
-            g.orphaned
-                .extend(changes.into_iter().take(room).map(|c| (name.clone(), c)));
+            g.journal(&name, changes);
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -890,18 +938,13 @@ impl LeaseStore {
         (g.generation, all)
     }
 
-    /// Every pool's lease changes since the last call, in order per bridge (renewals
-    /// left out), and how many were lost to the bound.
+    /// Every pool's lease changes since the last call (DHCPv4 and DHCPv6, in the order
+    /// they were made; renewals left out), and how many were lost to the bound.
     pub fn drain_changes(&self) -> (Vec<(String, LeaseChange)>, u64) {
+        // Every pool operation settles its changes into the journal, in order.
         let mut g = self.inner.lock();
-        let mut out = std::mem::take(&mut g.orphaned);
-        let mut lost = 0;
-        for (name, p) in g.pools.iter_mut() {
-            let (changes, l) = p.drain_changes();
-            lost += l;
-            out.extend(changes.into_iter().map(|c| (name.clone(), c)));
-        }
-        (out, lost)
+        let out = std::mem::take(&mut g.orphaned);
+        (out, std::mem::take(&mut g.lost))
     }
 
     /// Changes so far to the leases; the db compares it with what it wrote.
@@ -912,11 +955,24 @@ impl LeaseStore {
     /// Make the DHCPv6 pools match the configuration, as [`LeaseStore::sync`].
     pub fn sync6(&self, confs: Vec<Pool6Conf>, now: u64) {
         let mut g = self.inner.lock();
-        let before = g.pools6.len();
-        g.pools6
-            .retain(|name, _| confs.iter().any(|c| &c.bridge == name));
-        if g.pools6.len() != before {
+        let gone: Vec<String> = g
+            .pools6
+            .keys()
+            .filter(|name| !confs.iter().any(|c| &c.bridge == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(mut p) = g.pools6.remove(&name) else {
+                continue;
+            };
             g.generation += 1;
+            let (mut changes, _) = p.drain_changes();
+            changes.extend(
+                p.leases()
+                    .into_iter()
+                    .map(|l| LeaseChange::Ended6(l, End6::Replaced)),
+            );
+            g.journal(&name, changes);
         }
         for conf in confs {
             let name = conf.bridge.clone();
@@ -954,6 +1010,19 @@ impl LeaseStore {
         let r = f(g.pools6.get_mut(bridge)?);
         g.settle(bridge);
         Some(r)
+    }
+
+    /// `bridge`'s DHCPv6 lease host names (expired leases pruned first).
+    pub fn names6(&self, bridge: &str, now: u64) -> Option<Arc<LeaseNames6>> {
+        self.with_pool6(bridge, |p| {
+            p.prune(now);
+            p.names()
+        })
+    }
+
+    /// The host name `mac`'s DHCPv4 lease on `bridge` registered, if any.
+    pub fn hostname_of(&self, bridge: &str, mac: MacAddr, now: u64) -> Option<String> {
+        self.inner.lock().pools.get(bridge)?.hostname_of(mac, now)
     }
 
     /// `bridge`'s live DHCPv6 leases, by address.
@@ -1400,6 +1469,7 @@ mod tests {
                 .map(|(_, c)| match c {
                     LeaseChange::Granted(l) => format!("+{}", l.ip),
                     LeaseChange::Ended(l) => format!("-{}", l.ip),
+                    _ => "v6".to_string(),
                 })
                 .collect::<Vec<_>>()
         };
@@ -1439,5 +1509,47 @@ mod tests {
         });
         let (v, lost) = store.drain_changes();
         assert_eq!((v.len(), lost), (CHANGES_MAX, 5));
+    }
+
+    #[test]
+    fn changes_of_both_families_in_order() {
+        use crate::tables::leases6::{Client6, Duid, Pool6Conf};
+        let store = LeaseStore::new();
+        store.sync(vec![conf("10.0.0.10", "10.0.0.20")], NOW);
+        store.sync6(
+            vec![Pool6Conf {
+                bridge: "br1".into(),
+                first: "fd00:1::10".parse().unwrap(),
+                last: "fd00:1::20".parse().unwrap(),
+                subnet: "fd00:1::/64".parse().unwrap(),
+                server: "fd00:1::1".parse().unwrap(),
+                duid: Duid::ll(mac(1)),
+                reserved: HashSet::new(),
+                reservations: HashMap::new(),
+            }],
+            NOW,
+        );
+        let d = Duid(vec![0, 4, 1, 2]);
+        let c = Client6::default();
+        let a6 = store
+            .with_pool6("br1", |p| p.bind(&d, 1, &c, None, NOW).unwrap())
+            .unwrap();
+        store.with_pool("br1", |p| {
+            p.request(mac(2), ip("10.0.0.10"), None, NOW).unwrap()
+        });
+        store.with_pool6("br1", |p| p.release(&d, a6, NOW));
+        store.with_pool("br1", |p| p.release(mac(2), Ipv4Addr::UNSPECIFIED, NOW));
+        let kinds: Vec<&str> = store
+            .drain_changes()
+            .0
+            .iter()
+            .map(|(_, c)| match c {
+                LeaseChange::Granted(_) => "+4",
+                LeaseChange::Ended(_) => "-4",
+                LeaseChange::Granted6(_) => "+6",
+                LeaseChange::Ended6(..) => "-6",
+            })
+            .collect();
+        assert_eq!(kinds, ["+6", "+4", "-6", "-4"]);
     }
 }

@@ -12,6 +12,14 @@
 //!
 //! One address per client DUID (the client's first IA_NA; its IAID is recorded).
 //!
+//! A lease may carry a host name (the client's FQDN option, RFC 4704, or the name
+//! its MAC's DHCPv4 lease registered): the pool keeps a name → address map of its
+//! leases for the bridge's DNS (AAAA and ip6.arpa PTR), first come first served, the
+//! name gone with the lease. A client MAC (the Ethernet source of its messages) with a
+//! reservation (`dhcp-reserve BR MAC IPV6`) gets that address and no other, in the
+//! range or not; nobody else gets it. Leases that begin and end are journaled for
+//! `monitor` like DHCPv4's ([`LeaseChange::Granted6`], [`LeaseChange::Ended6`]).
+//!
 //! Bounds, per bridge: leases ≤ the range size, at most [`LEASES_MAX`]; offers ≤
 //! [`OFFERS_MAX`] (the oldest goes); quarantined addresses ≤ a quarter of the range, at
 //! most [`QUARANTINE_MAX`]; a DUID is 2..=[`DUID_MAX`] bytes. A flood of Solicits with
@@ -24,12 +32,48 @@
 //! large enough to always hold a free one while the cap is not reached).
 
 use super::leases::{Bitmap, NoOffer, Refused, LEASES_MAX, OFFERS_MAX, OFFER_SECS};
-use super::leases::{QUARANTINE_MAX, QUARANTINE_SECS};
+use super::leases::{LeaseChange, CHANGES_MAX, QUARANTINE_MAX, QUARANTINE_SECS};
 use crate::wire::MacAddr;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+/// Lease host names and their addresses (the shape of the snapshot's `Names6`).
+pub type LeaseNames6 = HashMap<String, Ipv6Addr>;
+
+/// Why a DHCPv6 lease ended (`monitor`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End6 {
+    /// The client sent a Release.
+    Released,
+    /// Its valid lifetime ran out.
+    Expired,
+    /// The client declined it (duplicate address detection found it in use).
+    Declined,
+    /// Renewed, moved to another address, or dropped by a configuration change.
+    Replaced,
+}
+
+impl End6 {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End6::Released => "released",
+            End6::Expired => "expired",
+            End6::Declined => "declined",
+            End6::Replaced => "replaced",
+        }
+    }
+}
+
+/// Who asks for a lease, beside its DUID: the Ethernet source of its message (for
+/// reservations and the record) and the host name to register, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client6 {
+    pub mac: Option<MacAddr>,
+    pub hostname: Option<String>,
+}
 
 /// Valid (and preferred) lifetime handed out, seconds; T1 and T2 are 1/2 and 4/5 of it.
 pub const LEASE6_SECS: u32 = 3600;
@@ -107,6 +151,12 @@ pub struct Lease6 {
     pub ip: Ipv6Addr,
     /// Seconds since the Unix epoch.
     pub expires: u64,
+    /// The Ethernet source of the client's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The DNS name registered for the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// What a bridge's DHCPv6 server hands out, built from the configuration.
@@ -121,8 +171,11 @@ pub struct Pool6Conf {
     pub server: Ipv6Addr,
     /// The server identifier (DUID-LL of the router's MAC on the bridge).
     pub duid: Duid,
-    /// Never handed out: the gateway, add-host addresses, pipework's static addresses.
+    /// Never handed out (except to their reserved client): the gateway, add-host
+    /// addresses, pipework's static addresses, reserved addresses.
     pub reserved: HashSet<Ipv6Addr>,
+    /// Reserved clients (by MAC): each gets its address and no other.
+    pub reservations: HashMap<MacAddr, Ipv6Addr>,
 }
 
 impl Pool6Conf {
@@ -168,7 +221,12 @@ pub struct Pool6Stats {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Hold {
-    Lease { duid: Duid, iaid: u32 },
+    Lease {
+        duid: Duid,
+        iaid: u32,
+        mac: Option<MacAddr>,
+        hostname: Option<String>,
+    },
     Offer(Duid),
     Quarantine,
 }
@@ -189,8 +247,15 @@ pub struct Pool6 {
     offer_age: BTreeSet<(u64, Ipv6Addr)>,
     quarantine_age: BTreeSet<(u64, Ipv6Addr)>,
     stats: Pool6Stats,
+    /// Lease host names (copy-on-write: the DNS service holds a clone).
+    names: Arc<LeaseNames6>,
+    /// A lease without a name, by client MAC (for [`Pool6::inherit_name`]).
+    unnamed: HashMap<MacAddr, Ipv6Addr>,
     /// Leases changed since the store last looked (the db needs writing).
     pub(super) dirty: bool,
+    /// Leases granted and ended since the daemon last drained them (bounded).
+    changes: Vec<LeaseChange>,
+    changes_lost: u64,
 }
 
 impl Pool6 {
@@ -209,7 +274,11 @@ impl Pool6 {
             offer_age: BTreeSet::new(),
             quarantine_age: BTreeSet::new(),
             stats: Pool6Stats::default(),
+            names: Arc::default(),
+            unnamed: HashMap::new(),
             dirty: false,
+            changes: Vec::new(),
+            changes_lost: 0,
         };
         let reserved: Vec<Ipv6Addr> = p.conf.reserved.iter().copied().collect();
         for ip in reserved {
@@ -238,11 +307,18 @@ impl Pool6 {
             .slots
             .iter()
             .filter_map(|(ip, s)| match &s.hold {
-                Hold::Lease { duid, iaid } => Some(Lease6 {
+                Hold::Lease {
+                    duid,
+                    iaid,
+                    mac,
+                    hostname,
+                } => Some(Lease6 {
                     duid: duid.clone(),
                     iaid: *iaid,
                     ip: *ip,
                     expires: s.expires,
+                    mac: *mac,
+                    hostname: hostname.clone(),
                 }),
                 _ => None,
             })
@@ -254,6 +330,58 @@ impl Pool6 {
     /// The address `duid` holds, if any.
     pub fn lease_of(&self, duid: &Duid) -> Option<Ipv6Addr> {
         self.lease_of.get(duid).copied()
+    }
+
+    /// Lease host names and their addresses.
+    pub fn names(&self) -> Arc<LeaseNames6> {
+        self.names.clone()
+    }
+
+    /// The lease changes since the last call (renewals left out), and how many were
+    /// lost because more than [`CHANGES_MAX`] happened in between.
+    pub fn drain_changes(&mut self) -> (Vec<LeaseChange>, u64) {
+        let lost = std::mem::take(&mut self.changes_lost);
+        (
+            super::leases::coalesce(std::mem::take(&mut self.changes)),
+            lost,
+        )
+    }
+
+    fn journal(&mut self, c: LeaseChange) {
+        if self.changes.len() < CHANGES_MAX {
+            self.changes.push(c);
+        } else {
+            self.changes_lost += 1;
+        }
+    }
+
+    /// Give the leases of `mac` that have no host name `name` (its DHCPv4 lease
+    /// registered it), unless another lease holds that name. Whether one got it.
+    pub fn inherit_name(&mut self, mac: MacAddr, name: &str) -> bool {
+        if self.names.contains_key(name) {
+            return false;
+        }
+        let Some(&ip) = self.unnamed.get(&mac) else {
+            return false;
+        };
+        let Some(expires) = self.slots.get(&ip).map(|s| s.expires) else {
+            return false;
+        };
+        let Some(Slot {
+            hold: Hold::Lease { duid, iaid, .. },
+            ..
+        }) = self.take(ip, End6::Replaced)
+        else {
+            return false;
+        };
+        let hold = Hold::Lease {
+            duid,
+            iaid,
+            mac: Some(mac),
+            hostname: Some(name.to_string()),
+        };
+        self.put(ip, hold, expires);
+        true
     }
 
     fn index(&self, ip: Ipv6Addr) -> Option<usize> {
@@ -274,13 +402,36 @@ impl Pool6 {
         }
     }
 
-    fn take(&mut self, ip: Ipv6Addr) -> Option<Slot> {
+    fn take(&mut self, ip: Ipv6Addr, why: End6) -> Option<Slot> {
         let s = self.slots.remove(&ip)?;
         self.expiry.remove(&(s.expires, ip));
         match &s.hold {
-            Hold::Lease { duid, .. } => {
+            Hold::Lease {
+                duid,
+                iaid,
+                mac,
+                hostname,
+            } => {
                 self.lease_of.remove(duid);
+                if let Some(h) = hostname {
+                    if self.names.get(h) == Some(&ip) {
+                        Arc::make_mut(&mut self.names).remove(h);
+                    }
+                } else if let Some(m) = mac {
+                    if self.unnamed.get(m) == Some(&ip) {
+                        self.unnamed.remove(m);
+                    }
+                }
                 self.dirty = true;
+                let ended = Lease6 {
+                    duid: duid.clone(),
+                    iaid: *iaid,
+                    ip,
+                    expires: s.expires,
+                    mac: *mac,
+                    hostname: hostname.clone(),
+                };
+                self.journal(LeaseChange::Ended6(ended, why));
             }
             Hold::Offer(duid) => {
                 self.offer_of.remove(duid);
@@ -296,14 +447,33 @@ impl Pool6 {
     }
 
     fn put(&mut self, ip: Ipv6Addr, hold: Hold, expires: u64) {
-        if let Some(old) = self.take(ip) {
+        if let Some(old) = self.take(ip, End6::Replaced) {
             tracing::error!(%ip, hold = ?old.hold, "DHCPv6 pool: an address claimed twice");
         }
         self.expiry.insert((expires, ip));
         match &hold {
-            Hold::Lease { duid, .. } => {
+            Hold::Lease {
+                duid,
+                iaid,
+                mac,
+                hostname,
+            } => {
                 self.lease_of.insert(duid.clone(), ip);
+                if let Some(h) = hostname {
+                    Arc::make_mut(&mut self.names).insert(h.clone(), ip);
+                } else if let Some(m) = mac {
+                    self.unnamed.insert(*m, ip);
+                }
                 self.dirty = true;
+                let granted = Lease6 {
+                    duid: duid.clone(),
+                    iaid: *iaid,
+                    ip,
+                    expires,
+                    mac: *mac,
+                    hostname: hostname.clone(),
+                };
+                self.journal(LeaseChange::Granted6(granted));
             }
             Hold::Offer(duid) => {
                 self.offer_of.insert(duid.clone(), ip);
@@ -323,15 +493,22 @@ impl Pool6 {
             if exp > now {
                 break;
             }
-            if self.take(ip).is_none() {
+            if self.take(ip, End6::Expired).is_none() {
                 self.expiry.remove(&(exp, ip));
             }
         }
     }
 
-    /// Whether `duid` may hold `ip`: in the range, not reserved, not quarantined, not
-    /// another client's lease.
-    fn allowed(&self, duid: &Duid, ip: Ipv6Addr) -> bool {
+    fn reservation(&self, mac: Option<MacAddr>) -> Option<Ipv6Addr> {
+        mac.and_then(|m| self.conf.reservations.get(&m).copied())
+    }
+
+    /// Whether `duid` (from `mac`) may hold `ip`: its reservation; else in the range,
+    /// not reserved, not quarantined, not another client's lease.
+    fn allowed(&self, duid: &Duid, mac: Option<MacAddr>, ip: Ipv6Addr) -> bool {
+        if let Some(r) = self.reservation(mac) {
+            return r == ip;
+        }
         self.conf.in_range(ip)
             && !self.conf.reserved.contains(&ip)
             && match self.slots.get(&ip).map(|s| &s.hold) {
@@ -341,8 +518,10 @@ impl Pool6 {
             }
     }
 
-    fn capped(&self, duid: &Duid) -> bool {
-        !self.lease_of.contains_key(duid) && self.lease_of.len() >= self.conf.lease_cap()
+    fn capped(&self, duid: &Duid, mac: Option<MacAddr>) -> bool {
+        self.reservation(mac).is_none()
+            && !self.lease_of.contains_key(duid)
+            && self.lease_of.len() >= self.conf.lease_cap()
     }
 
     fn count_capped(&mut self) -> NoOffer {
@@ -364,32 +543,36 @@ impl Pool6 {
         }
     }
 
-    /// The address to advertise to `duid` (a Solicit, hinting `wanted`): its lease, its
-    /// earlier offer, `wanted` if untaken, the lowest untaken address, or the oldest
-    /// offer made to another client.
+    /// The address to advertise to `duid` from `mac` (a Solicit, hinting `wanted`):
+    /// its reservation, its lease, its earlier offer, `wanted` if untaken, the lowest
+    /// untaken address, or the oldest offer made to another client.
     pub fn offer(
         &mut self,
         duid: &Duid,
+        mac: Option<MacAddr>,
         wanted: Option<Ipv6Addr>,
         now: u64,
     ) -> Result<Ipv6Addr, NoOffer> {
         self.prune(now);
+        if let Some(r) = self.reservation(mac) {
+            return Ok(r);
+        }
         if let Some(&ip) = self.lease_of.get(duid) {
-            if self.allowed(duid, ip) {
+            if self.allowed(duid, mac, ip) {
                 return Ok(ip);
             }
         }
-        if self.capped(duid) {
+        if self.capped(duid, mac) {
             return Err(self.count_capped());
         }
         if let Some(&ip) = self.offer_of.get(duid) {
-            self.take(ip);
-            if self.allowed(duid, ip) {
+            self.take(ip, End6::Replaced);
+            if self.allowed(duid, mac, ip) {
                 self.put(ip, Hold::Offer(duid.clone()), now + OFFER_SECS);
                 return Ok(ip);
             }
         }
-        let untaken = |ip: &Ipv6Addr| self.allowed(duid, *ip) && !self.slots.contains_key(ip);
+        let untaken = |ip: &Ipv6Addr| self.allowed(duid, mac, *ip) && !self.slots.contains_key(ip);
         let ip = wanted
             .filter(untaken)
             .or_else(|| self.window.first_clear().map(|i| self.addr(i)))
@@ -398,12 +581,12 @@ impl Pool6 {
             self.count_exhausted();
             return Err(NoOffer::Exhausted);
         };
-        self.take(ip);
+        self.take(ip, End6::Replaced);
         while self.offer_of.len() >= OFFERS_MAX {
             let Some(&(_, old)) = self.offer_age.first() else {
                 break;
             };
-            self.take(old);
+            self.take(old, End6::Replaced);
         }
         self.put(ip, Hold::Offer(duid.clone()), now + OFFER_SECS);
         Ok(ip)
@@ -415,48 +598,83 @@ impl Pool6 {
         &mut self,
         duid: &Duid,
         iaid: u32,
+        client: &Client6,
         wanted: Option<Ipv6Addr>,
         now: u64,
     ) -> Result<Ipv6Addr, NoOffer> {
         self.prune(now);
+        let mac = client.mac;
         let ip = match self.lease_of.get(duid) {
-            Some(&ip) if self.allowed(duid, ip) => ip,
-            _ => match wanted.filter(|w| self.allowed(duid, *w)) {
-                Some(w) if !self.capped(duid) => w,
-                _ => self.offer(duid, None, now)?,
+            Some(&ip) if self.allowed(duid, mac, ip) => ip,
+            _ => match wanted.filter(|w| self.allowed(duid, mac, *w)) {
+                Some(w) if !self.capped(duid, mac) => w,
+                _ => self.offer(duid, mac, None, now)?,
             },
         };
-        self.lease(duid, iaid, ip, now);
+        self.lease(duid, iaid, client, ip, now);
         Ok(ip)
     }
 
-    fn lease(&mut self, duid: &Duid, iaid: u32, ip: Ipv6Addr, now: u64) {
+    /// The host name of `duid`'s lease, if it has one.
+    pub fn lease_name(&self, duid: &Duid) -> Option<String> {
+        self.lease_of
+            .get(duid)
+            .and_then(|ip| match self.slots.get(ip) {
+                Some(Slot {
+                    hold: Hold::Lease { hostname, .. },
+                    ..
+                }) => hostname.clone(),
+                _ => None,
+            })
+    }
+
+    /// The host name `duid` registers now: the one it asks for (unless another lease
+    /// holds it), else the one its lease has.
+    fn name_for(&self, duid: &Duid, client: &Client6) -> Option<String> {
+        let held = self.lease_name(duid);
+        match &client.hostname {
+            Some(h) if held.as_ref() == Some(h) || !self.names.contains_key(h) => Some(h.clone()),
+            _ => held,
+        }
+    }
+
+    fn lease(&mut self, duid: &Duid, iaid: u32, client: &Client6, ip: Ipv6Addr, now: u64) {
+        let hostname = self.name_for(duid, client);
         if let Some(&old) = self.lease_of.get(duid) {
-            self.take(old);
+            self.take(old, End6::Replaced);
         }
         if let Some(&o) = self.offer_of.get(duid) {
-            self.take(o);
+            self.take(o, End6::Replaced);
         }
-        self.take(ip);
+        self.take(ip, End6::Replaced);
         let hold = Hold::Lease {
             duid: duid.clone(),
             iaid,
+            mac: client.mac,
+            hostname,
         };
         self.put(ip, hold, now + u64::from(LEASE6_SECS));
     }
 
     /// Extend `duid`'s lease on `ip` (a Renew or Rebind), or bind `ip` to it when it
     /// is free (the server lost the binding: RFC 8415 §18.3.4 lets it create one).
-    pub fn renew(&mut self, duid: &Duid, iaid: u32, ip: Ipv6Addr, now: u64) -> Result<(), Refused> {
+    pub fn renew(
+        &mut self,
+        duid: &Duid,
+        iaid: u32,
+        client: &Client6,
+        ip: Ipv6Addr,
+        now: u64,
+    ) -> Result<(), Refused> {
         self.prune(now);
-        if !self.allowed(duid, ip) {
+        if !self.allowed(duid, client.mac, ip) {
             return Err(Refused::NotFree);
         }
-        if self.capped(duid) {
+        if self.capped(duid, client.mac) {
             self.count_capped();
             return Err(Refused::Capped);
         }
-        self.lease(duid, iaid, ip, now);
+        self.lease(duid, iaid, client, ip, now);
         Ok(())
     }
 
@@ -464,7 +682,7 @@ impl Pool6 {
     pub fn release(&mut self, duid: &Duid, ip: Ipv6Addr, now: u64) -> bool {
         self.prune(now);
         if self.lease_of.get(duid) == Some(&ip) {
-            return self.take(ip).is_some();
+            return self.take(ip, End6::Released).is_some();
         }
         self.ignore_decline();
         false
@@ -478,13 +696,17 @@ impl Pool6 {
             self.ignore_decline();
             return false;
         }
-        self.take(ip);
+        self.take(ip, End6::Declined);
         self.stats.declined += 1;
+        // A reserved address goes to its client only: nothing to keep others from.
+        if self.conf.reservations.values().any(|r| *r == ip) {
+            return true;
+        }
         while self.quarantine_age.len() >= self.conf.quarantine_cap() {
             let Some(&(_, old)) = self.quarantine_age.first() else {
                 break;
             };
-            self.take(old);
+            self.take(old, End6::Replaced);
         }
         self.put(ip, Hold::Quarantine, now + QUARANTINE_SECS);
         true
@@ -497,32 +719,81 @@ impl Pool6 {
         }
     }
 
+    /// A port left the bridge (`del-port`): the leases of `gone` (a guest whose veth
+    /// was deleted with the port) end, and the leases of `macs` (addresses seen on the
+    /// port) lose their host name, as for DHCPv4.
+    pub fn forget_port(&mut self, gone: Option<MacAddr>, macs: &[MacAddr], now: u64) {
+        self.prune(now);
+        let mine: Vec<(Ipv6Addr, bool)> = self
+            .slots
+            .iter()
+            .filter_map(|(ip, s)| match &s.hold {
+                Hold::Lease { mac: Some(m), .. } if Some(*m) == gone => Some((*ip, true)),
+                Hold::Lease {
+                    mac: Some(m),
+                    hostname: Some(_),
+                    ..
+                } if macs.contains(m) => Some((*ip, false)),
+                _ => None,
+            })
+            .collect();
+        for (ip, end) in mine {
+            let Some(s) = self.take(ip, End6::Released) else {
+                continue;
+            };
+            if end {
+                continue;
+            }
+            if let Hold::Lease {
+                duid, iaid, mac, ..
+            } = s.hold
+            {
+                let hold = Hold::Lease {
+                    duid,
+                    iaid,
+                    mac,
+                    hostname: None,
+                };
+                self.put(ip, hold, s.expires);
+            }
+        }
+    }
+
     /// Take a lease back (from the db, or the pool this one replaces) if it is live and
     /// fits.
     pub(super) fn restore(&mut self, l: Lease6, now: u64) -> bool {
         if l.expires <= now
             || self.lease_of.contains_key(&l.duid)
             || self.slots.contains_key(&l.ip)
-            || !self.allowed(&l.duid, l.ip)
-            || self.capped(&l.duid)
+            || !self.allowed(&l.duid, l.mac, l.ip)
+            || self.capped(&l.duid, l.mac)
         {
             return false;
         }
         let expires = l.expires.min(now + u64::from(LEASE6_SECS));
+        let hostname = l.hostname.filter(|h| !self.names.contains_key(h));
         let hold = Hold::Lease {
             duid: l.duid,
             iaid: l.iaid,
+            mac: l.mac,
+            hostname,
         };
         self.put(l.ip, hold, expires);
         true
     }
 
-    /// Take over `old`'s leases that still fit, and its counters.
-    pub(super) fn adopt(&mut self, old: Pool6, now: u64) {
+    /// Take over `old`'s leases that still fit, its counters and its journal: leases
+    /// carried over did not change; those that no longer fit ended.
+    pub(super) fn adopt(&mut self, mut old: Pool6, now: u64) {
         self.stats = old.stats;
+        let mut changes = std::mem::take(&mut old.changes);
         for l in old.leases() {
-            self.restore(l, now);
+            if !self.restore(l.clone(), now) {
+                changes.push(LeaseChange::Ended6(l, End6::Replaced));
+            }
         }
+        self.changes = changes;
+        self.changes_lost = old.changes_lost;
         self.dirty = true;
     }
 }
@@ -542,6 +813,7 @@ mod tests {
             server: "fd00:1::1".parse().unwrap(),
             duid: Duid::ll(MacAddr([2, 0x76, 0, 0, 0, 1])),
             reserved: ["fd00:1::1".parse().unwrap()].into_iter().collect(),
+            reservations: HashMap::new(),
         }
     }
 
@@ -558,21 +830,21 @@ mod tests {
     #[test]
     fn lowest_first_offers_soft_and_leases_sticky() {
         let mut p = Pool6::new(conf("fd00:1::", "fd00:1::ffff:ffff:ffff:ffff"));
-        assert_eq!(p.offer(&duid(1), None, NOW), Ok(ip("fd00:1::")));
+        assert_eq!(p.offer(&duid(1), None, None, NOW), Ok(ip("fd00:1::")));
         assert_eq!(
-            p.offer(&duid(2), None, NOW),
+            p.offer(&duid(2), None, None, NOW),
             Ok(ip("fd00:1::2")),
             "gateway skipped"
         );
         assert_eq!(p.stats().leases, 0);
         assert_eq!(
-            p.bind(&duid(2), 7, Some(ip("fd00:1::")), NOW),
+            p.bind(&duid(2), 7, &Client6::default(), Some(ip("fd00:1::")), NOW),
             Ok(ip("fd00:1::"))
         );
         assert_eq!(p.stats().offers, 0, "both offers went");
         // The client keeps its address whatever it hints.
         assert_eq!(
-            p.bind(&duid(2), 7, Some(ip("fd00:1::9")), NOW),
+            p.bind(&duid(2), 7, &Client6::default(), Some(ip("fd00:1::9")), NOW),
             Ok(ip("fd00:1::"))
         );
         assert_eq!(p.leases()[0].iaid, 7);
@@ -585,11 +857,11 @@ mod tests {
     fn random_duid_floods_stay_bounded() {
         let mut p = Pool6::new(conf("fd00:1::100", "fd00:1::1ff"));
         for n in 0..10_000 {
-            let _ = p.offer(&duid(n), None, NOW);
+            let _ = p.offer(&duid(n), None, None, NOW);
         }
         assert!(p.stats().offers <= OFFERS_MAX as u64);
         for n in 0..10_000 {
-            let _ = p.bind(&duid(n), 1, None, NOW);
+            let _ = p.bind(&duid(n), 1, &Client6::default(), None, NOW);
         }
         let s = p.stats();
         assert_eq!(s.leases, 256, "the whole range and no more");
@@ -597,7 +869,13 @@ mod tests {
         assert!(p.slots.len() <= 256 + OFFERS_MAX);
         // Exhausted: an existing client still renews.
         assert_eq!(
-            p.renew(&duid(3), 1, p.lease_of(&duid(3)).unwrap(), NOW + 5),
+            p.renew(
+                &duid(3),
+                1,
+                &Client6::default(),
+                p.lease_of(&duid(3)).unwrap(),
+                NOW + 5
+            ),
             Ok(())
         );
     }
@@ -605,18 +883,21 @@ mod tests {
     #[test]
     fn release_and_decline_only_from_the_holder() {
         let mut p = Pool6::new(conf("fd00:1::10", "fd00:1::1f"));
-        let a = p.bind(&duid(1), 1, None, NOW).unwrap();
+        let a = p.bind(&duid(1), 1, &Client6::default(), None, NOW).unwrap();
         assert!(!p.release(&duid(2), a, NOW));
         assert!(!p.decline(&duid(2), a, NOW));
         assert!(!p.decline(&duid(1), ip("fd00:1::11"), NOW));
         assert_eq!(p.stats().declines_ignored, 3);
         assert_eq!(p.lease_of(&duid(1)), Some(a));
         // Someone else's address cannot be renewed into.
-        assert_eq!(p.renew(&duid(2), 1, a, NOW), Err(Refused::NotFree));
+        assert_eq!(
+            p.renew(&duid(2), 1, &Client6::default(), a, NOW),
+            Err(Refused::NotFree)
+        );
         assert!(p.decline(&duid(1), a, NOW));
         assert_eq!(p.stats().quarantined, 1);
         // The declined address is skipped; the holder gets another one.
-        let b = p.bind(&duid(1), 1, None, NOW).unwrap();
+        let b = p.bind(&duid(1), 1, &Client6::default(), None, NOW).unwrap();
         assert_ne!(a, b);
         assert!(p.release(&duid(1), b, NOW));
         assert!(p.leases().is_empty());
@@ -630,6 +911,8 @@ mod tests {
             iaid: 1,
             ip: ip(a),
             expires: exp,
+            mac: None,
+            hostname: None,
         };
         assert!(p.restore(l(1, "fd00:1::10", NOW + 100), NOW));
         assert!(!p.restore(l(2, "fd00:1::11", NOW), NOW), "expired");

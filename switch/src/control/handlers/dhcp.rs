@@ -23,18 +23,26 @@ impl State {
             })
             .collect();
         v.sort_by_key(|l| l.ip.parse::<std::net::Ipv4Addr>().ok());
-        // DHCPv6 leases after the IPv4 ones, by address; the MAC is the one inside
-        // the client's DUID (DUID-LLT/LL), if any.
+        // DHCPv6 leases after the IPv4 ones, by address; the MAC is the Ethernet
+        // source of the client's messages, else the one inside its DUID (DUID-LLT/LL).
         let leases6 = self.db.leases().leases6(bridge, now).unwrap_or_default();
-        v.extend(leases6.iter().map(|l| LeaseEntry {
-            mac: l.duid.mac().map_or_else(|| "-".into(), |m| m.to_string()),
-            ip: l.ip.to_string(),
-            hostname: None,
-            expires: l.expires,
-            remaining: l.expires.saturating_sub(now),
-            reserved: false,
-            duid: Some(l.duid.to_string()),
-            iaid: Some(l.iaid),
+        v.extend(leases6.iter().map(|l| {
+            LeaseEntry {
+                mac: l
+                    .mac
+                    .or_else(|| l.duid.mac())
+                    .map_or_else(|| "-".into(), |m| m.to_string()),
+                ip: l.ip.to_string(),
+                hostname: l.hostname.clone(),
+                expires: l.expires,
+                remaining: l.expires.saturating_sub(now),
+                reserved: b
+                    .reservations6
+                    .iter()
+                    .any(|r| Some(r.mac) == l.mac && r.ip == l.ip),
+                duid: Some(l.duid.to_string()),
+                iaid: Some(l.iaid),
+            }
         }));
         to_value(v)
     }

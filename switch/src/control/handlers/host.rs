@@ -56,11 +56,36 @@ impl State {
                 });
             }
         }
+        for r in &b.reservations6 {
+            if let Some(n) = &r.name {
+                v.push(HostEntry {
+                    name: n.clone(),
+                    ip: r.ip.to_string(),
+                    source: "dhcp-reserve".into(),
+                    port: None,
+                });
+            }
+        }
         let now = crate::service::dhcp::unix_now();
         let leases = self.db.leases().leases(bridge, now).unwrap_or_default();
         for l in &leases {
             if let Some(h) = &l.hostname {
                 if !v.iter().any(|e| &e.name == h) {
+                    v.push(HostEntry {
+                        name: h.clone(),
+                        ip: l.ip.to_string(),
+                        source: "dhcp".into(),
+                        port: None,
+                    });
+                }
+            }
+        }
+        // DHCPv6 lease names (AAAA), unless the name has an IPv6 address already.
+        let leases6 = self.db.leases().leases6(bridge, now).unwrap_or_default();
+        for l in &leases6 {
+            if let Some(h) = &l.hostname {
+                let has6 = |e: &HostEntry| &e.name == h && e.ip.contains(':');
+                if !v.iter().any(has6) {
                     v.push(HostEntry {
                         name: h.clone(),
                         ip: l.ip.to_string(),

@@ -70,6 +70,9 @@ impl State {
         self.db
             .leases()
             .with_pool(bridge, |pool| pool.forget_port(gone, &macs, now));
+        self.db
+            .leases()
+            .with_pool6(bridge, |pool| pool.forget_port(gone, &macs, now));
         self.detach(bridge, port);
         if removed.owned {
             delete_netdev(port);
