@@ -367,6 +367,26 @@ impl Conntrack {
         r.unwrap_or(true)
     }
 
+    /// Set the last-seen time of `t` to `now` if its entry is live, in `state` and
+    /// still translates to `xlate` (the kernel fast path's hits: a state the pipeline
+    /// set meanwhile is never undone, an expired entry never revived). False if not.
+    pub fn refresh(&self, t: &Tuple, xlate: &Tuple, state: CtState, now: u32) -> bool {
+        let key = t.key();
+        let r = self.table.write(&key, |b| match b.find(&key) {
+            Some(w) => {
+                let mut e = CtEntry::decode(b.val(w), t.proto);
+                if e.state != state || e.xlate != *xlate || !Self::live(&e, t.proto, now) {
+                    return false;
+                }
+                e.last_seen = now;
+                b.set_val(w, &e.encode());
+                true
+            }
+            None => false,
+        });
+        r.unwrap_or(false)
+    }
+
     /// Hold the bucket of `t` as a writer until the guard drops (tests).
     #[cfg(test)]
     pub(crate) fn hold(&self, t: &Tuple) -> super::seqtable::Held<'_> {
