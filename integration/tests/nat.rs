@@ -433,6 +433,8 @@ fn fastpath_ping_through_nat_counted_once() -> Result<()> {
         got == 100,
         "the outside host got {got} echo requests for 100"
     );
+    // The human view, for docs/cli.md.
+    println!("{}", lab.ctl_ok(&["fastpath-show"])?);
     let e = fp_nat_entries(&lab)?;
     for dir in ["10.0.0.5:", "198.51.100.1:"] {
         ensure!(

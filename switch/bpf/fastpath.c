@@ -27,6 +27,10 @@
 // its generation equals fp_gen[0]; vswitchd bumps that on every configuration
 // snapshot, FDB flush, MAC move and neighbour change, which makes every older entry
 // miss at once.
+//
+// Established NAT connections live in fp_nat, keyed by the L4 tuple too (see "Established
+// NAT flows" below); the socket filter's NAT verdict carries that tuple in a second
+// per-CPU slot, so fp_tc translates exactly the frame the filter hid.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

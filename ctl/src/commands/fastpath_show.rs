@@ -62,13 +62,17 @@ pub fn render(f: &FastpathInfo) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "BRIDGE", "IN_PORT", "VLAN", "SRC", "DST", "IP_DST", "OUT_PORT", "NEXT_HOP", "TAG",
-            "PACKETS", "BYTES", "IDLE_MS",
-        ],
-        &rows,
-    ));
+    let has_nat = f.entries.iter().any(|e| e.nat.is_some());
+    // The L2/routed table, unless it would be an empty header above NAT flows.
+    if !rows.is_empty() || !has_nat {
+        out.push_str(&table(
+            &[
+                "BRIDGE", "IN_PORT", "VLAN", "SRC", "DST", "IP_DST", "OUT_PORT", "NEXT_HOP", "TAG",
+                "PACKETS", "BYTES", "IDLE_MS",
+            ],
+            &rows,
+        ));
+    }
     let nat: Vec<Vec<String>> = f
         .entries
         .iter()
@@ -92,7 +96,10 @@ pub fn render(f: &FastpathInfo) -> String {
         })
         .collect();
     if !nat.is_empty() {
-        out.push_str("\nNAT flows:\n");
+        if !rows.is_empty() {
+            out.push('\n');
+        }
+        out.push_str("NAT flows:\n");
         out.push_str(&table(
             &[
                 "BRIDGE",
@@ -209,8 +216,6 @@ mod tests {
         assert_eq!(
             render(&f),
             "fastpath: on  generation: 3  entries: 1  installs: 2  invalidations: 2\n\
-             BRIDGE  IN_PORT  VLAN  SRC  DST  IP_DST  OUT_PORT  NEXT_HOP  TAG  PACKETS  BYTES  IDLE_MS\n\
-             \n\
              NAT flows:\n\
              BRIDGE  IN_PORT  PROTO  SRC             DST                NAT_SRC             NAT_DST            OUT_PORT  NEXT_HOP           PACKETS  BYTES  IDLE_MS  EXPIRES_MS\n\
              br1     v1       tcp    10.0.0.5:40000  198.51.100.1:5201  198.51.100.2:40000  198.51.100.1:5201  wan0      02:00:00:00:00:09  9        900    4        119000\n"

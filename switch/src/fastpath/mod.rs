@@ -24,8 +24,14 @@
 //! frames with TTL <= 1, IP options, fragments or over the MTU go to vswitchd (ICMP
 //! errors). Not cached: flows NAT could touch (a masqueraded bridge, published
 //! addresses and the bridges of their targets), `--isolated` bridges, frames to the
-//! router's own addresses. NAT flows are not cached (yet): they always take the
-//! pipeline.
+//! router's own addresses as routed entries.
+//!
+//! Established NAT connections (masquerade, published ports; TCP, UDP, ICMP echo):
+//! keyed as a routed entry plus the L4 tuple as received, in a map of their own →
+//! the routed rewrite plus the translated addresses and ports (incremental checksums,
+//! partial ones included) and a deadline: the conntrack entry's expiry, after which
+//! the program sends frames up. TCP SYN/FIN/RST go up too. The walk refreshes the
+//! connection from the entry's hits and extends the deadline (`FastPath::nat_still`).
 //!
 //! # One decision per frame (the AF_PACKET tap runs before tc)
 //! In `__netif_receive_skb_core` packet taps (vswitchd's AF_PACKET socket) see a frame
