@@ -445,6 +445,40 @@ mod tests {
         }
     }
 
+    /// The fast path's refresh moves only a live entry still in the expected state
+    /// with the expected translation: it never undoes Closing, never revives.
+    #[test]
+    fn refresh_keeps_state_and_never_revives() {
+        let ct = Conntrack::new(64);
+        let x = Tuple {
+            src: Ipv4Addr::new(198, 51, 100, 2),
+            ..t(40000)
+        };
+        let est = CtEntry {
+            state: CtState::Established,
+            ..e(x, true, 100)
+        };
+        assert_eq!(ct.insert(&t(40000), est, 100), Inserted::Ok);
+        assert!(ct.refresh(&t(40000), &x, CtState::Established, 150));
+        assert_eq!(
+            ct.lookup(&t(40000), 150).found().map(|e| e.last_seen),
+            Some(150)
+        );
+        // Another translation, another state: untouched.
+        assert!(!ct.refresh(&t(40000), &t(1), CtState::Established, 160));
+        assert!(ct.touch(&t(40000), CtState::Closing, 160));
+        assert!(!ct.refresh(&t(40000), &x, CtState::Established, 170));
+        let cur = ct.lookup(&t(40000), 170).found().unwrap();
+        assert_eq!((cur.state, cur.last_seen), (CtState::Closing, 160));
+        // Expired (closing timeout 120 s): not revived.
+        assert!(!ct.refresh(&t(40000), &x, CtState::Closing, 160 + 121));
+        assert!(ct.lookup(&t(40000), 160 + 121).found().is_none());
+        assert!(
+            !ct.refresh(&t(5), &x, CtState::Established, 170),
+            "no entry"
+        );
+    }
+
     #[test]
     fn insert_lookup_expire() {
         let ct = Conntrack::new(64);
