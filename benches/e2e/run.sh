@@ -7,16 +7,16 @@
 #   Python AF_PACKET sender), ping median/p99, and the switch's CPU seconds during the
 #   1-stream TCP test. Then smaller cases: routing between two subnets (Linux IPv4
 #   forwarding vs vswitchd's router, --fastpath off and on), NAT (nftables masquerade vs
-#   vswitchd masquerade) and VXLAN between two "hosts" (kernel VXLAN + bridge vs
+#   vswitchd masquerade, --fastpath off and on) and VXLAN between two "hosts" (kernel VXLAN + bridge vs
 #   vswitchd, and vswitchd with the kernel's VXLAN device as a system port as a
 #   reference).
 # Prints tables with ratios to the kernel and writes them to docs/performance.md
 # (only between the <!-- e2e:begin --> and <!-- e2e:end --> markers).
 #
 #   sudo benches/e2e/run.sh [--quick] [--no-build] [--rounds N] [--l2-only]
-#                           [--vxlan-only] [--routed-only] [--gen trafgen|python]
-#                           [--no-write]
-# (--vxlan-only, --routed-only: just those rows, printed, not written)
+#                           [--vxlan-only] [--routed-only] [--nat-only]
+#                           [--gen trafgen|python] [--no-write]
+# (--vxlan-only, --routed-only, --nat-only: just those rows, printed, not written)
 #
 # Safety: re-executes itself under `unshare --net` unconditionally and refuses to run
 # in a namespace that has any interface but lo; everything else lives in namespaces it
@@ -31,7 +31,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CMDLINE="benches/e2e/run.sh${*:+ $*}"
-QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; VXONLY=0; RTONLY=0; GEN=auto
+QUICK=0; BUILD=1; ROUNDS=3; WRITE=1; L2ONLY=0; VXONLY=0; RTONLY=0; NATONLY=0; GEN=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; ROUNDS=1 ;;
@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
     --l2-only) L2ONLY=1 ;;
     --vxlan-only) VXONLY=1; WRITE=0 ;;
     --routed-only) RTONLY=1; WRITE=0 ;;
+    --nat-only) NATONLY=1; WRITE=0 ;;
     --gen) GEN=$2; shift ;;
     --no-write) WRITE=0 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
@@ -354,8 +355,9 @@ table ip nat {
 }
 NFT
       ;;
-    vswitchd-nat)
-      start_vswitchd $SW vsn || return 1
+    vswitchd-nat|vswitchd-nat-fp)
+      if [ $v = vswitchd-nat-fp ]; then start_vswitchd $SW vsn --fastpath on || return 1
+      else start_vswitchd $SW vsn || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vsn.sock"
       $V add-br br1 --subnet 10.0.0.0/24 --gateway 10.0.0.254 >/dev/null &&
       $V add-br wan --subnet 198.51.100.0/24 --gateway 198.51.100.2 >/dev/null &&
@@ -459,14 +461,14 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
 NAT_VARIANTS=()
 RT_VARIANTS=()
 VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-kvxlan)
-if [ $VXONLY = 1 ] || [ $RTONLY = 1 ]; then VARIANTS=(); fi
-if [ $RTONLY = 1 ]; then VX_VARIANTS=(); fi
-if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ]; then
+if [ $VXONLY = 1 ] || [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VARIANTS=(); fi
+if [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VX_VARIANTS=(); fi
+if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $NATONLY = 0 ]; then
   RT_VARIANTS=(kernel-route vswitchd-route vswitchd-route-fp)
 fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi
-  NAT_VARIANTS+=(vswitchd-nat)
+  NAT_VARIANTS+=(vswitchd-nat vswitchd-nat-fp)
 fi
 
 echo "variants: ${VARIANTS[*]:-(no L2 rows)}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2

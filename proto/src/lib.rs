@@ -1144,6 +1144,23 @@ pub struct FastpathEntry {
     /// and how the frame leaves (absent for L2 entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<FastpathRoute>,
+    /// Established NAT flows (routed too): the connection as matched and translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<FastpathNat>,
+}
+
+/// How a NAT fast-path entry translates its frames (endpoints as in `ct-show`:
+/// `IP:PORT`, ICMP echo `IP:ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastpathNat {
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    pub nat_src: String,
+    pub nat_dst: String,
+    /// Milliseconds until the kernel stops translating unless vswitchd extends it
+    /// (0: passed; frames go to vswitchd).
+    pub expires_ms: u64,
 }
 
 /// How a routed fast-path entry rewrites its frames: sent from the router's MAC on

@@ -27,6 +27,10 @@
 // its generation equals fp_gen[0]; vswitchd bumps that on every configuration
 // snapshot, FDB flush, MAC move and neighbour change, which makes every older entry
 // miss at once.
+//
+// Established NAT connections live in fp_nat, keyed by the L4 tuple too (see "Established
+// NAT flows" below); the socket filter's NAT verdict carries that tuple in a second
+// per-CPU slot, so fp_tc translates exactly the frame the filter hid.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -41,6 +45,7 @@
 #define FP_F_PEER 1 // bpf_redirect_peer: straight into the veth peer's ingress
 #define FP_F_INGRESS 2 // redirect to the device's ingress (an internal port's host side)
 #define FP_F_ROUTED 4 // routed: rewrite MACs, TTL - 1 (see fp_routed_ok)
+#define FP_F_NAT 8 // an established NAT flow (fp_nat): addresses and ports translated too
 
 struct fp_key {
 	__u32 ifindex;
@@ -173,7 +178,7 @@ static __always_inline struct fp_action *fp_live(struct fp_key *k)
 // quoting want the whole header), over the egress MTU (fragmentation needed, or the
 // drop of a DF-less packet), a multicast/broadcast source (dropped). A GSO super-frame
 // is judged by its segments: IP and L4 headers plus gso_size, as vswitchd does.
-static __always_inline int fp_routed_ok(struct __sk_buff *skb, const struct fp_action *a)
+static __always_inline int fp_routed_ok(struct __sk_buff *skb, __u16 mtu)
 {
 	__u8 h[20];
 	__u32 tot, seg, hdrs;
@@ -205,7 +210,7 @@ static __always_inline int fp_routed_ok(struct __sk_buff *skb, const struct fp_a
 		}
 		seg = hdrs + skb->gso_size;
 	}
-	return seg <= a->mtu;
+	return seg <= mtu;
 }
 
 // Look the frame up: its L2 entry, else (IPv4) the routed entry for its destination,
@@ -226,7 +231,7 @@ static __always_inline struct fp_action *fp_lookup(struct __sk_buff *skb, struct
 			return 0;
 		}
 		a = fp_live(k);
-		if (!a || !(a->flags & FP_F_ROUTED) || !fp_routed_ok(skb, a))
+		if (!a || !(a->flags & FP_F_ROUTED) || !fp_routed_ok(skb, a->mtu))
 			return 0;
 	}
 	__sync_fetch_and_add(&a->packets, 1);
@@ -239,6 +244,284 @@ static __always_inline struct fp_action *fp_lookup(struct __sk_buff *skb, struct
 static __always_inline __u32 fp_len(struct __sk_buff *skb)
 {
 	return skb->len + (skb->vlan_present ? 4 : 0);
+}
+
+// ---- Established NAT flows ----------------------------------------------------------
+//
+// A conntrack entry vswitchd saw in both directions (state Established), offered like a
+// routed entry but keyed by the whole L4 tuple as received: the frame is routed (MACs,
+// TTL) and its addresses and ports translated as vswitchd's conntrack would
+// (pipeline::nat::rewrite). Kept apart from fp_flows so the L2 and routed keys stay
+// 24 bytes. Frames that change the connection's state (TCP SYN, FIN, RST) and frames
+// after the entry's deadline (the conntrack entry's expiry as vswitchd last extended
+// it) go up to vswitchd, which moves or ends the connection and answers as before.
+
+#define FP_MAX_NAT 16384
+#define L4_OFF (IP_OFF + 20)
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+
+struct fp_nat_key {
+	__u32 ifindex;
+	__u16 vid;
+	__u8 src[6];
+	__u8 dst[6]; // the router's MAC
+	__u8 proto; // 6, 17 or 1 (ICMP echo)
+	__u8 pad;
+	__u32 ip_src; // addresses and ports as in the frame (network byte order)
+	__u32 ip_dst;
+	__u16 sport; // ICMP: echo request (id, 0), echo reply (0, id), as conntrack keys it
+	__u16 dport;
+};
+
+struct fp_nat_action {
+	__u64 gen;
+	__u32 out_ifindex;
+	__u16 in_slot;
+	__u16 out_slot;
+	__u16 push_vid;
+	__u16 flags; // FP_F_ROUTED | FP_F_NAT
+	__u16 mtu;
+	__u16 pad;
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_hit; // bpf_ktime_get_coarse_ns
+	__u64 deadline; // bpf_ktime_get_coarse_ns: from then on frames go to vswitchd
+	__u8 new_dst[6];
+	__u8 new_src[6];
+	__u32 nat_src; // the tuple the frame leaves with (same encoding as the key)
+	__u32 nat_dst;
+	__u16 nat_sport;
+	__u16 nat_dport;
+};
+
+// What fp_sock decided about a NAT hit, beside its fp_verdict (flags has FP_F_NAT):
+// the whole tuple it matched, so that fp_tc applies the translation only to that frame.
+struct fp_nat_verdict {
+	struct fp_nat_key key;
+	__u32 nat_src;
+	__u32 nat_dst;
+	__u16 nat_sport;
+	__u16 nat_dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_NAT);
+	__type(key, struct fp_nat_key);
+	__type(value, struct fp_nat_action);
+} fp_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_nat_verdict);
+} fp_nat_verdicts SEC(".maps");
+
+// The NAT key of the IPv4 frame whose L2 key (with its IPv4 destination) is `k`, and
+// its TCP flags (0 for UDP and ICMP). False for what conntrack does not track as a
+// tuple (IP options, fragments, other protocols, ICMP other than echo).
+static __always_inline int fp_nat_key_of(struct __sk_buff *skb, const struct fp_key *k,
+					 struct fp_nat_key *nk, __u8 *tcp_flags)
+{
+	__u8 h[20];
+	__u8 l4[14];
+
+	if (!k->ip_dst || bpf_skb_load_bytes(skb, IP_OFF, h, sizeof(h)) < 0)
+		return 0;
+	if (h[0] != 0x45 || (h[6] & 0x3f) || h[7])
+		return 0;
+	nk->ifindex = k->ifindex;
+	nk->vid = k->vid;
+	__builtin_memcpy(nk->src, k->src, 6);
+	__builtin_memcpy(nk->dst, k->dst, 6);
+	nk->proto = h[9];
+	nk->pad = 0;
+	__builtin_memcpy(&nk->ip_src, h + 12, 4);
+	__builtin_memcpy(&nk->ip_dst, h + 16, 4);
+	*tcp_flags = 0;
+	if (h[9] == 6) {
+		if (bpf_skb_load_bytes(skb, L4_OFF, l4, 14) < 0)
+			return 0;
+		*tcp_flags = l4[13];
+	} else if (h[9] == 17) {
+		if (bpf_skb_load_bytes(skb, L4_OFF, l4, 4) < 0)
+			return 0;
+	} else if (h[9] == 1) {
+		if (bpf_skb_load_bytes(skb, L4_OFF, l4, 6) < 0)
+			return 0;
+		if (l4[0] == 8) { // echo request: (id, 0)
+			__builtin_memcpy(&nk->sport, l4 + 4, 2);
+			nk->dport = 0;
+		} else if (l4[0] == 0) { // echo reply: (0, id)
+			nk->sport = 0;
+			__builtin_memcpy(&nk->dport, l4 + 4, 2);
+		} else {
+			return 0; // errors: vswitchd translates the quoted packet
+		}
+		return 1;
+	} else {
+		return 0;
+	}
+	__builtin_memcpy(&nk->sport, l4, 2);
+	__builtin_memcpy(&nk->dport, l4 + 2, 2);
+	return 1;
+}
+
+// The live NAT entry for the frame (L2 key `k` as fp_lookup left it), counted as hit,
+// its key and translation in `nv`; NULL when the frame must go to vswitchd.
+static __always_inline struct fp_nat_action *fp_nat_find(struct __sk_buff *skb,
+							 const struct fp_key *k, __u32 len,
+							 struct fp_nat_verdict *nv)
+{
+	__u32 zero = 0;
+	struct fp_nat_action *a;
+	__u64 *gen, now;
+	__u8 tcp_flags;
+
+	if (!fp_nat_key_of(skb, k, &nv->key, &tcp_flags))
+		return 0;
+	// vswitchd moves the connection on these (Closing, a new connection).
+	if (tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST))
+		return 0;
+	a = bpf_map_lookup_elem(&fp_nat, &nv->key);
+	if (!a)
+		return 0;
+	gen = bpf_map_lookup_elem(&fp_gen, &zero);
+	if (!gen || a->gen != *gen)
+		return 0;
+	now = bpf_ktime_get_coarse_ns();
+	// Past the conntrack entry's expiry as vswitchd last extended it: the connection
+	// may be gone there, so this frame must not be translated here.
+	if (now >= a->deadline)
+		return 0;
+	if (!(a->flags & FP_F_NAT) || !fp_routed_ok(skb, a->mtu))
+		return 0;
+	__sync_fetch_and_add(&a->packets, 1);
+	__sync_fetch_and_add(&a->bytes, len);
+	a->last_hit = now;
+	nv->nat_src = a->nat_src;
+	nv->nat_dst = a->nat_dst;
+	nv->nat_sport = a->nat_sport;
+	nv->nat_dport = a->nat_dport;
+	return a;
+}
+
+// Both keys alike (byte by byte: BPF has no memcmp).
+static __always_inline int fp_nat_keys_equal(const struct fp_nat_key *a,
+					     const struct fp_nat_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	int diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*a) / 4); i++)
+		diff |= x[i] != y[i];
+	return !diff;
+}
+
+// One address word of the IPv4 header at `off` from `from` to `to`: the header
+// checksum, and (TCP/UDP) the L4 checksum's pseudo-header part. BPF_F_PSEUDO_HDR
+// makes inet_proto_csum_replace4 right for every ip_summed: a full checksum is
+// updated, a CHECKSUM_PARTIAL one (GSO super-frames, veth offload) gets only the
+// pseudo-header change (the device or the segmentation completes the rest), and a
+// CHECKSUM_COMPLETE skb->csum is kept right. BPF_F_MARK_MANGLED_0 (UDP): a checksum
+// of 0 (none) stays 0, a result of 0 is sent as 0xffff. A CHECKSUM_PARTIAL UDP field
+// is never 0 (it holds the folded pseudo-header sum, which includes the protocol), so
+// "0 means none" cannot be mistaken.
+static __always_inline int fp_nat_addr(struct __sk_buff *skb, __u32 off, __u32 csum_off,
+				       __u64 l4_flags, __u32 from, __u32 to)
+{
+	if (from == to)
+		return 0;
+	if (csum_off && bpf_l4_csum_replace(skb, csum_off, from, to,
+					    l4_flags | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+}
+
+// One port word (or the echo id) at `off`: the L4 checksum without the pseudo-header
+// flag (a CHECKSUM_PARTIAL checksum does not cover the ports yet: left alone).
+static __always_inline int fp_nat_port(struct __sk_buff *skb, __u32 off, __u32 csum_off,
+				       __u64 l4_flags, __u16 from, __u16 to)
+{
+	if (from == to)
+		return 0;
+	if (bpf_l4_csum_replace(skb, csum_off, from, to, l4_flags | sizeof(to)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+}
+
+// Translate the frame matched as `nv->key` to `nv`'s tuple (pipeline::nat::rewrite).
+static __always_inline int fp_nat_rewrite(struct __sk_buff *skb, const struct fp_nat_verdict *nv)
+{
+	__u32 csum_off = 0;
+	__u64 fl = 0;
+
+	if (nv->key.proto == 6) {
+		csum_off = L4_OFF + 16;
+	} else if (nv->key.proto == 17) {
+		csum_off = L4_OFF + 6;
+		fl = BPF_F_MARK_MANGLED_0;
+	}
+	// ICMP has no pseudo-header: its checksum only sees the id.
+	if (fp_nat_addr(skb, IP_OFF + 12, csum_off, fl, nv->key.ip_src, nv->nat_src) < 0 ||
+	    fp_nat_addr(skb, IP_OFF + 16, csum_off, fl, nv->key.ip_dst, nv->nat_dst) < 0)
+		return -1;
+	if (nv->key.proto == 1)
+		// Request (id, 0) or reply (0, id): one of the two is the id.
+		return fp_nat_port(skb, L4_OFF + 4, L4_OFF + 2, 0, nv->key.sport | nv->key.dport,
+				   nv->nat_sport | nv->nat_dport);
+	if (fp_nat_port(skb, L4_OFF, csum_off, fl, nv->key.sport, nv->nat_sport) < 0)
+		return -1;
+	return fp_nat_port(skb, L4_OFF + 2, csum_off, fl, nv->key.dport, nv->nat_dport);
+}
+
+// fp_sock's NAT lookup for a frame fp_lookup missed: on a hit, the verdict (`v`, and the
+// tuple in fp_nat_verdicts) for fp_tc; true when the frame is to be hidden.
+static __always_inline int fp_nat_sock(struct __sk_buff *skb, struct fp_verdict *v)
+{
+	__u32 zero = 0;
+	struct fp_nat_verdict *nv = bpf_map_lookup_elem(&fp_nat_verdicts, &zero);
+	struct fp_nat_action *a;
+
+	if (!nv)
+		return 0;
+	a = fp_nat_find(skb, &v->key, fp_len(skb), nv);
+	if (!a)
+		return 0;
+	v->state = FP_V_HIT;
+	v->out_ifindex = a->out_ifindex;
+	v->in_slot = a->in_slot;
+	v->out_slot = a->out_slot;
+	v->push_vid = a->push_vid;
+	v->flags = a->flags;
+	__builtin_memcpy(v->new_dst, a->new_dst, 6);
+	__builtin_memcpy(v->new_src, a->new_src, 6);
+	return 1;
+}
+
+// fp_tc taking fp_sock's NAT verdict: the translation in `x` if the verdict was made
+// for this very frame (same tuple), else false (fp_tc then looks up by itself).
+static __always_inline int fp_nat_take(struct __sk_buff *skb, const struct fp_key *k,
+				       struct fp_nat_verdict *x)
+{
+	__u32 zero = 0;
+	struct fp_nat_verdict *nv = bpf_map_lookup_elem(&fp_nat_verdicts, &zero);
+	__u8 tcp_flags;
+
+	if (!nv || !fp_nat_key_of(skb, k, &x->key, &tcp_flags) ||
+	    !fp_nat_keys_equal(&nv->key, &x->key))
+		return 0;
+	x->nat_src = nv->nat_src;
+	x->nat_dst = nv->nat_dst;
+	x->nat_sport = nv->nat_sport;
+	x->nat_dport = nv->nat_dport;
+	return 1;
 }
 
 SEC("socket")
@@ -256,6 +539,8 @@ int fp_sock(struct __sk_buff *skb)
 	}
 	a = fp_lookup(skb, &v->key, fp_len(skb));
 	if (!a) {
+		if (fp_nat_sock(skb, v))
+			return 0; // translated and forwarded by fp_tc
 		v->state = FP_V_MISS;
 		return -1; // the whole frame to vswitchd
 	}
@@ -333,6 +618,7 @@ int fp_tc(struct __sk_buff *skb)
 	__u32 out_ifindex, len, in_slot, out_slot;
 	__u16 push_vid, flags;
 	__u8 new_dst[6], new_src[6];
+	struct fp_nat_verdict x = {}; // FP_F_NAT: the tuple matched and its translation
 	int have = 0, state = FP_V_NONE;
 
 	if (!v)
@@ -347,7 +633,8 @@ int fp_tc(struct __sk_buff *skb)
 	if (v->state != FP_V_NONE && v->key.ip_dst &&
 	    bpf_skb_load_bytes(skb, IP_OFF + 16, &k.ip_dst, 4) < 0)
 		k.ip_dst = 0;
-	if (v->state != FP_V_NONE && fp_keys_equal(&v->key, &k)) {
+	if (v->state != FP_V_NONE && fp_keys_equal(&v->key, &k) &&
+	    (v->state != FP_V_HIT || !(v->flags & FP_F_NAT) || fp_nat_take(skb, &k, &x))) {
 		// The socket filter saw this frame a moment ago: do what it decided.
 		state = v->state;
 		out_ifindex = v->out_ifindex;
@@ -365,16 +652,28 @@ int fp_tc(struct __sk_buff *skb)
 
 		k.ip_dst = 0;
 		a = fp_lookup(skb, &k, len);
-		if (!a)
-			return TC_ACT_OK;
+		if (a) {
+			out_ifindex = a->out_ifindex;
+			in_slot = a->in_slot;
+			out_slot = a->out_slot;
+			push_vid = a->push_vid;
+			flags = a->flags;
+			__builtin_memcpy(new_dst, a->new_dst, 6);
+			__builtin_memcpy(new_src, a->new_src, 6);
+		} else {
+			struct fp_nat_action *na = fp_nat_find(skb, &k, len, &x);
+
+			if (!na)
+				return TC_ACT_OK;
+			out_ifindex = na->out_ifindex;
+			in_slot = na->in_slot;
+			out_slot = na->out_slot;
+			push_vid = na->push_vid;
+			flags = na->flags;
+			__builtin_memcpy(new_dst, na->new_dst, 6);
+			__builtin_memcpy(new_src, na->new_src, 6);
+		}
 		state = FP_V_HIT;
-		out_ifindex = a->out_ifindex;
-		in_slot = a->in_slot;
-		out_slot = a->out_slot;
-		push_vid = a->push_vid;
-		flags = a->flags;
-		__builtin_memcpy(new_dst, a->new_dst, 6);
-		__builtin_memcpy(new_src, a->new_src, 6);
 	}
 	if (state != FP_V_HIT)
 		return TC_ACT_OK;
@@ -385,6 +684,8 @@ int fp_tc(struct __sk_buff *skb)
 	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
 		return TC_ACT_SHOT;
 	if ((flags & FP_F_ROUTED) && fp_route_rewrite(skb, new_dst, new_src) < 0)
+		return TC_ACT_SHOT;
+	if ((flags & FP_F_NAT) && fp_nat_rewrite(skb, &x) < 0)
 		return TC_ACT_SHOT;
 	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
 		return TC_ACT_SHOT;

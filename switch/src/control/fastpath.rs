@@ -7,7 +7,7 @@ use crate::config::ConfigError;
 use crate::port::Port;
 use crate::tables::PortId;
 use serde_json::Value;
-use vswitch_proto::{FastpathEntry, FastpathInfo, FastpathRoute, PortStats};
+use vswitch_proto::{FastpathEntry, FastpathInfo, FastpathNat, FastpathRoute, PortStats};
 
 impl State {
     /// Attach the fast path to a port just opened. A port it cannot serve stays on the
@@ -97,6 +97,9 @@ impl State {
                         next_hop: nh.to_string(),
                     })
                 }),
+                nat: e
+                    .nat
+                    .map(|(t, x)| nat_view(&t, &x, e.expires_ms.unwrap_or(0))),
             });
         }
         let ip = |e: &FastpathEntry| {
@@ -123,7 +126,40 @@ impl State {
                     &b.dst,
                     ip(b),
                 ))
+                .then_with(|| {
+                    let n =
+                        |e: &FastpathEntry| e.nat.as_ref().map(|n| (n.src.clone(), n.dst.clone()));
+                    n(a).cmp(&n(b))
+                })
         });
         serde_json::to_value(info).map_err(|e| HandlerError::Encode(e.to_string()))
+    }
+}
+
+/// A NAT entry's tuples as `ct-show` writes them (ICMP echo: the id, request or reply).
+fn nat_view(
+    t: &crate::tables::conntrack::Tuple,
+    x: &crate::tables::conntrack::Tuple,
+    expires_ms: u64,
+) -> FastpathNat {
+    let ep = |ip: std::net::Ipv4Addr, p: u16| format!("{ip}:{p}");
+    let (sp, dp, xsp, xdp) = if t.proto == 1 {
+        let (id, xid) = (t.sport | t.dport, x.sport | x.dport);
+        (id, id, xid, xid)
+    } else {
+        (t.sport, t.dport, x.sport, x.dport)
+    };
+    FastpathNat {
+        proto: match t.proto {
+            6 => "tcp",
+            17 => "udp",
+            _ => "icmp",
+        }
+        .to_string(),
+        src: ep(t.src, sp),
+        dst: ep(t.dst, dp),
+        nat_src: ep(x.src, xsp),
+        nat_dst: ep(x.dst, xdp),
+        expires_ms,
     }
 }

@@ -12,6 +12,8 @@ use std::collections::HashMap as StdMap;
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
 
+pub use crate::tables::conntrack::Tuple;
+
 /// The compiled program; empty when build.rs found no clang.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.o"));
 /// Why the object is empty ("" when it is not).
@@ -27,6 +29,13 @@ pub const MAX_SLOTS: usize = 4096;
 pub const F_PEER: u16 = 1;
 /// Action flag: a routed entry (MACs rewritten, TTL - 1; `FP_F_ROUTED`).
 pub const F_ROUTED: u16 = 4;
+/// Action flag: an established NAT flow (`FP_F_NAT`, entries of `fp_nat`).
+pub const F_NAT: u16 = 8;
+/// Entries of the NAT flow map (`FP_MAX_NAT`).
+pub const MAX_NAT: u32 = 16384;
+
+const NAT_KEY_LEN: usize = 32;
+const NAT_ACTION_LEN: usize = 80;
 
 const KEY_LEN: usize = 24;
 const ACTION_LEN: usize = 64;
@@ -165,6 +174,127 @@ impl Action {
     }
 }
 
+/// `struct fp_nat_key`: an established NAT flow as received. Addresses and ports are
+/// host values here and network byte order in the map; ICMP echo carries its id as
+/// conntrack does (request: `sport`, reply: `dport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    pub ifindex: u32,
+    pub vid: u16,
+    pub src: [u8; 6],
+    /// The router's MAC on the ingress bridge.
+    pub dst: [u8; 6],
+    pub tuple: Tuple,
+}
+
+impl NatKey {
+    pub fn encode(&self) -> [u8; NAT_KEY_LEN] {
+        let mut b = [0u8; NAT_KEY_LEN];
+        b[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.vid.to_ne_bytes());
+        b[6..12].copy_from_slice(&self.src);
+        b[12..18].copy_from_slice(&self.dst);
+        b[18] = self.tuple.proto;
+        b[20..32].copy_from_slice(&tuple_bytes(&self.tuple));
+        b
+    }
+
+    pub fn decode(b: &[u8; NAT_KEY_LEN]) -> NatKey {
+        let mut src = [0u8; 6];
+        let mut dst = [0u8; 6];
+        src.copy_from_slice(&b[6..12]);
+        dst.copy_from_slice(&b[12..18]);
+        NatKey {
+            ifindex: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            vid: u16::from_ne_bytes([b[4], b[5]]),
+            src,
+            dst,
+            tuple: tuple_from(b[18], &b[20..32]),
+        }
+    }
+}
+
+/// src, dst, sport, dport as they sit in a frame (network byte order).
+fn tuple_bytes(t: &Tuple) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[0..4].copy_from_slice(&t.src.octets());
+    b[4..8].copy_from_slice(&t.dst.octets());
+    b[8..10].copy_from_slice(&t.sport.to_be_bytes());
+    b[10..12].copy_from_slice(&t.dport.to_be_bytes());
+    b
+}
+
+fn tuple_from(proto: u8, b: &[u8]) -> Tuple {
+    Tuple {
+        proto,
+        src: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+        dst: Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+        sport: u16::from_be_bytes([b[8], b[9]]),
+        dport: u16::from_be_bytes([b[10], b[11]]),
+    }
+}
+
+/// `struct fp_nat_action`: the routed rewrite of [`Action`], the tuple the frame
+/// leaves with, and the deadline after which frames go to vswitchd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatAction {
+    /// `gen`, `out_ifindex`, slots, `push_vid`, `flags`, `mtu`, counters and MACs as in
+    /// a routed entry (`bvlan` is not stored: always 0).
+    pub route: Action,
+    /// `bpf_ktime_get_coarse_ns` after which the entry no longer translates.
+    pub deadline: u64,
+    /// What the frame becomes (`proto` as the key's).
+    pub xlate: Tuple,
+}
+
+impl NatAction {
+    pub fn encode(&self) -> [u8; NAT_ACTION_LEN] {
+        let r = &self.route;
+        let mut b = [0u8; NAT_ACTION_LEN];
+        b[0..8].copy_from_slice(&r.gen.to_ne_bytes());
+        b[8..12].copy_from_slice(&r.out_ifindex.to_ne_bytes());
+        b[12..14].copy_from_slice(&r.in_slot.to_ne_bytes());
+        b[14..16].copy_from_slice(&r.out_slot.to_ne_bytes());
+        b[16..18].copy_from_slice(&r.push_vid.to_ne_bytes());
+        b[18..20].copy_from_slice(&r.flags.to_ne_bytes());
+        b[20..22].copy_from_slice(&r.mtu.to_ne_bytes());
+        b[24..32].copy_from_slice(&r.packets.to_ne_bytes());
+        b[32..40].copy_from_slice(&r.bytes.to_ne_bytes());
+        b[40..48].copy_from_slice(&r.last_hit.to_ne_bytes());
+        b[48..56].copy_from_slice(&self.deadline.to_ne_bytes());
+        b[56..62].copy_from_slice(&r.new_dst);
+        b[62..68].copy_from_slice(&r.new_src);
+        b[68..80].copy_from_slice(&tuple_bytes(&self.xlate));
+        b
+    }
+
+    pub fn decode(b: &[u8; NAT_ACTION_LEN], proto: u8) -> NatAction {
+        let mut new_dst = [0u8; 6];
+        let mut new_src = [0u8; 6];
+        new_dst.copy_from_slice(&b[56..62]);
+        new_src.copy_from_slice(&b[62..68]);
+        NatAction {
+            route: Action {
+                gen: u64_at(b, 0),
+                out_ifindex: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+                in_slot: u16_at(b, 12),
+                out_slot: u16_at(b, 14),
+                push_vid: u16_at(b, 16),
+                flags: u16_at(b, 18),
+                bvlan: 0,
+                mtu: u16_at(b, 20),
+                packets: u64_at(b, 24),
+                bytes: u64_at(b, 32),
+                last_hit: u64_at(b, 40),
+                new_dst,
+                new_src,
+            },
+            deadline: u64_at(b, 48),
+            xlate: tuple_from(proto, &b[68..80]),
+        }
+    }
+}
+
 /// Frames and bytes the fast path forwarded for one port (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortTotals {
@@ -179,6 +309,8 @@ pub struct Loaded {
     /// Owns the programs and their tcx links: dropping it detaches everything.
     ebpf: Ebpf,
     flows: HashMap<MapData, [u8; KEY_LEN], [u8; ACTION_LEN]>,
+    /// Established NAT flows.
+    nat: HashMap<MapData, [u8; NAT_KEY_LEN], [u8; NAT_ACTION_LEN]>,
     stats: PerCpuArray<MapData, [u64; 4]>,
     /// tcx links by ifindex.
     links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
@@ -226,12 +358,14 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
         })
     };
     let flows = HashMap::try_from(take(&mut ebpf, "fp_flows")?).map_err(map_err("fp_flows"))?;
+    let nat = HashMap::try_from(take(&mut ebpf, "fp_nat")?).map_err(map_err("fp_nat"))?;
     let stats = PerCpuArray::try_from(take(&mut ebpf, "fp_stats")?).map_err(map_err("fp_stats"))?;
     let gen = Array::try_from(take(&mut ebpf, "fp_gen")?).map_err(map_err("fp_gen"))?;
     Ok((
         Loaded {
             ebpf,
             flows,
+            nat,
             stats,
             links: StdMap::new(),
         },
@@ -373,6 +507,37 @@ impl Loaded {
             .iter()
             .filter_map(Result::ok)
             .map(|(k, v)| (Key::decode(&k), Action::decode(&v)))
+            .collect()
+    }
+
+    pub fn insert_nat(&mut self, key: &NatKey, action: &NatAction) -> Result<(), BpfError> {
+        self.nat
+            .insert(key.encode(), action.encode(), 0)
+            .map_err(map_err("fp_nat"))
+    }
+
+    pub fn remove_nat(&mut self, key: &NatKey) {
+        // Gone already (LRU eviction, removed): what we wanted.
+        let _ = self.nat.remove(&key.encode());
+    }
+
+    /// The NAT entry of `key` as the program has it now (fresh counters).
+    pub fn nat_entry(&self, key: &NatKey) -> Option<NatAction> {
+        self.nat
+            .get(&key.encode(), 0)
+            .ok()
+            .map(|v| NatAction::decode(&v, key.tuple.proto))
+    }
+
+    /// Every NAT entry (a walk of the map).
+    pub fn nat_entries(&self) -> Vec<(NatKey, NatAction)> {
+        self.nat
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let k = NatKey::decode(&k);
+                (k, NatAction::decode(&v, k.tuple.proto))
+            })
             .collect()
     }
 }
@@ -775,6 +940,437 @@ mod tests {
         f[14 + 9] = 47;
         set_ip_checksum(&mut f[14..34]);
         assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
+    }
+
+    // ---- Established NAT flows ----
+
+    const C1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+    const OUT_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn tup(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Tuple {
+        Tuple {
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+        }
+    }
+
+    /// The L4 checksum of the IPv4 packet at 14.. computed from scratch (TCP/UDP with
+    /// the pseudo-header, ICMP without), with the field taken as 0.
+    fn l4_checksum(f: &[u8]) -> u16 {
+        let ip = &f[14..];
+        let proto = ip[9];
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let mut l4 = ip[20..total].to_vec();
+        let at = match proto {
+            6 => 16,
+            17 => 6,
+            _ => 2,
+        };
+        l4[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut acc = 0;
+        if proto != 1 {
+            let mut ph = Vec::new();
+            ph.extend_from_slice(&ip[12..20]);
+            ph.extend_from_slice(&[0, proto]);
+            ph.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            acc = crate::wire::csum::sum16(&ph, 0);
+        }
+        let c = !crate::wire::csum::fold(crate::wire::csum::sum16(&l4, acc));
+        if proto == 17 && c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    }
+
+    fn l4_field(f: &[u8]) -> u16 {
+        let at = 14
+            + 20
+            + match f[14 + 9] {
+                6 => 16,
+                17 => 6,
+                _ => 2,
+            };
+        u16::from_be_bytes([f[at], f[at + 1]])
+    }
+
+    /// A frame from A to the router for tuple `t` (ICMP: echo request for (id, 0),
+    /// reply for (0, id)) with `payload` bytes, both checksums valid (UDP: 0 with
+    /// `udp_zero`), TCP flags `tcp_flags`.
+    fn nat_frame(t: &Tuple, payload: usize, tcp_flags: u8, udp_zero: bool) -> Vec<u8> {
+        let l4_len = match t.proto {
+            6 => 20,
+            17 => 8,
+            _ => 8,
+        } + payload;
+        let mut f = Vec::new();
+        f.extend_from_slice(&R_IN);
+        f.extend_from_slice(&A);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut ip = vec![0u8; 20 + l4_len];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = t.proto;
+        ip[12..16].copy_from_slice(&t.src.octets());
+        ip[16..20].copy_from_slice(&t.dst.octets());
+        set_ip_checksum(&mut ip[..20]);
+        let l4 = &mut ip[20..];
+        for (i, b) in l4.iter_mut().enumerate().skip(8) {
+            *b = (i * 7 + 3) as u8;
+        }
+        match t.proto {
+            1 => {
+                l4[0] = if t.sport != 0 { 8 } else { 0 };
+                l4[4..6].copy_from_slice(&(t.sport | t.dport).to_be_bytes());
+                l4[6..8].copy_from_slice(&1u16.to_be_bytes());
+            }
+            _ => {
+                l4[0..2].copy_from_slice(&t.sport.to_be_bytes());
+                l4[2..4].copy_from_slice(&t.dport.to_be_bytes());
+                if t.proto == 6 {
+                    l4[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+                    l4[12] = 5 << 4;
+                    l4[13] = tcp_flags;
+                    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
+                } else {
+                    l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+                }
+            }
+        }
+        f.extend_from_slice(&ip);
+        let c = if udp_zero { 0 } else { l4_checksum(&f) };
+        let at = f.len() - l4_len
+            + match t.proto {
+                6 => 16,
+                17 => 6,
+                _ => 2,
+            };
+        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn nat_key(t: Tuple) -> NatKey {
+        NatKey {
+            ifindex: LO,
+            vid: 0,
+            src: A,
+            dst: R_IN,
+            tuple: t,
+        }
+    }
+
+    fn nat_action(gen: u64, x: Tuple, deadline: u64) -> NatAction {
+        NatAction {
+            route: Action {
+                flags: F_ROUTED | F_NAT,
+                ..routed_action(gen, 1500)
+            },
+            deadline,
+            xlate: x,
+        }
+    }
+
+    fn far_future() -> u64 {
+        u64::MAX / 2
+    }
+
+    /// The frame `out` is `f` routed and translated to `x`: MACs, TTL, addresses,
+    /// ports or echo id as `x`, everything else unchanged, both checksums right
+    /// (recomputed from scratch).
+    fn assert_translated(f: &[u8], out: &[u8], x: &Tuple, what: &str) {
+        assert_eq!(out.len(), f.len(), "{what}: length");
+        assert_eq!(out[0..6], NH, "{what}: destination MAC");
+        assert_eq!(out[6..12], R_OUT, "{what}: source MAC");
+        assert_eq!(out[14 + 8], f[14 + 8] - 1, "{what}: TTL");
+        assert!(ip_checksum_ok(out), "{what}: IP header checksum");
+        assert_eq!(out[26..30], x.src.octets(), "{what}: source address");
+        assert_eq!(out[30..34], x.dst.octets(), "{what}: destination address");
+        let l4 = &out[34..];
+        if x.proto == 1 {
+            assert_eq!(
+                u16::from_be_bytes([l4[4], l4[5]]),
+                x.sport | x.dport,
+                "{what}: echo id"
+            );
+            assert_eq!(l4[..2], f[34..36], "{what}: ICMP type changed");
+            assert_eq!(l4[6..], f[40..], "{what}: ICMP payload changed");
+        } else {
+            assert_eq!(u16::from_be_bytes([l4[0], l4[1]]), x.sport, "{what}: sport");
+            assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), x.dport, "{what}: dport");
+            let c = if x.proto == 6 { 16 } else { 6 };
+            assert_eq!(l4[4..c], f[38..34 + c], "{what}: L4 header changed");
+            assert_eq!(l4[c + 2..], f[34 + c + 2..], "{what}: payload changed");
+        }
+        assert_eq!(l4_field(out), l4_checksum(out), "{what}: L4 checksum");
+    }
+
+    /// TCP through masquerade (source address and port), its replies (destination), a
+    /// published port (destination address and port) and a hairpin (all four): both
+    /// checksums right after the program's incremental updates.
+    #[test]
+    fn nat_tcp_rewrites_with_valid_checksums() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(9).unwrap();
+        let cases = [
+            (
+                "masquerade, port kept",
+                tup(6, C1, 40000, OUT_HOST, 5201),
+                tup(6, OUTSIDE, 40000, OUT_HOST, 5201),
+            ),
+            (
+                "masquerade, port moved",
+                tup(6, C1, 40001, OUT_HOST, 5201),
+                tup(6, OUTSIDE, 33333, OUT_HOST, 5201),
+            ),
+            (
+                "masquerade reply",
+                tup(6, OUT_HOST, 5201, OUTSIDE, 33333),
+                tup(6, OUT_HOST, 5201, C1, 40001),
+            ),
+            (
+                "published port",
+                tup(6, OUT_HOST, 50000, OUTSIDE, 8080),
+                tup(6, OUT_HOST, 50000, C1, 80),
+            ),
+            (
+                "hairpin",
+                tup(6, Ipv4Addr::new(10, 0, 0, 6), 50001, OUTSIDE, 8080),
+                tup(6, GW, 32999, C1, 80),
+            ),
+        ];
+        for (what, t, x) in cases {
+            l.insert_nat(&nat_key(t), &nat_action(9, x, far_future()))
+                .unwrap();
+            for payload in [0, 1, 1000] {
+                let f = nat_frame(&t, payload, 0x10, false);
+                let (rv, out) = run_tc_out(&l, &f);
+                assert_eq!(rv, TC_ACT_REDIRECT, "{what}");
+                assert_translated(&f, &out, &x, what);
+                // The socket filter hides it, tc follows its verdict.
+                assert_eq!(run_sock(&l, &f), 0, "{what}: hidden from vswitchd");
+                let (rv, out) = run_tc_out(&l, &f);
+                assert_eq!(rv, TC_ACT_REDIRECT, "{what}: verdict of the tap");
+                assert_translated(&f, &out, &x, what);
+            }
+        }
+        let (_, a) = l
+            .nat_entries()
+            .into_iter()
+            .find(|(k, _)| k.tuple.sport == 40000)
+            .unwrap();
+        assert_eq!(a.route.packets, 6);
+        assert!(a.route.last_hit > 0);
+    }
+
+    /// UDP: with a checksum, and with none (0 stays 0, BPF_F_MARK_MANGLED_0); a
+    /// translation whose checksum comes out as 0 is sent as 0xffff.
+    #[test]
+    fn nat_udp_rewrites_with_valid_checksums_and_zero_stays_zero() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(10).unwrap();
+        let t = tup(17, C1, 5353, OUT_HOST, 53);
+        let x = tup(17, OUTSIDE, 40053, OUT_HOST, 53);
+        l.insert_nat(&nat_key(t), &nat_action(10, x, far_future()))
+            .unwrap();
+        for payload in [0, 3, 512] {
+            let f = nat_frame(&t, payload, 0, false);
+            let (rv, out) = run_tc_out(&l, &f);
+            assert_eq!(rv, TC_ACT_REDIRECT);
+            assert_translated(&f, &out, &x, "udp");
+            let f = nat_frame(&t, payload, 0, true);
+            let (rv, out) = run_tc_out(&l, &f);
+            assert_eq!(rv, TC_ACT_REDIRECT);
+            assert_eq!(l4_field(&out), 0, "no checksum stays no checksum");
+            assert_eq!(out[26..30], OUTSIDE.octets());
+            assert_eq!(out[34..36], 40053u16.to_be_bytes());
+            assert!(ip_checksum_ok(&out));
+        }
+        // A translated port whose correct checksum is 0: sent as 0xffff (0 would mean
+        // "none"). Found by trying ports.
+        let t0 = tup(17, C1, 6000, OUT_HOST, 53);
+        let f = nat_frame(&t0, 10, 0, false);
+        let sport = (1..=u16::MAX)
+            .find(|&p| {
+                let mut g = f.clone();
+                g[26..30].copy_from_slice(&OUTSIDE.octets());
+                g[34..36].copy_from_slice(&p.to_be_bytes());
+                l4_checksum(&g) == 0xffff && {
+                    // The true complement sum is 0 (not an ordinary 0xffff).
+                    g[40..42].copy_from_slice(&[0, 0]);
+                    let mut ph = Vec::new();
+                    ph.extend_from_slice(&g[26..34]);
+                    ph.extend_from_slice(&[0, 17]);
+                    ph.extend_from_slice(&18u16.to_be_bytes());
+                    let acc = crate::wire::csum::sum16(&ph, 0);
+                    !crate::wire::csum::fold(crate::wire::csum::sum16(&g[34..], acc)) == 0
+                }
+            })
+            .expect("some port sums to 0");
+        let x0 = tup(17, OUTSIDE, sport, OUT_HOST, 53);
+        l.insert_nat(&nat_key(t0), &nat_action(10, x0, far_future()))
+            .unwrap();
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT);
+        assert_eq!(l4_field(&out), 0xffff, "computed 0 goes out as 0xffff");
+        assert_translated(&f, &out, &x0, "udp to 0");
+    }
+
+    /// ICMP echo: the request's id (masquerade) and the reply's id (back inside), with
+    /// the ICMP checksum (no pseudo-header) and the IP header checksum right.
+    #[test]
+    fn nat_icmp_echo_rewrites_with_valid_checksums() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(11).unwrap();
+        let cases = [
+            (
+                "request",
+                tup(1, C1, 0x1234, OUT_HOST, 0),
+                tup(1, OUTSIDE, 0x8001, OUT_HOST, 0),
+            ),
+            (
+                "request, id kept",
+                tup(1, C1, 0xfffe, OUT_HOST, 0),
+                tup(1, OUTSIDE, 0xfffe, OUT_HOST, 0),
+            ),
+            (
+                "reply",
+                tup(1, OUT_HOST, 0, OUTSIDE, 0x8001),
+                tup(1, OUT_HOST, 0, C1, 0x1234),
+            ),
+        ];
+        for (what, t, x) in cases {
+            l.insert_nat(&nat_key(t), &nat_action(11, x, far_future()))
+                .unwrap();
+            let f = nat_frame(&t, 56, 0, false);
+            let (rv, out) = run_tc_out(&l, &f);
+            assert_eq!(rv, TC_ACT_REDIRECT, "{what}");
+            assert_translated(&f, &out, &x, what);
+        }
+        // A reply to the request's key is another flow: not translated.
+        let f = nat_frame(&tup(1, C1, 0, OUT_HOST, 0x1234), 56, 0, false);
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK);
+    }
+
+    /// What changes a connection or outlives it goes to vswitchd: TCP SYN, FIN and RST,
+    /// frames past the entry's deadline, entries of an old generation. Both halves
+    /// agree: the socket keeps the frame and tc passes it unchanged.
+    #[test]
+    fn nat_entries_leave_state_changes_and_expired_flows_to_vswitchd() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(12).unwrap();
+        let t = tup(6, C1, 40000, OUT_HOST, 5201);
+        let x = tup(6, OUTSIDE, 40000, OUT_HOST, 5201);
+        l.insert_nat(&nat_key(t), &nat_action(12, x, far_future()))
+            .unwrap();
+        let up = |l: &Loaded, f: &[u8], why: &str| {
+            assert!(run_sock(l, f) > 0, "{why}: not hidden from vswitchd");
+            let (rv, out) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}");
+            assert_eq!(out, f, "{why}: frame changed");
+            let (rv, _) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}: own lookup");
+        };
+        assert_eq!(run_tc(&l, &nat_frame(&t, 10, 0x18, false)), TC_ACT_REDIRECT);
+        up(&l, &nat_frame(&t, 0, 0x02, false), "SYN");
+        up(&l, &nat_frame(&t, 0, 0x12, false), "SYN-ACK");
+        up(&l, &nat_frame(&t, 0, 0x11, false), "FIN");
+        up(&l, &nat_frame(&t, 0, 0x04, false), "RST");
+        let mut f = nat_frame(&t, 10, 0x10, false);
+        f[14 + 8] = 1;
+        set_ip_checksum(&mut f[14..34]);
+        up(&l, &f, "TTL 1");
+        let other = tup(6, C1, 40002, OUT_HOST, 5201);
+        up(
+            &l,
+            &nat_frame(&other, 10, 0x10, false),
+            "another connection",
+        );
+        // Past the deadline: vswitchd's conntrack may have ended the connection.
+        let now = l.nat_entries()[0].1.route.last_hit;
+        l.insert_nat(&nat_key(t), &nat_action(12, x, now)).unwrap();
+        up(&l, &nat_frame(&t, 10, 0x10, false), "past the deadline");
+        l.insert_nat(&nat_key(t), &nat_action(12, x, far_future()))
+            .unwrap();
+        assert_eq!(run_tc(&l, &nat_frame(&t, 10, 0x10, false)), TC_ACT_REDIRECT);
+        // A new generation (del-masquerade, unpublish: a snapshot change).
+        g.set(13).unwrap();
+        up(&l, &nat_frame(&t, 10, 0x10, false), "stale generation");
+    }
+
+    /// The socket filter's NAT verdict is taken only for the frame it was made for:
+    /// a stale verdict with the same MACs and destination but another tuple is not
+    /// applied (tc looks up by itself), and a verdict whose entry went in between is
+    /// still carried out.
+    #[test]
+    fn nat_verdict_is_tied_to_its_tuple() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(14).unwrap();
+        let t = tup(17, C1, 7000, OUT_HOST, 53);
+        let x = tup(17, OUTSIDE, 47000, OUT_HOST, 53);
+        l.insert_nat(&nat_key(t), &nat_action(14, x, far_future()))
+            .unwrap();
+        let f = nat_frame(&t, 20, 0, false);
+        assert_eq!(run_sock(&l, &f), 0);
+        l.remove_nat(&nat_key(t));
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "verdict of the tap");
+        assert_translated(&f, &out, &x, "after removal");
+        l.insert_nat(&nat_key(t), &nat_action(14, x, far_future()))
+            .unwrap();
+        assert_eq!(run_sock(&l, &f), 0);
+        // No tap for this frame: another port, same MACs and destination.
+        let other = nat_frame(&tup(17, C1, 7001, OUT_HOST, 53), 20, 0, false);
+        let (rv, out) = run_tc_out(&l, &other);
+        assert_eq!(rv, TC_ACT_OK, "another tuple's verdict applied");
+        assert_eq!(out, other);
+    }
+
+    #[test]
+    fn nat_key_and_action_round_trip() {
+        let k = NatKey {
+            ifindex: 7,
+            vid: 0,
+            src: [2, 0, 0, 0, 0, 1],
+            dst: [2, 0x76, 0, 0, 0, 2],
+            tuple: tup(6, C1, 40000, OUT_HOST, 5201),
+        };
+        assert_eq!(NatKey::decode(&k.encode()), k);
+        // Network byte order where the program compares it with the frame.
+        assert_eq!(k.encode()[28..32], [0x9c, 0x40, 0x14, 0x51]);
+        let a = NatAction {
+            route: Action {
+                packets: 3,
+                bytes: 400,
+                last_hit: 5,
+                ..routed_action(2, 1500)
+            },
+            deadline: 99,
+            xlate: tup(6, OUTSIDE, 33333, OUT_HOST, 5201),
+        };
+        assert_eq!(NatAction::decode(&a.encode(), 6), a);
     }
 
     #[test]

@@ -24,8 +24,14 @@
 //! frames with TTL <= 1, IP options, fragments or over the MTU go to vswitchd (ICMP
 //! errors). Not cached: flows NAT could touch (a masqueraded bridge, published
 //! addresses and the bridges of their targets), `--isolated` bridges, frames to the
-//! router's own addresses. NAT flows are not cached (yet): they always take the
-//! pipeline.
+//! router's own addresses as routed entries.
+//!
+//! Established NAT connections (masquerade, published ports; TCP, UDP, ICMP echo):
+//! keyed as a routed entry plus the L4 tuple as received, in a map of their own →
+//! the routed rewrite plus the translated addresses and ports (incremental checksums,
+//! partial ones included) and a deadline: the conntrack entry's expiry, after which
+//! the program sends frames up. TCP SYN/FIN/RST go up too. The walk refreshes the
+//! connection from the entry's hits and extends the deadline (`FastPath::nat_still`).
 //!
 //! # One decision per frame (the AF_PACKET tap runs before tc)
 //! In `__netif_receive_skb_core` packet taps (vswitchd's AF_PACKET socket) see a frame
@@ -63,12 +69,14 @@ use crate::dp::clock;
 use crate::dp::snapshot::{PortEntry, Snapshot, VlanMode};
 use crate::pipeline::Meta;
 use crate::port::Port;
+use crate::tables::conntrack::{self, CtEntry, CtState, Tuple};
 use crate::tables::fdb::Learned;
 use crate::tables::neigh::NeighCache;
+use crate::tables::Lookup;
 use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
-use bpf::{Action, Key, Loaded, PortTotals, F_ROUTED, MAX_SLOTS};
+use bpf::{Action, Key, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, MAX_SLOTS};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -134,6 +142,9 @@ struct Offer {
     bvlan: u16,
     /// Routed (`key.ip_dst` set): the next hop's MAC the pipeline sent the frame to.
     next_hop: Option<MacAddr>,
+    /// An established NAT flow (routed, `next_hop` set): the tuple as received and the
+    /// one the frame left with.
+    nat: Option<(Tuple, Tuple)>,
 }
 
 /// One worker's memo of flows it offered: a direct-mapped row per flow hash holding
@@ -178,6 +189,11 @@ pub struct Entry {
     pub idle_ms: Option<u64>,
     /// Routed entries: the IPv4 destination matched and the next hop's MAC.
     pub route: Option<(Ipv4Addr, MacAddr)>,
+    /// NAT entries: the connection's tuple as matched and as it leaves.
+    pub nat: Option<(Tuple, Tuple)>,
+    /// NAT entries: milliseconds until the program stops translating (the conntrack
+    /// deadline as last extended; 0: passed, frames go to vswitchd).
+    pub expires_ms: Option<u64>,
 }
 
 /// The kernel fast path of one vswitchd.
@@ -207,6 +223,21 @@ fn mark_bit(vlan: u16, mac: MacAddr) -> usize {
     // positives only cost an extra bump.
     let x = (u64::from(vlan) << 48 | mac.to_u64()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (x >> 40) as usize % MARK_BITS
+}
+
+/// The memo hash of an offer: its key, and a NAT flow's tuple (flows between the same
+/// MACs and destination must not share a memo row).
+fn offer_hash(o: &Offer, gen: u64) -> u64 {
+    let h = key_hash(&o.key, gen);
+    match &o.nat {
+        None => h,
+        Some((t, _)) => {
+            let x =
+                (u64::from(u32::from(t.src)) << 32 | u64::from(t.sport) << 16 | u64::from(t.dport))
+                    ^ u64::from(t.proto) << 56;
+            (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        }
+    }
 }
 
 fn key_hash(k: &Key, gen: u64) -> u64 {
@@ -378,6 +409,7 @@ impl FastPath {
                 out_id,
                 bvlan: meta.vlan,
                 next_hop: None,
+                nat: None,
             },
         );
     }
@@ -423,6 +455,53 @@ impl FastPath {
                 out_id,
                 bvlan: 0,
                 next_hop: Some(next_hop),
+                nat: None,
+            },
+        );
+    }
+
+    /// The pipeline translated an IPv4 frame of an existing connection (tuple `orig` as
+    /// received, `xlate` as it left) and routed it to `next_hop`, learned on port
+    /// `out_id`: offer a NAT entry, at most once a second per flow and worker. The
+    /// thread installs it only for an Established connection whose conntrack entry
+    /// still says `xlate`, with the checks of a routed entry.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn offer_nat(
+        &self,
+        worker: usize,
+        now: u32,
+        inp: &PortEntry,
+        meta: &Meta,
+        out_id: PortId,
+        next_hop: MacAddr,
+        orig: Tuple,
+        xlate: Tuple,
+    ) {
+        if inp.lock.is_some() || meta.vlan != 0 {
+            return;
+        }
+        let (Some(in_if), Some(_)) = (self.ready_ifindex(inp.id), self.ready_ifindex(out_id))
+        else {
+            return;
+        };
+        let key = Key {
+            ifindex: in_if,
+            vid: if meta.eth.tagged { meta.eth.vid } else { 0 },
+            src: meta.eth.src.0,
+            dst: meta.eth.dst.0,
+            ip_dst: orig.dst,
+        };
+        self.send(
+            worker,
+            now,
+            Offer {
+                key,
+                in_id: inp.id,
+                out_id,
+                bvlan: 0,
+                next_hop: Some(next_hop),
+                nat: Some((orig, xlate)),
             },
         );
     }
@@ -430,7 +509,7 @@ impl FastPath {
     /// Queue `o` for the thread unless this worker offered the same flow this second.
     #[inline]
     fn send(&self, worker: usize, now: u32, o: Offer) {
-        let h = key_hash(&o.key, self.gen.load(Ordering::Relaxed));
+        let h = offer_hash(&o, self.gen.load(Ordering::Relaxed));
         let Some(memo) = self.memo.get(worker) else {
             return;
         };
@@ -490,9 +569,18 @@ impl FastPath {
         for k in &dead {
             l.remove(k);
         }
+        let dead_nat: Vec<NatKey> = l
+            .nat_entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || a.route.out_ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead_nat {
+            l.remove_nat(k);
+        }
         self.work
             .removed
-            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+            .fetch_add((dead.len() + dead_nat.len()) as u64, Ordering::Relaxed);
     }
 
     /// What the fast path forwarded for port `id` (zero if it is not attached).
@@ -525,7 +613,29 @@ impl FastPath {
         let gen = self.generation();
         let now = ktime_coarse();
         let by_ifindex = self.ports_by_ifindex();
-        let all = self.loaded.lock().entries();
+        let (all, nat) = {
+            let l = self.loaded.lock();
+            (l.entries(), l.nat_entries())
+        };
+        let nat = nat.into_iter().filter_map(|(k, a)| {
+            let in_id = *by_ifindex.get(&k.ifindex)?;
+            let out_id = *by_ifindex.get(&a.route.out_ifindex)?;
+            (a.route.gen == gen).then_some(Entry {
+                in_id,
+                out_id,
+                bvlan: 0,
+                src: MacAddr(k.src),
+                dst: MacAddr(k.dst),
+                tag: (a.route.push_vid != 0).then_some(a.route.push_vid),
+                packets: a.route.packets,
+                bytes: a.route.bytes,
+                idle_ms: (a.route.last_hit != 0)
+                    .then(|| now.saturating_sub(a.route.last_hit) / 1_000_000),
+                route: Some((k.tuple.dst, MacAddr(a.route.new_dst))),
+                nat: Some((k.tuple, a.xlate)),
+                expires_ms: Some(a.deadline.saturating_sub(now) / 1_000_000),
+            })
+        });
         all.into_iter()
             .filter(|(_, a)| a.gen == gen)
             .filter_map(|(k, a)| {
@@ -542,8 +652,11 @@ impl FastPath {
                     bytes: a.bytes,
                     idle_ms: (a.last_hit != 0).then(|| now.saturating_sub(a.last_hit) / 1_000_000),
                     route: (a.flags & F_ROUTED != 0).then_some((k.ip_dst, MacAddr(a.new_dst))),
+                    nat: None,
+                    expires_ms: None,
                 })
             })
+            .chain(nat)
             .collect()
     }
 
@@ -588,6 +701,30 @@ impl FastPath {
         self.mark(o.bvlan, o.next_hop.unwrap_or(dst));
         // Pairs with the fence in `learned`.
         fence(Ordering::SeqCst);
+        if let (Some((t, x)), Some(nh)) = (o.nat, o.next_hop) {
+            let key = NatKey {
+                ifindex: o.key.ifindex,
+                vid: o.key.vid,
+                src: o.key.src,
+                dst: o.key.dst,
+                tuple: t,
+            };
+            match self.check_nat(&o, nh, &t, &x) {
+                Some(mut a) => {
+                    a.route.gen = gen;
+                    match self.loaded.lock().insert_nat(&key, &a) {
+                        Ok(()) => {
+                            self.work.installs.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "fast path: NAT install failed"),
+                    }
+                }
+                None => {
+                    self.work.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         match self.check(&o) {
             Some(action) => {
                 let a = Action { gen, ..action };
@@ -699,6 +836,75 @@ impl FastPath {
         })
     }
 
+    /// The NAT entry for offer `o` (tuple `t` as received, `x` as translated, to next
+    /// hop `nh`) if the pipeline would still translate and route such a frame the same
+    /// way now: its connection Established in conntrack with the same translation, and
+    /// the translated packet routed as [`FastPath::check_routed`] requires (isolation
+    /// does not apply: translated traffic is NAT's, as in `l3::decide`).
+    fn check_nat(&self, o: &Offer, nh: MacAddr, t: &Tuple, x: &Tuple) -> Option<NatAction> {
+        let snap = self.snap.load();
+        let now = clock::now_secs();
+        let inp = snap.port(o.in_id)?;
+        let out = snap.port(o.out_id)?;
+        let out_if = self.ready_ifindex(o.out_id)?;
+        if self.ready_ifindex(o.in_id)? != o.key.ifindex
+            || inp.lock.is_some()
+            || o.bvlan != 0
+            || bridge_vlan(&inp.vlan, o.key.vid)? != 0
+            || !out.vlan.carries(0)
+            || !lab_tools_allow(&snap, inp, out)
+            || o.key.ip_dst != t.dst
+            || t.proto != x.proto
+            || !matches!(t.proto, 1 | 6 | 17)
+        {
+            return None;
+        }
+        let (inb, outb) = (snap.bridges.get(inp.bridge)?, snap.bridges.get(out.bridge)?);
+        let (in_rif, out_rif) = (inb.router?, outb.router?);
+        let dst = x.dst;
+        if in_rif.mac.0 != o.key.dst
+            || dst.is_unspecified()
+            || dst.is_broadcast()
+            || dst.is_multicast()
+            || x.src.is_multicast()
+            || x.src.is_broadcast()
+            || snap.router_ip(dst).is_some()
+        {
+            return None;
+        }
+        let r = snap.routes.lookup(dst)?;
+        if r.bridge != out.bridge {
+            return None;
+        }
+        let next = r.via.unwrap_or(dst);
+        if NeighCache::lookup(&self.neigh.load(), next, now) != Some(nh)
+            || inb.fdb.lookup(0, MacAddr(o.key.src), now) != Some(o.in_id)
+            || outb.fdb.lookup(0, nh, now) != Some(o.out_id)
+        {
+            return None;
+        }
+        let e = match snap.conntrack.lookup(t, now) {
+            Lookup::Found(e) if e.xlate == *x && e.state == CtState::Established => e,
+            _ => return None,
+        };
+        Some(NatAction {
+            route: Action {
+                out_ifindex: out_if,
+                in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
+                out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
+                push_vid: out.vlan.egress_tag(0).unwrap_or(0),
+                flags: F_ROUTED | F_NAT,
+                bvlan: 0,
+                mtu: outb.mtu.min(0xffff) as u16,
+                new_dst: nh.0,
+                new_src: out_rif.mac.0,
+                ..Action::default()
+            },
+            deadline: nat_deadline(t.proto, &e, now)?,
+            xlate: *x,
+        })
+    }
+
     /// Delete dead entries (old generation, port gone, source or destination no longer
     /// where the Fdb says), and refresh the Fdb entry of the source of every entry hit
     /// since the last walk. Returns the time of this walk.
@@ -755,10 +961,80 @@ impl FastPath {
         for k in &dead {
             l.remove(k);
         }
+        let mut removed = dead.len();
+        for (k, a) in l.nat_entries() {
+            match self.nat_still(&k, &a, gen, a.route.last_hit > last_scan, &by_ifindex) {
+                None => {
+                    l.remove_nat(&k);
+                    removed += 1;
+                }
+                // Extended (hit, or the connection refreshed by the slow path): the
+                // entry as the program has it now, so that only the hits counted
+                // between this read and the write are lost.
+                Some(deadline) if deadline > a.deadline + DEADLINE_SLACK_NS => {
+                    if let Some(cur) = l.nat_entry(&k) {
+                        let _ = l.insert_nat(&k, &NatAction { deadline, ..cur });
+                    }
+                }
+                Some(_) => {}
+            }
+        }
         self.work
             .removed
-            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+            .fetch_add(removed as u64, Ordering::Relaxed);
         started
+    }
+
+    /// The walk's look at NAT entry (k, a): `None` if it must go (old generation, a
+    /// port gone, the connection no longer Established with that translation, the
+    /// route or next hop changed), else its deadline from the conntrack entry now. An
+    /// entry `hit` since the last walk first refreshes its connection (both
+    /// directions, as the pipeline does per packet) and its source's Fdb entry: the
+    /// kernel's hits keep the connection alive.
+    fn nat_still(
+        &self,
+        k: &NatKey,
+        a: &NatAction,
+        gen: u64,
+        hit: bool,
+        by_ifindex: &std::collections::HashMap<u32, PortId>,
+    ) -> Option<u64> {
+        if a.route.gen != gen {
+            return None;
+        }
+        let in_id = *by_ifindex.get(&k.ifindex)?;
+        let out_id = *by_ifindex.get(&a.route.out_ifindex)?;
+        let t = k.tuple;
+        let x = a.xlate;
+        if hit {
+            let snap = self.snap.load();
+            let now = clock::now_secs();
+            let ct = &snap.conntrack;
+            ct.refresh(&t, &x, CtState::Established, now);
+            ct.refresh(&x.reversed(), &t.reversed(), CtState::Established, now);
+            if let Some(b) = snap.port(in_id).and_then(|p| snap.bridges.get(p.bridge)) {
+                b.fdb.refresh(0, MacAddr(k.src), in_id, now);
+            }
+        }
+        let nh = MacAddr(a.route.new_dst);
+        let o = Offer {
+            key: Key {
+                ifindex: k.ifindex,
+                vid: k.vid,
+                src: k.src,
+                dst: k.dst,
+                ip_dst: t.dst,
+            },
+            in_id,
+            out_id,
+            bvlan: 0,
+            next_hop: Some(nh),
+            nat: Some((t, x)),
+        };
+        let now = self.check_nat(&o, nh, &t, &x)?;
+        let r = &now.route;
+        (r.new_src == a.route.new_src && r.mtu == a.route.mtu && r.push_vid == a.route.push_vid)
+            .then_some(now.deadline)
     }
 
     /// The ingress port of routed entry (k, a) if the entry would be installed as it
@@ -777,11 +1053,36 @@ impl FastPath {
             out_id,
             bvlan: 0,
             next_hop: Some(MacAddr(a.new_dst)),
+            nat: None,
         };
         let now = self.check_routed(&o, MacAddr(a.new_dst))?;
         (now.new_src == a.new_src && now.mtu == a.mtu && now.push_vid == a.push_vid)
             .then_some(in_id)
     }
+}
+
+/// The coarse clock (`bpf_ktime_get_coarse_ns`) lags the monotonic clock by up to a
+/// tick (1–10 ms): deadlines are set this much early, so the program never translates
+/// a frame vswitchd's conntrack would already call expired.
+const COARSE_MARGIN: Duration = Duration::from_millis(20);
+/// The walk rewrites a NAT entry's deadline only when it moves by more than this.
+const DEADLINE_SLACK_NS: u64 = 500_000_000;
+
+/// The kernel deadline (`bpf_ktime_get_coarse_ns`) of a NAT entry for conntrack entry
+/// `e` of a `proto` connection: when vswitchd's conntrack would expire it (`last_seen`
+/// plus its state's timeout), for TCP no later than the closing timeout from now (a
+/// FIN the program sends up moves the connection to Closing, whose shorter timeout
+/// the entry must not outlive either; the walk deletes it then, but only at its next
+/// round). `None` if that is (nearly) now.
+fn nat_deadline(proto: u8, e: &CtEntry, now: u32) -> Option<u64> {
+    let mut at = e
+        .last_seen
+        .saturating_add(conntrack::timeout(proto, e.state));
+    if proto == 6 {
+        at = at.min(now.saturating_add(conntrack::timeout(proto, CtState::Closing)));
+    }
+    let left = clock::until(at).checked_sub(COARSE_MARGIN)?;
+    Some(ktime_coarse().saturating_add(left.as_nanos() as u64))
 }
 
 /// Whether no NAT rule can touch a routed flow from bridge `in_bridge` to `dst`, now or

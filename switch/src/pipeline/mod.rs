@@ -196,6 +196,15 @@ fn route(
         return;
     }
     let vnet = batch.vnet(i);
+    // The connection tuple as received: the kernel fast path's key if NAT translates
+    // this frame by an established connection (offered below).
+    let nat_orig = match (&ctx.snap.fastpath, ctx.trace, meta.ip) {
+        (Some(_), None, Some(m)) if !ctx.snap.nat.is_empty() => batch
+            .frame(i)
+            .get(meta.l3..)
+            .and_then(|ip| nat::tuple_of(ip, &m)),
+        _ => None,
+    };
     if let nat::Pre::Drop(r) = nat::pre(ctx, batch.frame_mut(i), &mut meta, &vnet) {
         dropped(ctx, inp, batch.frame(i), r);
         return;
@@ -244,6 +253,20 @@ fn route(
                 {
                     if let Some(fp) = &ctx.snap.fastpath {
                         fp.offer_routed(ctx.worker, ctx.now, inp, &meta, out_id, mac);
+                    }
+                }
+                // Translated by an existing connection: the fast path may translate and
+                // route the rest of it (it installs only Established connections).
+                Ok(Some(out_id)) if meta.translated => {
+                    if let (Some(fp), Some(orig), Some(m)) = (&ctx.snap.fastpath, nat_orig, meta.ip)
+                    {
+                        let xlate = batch
+                            .frame(i)
+                            .get(meta.l3..)
+                            .and_then(|ip| nat::tuple_of(ip, &m));
+                        if let Some(xlate) = xlate {
+                            fp.offer_nat(ctx.worker, ctx.now, inp, &meta, out_id, mac, orig, xlate);
+                        }
                     }
                 }
                 Ok(_) => {}

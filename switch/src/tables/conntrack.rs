@@ -367,6 +367,26 @@ impl Conntrack {
         r.unwrap_or(true)
     }
 
+    /// Set the last-seen time of `t` to `now` if its entry is live, in `state` and
+    /// still translates to `xlate` (the kernel fast path's hits: a state the pipeline
+    /// set meanwhile is never undone, an expired entry never revived). False if not.
+    pub fn refresh(&self, t: &Tuple, xlate: &Tuple, state: CtState, now: u32) -> bool {
+        let key = t.key();
+        let r = self.table.write(&key, |b| match b.find(&key) {
+            Some(w) => {
+                let mut e = CtEntry::decode(b.val(w), t.proto);
+                if e.state != state || e.xlate != *xlate || !Self::live(&e, t.proto, now) {
+                    return false;
+                }
+                e.last_seen = now;
+                b.set_val(w, &e.encode());
+                true
+            }
+            None => false,
+        });
+        r.unwrap_or(false)
+    }
+
     /// Hold the bucket of `t` as a writer until the guard drops (tests).
     #[cfg(test)]
     pub(crate) fn hold(&self, t: &Tuple) -> super::seqtable::Held<'_> {
@@ -423,6 +443,40 @@ mod tests {
             original,
             last_seen: now,
         }
+    }
+
+    /// The fast path's refresh moves only a live entry still in the expected state
+    /// with the expected translation: it never undoes Closing, never revives.
+    #[test]
+    fn refresh_keeps_state_and_never_revives() {
+        let ct = Conntrack::new(64);
+        let x = Tuple {
+            src: Ipv4Addr::new(198, 51, 100, 2),
+            ..t(40000)
+        };
+        let est = CtEntry {
+            state: CtState::Established,
+            ..e(x, true, 100)
+        };
+        assert_eq!(ct.insert(&t(40000), est, 100), Inserted::Ok);
+        assert!(ct.refresh(&t(40000), &x, CtState::Established, 150));
+        assert_eq!(
+            ct.lookup(&t(40000), 150).found().map(|e| e.last_seen),
+            Some(150)
+        );
+        // Another translation, another state: untouched.
+        assert!(!ct.refresh(&t(40000), &t(1), CtState::Established, 160));
+        assert!(ct.touch(&t(40000), CtState::Closing, 160));
+        assert!(!ct.refresh(&t(40000), &x, CtState::Established, 170));
+        let cur = ct.lookup(&t(40000), 170).found().unwrap();
+        assert_eq!((cur.state, cur.last_seen), (CtState::Closing, 160));
+        // Expired (closing timeout 120 s): not revived.
+        assert!(!ct.refresh(&t(40000), &x, CtState::Closing, 160 + 121));
+        assert!(ct.lookup(&t(40000), 160 + 121).found().is_none());
+        assert!(
+            !ct.refresh(&t(5), &x, CtState::Established, 170),
+            "no entry"
+        );
     }
 
     #[test]
