@@ -897,6 +897,47 @@ mod tests {
         assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
     }
 
+    /// `TC_ACT_SHOT` (linux/pkt_cls.h).
+    const TC_ACT_SHOT: u32 = 2;
+
+    /// An entry into a tunnel sets the remote VTEP port's tunnel key and redirects the
+    /// frame unchanged (the device encapsulates); without tunnel parameters for its
+    /// slot the frame is dropped, never sent into the device without a key.
+    #[test]
+    fn tunnel_entry_sets_the_key_and_redirects() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(9).unwrap();
+        let f = frame(B, A, 0x0800);
+        let a = Action {
+            flags: F_TUNNEL,
+            out_slot: 7,
+            ..action(9)
+        };
+        l.insert(&key(), &a).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_SHOT, "no tunnel parameters");
+        let (remote, local) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 1));
+        l.set_tun_port(7, 42, remote, local).unwrap();
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "into the device");
+        assert_eq!(out, f, "the frame itself is not touched");
+        assert_eq!(l.stats(7).tx_packets, 2);
+        l.clear_tun_port(7, 42, remote);
+        assert_eq!(run_tc(&l, &f), TC_ACT_SHOT, "parameters cleared");
+        // The decap program needs the tunnel metadata a VXLAN device attaches; a frame
+        // without it is dropped.
+        let p: &SchedClassifier = l.ebpf.program("fp_tun_rx").unwrap().try_into().unwrap();
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&f),
+                ..TestRunOptions::new()
+            })
+            .expect("test run fp_tun_rx");
+        assert_eq!(r.return_value, TC_ACT_SHOT);
+    }
+
     #[test]
     fn key_and_action_round_trip() {
         let k = Key {
