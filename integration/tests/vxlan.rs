@@ -637,6 +637,7 @@ fn fast_path_tunnel_flows_skip_vswitchd() -> Result<()> {
     ensure!(num(&e, "packets") >= 20, "{e}");
     let show = h1.ctl_ok(&["fastpath-show", "br0"])?;
     ensure!(show.contains("vx0@192.0.2.2"), "{show}");
+    eprintln!("h1$ vswitchctl fastpath-show br0\n{show}");
     // The remote MAC is still learned behind its VTEP.
     let mac2 = h2.mac("c", "eth0")?;
     let fdb = h1.ctl_json(&["fdb-show", "br0"])?;

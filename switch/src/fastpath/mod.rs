@@ -15,7 +15,14 @@
 //! key so that a MAC showing up on another port always misses and reaches the
 //! pipeline's learning. Only `system` ports take part (a veth or NIC in vswitchd's
 //! namespace; TAP ports usually live in another namespace, where an ifindex means
-//! something else), and only ports without port security; vxlan stays in userspace.
+//! something else), and only ports without port security.
+//!
+//! VXLAN: with the fast path a vxlan port's UDP port belongs to a collect-metadata
+//! kernel device ([`crate::port::vxlan`]); a remote VTEP port is keyed as
+//! `TUN_IFINDEX | slot`, an entry into it carries `F_TUNNEL` (the program sets the
+//! tunnel key of `fp_tun_ports[out_slot]` and redirects into the device), and the
+//! device's own program `fp_tun_rx` forwards decapsulated hits and sends misses up a
+//! TAP. [`FastPath::attach_vxlan`] wires a remote in.
 //!
 //! Routed unicast between bridges: a frame to the router's MAC that the pipeline
 //! forwarded untranslated to a resolved next hop, keyed as above plus the IPv4
