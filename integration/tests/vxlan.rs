@@ -36,6 +36,10 @@ fn main() -> std::process::ExitCode {
             fast_path_vxlan_del_port_cleans_up,
         ),
         (
+            "fast_path_vxlan_survives_kill_and_restart",
+            fast_path_vxlan_survives_kill_and_restart,
+        ),
+        (
             "a_super_frame_in_two_trains_arrives_whole",
             a_super_frame_in_two_trains_arrives_whole,
         ),
@@ -708,5 +712,33 @@ fn fast_path_vxlan_del_port_cleans_up() -> Result<()> {
         "no ping after the port came back; log:\n{}",
         h1.log_tail(15)
     );
+    Ok(())
+}
+
+/// vswitchd killed with SIGKILL leaves its VXLAN device behind (the TAP goes with the
+/// process); the next vswitchd replaces it and the tunnel works again, through the
+/// kernel.
+fn fast_path_vxlan_survives_kill_and_restart() -> Result<()> {
+    let on = ["--fastpath", "on"];
+    let (mut h1, _h2) = tunnel_pair_with(&on, &on)?;
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(ok, "no ping across the tunnel");
+    h1.kill_switch()?;
+    let left = h1.sh("sw", "ip -br link show")?;
+    ensure!(
+        left.contains("vsvx4789 "),
+        "device gone with the process? {left}"
+    );
+    h1.start_switch_with("sw", &on)?;
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(ok, "no ping after the restart; log:\n{}", h1.log_tail(15));
+    let links = h1.sh("sw", "ip -br link show")?;
+    ensure!(
+        links.matches("vsvx4789 ").count() == 1 && links.matches("vsvx4789u ").count() == 1,
+        "{links}"
+    );
+    wait_tunnel_entry(&h1, "vc", "vx0@192.0.2.2")?;
+    wait_tunnel_entry(&h1, "vx0@192.0.2.2", "vc")?;
+    h1.assert_pings("c", "10.0.0.2", 5)?;
     Ok(())
 }
