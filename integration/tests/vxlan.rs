@@ -695,7 +695,7 @@ fn fast_path_host_and_userspace_host_interoperate() -> Result<()> {
 /// port can come back (the UDP port is free again).
 fn fast_path_vxlan_del_port_cleans_up() -> Result<()> {
     let on = ["--fastpath", "on"];
-    let (h1, _h2) = tunnel_pair_with(&on, &on)?;
+    let (mut h1, _h2) = tunnel_pair_with(&on, &on)?;
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(ok, "no ping across the tunnel");
     h1.ctl_ok(&["del-port", "br0", "vx0"])?;
@@ -712,6 +712,13 @@ fn fast_path_vxlan_del_port_cleans_up() -> Result<()> {
         "no ping after the port came back; log:\n{}",
         h1.log_tail(15)
     );
+    // A clean exit (SIGTERM, within the Lab's 10 s) takes the device with it.
+    let t = std::time::Instant::now();
+    let code = h1.stop_switch()?;
+    ensure!(code == 0, "vswitchd exited {code}");
+    eprintln!("stop took {:?}", t.elapsed());
+    let links = h1.sh("sw", "ip -br link show")?;
+    ensure!(!links.contains("vsvx4789"), "left after exit: {links}");
     Ok(())
 }
 
