@@ -252,7 +252,7 @@ fn kernel_recv(sh: &VxlanShared, fd: RawFd, batch: &mut Batch) -> io::Result<RxR
     let mut res = tap::recv_batch(fd, batch, KERNEL_READ_BUDGET)?;
     let mut i = start;
     while i < batch.len() {
-        match unwrap_kernel(sh, batch, i) {
+        match unwrap_kernel(sh.vni, |r| sh.origin(r), batch, i) {
             Some(port) => {
                 batch.set_origin(i, port);
                 i += 1;
@@ -267,18 +267,25 @@ fn kernel_recv(sh: &VxlanShared, fd: RawFd, batch: &mut Batch) -> io::Result<RxR
     Ok(res)
 }
 
-/// Frame `i` of `batch` as `fp_tun_up` sent it: made the inner frame, and its port.
-fn unwrap_kernel(sh: &VxlanShared, batch: &mut Batch, i: usize) -> Option<u32> {
+/// Frame `i` of `batch` as `fp_tun_up` sent it: made the inner frame, and its port
+/// (`origin(remote)`); `None` (to be dropped) for another VNI, an unknown remote or a
+/// frame without the header.
+fn unwrap_kernel(
+    vni: u32,
+    origin: impl Fn(Ipv4Addr) -> Option<u32>,
+    batch: &mut Batch,
+    i: usize,
+) -> Option<u32> {
     let f = batch.frame_mut(i);
     if f.len() < KHDR_LEN + ETH_HLEN || f[0] != 0x02 || f[12..14] != KHDR_ETHERTYPE {
         return None;
     }
-    let vni = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+    let got = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
     let remote = Ipv4Addr::new(f[8], f[9], f[10], f[11]);
-    if vni != sh.vni {
+    if got != vni {
         return None;
     }
-    let port = sh.origin(remote)?;
+    let port = origin(remote)?;
     let strip = match f[1] {
         0 => KHDR_LEN,
         t => {
@@ -631,7 +638,60 @@ fn flow_hash(f: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::flow_hash;
+    use super::{flow_hash, unwrap_kernel, KHDR_LEN};
+    use crate::dp::Batch;
+    use std::net::Ipv4Addr;
+
+    /// `fp_tun_up`'s header: tag kind (0, 1 = 802.1Q, 2 = 802.1ad), TCI, VNI, remote.
+    fn khdr(tag: u8, tci: u16, vni: u32, remote: [u8; 4]) -> Vec<u8> {
+        let mut h = vec![0x02, tag];
+        h.extend_from_slice(&tci.to_be_bytes());
+        h.extend_from_slice(&vni.to_be_bytes());
+        h.extend_from_slice(&remote);
+        h.extend_from_slice(&[0x88, 0xb5]);
+        assert_eq!(h.len(), KHDR_LEN);
+        h
+    }
+
+    fn inner() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x06];
+        f.extend_from_slice(&[0xab; 28]);
+        f
+    }
+
+    #[test]
+    fn kernel_misses_are_unwrapped_and_attributed() {
+        let origin = |r: Ipv4Addr| (r == Ipv4Addr::new(192, 0, 2, 2)).then_some(7);
+        let mut b = Batch::new();
+        // Untagged, tagged (the tag back in the frame), another VNI, unknown remote,
+        // no header.
+        let mut f = khdr(0, 0, 42, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(1, 0x2064, 42, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(0, 0, 43, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(0, 0, 42, [192, 0, 2, 9]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        assert!(b.push_copy(&inner()));
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 0), Some(7));
+        assert_eq!(b.frame(0), &inner()[..]);
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 1), Some(7));
+        let mut tagged = inner()[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x20, 0x64]);
+        tagged.extend_from_slice(&inner()[12..]);
+        assert_eq!(b.frame(1), &tagged[..]);
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 2), None, "another VNI");
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 3), None, "unknown remote");
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 4), None, "no header");
+        b.remove(2);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.frame(2).len(), KHDR_LEN + inner().len());
+    }
 
     #[test]
     fn flow_hash_ignores_what_changes_per_packet() {
