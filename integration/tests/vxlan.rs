@@ -342,6 +342,15 @@ fn interop_with_kernel_vxlan() -> Result<()> {
     );
     h1.assert_ping("c", "10.0.0.2")?;
     h2.assert_ping("c", "10.0.0.1")?;
+    if h1.ctl_ok(&["show"])?.contains("fastpath on") {
+        // The kernel peer's datagrams are decapsulated by h1's external device, and
+        // the learned flow is carried by the kernel both ways.
+        wait_tunnel_entry(&h1, "vc", "vx0@192.0.2.2")?;
+        wait_tunnel_entry(&h1, "vx0@192.0.2.2", "vc")?;
+        h1.assert_pings("c", "10.0.0.2", 5)?;
+        let e = wait_tunnel_entry(&h1, "vx0@192.0.2.2", "vc")?;
+        ensure!(num(&e, "packets") >= 5, "{e}");
+    }
     // TCP both ways.
     h2.iperf_server("c", "10.0.0.2")?;
     let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
