@@ -715,6 +715,29 @@ fn fast_path_vxlan_del_port_cleans_up() -> Result<()> {
     ensure!(gone, "{}", h1.sh("sw", "ip -br link show")?);
     h1.assert_no_ping("c", "10.0.0.2")?;
     vxlan_port(&h1, "192.0.2.2")?;
+    // A second vxlan port on the same UDP port, even from another local address, is
+    // refused (the configuration check; port/vxlan.rs also never takes a device it
+    // owns for a stale one), and the first one keeps working.
+    h1.sh("sw", "ip addr add 192.0.2.11/24 dev u0")?;
+    let r = h1.ctl(&[
+        "add-port",
+        "br0",
+        "vx1",
+        "--type",
+        "vxlan",
+        "--remote-ip",
+        "192.0.2.3",
+        "--vni",
+        "43",
+        "--local-ip",
+        "192.0.2.11",
+    ])?;
+    ensure!(r.code != 0, "second vxlan port on 4789 accepted");
+    ensure!(
+        r.stderr.contains("already uses UDP port 4789"),
+        "{}",
+        r.stderr
+    );
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(
         ok,

@@ -40,10 +40,16 @@ pub struct KernelTunnel {
     /// The TAP (`vsvx<port>u`): closing the fd removes it.
     tap: OwnedFd,
     pub tap_ifindex: u32,
+    dst_port: u16,
 }
+
+/// UDP ports whose external device this vswitchd owns: a device of that name is a
+/// live port's, never a stale one to replace.
+static KERNEL_PORTS: parking_lot::Mutex<Vec<u16>> = parking_lot::Mutex::new(Vec::new());
 
 impl Drop for KernelTunnel {
     fn drop(&mut self) {
+        KERNEL_PORTS.lock().retain(|p| *p != self.dst_port);
         if let Err(e) = netdev::delete(self.dev_ifindex) {
             tracing::warn!(dev = %self.dev, error = %e, "cannot delete the VXLAN device");
         }
@@ -57,6 +63,13 @@ const KHDR_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 /// Create the external device owning UDP `dst_port` and the slow-path TAP. A device of
 /// that name left by a killed vswitchd (a VXLAN device, nothing else) is replaced.
 fn open_kernel(dst_port: u16) -> io::Result<KernelTunnel> {
+    let mut owned = KERNEL_PORTS.lock();
+    if owned.contains(&dst_port) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("UDP port {dst_port} already belongs to another vxlan port's kernel device"),
+        ));
+    }
     let dev = format!("vsvx{dst_port}");
     let tap_name = format!("vsvx{dst_port}u");
     let dev_ifindex = match netdev::create_vxlan_external(&dev, dst_port) {
@@ -79,11 +92,13 @@ fn open_kernel(dst_port: u16) -> io::Result<KernelTunnel> {
     let tap = tap::create(&tap_name).map_err(fail)?;
     netdev::set_up(&tap_name).map_err(fail)?;
     let tap_ifindex = netdev::ifindex(&tap_name).map_err(fail)?;
+    owned.push(dst_port);
     Ok(KernelTunnel {
         dev,
         dev_ifindex,
         tap,
         tap_ifindex,
+        dst_port,
     })
 }
 
