@@ -27,6 +27,7 @@ LABELS = {
     "vswitchd-nat-fp": "vswitchd masquerade --fastpath on",
     "kernel-vxlan": "Linux VXLAN device + bridge",
     "vswitchd-vxlan": "vswitchd vxlan port",
+    "vswitchd-vxlan-fp": "vswitchd vxlan port, --fastpath on (kernel external VXLAN device)",
     "vswitchd-kvxlan": "vswitchd, kernel VXLAN device as a system port (reference)",
 }
 

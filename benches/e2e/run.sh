@@ -8,8 +8,8 @@
 #   1-stream TCP test. Then smaller cases: routing between two subnets (Linux IPv4
 #   forwarding vs vswitchd's router, --fastpath off and on), NAT (nftables masquerade vs
 #   vswitchd masquerade, --fastpath off and on) and VXLAN between two "hosts" (kernel VXLAN + bridge vs
-#   vswitchd, and vswitchd with the kernel's VXLAN device as a system port as a
-#   reference).
+#   vswitchd --fastpath off and on, and vswitchd with the kernel's VXLAN device as a
+#   system port as a reference).
 # Prints tables with ratios to the kernel and writes them to docs/performance.md
 # (only between the <!-- e2e:begin --> and <!-- e2e:end --> markers).
 #
@@ -413,8 +413,9 @@ vx_up() {
         ip -n $ns link set br0 type bridge stp_state 0 forward_delay 0
         ip -n $ns link set vx0 master br0; ip -n $ns link set $port master br0
         for l in vx0 $port br0; do ip -n $ns link set $l up; done ;;
-      vswitchd-vxlan)
-        start_vswitchd $ns vx$i || return 1
+      vswitchd-vxlan|vswitchd-vxlan-fp)
+        if [ $v = vswitchd-vxlan-fp ]; then start_vswitchd $ns vx$i --fastpath on || return 1
+        else start_vswitchd $ns vx$i || return 1; fi
         local V="$BIN/vswitchctl --socket $TMP/vx$i.sock"
         $V add-br br0 >/dev/null && $V add-port br0 $port >/dev/null &&
         $V add-port br0 vx0 --type vxlan --remote-ip $remote_ip --vni 42 >/dev/null || return 1 ;;
@@ -460,7 +461,7 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
 
 NAT_VARIANTS=()
 RT_VARIANTS=()
-VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-kvxlan)
+VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-vxlan-fp vswitchd-kvxlan)
 if [ $VXONLY = 1 ] || [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VARIANTS=(); fi
 if [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VX_VARIANTS=(); fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $NATONLY = 0 ]; then

@@ -46,6 +46,7 @@
 #define FP_F_INGRESS 2 // redirect to the device's ingress (an internal port's host side)
 #define FP_F_ROUTED 4 // routed: rewrite MACs, TTL - 1 (see fp_routed_ok)
 #define FP_F_NAT 8 // an established NAT flow (fp_nat): addresses and ports translated too
+#define FP_F_TUNNEL 16 // out: VXLAN, tunnel key from fp_tun_ports[out_slot] (see fp_tun_encap)
 
 struct fp_key {
 	__u32 ifindex;
@@ -609,6 +610,151 @@ static __always_inline int fp_keys_equal(const struct fp_key *a, const struct fp
 	return !diff;
 }
 
+// ---- VXLAN (FP_F_TUNNEL): docs/architecture.md "Kernel fast path", VXLAN ----
+//
+// A remote VTEP is a port without an ifindex: keys name it by FP_TUN_IFINDEX | slot.
+
+#define FP_TUN_IFINDEX 0x80000000u
+#define FP_TUN_HLEN 14 // the slow-path header fp_tun_up puts in front of a decap miss
+#define FP_TUN_ETHERTYPE 0x88b5 // IEEE 802 local experimental
+
+// Tunnel parameters of a remote VTEP port, by its slot (written by vswitchd at attach).
+struct fp_tun_port {
+	__u32 vni;
+	__u32 remote; // IPv4, host byte order (as struct bpf_tunnel_key has it)
+	__u32 local;
+	__u32 valid;
+};
+
+struct fp_tun_remote {
+	__u32 vni;
+	__u32 remote; // host byte order
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FP_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fp_tun_port);
+} fp_tun_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FP_MAX_SLOTS);
+	__type(key, struct fp_tun_remote);
+	__type(value, __u32); // slot of the remote VTEP port
+} fp_tun_remotes SEC(".maps");
+
+// ifindex of the slow-path TAP per external device: key = the device's ifindex.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} fp_tun_chan SEC(".maps");
+
+// Set the tunnel key of the remote VTEP port in `slot` on `skb`, which is then
+// redirected into the external VXLAN device. As vswitchd's own sender sockets: TTL 0
+// (the route's default), TOS 0, DF clear, UDP checksum on.
+static __always_inline int fp_tun_encap(struct __sk_buff *skb, __u32 slot)
+{
+	struct fp_tun_port *t = bpf_map_lookup_elem(&fp_tun_ports, &slot);
+	struct bpf_tunnel_key key = {};
+
+	if (!t || !t->valid)
+		return -1;
+	key.tunnel_id = t->vni;
+	key.remote_ipv4 = t->remote;
+	key.local_ipv4 = t->local;
+	return bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0);
+}
+
+// A decap miss to vswitchd: FP_TUN_HLEN bytes in front of the inner frame (read by
+// switch/src/port/vxlan.rs, `KernelRx`):
+//   0: 0x02  1: inner tag (0 none, 1 802.1Q, 2 802.1ad)  2-3: its TCI
+//   4-7: VNI  8-11: remote IPv4  12-13: FP_TUN_ETHERTYPE   (big-endian)
+// The tag the kernel took out of the inner frame goes into the header (a TAP would
+// write it at byte 12 of what it sends, inside the header).
+static __always_inline int fp_tun_up(struct __sk_buff *skb, const struct bpf_tunnel_key *tk)
+{
+	__u32 dev = skb->ifindex;
+	__u32 *chan = bpf_map_lookup_elem(&fp_tun_chan, &dev);
+	__u8 h[FP_TUN_HLEN] = {};
+	__u32 vni = tk->tunnel_id, remote = tk->remote_ipv4;
+
+	if (!chan)
+		return TC_ACT_SHOT;
+	h[0] = 0x02;
+	if (skb->vlan_present) {
+		h[1] = skb->vlan_proto == bpf_htons(ETH_P_8021Q) ? 1 : 2;
+		h[2] = skb->vlan_tci >> 8;
+		h[3] = skb->vlan_tci & 0xff;
+		if (bpf_skb_vlan_pop(skb) < 0)
+			return TC_ACT_SHOT;
+	}
+	h[4] = vni >> 24;
+	h[5] = vni >> 16;
+	h[6] = vni >> 8;
+	h[7] = vni;
+	h[8] = remote >> 24;
+	h[9] = remote >> 16;
+	h[10] = remote >> 8;
+	h[11] = remote;
+	h[12] = FP_TUN_ETHERTYPE >> 8;
+	h[13] = FP_TUN_ETHERTYPE & 0xff;
+	if (bpf_skb_change_head(skb, FP_TUN_HLEN, 0) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, 0, h, sizeof(h), 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(*chan, 0);
+}
+
+// tcx ingress of the external VXLAN device: frames the kernel decapsulated, with their
+// tunnel metadata. A hit is forwarded like fp_tc forwards one; everything else goes
+// up to vswitchd through the slow-path TAP.
+SEC("classifier")
+int fp_tun_rx(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key tk = {};
+	struct fp_tun_remote rk = {};
+	struct fp_key k = {};
+	struct fp_action *a;
+	__u32 *slot, len, out_ifindex, in_slot, out_slot;
+	__u16 push_vid, flags;
+	__u8 new_dst[6], new_src[6];
+
+	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0) < 0)
+		return TC_ACT_SHOT;
+	rk.vni = tk.tunnel_id;
+	rk.remote = tk.remote_ipv4;
+	slot = bpf_map_lookup_elem(&fp_tun_remotes, &rk);
+	if (!slot || !fp_make_key(skb, &k))
+		return fp_tun_up(skb, &tk);
+	k.ifindex = FP_TUN_IFINDEX | *slot;
+	len = fp_len(skb);
+	a = fp_lookup(skb, &k, len);
+	if (!a || (a->flags & FP_F_TUNNEL))
+		return fp_tun_up(skb, &tk);
+	out_ifindex = a->out_ifindex;
+	in_slot = a->in_slot;
+	out_slot = a->out_slot;
+	push_vid = a->push_vid;
+	flags = a->flags;
+	__builtin_memcpy(new_dst, a->new_dst, 6);
+	__builtin_memcpy(new_src, a->new_src, 6);
+	fp_count(in_slot, 1, len);
+	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
+		return TC_ACT_SHOT;
+	if ((flags & FP_F_ROUTED) && fp_route_rewrite(skb, new_dst, new_src) < 0)
+		return TC_ACT_SHOT;
+	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
+		return TC_ACT_SHOT;
+	fp_count(out_slot, 0, skb->len + (push_vid ? 4 : 0));
+	if (flags & FP_F_PEER)
+		return bpf_redirect_peer(out_ifindex, 0);
+	return bpf_redirect(out_ifindex, (flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);
+}
+
 SEC("classifier")
 int fp_tc(struct __sk_buff *skb)
 {
@@ -690,6 +836,8 @@ int fp_tc(struct __sk_buff *skb)
 	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
 		return TC_ACT_SHOT;
 	fp_count(out_slot, 0, skb->len + (push_vid ? 4 : 0));
+	if ((flags & FP_F_TUNNEL) && fp_tun_encap(skb, out_slot) < 0)
+		return TC_ACT_SHOT;
 	if (flags & FP_F_PEER)
 		return bpf_redirect_peer(out_ifindex, 0);
 	return bpf_redirect(out_ifindex, (flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);

@@ -4,6 +4,7 @@
 
 use super::handlers::{HandlerError, State};
 use crate::config::ConfigError;
+use crate::port::vxlan::VxlanShared;
 use crate::port::Port;
 use crate::tables::PortId;
 use serde_json::Value;
@@ -18,6 +19,66 @@ impl State {
                 tracing::warn!(port = dev.name(), error = %e, "fast path not attached: userspace only for this port");
             }
         }
+    }
+
+    /// Open the shared side of vxlan port `p`: with the fast path, the kernel's
+    /// external VXLAN device owns the UDP port (docs/architecture.md, "Kernel fast
+    /// path", VXLAN); if that device cannot be made, the port stays in userspace with
+    /// its own socket, as without the fast path.
+    pub(super) fn open_vxlan(
+        &self,
+        p: &crate::config::PortConf,
+        v: &crate::config::VxlanConf,
+    ) -> Result<std::sync::Arc<VxlanShared>, HandlerError> {
+        let attach_err = |e| HandlerError::Attach {
+            name: p.name.clone(),
+            source: e,
+        };
+        if self.fastpath.is_some() {
+            match VxlanShared::open_with(v.remotes.clone(), v.vni, v.local, v.dst_port, true) {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::warn!(
+                    port = %p.name,
+                    error = %e,
+                    "no kernel VXLAN device for the fast path: this vxlan port stays in userspace"
+                ),
+            }
+        }
+        VxlanShared::open(v.remotes.clone(), v.vni, v.local, v.dst_port).map_err(attach_err)
+    }
+
+    /// Attach the fast path to the remote VTEP ports `ids` (in remote order) of a
+    /// vxlan port whose kernel device owns its UDP port. Failing is an error for
+    /// `add-port`: without the decap program the device would swallow every frame.
+    pub(super) fn fastpath_attach_vxlan(
+        &self,
+        shared: &VxlanShared,
+        ids: &[(String, PortId)],
+    ) -> Result<(), HandlerError> {
+        let (Some(fp), Some(k)) = (&self.fastpath, shared.kernel()) else {
+            return Ok(());
+        };
+        for ((name, id), remote) in ids.iter().zip(shared.remotes.iter()) {
+            let r = fp.attach_vxlan(
+                *id,
+                *remote,
+                shared.vni,
+                shared.local,
+                &k.dev,
+                k.dev_ifindex,
+                k.tap_ifindex,
+            );
+            if let Err(e) = r {
+                for (_, id) in ids {
+                    fp.detach_port(*id);
+                }
+                return Err(HandlerError::Attach {
+                    name: name.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Detach the fast path from a port leaving (already out of the snapshot).

@@ -10,7 +10,7 @@ use crate::dp::{clock, slot_of, PortCounters};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::sys::netdev;
 use crate::port::tap::TapPort;
-use crate::port::vxlan::{VxlanRemote, VxlanShared};
+use crate::port::vxlan::VxlanRemote;
 use crate::port::Port;
 use crate::tables::PortId;
 use std::sync::Arc;
@@ -144,13 +144,7 @@ impl State {
     /// Open the device of `p` and record it as live (not yet in a snapshot or polled).
     pub(super) fn attach(&mut self, p: &PortConf, mtu: u32) -> Result<(), HandlerError> {
         if let Some(v) = &p.vxlan {
-            let shared =
-                VxlanShared::open(v.remotes.clone(), v.vni, v.local, v.dst_port).map_err(|e| {
-                    HandlerError::Attach {
-                        name: p.name.clone(),
-                        source: e,
-                    }
-                })?;
+            let shared = self.open_vxlan(p, v)?;
             let mut ids = Vec::new();
             for (i, name) in live_names(p).into_iter().enumerate() {
                 let id = match self.alloc_id() {
@@ -178,6 +172,13 @@ impl State {
                     },
                 );
                 ids.push((name, id));
+            }
+            if let Err(e) = self.fastpath_attach_vxlan(&shared, &ids) {
+                for (n, id) in ids {
+                    self.live.remove(&n);
+                    self.free_id(id);
+                }
+                return Err(e);
             }
             self.failed.remove(&p.name);
             return Ok(());

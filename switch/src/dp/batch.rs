@@ -136,6 +136,39 @@ impl Batch {
         &mut self.bufs[self.len..]
     }
 
+    /// Drop the first `n` bytes of frame `i` (a header the receive path consumed); the
+    /// offload offsets move with the frame's start.
+    pub fn strip_front(&mut self, i: usize, n: usize) {
+        if i >= self.len || n > self.desc[i].len as usize {
+            return;
+        }
+        let d = &mut self.desc[i];
+        d.off += n as u32;
+        d.len -= n as u32;
+        d.vnet = d.vnet.shifted(-(n as i32));
+    }
+
+    /// Replace the offload state of frame `i`.
+    pub fn set_vnet(&mut self, i: usize, vnet: VnetHdr) {
+        if i < self.len {
+            self.desc[i].vnet = vnet;
+        }
+    }
+
+    /// Remove frame `i`; the frames after it move down (buffers swapped, not copied).
+    pub fn remove(&mut self, i: usize) {
+        if i >= self.len {
+            return;
+        }
+        for j in i..self.len - 1 {
+            self.bufs.swap(j, j + 1);
+            self.desc[j] = self.desc[j + 1];
+            self.origin[j] = self.origin[j + 1];
+        }
+        self.len -= 1;
+        self.origin[self.len] = None;
+    }
+
     /// Commit the next free slot as a frame at `off..off + len` of its buffer.
     #[inline]
     pub fn commit(&mut self, off: usize, len: usize, vnet: VnetHdr) {

@@ -36,6 +36,12 @@ pub const MAX_NAT: u32 = 16384;
 
 const NAT_KEY_LEN: usize = 32;
 const NAT_ACTION_LEN: usize = 80;
+/// Action flag: out through VXLAN, the tunnel key of the remote VTEP port in
+/// `out_slot` (`FP_F_TUNNEL`).
+pub const F_TUNNEL: u16 = 16;
+/// Keys name a remote VTEP port (no ifindex of its own) as this | its slot
+/// (`FP_TUN_IFINDEX`).
+pub const TUN_IFINDEX: u32 = 0x8000_0000;
 
 const KEY_LEN: usize = 24;
 const ACTION_LEN: usize = 64;
@@ -314,6 +320,14 @@ pub struct Loaded {
     stats: PerCpuArray<MapData, [u64; 4]>,
     /// tcx links by ifindex.
     links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+    /// `fp_tun_ports`: tunnel parameters by port slot (`struct fp_tun_port`).
+    tun_ports: Array<MapData, [u8; 16]>,
+    /// `fp_tun_remotes`: (VNI, remote) → slot.
+    tun_remotes: HashMap<MapData, [u8; 8], u32>,
+    /// `fp_tun_chan`: external device ifindex → slow-path TAP ifindex.
+    tun_chan: HashMap<MapData, u32, u32>,
+    /// `fp_tun_rx` links by the external device's ifindex.
+    tun_links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
 }
 
 /// The generation array, apart so that bumping it (workers, rarely) never waits for a
@@ -344,6 +358,14 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
         p.load().map_err(|e| load_err("fp_tc", e))?;
     }
     {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut("fp_tun_rx")
+            .ok_or_else(|| BpfError::Load("fp_tun_rx missing from the object".into()))?
+            .try_into()
+            .map_err(|e| load_err("fp_tun_rx", e))?;
+        p.load().map_err(|e| load_err("fp_tun_rx", e))?;
+    }
+    {
         let p: &mut SocketFilter = ebpf
             .program_mut("fp_sock")
             .ok_or_else(|| BpfError::Load("fp_sock missing from the object".into()))?
@@ -361,6 +383,12 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
     let nat = HashMap::try_from(take(&mut ebpf, "fp_nat")?).map_err(map_err("fp_nat"))?;
     let stats = PerCpuArray::try_from(take(&mut ebpf, "fp_stats")?).map_err(map_err("fp_stats"))?;
     let gen = Array::try_from(take(&mut ebpf, "fp_gen")?).map_err(map_err("fp_gen"))?;
+    let tun_ports =
+        Array::try_from(take(&mut ebpf, "fp_tun_ports")?).map_err(map_err("fp_tun_ports"))?;
+    let tun_remotes =
+        HashMap::try_from(take(&mut ebpf, "fp_tun_remotes")?).map_err(map_err("fp_tun_remotes"))?;
+    let tun_chan =
+        HashMap::try_from(take(&mut ebpf, "fp_tun_chan")?).map_err(map_err("fp_tun_chan"))?;
     Ok((
         Loaded {
             ebpf,
@@ -368,6 +396,10 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             nat,
             stats,
             links: StdMap::new(),
+            tun_ports,
+            tun_remotes,
+            tun_chan,
+            tun_links: StdMap::new(),
         },
         GenMap(gen),
     ))
@@ -461,6 +493,86 @@ impl Loaded {
         }
     }
 
+    /// Attach `fp_tun_rx` at the ingress of the external VXLAN device `name` (once per
+    /// device) and point its decap misses at the slow-path TAP `chan_ifindex`.
+    pub fn attach_tunnel(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        chan_ifindex: u32,
+    ) -> Result<(), BpfError> {
+        if self.tun_links.contains_key(&ifindex) {
+            return Ok(());
+        }
+        let err = |why: String| BpfError::Attach {
+            port: name.to_string(),
+            why,
+        };
+        // The channel first: from the attach on, every miss needs it.
+        self.tun_chan
+            .insert(ifindex, chan_ifindex, 0)
+            .map_err(map_err("fp_tun_chan"))?;
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("fp_tun_rx")
+            .ok_or_else(|| err("fp_tun_rx missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        if aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+        {
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+        }
+        let link = tc
+            .attach(name, TcAttachType::Ingress)
+            .map_err(|e| err(e.to_string()))?;
+        self.tun_links.insert(ifindex, link);
+        Ok(())
+    }
+
+    /// Detach `fp_tun_rx` from device `ifindex` (its last remote VTEP port went).
+    pub fn detach_tunnel(&mut self, ifindex: u32) {
+        let _ = self.tun_chan.remove(&ifindex);
+        let Some(link) = self.tun_links.remove(&ifindex) else {
+            return;
+        };
+        if let Some(p) = self.ebpf.program_mut("fp_tun_rx") {
+            let tc: Result<&mut SchedClassifier, _> = p.try_into();
+            if let Ok(tc) = tc {
+                // The device may be gone already (then so is the link).
+                let _ = tc.detach(link);
+            }
+        }
+    }
+
+    /// Tunnel parameters of the remote VTEP port in `slot`, and the reverse lookup
+    /// (VNI, remote) → slot the decap program uses.
+    pub fn set_tun_port(
+        &mut self,
+        slot: usize,
+        vni: u32,
+        remote: Ipv4Addr,
+        local: Ipv4Addr,
+    ) -> Result<(), BpfError> {
+        let mut v = [0u8; 16];
+        v[0..4].copy_from_slice(&vni.to_ne_bytes());
+        v[4..8].copy_from_slice(&u32::from(remote).to_ne_bytes());
+        v[8..12].copy_from_slice(&u32::from(local).to_ne_bytes());
+        v[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        self.tun_ports
+            .set(slot as u32, v, 0)
+            .map_err(map_err("fp_tun_ports"))?;
+        self.tun_remotes
+            .insert(tun_remote_key(vni, remote), slot as u32, 0)
+            .map_err(map_err("fp_tun_remotes"))
+    }
+
+    /// Forget the remote VTEP port in `slot` (VNI `vni`, address `remote`).
+    pub fn clear_tun_port(&mut self, slot: usize, vni: u32, remote: Ipv4Addr) {
+        let _ = self.tun_ports.set(slot as u32, [0u8; 16], 0);
+        let _ = self.tun_remotes.remove(&tun_remote_key(vni, remote));
+    }
+
     /// Zero the counters of `slot` (a port taking over a slot).
     pub fn reset_stats(&mut self, slot: usize) -> Result<(), BpfError> {
         let n = aya::util::nr_cpus().map_err(|(_, e)| BpfError::Map {
@@ -540,6 +652,14 @@ impl Loaded {
             })
             .collect()
     }
+}
+
+/// `struct fp_tun_remote` (host byte order, as `struct bpf_tunnel_key` has them).
+fn tun_remote_key(vni: u32, remote: Ipv4Addr) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0..4].copy_from_slice(&vni.to_ne_bytes());
+    k[4..8].copy_from_slice(&u32::from(remote).to_ne_bytes());
+    k
 }
 
 #[cfg(test)]
@@ -1371,6 +1491,47 @@ mod tests {
             xlate: tup(6, OUTSIDE, 33333, OUT_HOST, 5201),
         };
         assert_eq!(NatAction::decode(&a.encode(), 6), a);
+    }
+
+    /// `TC_ACT_SHOT` (linux/pkt_cls.h).
+    const TC_ACT_SHOT: u32 = 2;
+
+    /// An entry into a tunnel sets the remote VTEP port's tunnel key and redirects the
+    /// frame unchanged (the device encapsulates); without tunnel parameters for its
+    /// slot the frame is dropped, never sent into the device without a key.
+    #[test]
+    fn tunnel_entry_sets_the_key_and_redirects() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(9).unwrap();
+        let f = frame(B, A, 0x0800);
+        let a = Action {
+            flags: F_TUNNEL,
+            out_slot: 7,
+            ..action(9)
+        };
+        l.insert(&key(), &a).unwrap();
+        assert_eq!(run_tc(&l, &f), TC_ACT_SHOT, "no tunnel parameters");
+        let (remote, local) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 1));
+        l.set_tun_port(7, 42, remote, local).unwrap();
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "into the device");
+        assert_eq!(out, f, "the frame itself is not touched");
+        assert_eq!(l.stats(7).tx_packets, 2);
+        l.clear_tun_port(7, 42, remote);
+        assert_eq!(run_tc(&l, &f), TC_ACT_SHOT, "parameters cleared");
+        // The decap program needs the tunnel metadata a VXLAN device attaches; a frame
+        // without it is dropped.
+        let p: &SchedClassifier = l.ebpf.program("fp_tun_rx").unwrap().try_into().unwrap();
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&f),
+                ..TestRunOptions::new()
+            })
+            .expect("test run fp_tun_rx");
+        assert_eq!(r.return_value, TC_ACT_SHOT);
     }
 
     #[test]

@@ -15,7 +15,14 @@
 //! key so that a MAC showing up on another port always misses and reaches the
 //! pipeline's learning. Only `system` ports take part (a veth or NIC in vswitchd's
 //! namespace; TAP ports usually live in another namespace, where an ifindex means
-//! something else), and only ports without port security; vxlan stays in userspace.
+//! something else), and only ports without port security.
+//!
+//! VXLAN: with the fast path a vxlan port's UDP port belongs to a collect-metadata
+//! kernel device ([`crate::port::vxlan`]); a remote VTEP port is keyed as
+//! `TUN_IFINDEX | slot`, an entry into it carries `F_TUNNEL` (the program sets the
+//! tunnel key of `fp_tun_ports[out_slot]` and redirects into the device), and the
+//! device's own program `fp_tun_rx` forwards decapsulated hits and sends misses up a
+//! TAP. [`FastPath::attach_vxlan`] wires a remote in.
 //!
 //! Routed unicast between bridges: a frame to the router's MAC that the pipeline
 //! forwarded untranslated to a resolved next hop, keyed as above plus the IPv4
@@ -76,12 +83,15 @@ use crate::tables::Lookup;
 use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
-use bpf::{Action, Key, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, MAX_SLOTS};
+use bpf::{
+    Action, Key, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, F_TUNNEL, MAX_SLOTS,
+    TUN_IFINDEX,
+};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -208,6 +218,12 @@ pub struct FastPath {
     /// Per port slot: `port id << 32 | ifindex` of a port the fast path is attached to;
     /// 0: none.
     ready: Box<[AtomicU64]>,
+    /// Per port slot: the external VXLAN device of a remote VTEP port (its ready
+    /// entry names it by `TUN_IFINDEX | slot`); 0: not a tunnel. Written by the
+    /// control thread before (attach) and after (detach) `ready`.
+    tun_out: Box<[AtomicU32]>,
+    /// (VNI, remote) of each attached remote VTEP port by slot (control thread).
+    tun_params: Mutex<std::collections::HashMap<usize, (u32, Ipv4Addr)>>,
     memo: Box<[CachePadded<Memo>]>,
     offers: Sender<Offer>,
     inbox: Mutex<Option<Receiver<Offer>>>,
@@ -281,6 +297,8 @@ impl FastPath {
             gen: AtomicU64::new(0),
             marks: (0..MARK_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            tun_out: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            tun_params: Mutex::new(std::collections::HashMap::new()),
             memo: (0..workers.max(1))
                 .map(|_| CachePadded::new(Memo(std::array::from_fn(|_| AtomicU64::new(0)))))
                 .collect(),
@@ -548,6 +566,49 @@ impl FastPath {
         Ok(())
     }
 
+    /// Attach remote VTEP port `id` of a vxlan port whose UDP port the external
+    /// device `dev` owns (control thread): `fp_tun_rx` on the device (once), the
+    /// tunnel key for encap entries and the (VNI, remote) → slot map for decap, then
+    /// the port is ready for entries under the key ifindex `TUN_IFINDEX | slot`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach_vxlan(
+        &self,
+        id: PortId,
+        remote: Ipv4Addr,
+        vni: u32,
+        local: Ipv4Addr,
+        dev: &str,
+        dev_ifindex: u32,
+        chan_ifindex: u32,
+    ) -> Result<(), Error> {
+        let slot = crate::dp::snapshot::slot_of(id);
+        if slot >= MAX_SLOTS {
+            return Err(bpf::BpfError::Attach {
+                port: dev.to_string(),
+                why: "port slot beyond the fast path's counters".into(),
+            });
+        }
+        let mut l = self.loaded.lock();
+        l.reset_stats(slot)?;
+        l.attach_tunnel(dev, dev_ifindex, chan_ifindex)?;
+        l.set_tun_port(slot, vni, remote, local)?;
+        self.tun_params.lock().insert(slot, (vni, remote));
+        self.tun_out[slot].store(dev_ifindex, Ordering::Release);
+        let key_if = TUN_IFINDEX | slot as u32;
+        self.ready[slot].store(u64::from(id) << 32 | u64::from(key_if), Ordering::Release);
+        tracing::debug!(dev, %remote, vni, "fast path attached to a VXLAN remote");
+        Ok(())
+    }
+
+    /// The external device behind remote VTEP port `id`, if it is one and attached.
+    #[inline]
+    fn tun_dev(&self, id: PortId) -> Option<u32> {
+        self.ready_ifindex(id)?;
+        let slot = crate::dp::snapshot::slot_of(id);
+        let d = self.tun_out.get(slot)?.load(Ordering::Acquire);
+        (d != 0).then_some(d)
+    }
+
     /// Detach from port `id` (control thread, the port already out of the snapshot):
     /// no new entries for it, every entry invalidated, its tc program removed and the
     /// entries that name it deleted.
@@ -559,11 +620,25 @@ impl FastPath {
         self.ready[slot].store(0, Ordering::Release);
         self.bump();
         let mut l = self.loaded.lock();
-        l.detach(ifindex);
+        let tun = self.tun_out[slot].swap(0, Ordering::AcqRel);
+        if tun != 0 {
+            if let Some((vni, remote)) = self.tun_params.lock().remove(&slot) {
+                l.clear_tun_port(slot, vni, remote);
+            }
+            if !self
+                .tun_out
+                .iter()
+                .any(|d| d.load(Ordering::Acquire) == tun)
+            {
+                l.detach_tunnel(tun);
+            }
+        } else {
+            l.detach(ifindex);
+        }
         let dead: Vec<Key> = l
             .entries()
             .into_iter()
-            .filter(|(k, a)| k.ifindex == ifindex || a.out_ifindex == ifindex)
+            .filter(|(k, a)| k.ifindex == ifindex || out_key_ifindex(a) == ifindex)
             .map(|(k, _)| k)
             .collect();
         for k in &dead {
@@ -640,7 +715,7 @@ impl FastPath {
             .filter(|(_, a)| a.gen == gen)
             .filter_map(|(k, a)| {
                 let in_id = *by_ifindex.get(&k.ifindex)?;
-                let out_id = *by_ifindex.get(&a.out_ifindex)?;
+                let out_id = *by_ifindex.get(&out_key_ifindex(&a))?;
                 Some(Entry {
                     in_id,
                     out_id,
@@ -752,6 +827,12 @@ impl FastPath {
         let inp = snap.port(o.in_id)?;
         let out = snap.port(o.out_id)?;
         let out_if = self.ready_ifindex(o.out_id)?;
+        // Into a tunnel: the device, with the remote's tunnel key. Never from one
+        // tunnel into another (split horizon, and no encap on decap).
+        let tun = self.tun_dev(o.out_id);
+        if tun.is_some() && self.tun_dev(o.in_id).is_some() {
+            return None;
+        }
         if self.ready_ifindex(o.in_id)? != o.key.ifindex
             || inp.lock.is_some()
             || inp.bridge != out.bridge
@@ -769,10 +850,11 @@ impl FastPath {
             return None;
         }
         Some(Action {
-            out_ifindex: out_if,
+            out_ifindex: tun.unwrap_or(out_if),
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(o.bvlan).unwrap_or(0),
+            flags: if tun.is_some() { F_TUNNEL } else { 0 },
             bvlan: o.bvlan,
             ..Action::default()
         })
@@ -789,6 +871,7 @@ impl FastPath {
         let out = snap.port(o.out_id)?;
         let out_if = self.ready_ifindex(o.out_id)?;
         if self.ready_ifindex(o.in_id)? != o.key.ifindex
+            || self.tun_dev(o.out_id).is_some()
             || inp.lock.is_some()
             || o.bvlan != 0
             || bridge_vlan(&inp.vlan, o.key.vid)? != 0
@@ -944,7 +1027,7 @@ impl FastPath {
                     let Some(b) = snap.bridges.get(inp.bridge) else {
                         return false;
                     };
-                    let out_ok = by_ifindex.get(&a.out_ifindex).is_some_and(|&out| {
+                    let out_ok = by_ifindex.get(&out_key_ifindex(&a)).is_some_and(|&out| {
                         b.fdb.lookup(a.bvlan, MacAddr(k.dst), now) == Some(out)
                     });
                     let src_ok = b.fdb.lookup(a.bvlan, MacAddr(k.src), now) == Some(in_id);
@@ -1046,7 +1129,7 @@ impl FastPath {
         by_ifindex: &std::collections::HashMap<u32, PortId>,
     ) -> Option<PortId> {
         let in_id = *by_ifindex.get(&k.ifindex)?;
-        let out_id = *by_ifindex.get(&a.out_ifindex)?;
+        let out_id = *by_ifindex.get(&out_key_ifindex(a))?;
         let o = Offer {
             key: *k,
             in_id,
@@ -1083,6 +1166,17 @@ fn nat_deadline(proto: u8, e: &CtEntry, now: u32) -> Option<u64> {
     }
     let left = clock::until(at).checked_sub(COARSE_MARGIN)?;
     Some(ktime_coarse().saturating_add(left.as_nanos() as u64))
+}
+
+/// The ifindex an action's egress port is known by in keys and `ready`: the device's
+/// own, or for a tunnel entry (out through the external VXLAN device) the remote VTEP
+/// port's `TUN_IFINDEX | slot`.
+fn out_key_ifindex(a: &Action) -> u32 {
+    if a.flags & F_TUNNEL != 0 {
+        TUN_IFINDEX | u32::from(a.out_slot)
+    } else {
+        a.out_ifindex
+    }
 }
 
 /// Whether no NAT rule can touch a routed flow from bridge `in_bridge` to `dst`, now or

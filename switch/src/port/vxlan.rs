@@ -10,6 +10,7 @@
 //! (UDP GRO) are coalesced back into a super-frame when they are one TCP flow.
 
 use super::sys::udp::{self, Dgram};
+use super::sys::{netdev, tap};
 use super::{Port, PortRx, RxResult, RxSlot, TxFrame, TxResult};
 use crate::dp::{Batch, BATCH_SIZE, FRAME_CAP, HEADROOM};
 use crate::wire::vxlan::{self, VxlanHeader};
@@ -21,9 +22,89 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
+/// Where a vxlan port's frames arrive.
+enum RxSource {
+    /// Userspace VXLAN: the port's own socket on the VXLAN UDP port.
+    Socket(OwnedFd),
+    /// The kernel fast path owns the UDP port (docs/architecture.md, "Kernel fast
+    /// path", VXLAN): an external VXLAN device decapsulates, and what its tc program
+    /// does not forward arrives on a TAP, behind a header with the VNI and remote.
+    Kernel(KernelTunnel),
+}
+
+/// The external VXLAN device and the slow-path TAP of a vxlan port in fast-path mode.
+pub struct KernelTunnel {
+    /// The device (`vsvx<port>`), deleted with the port.
+    pub dev: String,
+    pub dev_ifindex: u32,
+    /// The TAP (`vsvx<port>u`): closing the fd removes it.
+    tap: OwnedFd,
+    pub tap_ifindex: u32,
+    dst_port: u16,
+}
+
+/// UDP ports whose external device this vswitchd owns: a device of that name is a
+/// live port's, never a stale one to replace.
+static KERNEL_PORTS: parking_lot::Mutex<Vec<u16>> = parking_lot::Mutex::new(Vec::new());
+
+impl Drop for KernelTunnel {
+    fn drop(&mut self) {
+        KERNEL_PORTS.lock().retain(|p| *p != self.dst_port);
+        if let Err(e) = netdev::delete(self.dev_ifindex) {
+            tracing::warn!(dev = %self.dev, error = %e, "cannot delete the VXLAN device");
+        }
+    }
+}
+
+/// The header `fp_tun_up` (switch/bpf/fastpath.c) puts in front of a decap miss.
+const KHDR_LEN: usize = 14;
+const KHDR_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+/// Create the external device owning UDP `dst_port` and the slow-path TAP. A device of
+/// that name left by a killed vswitchd (a VXLAN device, nothing else) is replaced.
+fn open_kernel(dst_port: u16) -> io::Result<KernelTunnel> {
+    let mut owned = KERNEL_PORTS.lock();
+    if owned.contains(&dst_port) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("UDP port {dst_port} already belongs to another vxlan port's kernel device"),
+        ));
+    }
+    let dev = format!("vsvx{dst_port}");
+    let tap_name = format!("vsvx{dst_port}u");
+    let dev_ifindex = match netdev::create_vxlan_external(&dev, dst_port) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let stale = netdev::ifindex(&dev)?;
+            if netdev::link_info(&dev)?.kind.as_deref() != Some("vxlan") {
+                return Err(e);
+            }
+            netdev::delete(stale)?;
+            netdev::create_vxlan_external(&dev, dst_port)?
+        }
+        r => r?,
+    };
+    let fail = |e: io::Error| {
+        let _ = netdev::delete(dev_ifindex);
+        e
+    };
+    // Up opens the device's UDP socket: EADDRINUSE when something else has the port.
+    netdev::set_up(&dev).map_err(fail)?;
+    let tap = tap::create(&tap_name).map_err(fail)?;
+    netdev::set_up(&tap_name).map_err(fail)?;
+    let tap_ifindex = netdev::ifindex(&tap_name).map_err(fail)?;
+    owned.push(dst_port);
+    Ok(KernelTunnel {
+        dev,
+        dev_ifindex,
+        tap,
+        tap_ifindex,
+        dst_port,
+    })
+}
+
 /// What the remotes of one vxlan port share.
 pub struct VxlanShared {
-    rx: OwnedFd,
+    rx: RxSource,
     /// Senders, one per outer UDP source port; the inner flow picks one.
     tx: Vec<OwnedFd>,
     pub vni: u32,
@@ -48,6 +129,19 @@ impl VxlanShared {
         local: Option<Ipv4Addr>,
         dst_port: u16,
     ) -> io::Result<Arc<VxlanShared>> {
+        Self::open_with(remotes, vni, local, dst_port, false)
+    }
+
+    /// As [`VxlanShared::open`]; with `kernel`, the kernel fast path receives: an
+    /// external VXLAN device owns `dst_port` and misses come up a TAP. Sending is the
+    /// same either way (the sender sockets do not use `dst_port` locally).
+    pub fn open_with(
+        remotes: Vec<Ipv4Addr>,
+        vni: u32,
+        local: Option<Ipv4Addr>,
+        dst_port: u16,
+        kernel: bool,
+    ) -> io::Result<Arc<VxlanShared>> {
         let first = *remotes
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no remote"))?;
@@ -55,7 +149,11 @@ impl VxlanShared {
             Some(l) => l,
             None => udp::source_for(first)?,
         };
-        let rx = udp::bind(local, dst_port)?;
+        let rx = if kernel {
+            RxSource::Kernel(open_kernel(dst_port)?)
+        } else {
+            RxSource::Socket(udp::bind(local, dst_port)?)
+        };
         let tx = (0..TX_SOCKETS)
             .map(|_| udp::sender(local))
             .collect::<io::Result<Vec<_>>>()?;
@@ -70,6 +168,28 @@ impl VxlanShared {
             gso_warned: AtomicBool::new(false),
             remotes,
         }))
+    }
+
+    /// The kernel device and TAP, in fast-path mode.
+    pub fn kernel(&self) -> Option<&KernelTunnel> {
+        match &self.rx {
+            RxSource::Kernel(k) => Some(k),
+            RxSource::Socket(_) => None,
+        }
+    }
+
+    fn rx_fd(&self) -> RawFd {
+        match &self.rx {
+            RxSource::Socket(fd) => fd.as_raw_fd(),
+            RxSource::Kernel(k) => k.tap.as_raw_fd(),
+        }
+    }
+
+    /// The port of the remote at `src`, once attached.
+    fn origin(&self, src: Ipv4Addr) -> Option<u32> {
+        let i = self.remotes.iter().position(|r| *r == src)?;
+        let id = self.ids[i].load(Ordering::Relaxed);
+        (id != u32::MAX).then_some(id)
     }
 
     pub fn set_id(&self, remote: usize, id: u32) {
@@ -126,12 +246,92 @@ pub struct VxlanRx {
 impl PortRx for VxlanRx {
     fn recv(&mut self, batch: &mut Batch) -> io::Result<RxResult> {
         let sh = &self.shared;
-        decap_batch(sh.rx.as_raw_fd(), batch, sh.vni, |src| {
-            let i = sh.remotes.iter().position(|r| *r == src)?;
-            let id = sh.ids[i].load(Ordering::Relaxed);
-            (id != u32::MAX).then_some(id)
-        })
+        match &sh.rx {
+            RxSource::Socket(fd) => {
+                decap_batch(fd.as_raw_fd(), batch, sh.vni, |src| sh.origin(src))
+            }
+            RxSource::Kernel(k) => kernel_recv(sh, k.tap.as_raw_fd(), batch),
+        }
     }
+}
+
+/// Reads of the slow-path TAP per wake-up.
+const KERNEL_READ_BUDGET: usize = 64;
+
+/// Receive the kernel's decap misses from the TAP: check and strip the metadata
+/// header, put back an inner tag the kernel had taken out, attribute each frame to
+/// its remote's port (another VNI or an unknown remote: dropped, as the socket path
+/// drops them), and mark TCP/UDP checksums partial as the socket path does.
+fn kernel_recv(sh: &VxlanShared, fd: RawFd, batch: &mut Batch) -> io::Result<RxResult> {
+    let start = batch.len();
+    let mut res = tap::recv_batch(fd, batch, KERNEL_READ_BUDGET)?;
+    let mut i = start;
+    while i < batch.len() {
+        match unwrap_kernel(sh.vni, |r| sh.origin(r), batch, i) {
+            Some(port) => {
+                batch.set_origin(i, port);
+                i += 1;
+            }
+            None => {
+                batch.remove(i);
+                res.received = res.received.saturating_sub(1);
+                res.dropped += 1;
+            }
+        }
+    }
+    Ok(res)
+}
+
+/// Frame `i` of `batch` as `fp_tun_up` sent it: made the inner frame, and its port
+/// (`origin(remote)`); `None` (to be dropped) for another VNI, an unknown remote or a
+/// frame without the header.
+fn unwrap_kernel(
+    vni: u32,
+    origin: impl Fn(Ipv4Addr) -> Option<u32>,
+    batch: &mut Batch,
+    i: usize,
+) -> Option<u32> {
+    let f = batch.frame_mut(i);
+    if f.len() < KHDR_LEN + ETH_HLEN || f[0] != 0x02 || f[12..14] != KHDR_ETHERTYPE {
+        return None;
+    }
+    let got = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+    let remote = Ipv4Addr::new(f[8], f[9], f[10], f[11]);
+    if got != vni {
+        return None;
+    }
+    let port = origin(remote)?;
+    let strip = match f[1] {
+        0 => KHDR_LEN,
+        t => {
+            // dst and src MAC 4 bytes earlier, then the tag, then the EtherType.
+            let tpid: u16 = if t == 1 { 0x8100 } else { 0x88a8 };
+            let (c0, c1) = (f[2], f[3]);
+            f.copy_within(KHDR_LEN..KHDR_LEN + 12, KHDR_LEN - 4);
+            let at = KHDR_LEN - 4 + 12;
+            f[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+            f[at + 2] = c0;
+            f[at + 3] = c1;
+            KHDR_LEN - 4
+        }
+    };
+    batch.strip_front(i, strip);
+    let vnet = batch.vnet(i);
+    if vnet.flags & crate::wire::vnet::F_NEEDS_CSUM == 0 {
+        let p = csum::mark_partial(batch.frame_mut(i));
+        if p.flags & crate::wire::vnet::F_NEEDS_CSUM != 0 {
+            batch.set_vnet(
+                i,
+                VnetHdr {
+                    flags: p.flags,
+                    csum_start: p.csum_start,
+                    csum_offset: p.csum_offset,
+                    ..vnet
+                },
+            );
+        }
+    }
+    Some(port)
 }
 
 /// Receive VXLAN datagrams into `batch`: each VXLAN header is checked (I flag, `vni`)
@@ -319,7 +519,7 @@ impl Port for VxlanRemote {
     }
     /// Only the first remote polls the shared socket.
     fn fd(&self) -> Option<RawFd> {
-        (self.remote == 0).then(|| self.shared.rx.as_raw_fd())
+        (self.remote == 0).then(|| self.shared.rx_fd())
     }
     fn ifindex(&self) -> Option<u32> {
         None
@@ -453,7 +653,60 @@ fn flow_hash(f: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::flow_hash;
+    use super::{flow_hash, unwrap_kernel, KHDR_LEN};
+    use crate::dp::Batch;
+    use std::net::Ipv4Addr;
+
+    /// `fp_tun_up`'s header: tag kind (0, 1 = 802.1Q, 2 = 802.1ad), TCI, VNI, remote.
+    fn khdr(tag: u8, tci: u16, vni: u32, remote: [u8; 4]) -> Vec<u8> {
+        let mut h = vec![0x02, tag];
+        h.extend_from_slice(&tci.to_be_bytes());
+        h.extend_from_slice(&vni.to_be_bytes());
+        h.extend_from_slice(&remote);
+        h.extend_from_slice(&[0x88, 0xb5]);
+        assert_eq!(h.len(), KHDR_LEN);
+        h
+    }
+
+    fn inner() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x06];
+        f.extend_from_slice(&[0xab; 28]);
+        f
+    }
+
+    #[test]
+    fn kernel_misses_are_unwrapped_and_attributed() {
+        let origin = |r: Ipv4Addr| (r == Ipv4Addr::new(192, 0, 2, 2)).then_some(7);
+        let mut b = Batch::new();
+        // Untagged, tagged (the tag back in the frame), another VNI, unknown remote,
+        // no header.
+        let mut f = khdr(0, 0, 42, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(1, 0x2064, 42, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(0, 0, 43, [192, 0, 2, 2]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        let mut f = khdr(0, 0, 42, [192, 0, 2, 9]);
+        f.extend_from_slice(&inner());
+        assert!(b.push_copy(&f));
+        assert!(b.push_copy(&inner()));
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 0), Some(7));
+        assert_eq!(b.frame(0), &inner()[..]);
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 1), Some(7));
+        let mut tagged = inner()[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x20, 0x64]);
+        tagged.extend_from_slice(&inner()[12..]);
+        assert_eq!(b.frame(1), &tagged[..]);
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 2), None, "another VNI");
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 3), None, "unknown remote");
+        assert_eq!(unwrap_kernel(42, origin, &mut b, 4), None, "no header");
+        b.remove(2);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.frame(2).len(), KHDR_LEN + inner().len());
+    }
 
     #[test]
     fn flow_hash_ignores_what_changes_per_packet() {

@@ -410,6 +410,100 @@ pub fn link_info(name: &str) -> io::Result<LinkInfo> {
     Ok(info)
 }
 
+/// Append netlink attribute `ty` with `payload` to `b` (padded to 4 bytes).
+fn push_attr(b: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    b.extend_from_slice(&(len as u16).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(payload);
+    b.resize((b.len() + 3) & !3, 0);
+}
+
+/// Append a nested attribute `ty` whose payload `f` writes.
+fn push_nested(b: &mut Vec<u8>, ty: u16, f: impl FnOnce(&mut Vec<u8>)) {
+    let start = b.len();
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&(ty | libc::NLA_F_NESTED as u16).to_ne_bytes());
+    f(b);
+    let len = (b.len() - start) as u16;
+    b[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Create a collect-metadata (`external`) VXLAN device `name` receiving on UDP
+/// `dst_port` (no learning: the fast path sets every tunnel key), as `ip link add NAME
+/// type vxlan external dstport PORT nolearning` would; returns its ifindex. The device
+/// is left down.
+pub fn create_vxlan_external(name: &str, dst_port: u16) -> io::Result<u32> {
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const IFLA_VXLAN_LEARNING: u16 = 7;
+    const IFLA_VXLAN_PORT: u16 = 15;
+    const IFLA_VXLAN_COLLECT_METADATA: u16 = 25;
+    const IFI_LEN: usize = 16;
+    if !valid_ifname(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name: {name:?}"),
+        ));
+    }
+    let hl = std::mem::size_of::<libc::nlmsghdr>();
+    let mut req = vec![0u8; hl + IFI_LEN];
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    push_attr(&mut req, IFLA_IFNAME, &ifname);
+    push_nested(&mut req, IFLA_LINKINFO, |b| {
+        push_attr(b, IFLA_INFO_KIND, b"vxlan\0");
+        push_nested(b, IFLA_INFO_DATA, |b| {
+            push_attr(b, IFLA_VXLAN_LEARNING, &[0]);
+            push_attr(b, IFLA_VXLAN_PORT, &dst_port.to_be_bytes());
+            push_attr(b, IFLA_VXLAN_COLLECT_METADATA, &[1]);
+        });
+    });
+    let total = req.len() as u32;
+    req[0..4].copy_from_slice(&total.to_ne_bytes());
+    req[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+    let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+    req[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[hl] = libc::AF_UNSPEC as u8;
+    let sock = route_socket()?;
+    // SAFETY: sends the bytes of a live buffer of the stated length.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            req.as_ptr() as *const libc::c_void,
+            req.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: receives into a live buffer of the stated size.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n >= hl + 4 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
+        let err = i32::from_ne_bytes([buf[hl], buf[hl + 1], buf[hl + 2], buf[hl + 3]]);
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(-err));
+        }
+    }
+    ifindex(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
