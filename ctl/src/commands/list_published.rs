@@ -63,6 +63,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let p = PublishedEntry {
+            proto: "tcp".into(),
+            ip: Some("2001:db8:ff::2".into()),
+            port: 8080,
+            target_ip: "fd00:1::5".into(),
+            target_port: 80,
+            port_end: None,
+            target_port_end: None,
+        };
+        assert_eq!(
+            render(&[p]),
+            "PROTO  LISTEN                 TARGET\n\
+             tcp    [2001:db8:ff::2]:8080  [fd00:1::5]:80\n"
+        );
+    }
+
+    #[test]
     fn any_address_shows_as_star() {
         let p = |ip: Option<&str>, port: u16| PublishedEntry {
             proto: "tcp".into(),
