@@ -330,3 +330,50 @@ fn mutated_nat66_frames_never_panic() {
         fuzz_pipeline_nat6(&d);
     }
 }
+
+#[test]
+fn hairpin_to_a_published_ipv6_port_gets_the_gateway_as_source() {
+    let mut r = Rig::with_nat6();
+    let mac6 = [2, 0, 0, 0, 0, 6];
+    let syn = tcp6(
+        router_mac("br0"),
+        mac6,
+        "fd00:10::6",
+        5555,
+        "fd00:ff::2",
+        8080,
+    );
+    let f = one(&r.feed_take(0, &[&syn]), 0);
+    assert_eq!(check6(&f), (a("fd00:10::1"), 5555, a("fd00:10::5"), 80));
+    // The answer goes to the gateway, and back to the client from the published address.
+    let ack = tcp6(
+        router_mac("br0"),
+        C_MAC,
+        "fd00:10::5",
+        80,
+        "fd00:10::1",
+        5555,
+    );
+    let out = r.feed_take(0, &[&ack]);
+    // fd00:10::6 is no known neighbour in the rig: the answer waits for resolution
+    // (punted), but it was translated back, not answered by the router itself.
+    assert!(out.is_empty(), "{out:?}");
+    let e = r
+        .snap
+        .conntrack6
+        .lookup(
+            &crate::tables::conntrack6::Tuple6 {
+                proto: 6,
+                src: a("fd00:10::5"),
+                sport: 80,
+                dst: a("fd00:10::1"),
+                dport: 5555,
+            },
+            r.now,
+        )
+        .found()
+        .expect("reply direction recorded");
+    assert_eq!(e.xlate.src, a("fd00:ff::2"));
+    assert_eq!(e.xlate.dst, a("fd00:10::6"));
+    assert_eq!(e.xlate.dport, 5555);
+}
