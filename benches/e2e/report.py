@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tables for benches/e2e/run.sh: medians over rounds, ratios to the kernel row.
 
-    report.py RESULTS SECTION      SECTION: l2 | routed | nat | vxlan | raw
+    report.py RESULTS SECTION      SECTION: l2 | routed | routed6 | nat | vxlan | raw
 
 RESULTS has one line per (section, variant, round):
     SECTION <TAB> VARIANT <TAB> ROUND <TAB> key=value key=value ...
@@ -22,6 +22,8 @@ LABELS = {
     "kernel-route": "Linux IPv4 forwarding",
     "vswitchd-route": "vswitchd router (--fastpath off)",
     "vswitchd-route-fp": "vswitchd router --fastpath on",
+    "kernel-route6": "Linux IPv6 forwarding",
+    "vswitchd-route6": "vswitchd router, IPv6 (--fastpath off)",
     "kernel-nat": "Linux forwarding + nftables masquerade",
     "vswitchd-nat": "vswitchd masquerade (--fastpath off)",
     "vswitchd-nat-fp": "vswitchd masquerade --fastpath on",
@@ -55,7 +57,9 @@ COLUMNS = {
     "nat": TCP + CPU,
     "vxlan": TCP + CPU,
 }
+COLUMNS["routed6"] = COLUMNS["routed"]
 TITLES = {"l2": "switch", "routed": "routed (c1 → c2 through the gateway)",
+          "routed6": "routed IPv6 (c1 → c2 through the gateway)",
           "nat": "NAT (masquerade, c1 → outside)",
           "vxlan": "VXLAN (two hosts, c1 → c2 across the tunnel)"}
 

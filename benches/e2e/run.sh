@@ -391,6 +391,31 @@ route_up() {
   esac
 }
 
+# --- Routed IPv6: c1 (fd00:10::1/64) and c2 (fd00:11::1/64), the router between them ------
+route6_up() {
+  local v=$1 ns
+  ns_add $SW $C1 $C2
+  ip link add name v1 netns $SW type veth peer name eth0 netns $C1
+  ip link add name v2 netns $SW type veth peer name eth0 netns $C2
+  for ns in $C1 $C2; do ip netns exec $ns sysctl -qw net.ipv6.conf.eth0.accept_ra=0; done
+  ip -n $C1 addr add fd00:10::1/64 dev eth0 nodad; ip -n $C1 link set eth0 up
+  ip -n $C1 -6 route add default via fd00:10::fe
+  ip -n $C2 addr add fd00:11::1/64 dev eth0 nodad; ip -n $C2 link set eth0 up
+  ip -n $C2 -6 route add default via fd00:11::fe
+  case $v in
+    kernel-route6)
+      ip -n $SW addr add fd00:10::fe/64 dev v1 nodad; ip -n $SW addr add fd00:11::fe/64 dev v2 nodad
+      ip -n $SW link set v1 up; ip -n $SW link set v2 up
+      ip netns exec $SW sysctl -qw net.ipv6.conf.all.forwarding=1 ;;
+    vswitchd-route6)
+      start_vswitchd $SW vsr6 || return 1
+      local V="$BIN/vswitchctl --socket $TMP/vsr6.sock"
+      $V add-br br1 --subnet fd00:10::/64 --gateway fd00:10::fe >/dev/null &&
+      $V add-br br2 --subnet fd00:11::/64 --gateway fd00:11::fe >/dev/null &&
+      $V add-port br1 v1 >/dev/null && $V add-port br2 v2 >/dev/null || return 1 ;;
+  esac
+}
+
 # --- VXLAN: c1 on host 1 ($SW), c2 on host 2 ($SW2), underlay 192.0.2.0/24 MTU 1600 --------
 vx_up() {
   local v=$1 i=0 ns port local_ip remote_ip
@@ -443,7 +468,7 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
     printf '%s\t%s\t%s\ttcp1=nan tcp4=nan cpu=nan softirq=nan\n' $sec $v $r >> "$RES"
     teardown; return
   fi
-  if [ $sec = routed ]; then
+  if [ $sec = routed ] || [ $sec = routed6 ]; then
     local pmed p99
     read -r pmed p99 < <(ping_stats $dst)
     extra=" ping_med=$pmed ping_p99=$p99"
@@ -461,18 +486,20 @@ measure_tcp() { # SECTION VARIANT ROUND UPFN DST
 
 NAT_VARIANTS=()
 RT_VARIANTS=()
+RT6_VARIANTS=()
 VX_VARIANTS=(kernel-vxlan vswitchd-vxlan vswitchd-vxlan-fp vswitchd-kvxlan)
 if [ $VXONLY = 1 ] || [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VARIANTS=(); fi
 if [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VX_VARIANTS=(); fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $NATONLY = 0 ]; then
   RT_VARIANTS=(kernel-route vswitchd-route vswitchd-route-fp)
+  RT6_VARIANTS=(kernel-route6 vswitchd-route6)
 fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi
   NAT_VARIANTS+=(vswitchd-nat vswitchd-nat-fp)
 fi
 
-echo "variants: ${VARIANTS[*]:-(no L2 rows)}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
+echo "variants: ${VARIANTS[*]:-(no L2 rows)}${RT_VARIANTS[*]:+; routed: ${RT_VARIANTS[*]}}${RT6_VARIANTS[*]:+; routed IPv6: ${RT6_VARIANTS[*]}}${NAT_VARIANTS[*]:+; NAT: ${NAT_VARIANTS[*]}}$([ $L2ONLY = 0 ] && [ ${#VX_VARIANTS[@]} -gt 0 ] && echo "; VXLAN: ${VX_VARIANTS[*]}"); $ROUNDS round(s)" >&2
 for round in $(seq 1 $ROUNDS); do
   for v in "${VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
@@ -481,6 +508,10 @@ for round in $(seq 1 $ROUNDS); do
   for v in "${RT_VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
     measure_tcp routed $v $round route_up 10.1.0.1
+  done
+  for v in "${RT6_VARIANTS[@]}"; do
+    echo "round $round/$ROUNDS: $v" >&2
+    measure_tcp routed6 $v $round route6_up fd00:11::1
   done
   for v in "${NAT_VARIANTS[@]}"; do
     echo "round $round/$ROUNDS: $v" >&2
@@ -497,12 +528,14 @@ done
 ELAPSED=$(( $(date +%s) - START ))
 TABLE=$(python3 "$HERE/report.py" "$RES" l2)
 RT_TABLE=$(python3 "$HERE/report.py" "$RES" routed)
+RT6_TABLE=$(python3 "$HERE/report.py" "$RES" routed6)
 NAT_TABLE=$(python3 "$HERE/report.py" "$RES" nat)
 VX_TABLE=$(python3 "$HERE/report.py" "$RES" vxlan)
 RAW=$(python3 "$HERE/report.py" "$RES" raw)
 echo
 echo "$TABLE"
 [ -n "$RT_TABLE" ] && { echo; echo "$RT_TABLE"; }
+[ -n "$RT6_TABLE" ] && { echo; echo "$RT6_TABLE"; }
 [ -n "$NAT_TABLE" ] && { echo; echo "$NAT_TABLE"; }
 [ -n "$VX_TABLE" ] && { echo; echo "$VX_TABLE"; }
 echo
@@ -527,6 +560,8 @@ $NOTESTXT}
 $TABLE
 ${RT_TABLE:+
 $RT_TABLE
+}${RT6_TABLE:+
+$RT6_TABLE
 }${NAT_TABLE:+
 $NAT_TABLE
 }${VX_TABLE:+

@@ -291,7 +291,17 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "is_false")]
         if_exists: bool,
     },
-    /// Destination NAT (like `docker run -p`). Result: [`PublishedEntry`].
+    /// Source NAT of `bridge`'s IPv6 subnet behind `out`'s IPv6 gateway (opt-in NAT66).
+    /// Result: null.
+    Masquerade6 { bridge: String, out: String },
+    /// Remove a `masquerade6` rule. Result: null.
+    DelMasquerade6 {
+        bridge: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        if_exists: bool,
+    },
+    /// Destination NAT (like `docker run -p`); an IPv6 `[IP]:PORT` listen and target
+    /// publish on IPv6. Result: [`PublishedEntry`].
     Publish(Publish),
     /// Result: null.
     Unpublish {
@@ -391,6 +401,8 @@ impl Command {
             Command::DhcpUnreserve { .. } => "dhcp-unreserve",
             Command::Masquerade { .. } => "masquerade",
             Command::DelMasquerade { .. } => "del-masquerade",
+            Command::Masquerade6 { .. } => "masquerade6",
+            Command::DelMasquerade6 { .. } => "del-masquerade6",
             Command::Publish(_) => "publish",
             Command::Unpublish { .. } => "unpublish",
             Command::ListPublished => "list-published",
@@ -1009,6 +1021,12 @@ pub struct BridgeInfo {
     /// Mirrors (`add-mirror`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorInfo>,
+    /// The outside bridge this one is masqueraded behind (`masquerade --out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<String>,
+    /// The outside bridge this one's IPv6 is masqueraded behind (`masquerade6 --out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade6: Option<String>,
 }
 
 /// A port as configured, with its live state.
@@ -1060,6 +1078,13 @@ pub struct ShowInfo {
     pub ct_capacity: u64,
     #[serde(default)]
     pub ct_evictions: u64,
+    /// IPv6 NAT connection tracking (`masquerade6`, IPv6 `publish`), as `ct_*`.
+    #[serde(default)]
+    pub ct6_entries: u64,
+    #[serde(default)]
+    pub ct6_capacity: u64,
+    #[serde(default)]
+    pub ct6_evictions: u64,
     /// The kernel fast path: "on" (programs attached to system ports) or "off".
     #[serde(default)]
     pub fastpath: String,

@@ -24,6 +24,11 @@ fn pipeline_corpus() {
 }
 
 #[test]
+fn pipeline_nat6_corpus() {
+    replay("pipeline_nat6", vswitch::pipeline::rig::fuzz_pipeline_nat6);
+}
+
+#[test]
 fn dhcp_corpus() {
     replay("dhcp", vswitch::service::dhcp::fuzz);
 }

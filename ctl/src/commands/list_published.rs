@@ -27,6 +27,15 @@ fn range(first: u16, last: Option<u16>) -> String {
     }
 }
 
+/// An address as it goes before `:PORT`: IPv6 in brackets.
+fn host(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
 pub fn render(published: &[PublishedEntry]) -> String {
     let rows: Vec<Vec<String>> = published
         .iter()
@@ -35,12 +44,12 @@ pub fn render(published: &[PublishedEntry]) -> String {
                 p.proto.clone(),
                 format!(
                     "{}:{}",
-                    p.ip.as_deref().unwrap_or("*"),
+                    p.ip.as_deref().map_or_else(|| "*".to_string(), host),
                     range(p.port, p.port_end)
                 ),
                 format!(
                     "{}:{}",
-                    p.target_ip,
+                    host(&p.target_ip),
                     range(p.target_port, p.target_port_end)
                 ),
             ]
@@ -52,6 +61,24 @@ pub fn render(published: &[PublishedEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let p = PublishedEntry {
+            proto: "tcp".into(),
+            ip: Some("2001:db8:ff::2".into()),
+            port: 8080,
+            target_ip: "fd00:1::5".into(),
+            target_port: 80,
+            port_end: None,
+            target_port_end: None,
+        };
+        assert_eq!(
+            render(&[p]),
+            "PROTO  LISTEN                 TARGET\n\
+             tcp    [2001:db8:ff::2]:8080  [fd00:1::5]:80\n"
+        );
+    }
 
     #[test]
     fn any_address_shows_as_star() {

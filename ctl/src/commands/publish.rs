@@ -11,11 +11,13 @@ pub struct Publish {
     /// tcp or udp
     #[arg(value_name = "PROTO")]
     pub proto: String,
-    /// Where to listen: PORT (every outside address) or IP:PORT; a range FIRST-LAST
-    /// publishes each port of it
+    /// Where to listen: PORT (every outside address), IP:PORT, or [IPV6]:PORT (an IPv6
+    /// gateway; the target is then [IPV6]:PORT too); a range FIRST-LAST publishes each
+    /// port of it
     #[arg(value_name = "[IP:]PORT[-LAST]")]
     pub listen: String,
-    /// The container's address and port (a range as long as the listening one)
+    /// The container's address and port, [IPV6]:PORT for IPv6 (a range as long as the
+    /// listening one)
     #[arg(value_name = "TARGET_IP:PORT[-LAST]")]
     pub target: String,
     /// Succeed if it exists with exactly these settings (other settings are still an error)

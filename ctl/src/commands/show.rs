@@ -71,6 +71,12 @@ pub fn bridge_line(b: &BridgeInfo) -> String {
     if let Some(v) = b.overlay_vni {
         attrs.push(format!("overlay vni {v}"));
     }
+    if let Some(o) = &b.masquerade {
+        attrs.push(format!("masquerade {o}"));
+    }
+    if let Some(o) = &b.masquerade6 {
+        attrs.push(format!("masquerade6 {o}"));
+    }
     attrs.push(format!("mtu {}", b.mtu));
     format!("Bridge {} ({})", b.name, attrs.join(", "))
 }
@@ -170,6 +176,8 @@ pub mod tests {
             overlay_vni: None,
             external_ids: Default::default(),
             mirrors: vec![],
+            masquerade: None,
+            masquerade6: None,
         }
     }
 
@@ -202,6 +210,9 @@ pub mod tests {
             ct_entries: 0,
             ct_capacity: 32768,
             ct_evictions: 0,
+            ct6_entries: 0,
+            ct6_capacity: 0,
+            ct6_evictions: 0,
             fastpath: String::new(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod db;
 pub mod model;
+pub mod nat6;
 
 pub use model::{
     BridgeConf, ConfigError, DhcpRange, HostConf, Lease, MasqConf, Model, OverlayConf, PortConf,

@@ -190,6 +190,9 @@ pub enum ConfigError {
     Mtu6(u32),
     #[error("route {cidr} and next hop {via} are of different address families")]
     MixedFamilies { cidr: String, via: String },
+    /// IPv6 NAT (`masquerade6`, `publish` on IPv6): the message names the bad value.
+    #[error("{0}")]
+    Nat6(String),
 }
 
 /// A DHCP address range, inclusive.
@@ -537,6 +540,12 @@ pub struct Model {
     pub masquerade: Vec<MasqConf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishConf>,
+    /// `masquerade6`: source NAT of a bridge's IPv6 subnet (opt-in; see config::nat6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masquerade6: Vec<MasqConf>,
+    /// `publish` on an IPv6 address (see config::nat6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published6: Vec<super::nat6::Publish6Conf>,
 }
 
 impl BridgeConf {
@@ -654,7 +663,7 @@ pub fn parse_net(s: &str) -> Result<Ipv4Net, ConfigError> {
     Ok(net)
 }
 
-fn parse_proto(s: &str) -> Result<u8, ConfigError> {
+pub(super) fn parse_proto(s: &str) -> Result<u8, ConfigError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "tcp" => Ok(6),
         "udp" => Ok(17),
@@ -670,7 +679,7 @@ fn parse_port(s: &str) -> Result<u16, ConfigError> {
 }
 
 /// `PORT` or `FIRST-LAST`: the first port and the last (`None` for one port).
-fn parse_ports(s: &str) -> Result<(u16, Option<u16>), ConfigError> {
+pub(super) fn parse_ports(s: &str) -> Result<(u16, Option<u16>), ConfigError> {
     match s.split_once('-') {
         None => Ok((parse_port(s)?, None)),
         Some((a, b)) => {

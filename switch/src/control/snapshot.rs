@@ -8,10 +8,10 @@ use crate::config::model::DnsForward;
 use crate::config::Model;
 use crate::dp::impair::PortImpair;
 use crate::dp::snapshot::{
-    router_mac, slot_of, BridgeRt, NameMap, Names6, NatRt, PortEntry, PortLock, PublishRt,
-    Router6If, RouterIf, Snapshot, Upstream, VlanMode,
+    router_mac, slot_of, BridgeRt, NameMap, Names6, Nat6Rt, NatRt, PortEntry, PortLock, Publish6Rt,
+    PublishRt, Router6If, RouterIf, Snapshot, Upstream, VlanMode,
 };
-use crate::tables::{Conntrack, Fdb, Route, Route6, Route6Table, RouteTable};
+use crate::tables::{Conntrack, Conntrack6, Fdb, Route, Route6, Route6Table, RouteTable};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -256,6 +256,32 @@ pub fn build(
                 });
         }
     }
+    let mut nat6 = Nat6Rt {
+        masq: vec![None; bridges.len()],
+        ..Default::default()
+    };
+    for m in &model.masquerade6 {
+        if let (Some(i), Some(o)) = (index(&m.bridge), index(&m.out)) {
+            nat6.masq[i] = Some(o);
+        }
+    }
+    for p in &model.published6 {
+        for i in 0..=p.extra() {
+            let (Some(port), Some(target_port)) =
+                (p.port.checked_add(i), p.target_port.checked_add(i))
+            else {
+                break;
+            };
+            nat6.publish
+                .entry((p.proto, port))
+                .or_default()
+                .push(Publish6Rt {
+                    ip: p.ip,
+                    target_ip: p.target_ip,
+                    target_port,
+                });
+        }
+    }
     Snapshot {
         generation,
         ports,
@@ -266,6 +292,9 @@ pub fn build(
         router_ips6,
         nat,
         conntrack: tables.conntrack.clone(),
+        nat6,
+        // The control state puts the daemon's IPv6 conntrack in, as its taps.
+        conntrack6: Arc::new(Conntrack6::new(64)),
         // The control state puts the daemon's taps in (`State::install_snapshot`).
         taps: Default::default(),
         impaired,

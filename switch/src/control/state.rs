@@ -73,6 +73,8 @@ pub struct State {
     pub(super) free_slots: Vec<u16>,
     pub(super) generation: u64,
     pub(super) conntrack: Arc<Conntrack>,
+    /// IPv6 NAT connections (`masquerade6`, IPv6 `publish`), same cap as `conntrack`.
+    pub(super) conntrack6: Arc<crate::tables::Conntrack6>,
     /// Auto-balance of ports over workers; `None` when turned off.
     pub(super) balancing: Option<Balancing>,
     /// Handles the lab tools use (`control::tools`).
@@ -106,6 +108,7 @@ impl State {
             free_slots: Vec::new(),
             generation: 0,
             conntrack: Arc::new(Conntrack::new(limits.ct_cap)),
+            conntrack6: Arc::new(crate::tables::Conntrack6::new(limits.ct_cap)),
             balancing: None,
             tools: Default::default(),
             fastpath,
@@ -181,6 +184,7 @@ impl State {
         };
         let mut snap = snapshot::build(&self.model, &self.live, &tables, self.generation);
         snap.taps = self.tools.taps.clone();
+        snap.conntrack6 = self.conntrack6.clone();
         self.snap.store(Arc::new(snap));
         // After the store: no cached decision outlives the snapshot it was made under.
         if let Some(fp) = &self.fastpath {

@@ -147,6 +147,18 @@ impl State {
                     output: m.output.clone(),
                 })
                 .collect(),
+            masquerade: self
+                .model
+                .masquerade
+                .iter()
+                .find(|m| m.bridge == b.name)
+                .map(|m| m.out.clone()),
+            masquerade6: self
+                .model
+                .masquerade6
+                .iter()
+                .find(|m| m.bridge == b.name)
+                .map(|m| m.out.clone()),
         }
     }
 

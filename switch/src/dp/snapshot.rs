@@ -9,7 +9,7 @@
 
 use crate::dp::{DropReason, PortCounters};
 use crate::port::Port;
-use crate::tables::{Conntrack, Fdb, PortId, Route6Table, RouteTable};
+use crate::tables::{Conntrack, Conntrack6, Fdb, PortId, Route6Table, RouteTable};
 use crate::wire::MacAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::HashMap;
@@ -326,6 +326,31 @@ impl NatRt {
     }
 }
 
+/// An IPv6 published port as the data path sees it (always on one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish6Rt {
+    pub ip: Ipv6Addr,
+    pub target_ip: Ipv6Addr,
+    pub target_port: u16,
+}
+
+/// IPv6 NAT rules (`masquerade6`, `publish` on an IPv6 address); empty by default:
+/// IPv6 is routed without NAT.
+#[derive(Debug, Default, Clone)]
+pub struct Nat6Rt {
+    /// By bridge index: the outside bridge it is masqueraded (IPv6) behind.
+    pub masq: Vec<Option<usize>>,
+    /// By (protocol, port).
+    pub publish: HashMap<(u8, u16), Vec<Publish6Rt>>,
+}
+
+impl Nat6Rt {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.masq.iter().all(Option::is_none)
+    }
+}
+
 /// The whole datapath configuration at one instant.
 pub struct Snapshot {
     pub generation: u64,
@@ -343,6 +368,9 @@ pub struct Snapshot {
     pub nat: NatRt,
     /// Shared by every snapshot (its entries outlive configuration changes).
     pub conntrack: Arc<Conntrack>,
+    pub nat6: Nat6Rt,
+    /// IPv6 connections, shared by every snapshot like `conntrack`.
+    pub conntrack6: Arc<Conntrack6>,
     /// Running captures (`vswitchctl capture`), shared by every snapshot.
     pub taps: Arc<crate::dp::capture::Taps>,
     /// Slots of the ports with an impairment (the workers service their queues).
@@ -363,6 +391,8 @@ impl Default for Snapshot {
             router_ips6: HashMap::new(),
             nat: NatRt::default(),
             conntrack: Arc::new(Conntrack::new(64)),
+            nat6: Nat6Rt::default(),
+            conntrack6: Arc::new(Conntrack6::new(64)),
             taps: Arc::default(),
             impaired: Vec::new(),
             fastpath: None,

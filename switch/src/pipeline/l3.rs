@@ -90,12 +90,14 @@ pub fn decide(
 }
 
 /// Decide the fate of the IPv6 packet `m` (at `l3_ofs`) that arrived on bridge
-/// `in_bridge` addressed to the router's MAC. As [`decide`], without NAT: the
+/// `in_bridge` addressed to the router's MAC (`translated`: NAT66 rewrote it, a
+/// tracked connection). As [`decide`]: the
 /// router's own addresses and link-scope traffic → punt; link-local or multicast
 /// sources are never forwarded (RFC 4291 §2.5.6); no route → punt for destination
 /// unreachable; isolation; hop limit → punt for time exceeded; over the egress MTU
 /// → punt for packet too big (routers never fragment IPv6, RFC 8200 §5).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub fn decide6(
     snap: &Snapshot,
     neigh: &NeighMap,
@@ -104,6 +106,7 @@ pub fn decide6(
     m: &Ipv6Meta,
     l3_ofs: usize,
     vnet: &VnetHdr,
+    translated: bool,
 ) -> Verdict {
     if snap.router_ip6(&m.dst).is_some() || m.dst.is_multicast() {
         return Verdict::Punt(PuntKind::Local);
@@ -123,8 +126,10 @@ pub fn decide6(
     let (Some(inb), Some(outb)) = (snap.bridges.get(in_bridge), snap.bridges.get(r.bridge)) else {
         return Verdict::Drop(DropReason::NotRoutable);
     };
-    // No NAT for IPv6: isolated bridges reach only themselves.
-    if r.bridge != in_bridge && (inb.isolated || outb.isolated) {
+    // Isolated bridges reach others only through NAT66 (`masquerade6` out, published
+    // ports and their replies in); without it, only themselves.
+    let via_nat = translated || snap.nat6.masq.get(in_bridge).copied().flatten() == Some(r.bridge);
+    if r.bridge != in_bridge && (inb.isolated || outb.isolated) && !via_nat {
         return Verdict::Drop(DropReason::Isolated);
     }
     if m.hop_limit <= 1 {

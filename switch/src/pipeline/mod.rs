@@ -21,6 +21,7 @@
 pub mod l2;
 pub mod l3;
 pub mod nat;
+pub mod nat6;
 pub mod parse;
 pub mod punt;
 pub mod rig;
@@ -278,8 +279,8 @@ fn route(
     }
 }
 
-/// An IPv6 frame addressed to the router's MAC: L3 (no NAT for IPv6), rewrite, L2
-/// output.
+/// An IPv6 frame addressed to the router's MAC: NAT66 pre (only with `masquerade6` or
+/// an IPv6 `publish`), L3, NAT66 post, rewrite, L2 output.
 fn route6(
     ctx: &Ctx<'_>,
     inp: &PortEntry,
@@ -293,7 +294,7 @@ fn route6(
         dropped(ctx, inp, batch.frame(i), DropReason::NotRoutable);
         return;
     }
-    let Some(m) = batch
+    let Some(mut m) = batch
         .frame(i)
         .get(meta.l3..)
         .and_then(|b| Ipv6Meta::parse(b).ok())
@@ -302,8 +303,26 @@ fn route6(
         return;
     };
     let vnet = batch.vnet(i);
-    match l3::decide6(ctx.snap, ctx.neigh, ctx.now, inp.bridge, &m, meta.l3, &vnet) {
+    let translated = match nat6::pre(ctx, batch.frame_mut(i), meta.l3, &mut m, &vnet) {
+        nat6::Pre::Drop(r) => {
+            dropped(ctx, inp, batch.frame(i), r);
+            return;
+        }
+        nat6::Pre::Translated => true,
+        nat6::Pre::Untouched => false,
+    };
+    let verdict = l3::decide6(
+        ctx.snap, ctx.neigh, ctx.now, inp.bridge, &m, meta.l3, &vnet, translated,
+    );
+    match verdict {
         Verdict::Forward { bridge, mac } => {
+            if !translated {
+                let f = batch.frame_mut(i);
+                if let Err(r) = nat6::post(ctx, inp.bridge, bridge, f, meta.l3, &m, &vnet) {
+                    dropped(ctx, inp, batch.frame(i), r);
+                    return;
+                }
+            }
             let Some(mac) = mac else {
                 l2::punt(ctx, inp, in_id, batch, i, PuntKind::Resolve);
                 return;

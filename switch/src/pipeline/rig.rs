@@ -178,6 +178,8 @@ impl Rig {
             router_ips,
             nat,
             conntrack: Arc::new(Conntrack::new(256)),
+            nat6: Default::default(),
+            conntrack6: Arc::new(crate::tables::Conntrack6::new(256)),
             taps: Default::default(),
             impaired: Vec::new(),
             fastpath: None,
@@ -223,6 +225,25 @@ impl Rig {
 }
 
 impl Rig {
+    /// [`Rig::new`] with NAT66 too: `br0` masqueraded (IPv6) behind `wan`, and TCP and
+    /// UDP 8080 on `wan`'s IPv6 gateway fd00:ff::2 published to [fd00:10::5]:80.
+    pub fn with_nat6() -> Rig {
+        use crate::dp::snapshot::{Nat6Rt, Publish6Rt};
+        let mut r = Rig::new();
+        let p = Publish6Rt {
+            ip: "fd00:ff::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
+            target_ip: "fd00:10::5".parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
+            target_port: 80,
+        };
+        r.snap.nat6 = Nat6Rt {
+            masq: vec![Some(1), None],
+            publish: [((6u8, 8080u16), vec![p]), ((17, 8080), vec![p])]
+                .into_iter()
+                .collect(),
+        };
+        r
+    }
+
     /// The snapshot and the in-memory ports, for tests and fuzzing of other layers
     /// (the service thread) on the same two routed bridges.
     pub fn into_parts(self) -> (Snapshot, Vec<Arc<MemPort>>) {
@@ -280,7 +301,16 @@ impl Rig {
 /// frame...]` (a short last record takes what is left); each batch of up to 16
 /// frames for one port goes through the pipeline. Must never panic.
 pub fn fuzz_pipeline(data: &[u8]) {
-    let mut rig = Rig::new();
+    fuzz_rig(Rig::new(), data);
+}
+
+/// [`fuzz_pipeline`] on [`Rig::with_nat6`]: the NAT66 stage (conntrack6, published
+/// IPv6 ports, masquerade6, ICMPv6 errors) on arbitrary frames.
+pub fn fuzz_pipeline_nat6(data: &[u8]) {
+    fuzz_rig(Rig::with_nat6(), data);
+}
+
+fn fuzz_rig(mut rig: Rig, data: &[u8]) {
     let mut rest = data;
     let mut batch: Vec<&[u8]> = Vec::new();
     let mut batch_port = None;
@@ -300,6 +330,10 @@ pub fn fuzz_pipeline(data: &[u8]) {
         rig.feed(p, &batch);
     }
 }
+
+#[cfg(test)]
+#[path = "rig_nat6_tests.rs"]
+mod nat6_tests;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! the slow path keeps ([`leases`]).
 
 pub mod conntrack;
+pub mod conntrack6;
 pub mod fdb;
 pub mod leases;
 pub mod leases6;
@@ -10,6 +11,7 @@ pub mod route;
 pub mod seqtable;
 
 pub use conntrack::Conntrack;
+pub use conntrack6::Conntrack6;
 pub use fdb::{Fdb, FdbRecord, PortId};
 pub use leases::LeaseStore;
 pub use neigh::NeighCache;

@@ -80,6 +80,9 @@ impl State {
             ct_entries: self.conntrack.entries(clock::now_secs()).len() as u64,
             ct_capacity: self.conntrack.capacity() as u64,
             ct_evictions: self.conntrack.evictions(),
+            ct6_entries: self.conntrack6.entries(clock::now_secs()).len() as u64,
+            ct6_capacity: self.conntrack6.capacity() as u64,
+            ct6_evictions: self.conntrack6.evictions(),
             fastpath: self.fastpath_mode(),
         })
     }

@@ -11,6 +11,7 @@ mod dhcp;
 mod flow;
 mod host;
 mod nat;
+mod nat6;
 mod port;
 mod route;
 mod trace;
@@ -119,14 +120,18 @@ impl State {
             } => self.dhcp_unreserve(&bridge, &mac, if_exists),
             Command::Masquerade { bridge, out } => self.masquerade(&bridge, &out),
             Command::DelMasquerade { bridge, if_exists } => self.del_masquerade(&bridge, if_exists),
-            Command::Publish(req) => self.publish(req),
+            Command::Masquerade6 { bridge, out } => self.masquerade6(&bridge, &out),
+            Command::DelMasquerade6 { bridge, if_exists } => {
+                self.del_masquerade6(&bridge, if_exists)
+            }
+            Command::Publish(req) => self.publish_any(req),
             Command::Unpublish {
                 proto,
                 listen,
                 if_exists,
-            } => self.unpublish(&proto, &listen, if_exists),
-            Command::ListPublished => self.list_published(),
-            Command::CtShow => self.ct_show(),
+            } => self.unpublish_any(&proto, &listen, if_exists),
+            Command::ListPublished => self.list_published_any(),
+            Command::CtShow => self.ct_show_any(),
             Command::Trace(req) => self.trace(req),
             // The server streams captures itself (it owns the connection).
             Command::Capture(_) => Err(HandlerError::Invalid(
