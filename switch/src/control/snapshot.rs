@@ -130,7 +130,7 @@ pub fn build(
                 std::net::IpAddr::V6(_) => None,
             })
             .collect();
-        let names6: Names6 = b
+        let mut names6: Names6 = b
             .hosts
             .iter()
             .filter_map(|h| match h.ip {
@@ -144,7 +144,7 @@ pub fn build(
             }
         }
         // Overlay bridges: the names of remote endpoints (installed by vswitch-agent).
-        super::cluster::add_names(&b.name, &mut names);
+        super::cluster::add_names(&b.name, &mut names, &mut names6);
         bridges.push(BridgeRt {
             name: b.name.clone(),
             fdb,
