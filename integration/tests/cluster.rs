@@ -352,6 +352,19 @@ fn dual_stack_overlay_across_hosts() -> Result<()> {
             "{c}: dig AAAA {name}: {got:?}, want {want}"
         );
     }
+    // What a user sees (docs/cluster.md shows it).
+    println!(
+        "$ vswitchctl cluster-show   # on h1\n{}",
+        cl.ctl_ok("h1", &["cluster-show"])?
+    );
+    println!(
+        "$ ping -6 -c 2 fd00:10::13   # in c1 on h1\n{}",
+        lab.sh("c1", "ping -6 -c 2 fd00:10::13")?
+    );
+    println!(
+        "$ dig +short AAAA c2 @fd00:10::1   # in c1 on h1\n{}",
+        lab.sh("c1", "dig +short +time=2 +tries=2 AAAA c2 @fd00:10::1")?
+    );
     let got = lab.sh("c2", "dig +short +time=2 +tries=2 AAAA c3 @10.1.0.1")?;
     ensure!(
         got.trim() == "fd00:10::13",
@@ -371,6 +384,7 @@ fn dual_stack_overlay_across_hosts() -> Result<()> {
         "a second fd00:10::11 on h3: {err}"
     );
     ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    println!("$ pipework ov -i eth1 -a inet6 dup fd00:10::11/64   # on h3\n{err}");
     // Bad IPv6 input: one line, non-zero exit.
     for (args, want) in [
         (
