@@ -1528,9 +1528,76 @@ mod tests {
             let e = validate_overlay(&r).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+        // Dual stack: an IPv6 subnet and gateway beside the IPv4 ones, either in the
+        // `*6` fields or in `subnet`/`gateway` themselves.
+        let mut r = req(Some("10.1.0.0/24"), Some("10.1.0.1"), None);
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        let n = validate_overlay(&r).unwrap();
+        assert_eq!(n.subnet6.as_deref(), Some("fd00:10::/64"));
+        assert_eq!(n.gateway6.as_deref(), Some("fd00:10::1"));
+        let n = validate_overlay(&req(Some("fd00:10::/64"), Some("fd00:10::1"), None)).unwrap();
+        assert_eq!(
+            (n.subnet, n.subnet6.as_deref()),
+            (None, Some("fd00:10::/64"))
+        );
+        for (r, want) in [
+            (req(Some("fd00:10::1/64"), None, None), "host bits set"),
+            (
+                req(Some("fd00:10::/64"), Some("fd00:11::1"), None),
+                "not a host address",
+            ),
+            (
+                req(Some("fd00:10::/64"), Some("fd00:10::"), None),
+                "not a host address",
+            ),
+            (req(None, Some("fd00:10::1"), None), "needs an IPv6 subnet"),
+            (
+                req(Some("fd00:10::/64"), Some("10.1.0.1"), None),
+                "only subnet is IPv6",
+            ),
+            (
+                req(
+                    Some("fd00:10::/64"),
+                    Some("fd00:10::1"),
+                    Some("fd00:10::5-fd00:10::9"),
+                ),
+                "DHCPv6",
+            ),
+        ] {
+            let e = validate_overlay(&r).unwrap_err();
+            assert!(e.contains(want), "{e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+        let n = net_with6();
+        assert!(check_ip6(&n, "fd00:10::5".parse().unwrap()).is_ok());
+        assert!(check_ip6(&n, "fd00:11::5".parse().unwrap())
+            .unwrap_err()
+            .contains("not a host address"));
+        let mut v4only = n.clone();
+        v4only.subnet6 = None;
+        assert!(check_ip6(&v4only, "fd00:10::5".parse().unwrap())
+            .unwrap_err()
+            .contains("no IPv6 subnet"));
         let mut bad = req(None, None, None);
         bad.vni = Some(0);
         assert!(validate_overlay(&bad).unwrap_err().contains("bad VNI"));
+    }
+
+    fn net_with6() -> NetVal {
+        NetVal {
+            v: 1,
+            name: "ov".into(),
+            vni: 1,
+            udp_port: 4789,
+            subnet: None,
+            gateway: None,
+            subnet6: Some("fd00:10::/64".into()),
+            gateway6: Some("fd00:10::1".into()),
+            dhcp: None,
+            isolated: false,
+            mtu: 1450,
+        }
     }
 
     #[test]

@@ -652,5 +652,27 @@ mod tests {
         };
         let eth = crate::wire::EthFrame::parse(&f).unwrap();
         assert!(!off.keeps_local(&eth, &f), "no DHCP here: flooded");
+        // IPv6: a multicast NS for a remote endpoint or the IPv6 gateway stays; one
+        // for anything else is flooded.
+        use crate::wire::ipv6;
+        let v6 = OverlayRt {
+            nd: [("fd00:9::9".parse().unwrap(), MacAddr([2, 0, 0, 0, 0, 9]))].into(),
+            gateway6: Some("fd00:9::1".parse().unwrap()),
+            ..rt.clone()
+        };
+        let ns = |target: &str| {
+            let t: std::net::Ipv6Addr = target.parse().unwrap();
+            let group = ipv6::solicited_node(&t);
+            let src = "fd00:9::5".parse().unwrap();
+            let pkt = ipv6::icmp_packet(src, group, 255, ipv6::neighbor_solicit(t, me));
+            ipv6::ethernet(ipv6::multicast_mac(&group), me, &pkt)
+        };
+        let keeps6 = |f: Vec<u8>| {
+            let eth = crate::wire::EthFrame::parse(&f).unwrap();
+            v6.keeps_local(&eth, &f)
+        };
+        assert!(keeps6(ns("fd00:9::9")));
+        assert!(keeps6(ns("fd00:9::1")));
+        assert!(!keeps6(ns("fd00:9::77")), "unknown: flooded");
     }
 }
