@@ -177,6 +177,31 @@ fn ipv6_network_through_the_driver() -> Result<()> {
     )?;
     println!("$ docker network create -d vswitch --ipv6 ... --subnet fd00:48::/64 n8\n{out}");
     d.lab.ctl_ok(&["del-br", "lan6"])?;
+    // No IPv6 --gateway: the subnet's first address, as Docker's IPAM picks it. A
+    // bridge made from the Engine's view of the network (here: deleted behind the
+    // driver's back, remade by the first container) is dual stack too.
+    d.network(
+        "n9",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.49.0.0/24",
+            "--subnet",
+            "fd00:49::/64",
+        ],
+    )?;
+    ensure!(d.wait_bridge("n9")? == "n9");
+    d.lab.ctl_ok(&["del-br", "n9"])?;
+    d.sleeper("c9", &["--network", "n9"])?;
+    let b = d.bridge_of("n9")?.context("bridge n9 remade")?;
+    ensure!(
+        b["subnet6"] == "fd00:49::/64" && b["gateway6"] == "fd00:49::1",
+        "{b}"
+    );
+    ensure!(
+        ping6(&d, "c9", "fd00:49::1"),
+        "c9 cannot ping -6 its gateway"
+    );
     Ok(())
 }
 
