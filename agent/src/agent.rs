@@ -18,10 +18,10 @@ use etcd_client::{
     Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
     WatchStream,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -782,6 +782,7 @@ impl Agent {
                     vtep: self.opts.vtep,
                     mac: e.mac.clone(),
                     ip: e.ip,
+                    ip6: e.ip6,
                     name: e.name.clone(),
                     port: e.port.clone(),
                 };
@@ -795,7 +796,11 @@ impl Agent {
             for ((net, ip), v) in &self.view.ips {
                 if net == &n.name
                     && v.node == me
-                    && !eps.iter().any(|e| e.port == v.port && e.ip == Some(*ip))
+                    && !eps.iter().any(|e| {
+                        e.port == v.port
+                            && (e.ip.map(IpAddr::V4) == Some(*ip)
+                                || e.ip6.map(IpAddr::V6) == Some(*ip))
+                    })
                 {
                     dels.push(self.keys.ip(net, *ip));
                 }
@@ -966,6 +971,22 @@ impl Agent {
                 }
             }
         }
+        if let Some(s) = net
+            .subnet6
+            .as_deref()
+            .and_then(|s| s.parse::<Ipv6Net>().ok())
+        {
+            for o in &nets {
+                if let Some(os) = o.subnet6.as_deref().and_then(|x| x.parse::<Ipv6Net>().ok()) {
+                    if os.contains(&s.network()) || s.contains(&os.network()) {
+                        return Err(format!(
+                            "subnet {s} overlaps {os} of overlay network {}",
+                            o.name
+                        ));
+                    }
+                }
+            }
+        }
         let udp_port = (FIRST_UDP_PORT..=u16::MAX)
             .find(|p| !nets.iter().any(|o| o.udp_port == *p))
             .ok_or("no free UDP port")?;
@@ -985,7 +1006,7 @@ impl Agent {
             TxnOp::put(k.vni(vni), val.name.clone(), None),
             TxnOp::put(k.udp(udp_port), val.name.clone(), None),
         ];
-        if let Some(s) = &val.subnet {
+        for s in [&val.subnet, &val.subnet6].into_iter().flatten() {
             when.push(Compare::version(k.subnet(s), CompareOp::Equal, 0));
             ops.push(TxnOp::put(k.subnet(s), val.name.clone(), None));
         }
@@ -1046,7 +1067,7 @@ impl Agent {
             TxnOp::delete(k.vni(n.vni), None),
             TxnOp::delete(k.udp(n.udp_port), None),
         ];
-        if let Some(s) = &n.subnet {
+        for s in [&n.subnet, &n.subnet6].into_iter().flatten() {
             ops.push(TxnOp::delete(k.subnet(s), None));
         }
         for kind in ["endpoints", "blocks", "ips"] {
@@ -1086,8 +1107,9 @@ impl Agent {
         Ok(Value::Null)
     }
 
-    /// A static address for a port of overlay bridge `bridge`: claim it cluster-wide
-    /// unless another node uses it (a claim, an endpoint, or its DHCP block).
+    /// A static address (IPv4 or IPv6) for a port of overlay bridge `bridge`: claim it
+    /// cluster-wide unless another node uses it (a claim, an endpoint, or its DHCP
+    /// block).
     async fn claim_ip(
         &mut self,
         bridge: &str,
@@ -1096,22 +1118,34 @@ impl Agent {
         port: &str,
     ) -> Result<Value, String> {
         let me = self.opts.node.clone();
-        let addr: Ipv4Addr = ip.parse().map_err(|_| format!("bad IP address {ip:?}"))?;
+        let any: IpAddr = ip.parse().map_err(|_| format!("bad IP address {ip:?}"))?;
         let Some(n) = self.view.nets.get(bridge).cloned() else {
             return Err(format!("no such overlay network: {bridge}"));
         };
-        if n.gateway.as_deref() == Some(ip) {
+        let v4 = match any {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => {
+                check_ip6(&n, a)?;
+                None
+            }
+        };
+        if n.gateway.as_deref() == Some(ip)
+            || n.gateway6.as_deref().and_then(|g| g.parse().ok()) == Some(any)
+        {
             return Err(format!(
                 "address {ip} is the gateway of overlay network {bridge}"
             ));
         }
-        if let Some(b) = state::block_owner(&self.view, bridge, addr).filter(|b| b.node != me) {
+        if let Some(b) = v4
+            .and_then(|a| state::block_owner(&self.view, bridge, a))
+            .filter(|b| b.node != me)
+        {
             return Err(format!(
                 "address {ip} is in node {}'s DHCP block {}-{} of {bridge}: pick an address outside the DHCP range",
                 b.node, b.first, b.last
             ));
         }
-        if let Some(v) = self.view.ips.get(&(bridge.to_string(), addr)) {
+        if let Some(v) = self.view.ips.get(&(bridge.to_string(), any)) {
             if v.node != me || v.port != port {
                 return Err(format!(
                     "address {ip} is already in use on node {} (port {})",
@@ -1119,18 +1153,17 @@ impl Agent {
                 ));
             }
         }
-        if let Some(e) = self
-            .view
-            .endpoints_of(bridge)
-            .find(|e| e.ip == Some(addr) && (e.node != me || e.port != port))
-        {
+        if let Some(e) = self.view.endpoints_of(bridge).find(|e| {
+            (e.ip.map(IpAddr::V4) == Some(any) || e.ip6.map(IpAddr::V6) == Some(any))
+                && (e.node != me || e.port != port)
+        }) {
             return Err(format!(
                 "address {ip} is already in use on node {} (port {})",
                 e.node, e.port
             ));
         }
         let mut c = self.client()?;
-        let key = self.keys.ip(bridge, addr);
+        let key = self.keys.ip(bridge, any);
         let val = IpVal {
             v: VERSION,
             node: me,
@@ -1141,10 +1174,12 @@ impl Agent {
         let mut when = vec![Compare::version(key.as_str(), CompareOp::Equal, 0)];
         // An address in a block nobody holds yet: fail if a node takes the block at the
         // same moment (its DHCP server could hand the address out).
-        let block = state::blocks_of(&n)
-            .into_iter()
-            .find(|(f, l)| addr >= *f && addr <= *l);
-        if let Some((first, _)) = block {
+        let block = v4.and_then(|addr| {
+            state::blocks_of(&n)
+                .into_iter()
+                .find(|(f, l)| addr >= *f && addr <= *l)
+        });
+        if let (Some((first, _)), Some(addr)) = (block, v4) {
             if state::block_owner(&self.view, bridge, addr).is_none() {
                 when.push(Compare::version(
                     self.keys.block(bridge, first),
@@ -1207,6 +1242,8 @@ impl Agent {
                     udp_port: n.udp_port,
                     subnet: n.subnet.clone(),
                     gateway: n.gateway.clone(),
+                    subnet6: n.subnet6.clone(),
+                    gateway6: n.gateway6.clone(),
                     dhcp: n.dhcp.clone(),
                     isolated: n.isolated,
                     mtu: n.mtu,
@@ -1249,6 +1286,24 @@ impl Agent {
     }
 }
 
+/// An IPv6 static address on overlay network `n`: it needs the network's IPv6 subnet
+/// (an address of the wrong family, or outside it, is refused in one line).
+fn check_ip6(n: &NetVal, a: Ipv6Addr) -> Result<(), String> {
+    let Some(net) = n.subnet6.as_deref().and_then(|s| s.parse::<Ipv6Net>().ok()) else {
+        return Err(format!(
+            "address {a} is IPv6 but overlay network {} has no IPv6 subnet (add-br --overlay --subnet IPV6/N)",
+            n.name
+        ));
+    };
+    if !net.contains(&a) || a == net.network() {
+        return Err(format!(
+            "address {a} is not a host address of {net}, the IPv6 subnet of overlay network {}",
+            n.name
+        ));
+    }
+    Ok(())
+}
+
 /// Check an `add-br --overlay` request and turn it into a network (VNI and UDP port
 /// still to allocate).
 fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
@@ -1268,6 +1323,52 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
             return Err(format!("bad VNI {v}: must be 1..16777215"));
         }
     }
+    let req = &split_families(req)?;
+    if req.dhcp6.is_some() {
+        return Err(
+            "DHCPv6 on an overlay network is not supported: IPv6 hosts there use SLAAC \
+             (the gateway's Router Advertisements) or static addresses, claimed cluster-wide"
+                .into(),
+        );
+    }
+    let subnet6 = match &req.subnet6 {
+        None => None,
+        Some(s) => {
+            let n: Ipv6Net = s.trim().parse().map_err(|_| {
+                format!("bad CIDR {s:?}: expected an IPv6 network such as fd00:10::/64")
+            })?;
+            if n.trunc() != n {
+                return Err(format!(
+                    "bad subnet {s}: host bits set, did you mean {}?",
+                    n.trunc()
+                ));
+            }
+            if n.prefix_len() > 127 {
+                return Err(format!(
+                    "bad subnet {n}: an IPv6 subnet must be /127 or shorter"
+                ));
+            }
+            Some(n)
+        }
+    };
+    let gateway6 = match (&req.gateway6, subnet6) {
+        (None, _) => None,
+        (Some(g), None) => {
+            return Err(format!(
+                "IPv6 gateway {g} needs an IPv6 subnet (--subnet IPV6/N)"
+            ))
+        }
+        (Some(g), Some(n)) => {
+            let ip: Ipv6Addr = g
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad IPv6 address {g:?}"))?;
+            if !n.contains(&ip) || ip == n.network() {
+                return Err(format!("gateway {ip} is not a host address of subnet {n}"));
+            }
+            Some(ip)
+        }
+    };
     let subnet = match &req.subnet {
         None => None,
         Some(s) => {
@@ -1334,10 +1435,54 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         udp_port: 0,
         subnet: subnet.map(|s| s.to_string()),
         gateway: gateway.map(|g| g.to_string()),
+        subnet6: subnet6.map(|s| s.to_string()),
+        gateway6: gateway6.map(|g| g.to_string()),
         dhcp,
         isolated: req.isolated,
         mtu,
     })
+}
+
+/// Docker's way: `--subnet` and `--gateway` once per family. An IPv6 CIDR in `subnet`
+/// (an IPv6 address in `gateway`, an IPv6 range in `dhcp`) is the IPv6 one; two of one
+/// family are refused.
+fn split_families(req: &AddBr) -> Result<AddBr, String> {
+    let mut r = req.clone();
+    let is6 = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(':'));
+    if is6(&r.subnet) {
+        if r.subnet6.is_some() {
+            return Err("two IPv6 subnets: give --subnet once per family".into());
+        }
+        r.subnet6 = r.subnet.take();
+    }
+    if is6(&r.gateway) {
+        if r.gateway6.is_some() {
+            return Err("two IPv6 gateways: give --gateway once per family".into());
+        }
+        r.gateway6 = r.gateway.take();
+    }
+    if is6(&r.dhcp) {
+        r.dhcp6 = r.dhcp.take();
+    }
+    if r.subnet6.as_deref().is_some_and(|s| !s.contains(':')) {
+        return Err(format!(
+            "bad CIDR {:?}: expected an IPv6 network such as fd00:10::/64",
+            r.subnet6.as_deref().unwrap_or_default()
+        ));
+    }
+    if r.gateway6.as_deref().is_some_and(|s| !s.contains(':')) {
+        return Err(format!(
+            "bad IPv6 address {:?}: the IPv6 gateway must be an IPv6 address",
+            r.gateway6.as_deref().unwrap_or_default()
+        ));
+    }
+    if r.gateway.is_some() && r.subnet.is_none() && r.subnet6.is_some() {
+        return Err(format!(
+            "gateway {} is IPv4 but the only subnet is IPv6",
+            r.gateway.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -1383,9 +1528,76 @@ mod tests {
             let e = validate_overlay(&r).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+        // Dual stack: an IPv6 subnet and gateway beside the IPv4 ones, either in the
+        // `*6` fields or in `subnet`/`gateway` themselves.
+        let mut r = req(Some("10.1.0.0/24"), Some("10.1.0.1"), None);
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        let n = validate_overlay(&r).unwrap();
+        assert_eq!(n.subnet6.as_deref(), Some("fd00:10::/64"));
+        assert_eq!(n.gateway6.as_deref(), Some("fd00:10::1"));
+        let n = validate_overlay(&req(Some("fd00:10::/64"), Some("fd00:10::1"), None)).unwrap();
+        assert_eq!(
+            (n.subnet, n.subnet6.as_deref()),
+            (None, Some("fd00:10::/64"))
+        );
+        for (r, want) in [
+            (req(Some("fd00:10::1/64"), None, None), "host bits set"),
+            (
+                req(Some("fd00:10::/64"), Some("fd00:11::1"), None),
+                "not a host address",
+            ),
+            (
+                req(Some("fd00:10::/64"), Some("fd00:10::"), None),
+                "not a host address",
+            ),
+            (req(None, Some("fd00:10::1"), None), "needs an IPv6 subnet"),
+            (
+                req(Some("fd00:10::/64"), Some("10.1.0.1"), None),
+                "only subnet is IPv6",
+            ),
+            (
+                req(
+                    Some("fd00:10::/64"),
+                    Some("fd00:10::1"),
+                    Some("fd00:10::5-fd00:10::9"),
+                ),
+                "DHCPv6",
+            ),
+        ] {
+            let e = validate_overlay(&r).unwrap_err();
+            assert!(e.contains(want), "{e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+        let n = net_with6();
+        assert!(check_ip6(&n, "fd00:10::5".parse().unwrap()).is_ok());
+        assert!(check_ip6(&n, "fd00:11::5".parse().unwrap())
+            .unwrap_err()
+            .contains("not a host address"));
+        let mut v4only = n.clone();
+        v4only.subnet6 = None;
+        assert!(check_ip6(&v4only, "fd00:10::5".parse().unwrap())
+            .unwrap_err()
+            .contains("no IPv6 subnet"));
         let mut bad = req(None, None, None);
         bad.vni = Some(0);
         assert!(validate_overlay(&bad).unwrap_err().contains("bad VNI"));
+    }
+
+    fn net_with6() -> NetVal {
+        NetVal {
+            v: 1,
+            name: "ov".into(),
+            vni: 1,
+            udp_port: 4789,
+            subnet: None,
+            gateway: None,
+            subnet6: Some("fd00:10::/64".into()),
+            gateway6: Some("fd00:10::1".into()),
+            dhcp: None,
+            isolated: false,
+            mtu: 1450,
+        }
     }
 
     #[test]

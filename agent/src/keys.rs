@@ -5,6 +5,7 @@
 //! PREFIX/networks/NET                   overlay network (VNI, subnet, ...)  permanent
 //! PREFIX/index/vni/VNI                  NET: one network per VNI            permanent
 //! PREFIX/index/subnet/A.B.C.D_N         NET: one network per subnet         permanent
+//!                      (also IPV6_N for an IPv6 subnet, e.g. fd00:10::_64)
 //! PREFIX/index/udp/PORT                 NET: one network per UDP port       permanent
 //! PREFIX/endpoints/NET/NODE/MAC         endpoint (MAC, IP, name, VTEP)      node lease
 //! PREFIX/blocks/NET/HEXIP               DHCP address block of a node        node lease
@@ -12,10 +13,12 @@
 //! ```
 //! Every value is a JSON object with `"v": 1`: a value with a higher version (a newer
 //! agent's) or one that is not ours is skipped and logged, never a crash. Addresses in
-//! keys are 8 hex digits, so keys sort in address order.
+//! keys are 8 hex digits (IPv4) or 32 (IPv6), so keys sort in address order. IPv6
+//! (dual stack) came as optional fields (`subnet6`, `gateway6`, `ip6`): values written
+//! before them parse as they are, still version 1.
 
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Version of the values this agent writes and understands.
 pub const VERSION: u32 = 1;
@@ -26,13 +29,25 @@ pub struct Keys {
     prefix: String,
 }
 
-/// An address as it appears in keys.
-pub fn hex(ip: Ipv4Addr) -> String {
-    format!("{:08x}", u32::from(ip))
+/// An address as it appears in keys: 8 hex digits for IPv4, 32 for IPv6.
+pub fn hex(ip: impl Into<IpAddr>) -> String {
+    match ip.into() {
+        IpAddr::V4(a) => format!("{:08x}", u32::from(a)),
+        IpAddr::V6(a) => format!("{:032x}", u128::from(a)),
+    }
 }
 
-fn unhex(s: &str) -> Option<Ipv4Addr> {
-    u32::from_str_radix(s, 16).ok().map(Ipv4Addr::from)
+/// The address in a key (see [`hex`]).
+pub fn unhex(s: &str) -> Option<IpAddr> {
+    match s.len() {
+        8 => u32::from_str_radix(s, 16)
+            .ok()
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        32 => u128::from_str_radix(s, 16)
+            .ok()
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        _ => None,
+    }
 }
 
 impl Keys {
@@ -74,7 +89,7 @@ impl Keys {
     pub fn block(&self, net: &str, first: Ipv4Addr) -> String {
         format!("{}/blocks/{net}/{}", self.prefix, hex(first))
     }
-    pub fn ip(&self, net: &str, ip: Ipv4Addr) -> String {
+    pub fn ip(&self, net: &str, ip: impl Into<IpAddr>) -> String {
         format!("{}/ips/{net}/{}", self.prefix, hex(ip))
     }
 }
@@ -105,6 +120,11 @@ pub struct NetVal {
     pub udp_port: u16,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    /// IPv6 subnet and gateway (dual stack); absent in values written before IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// DHCP: `None` off, else the cluster-wide range `FIRST-LAST` that nodes take
     /// blocks of.
     pub dhcp: Option<String>,
@@ -120,6 +140,9 @@ pub struct EpVal {
     pub vtep: Ipv4Addr,
     pub mac: String,
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address (dual stack); absent in values written before IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub name: Option<String>,
     /// The local port on its node.
     pub port: String,
@@ -134,7 +157,7 @@ pub struct BlockVal {
     pub last: Ipv4Addr,
 }
 
-/// A static address: `PREFIX/ips/NET/HEXIP`.
+/// A static address (IPv4 or IPv6): `PREFIX/ips/NET/HEXIP`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpVal {
     pub v: u32,
@@ -158,7 +181,7 @@ pub enum Entry {
     },
     Ip {
         net: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         val: IpVal,
     },
     /// Uniqueness index entries (`index/...`): nothing to read in them.
@@ -268,6 +291,38 @@ mod tests {
             .map(|e| matches!(e, Entry::Ip { ip: i, .. } if i == ip)),
             Some(true)
         );
+        let ip6: Ipv6Addr = "fd00:10::5".parse().unwrap();
+        assert_eq!(
+            k.ip("ov", ip6),
+            "/vswitch/ips/ov/fd000010000000000000000000000005"
+        );
+        assert_eq!(
+            unhex("fd000010000000000000000000000005"),
+            Some(IpAddr::V6(ip6))
+        );
+        assert_eq!(unhex("0a00000"), None);
+    }
+
+    /// Values written before IPv6 (no `subnet6`, `gateway6`, `ip6`) still parse, and
+    /// an IPv4-only value is written as it was.
+    #[test]
+    fn values_without_ipv6_still_parse() {
+        let k = Keys::new("/vswitch");
+        let old = br#"{"v":1,"name":"ov","vni":1,"udp_port":4789,"subnet":"10.1.0.0/24",
+            "gateway":"10.1.0.1","dhcp":null,"isolated":false,"mtu":1450}"#;
+        let Ok(Some(Entry::Network(n))) = k.parse("/vswitch/networks/ov", old) else {
+            panic!("old network value refused");
+        };
+        assert_eq!((n.subnet6, n.gateway6), (None, None));
+        let ep = br#"{"v":1,"node":"h1","vtep":"192.0.2.1","mac":"02:00:00:00:00:01",
+            "ip":"10.1.0.5","name":"web","port":"p"}"#;
+        let Ok(Some(Entry::Endpoint { val, .. })) =
+            k.parse("/vswitch/endpoints/ov/h1/02:00:00:00:00:01", ep)
+        else {
+            panic!("old endpoint value refused");
+        };
+        assert_eq!(val.ip6, None);
+        assert!(!String::from_utf8(encode(&val)).unwrap().contains("ip6"));
     }
 
     #[test]

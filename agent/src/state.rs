@@ -9,7 +9,7 @@
 use crate::keys::{BlockVal, Entry, EpVal, IpVal, Keys, NetVal, NodeVal};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vswitch_proto::cluster::{OverlaySet, RemoteEndpoint};
 use vswitch_proto::{HostEntry, LeaseEntry, PortInfo, PortKind};
 
@@ -27,8 +27,8 @@ pub struct View {
     pub eps: BTreeMap<(String, String, String), EpVal>,
     /// (network, first address) → block.
     pub blocks: BTreeMap<(String, Ipv4Addr), BlockVal>,
-    /// (network, address) → static claim.
-    pub ips: BTreeMap<(String, Ipv4Addr), IpVal>,
+    /// (network, address) → static claim (IPv4 or IPv6).
+    pub ips: BTreeMap<(String, IpAddr), IpVal>,
 }
 
 impl View {
@@ -89,7 +89,7 @@ impl View {
             return;
         };
         let parts: Vec<&str> = rest.split('/').collect();
-        let ip = |h: &str| u32::from_str_radix(h, 16).ok().map(Ipv4Addr::from);
+        let ip = crate::keys::unhex;
         match parts[..] {
             ["nodes", name] => {
                 self.nodes.remove(name);
@@ -102,7 +102,7 @@ impl View {
                     .remove(&(net.to_string(), node.to_string(), mac.to_string()));
             }
             ["blocks", net, first] => {
-                if let Some(f) = ip(first) {
+                if let Some(IpAddr::V4(f)) = ip(first) {
                     self.blocks.remove(&(net.to_string(), f));
                 }
             }
@@ -143,6 +143,7 @@ pub struct LocalEp {
     pub port: String,
     pub mac: String,
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     pub name: Option<String>,
 }
 
@@ -158,21 +159,45 @@ pub fn local_endpoints(b: &LocalBridge) -> Vec<LocalEp> {
             Some(m) => vec![m.to_ascii_lowercase()],
             None => b.learned.get(&p.name).cloned().unwrap_or_default(),
         };
+        // The recorded static addresses: `ip` (either family: pipework records an IPv6
+        // address there) and `ip6` (the IPv6 address of a dual-stack port).
+        let recorded: Vec<IpAddr> = [id("ip"), id("ip6")]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.split('/').next().and_then(|a| a.parse().ok()))
+            .collect();
         for mac in macs {
             let lease = b.leases.iter().find(|l| l.mac == mac && l.duid.is_none());
-            let ip: Option<Ipv4Addr> = id("ip")
-                .and_then(|i| i.split('/').next().and_then(|a| a.parse().ok()))
+            let lease6 = b.leases.iter().find(|l| l.mac == mac && l.duid.is_some());
+            let ip: Option<Ipv4Addr> = recorded
+                .iter()
+                .find_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
                 .or_else(|| lease.and_then(|l| l.ip.parse().ok()));
+            let ip6: Option<Ipv6Addr> = recorded
+                .iter()
+                .find_map(|a| match a {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                })
+                .or_else(|| lease6.and_then(|l| l.ip.parse().ok()));
             let name = id("dns")
                 .or_else(|| lease.and_then(|l| l.hostname.clone()))
+                .or_else(|| lease6.and_then(|l| l.hostname.clone()))
                 .or_else(|| {
-                    let ip = ip?.to_string();
-                    b.hosts.iter().find(|h| h.ip == ip).map(|h| h.name.clone())
+                    let addrs = [ip.map(IpAddr::V4), ip6.map(IpAddr::V6)];
+                    b.hosts
+                        .iter()
+                        .find(|h| addrs.contains(&h.ip.parse().ok()))
+                        .map(|h| h.name.clone())
                 });
             out.push(LocalEp {
                 port: p.name.clone(),
                 mac,
                 ip,
+                ip6,
                 name,
             });
         }
@@ -261,7 +286,7 @@ pub fn block_to_claim(
             && !view
                 .ips
                 .keys()
-                .any(|(n, ip)| n == &net.name && *ip >= b.0 && *ip <= b.1)
+                .any(|(n, ip)| n == &net.name && *ip >= IpAddr::V4(b.0) && *ip <= IpAddr::V4(b.1))
     };
     match my_range(view, &net.name, me) {
         None => {
@@ -329,6 +354,7 @@ pub fn overlay_set(view: &View, n: &NetVal, me: &str, vtep: Ipv4Addr) -> Overlay
         .map(|e| RemoteEndpoint {
             mac: e.mac.clone(),
             ip: e.ip.map(|i| i.to_string()),
+            ip6: e.ip6.map(|i| i.to_string()),
             name: e.name.clone(),
             node: e.node.clone(),
             vtep: view
@@ -344,6 +370,8 @@ pub fn overlay_set(view: &View, n: &NetVal, me: &str, vtep: Ipv4Addr) -> Overlay
         udp_port: n.udp_port,
         subnet: n.subnet.clone(),
         gateway: n.gateway.clone(),
+        subnet6: n.subnet6.clone(),
+        gateway6: n.gateway6.clone(),
         dhcp: n
             .dhcp
             .as_ref()
@@ -369,6 +397,8 @@ mod tests {
             udp_port: 4789,
             subnet: Some("10.1.0.0/24".into()),
             gateway: Some("10.1.0.1".into()),
+            subnet6: None,
+            gateway6: None,
             dhcp: Some("10.1.0.0-10.1.0.255".into()),
             isolated: false,
             mtu: 1450,
@@ -466,7 +496,7 @@ mod tests {
         );
         // Taken by h2; a static claim in the third block skips it too.
         v.ips.insert(
-            ("ov".into(), ip("10.1.0.40")),
+            ("ov".into(), IpAddr::V4(ip("10.1.0.40"))),
             IpVal {
                 v: 1,
                 node: "h2".into(),
@@ -516,6 +546,7 @@ mod tests {
             vtep: ip("192.0.2.9"),
             mac: mac.into(),
             ip: Some(ip("10.1.0.50")),
+            ip6: Some("fd00:10::50".parse().unwrap()),
             name: Some("web".into()),
             port: "p".into(),
         };
@@ -533,6 +564,7 @@ mod tests {
         assert_eq!(s.endpoints.len(), 1);
         assert_eq!(s.endpoints[0].vtep, "192.0.2.2", "the node's VTEP wins");
         assert_eq!(s.dhcp, None, "no block yet");
+        assert_eq!(s.endpoints[0].ip6.as_deref(), Some("fd00:10::50"));
     }
 
     #[test]
@@ -572,6 +604,20 @@ mod tests {
                 ),
                 port("vd1", &[("mac", "02:00:00:00:00:02"), ("dhcp", "1")]),
                 port("raw", &[]),
+                // pipework records an IPv6 address in `ip`; a dual-stack port (Docker)
+                // has `ip` and `ip6`.
+                port(
+                    "vs6",
+                    &[("mac", "02:00:00:00:00:06"), ("ip", "fd00:10::6/64")],
+                ),
+                port(
+                    "vz7",
+                    &[
+                        ("mac", "02:00:00:00:00:07"),
+                        ("ip", "10.1.0.7/24"),
+                        ("ip6", "fd00:10::7/64"),
+                    ],
+                ),
                 tunnel,
             ],
             leases: vec![LeaseEntry {
@@ -588,11 +634,15 @@ mod tests {
             learned: [("raw".to_string(), vec!["02:00:00:00:00:03".to_string()])].into(),
         };
         let eps = local_endpoints(&b);
-        assert_eq!(eps.len(), 3);
+        assert_eq!(eps.len(), 5);
         assert_eq!(eps[1].ip, Some(ip("10.1.0.70")));
         assert_eq!(eps[1].name.as_deref(), Some("db"));
         assert_eq!(eps[2].name.as_deref(), Some("web"));
         assert_eq!(eps[0].mac, "02:00:00:00:00:03");
         assert_eq!(eps[0].ip, None);
+        assert_eq!(eps[3].ip6, Some("fd00:10::6".parse().unwrap()));
+        assert_eq!(eps[3].ip, None);
+        assert_eq!(eps[4].ip6, Some("fd00:10::7".parse().unwrap()));
+        assert_eq!(eps[4].ip, Some(ip("10.1.0.7")));
     }
 }

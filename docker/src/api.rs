@@ -137,6 +137,8 @@ pub struct JoinReply {
     pub interface_name: InterfaceName,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     pub disable_gateway_service: bool,
 }
 

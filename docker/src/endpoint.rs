@@ -75,9 +75,6 @@ fn held_address(c: &mut Client, bridge: &str, ep: &str) -> Result<Option<Ipv4Add
 pub fn create(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
     let req: CreateEndpoint = decode(body)?;
     check_ids(&req.network_id, &req.endpoint_id)?;
-    if !req.interface.address_ipv6.is_empty() {
-        bail!("IPv6 is not supported by vswitch-docker yet");
-    }
     if req.interface.address.is_empty() {
         bail!("no IPv4 address for the endpoint: the network's IPAM driver gave none");
     }
@@ -87,6 +84,30 @@ pub fn create(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
         .parse()
         .map_err(|_| anyhow!("bad address {:?} from Docker", req.interface.address))?;
     let b = network::ensure(d, &req.network_id)?;
+    if !req.interface.address_ipv6.is_empty() {
+        // Docker's IPAM gave it (unique on the network); it must fit the bridge.
+        let a6: ipnet::Ipv6Net = req.interface.address_ipv6.parse().map_err(|_| {
+            anyhow!(
+                "bad IPv6 address {:?} from Docker: expected an IPv6 address such as fd00:40::2/64",
+                req.interface.address_ipv6
+            )
+        })?;
+        let net6 = b
+            .subnet6
+            .as_deref()
+            .and_then(|s| s.parse::<ipnet::Ipv6Net>().ok());
+        match net6 {
+            None => bail!(
+                "IPv6 address {} for a network whose bridge {} has no IPv6 subnet",
+                a6.addr(),
+                b.name
+            ),
+            Some(n) if !n.contains(&a6.addr()) => {
+                bail!("IPv6 address {} is outside subnet {n}", a6.addr())
+            }
+            Some(_) => {}
+        }
+    }
     let ip = addr.addr();
     let _g = d.changes();
     let mut c = d.vs()?;
@@ -296,12 +317,17 @@ pub fn join(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
         (Some(g), false) => g.clone(),
         _ => String::new(),
     };
+    let gateway_ipv6 = match (&b.gateway6, internal) {
+        (Some(g), false) => g.clone(),
+        _ => String::new(),
+    };
     Ok(serde_json::to_value(JoinReply {
         interface_name: InterfaceName {
             src_name: peer,
             dst_prefix: "eth".into(),
         },
         gateway,
+        gateway_ipv6,
         disable_gateway_service: internal,
     })?)
 }

@@ -88,7 +88,10 @@ fn parse_pool_id(id: &str) -> Result<(Ipv4Net, Option<Ipv4Net>)> {
 pub fn request_pool(d: &Arc<Driver>, body: &[u8]) -> Result<Value> {
     let req: RequestPool = decode(body)?;
     if req.v6 {
-        bail!("IPv6 is not supported by the vswitch IPAM driver yet: create the network without --ipv6");
+        bail!(
+            "the vswitch IPAM driver serves IPv4 pools only: create an --ipv6 network with \
+             Docker's default IPAM (leave out --ipam-driver vswitch)"
+        );
     }
     let mut c = d.vs()?;
     let bridges = vs::bridges(&mut c)?;

@@ -24,10 +24,10 @@ use crate::server::decode;
 use crate::vs::{self, NET_KEY};
 use crate::{engine, lock, Driver};
 use anyhow::{anyhow, bail, Context, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_proto::{AddBr, AllocAddress, BridgeInfo, Client, Command};
@@ -103,6 +103,55 @@ pub struct Spec {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub aux: Vec<Ipv4Addr>,
+    /// `--ipv6`: the IPv6 subnet and gateway (dual stack).
+    pub v6: Option<(Ipv6Net, Ipv6Addr)>,
+}
+
+/// `IP/PREFIX` or `IP` → an IPv6 address.
+fn addr6_of(s: &str) -> Result<Ipv6Addr> {
+    let a = s.split('/').next().unwrap_or(s);
+    a.parse()
+        .map_err(|_| anyhow!("bad IPv6 address {s:?}: expected an IPv6 address"))
+}
+
+/// The IPv6 subnet and gateway of an `--ipv6` network: one pool, an IPv6 CIDR; no
+/// gateway given → the subnet's first host address (Docker's default IPAM's choice).
+fn v6_of(pools: &[(String, String)]) -> Result<(Ipv6Net, Ipv6Addr)> {
+    let (pool, gw) = match pools {
+        [] => bail!(
+            "IPv6 without an IPv6 subnet: give --ipv6 networks a --subnet such as fd00:40::/64"
+        ),
+        [p] => p,
+        many => bail!(
+            "a vswitch network has one IPv6 subnet, got {} ({})",
+            many.len(),
+            many.iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let net: Ipv6Net = pool.parse().map_err(|_| {
+        anyhow!("bad IPv6 subnet {pool:?}: expected an IPv6 network such as fd00:40::/64")
+    })?;
+    if net.trunc() != net {
+        bail!(
+            "bad IPv6 subnet {net}: host bits set, did you mean {}?",
+            net.trunc()
+        );
+    }
+    if net.prefix_len() > 127 {
+        bail!("bad IPv6 subnet {net}: must be /127 or shorter");
+    }
+    let gw = if gw.is_empty() {
+        Ipv6Addr::from(u128::from(net.network()) + 1)
+    } else {
+        addr6_of(gw)?
+    };
+    if !net.contains(&gw) || gw == net.network() {
+        bail!("IPv6 gateway {gw} is not a host address of {net}");
+    }
+    Ok((net, gw))
 }
 
 /// `IP/PREFIX` or `IP` → IP.
@@ -146,9 +195,16 @@ pub fn spec_of_request(req: &CreateNetwork) -> Result<Spec> {
     if !vs::valid_id(&req.network_id) {
         bail!("bad network id {:?} from Docker", req.network_id);
     }
-    if !req.ipv6_data.is_empty() {
-        bail!("IPv6 is not supported by vswitch-docker yet: create the network without --ipv6");
-    }
+    let v6 = if req.ipv6_data.is_empty() {
+        None
+    } else {
+        let pools: Vec<(String, String)> = req
+            .ipv6_data
+            .iter()
+            .map(|p| (p.pool.clone(), p.gateway.clone()))
+            .collect();
+        Some(v6_of(&pools)?)
+    };
     let opts = parse_opts(&strings(req.options.get(api::GENERIC)))?;
     let p = one_pool(&req.ipv4_data, |p| p.pool.clone())?;
     let subnet: Ipv4Net = p
@@ -171,17 +227,30 @@ pub fn spec_of_request(req: &CreateNetwork) -> Result<Spec> {
         subnet,
         gateway,
         aux,
+        v6,
     })
 }
 
 /// The spec of a network as the Engine shows it (which leaves out a gateway Docker
 /// chose: that is [`crate::ipam::first_host`]).
 pub fn spec_of_engine(n: &engine::Network) -> Result<Spec> {
-    if n.enable_ipv6 {
-        bail!("IPv6 is not supported by vswitch-docker yet: create the network without --ipv6");
-    }
+    let (v6_config, v4_config): (Vec<_>, Vec<_>) = n
+        .ipam
+        .config
+        .iter()
+        .cloned()
+        .partition(|c| c.subnet.contains(':'));
+    let v6 = if n.enable_ipv6 {
+        let pools: Vec<(String, String)> = v6_config
+            .iter()
+            .map(|c| (c.subnet.clone(), c.gateway.clone()))
+            .collect();
+        Some(v6_of(&pools)?)
+    } else {
+        None
+    };
     let opts = parse_opts(&n.options)?;
-    let c = one_pool(&n.ipam.config, |c| c.subnet.clone())?;
+    let c = one_pool(&v4_config, |c| c.subnet.clone())?;
     let subnet: Ipv4Net = c
         .subnet
         .parse()
@@ -203,6 +272,7 @@ pub fn spec_of_engine(n: &engine::Network) -> Result<Spec> {
         subnet,
         gateway,
         aux,
+        v6,
     })
 }
 
@@ -236,6 +306,15 @@ fn precheck(d: &Driver, spec: &Spec, bridges: &[BridgeInfo]) -> Result<()> {
                 bail!(
                     "subnet {} overlaps {other} of vswitchd bridge {}",
                     spec.subnet,
+                    b.name
+                );
+            }
+        }
+        let other6 = b.subnet6.as_deref().and_then(|s| s.parse::<Ipv6Net>().ok());
+        if let (Some((net, _)), Some(other)) = (spec.v6, other6) {
+            if net.contains(&other.network()) || other.contains(&net.network()) {
+                bail!(
+                    "subnet {net} overlaps {other} of vswitchd bridge {}",
                     b.name
                 );
             }
@@ -299,6 +378,8 @@ fn make(
             name: name.clone(),
             subnet: Some(spec.subnet.to_string()),
             gateway: Some(spec.gateway.to_string()),
+            subnet6: spec.v6.map(|(n, _)| n.to_string()),
+            gateway6: spec.v6.map(|(_, g)| g.to_string()),
             dhcp: spec.opts.dhcp.clone(),
             isolated: true,
             mtu: spec.opts.mtu,
@@ -529,5 +610,27 @@ mod tests {
             e.contains("one IPv4 subnet, got 2 (10.38.0.0/16, 10.39.0.0/16)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ipv6_pools() {
+        let p = |pool: &str, gw: &str| vec![(pool.to_string(), gw.to_string())];
+        let (n, g) = v6_of(&p("fd00:40::/64", "")).unwrap();
+        assert_eq!(
+            (n.to_string(), g.to_string()),
+            ("fd00:40::/64".into(), "fd00:40::1".into())
+        );
+        let (_, g) = v6_of(&p("fd00:40::/64", "fd00:40::fe/64")).unwrap();
+        assert_eq!(g.to_string(), "fd00:40::fe");
+        for (pools, want) in [
+            (vec![], "without an IPv6 subnet"),
+            (p("10.0.0.0/24", ""), "bad IPv6 subnet"),
+            (p("fd00:40::1/64", ""), "host bits set"),
+            (p("fd00:40::/64", "10.0.0.1"), "bad IPv6 address"),
+            (p("fd00:40::/64", "fd00:41::1"), "not a host address"),
+        ] {
+            let e = v6_of(&pools).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

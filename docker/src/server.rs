@@ -185,6 +185,6 @@ mod tests {
         let e = v["Err"].as_str().unwrap();
         assert!(e.starts_with("vswitchd is not running"), "{e}");
         let (_, v) = answer(&d, "/IpamDriver.RequestPool", br#"{"V6":true}"#);
-        assert!(v["Error"].as_str().unwrap().contains("IPv6"));
+        assert!(v["Error"].as_str().unwrap().contains("IPv4 pools only"));
     }
 }

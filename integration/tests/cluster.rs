@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
         ),
         ("overlay_network_across_hosts", overlay_network_across_hosts),
         (
+            "dual_stack_overlay_across_hosts",
+            dual_stack_overlay_across_hosts,
+        ),
+        (
             "membership_duplicate_names_and_sigterm",
             membership_duplicate_names_and_sigterm,
         ),
@@ -215,6 +219,241 @@ fn overlay_network_across_hosts() -> Result<()> {
             !has_bridge(&cl, h, "ov")
         })?;
     }
+    Ok(())
+}
+
+/// Container `c` with IPv6 on (the cluster helper turns it off), Router Advertisements
+/// ignored (static addresses only, so what the test sees is what the cluster did).
+fn v6_container(lab: &mut Lab, c: &str) -> Result<()> {
+    lab.add_ns(c)?;
+    lab.sh(
+        c,
+        "sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0",
+    )?;
+    Ok(())
+}
+
+/// pipework of an IPv6 address (`ADDR/N[@GW]`) on `eth1` of container `c` on `host`.
+fn pipework6(
+    cl: &Cluster,
+    lab: &Lab,
+    host: &str,
+    c: &str,
+    addr: &str,
+) -> Result<std::process::Output> {
+    run(
+        std::process::Command::new(vswitch_integration::bin("pipework")?)
+            .arg("--socket")
+            .arg(cl.socket(host))
+            .args(["ov", "-i", "eth1", "-a", "inet6", &lab.ns(c), addr]),
+    )
+}
+
+/// No address of container `c` is still tentative (duplicate address detection done).
+fn dad_done(lab: &Lab, c: &str) -> bool {
+    lab.sh(c, "ip -6 addr show tentative")
+        .is_ok_and(|o| o.trim().is_empty())
+}
+
+/// Dual stack on an overlay network: the network carries its IPv6 subnet and gateway
+/// to every host, endpoints carry their IPv6 addresses, ping -6 crosses the VXLAN
+/// overlay, names resolve AAAA at every host's gateway, a static IPv6 address in use
+/// on another host is refused, and bad IPv6 input is one line.
+fn dual_stack_overlay_across_hosts() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 1)?;
+    for n in 1..=3 {
+        cl.add_host(&mut lab, n)?;
+    }
+    add_overlay(
+        &cl,
+        "h1",
+        &["--subnet", "fd00:10::/64", "--gateway", "fd00:10::1"],
+    )?;
+    for h in ["h1", "h2", "h3"] {
+        wait_for(&format!("ov with its IPv6 subnet on {h}"), 10, || {
+            cl.ctl_json(h, &["list-br"])
+                .ok()
+                .and_then(|v| {
+                    let b = v.as_array()?.iter().find(|b| b["name"] == "ov")?.clone();
+                    Some(b["subnet6"] == "fd00:10::/64" && b["gateway6"] == "fd00:10::1")
+                })
+                .unwrap_or(false)
+        })?;
+    }
+    let show = cl.show("h3").context("cluster-show on h3")?;
+    ensure!(
+        show["networks"][0]["subnet6"] == "fd00:10::/64"
+            && show["networks"][0]["gateway6"] == "fd00:10::1",
+        "cluster-show: {show}"
+    );
+    // One container per host: IPv4 on eth0, IPv6 on eth1; the IPv6 name registered on
+    // its own host.
+    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+        let c = format!("c{}", i + 1);
+        v6_container(&mut lab, &c)?;
+        cl.pipework_ok(
+            &mut lab,
+            h,
+            "ov",
+            &c,
+            &format!("10.1.0.1{}/24@10.1.0.1", i + 1),
+        )?;
+        let o = pipework6(
+            &cl,
+            &lab,
+            h,
+            &c,
+            &format!("fd00:10::1{}/64@fd00:10::1", i + 1),
+        )?;
+        ensure!(
+            o.status.success(),
+            "{h}: pipework {c} IPv6: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        cl.ctl_ok(h, &["add-host", "ov", &c, &format!("fd00:10::1{}", i + 1)])?;
+    }
+    cl.wait_show("h1", "6 endpoints", Duration::from_secs(15), |v| {
+        v["networks"][0]["endpoints"] == 6
+    })?;
+    for c in ["c1", "c2", "c3"] {
+        wait_for(&format!("DAD on {c}"), 10, || dad_done(&lab, c))?;
+    }
+    // ping -6 across hosts (c1 on h1 to c2 on h2 and c3 on h3, c3 to c2), and to the
+    // gateway, which every host's router answers.
+    for (from, to) in [
+        ("c1", "fd00:10::12"),
+        ("c1", "fd00:10::13"),
+        ("c3", "fd00:10::12"),
+        ("c2", "fd00:10::1"),
+        ("c1", "10.1.0.12"),
+    ] {
+        lab.assert_ping(from, to)?;
+    }
+    // c1 learned c2's MAC from h1's answer to its Neighbor Solicitation.
+    let neigh = lab.sh("c1", "ip -6 neigh show fd00:10::12")?;
+    let c2_mac = lab.sh("c2", "cat /sys/class/net/eth1/address")?;
+    ensure!(
+        neigh.contains(c2_mac.trim()),
+        "c1's neighbour entry for c2: {neigh:?}, c2's eth1 MAC {c2_mac:?}"
+    );
+    // AAAA of remote endpoints at each host's gateway (over IPv6 and over IPv4).
+    for (c, name, want) in [
+        ("c1", "c2", "fd00:10::12"),
+        ("c1", "c3", "fd00:10::13"),
+        ("c3", "c1", "fd00:10::11"),
+    ] {
+        let got = lab.sh(
+            c,
+            &format!("dig +short +time=2 +tries=2 AAAA {name} @fd00:10::1"),
+        )?;
+        ensure!(
+            got.trim() == want,
+            "{c}: dig AAAA {name}: {got:?}, want {want}"
+        );
+    }
+    // What a user sees (docs/cluster.md shows it).
+    println!(
+        "$ vswitchctl cluster-show   # on h1\n{}",
+        cl.ctl_ok("h1", &["cluster-show"])?
+    );
+    println!(
+        "$ ping -6 -c 2 fd00:10::13   # in c1 on h1\n{}",
+        lab.sh("c1", "ping -6 -c 2 fd00:10::13")?
+    );
+    println!(
+        "$ dig +short AAAA c2 @fd00:10::1   # in c1 on h1\n{}",
+        lab.sh("c1", "dig +short +time=2 +tries=2 AAAA c2 @fd00:10::1")?
+    );
+    let got = lab.sh("c2", "dig +short +time=2 +tries=2 AAAA c3 @10.1.0.1")?;
+    ensure!(
+        got.trim() == "fd00:10::13",
+        "c2: dig AAAA c3 @10.1.0.1: {got:?}"
+    );
+    let got = lab.sh("c2", "dig +short +time=2 +tries=2 A c3 @fd00:10::1")?;
+    ensure!(
+        got.trim() == "10.1.0.13",
+        "c2: dig A c3 @fd00:10::1: {got:?}"
+    );
+    // A static IPv6 address in use on another host is refused, naming that host.
+    v6_container(&mut lab, "dup")?;
+    let o = pipework6(&cl, &lab, "h3", "dup", "fd00:10::11/64")?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && err.contains("fd00:10::11") && err.contains("h1"),
+        "a second fd00:10::11 on h3: {err}"
+    );
+    ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    println!("$ pipework ov -i eth1 -a inet6 dup fd00:10::11/64   # on h3\n{err}");
+    // Bad IPv6 input: one line, non-zero exit.
+    for (args, want) in [
+        (
+            vec!["add-br", "ov6", "--overlay", "--subnet", "fd00:10:0:1::/56"],
+            "host bits set",
+        ),
+        (
+            vec!["add-br", "ov6", "--overlay", "--subnet", "fd00:10::/48"],
+            "overlaps",
+        ),
+        (
+            vec![
+                "add-br",
+                "ov6",
+                "--overlay",
+                "--subnet",
+                "fd00:20::/64",
+                "--gateway",
+                "fd00:30::1",
+            ],
+            "not a host address",
+        ),
+        (
+            vec![
+                "add-br",
+                "ov6",
+                "--overlay",
+                "--subnet",
+                "fd00:20::/64",
+                "--dhcp",
+                "fd00:20::10-fd00:20::20",
+            ],
+            "DHCPv6",
+        ),
+    ] {
+        let o = cl.ctl("h2", &args)?;
+        ensure!(
+            o.code != 0 && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
+            "vswitchctl {}: {} {:?}",
+            args.join(" "),
+            o.code,
+            o.stderr
+        );
+    }
+    // An IPv6 address on an overlay network without an IPv6 subnet.
+    cl.ctl_ok(
+        "h2",
+        &["add-br", "ov4", "--overlay", "--subnet", "10.4.0.0/24"],
+    )?;
+    v6_container(&mut lab, "x4")?;
+    let o = run(
+        std::process::Command::new(vswitch_integration::bin("pipework")?)
+            .arg("--socket")
+            .arg(cl.socket("h2"))
+            .args([
+                "ov4",
+                "-i",
+                "eth1",
+                "-a",
+                "inet6",
+                &lab.ns("x4"),
+                "fd00:40::5/64",
+            ]),
+    )?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && err.contains("no IPv6 subnet"),
+        "IPv6 address on an IPv4-only overlay: {err}"
+    );
     Ok(())
 }
 

@@ -52,6 +52,10 @@ pub struct RemoteEndpoint {
     pub mac: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Its IPv6 address (dual stack): Neighbor Solicitations for it are answered
+    /// locally with `mac`, and `name` resolves to it (AAAA) at the local gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub node: String,
@@ -69,6 +73,11 @@ pub struct OverlaySet {
     pub subnet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// IPv6 subnet and gateway (dual stack): the same on every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// This host's DHCP range (`FIRST-LAST`, its address blocks), if DHCP is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<String>,
@@ -110,6 +119,11 @@ pub struct NetworkInfo {
     pub udp_port: u16,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
+    /// IPv6 subnet and gateway (dual stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub dhcp: Option<String>,
     pub isolated: bool,
     pub mtu: u32,

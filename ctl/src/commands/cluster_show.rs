@@ -45,8 +45,8 @@ pub fn render(c: &ClusterInfo) -> String {
                 n.name.clone(),
                 n.vni.to_string(),
                 n.udp_port.to_string(),
-                or_dash(n.subnet.as_deref()),
-                or_dash(n.gateway.as_deref()),
+                both(n.subnet.as_deref(), n.subnet6.as_deref()),
+                both(n.gateway.as_deref(), n.gateway6.as_deref()),
                 n.endpoints.to_string(),
                 if n.blocks.is_empty() {
                     "-".into()
@@ -72,4 +72,12 @@ pub fn render(c: &ClusterInfo) -> String {
         s.push_str(&format!("conflict: {p}\n"));
     }
     s
+}
+
+/// The IPv4 and IPv6 value of a dual-stack column, `,`-separated (`-`: neither).
+fn both(v4: Option<&str>, v6: Option<&str>) -> String {
+    match (v4, v6) {
+        (Some(a), Some(b)) => format!("{a},{b}"),
+        (a, b) => or_dash(a.or(b)),
+    }
 }

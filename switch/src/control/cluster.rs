@@ -12,13 +12,14 @@
 //! The agent programs an overlay bridge with `overlay-set` (idempotent: the bridge,
 //! its tunnel port `ovxVNI` towards the remote VTEPs, the remote endpoints). Remote
 //! endpoints are not persisted: they live in [`REMOTES`] and reach the workers through
-//! the snapshot ([`overlay_rt`]): static Fdb entries, ARP answers and DNS names.
+//! the snapshot ([`overlay_rt`]): static Fdb entries, ARP and Neighbor Solicitation
+//! answers, and DNS names (A and AAAA).
 
 use super::events::{self, EventKind};
 use super::handlers::HandlerError;
 use super::State;
 use crate::config::{BridgeConf, DhcpRange, OverlayConf};
-use crate::dp::snapshot::{NameMap, OverlayRt};
+use crate::dp::snapshot::{NameMap, Names6, OverlayRt};
 use crate::tables::PortId;
 use crate::wire::MacAddr;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -26,7 +27,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, LazyLock};
@@ -63,6 +64,7 @@ static NEXT_LINK: LazyLock<Mutex<u64>> = LazyLock::new(|| Mutex::new(0));
 struct Remote {
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
     name: Option<String>,
     vtep: Ipv4Addr,
 }
@@ -233,10 +235,14 @@ pub fn call_agent(call: AgentCallKind) -> Reply {
         .unwrap_or_else(|_| Reply::err("vswitch-agent did not answer"))
 }
 
-/// The IPv4 address recorded on a port (pipework's `ip`, `A.B.C.D/N`).
-fn port_ipv4(p: &AddPort) -> Option<Ipv4Addr> {
-    let ip = p.external_ids.get("ip")?;
-    ip.split('/').next()?.parse().ok()
+/// The static addresses recorded on a port: `ip` (pipework's `A.B.C.D/N`, or an IPv6
+/// `ADDR/N`) and `ip6` (the IPv6 address of a dual-stack port).
+fn port_ips(p: &AddPort) -> Vec<IpAddr> {
+    ["ip", "ip6"]
+        .iter()
+        .filter_map(|k| p.external_ids.get(*k))
+        .filter_map(|ip| ip.split('/').next()?.parse().ok())
+        .collect()
 }
 
 /// Requests that need the agent: answered here (outside the control mutex) and
@@ -261,15 +267,20 @@ pub fn intercept(cmd: &Command, state: &Mutex<State>) -> Option<Reply> {
                 .model()
                 .bridge(&req.bridge)
                 .is_ok_and(|b| b.overlay.is_some());
-            let ip = port_ipv4(req).filter(|_| overlay)?;
-            let r = call_agent(AgentCallKind::ClaimIp {
-                bridge: req.bridge.clone(),
-                ip: ip.to_string(),
-                mac: req.external_ids.get("mac").cloned(),
-                port: req.port.clone(),
-            });
-            // Claimed: add the port as usual.
-            (!r.ok).then_some(r)
+            if !overlay {
+                return None;
+            }
+            // Each address claimed (both of a dual-stack port); the first refusal is
+            // the answer. Claimed: add the port as usual.
+            port_ips(req).into_iter().find_map(|ip| {
+                let r = call_agent(AgentCallKind::ClaimIp {
+                    bridge: req.bridge.clone(),
+                    ip: ip.to_string(),
+                    mac: req.external_ids.get("mac").cloned(),
+                    port: req.port.clone(),
+                });
+                (!r.ok).then_some(r)
+            })
         }
         _ => None,
     }
@@ -327,9 +338,15 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
             .parse()
             .map_err(|_| cluster_err(format!("bad endpoint MAC {:?}", e.mac)))?;
         let ip = e.ip.as_deref().map(|i| parse_ip(i, "endpoint address"));
+        let ip6 = e.ip6.as_deref().map(|i| {
+            i.trim()
+                .parse::<Ipv6Addr>()
+                .map_err(|_| cluster_err(format!("bad endpoint IPv6 address {i:?}")))
+        });
         installed.push(Remote {
             mac,
             ip: ip.transpose()?,
+            ip6: ip6.transpose()?,
             name: e.name.as_ref().map(|n| n.to_ascii_lowercase()),
             vtep: parse_ip(&e.vtep, "endpoint VTEP")?,
         });
@@ -345,7 +362,9 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
         }
         Some(b) => {
             let same_net = b.subnet.map(|x| x.to_string()) == s.subnet
-                && b.gateway.map(|x| x.to_string()) == s.gateway;
+                && b.gateway.map(|x| x.to_string()) == s.gateway
+                && b.subnet6.map(|x| x.to_string()) == s.subnet6
+                && b.gateway6.map(|x| x.to_string()) == s.gateway6;
             if !same_net {
                 return Err(cluster_err(format!(
                     "overlay bridge {} on this host has another subnet or gateway than the \
@@ -372,6 +391,8 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
                 name: s.name.clone(),
                 subnet: s.subnet.clone(),
                 gateway: s.gateway.clone(),
+                subnet6: s.subnet6.clone(),
+                gateway6: s.gateway6.clone(),
                 dhcp: None,
                 isolated: s.isolated,
                 mtu: Some(s.mtu),
@@ -498,6 +519,7 @@ pub fn overlay_rt(
     let port = tunnel_port(oc.vni);
     let mut rt = OverlayRt {
         gateway: b.gateway,
+        gateway6: b.gateway6,
         dhcp: b.dhcp.is_some(),
         ..Default::default()
     };
@@ -509,17 +531,24 @@ pub fn overlay_rt(
             if let Some(ip) = r.ip {
                 rt.arp.insert(ip, r.mac);
             }
+            if let Some(ip) = r.ip6 {
+                rt.nd.insert(ip, r.mac);
+            }
         }
     }
     Some(Arc::new(rt))
 }
 
-/// Add the names of bridge `bridge`'s remote endpoints to `names` (local names win).
-pub fn add_names(bridge: &str, names: &mut NameMap) {
+/// Add the names of bridge `bridge`'s remote endpoints to `names` (A) and `names6`
+/// (AAAA); local names win.
+pub fn add_names(bridge: &str, names: &mut NameMap, names6: &mut Names6) {
     if let Some(remotes) = REMOTES.lock().get(bridge) {
         for r in remotes {
             if let (Some(n), Some(ip)) = (&r.name, r.ip) {
                 names.entry(n.clone()).or_insert((ip, 0));
+            }
+            if let (Some(n), Some(ip)) = (&r.name, r.ip6) {
+                names6.entry(n.clone()).or_insert(ip);
             }
         }
     }
@@ -553,6 +582,7 @@ mod tests {
             vec![Remote {
                 mac,
                 ip: Some("10.9.0.9".parse().unwrap()),
+                ip6: Some("fd00:9::9".parse().unwrap()),
                 name: Some("web".into()),
                 vtep: "192.0.2.3".parse().unwrap(),
             }],
@@ -561,9 +591,12 @@ mod tests {
         assert_eq!(rt.statics.get(&mac), Some(&7));
         assert_eq!(rt.arp.get(&"10.9.0.9".parse().unwrap()), Some(&mac));
         assert_eq!(rt.gateway, Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(rt.nd.get(&"fd00:9::9".parse().unwrap()), Some(&mac));
         let mut names = NameMap::new();
-        add_names("ovt", &mut names);
+        let mut names6 = Names6::new();
+        add_names("ovt", &mut names, &mut names6);
         assert_eq!(names.get("web"), Some(&("10.9.0.9".parse().unwrap(), 0)));
+        assert_eq!(names6.get("web"), Some(&"fd00:9::9".parse().unwrap()));
         REMOTES.lock().remove("ovt");
     }
 
@@ -619,5 +652,27 @@ mod tests {
         };
         let eth = crate::wire::EthFrame::parse(&f).unwrap();
         assert!(!off.keeps_local(&eth, &f), "no DHCP here: flooded");
+        // IPv6: a multicast NS for a remote endpoint or the IPv6 gateway stays; one
+        // for anything else is flooded.
+        use crate::wire::ipv6;
+        let v6 = OverlayRt {
+            nd: [("fd00:9::9".parse().unwrap(), MacAddr([2, 0, 0, 0, 0, 9]))].into(),
+            gateway6: Some("fd00:9::1".parse().unwrap()),
+            ..rt.clone()
+        };
+        let ns = |target: &str| {
+            let t: std::net::Ipv6Addr = target.parse().unwrap();
+            let group = ipv6::solicited_node(&t);
+            let src = "fd00:9::5".parse().unwrap();
+            let pkt = ipv6::icmp_packet(src, group, 255, ipv6::neighbor_solicit(t, me));
+            ipv6::ethernet(ipv6::multicast_mac(&group), me, &pkt)
+        };
+        let keeps6 = |f: Vec<u8>| {
+            let eth = crate::wire::EthFrame::parse(&f).unwrap();
+            v6.keeps_local(&eth, &f)
+        };
+        assert!(keeps6(ns("fd00:9::9")));
+        assert!(keeps6(ns("fd00:9::1")));
+        assert!(!keeps6(ns("fd00:9::77")), "unknown: flooded");
     }
 }

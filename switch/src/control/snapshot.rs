@@ -149,7 +149,7 @@ pub fn build(
             }
         }
         // Overlay bridges: the names of remote endpoints (installed by vswitch-agent).
-        super::cluster::add_names(&b.name, &mut names);
+        super::cluster::add_names(&b.name, &mut names, &mut names6);
         bridges.push(BridgeRt {
             name: b.name.clone(),
             fdb,

@@ -224,8 +224,12 @@ pub struct OverlayRt {
     pub statics: HashMap<MacAddr, PortId>,
     /// Remote IPv4 address → its MAC.
     pub arp: HashMap<Ipv4Addr, MacAddr>,
+    /// Remote IPv6 address → its MAC (Neighbor Solicitations answered locally).
+    pub nd: HashMap<Ipv6Addr, MacAddr>,
     /// The bridge's gateway (answered by every host's own router).
     pub gateway: Option<Ipv4Addr>,
+    /// The bridge's IPv6 gateway (likewise).
+    pub gateway6: Option<Ipv6Addr>,
     /// DHCP is served on this host (its own address blocks).
     pub dhcp: bool,
 }
@@ -233,13 +237,31 @@ pub struct OverlayRt {
 impl OverlayRt {
     /// Whether broadcast frame `f` stays on this host instead of being flooded to the
     /// other nodes: an ARP request for a remote endpoint or the gateway (answered
-    /// here), or a DHCP client's request (served by this host's DHCP server).
+    /// here), or a DHCP client's request (served by this host's DHCP server); for
+    /// IPv6, a multicast Neighbor Solicitation for a remote endpoint or the gateway.
     pub fn keeps_local(&self, eth: &crate::wire::EthFrame, f: &[u8]) -> bool {
         use crate::wire::ipv4::{ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_UDP};
+        use crate::wire::ipv6;
+        let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
+        if eth.ethertype == ipv6::ETHERTYPE_IPV6 {
+            // ICMPv6 right after the fixed header (NDP has no extension headers): an
+            // NS (type 135) whose target (bytes 8..24 of the message) we answer.
+            let h = ipv6::HLEN;
+            if !eth.dst.is_multicast()
+                || l3.len() < h + 24
+                || l3[6] != ipv6::NEXT_ICMPV6
+                || l3[h] != ipv6::icmp::NEIGHBOR_SOLICIT
+            {
+                return false;
+            }
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&l3[h + 8..h + 24]);
+            let target = Ipv6Addr::from(t);
+            return self.nd.contains_key(&target) || Some(target) == self.gateway6;
+        }
         if eth.dst != MacAddr::BROADCAST {
             return false;
         }
-        let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
         match eth.ethertype {
             ETHERTYPE_ARP => match crate::wire::arp::Arp::parse(l3) {
                 Some(a) if a.op == crate::wire::arp::OP_REQUEST => {

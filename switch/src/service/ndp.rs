@@ -49,6 +49,9 @@ impl Service {
         ip: &[u8],
     ) {
         let bridge = &snap.bridges[bi];
+        if self.overlay_neighbor(snap, bi, in_port, eth, ip) {
+            return;
+        }
         let Some(rif) = bridge.router6 else { return };
         let Ok(m) = Ipv6Meta::parse(ip) else {
             self.count_drop(snap, in_port);
@@ -200,6 +203,61 @@ impl Service {
         self.send_port(snap, in_port, &ipv6::ethernet(eth.src, rif.mac, &pkt));
     }
 
+    /// Overlay bridges: a Neighbor Solicitation for a remote endpoint's IPv6 address is
+    /// answered here with its MAC (as ARP is: no NDP crosses the underlay). True when
+    /// `ip` was such a solicitation (answered, or dropped as malformed).
+    fn overlay_neighbor(
+        &mut self,
+        snap: &Snapshot,
+        bi: usize,
+        in_port: PortId,
+        eth: &EthFrame,
+        ip: &[u8],
+    ) -> bool {
+        let Some(o) = snap.bridges[bi]
+            .overlay
+            .as_ref()
+            .filter(|o| !o.nd.is_empty())
+        else {
+            return false;
+        };
+        let Ok(m) = Ipv6Meta::parse(ip) else {
+            return false;
+        };
+        let body = m.payload(ip);
+        if m.next != ipv6::NEXT_ICMPV6
+            || body.first() != Some(&icmp::NEIGHBOR_SOLICIT)
+            || !ipv6::icmp_checksum_ok(&m, body)
+        {
+            return false;
+        }
+        let Some(n) = ipv6::parse_neighbor(&m, body) else {
+            return false;
+        };
+        let Some(&mac) = o.nd.get(&n.target) else {
+            return false;
+        };
+        // RFC 4861 §7.2.4, as for our own addresses, but from the endpoint's MAC and
+        // without the router flag.
+        let (dst, dmac, flags) = if m.src.is_unspecified() {
+            (
+                ipv6::ALL_NODES,
+                ipv6::multicast_mac(&ipv6::ALL_NODES),
+                ipv6::NA_OVERRIDE,
+            )
+        } else {
+            (
+                m.src,
+                n.lla.unwrap_or(eth.src),
+                ipv6::NA_SOLICITED | ipv6::NA_OVERRIDE,
+            )
+        };
+        let na = ipv6::neighbor_advert(n.target, mac, flags);
+        let pkt = ipv6::icmp_packet(n.target, dst, 255, na);
+        self.send_port(snap, in_port, &ipv6::ethernet(dmac, mac, &pkt));
+        true
+    }
+
     /// A Neighbor Solicitation or Advertisement on bridge `bi`: learn the sender,
     /// release what waited for it, answer a solicitation for one of our addresses.
     fn neighbor(
@@ -317,7 +375,19 @@ impl Service {
             return;
         };
         let nh = r.via.unwrap_or(m.dst);
-        if let Some(mac) = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs()) {
+        // An overlay bridge knows its remote endpoints' MACs without asking (and then
+        // the workers do too): the endpoint's NA would reach its own host's router,
+        // which has the same MAC, never this one.
+        let remote = snap.bridges[r.bridge]
+            .overlay
+            .as_ref()
+            .and_then(|o| o.nd.get(&nh))
+            .copied();
+        if let Some(mac) = remote {
+            self.learned.push((nh.into(), mac));
+        }
+        let cached = NeighCache::lookup(&self.neigh.load(), nh, clock::now_secs());
+        if let Some(mac) = cached.or(remote) {
             if let Some(rif) = snap.bridges[r.bridge].router6 {
                 let mut f = frame.to_vec();
                 l3::rewrite(&mut f, l3_ofs, mac, rif.mac);
