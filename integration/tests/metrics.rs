@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
             metrics_parse_and_move_with_traffic,
         ),
         ("metrics_bad_address", metrics_bad_address),
+        ("dns_counters_move_with_dig", dns_counters_move_with_dig),
         ("top_rates_agree_with_iperf3", top_rates_agree_with_iperf3),
         ("top_errors", top_errors),
     ])
@@ -248,6 +249,68 @@ fn metrics_parse_and_move_with_traffic() -> Result<()> {
     ensure!(code(&format!("-X POST http://{METRICS}/metrics"))? == "405");
     // The control socket still answers while scrapes run.
     lab.ctl_ok(&["show"])?;
+    Ok(())
+}
+
+/// `dig` against the bridge's gateway: local names (NOERROR), plain unknown names
+/// (NXDOMAIN, never forwarded, so nothing leaves the test's namespaces), a TCP query;
+/// the counters in `list-br --json`, `show` and `/metrics` move by exactly as much.
+fn dns_counters_move_with_dig() -> Result<()> {
+    let lab = lab_with(&["--metrics", METRICS, "--fastpath", "off"])?;
+    lab.ctl_ok(&["add-host", "br1", "web", "10.0.0.9"])?;
+    let br1 = |lab: &Lab| -> Result<Value> {
+        let j = lab.ctl_json(&["list-br"])?;
+        j.as_array()
+            .and_then(|a| a.iter().find(|b| b["name"] == "br1").cloned())
+            .context("br1 in list-br --json")
+    };
+    let b0 = br1(&lab)?;
+    ensure!(b0["dns_queries"] == 0, "{b0}");
+    ensure!(
+        !lab.ctl_ok(&["show"])?.contains("DNS "),
+        "a DNS line before any query"
+    );
+    let dig = |args: &str| lab.sh("c1", &format!("dig +time=2 +tries=1 @10.0.0.1 {args}"));
+    for _ in 0..3 {
+        let out = dig("+short web")?;
+        ensure!(out.trim() == "10.0.0.9", "dig web: {out}");
+    }
+    let out = dig("+tcp +short web")?;
+    ensure!(out.trim() == "10.0.0.9", "dig +tcp web: {out}");
+    for name in ["nosuchname", "other"] {
+        let out = dig(name)?;
+        ensure!(out.contains("status: NXDOMAIN"), "dig {name}: {out}");
+    }
+    let b = br1(&lab)?;
+    eprintln!(
+        "br1 DNS: queries {} noerror {} nxdomain {} forwarded {}",
+        b["dns_queries"], b["dns_noerror"], b["dns_nxdomain"], b["dns_forwarded"]
+    );
+    ensure!(
+        b["dns_queries"] == 6
+            && b["dns_noerror"] == 4
+            && b["dns_nxdomain"] == 2
+            && b["dns_forwarded"] == 0
+            && b["dns_servfail"] == 0,
+        "{b}"
+    );
+    let show = lab.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains("        DNS 6 queries: noerror 4, nxdomain 2\n"),
+        "{show}"
+    );
+    let m = scrape(&lab)?;
+    let br = [("bridge", "br1")];
+    ensure!(value(&m, "vswitch_dns_queries_total", &br)? == 6.0);
+    ensure!(value(&m, "vswitch_dns_forwarded_total", &br)? == 0.0);
+    for (rcode, n) in [("noerror", 4.0), ("nxdomain", 2.0), ("servfail", 0.0)] {
+        let got = value(
+            &m,
+            "vswitch_dns_responses_total",
+            &[("bridge", "br1"), ("rcode", rcode)],
+        )?;
+        ensure!(got == n, "{rcode}: {got}, want {n}");
+    }
     Ok(())
 }
 
