@@ -362,8 +362,9 @@ fn metrics_bad_address() -> Result<()> {
 }
 
 /// `top --once --json -i 1` during an iperf3 UDP stream at 20 Mbit/s from c1 to c2:
-/// v2 (towards the receiver) sends about 20 Mbit/s, v1 receives about as much. A
-/// factor of 2 either way: the user-visible figure, not a timing assert.
+/// v2 (towards the receiver) sends about 20 Mbit/s, v1 receives about as much: within
+/// -10 %..+20 % of what iperf3 reports (frames carry 2.9 % of headers more than
+/// iperf3's payload), in bits/s and frames/s. A measured figure, not a timing assert.
 fn top_rates_agree_with_iperf3() -> Result<()> {
     let mut lab = lab_with(&[])?;
     lab.assert_ping("c1", "10.0.0.6")?;
@@ -416,10 +417,22 @@ fn top_rates_agree_with_iperf3() -> Result<()> {
     eprintln!(
         "iperf3 exit {code:?}: {sent:.1} Mbit/s; top: v2 tx {v2_tx:.1}, v1 rx {v1_rx:.1} Mbit/s"
     );
-    ensure!(
-        v2_tx > sent / 2.0 && v2_tx < sent * 2.0,
-        "top {v2_tx:.1} vs iperf3 {sent:.1} Mbit/s"
-    );
+    // top counts whole frames: a 1470-byte datagram is a 1512-byte frame (+2.9 %).
+    // Within -10 %..+20 % of iperf3's own rate, both ports, and in frames/s too.
+    let pps = j["end"]["sum"]["packets"].as_f64().unwrap_or(0.0)
+        / j["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.1);
+    let v2_pps = f(row("v2")?, "tx_pps")?;
+    eprintln!("iperf3 {pps:.0} datagrams/s; top: v2 tx {v2_pps:.0} frames/s");
+    for (what, top, iperf) in [
+        ("v2 tx Mbit/s", v2_tx, sent),
+        ("v1 rx Mbit/s", v1_rx, sent),
+        ("v2 tx frames/s", v2_pps, pps),
+    ] {
+        ensure!(
+            top > iperf * 0.9 && top < iperf * 1.2,
+            "{what}: top {top:.1} vs iperf3 {iperf:.1}"
+        );
+    }
     // The refreshing view: one ANSI clear + table per interval, then exit (-n).
     let o = lab.ctl(&["top", "-i", "0.2", "-n", "2", "br1"])?;
     ensure!(o.code == 0, "{o:?}");
