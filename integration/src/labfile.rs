@@ -583,6 +583,40 @@ mod tests {
     }
 
     #[test]
+    fn live_rates_on_links_and_tunnels() {
+        let l = parse("name=\"t\"\n[[host]]\nname=\"h1\"\nunderlay=\"192.0.2.1/24\"\n[[host]]\nname=\"h2\"\nunderlay=\"192.0.2.2/24\"\n[[bridge]]\nname=\"br0\"\nvni=7\n[[container]]\nname=\"c\"\nhost=\"h1\"\nbridge=\"br0\"\nip=\"dhcp\"\n").unwrap();
+        let mut live = LiveRates {
+            interval: 1.0,
+            at: "now".into(),
+            ..Default::default()
+        };
+        let r = LinkRate {
+            rx_bps: 1500.0,
+            tx_bps: 41.2e6,
+            ..Default::default()
+        };
+        live.links.insert(("c".into(), "eth0".into()), r);
+        live.tunnels
+            .insert(("h1".into(), "br0".into(), "h2".into()), r);
+        let d = l.dot_with(Some(&live));
+        // The port's tx is what the container receives.
+        assert!(
+            d.contains("label=\"eth0\\nrx 41.2 Mbit/s\\ntx 1.50 kbit/s\""),
+            "{d}"
+        );
+        assert!(
+            d.contains("h1 → h2 41.2 Mbit/s\\nh2 → h1 1.50 kbit/s"),
+            "{d}"
+        );
+        assert!(d.contains("rates over 1 s at now"), "{d}");
+        assert!(!l.dot().contains("bit/s"));
+        assert_eq!(bits(0.0), "0 bit/s");
+        assert_eq!(bits(999.4), "999 bit/s");
+        assert_eq!(bits(9.87e9), "9.87 Gbit/s");
+        assert_eq!(bits(123.4e6), "123 Mbit/s");
+    }
+
+    #[test]
     fn dot_has_hosts_and_tunnels() {
         let l = parse("name=\"t\"\n[[host]]\nname=\"h1\"\nunderlay=\"192.0.2.1/24\"\n[[host]]\nname=\"h2\"\nunderlay=\"192.0.2.2/24\"\n[[bridge]]\nname=\"br0\"\nvni=7\n").unwrap();
         let d = l.dot();
