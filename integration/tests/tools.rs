@@ -154,6 +154,19 @@ fn trace_agrees_with_the_datapath() -> Result<()> {
         counter(&lab, "v2", "tx_packets")? >= before + 5,
         "pings did not leave by v2"
     );
+    // With the kernel fast path, the pings installed the flow: the trace says so.
+    let fp = lab.ctl_json(&["fastpath-show"])?;
+    let t = trace(&lab, "br1", "v1", &flow)?;
+    let s = stage_text(&t);
+    if fp["mode"] == "on" {
+        ensure!(
+            s.contains("fastpath: offloaded: the kernel fast path carries this flow"),
+            "after 5 pings:\n{s}\n{fp}"
+        );
+    } else {
+        ensure!(!s.contains("fastpath:"), "{s}");
+        eprintln!("note: kernel fast path off here; the offload stage is not tested");
+    }
 
     // Routed and masqueraded to the outside host (its MAC is known once c1 pinged it).
     lab.assert_ping("c1", "198.51.100.1")?;
