@@ -380,7 +380,22 @@ impl LabFile {
 
     /// The topology as Graphviz DOT.
     pub fn dot(&self) -> String {
+        self.dot_with(None)
+    }
+
+    /// The topology as Graphviz DOT; with `live`, each link and tunnel is labelled with
+    /// its rates (and drawn thicker the busier it is), and the graph with when and over
+    /// how long they were measured.
+    pub fn dot_with(&self, live: Option<&LiveRates>) -> String {
         let mut s = format!("graph \"{}\" {{\n  node [shape=box];\n", self.name());
+        if let Some(l) = live {
+            s.push_str(&format!(
+                "  labelloc=t;\n  label=\"lab {}: rates over {} s at {}\";\n",
+                self.name(),
+                l.interval,
+                l.at
+            ));
+        }
         for h in &self.hosts {
             s.push_str(&format!(
                 "  subgraph \"cluster_{0}\" {{\n    label=\"host {0}{1}\";\n",
@@ -406,9 +421,18 @@ impl LabFile {
                     addrs.join("\\n")
                 ));
                 for (ifname, bridge, _, _) in &ifs {
+                    let rate = live.and_then(|l| l.links.get(&(c.name.clone(), ifname.clone())));
                     s.push_str(&format!(
-                        "    \"{}\" -- \"{}/{bridge}\" [label=\"{ifname}\"];\n",
-                        c.name, h.name
+                        "    \"{}\" -- \"{}/{bridge}\" [label=\"{}\"{}];\n",
+                        c.name,
+                        h.name,
+                        match rate {
+                            // The port's tx is what the container receives.
+                            Some(r) =>
+                                format!("{ifname}\\nrx {}\\ntx {}", bits(r.tx_bps), bits(r.rx_bps)),
+                            None => ifname.clone(),
+                        },
+                        rate.map(|r| pen(r.rx_bps + r.tx_bps)).unwrap_or_default()
                     ));
                 }
             }
@@ -417,13 +441,30 @@ impl LabFile {
         for b in self.bridges.iter().filter(|b| b.vni.is_some()) {
             for (i, a) in self.hosts.iter().enumerate() {
                 for z in &self.hosts[i + 1..] {
+                    let vni = b.vni.unwrap_or_default();
+                    // a's counters towards z: tx is a -> z, rx is z -> a.
+                    let rate = live.and_then(|l| {
+                        l.tunnels
+                            .get(&(a.name.clone(), b.name.clone(), z.name.clone()))
+                    });
+                    let (label, width) = match rate {
+                        Some(r) => (
+                            format!(
+                                "vxlan {vni}\\n{} → {} {}\\n{} → {} {}",
+                                a.name,
+                                z.name,
+                                bits(r.tx_bps),
+                                z.name,
+                                a.name,
+                                bits(r.rx_bps)
+                            ),
+                            pen(r.rx_bps + r.tx_bps),
+                        ),
+                        None => (format!("vxlan {vni}"), String::new()),
+                    };
                     s.push_str(&format!(
-                        "  \"{}/{}\" -- \"{}/{}\" [style=dashed, label=\"vxlan {}\"];\n",
-                        a.name,
-                        b.name,
-                        z.name,
-                        b.name,
-                        b.vni.unwrap_or_default()
+                        "  \"{}/{}\" -- \"{}/{}\" [style=dashed, label=\"{label}\"{width}];\n",
+                        a.name, b.name, z.name, b.name,
                     ));
                 }
             }
@@ -431,6 +472,59 @@ impl LabFile {
         s.push_str("}\n");
         s
     }
+}
+
+/// Rates of one link over the sampling interval, as the switch's port counts them
+/// (rx: from the container or the remote host; tx: towards it), whole frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkRate {
+    pub rx_bps: f64,
+    pub tx_bps: f64,
+    pub rx_pps: f64,
+    pub tx_pps: f64,
+}
+
+/// Live rates of a lab that is up, for [`LabFile::dot_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LiveRates {
+    /// By (container, interface).
+    pub links: std::collections::HashMap<(String, String), LinkRate>,
+    /// By (host, bridge, remote host): that host's tunnel port towards the remote one.
+    pub tunnels: std::collections::HashMap<(String, String, String), LinkRate>,
+    /// Seconds the rates were measured over, and when (shown in the graph's title).
+    pub interval: f64,
+    pub at: String,
+}
+
+/// `94.1 Mbit/s`: bits per second with an SI prefix, three significant digits.
+pub fn bits(bps: f64) -> String {
+    let (v, unit) = if bps >= 1e9 {
+        (bps / 1e9, "Gbit/s")
+    } else if bps >= 1e6 {
+        (bps / 1e6, "Mbit/s")
+    } else if bps >= 1e3 {
+        (bps / 1e3, "kbit/s")
+    } else {
+        return format!("{} bit/s", bps.max(0.0).round());
+    };
+    if v >= 100.0 {
+        format!("{v:.0} {unit}")
+    } else if v >= 10.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.2} {unit}")
+    }
+}
+
+/// An edge's pen width for `bps` in total: 1 when idle, one more per decade from
+/// 100 kbit/s, at most 6.
+fn pen(bps: f64) -> String {
+    let w = if bps < 1e5 {
+        1.0
+    } else {
+        (1.0 + (bps / 1e5).log10()).min(6.0)
+    };
+    format!(", penwidth={w:.1}")
 }
 
 /// Fuzz entry point: any bytes as a lab file. Never panics; a file that loads has a
@@ -486,6 +580,40 @@ mod tests {
         assert!(c.impair_of("eth2").is_none() && c.impair_of("lo").is_none());
         let e = parse("[[host]]\nname=\"h1\"\n[[bridge]]\nname=\"b\"\n[[container]]\nname=\"c\"\nhost=\"h1\"\nbridge=\"b\"\nip=\"dhcp\"\nimpair = { lag = 5 }\n").unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+    }
+
+    #[test]
+    fn live_rates_on_links_and_tunnels() {
+        let l = parse("name=\"t\"\n[[host]]\nname=\"h1\"\nunderlay=\"192.0.2.1/24\"\n[[host]]\nname=\"h2\"\nunderlay=\"192.0.2.2/24\"\n[[bridge]]\nname=\"br0\"\nvni=7\n[[container]]\nname=\"c\"\nhost=\"h1\"\nbridge=\"br0\"\nip=\"dhcp\"\n").unwrap();
+        let mut live = LiveRates {
+            interval: 1.0,
+            at: "now".into(),
+            ..Default::default()
+        };
+        let r = LinkRate {
+            rx_bps: 1500.0,
+            tx_bps: 41.2e6,
+            ..Default::default()
+        };
+        live.links.insert(("c".into(), "eth0".into()), r);
+        live.tunnels
+            .insert(("h1".into(), "br0".into(), "h2".into()), r);
+        let d = l.dot_with(Some(&live));
+        // The port's tx is what the container receives.
+        assert!(
+            d.contains("label=\"eth0\\nrx 41.2 Mbit/s\\ntx 1.50 kbit/s\""),
+            "{d}"
+        );
+        assert!(
+            d.contains("h1 → h2 41.2 Mbit/s\\nh2 → h1 1.50 kbit/s"),
+            "{d}"
+        );
+        assert!(d.contains("rates over 1 s at now"), "{d}");
+        assert!(!l.dot().contains("bit/s"));
+        assert_eq!(bits(0.0), "0 bit/s");
+        assert_eq!(bits(999.4), "999 bit/s");
+        assert_eq!(bits(9.87e9), "9.87 Gbit/s");
+        assert_eq!(bits(123.4e6), "123 Mbit/s");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! vswitch-agent beside its vswitchd, and `overlay` bridges are declared once on the
 //! first host; the agents do the rest (tunnels, addresses, names).
 
-use crate::labfile::LabFile;
+use crate::labfile::{LabFile, LinkRate, LiveRates};
 use crate::{bin, run_ok, wait_until};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
@@ -685,5 +685,170 @@ fn signal_group(pgid: u32, sig: Signal) {
 fn signal(pid: u32, sig: Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// One host's switch as `vswitchctl --json CMD` answers through its socket.
+fn host_json(lab: &LabFile, host: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let sock = state_dir(lab).join(format!("{host}.sock"));
+    let out = Command::new(bin("vswitchctl")?)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--json")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run vswitchctl")?;
+    if !out.status.success() {
+        bail!(
+            "host {host}: vswitchctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("vswitchctl --json output")
+}
+
+/// The rates of the lab's links and tunnels over `interval` seconds, measured the way
+/// `vswitchctl top` does (two `stats` samples) on every host's switch at once; `None`
+/// when the lab is not up. A host whose switch does not answer has no rates (its links
+/// are drawn without).
+pub fn live_rates(lab: &LabFile, interval: f64) -> Result<Option<LiveRates>> {
+    let dir = state_dir(lab);
+    let Ok(b) = std::fs::read(dir.join("state.json")) else {
+        return Ok(None);
+    };
+    let st: State = serde_json::from_slice(&b).context("state file")?;
+    if !st.complete {
+        return Ok(None);
+    }
+    let secs = format!("{interval}");
+    let sampled: Vec<(String, Result<(serde_json::Value, serde_json::Value)>)> =
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = lab
+                .hosts
+                .iter()
+                .map(|h| {
+                    let secs = &secs;
+                    s.spawn(move || {
+                        let br = host_json(lab, &h.name, &["list-br"])?;
+                        let top = host_json(lab, &h.name, &["top", "--once", "-i", secs])?;
+                        Ok((br, top))
+                    })
+                })
+                .collect();
+            lab.hosts
+                .iter()
+                .zip(jobs)
+                .map(|(h, j)| {
+                    let r = j
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a sampling thread panicked")));
+                    (h.name.clone(), r)
+                })
+                .collect()
+        });
+    let mut live = LiveRates {
+        interval,
+        at: chrono_utc_now(),
+        ..Default::default()
+    };
+    let underlay_of = |host: &str| {
+        lab.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .and_then(|h| h.underlay.as_deref())
+            .and_then(|u| u.split('/').next())
+            .map(str::to_string)
+    };
+    for (host, r) in sampled {
+        let (brs, top) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("warning: no rates from host {host}: {e:#}");
+                continue;
+            }
+        };
+        let rate_of = |port: &str| {
+            top.as_array()?
+                .iter()
+                .find(|r| r["port"] == port)
+                .map(|r| LinkRate {
+                    rx_bps: r["rx_bps"].as_f64().unwrap_or(0.0),
+                    tx_bps: r["tx_bps"].as_f64().unwrap_or(0.0),
+                    rx_pps: r["rx_pps"].as_f64().unwrap_or(0.0),
+                    tx_pps: r["tx_pps"].as_f64().unwrap_or(0.0),
+                })
+        };
+        for br in brs.as_array().into_iter().flatten() {
+            let bname = br["name"].as_str().unwrap_or_default();
+            for p in br["ports"].as_array().into_iter().flatten() {
+                let pname = p["name"].as_str().unwrap_or_default();
+                let ids = &p["external_ids"];
+                // A container's port, as pipework recorded it.
+                if let (Some(guest), Some(ifname)) = (ids["guest"].as_str(), ids["ifname"].as_str())
+                {
+                    let owner = lab
+                        .containers
+                        .iter()
+                        .find(|c| c.host == host && ns_name(lab, &c.name) == guest);
+                    if let (Some(c), Some(r)) = (owner, rate_of(pname)) {
+                        live.links.insert((c.name.clone(), ifname.to_string()), r);
+                    }
+                    continue;
+                }
+                // A tunnel port: one rate per remote VTEP (`NAME@IP`).
+                if p["type"] == "vxlan" {
+                    for other in lab.hosts.iter().filter(|o| o.name != host) {
+                        let Some(ip) = underlay_of(&other.name) else {
+                            continue;
+                        };
+                        if let Some(r) = rate_of(&format!("{pname}@{ip}")) {
+                            live.tunnels
+                                .insert((host.clone(), bname.to_string(), other.name.clone()), r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(live))
+}
+
+/// `2026-12-05 15:40:01 UTC`, from the system clock (no time zone database needed).
+fn chrono_utc_now() -> String {
+    utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
+}
+
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_796_485_201), "2026-12-05 15:40:01 UTC");
     }
 }

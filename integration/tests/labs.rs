@@ -22,6 +22,8 @@ fn main() -> std::process::ExitCode {
             readme_demo_runs_and_cleans_up,
         ),
         ("wan_lab_impairs_a_link", wan_lab_impairs_a_link),
+        ("graph_svg_with_live_rates", graph_svg_with_live_rates),
+        ("graph_errors", graph_errors),
     ])
 }
 
@@ -373,5 +375,230 @@ fn wan_lab_impairs_a_link() -> Result<()> {
     // far still reaches its gateway (the replies come back through its impaired link).
     let out = ns_exec("vl-wan-far", "ping -n -c 3 -i 0.2 -W 2 10.7.0.1 | tail -1")?;
     ensure!(out.contains("rtt"), "far cannot reach its gateway: {out}");
+    Ok(())
+}
+
+/// The text elements of an SVG, parsed as XML by Python's ElementTree (a real XML
+/// parser: a malformed file fails here).
+fn svg_texts(file: &std::path::Path) -> Result<Vec<String>> {
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, xml.etree.ElementTree as E\n\
+         t = E.parse(sys.argv[1])\n\
+         assert t.getroot().tag == '{http://www.w3.org/2000/svg}svg', t.getroot().tag\n\
+         for x in t.iter('{http://www.w3.org/2000/svg}text'): print(x.text)\n",
+            )
+            .arg(file),
+    )?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// `12.3 Mbit/s` as Mbit/s.
+fn mbit(label: &str) -> Option<f64> {
+    let (num, unit) = label.trim().split_once(' ')?;
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "Gbit/s" => v * 1e3,
+        "Mbit/s" => v,
+        "kbit/s" => v / 1e3,
+        "bit/s" => v / 1e6,
+        _ => return None,
+    })
+}
+
+/// A scratch directory of this test process, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Result<Scratch> {
+        let p = std::env::temp_dir().join(format!("vswitch-labs-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `vswitch-lab graph -o FILE.svg` on the three-host lab while iperf3 sends a1 -> a2
+/// at 40 Mbit/s (UDP) across the tunnel: the SVG parses as XML and carries the rates
+/// on a1's and a2's links and on the h1-h2 tunnel; once the lab is down, the plain
+/// topology (no rates).
+fn graph_svg_with_live_rates() -> Result<()> {
+    let f = lab_file("three.toml");
+    let guard = Down(f.clone());
+    let up = lab(&["up"], &f)?;
+    ensure!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let dir = Scratch::new("graph")?;
+    let svg = dir.path().join("three.svg");
+    ns_exec("vl-three-a2", "timeout 60 iperf3 -s -1 -D")?;
+    ensure!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            ns_exec("vl-three-a2", "ss -ltn | grep -q ':5201 '").is_ok()
+        }),
+        "iperf3 server did not start"
+    );
+    let log = dir.path().join("iperf3.json");
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", "vl-three-a1", "sh", "-c"])
+        .arg(format!(
+            "timeout 60 iperf3 -c 10.0.0.12 -u -b 40M -t 8 -J >{}",
+            log.display()
+        ))
+        .spawn()?;
+    // Rates over 2 s from the middle of the stream.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let g = run(Command::new(bin("vswitch-lab")?)
+        .args(["graph", "-i", "2", "-o"])
+        .arg(&svg)
+        .arg(&f))?;
+    let waited = client.wait()?;
+    ensure!(
+        g.status.success(),
+        "graph failed: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
+    ensure!(waited.success(), "iperf3 failed");
+    let sent = std::fs::read_to_string(&log)?;
+    let v: serde_json::Value = serde_json::from_str(&sent)?;
+    let iperf = v["end"]["sum"]["bits_per_second"]
+        .as_f64()
+        .context("no iperf3 result")?
+        / 1e6;
+    let texts = svg_texts(&svg)?;
+    eprintln!("iperf3 {iperf:.1} Mbit/s; graph labels: {texts:?}");
+    ensure!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("lab three: rates over 2 s at ")),
+        "no title with the interval"
+    );
+    // Each container's link: eth0, then rx, then tx (as the container sees them).
+    let link = |ctr: &str| -> Result<(f64, f64)> {
+        let i = texts
+            .iter()
+            .position(|t| t == ctr)
+            .with_context(|| format!("{ctr} not in the graph"))?;
+        let j = i + texts[i..]
+            .iter()
+            .position(|t| t == "eth0")
+            .context("eth0")?;
+        let rx = texts
+            .get(j + 1)
+            .and_then(|t| t.strip_prefix("rx "))
+            .and_then(mbit);
+        let tx = texts
+            .get(j + 2)
+            .and_then(|t| t.strip_prefix("tx "))
+            .and_then(mbit);
+        Ok((rx.context("rx label")?, tx.context("tx label")?))
+    };
+    let (a1_rx, a1_tx) = link("a1")?;
+    let (a2_rx, a2_tx) = link("a2")?;
+    let tunnel = texts
+        .iter()
+        .find_map(|t| t.strip_prefix("h1 → h2 "))
+        .and_then(mbit)
+        .context("no h1 → h2 tunnel rate")?;
+    // 40 Mbit/s of UDP payload are ~41 Mbit/s of frames.
+    let near = |x: f64| (30.0..=55.0).contains(&x);
+    ensure!(
+        near(a1_tx) && near(a2_rx) && near(tunnel),
+        "a1 tx {a1_tx}, a2 rx {a2_rx}, tunnel {tunnel} Mbit/s while iperf3 sent {iperf:.1}"
+    );
+    ensure!(
+        a1_rx < 1.0 && a2_tx < 1.0,
+        "reverse rates a1 rx {a1_rx}, a2 tx {a2_tx}"
+    );
+    let down = lab(&["down"], &f)?;
+    ensure!(down.status.success(), "down failed");
+    drop(guard);
+    let g = run(Command::new(bin("vswitch-lab")?)
+        .args(["graph", "--format", "svg", "-o"])
+        .arg(&svg)
+        .arg(&f))?;
+    ensure!(g.status.success(), "graph of a lab that is down failed");
+    let texts = svg_texts(&svg)?;
+    ensure!(
+        texts.iter().any(|t| t == "vxlan 100")
+            && !texts
+                .iter()
+                .any(|t| t.contains("bit/s") || t.starts_with("lab three")),
+        "down lab: {texts:?}"
+    );
+    Ok(())
+}
+
+/// Missing Graphviz, an unwritable output, a bad lab file: one line, exit 1.
+fn graph_errors() -> Result<()> {
+    let dir = Scratch::new("graph-errors")?;
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[[host]]\nname = 5\n")?;
+    let f = lab_file("three.toml");
+    let cases: [(Vec<String>, Option<&str>, &str); 4] = [
+        (
+            vec!["--format".into(), "svg".into(), f.display().to_string()],
+            Some("/nonexistent"),
+            "Graphviz's dot is not installed",
+        ),
+        (
+            vec![
+                "-o".into(),
+                "/nonexistent/dir/g.svg".into(),
+                f.display().to_string(),
+            ],
+            None,
+            "cannot write /nonexistent/dir/g.svg",
+        ),
+        (vec![bad.display().to_string()], None, "line 3"),
+        (
+            vec![
+                "-o".into(),
+                dir.path().join("x.png").display().to_string(),
+                "/nonexistent.toml".into(),
+            ],
+            None,
+            "/nonexistent.toml",
+        ),
+    ];
+    for (args, path, want) in cases {
+        let mut c = Command::new(bin("vswitch-lab")?);
+        c.arg("graph").args(&args);
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        let o = run(&mut c)?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        ensure!(
+            o.status.code() == Some(1)
+                && err.lines().count() == 1
+                && err.starts_with("error: ")
+                && err.contains(want),
+            "graph {args:?}: exit {:?}, {err:?}",
+            o.status.code()
+        );
+    }
+    // A PNG when Graphviz is there.
+    let png = dir.path().join("g.png");
+    let o = run(Command::new(bin("vswitch-lab")?)
+        .args(["graph", "--no-rates", "-o"])
+        .arg(&png)
+        .arg(&f))?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let head = std::fs::read(&png)?;
+    ensure!(head.starts_with(b"\x89PNG\r\n"), "not a PNG");
     Ok(())
 }

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
             metrics_parse_and_move_with_traffic,
         ),
         ("metrics_bad_address", metrics_bad_address),
+        ("dns_counters_move_with_dig", dns_counters_move_with_dig),
         ("top_rates_agree_with_iperf3", top_rates_agree_with_iperf3),
         ("top_errors", top_errors),
     ])
@@ -251,6 +252,68 @@ fn metrics_parse_and_move_with_traffic() -> Result<()> {
     Ok(())
 }
 
+/// `dig` against the bridge's gateway: local names (NOERROR), plain unknown names
+/// (NXDOMAIN, never forwarded, so nothing leaves the test's namespaces), a TCP query;
+/// the counters in `list-br --json`, `show` and `/metrics` move by exactly as much.
+fn dns_counters_move_with_dig() -> Result<()> {
+    let lab = lab_with(&["--metrics", METRICS, "--fastpath", "off"])?;
+    lab.ctl_ok(&["add-host", "br1", "web", "10.0.0.9"])?;
+    let br1 = |lab: &Lab| -> Result<Value> {
+        let j = lab.ctl_json(&["list-br"])?;
+        j.as_array()
+            .and_then(|a| a.iter().find(|b| b["name"] == "br1").cloned())
+            .context("br1 in list-br --json")
+    };
+    let b0 = br1(&lab)?;
+    ensure!(b0["dns_queries"] == 0, "{b0}");
+    ensure!(
+        !lab.ctl_ok(&["show"])?.contains("DNS "),
+        "a DNS line before any query"
+    );
+    let dig = |args: &str| lab.sh("c1", &format!("dig +time=2 +tries=1 @10.0.0.1 {args}"));
+    for _ in 0..3 {
+        let out = dig("+short web")?;
+        ensure!(out.trim() == "10.0.0.9", "dig web: {out}");
+    }
+    let out = dig("+tcp +short web")?;
+    ensure!(out.trim() == "10.0.0.9", "dig +tcp web: {out}");
+    for name in ["nosuchname", "other"] {
+        let out = dig(name)?;
+        ensure!(out.contains("status: NXDOMAIN"), "dig {name}: {out}");
+    }
+    let b = br1(&lab)?;
+    eprintln!(
+        "br1 DNS: queries {} noerror {} nxdomain {} forwarded {}",
+        b["dns_queries"], b["dns_noerror"], b["dns_nxdomain"], b["dns_forwarded"]
+    );
+    ensure!(
+        b["dns_queries"] == 6
+            && b["dns_noerror"] == 4
+            && b["dns_nxdomain"] == 2
+            && b["dns_forwarded"] == 0
+            && b["dns_servfail"] == 0,
+        "{b}"
+    );
+    let show = lab.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains("        DNS 6 queries: noerror 4, nxdomain 2\n"),
+        "{show}"
+    );
+    let m = scrape(&lab)?;
+    let br = [("bridge", "br1")];
+    ensure!(value(&m, "vswitch_dns_queries_total", &br)? == 6.0);
+    ensure!(value(&m, "vswitch_dns_forwarded_total", &br)? == 0.0);
+    for (rcode, n) in [("noerror", 4.0), ("nxdomain", 2.0), ("servfail", 0.0)] {
+        let got = value(
+            &m,
+            "vswitch_dns_responses_total",
+            &[("bridge", "br1"), ("rcode", rcode)],
+        )?;
+        ensure!(got == n, "{rcode}: {got}, want {n}");
+    }
+    Ok(())
+}
+
 fn metrics_bad_address() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.add_ns("sw")?;
@@ -299,8 +362,9 @@ fn metrics_bad_address() -> Result<()> {
 }
 
 /// `top --once --json -i 1` during an iperf3 UDP stream at 20 Mbit/s from c1 to c2:
-/// v2 (towards the receiver) sends about 20 Mbit/s, v1 receives about as much. A
-/// factor of 2 either way: the user-visible figure, not a timing assert.
+/// v2 (towards the receiver) sends about 20 Mbit/s, v1 receives about as much: within
+/// -10 %..+20 % of what iperf3 reports (frames carry 2.9 % of headers more than
+/// iperf3's payload), in bits/s and frames/s. A measured figure, not a timing assert.
 fn top_rates_agree_with_iperf3() -> Result<()> {
     let mut lab = lab_with(&[])?;
     lab.assert_ping("c1", "10.0.0.6")?;
@@ -353,10 +417,22 @@ fn top_rates_agree_with_iperf3() -> Result<()> {
     eprintln!(
         "iperf3 exit {code:?}: {sent:.1} Mbit/s; top: v2 tx {v2_tx:.1}, v1 rx {v1_rx:.1} Mbit/s"
     );
-    ensure!(
-        v2_tx > sent / 2.0 && v2_tx < sent * 2.0,
-        "top {v2_tx:.1} vs iperf3 {sent:.1} Mbit/s"
-    );
+    // top counts whole frames: a 1470-byte datagram is a 1512-byte frame (+2.9 %).
+    // Within -10 %..+20 % of iperf3's own rate, both ports, and in frames/s too.
+    let pps = j["end"]["sum"]["packets"].as_f64().unwrap_or(0.0)
+        / j["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.1);
+    let v2_pps = f(row("v2")?, "tx_pps")?;
+    eprintln!("iperf3 {pps:.0} datagrams/s; top: v2 tx {v2_pps:.0} frames/s");
+    for (what, top, iperf) in [
+        ("v2 tx Mbit/s", v2_tx, sent),
+        ("v1 rx Mbit/s", v1_rx, sent),
+        ("v2 tx frames/s", v2_pps, pps),
+    ] {
+        ensure!(
+            top > iperf * 0.9 && top < iperf * 1.2,
+            "{what}: top {top:.1} vs iperf3 {iperf:.1}"
+        );
+    }
     // The refreshing view: one ANSI clear + table per interval, then exit (-n).
     let o = lab.ctl(&["top", "-i", "0.2", "-n", "2", "br1"])?;
     ensure!(o.code == 0, "{o:?}");

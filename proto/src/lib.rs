@@ -1006,6 +1006,23 @@ pub struct BridgeInfo {
     pub dhcp6_declined: u64,
     #[serde(default)]
     pub dhcp6_ignored: u64,
+    /// DNS queries to the bridge's gateway since vswitchd started (UDP and TCP, IPv4
+    /// and IPv6), those forwarded upstream, and the answers sent by response code
+    /// (local and forwarded alike; `other`: FORMERR, NOTIMP and rarer codes).
+    #[serde(default)]
+    pub dns_queries: u64,
+    #[serde(default)]
+    pub dns_forwarded: u64,
+    #[serde(default)]
+    pub dns_noerror: u64,
+    #[serde(default)]
+    pub dns_nxdomain: u64,
+    #[serde(default)]
+    pub dns_servfail: u64,
+    #[serde(default)]
+    pub dns_refused: u64,
+    #[serde(default)]
+    pub dns_other: u64,
     /// Where names the bridge does not own are forwarded: `resolv.conf` (vswitchd's
     /// own resolvers), `bridge` (`--dns-upstream`) or `off` (NXDOMAIN).
     #[serde(default)]

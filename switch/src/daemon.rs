@@ -168,13 +168,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         fastpath.clone(),
     );
     state.set_auto_balance(opts.auto_balance && workers > 1);
+    let service = Service::new(snap.clone(), neigh.clone(), db.leases().clone(), workers);
     state.set_tools(crate::control::tools::Tools {
-        neigh: Some(neigh.clone()),
+        neigh: Some(neigh),
+        dns: service.dns_stats(),
         ..Default::default()
     });
     let state = Arc::new(Mutex::new(state));
-    crate::control::events::spawn_mac_watch(snap.clone()).context("start MAC watcher")?;
-    let service = Service::new(snap, neigh, db.leases().clone(), workers);
+    crate::control::events::spawn_mac_watch(snap).context("start MAC watcher")?;
     std::thread::Builder::new()
         .name("vswitch-service".into())
         .spawn(move || service.run(punt_rx))

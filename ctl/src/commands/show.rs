@@ -132,8 +132,38 @@ pub fn render(s: &ShowInfo) -> String {
         for m in &b.mirrors {
             let _ = writeln!(out, "        {}", super::mirror::line(m));
         }
+        if let Some(d) = dns_line(b) {
+            let _ = writeln!(out, "        {d}");
+        }
     }
     out
+}
+
+/// `DNS 12 queries (2 forwarded): noerror 9, nxdomain 3` — the answers by response
+/// code, the zero ones left out; `None` while the bridge's DNS was never asked.
+pub fn dns_line(b: &BridgeInfo) -> Option<String> {
+    if b.dns_queries == 0 {
+        return None;
+    }
+    let mut s = format!("DNS {} queries", b.dns_queries);
+    if b.dns_forwarded > 0 {
+        let _ = write!(s, " ({} forwarded)", b.dns_forwarded);
+    }
+    let codes: Vec<String> = [
+        ("noerror", b.dns_noerror),
+        ("nxdomain", b.dns_nxdomain),
+        ("servfail", b.dns_servfail),
+        ("refused", b.dns_refused),
+        ("other", b.dns_other),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    if !codes.is_empty() {
+        let _ = write!(s, ": {}", codes.join(", "));
+    }
+    Some(s)
 }
 
 #[cfg(test)]
@@ -171,6 +201,13 @@ pub mod tests {
             dhcp6_capped: 0,
             dhcp6_declined: 0,
             dhcp6_ignored: 0,
+            dns_queries: 0,
+            dns_forwarded: 0,
+            dns_noerror: 0,
+            dns_nxdomain: 0,
+            dns_servfail: 0,
+            dns_refused: 0,
+            dns_other: 0,
             dns_forward: "resolv.conf".into(),
             dns_upstream: vec![],
             overlay_vni: None,
@@ -215,6 +252,20 @@ pub mod tests {
             ct6_evictions: 0,
             fastpath: String::new(),
         }
+    }
+
+    #[test]
+    fn dns_counters_once_asked() {
+        let mut b = bridge("br1");
+        assert_eq!(dns_line(&b), None);
+        b.dns_queries = 5;
+        b.dns_forwarded = 1;
+        b.dns_noerror = 3;
+        b.dns_nxdomain = 2;
+        assert_eq!(
+            dns_line(&b).as_deref(),
+            Some("DNS 5 queries (1 forwarded): noerror 3, nxdomain 2")
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! `demo` brings up a built-in lab, proves connectivity with real pings, prints what
 //! it built and tears it down. `up`/`down`/`status FILE` manage a lab described in a
-//! TOML file (see `vswitch_integration::labfile`); `graph FILE` prints it as DOT.
+//! TOML file (see `vswitch_integration::labfile`); `graph FILE` draws it (DOT, or SVG
+//! and PNG through Graphviz's `dot`), with live rates on the links when the lab is up.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -40,10 +41,23 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the lab as a Graphviz DOT graph
+    /// Draw the lab: Graphviz DOT, or SVG/PNG rendered by Graphviz's `dot`; when the
+    /// lab is up, each link and tunnel carries its live rates
     Graph {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// dot, svg or png [default: from -o's extension, else dot]
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<GraphFormat>,
+        /// Write to OUT instead of standard output
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Seconds over which the live rates are measured (0.1..60)
+        #[arg(short = 'i', long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        /// The topology only: do not ask the lab's switches for rates
+        #[arg(long)]
+        no_rates: bool,
     },
     /// Print a shell completion script
     Completions {
@@ -55,6 +69,14 @@ enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// Output formats of `graph`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum GraphFormat {
+    Dot,
+    Svg,
+    Png,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +115,22 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::Graph {
+            file,
+            format,
+            output,
+            interval,
+            no_rates,
+        } => {
+            // Builds nothing: no namespace of its own needed.
+            return match graph(file, *format, output.as_deref(), *interval, *no_rates) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", one_line(&format!("{e:#}")));
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {}
     }
     // Always inside a private network namespace of our own.
@@ -125,8 +163,7 @@ fn main() -> ExitCode {
         Cmd::Up { file } => file_command("up", file),
         Cmd::Down { file } => file_command("down", file),
         Cmd::Status { file } => file_command("status", file),
-        Cmd::Graph { file } => file_command("graph", file),
-        Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
+        Cmd::Completions { .. } | Cmd::Man { .. } | Cmd::Graph { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,12 +179,109 @@ fn file_command(cmd: &str, file: &Path) -> Result<()> {
     match cmd {
         "up" => labrun::up(&lab),
         "down" => labrun::down(&lab),
-        "status" => labrun::status(&lab),
-        _ => {
-            print!("{}", lab.dot());
-            Ok(())
+        _ => labrun::status(&lab),
+    }
+}
+
+/// `text` on one line (a TOML error spans several).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `vswitch-lab graph`: the lab as DOT, SVG or PNG, with live rates when it is up.
+fn graph(
+    file: &Path,
+    format: Option<GraphFormat>,
+    output: Option<&Path>,
+    interval: f64,
+    no_rates: bool,
+) -> Result<()> {
+    if !(0.1..=60.0).contains(&interval) {
+        bail!("bad interval {interval}: must be 0.1..60 seconds");
+    }
+    let format = format.unwrap_or_else(|| {
+        match output
+            .and_then(Path::extension)
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("svg") => GraphFormat::Svg,
+            Some("png") => GraphFormat::Png,
+            _ => GraphFormat::Dot,
+        }
+    });
+    let lab = LabFile::load(file)?;
+    // Graphviz first: a missing `dot` fails before a second is spent on rates.
+    if format != GraphFormat::Dot {
+        match Command::new("dot").arg("-V").output() {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "Graphviz's dot is not installed (Debian: apt-get install graphviz); --format dot needs no Graphviz"
+            ),
+            Err(e) => bail!("cannot run Graphviz's dot: {e}"),
         }
     }
+    // The output file before the rates: an unwritable one fails at once.
+    let mut out: Box<dyn std::io::Write> = match output {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let result = (|| -> Result<()> {
+        let live = if no_rates {
+            None
+        } else {
+            labrun::live_rates(&lab, interval)?
+        };
+        let dot = lab.dot_with(live.as_ref());
+        let bytes = match format {
+            GraphFormat::Dot => dot.into_bytes(),
+            GraphFormat::Svg => render(&dot, "svg")?,
+            GraphFormat::Png => render(&dot, "png")?,
+        };
+        out.write_all(&bytes)
+            .and_then(|()| out.flush())
+            .with_context(|| match output {
+                Some(p) => format!("cannot write {}", p.display()),
+                None => "cannot write to standard output".to_string(),
+            })
+    })();
+    if result.is_err() {
+        if let Some(p) = output {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
+}
+
+/// `dot` rendered by Graphviz as `-T FORMAT`.
+fn render(dot: &str, format: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("dot")
+        .arg(format!("-T{format}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run Graphviz's dot")?;
+    // Written from a thread: dot may fill its stdout pipe before it has read all input.
+    let mut stdin = child.stdin.take().context("dot's standard input")?;
+    let text = dot.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .context("wait for Graphviz's dot")?;
+    let _ = writer.join();
+    if !out.status.success() {
+        bail!(
+            "Graphviz's dot failed: {}",
+            one_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    Ok(out.stdout)
 }
 
 fn step(title: &str) {

@@ -24,6 +24,7 @@ pub struct BridgeSample {
     pub fdb: Option<Arc<Fdb>>,
     pub dhcp: crate::tables::leases::PoolStats,
     pub dhcp6: crate::tables::leases6::Pool6Stats,
+    pub dns: crate::service::dns::DnsCounts,
 }
 
 /// Everything one scrape reports; taken under the control mutex, cheap to take.
@@ -48,6 +49,7 @@ impl State {
                 fdb: self.fdbs.get(&b.name).cloned(),
                 dhcp: self.db.leases().stats(&b.name).unwrap_or_default(),
                 dhcp6: self.db.leases().stats6(&b.name).unwrap_or_default(),
+                dns: self.tools.dns.get(&b.name),
             });
         }
         Sample {
@@ -263,6 +265,42 @@ pub fn render(s: &Sample) -> String {
             fam.sample(&[("bridge", &b.name)], f(b, now));
         }
     }
+    let mut fam = Family::new(
+        &mut out,
+        "vswitch_dns_queries_total",
+        "counter",
+        "DNS queries to the bridge's gateway (UDP and TCP, IPv4 and IPv6).",
+    );
+    for b in &s.bridges {
+        fam.sample(&[("bridge", &b.name)], b.dns.queries);
+    }
+    let mut fam = Family::new(
+        &mut out,
+        "vswitch_dns_forwarded_total",
+        "counter",
+        "DNS queries forwarded upstream (names the bridge does not own).",
+    );
+    for b in &s.bridges {
+        fam.sample(&[("bridge", &b.name)], b.dns.forwarded);
+    }
+    let mut fam = Family::new(
+        &mut out,
+        "vswitch_dns_responses_total",
+        "counter",
+        "DNS answers sent, by response code (local and forwarded).",
+    );
+    for b in &s.bridges {
+        let d = &b.dns;
+        for (rcode, n) in [
+            ("noerror", d.noerror),
+            ("nxdomain", d.nxdomain),
+            ("servfail", d.servfail),
+            ("refused", d.refused),
+            ("other", d.other),
+        ] {
+            fam.sample(&[("bridge", &b.name), ("rcode", rcode)], n);
+        }
+    }
 
     if let Some(fp) = &s.fastpath {
         let c = |out: &mut String, name, help, v: u64| {
@@ -369,6 +407,11 @@ mod tests {
                 fdb: None,
                 dhcp: Default::default(),
                 dhcp6: Default::default(),
+                dns: crate::service::dns::DnsCounts {
+                    queries: 4,
+                    nxdomain: 1,
+                    ..Default::default()
+                },
             }],
             conntrack: Arc::new(Conntrack::new(64)),
             fastpath: None,
@@ -381,6 +424,8 @@ mod tests {
         ));
         assert!(t.contains("vswitch_conntrack_capacity "));
         assert!(t.contains("vswitch_dhcp_leases{bridge=\"br0\"} 0\n"));
+        assert!(t.contains("vswitch_dns_queries_total{bridge=\"br0\"} 4\n"));
+        assert!(t.contains("vswitch_dns_responses_total{bridge=\"br0\",rcode=\"nxdomain\"} 1\n"));
         assert!(!t.contains("fastpath"));
     }
 }

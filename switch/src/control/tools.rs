@@ -13,4 +13,6 @@ pub struct Tools {
     pub neigh: Option<Arc<NeighCache>>,
     /// Running captures; every snapshot points to these.
     pub taps: Arc<Taps>,
+    /// The DNS counters of the service thread (per bridge).
+    pub dns: Arc<crate::service::dns::DnsStats>,
 }

@@ -91,6 +91,7 @@ impl State {
     pub(super) fn bridge_info(&self, b: &BridgeConf) -> BridgeInfo {
         let dhcp = self.db.leases().stats(&b.name).unwrap_or_default();
         let dhcp6 = self.db.leases().stats6(&b.name).unwrap_or_default();
+        let dns = self.tools.dns.get(&b.name);
         BridgeInfo {
             name: b.name.clone(),
             subnet: b.subnet.map(|s| s.to_string()),
@@ -122,6 +123,13 @@ impl State {
             dhcp6_capped: dhcp6.capped,
             dhcp6_declined: dhcp6.declined,
             dhcp6_ignored: dhcp6.declines_ignored,
+            dns_queries: dns.queries,
+            dns_forwarded: dns.forwarded,
+            dns_noerror: dns.noerror,
+            dns_nxdomain: dns.nxdomain,
+            dns_servfail: dns.servfail,
+            dns_refused: dns.refused,
+            dns_other: dns.other,
             overlay_vni: b.overlay.map(|o| o.vni),
             dns_forward: match (&b.dns, b.gateway) {
                 (_, None) | (DnsForward::Off, _) => "off",

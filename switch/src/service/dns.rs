@@ -256,6 +256,63 @@ pub fn answer(
     r.to_vec().ok().map(Answer::Local)
 }
 
+/// DNS counters of one bridge since vswitchd started: queries to its gateway (UDP and
+/// TCP, IPv4 and IPv6), those forwarded upstream, and the answers sent back by
+/// response code (local and forwarded answers alike; a forward that fails is answered
+/// SERVFAIL here and counted so).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DnsCounts {
+    pub queries: u64,
+    pub forwarded: u64,
+    pub noerror: u64,
+    pub nxdomain: u64,
+    pub servfail: u64,
+    pub refused: u64,
+    /// FORMERR, NOTIMP and the rarer codes.
+    pub other: u64,
+}
+
+impl DnsCounts {
+    /// Count one answer by the response code in its header (the low 4 bits of byte
+    /// 3; an EDNS extended code is rare enough to count as its low bits).
+    pub fn count_answer(&mut self, msg: &[u8]) {
+        match msg.get(3).map(|b| b & 0x0f) {
+            Some(0) => self.noerror += 1,
+            Some(2) => self.servfail += 1,
+            Some(3) => self.nxdomain += 1,
+            Some(5) => self.refused += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// The DNS counters of every bridge, by name: written by the service thread, read by
+/// the control plane (`show`, `list-br`, `--metrics`) under one short lock.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    by_bridge: parking_lot::Mutex<std::collections::HashMap<String, DnsCounts>>,
+}
+
+impl DnsStats {
+    /// Change the counters of `bridge`.
+    pub fn update(&self, bridge: &str, f: impl FnOnce(&mut DnsCounts)) {
+        let mut m = self.by_bridge.lock();
+        match m.get_mut(bridge) {
+            Some(c) => f(c),
+            None => f(m.entry(bridge.to_string()).or_default()),
+        }
+    }
+
+    /// The counters of `bridge` (zero when it was never asked anything).
+    pub fn get(&self, bridge: &str) -> DnsCounts {
+        self.by_bridge
+            .lock()
+            .get(bridge)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
 /// Fuzz entry point: `data` is one DNS message (UDP payload) for a bridge that knows
 /// two names and forwards. Must never panic; an answer is never larger than a UDP
 /// reply can be, and fits the limit it is cut to.
@@ -491,5 +548,30 @@ mod tests {
             (7, 1, 0)
         );
         assert_eq!(fit_udp(long.clone(), 4096), long);
+    }
+
+    #[test]
+    fn counts_answers_by_response_code() {
+        let stats = DnsStats::default();
+        let names = names();
+        for (name, forward) in [("web.", false), ("nope.", false), ("example.com.", true)] {
+            let q = query(name, RecordType::A);
+            stats.update("br1", |c| c.queries += 1);
+            match answer(&[&names], &Names6::new(), "br1", &q, 100, forward) {
+                Some(Answer::Local(r)) => stats.update("br1", |c| c.count_answer(&r)),
+                Some(Answer::Forward) => {
+                    stats.update("br1", |c| c.forwarded += 1);
+                    let r = super::super::forward::servfail(&q).unwrap();
+                    stats.update("br1", |c| c.count_answer(&r));
+                }
+                None => panic!("no answer to {name}"),
+            }
+        }
+        let c = stats.get("br1");
+        assert_eq!(
+            (c.queries, c.forwarded, c.noerror, c.nxdomain, c.servfail),
+            (3, 1, 1, 1, 1)
+        );
+        assert_eq!(stats.get("br2"), DnsCounts::default());
     }
 }

@@ -81,6 +81,8 @@ pub struct Service {
     rs_refill: Instant,
     /// Names the bridges do not own go upstream through it (off this thread).
     forwarder: forward::Forwarder<dns::Reply>,
+    /// DNS counters by bridge, read by the control plane.
+    dns_stats: Arc<dns::DnsStats>,
 }
 
 impl Service {
@@ -105,7 +107,13 @@ impl Service {
             rs_tokens: ndp::RS_ANSWERS_PER_SEC,
             rs_refill: Instant::now(),
             forwarder: forward::Forwarder::default(),
+            dns_stats: Arc::default(),
         }
+    }
+
+    /// The DNS counters this thread keeps, for the control plane.
+    pub fn dns_stats(&self) -> Arc<dns::DnsStats> {
+        self.dns_stats.clone()
     }
 
     /// Serve punts until every sender is gone.
@@ -370,9 +378,11 @@ impl Service {
         let names = [&*bridge.names, &leased];
         let leased6 = self.leases.names6(&bridge.name, now).unwrap_or_default();
         let names6 = [&*bridge.names6, &leased6];
+        self.dns_stats.update(&bridge.name, |c| c.queries += 1);
         match dns::answer(&names, &names6, &bridge.name, q, now, forwards) {
             Some(dns::Answer::Local(resp)) => self.send_dns(snap, reply, resp),
             Some(dns::Answer::Forward) => {
+                self.dns_stats.update(&bridge.name, |c| c.forwarded += 1);
                 let req = forward::Request {
                     upstream: bridge.dns.clone(),
                     query: q.to_vec(),
@@ -401,8 +411,17 @@ impl Service {
         }
     }
 
-    /// Send the DNS answer `msg` back the way its query came.
+    /// Send the DNS answer `msg` back the way its query came, counted by its response
+    /// code on the bridge whose gateway was asked.
     fn send_dns(&mut self, snap: &Snapshot, reply: dns::Reply, msg: Vec<u8>) {
+        let bi = match &reply {
+            dns::Reply::Udp { server, .. } => snap.router_ip(*server),
+            dns::Reply::Tcp(r) => snap.router_ip(r.server()),
+            dns::Reply::Udp6 { port, .. } => snap.port(*port).map(|p| p.bridge),
+        };
+        if let Some(b) = bi.and_then(|i| snap.bridges.get(i)) {
+            self.dns_stats.update(&b.name, |c| c.count_answer(&msg));
+        }
         match reply {
             dns::Reply::Udp {
                 client,

@@ -61,6 +61,11 @@ pub struct TcpReply {
 }
 
 impl TcpReply {
+    /// The gateway address the query was sent to.
+    pub fn server(&self) -> Ipv4Addr {
+        self.server
+    }
+
     /// The IPv4 packets carrying `answer` (length-prefixed), the last with FIN.
     pub fn segments(&self, answer: &[u8]) -> Vec<Vec<u8>> {
         let Ok(len) = u16::try_from(answer.len()) else {

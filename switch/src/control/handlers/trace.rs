@@ -195,6 +195,12 @@ impl State {
                 });
             }
         }
+        if let (Some(fp), [_]) = (&self.fastpath, queued.as_slice()) {
+            stages.push(TraceStage {
+                stage: "fastpath".into(),
+                text: offload_text(&fp.entries(), live.id, &frame),
+            });
+        }
         let flooded = tracer.flooded();
         let (verdict, drop_reason, punt) = match tracer.end() {
             Some(End::Drop(r)) => {
@@ -230,6 +236,42 @@ impl State {
             punt,
             out_flow,
         })
+    }
+}
+
+/// Whether the kernel fast path carries the traced frame now: an entry for its input
+/// port and MACs (and, for a routed entry, its IPv4 destination).
+fn offload_text(
+    entries: &[crate::fastpath::Entry],
+    in_id: crate::tables::PortId,
+    frame: &[u8],
+) -> String {
+    let mac = |o: usize| {
+        frame
+            .get(o..o + 6)
+            .and_then(|m| <[u8; 6]>::try_from(m).ok())
+    };
+    let (Some(dst), Some(src)) = (mac(0), mac(6)) else {
+        return "not offloaded: the frame is too short".into();
+    };
+    // The IPv4 destination of an untagged IPv4 frame.
+    let ip_dst = (frame.get(12..14) == Some(&[0x08, 0x00][..]))
+        .then(|| frame.get(30..34))
+        .flatten()
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(std::net::Ipv4Addr::from);
+    let hit = entries.iter().find(|e| {
+        e.in_id == in_id
+            && e.src.0 == src
+            && e.dst.0 == dst
+            && e.route.is_none_or(|(ip, _)| Some(ip) == ip_dst)
+    });
+    match hit {
+        Some(e) => format!(
+            "offloaded: the kernel fast path carries this flow ({} packets, {} bytes so far)",
+            e.packets, e.bytes
+        ),
+        None => "not offloaded: the next frame takes the userspace path (and may be installed in the kernel fast path)".into(),
     }
 }
 
