@@ -557,7 +557,7 @@ mod tests {
         for (name, forward) in [("web.", false), ("nope.", false), ("example.com.", true)] {
             let q = query(name, RecordType::A);
             stats.update("br1", |c| c.queries += 1);
-            match answer(&[&names], &Names6::new(), "br1", &q, 100, forward) {
+            match answer(&[&names], &[], "br1", &q, 100, forward) {
                 Some(Answer::Local(r)) => stats.update("br1", |c| c.count_answer(&r)),
                 Some(Answer::Forward) => {
                     stats.update("br1", |c| c.forwarded += 1);
