@@ -367,7 +367,8 @@ fn ipv4_frame_hex(
 /// exactly that drop counter of v1 moves by the frames sent. `bad_source` (a multicast
 /// source MAC), `same_segment` (to a MAC learned on the ingress port), `not_routable`
 /// (to the router's MAC for a multicast address), `too_big` (routed to a bridge with a
-/// smaller MTU, DF clear), `malformed` (a runt the kernel lets a veth carry).
+/// smaller MTU, DF clear), `malformed` (to the router's MAC, an IPv4 header cut short
+/// after 4 bytes).
 fn trace_agrees_on_frame_drops() -> Result<()> {
     let lab = tools_lab()?;
     lab.ctl_ok(&[
@@ -410,7 +411,11 @@ fn trace_agrees_on_frame_drops() -> Result<()> {
         ),
         (
             "malformed",
-            format!("{}{}81", rmac.replace(':', ""), mac1.replace(':', "")),
+            format!(
+                "{}{}080045000014",
+                rmac.replace(':', ""),
+                mac1.replace(':', "")
+            ),
         ),
     ];
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/send_frame.py");
@@ -650,7 +655,8 @@ fn capture_slow_reader_loses_frames() -> Result<()> {
     let mut lab = tools_lab()?;
     lab.assert_ping("c1", "10.0.0.6")?;
     lab.iperf_server("c2", "10.0.0.6")?;
-    // The reader takes nothing for 8 s; vswitchctl is told to stop at 12 s.
+    // The reader takes nothing for 8 s; vswitchctl is told to stop (SIGINT, to it and
+    // its process group: twice) at 30 s.
     let pid = capture_bg(
         &mut lab,
         &["v2", "-w", "-"],

@@ -50,7 +50,7 @@ pub struct Capture {
 }
 
 /// SIGINT and SIGTERM send `stop` on the connection once (vswitchd then ends the
-/// stream with its statistics); a second one exits at once. The signals are blocked in
+/// stream with its statistics); a second one a second or more later exits at once. The signals are blocked in
 /// this (the only) thread, so every thread started later inherits the mask, and a
 /// waiter thread takes them with sigwait: no signal handler, no unsafe code.
 fn install_stop(sock: UnixStream) -> Result<(), Error> {
@@ -65,8 +65,15 @@ fn install_stop(sock: UnixStream) -> Result<(), Error> {
             if set.wait().is_ok() {
                 let _ = (&sock).write_all(b"stop\n");
             }
-            if set.wait().is_ok() {
-                std::process::exit(130);
+            // One interrupt can arrive twice: GNU `timeout -s INT` signals the child
+            // and then its whole process group, and so does a shell passing on one
+            // Ctrl-C. A second signal within a second is that same interrupt; only a
+            // later one means "exit now" (without the statistics).
+            let first = std::time::Instant::now();
+            while set.wait().is_ok() {
+                if first.elapsed() >= std::time::Duration::from_secs(1) {
+                    std::process::exit(130);
+                }
             }
         })
         .map_err(|e| Error::Failed(format!("cannot start a thread: {e}")))?;
