@@ -28,6 +28,9 @@
 // snapshot, FDB flush, MAC move and neighbour change, which makes every older entry
 // miss at once.
 //
+// Routed IPv6 lives in fp_route6 (L2 key plus the IPv6 destination; see "Routed IPv6"
+// below): both MACs rewritten, hop limit - 1.
+//
 // Established NAT connections live in fp_nat, keyed by the L4 tuple too (see "Established
 // NAT flows" below); the socket filter's NAT verdict carries that tuple in a second
 // per-CPU slot, so fp_tc translates exactly the frame the filter hid.
