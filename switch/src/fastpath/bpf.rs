@@ -1316,6 +1316,41 @@ mod tests {
         assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
     }
 
+    /// An IPv6 GSO super-frame is judged by its segments (40 + TCP header + gso_size,
+    /// or 40 + 8 + gso_size for UDP), as `l3::decide6` does.
+    #[test]
+    fn routed6_gso_frames_are_judged_by_their_segments() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(8).unwrap();
+        l.insert_route6(&routed6_key(), &routed6_action(8, 1500))
+            .unwrap();
+        // 2000 bytes of payload, TCP with a 32-byte header (doff 8).
+        let mut f = ip6_frame(64, 2000);
+        f[14 + 6] = 6;
+        f[14 + 40 + 12] = 8 << 4;
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "not GSO: 2040 > 1500");
+        assert_eq!(
+            run_tc_gso(&l, &f, 1428),
+            TC_ACT_REDIRECT,
+            "40 + 32 + 1428 = 1500 segments"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1429), TC_ACT_OK, "1501-byte segments");
+        let f = ip6_frame(64, 2000);
+        assert_eq!(
+            run_tc_gso(&l, &f, 1452),
+            TC_ACT_REDIRECT,
+            "UDP 40 + 8 + 1452"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1453), TC_ACT_OK);
+        // ICMPv6 as GSO: left to vswitchd.
+        let mut f = ip6_frame(64, 2000);
+        f[14 + 6] = 58;
+        assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
+    }
+
     // ---- Established NAT flows ----
 
     const C1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
