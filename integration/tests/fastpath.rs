@@ -96,6 +96,10 @@ fn main() -> std::process::ExitCode {
             routed6_hop_limit_1_and_mtu_still_get_icmpv6_from_the_gateway,
         ),
         (
+            "routed6_frames_counted_once_while_the_cache_churns",
+            routed6_frames_counted_once_while_the_cache_churns,
+        ),
+        (
             "routed6_ndp_mac_change_is_followed",
             routed6_ndp_mac_change_is_followed,
         ),
@@ -1277,5 +1281,69 @@ fn routed6_masquerade6_takes_over_a_cached_flow() -> Result<()> {
         })
         .collect();
     ensure!(r.is_empty(), "NAT66 flows cached as routed: {r:?}");
+    Ok(())
+}
+
+/// [`frames_counted_once_while_the_cache_churns`] for routed IPv6: a ping -6 flood from
+/// c1 to c2 while `fdb-flush br1` invalidates the routed entries every 20 ms.
+fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
+    let lab = two_nets6(&[])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    wait_routed(&lab, "v1", "fd00:2::5")?;
+    let c1_before = eth0_packets(&lab, "c1")?;
+    let c2_before = eth0_packets(&lab, "c2")?;
+    let v1_before = stats(&lab, "v1")?;
+    let v2_before = stats(&lab, "v2")?;
+    let sock = lab.socket();
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let churn = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(4);
+        let mut flushes = 0;
+        while std::time::Instant::now() < end {
+            let _ = std::process::Command::new(&ctl)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["fdb-flush", "br1"])
+                .output();
+            flushes += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flushes
+    });
+    let out = lab.sh_out("c1", "ping -6 -c 3000 -i 0.001 -W 2 -q fd00:2::5")?;
+    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
+        "{flushes} flushes: {text}"
+    );
+    let c1 = eth0_packets(&lab, "c1")?;
+    let c2 = eth0_packets(&lab, "c2")?;
+    let v1 = stats(&lab, "v1")?;
+    let v2 = stats(&lab, "v2")?;
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    ensure!(
+        d(&v1, &v1_before, "rx_packets") == c1.0 - c1_before.0,
+        "v1 rx {} vs c1 tx {}",
+        d(&v1, &v1_before, "rx_packets"),
+        c1.0 - c1_before.0
+    );
+    ensure!(
+        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
+        "v2 tx {} vs c2 rx {}",
+        d(&v2, &v2_before, "tx_packets"),
+        c2.1 - c2_before.1
+    );
+    ensure!(
+        d(&v1, &v1_before, "fastpath_rx_packets") > 0
+            && d(&v1, &v1_before, "fastpath_rx_packets") < d(&v1, &v1_before, "rx_packets"),
+        "the flood should mix both paths: {v1}"
+    );
+    println!(
+        "{flushes} flushes; v1 rx {} of which fast path {}",
+        d(&v1, &v1_before, "rx_packets"),
+        d(&v1, &v1_before, "fastpath_rx_packets")
+    );
     Ok(())
 }
