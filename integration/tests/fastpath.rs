@@ -6,7 +6,8 @@
 //! killed. Routed unicast between bridges is forwarded by the program too (MACs
 //! rewritten, TTL decremented), while what needs the router (TTL 1, over the MTU, the
 //! gateway itself, NAT) still reaches vswitchd, and route and neighbour changes
-//! invalidate what was cached.
+//! invalidate what was cached. Routed IPv6 likewise (MACs rewritten, hop limit
+//! decremented; hop limit 1 and packets too big still reach vswitchd).
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
@@ -85,6 +86,26 @@ fn main() -> std::process::ExitCode {
         (
             "nat_del_masquerade_stops_offloaded_traffic_at_once",
             nat_del_masquerade_stops_offloaded_traffic_at_once,
+        ),
+        (
+            "routed6_ping_and_tcp_go_through_the_kernel",
+            routed6_ping_and_tcp_go_through_the_kernel,
+        ),
+        (
+            "routed6_hop_limit_1_and_mtu_still_get_icmpv6_from_the_gateway",
+            routed6_hop_limit_1_and_mtu_still_get_icmpv6_from_the_gateway,
+        ),
+        (
+            "routed6_frames_counted_once_while_the_cache_churns",
+            routed6_frames_counted_once_while_the_cache_churns,
+        ),
+        (
+            "routed6_ndp_mac_change_is_followed",
+            routed6_ndp_mac_change_is_followed,
+        ),
+        (
+            "routed6_masquerade6_takes_over_a_cached_flow",
+            routed6_masquerade6_takes_over_a_cached_flow,
         ),
     ])
 }
@@ -1050,6 +1071,279 @@ fn nat_del_masquerade_stops_offloaded_traffic_at_once() -> Result<()> {
         got == 0,
         "{got} of 5 answered after del-masquerade: {}",
         lab.ctl_ok(&["fastpath-show"])?
+    );
+    Ok(())
+}
+
+/// br1 fd00:1::/64 (gateway ::1) with c1 fd00:1::5 on v1, br2 fd00:2::/64 (gateway
+/// ::1, `br2_args` added) with c2 fd00:2::5 on v2 (both dual-stack, IPv4 as in
+/// [`two_nets`]: 10.0.0.0/24 and 10.1.0.0/24); vswitchd with `--fastpath on`.
+fn two_nets6(br2_args: &[&str]) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    // The switch namespace's own kernel stays off the ports (MLD, solicitations).
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    for (br, n4, n6, extra) in [("br1", 0, 1, &[][..]), ("br2", 1, 2, br2_args)] {
+        let (s4, g4) = (format!("10.{n4}.0.0/24"), format!("10.{n4}.0.1"));
+        let (s6, g6) = (format!("fd00:{n6}::/64"), format!("fd00:{n6}::1"));
+        let mut a = vec![
+            "add-br",
+            br,
+            "--subnet",
+            &s4,
+            "--gateway",
+            &g4,
+            "--subnet",
+            &s6,
+            "--gateway",
+            &g6,
+        ];
+        a.extend_from_slice(extra);
+        lab.ctl_ok(&a)?;
+    }
+    for (c, port, n4, n6) in [("c1", "v1", 0, 1), ("c2", "v2", 1, 2)] {
+        lab.container(
+            "sw",
+            c,
+            port,
+            &format!("10.{n4}.0.5/24"),
+            Some(&format!("10.{n4}.0.1")),
+        )?;
+        lab.sh(
+            c,
+            &format!(
+                "sysctl -qw net.ipv6.conf.eth0.accept_ra=0 && ip -6 addr add fd00:{n6}::5/64 dev eth0 nodad && ip -6 route add default via fd00:{n6}::1"
+            ),
+        )?;
+    }
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    Ok(lab)
+}
+
+fn routed6_ping_and_tcp_go_through_the_kernel() -> Result<()> {
+    let mut lab = two_nets6(&[])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    let e = wait_routed(&lab, "v1", "fd00:2::5")?;
+    wait_routed(&lab, "v2", "fd00:1::5")?;
+    let c1_mac = lab.mac("c1", "eth0")?;
+    let c2_mac = lab.mac("c2", "eth0")?;
+    ensure!(
+        e["bridge"] == "br1"
+            && e["src"] == c1_mac.as_str()
+            && e["out_port"] == "v2"
+            && e["route"]["out_bridge"] == "br2"
+            && e["route"]["next_hop"] == c2_mac.as_str()
+            && e["dst"].as_str().is_some_and(|d| d.starts_with("02:76:")),
+        "{e}"
+    );
+    let before = (stats(&lab, "v1")?, eth0_packets(&lab, "c1")?);
+    let v2_before = stats(&lab, "v2")?;
+    let c2_before = eth0_packets(&lab, "c2")?;
+    lab.assert_pings("c1", "fd00:2::5", 20)?;
+    let after = (stats(&lab, "v1")?, eth0_packets(&lab, "c1")?);
+    let v2_after = stats(&lab, "v2")?;
+    let c2_after = eth0_packets(&lab, "c2")?;
+    let fast = n(&after.0, "fastpath_rx_packets") - n(&before.0, "fastpath_rx_packets");
+    let total = n(&after.0, "rx_packets") - n(&before.0, "rx_packets");
+    let sent = after.1 .0 - before.1 .0;
+    // Counted once (by vswitchd or by the program); what v2 sent is what c2 received.
+    ensure!(total == sent, "v1 counted {total} frames, c1 sent {sent}");
+    ensure!(
+        fast >= 20,
+        "only {fast} of {sent} frames took the fast path"
+    );
+    let v2_tx = n(&v2_after, "tx_packets") - n(&v2_before, "tx_packets");
+    ensure!(
+        v2_tx == c2_after.1 - c2_before.1,
+        "v2 sent {v2_tx} frames, c2 received {}",
+        c2_after.1 - c2_before.1
+    );
+    ensure!(
+        n(&v2_after, "fastpath_tx_packets") - n(&v2_before, "fastpath_tx_packets") >= 20,
+        "{v2_after}"
+    );
+    // fastpath-show: both directions with their hits.
+    let r = routed(&all_entries(&lab)?);
+    for (inp, dst) in [("v1", "fd00:2::5"), ("v2", "fd00:1::5")] {
+        ensure!(
+            r.iter().any(|x| x["in_port"] == inp
+                && x["route"]["ip_dst"] == dst
+                && x["packets"].as_u64().unwrap_or(0) >= 20),
+            "no hits on {inp} → {dst}: {r:?}"
+        );
+    }
+    let text = lab.ctl_ok(&["fastpath-show"])?;
+    ensure!(
+        text.contains("fd00:2::5") && text.contains("fd00:1::5"),
+        "{text}"
+    );
+    println!("{text}");
+    // Hop limit decremented once, by the program: the reply arrives with 64 - 1.
+    let out = lab.sh("c1", "ping -6 -c 3 -i 0.2 -W 1 fd00:2::5")?;
+    ensure!(out.matches("ttl=63").count() == 3, "{out}");
+    // TCP over IPv6: the stream through the kernel.
+    let before = stats(&lab, "v1")?;
+    lab.iperf_server("c2", "fd00:2::5")?;
+    let bytes = lab.iperf_bytes("c1", "fd00:2::5")?;
+    ensure!(bytes > 0, "iperf3 -6 moved nothing");
+    let after = stats(&lab, "v1")?;
+    let fast = n(&after, "fastpath_rx_bytes") - n(&before, "fastpath_rx_bytes");
+    let total = n(&after, "rx_bytes") - n(&before, "rx_bytes");
+    ensure!(
+        fast * 10 >= total * 9,
+        "only {fast} of {total} bytes took the fast path"
+    );
+    ensure!(fast >= bytes, "fast path {fast} bytes < {bytes} delivered");
+    println!("iperf3 -6 routed: {bytes} bytes, v1 rx {total} bytes of which fast path {fast}");
+    Ok(())
+}
+
+fn routed6_hop_limit_1_and_mtu_still_get_icmpv6_from_the_gateway() -> Result<()> {
+    let lab = two_nets6(&["--mtu", "1400"])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    wait_routed(&lab, "v1", "fd00:2::5")?;
+    // The flow is cached, yet hop limit 1 reaches the router, which answers.
+    let o = lab.sh_out("c1", "ping -6 -c 1 -W 2 -t 1 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Time exceeded"),
+        "{text}"
+    );
+    // Over br2's MTU: packet too big, from the router.
+    let o = lab.sh_out("c1", "ping -6 -c 1 -W 2 -M do -s 1450 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(
+        text.contains("From fd00:1::1") && text.contains("Packet too big: mtu=1400"),
+        "{text}"
+    );
+    // tracepath -6: the gateway at hop 1, then c2 (hop limit 2 takes the fast path).
+    lab.sh("c1", "ip -6 route flush cache")?;
+    let tp = lab.sh("c1", "tracepath -6 -n -m 4 fd00:2::5")?;
+    ensure!(
+        tp.contains(" 1:  fd00:1::1") && tp.contains("reached") && tp.contains("pmtu 1400"),
+        "{tp}"
+    );
+    // The cached flow still works at full size within the MTU.
+    lab.assert_pings("c1", "fd00:2::5", 3)?;
+    let o = lab.sh_out("c1", "ping -6 -c 3 -i 0.2 -W 1 -M do -s 1352 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(s.received == 3, "{text}");
+    let e = wait_routed(&lab, "v1", "fd00:2::5")?;
+    ensure!(e["packets"].as_u64().unwrap_or(0) >= 3, "{e}");
+    Ok(())
+}
+
+fn routed6_ndp_mac_change_is_followed() -> Result<()> {
+    let lab = two_nets6(&[])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    wait_routed(&lab, "v1", "fd00:2::5")?;
+    // c2 takes another MAC; its next neighbour solicitation tells the router (the
+    // routed entry to the old MAC must die then, not at the walk an hour away).
+    let new_mac = "02:00:00:00:c2:06";
+    lab.sh(
+        "c2",
+        &format!("ip link set eth0 address {new_mac} && ip -6 neigh flush dev eth0"),
+    )?;
+    lab.assert_ping("c2", "fd00:2::1")?;
+    let out = lab.sh_out("c1", "ping -6 -c 5 -i 0.2 -W 1 fd00:2::5")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.received == 5 && s.duplicates == 0,
+        "after the MAC change: {text}\n{:?}",
+        all_entries(&lab)
+    );
+    let e = wait_routed(&lab, "v1", "fd00:2::5")?;
+    ensure!(e["route"]["next_hop"] == new_mac, "{e}");
+    Ok(())
+}
+
+fn routed6_masquerade6_takes_over_a_cached_flow() -> Result<()> {
+    let lab = two_nets6(&[])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    wait_routed(&lab, "v1", "fd00:2::5")?;
+    // From now on c2 must see the router's address as the source: the cached entry
+    // (which would deliver c1's own address) is dead once the command returns.
+    lab.ctl_ok(&["masquerade6", "br1", "--out", "br2"])?;
+    lab.sh("c2", "ip -6 route del default")?;
+    lab.assert_pings("c1", "fd00:2::5", 10)?;
+    let r: Vec<_> = routed(&all_entries(&lab)?)
+        .into_iter()
+        .filter(|e| {
+            e["route"]["ip_dst"]
+                .as_str()
+                .is_some_and(|d| d.contains(':'))
+        })
+        .collect();
+    ensure!(r.is_empty(), "NAT66 flows cached as routed: {r:?}");
+    Ok(())
+}
+
+/// [`frames_counted_once_while_the_cache_churns`] for routed IPv6: a ping -6 flood from
+/// c1 to c2 while `fdb-flush br1` invalidates the routed entries every 20 ms.
+fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
+    let lab = two_nets6(&[])?;
+    first_ping(&lab, "c1", "fd00:2::5")?;
+    wait_routed(&lab, "v1", "fd00:2::5")?;
+    let c1_before = eth0_packets(&lab, "c1")?;
+    let c2_before = eth0_packets(&lab, "c2")?;
+    let v1_before = stats(&lab, "v1")?;
+    let v2_before = stats(&lab, "v2")?;
+    let sock = lab.socket();
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let churn = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(4);
+        let mut flushes = 0;
+        while std::time::Instant::now() < end {
+            let _ = std::process::Command::new(&ctl)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["fdb-flush", "br1"])
+                .output();
+            flushes += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flushes
+    });
+    let out = lab.sh_out("c1", "ping -6 -c 3000 -i 0.001 -W 2 -q fd00:2::5")?;
+    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
+        "{flushes} flushes: {text}"
+    );
+    let c1 = eth0_packets(&lab, "c1")?;
+    let c2 = eth0_packets(&lab, "c2")?;
+    let v1 = stats(&lab, "v1")?;
+    let v2 = stats(&lab, "v2")?;
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    ensure!(
+        d(&v1, &v1_before, "rx_packets") == c1.0 - c1_before.0,
+        "v1 rx {} vs c1 tx {}",
+        d(&v1, &v1_before, "rx_packets"),
+        c1.0 - c1_before.0
+    );
+    ensure!(
+        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
+        "v2 tx {} vs c2 rx {}",
+        d(&v2, &v2_before, "tx_packets"),
+        c2.1 - c2_before.1
+    );
+    ensure!(
+        d(&v1, &v1_before, "fastpath_rx_packets") > 0
+            && d(&v1, &v1_before, "fastpath_rx_packets") < d(&v1, &v1_before, "rx_packets"),
+        "the flood should mix both paths: {v1}"
+    );
+    println!(
+        "{flushes} flushes; v1 rx {} of which fast path {}",
+        d(&v1, &v1_before, "rx_packets"),
+        d(&v1, &v1_before, "fastpath_rx_packets")
     );
     Ok(())
 }

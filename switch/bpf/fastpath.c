@@ -28,6 +28,9 @@
 // snapshot, FDB flush, MAC move and neighbour change, which makes every older entry
 // miss at once.
 //
+// Routed IPv6 lives in fp_route6 (L2 key plus the IPv6 destination; see "Routed IPv6"
+// below): both MACs rewritten, hop limit - 1.
+//
 // Established NAT connections live in fp_nat, keyed by the L4 tuple too (see "Established
 // NAT flows" below); the socket filter's NAT verdict carries that tuple in a second
 // per-CPU slot, so fp_tc translates exactly the frame the filter hid.
@@ -47,6 +50,7 @@
 #define FP_F_ROUTED 4 // routed: rewrite MACs, TTL - 1 (see fp_routed_ok)
 #define FP_F_NAT 8 // an established NAT flow (fp_nat): addresses and ports translated too
 #define FP_F_TUNNEL 16 // out: VXLAN, tunnel key from fp_tun_ports[out_slot] (see fp_tun_encap)
+#define FP_F_ROUTED6 32 // routed IPv6 (fp_route6): rewrite MACs, hop limit - 1 (fp6_ok)
 
 struct fp_key {
 	__u32 ifindex;
@@ -525,6 +529,195 @@ static __always_inline int fp_nat_take(struct __sk_buff *skb, const struct fp_ke
 	return 1;
 }
 
+// ---- Routed IPv6 (FP_F_ROUTED6) ------------------------------------------------------
+//
+// A frame to the router's MAC that vswitchd routed (l3::decide6) between bridges,
+// cached in fp_route6 under its L2 key plus the IPv6 destination; the action is an
+// fp_action. Rewritten as l3::rewrite6 does: both MACs, hop limit - 1 (IPv6 has no
+// header checksum and the L4 checksums do not cover the hop limit). The socket
+// filter's hit leaves the destination it matched in fp6_verdicts, so fp_tc only
+// follows the verdict for that very frame. Frames a routed entry may not take go up:
+// hop limit <= 1 (time exceeded), extension headers (hop-by-hop, routing, fragment,
+// ...: only TCP, UDP and ICMPv6 right after the header), over the egress MTU (packet
+// too big), multicast/link-local/unspecified/loopback source or destination.
+
+#define FP_MAX_ROUTE6 16384
+#define IP6_OFF ETH_HLEN
+#define IP6_HLIM_OFF (IP6_OFF + 7)
+#define IP6_DST_OFF (IP6_OFF + 24)
+
+struct fp6_key {
+	__u32 ifindex;
+	__u16 vid;
+	__u8 src[6];
+	__u8 dst[6]; // the router's MAC
+	__u16 pad;
+	__u8 ip6_dst[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_MAX_ROUTE6);
+	__type(key, struct fp6_key);
+	__type(value, struct fp_action);
+} fp_route6 SEC(".maps");
+
+struct fp6_verdict {
+	__u8 ip6_dst[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp6_verdict);
+} fp6_verdicts SEC(".maps");
+
+// Addresses a router never forwards as plain unicast: multicast (ff00::/8), link-local
+// (fe80::/10), and ::/120 (unspecified, loopback).
+static __always_inline int fp6_special(const __u8 *a)
+{
+	__u8 hi = 0;
+
+	if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
+		return 1;
+#pragma unroll
+	for (int i = 0; i < 15; i++)
+		hi |= a[i];
+	return hi == 0;
+}
+
+// Whether the IPv6 frame in `skb` may take a routed entry with egress MTU `mtu`
+// (fp_routed_ok's IPv6 twin: what l3::decide6 forwards without a word).
+static __always_inline int fp6_ok(struct __sk_buff *skb, __u16 mtu)
+{
+	__u8 h[40];
+	__u32 seg, hdrs;
+
+	if (bpf_skb_load_bytes(skb, IP6_OFF, h, sizeof(h)) < 0)
+		return 0;
+	if ((h[0] >> 4) != 6)
+		return 0;
+	if (h[6] != 6 && h[6] != 17 && h[6] != 58) // extension headers go up
+		return 0;
+	if (h[7] <= 1) // hop limit
+		return 0;
+	if (fp6_special(h + 8) || fp6_special(h + 24))
+		return 0;
+	if (!skb->gso_size) {
+		seg = 40 + ((__u32)h[4] << 8 | h[5]);
+	} else {
+		if (h[6] == 6) {
+			__u8 doff;
+
+			if (bpf_skb_load_bytes(skb, IP6_OFF + 40 + 12, &doff, 1) < 0)
+				return 0;
+			hdrs = 40 + (__u32)(doff >> 4) * 4;
+		} else if (h[6] == 17) {
+			hdrs = 40 + 8;
+		} else {
+			return 0;
+		}
+		seg = hdrs + skb->gso_size;
+	}
+	return seg <= mtu;
+}
+
+// The live routed IPv6 entry for the frame whose L2 key is `k` (which missed fp_flows),
+// counted as hit; its IPv6 destination in `dst`. NULL: the frame goes up.
+static __always_inline struct fp_action *fp6_find(struct __sk_buff *skb, const struct fp_key *k,
+						  __u32 len, __u8 *dst)
+{
+	__u32 zero = 0;
+	struct fp6_key k6;
+	struct fp_action *a;
+	__be16 proto;
+	__u64 *gen;
+
+	if (k->vid || k->ip_dst || bpf_skb_load_bytes(skb, 12, &proto, 2) < 0 ||
+	    proto != bpf_htons(ETH_P_IPV6))
+		return 0;
+	k6.ifindex = k->ifindex;
+	k6.vid = 0;
+	__builtin_memcpy(k6.src, k->src, 6);
+	__builtin_memcpy(k6.dst, k->dst, 6);
+	k6.pad = 0;
+	if (bpf_skb_load_bytes(skb, IP6_DST_OFF, k6.ip6_dst, 16) < 0)
+		return 0;
+	a = bpf_map_lookup_elem(&fp_route6, &k6);
+	if (!a)
+		return 0;
+	gen = bpf_map_lookup_elem(&fp_gen, &zero);
+	if (!gen || a->gen != *gen)
+		return 0;
+	if (!(a->flags & FP_F_ROUTED6) || !fp6_ok(skb, a->mtu))
+		return 0;
+	__sync_fetch_and_add(&a->packets, 1);
+	__sync_fetch_and_add(&a->bytes, len);
+	a->last_hit = bpf_ktime_get_coarse_ns();
+	__builtin_memcpy(dst, k6.ip6_dst, 16);
+	return a;
+}
+
+// fp_sock's routed IPv6 lookup for a frame that missed everything else: on a hit, the
+// verdict (`v`, and the destination in fp6_verdicts) for fp_tc; true when hidden.
+static __always_inline int fp6_sock(struct __sk_buff *skb, struct fp_verdict *v)
+{
+	__u32 zero = 0;
+	struct fp6_verdict *x = bpf_map_lookup_elem(&fp6_verdicts, &zero);
+	struct fp_action *a;
+
+	if (!x)
+		return 0;
+	a = fp6_find(skb, &v->key, fp_len(skb), x->ip6_dst);
+	if (!a)
+		return 0;
+	v->state = FP_V_HIT;
+	v->out_ifindex = a->out_ifindex;
+	v->in_slot = a->in_slot;
+	v->out_slot = a->out_slot;
+	v->push_vid = a->push_vid;
+	v->flags = a->flags;
+	__builtin_memcpy(v->new_dst, a->new_dst, 6);
+	__builtin_memcpy(v->new_src, a->new_src, 6);
+	return 1;
+}
+
+// fp_tc taking fp_sock's routed IPv6 verdict: only for a frame with the destination
+// the verdict was made for.
+static __always_inline int fp6_take(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct fp6_verdict *x = bpf_map_lookup_elem(&fp6_verdicts, &zero);
+	__u8 d[16];
+	int diff = 0;
+
+	if (!x || bpf_skb_load_bytes(skb, IP6_DST_OFF, d, 16) < 0)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		diff |= d[i] != x->ip6_dst[i];
+	return !diff;
+}
+
+// Rewrite a routed IPv6 frame (l3::rewrite6): both MACs, hop limit - 1. No header
+// checksum; BPF_F_RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb->csum right.
+static __always_inline int fp6_rewrite(struct __sk_buff *skb, const __u8 *new_dst,
+				       const __u8 *new_src)
+{
+	__u8 macs[12];
+	__u8 hl;
+
+	__builtin_memcpy(macs, new_dst, 6);
+	__builtin_memcpy(macs + 6, new_src, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+		return -1;
+	if (bpf_skb_load_bytes(skb, IP6_HLIM_OFF, &hl, 1) < 0)
+		return -1;
+	hl -= 1;
+	return bpf_skb_store_bytes(skb, IP6_HLIM_OFF, &hl, 1, BPF_F_RECOMPUTE_CSUM);
+}
+
 SEC("socket")
 int fp_sock(struct __sk_buff *skb)
 {
@@ -542,6 +735,8 @@ int fp_sock(struct __sk_buff *skb)
 	if (!a) {
 		if (fp_nat_sock(skb, v))
 			return 0; // translated and forwarded by fp_tc
+		if (fp6_sock(skb, v))
+			return 0; // routed (IPv6) by fp_tc
 		v->state = FP_V_MISS;
 		return -1; // the whole frame to vswitchd
 	}
@@ -780,7 +975,8 @@ int fp_tc(struct __sk_buff *skb)
 	    bpf_skb_load_bytes(skb, IP_OFF + 16, &k.ip_dst, 4) < 0)
 		k.ip_dst = 0;
 	if (v->state != FP_V_NONE && fp_keys_equal(&v->key, &k) &&
-	    (v->state != FP_V_HIT || !(v->flags & FP_F_NAT) || fp_nat_take(skb, &k, &x))) {
+	    (v->state != FP_V_HIT || !(v->flags & FP_F_NAT) || fp_nat_take(skb, &k, &x)) &&
+	    (v->state != FP_V_HIT || !(v->flags & FP_F_ROUTED6) || fp6_take(skb))) {
 		// The socket filter saw this frame a moment ago: do what it decided.
 		state = v->state;
 		out_ifindex = v->out_ifindex;
@@ -808,9 +1004,21 @@ int fp_tc(struct __sk_buff *skb)
 			__builtin_memcpy(new_src, a->new_src, 6);
 		} else {
 			struct fp_nat_action *na = fp_nat_find(skb, &k, len, &x);
+			__u8 d6[16];
 
-			if (!na)
-				return TC_ACT_OK;
+			if (!na) {
+				a = fp6_find(skb, &k, len, d6);
+				if (!a)
+					return TC_ACT_OK;
+				out_ifindex = a->out_ifindex;
+				in_slot = a->in_slot;
+				out_slot = a->out_slot;
+				push_vid = a->push_vid;
+				flags = a->flags;
+				__builtin_memcpy(new_dst, a->new_dst, 6);
+				__builtin_memcpy(new_src, a->new_src, 6);
+				goto found;
+			}
 			out_ifindex = na->out_ifindex;
 			in_slot = na->in_slot;
 			out_slot = na->out_slot;
@@ -819,6 +1027,7 @@ int fp_tc(struct __sk_buff *skb)
 			__builtin_memcpy(new_dst, na->new_dst, 6);
 			__builtin_memcpy(new_src, na->new_src, 6);
 		}
+found:
 		state = FP_V_HIT;
 	}
 	if (state != FP_V_HIT)
@@ -832,6 +1041,8 @@ int fp_tc(struct __sk_buff *skb)
 	if ((flags & FP_F_ROUTED) && fp_route_rewrite(skb, new_dst, new_src) < 0)
 		return TC_ACT_SHOT;
 	if ((flags & FP_F_NAT) && fp_nat_rewrite(skb, &x) < 0)
+		return TC_ACT_SHOT;
+	if ((flags & FP_F_ROUTED6) && fp6_rewrite(skb, new_dst, new_src) < 0)
 		return TC_ACT_SHOT;
 	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
 		return TC_ACT_SHOT;

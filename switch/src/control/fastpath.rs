@@ -166,7 +166,7 @@ impl State {
         let ip = |e: &FastpathEntry| {
             e.route
                 .as_ref()
-                .and_then(|r| r.ip_dst.parse::<std::net::Ipv4Addr>().ok())
+                .and_then(|r| r.ip_dst.parse::<std::net::IpAddr>().ok())
         };
         info.entries.sort_by(|a, b| {
             (

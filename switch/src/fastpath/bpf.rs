@@ -9,7 +9,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
 use aya::Ebpf;
 use std::collections::HashMap as StdMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::BorrowedFd;
 
 pub use crate::tables::conntrack::Tuple;
@@ -44,6 +44,10 @@ pub const F_TUNNEL: u16 = 16;
 pub const TUN_IFINDEX: u32 = 0x8000_0000;
 
 const KEY_LEN: usize = 24;
+/// Action flag: a routed IPv6 entry (`FP_F_ROUTED6`, entries of `fp_route6`: MACs
+/// rewritten, hop limit - 1).
+pub const F_ROUTED6: u16 = 32;
+const KEY6_LEN: usize = 36;
 const ACTION_LEN: usize = 64;
 
 /// Why the fast path cannot run.
@@ -100,6 +104,46 @@ impl Key {
             src,
             dst,
             ip_dst: Ipv4Addr::new(b[20], b[21], b[22], b[23]),
+        }
+    }
+}
+
+/// `struct fp6_key`: a routed IPv6 entry's key (the L2 key to the router's MAC, plus
+/// the IPv6 destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key6 {
+    pub ifindex: u32,
+    pub vid: u16,
+    pub src: [u8; 6],
+    /// The router's MAC on the ingress bridge.
+    pub dst: [u8; 6],
+    pub ip6_dst: Ipv6Addr,
+}
+
+impl Key6 {
+    pub fn encode(&self) -> [u8; KEY6_LEN] {
+        let mut b = [0u8; KEY6_LEN];
+        b[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.vid.to_ne_bytes());
+        b[6..12].copy_from_slice(&self.src);
+        b[12..18].copy_from_slice(&self.dst);
+        b[20..36].copy_from_slice(&self.ip6_dst.octets());
+        b
+    }
+
+    pub fn decode(b: &[u8; KEY6_LEN]) -> Key6 {
+        let mut src = [0u8; 6];
+        let mut dst = [0u8; 6];
+        let mut ip = [0u8; 16];
+        src.copy_from_slice(&b[6..12]);
+        dst.copy_from_slice(&b[12..18]);
+        ip.copy_from_slice(&b[20..36]);
+        Key6 {
+            ifindex: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            vid: u16::from_ne_bytes([b[4], b[5]]),
+            src,
+            dst,
+            ip6_dst: Ipv6Addr::from(ip),
         }
     }
 }
@@ -317,6 +361,8 @@ pub struct Loaded {
     flows: HashMap<MapData, [u8; KEY_LEN], [u8; ACTION_LEN]>,
     /// Established NAT flows.
     nat: HashMap<MapData, [u8; NAT_KEY_LEN], [u8; NAT_ACTION_LEN]>,
+    /// Routed IPv6 entries.
+    route6: HashMap<MapData, [u8; KEY6_LEN], [u8; ACTION_LEN]>,
     stats: PerCpuArray<MapData, [u64; 4]>,
     /// tcx links by ifindex.
     links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
@@ -381,6 +427,7 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
     };
     let flows = HashMap::try_from(take(&mut ebpf, "fp_flows")?).map_err(map_err("fp_flows"))?;
     let nat = HashMap::try_from(take(&mut ebpf, "fp_nat")?).map_err(map_err("fp_nat"))?;
+    let route6 = HashMap::try_from(take(&mut ebpf, "fp_route6")?).map_err(map_err("fp_route6"))?;
     let stats = PerCpuArray::try_from(take(&mut ebpf, "fp_stats")?).map_err(map_err("fp_stats"))?;
     let gen = Array::try_from(take(&mut ebpf, "fp_gen")?).map_err(map_err("fp_gen"))?;
     let tun_ports =
@@ -394,6 +441,7 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             ebpf,
             flows,
             nat,
+            route6,
             stats,
             links: StdMap::new(),
             tun_ports,
@@ -619,6 +667,26 @@ impl Loaded {
             .iter()
             .filter_map(Result::ok)
             .map(|(k, v)| (Key::decode(&k), Action::decode(&v)))
+            .collect()
+    }
+
+    pub fn insert_route6(&mut self, key: &Key6, action: &Action) -> Result<(), BpfError> {
+        self.route6
+            .insert(key.encode(), action.encode(), 0)
+            .map_err(map_err("fp_route6"))
+    }
+
+    pub fn remove_route6(&mut self, key: &Key6) {
+        // Gone already (LRU eviction, removed): what we wanted.
+        let _ = self.route6.remove(&key.encode());
+    }
+
+    /// Every routed IPv6 entry (a walk of the map).
+    pub fn route6_entries(&self) -> Vec<(Key6, Action)> {
+        self.route6
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (Key6::decode(&k), Action::decode(&v)))
             .collect()
     }
 
@@ -1006,6 +1074,192 @@ mod tests {
         );
     }
 
+    const DST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 5);
+
+    /// An IPv6/UDP frame from A to the router, to DST6, with `payload` bytes after the
+    /// 40-byte header.
+    fn ip6_frame(hlim: u8, payload: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&R_IN);
+        f.extend_from_slice(&A);
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let mut ip = vec![0u8; 40 + payload];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+        ip[6] = 17;
+        ip[7] = hlim;
+        ip[8..24].copy_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 5).octets());
+        ip[24..40].copy_from_slice(&DST6.octets());
+        ip[40..42].copy_from_slice(&4000u16.to_be_bytes());
+        ip[42..44].copy_from_slice(&5000u16.to_be_bytes());
+        ip[44..46].copy_from_slice(&(payload as u16).to_be_bytes());
+        for (i, b) in ip[48..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn routed6_key() -> Key6 {
+        Key6 {
+            ifindex: LO,
+            vid: 0,
+            src: A,
+            dst: R_IN,
+            ip6_dst: DST6,
+        }
+    }
+
+    fn routed6_action(gen: u64, mtu: u16) -> Action {
+        Action {
+            flags: F_ROUTED6,
+            ..routed_action(gen, mtu)
+        }
+    }
+
+    #[test]
+    fn routed6_hit_rewrites_macs_and_hop_limit() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(2).unwrap();
+        l.insert_route6(&routed6_key(), &routed6_action(2, 1500))
+            .unwrap();
+        for hlim in [64u8, 2, 255] {
+            let f = ip6_frame(hlim, 100);
+            let (rv, out) = run_tc_out(&l, &f);
+            assert_eq!(rv, TC_ACT_REDIRECT, "hop limit {hlim}");
+            assert_eq!(out.len(), f.len());
+            assert_eq!(out[0..6], NH, "destination: the next hop");
+            assert_eq!(out[6..12], R_OUT, "source: the egress router MAC");
+            assert_eq!(out[14 + 7], hlim - 1, "hop limit");
+            // Nothing else changed.
+            assert_eq!(out[12..21], f[12..21]);
+            assert_eq!(out[22..], f[22..]);
+        }
+        let e = l.route6_entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0, routed6_key());
+        assert_eq!(e[0].1.packets, 3);
+        assert_eq!(l.stats(5).rx_packets, 3);
+        assert_eq!(l.stats(6).tx_packets, 3);
+        // The socket filter hides the hit, and tc carries it out even if the entry
+        // went in between: one decision per frame.
+        let f = ip6_frame(64, 100);
+        assert_eq!(run_sock(&l, &f), 0, "routed hit hidden from the socket");
+        l.remove_route6(&routed6_key());
+        let (rv, out) = run_tc_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "verdict of the tap");
+        assert_eq!((out[0..6].to_vec(), out[14 + 7]), (NH.to_vec(), 63));
+        // Without the entry and without a verdict: up.
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "gone");
+        // A verdict for another destination is not followed by a frame to this one.
+        l.insert_route6(&routed6_key(), &routed6_action(2, 1500))
+            .unwrap();
+        assert_eq!(run_sock(&l, &f), 0);
+        l.remove_route6(&routed6_key());
+        let mut other = f.clone();
+        other[14 + 39] = 6;
+        assert_eq!(
+            run_tc(&l, &other),
+            TC_ACT_OK,
+            "verdict tied to its destination"
+        );
+    }
+
+    #[test]
+    fn routed6_entries_leave_what_needs_the_router_to_vswitchd() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(3).unwrap();
+        l.insert_route6(&routed6_key(), &routed6_action(3, 200))
+            .unwrap();
+        let up = |l: &Loaded, f: &[u8], why: &str| {
+            assert!(run_sock(l, f) > 0, "{why}: not hidden from vswitchd");
+            let (rv, out) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}");
+            assert_eq!(out, f, "{why}: frame changed");
+            let (rv, _) = run_tc_out(l, f);
+            assert_eq!(rv, TC_ACT_OK, "{why}: own lookup");
+        };
+        up(
+            &l,
+            &ip6_frame(1, 100),
+            "hop limit 1 (time exceeded from vswitchd)",
+        );
+        up(&l, &ip6_frame(0, 100), "hop limit 0");
+        up(
+            &l,
+            &ip6_frame(64, 161),
+            "over the egress MTU (packet too big)",
+        );
+        let mut f = ip6_frame(64, 100);
+        f[14 + 6] = 0; // hop-by-hop options
+        up(&l, &f, "hop-by-hop header");
+        let mut f = ip6_frame(64, 100);
+        f[14 + 6] = 44;
+        up(&l, &f, "fragment header");
+        let mut f = ip6_frame(64, 100);
+        f[14 + 8] = 0xfe;
+        f[14 + 9] = 0x80;
+        up(&l, &f, "link-local source");
+        let mut f = ip6_frame(64, 100);
+        f[14 + 8] = 0xff;
+        up(&l, &f, "multicast source");
+        // A link-local destination: its own key, which is never installed, but even
+        // an entry for it (the installer refuses one) is not taken.
+        let ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5);
+        l.insert_route6(
+            &Key6 {
+                ip6_dst: ll,
+                ..routed6_key()
+            },
+            &routed6_action(3, 1500),
+        )
+        .unwrap();
+        let mut f = ip6_frame(64, 100);
+        f[14 + 24..14 + 40].copy_from_slice(&ll.octets());
+        up(&l, &f, "link-local destination");
+        let mut f = ip6_frame(64, 100);
+        f[14 + 39] = 6;
+        up(&l, &f, "another destination");
+        // At the MTU exactly: routed.
+        assert_eq!(run_tc(&l, &ip6_frame(64, 160)), TC_ACT_REDIRECT);
+        // A new generation: the entry is dead.
+        g.set(4).unwrap();
+        up(&l, &ip6_frame(64, 100), "stale generation");
+        // Without the routed flag the entry is not taken.
+        l.insert_route6(
+            &routed6_key(),
+            &Action {
+                flags: 0,
+                ..routed6_action(4, 1500)
+            },
+        )
+        .unwrap();
+        up(&l, &ip6_frame(64, 100), "entry without the routed6 flag");
+        // An IPv4 routed entry never routes an IPv6 frame and vice versa.
+        l.insert_route6(&routed6_key(), &routed6_action(4, 1500))
+            .unwrap();
+        assert_eq!(run_tc(&l, &ip6_frame(64, 100)), TC_ACT_REDIRECT);
+        up(&l, &ip_frame(64, 0, 100), "IPv4 frame, IPv6 entry only");
+    }
+
+    #[test]
+    fn key6_round_trip() {
+        let k = Key6 {
+            ifindex: 7,
+            vid: 12,
+            src: A,
+            dst: R_IN,
+            ip6_dst: DST6,
+        };
+        assert_eq!(Key6::decode(&k.encode()), k);
+    }
+
     /// `offsetof(struct __sk_buff, gso_size)` and `sizeof(struct __sk_buff)`
     /// (linux/bpf.h: a stable UAPI layout).
     const SKB_GSO_SIZE: usize = 176;
@@ -1059,6 +1313,41 @@ mod tests {
         let mut f = ip_frame(64, 1, 2000);
         f[14 + 9] = 47;
         set_ip_checksum(&mut f[14..34]);
+        assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
+    }
+
+    /// An IPv6 GSO super-frame is judged by its segments (40 + TCP header + gso_size,
+    /// or 40 + 8 + gso_size for UDP), as `l3::decide6` does.
+    #[test]
+    fn routed6_gso_frames_are_judged_by_their_segments() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(8).unwrap();
+        l.insert_route6(&routed6_key(), &routed6_action(8, 1500))
+            .unwrap();
+        // 2000 bytes of payload, TCP with a 32-byte header (doff 8).
+        let mut f = ip6_frame(64, 2000);
+        f[14 + 6] = 6;
+        f[14 + 40 + 12] = 8 << 4;
+        assert_eq!(run_tc(&l, &f), TC_ACT_OK, "not GSO: 2040 > 1500");
+        assert_eq!(
+            run_tc_gso(&l, &f, 1428),
+            TC_ACT_REDIRECT,
+            "40 + 32 + 1428 = 1500 segments"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1429), TC_ACT_OK, "1501-byte segments");
+        let f = ip6_frame(64, 2000);
+        assert_eq!(
+            run_tc_gso(&l, &f, 1452),
+            TC_ACT_REDIRECT,
+            "UDP 40 + 8 + 1452"
+        );
+        assert_eq!(run_tc_gso(&l, &f, 1453), TC_ACT_OK);
+        // ICMPv6 as GSO: left to vswitchd.
+        let mut f = ip6_frame(64, 2000);
+        f[14 + 6] = 58;
         assert_eq!(run_tc_gso(&l, &f, 1000), TC_ACT_OK);
     }
 

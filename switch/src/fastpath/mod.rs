@@ -33,6 +33,12 @@
 //! addresses and the bridges of their targets), `--isolated` bridges, frames to the
 //! router's own addresses as routed entries.
 //!
+//! Routed IPv6 unicast: the same decision from `pipeline::route6`, in a map of its own
+//! (`fp_route6`, keyed by the L2 key plus the IPv6 destination, [`Key6`]) → the routed
+//! action with `F_ROUTED6`: both MACs rewritten, hop limit - 1 (no header checksum).
+//! Hop limit <= 1, extension headers, over the MTU, link-local/multicast addresses go
+//! to vswitchd; flows NAT66 could touch are not cached ([`nat6_free`]).
+//!
 //! Established NAT connections (masquerade, published ports; TCP, UDP, ICMP echo):
 //! keyed as a routed entry plus the L4 tuple as received, in a map of their own →
 //! the routed rewrite plus the translated addresses and ports (incremental checksums,
@@ -84,13 +90,13 @@ use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use bpf::{
-    Action, Key, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, F_TUNNEL, MAX_SLOTS,
-    TUN_IFINDEX,
+    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, F_ROUTED6, F_TUNNEL,
+    MAX_SLOTS, TUN_IFINDEX,
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +161,8 @@ struct Offer {
     /// An established NAT flow (routed, `next_hop` set): the tuple as received and the
     /// one the frame left with.
     nat: Option<(Tuple, Tuple)>,
+    /// A routed IPv6 flow (`next_hop` set, `key.ip_dst` unspecified): its destination.
+    ip6: Option<Ipv6Addr>,
 }
 
 /// One worker's memo of flows it offered: a direct-mapped row per flow hash holding
@@ -197,8 +205,8 @@ pub struct Entry {
     pub bytes: u64,
     /// Milliseconds since the last hit (`None`: never hit).
     pub idle_ms: Option<u64>,
-    /// Routed entries: the IPv4 destination matched and the next hop's MAC.
-    pub route: Option<(Ipv4Addr, MacAddr)>,
+    /// Routed entries: the IPv4 or IPv6 destination matched and the next hop's MAC.
+    pub route: Option<(IpAddr, MacAddr)>,
     /// NAT entries: the connection's tuple as matched and as it leaves.
     pub nat: Option<(Tuple, Tuple)>,
     /// NAT entries: milliseconds until the program stops translating (the conntrack
@@ -244,7 +252,11 @@ fn mark_bit(vlan: u16, mac: MacAddr) -> usize {
 /// The memo hash of an offer: its key, and a NAT flow's tuple (flows between the same
 /// MACs and destination must not share a memo row).
 fn offer_hash(o: &Offer, gen: u64) -> u64 {
-    let h = key_hash(&o.key, gen);
+    let mut h = key_hash(&o.key, gen);
+    if let Some(d) = o.ip6 {
+        let d = u128::from(d);
+        h = (h ^ d as u64 ^ ((d >> 64) as u64).rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
     match &o.nat {
         None => h,
         Some((t, _)) => {
@@ -428,6 +440,7 @@ impl FastPath {
                 bvlan: meta.vlan,
                 next_hop: None,
                 nat: None,
+                ip6: None,
             },
         );
     }
@@ -474,6 +487,52 @@ impl FastPath {
                 bvlan: 0,
                 next_hop: Some(next_hop),
                 nat: None,
+                ip6: None,
+            },
+        );
+    }
+
+    /// The pipeline routed an IPv6 frame (parsed as `meta`, to `dst`, untranslated by
+    /// NAT66) from `inp` to the next hop `next_hop`, learned on port `out_id` of the
+    /// egress bridge: offer a routed IPv6 entry, at most once a second per flow and
+    /// worker. The thread re-checks the decision ([`FastPath::check_routed6`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn offer_routed6(
+        &self,
+        worker: usize,
+        now: u32,
+        inp: &PortEntry,
+        meta: &Meta,
+        dst: Ipv6Addr,
+        out_id: PortId,
+        next_hop: MacAddr,
+    ) {
+        if inp.lock.is_some() || meta.vlan != 0 {
+            return;
+        }
+        let (Some(in_if), Some(_)) = (self.ready_ifindex(inp.id), self.ready_ifindex(out_id))
+        else {
+            return;
+        };
+        let key = Key {
+            ifindex: in_if,
+            vid: if meta.eth.tagged { meta.eth.vid } else { 0 },
+            src: meta.eth.src.0,
+            dst: meta.eth.dst.0,
+            ip_dst: Ipv4Addr::UNSPECIFIED,
+        };
+        self.send(
+            worker,
+            now,
+            Offer {
+                key,
+                in_id: inp.id,
+                out_id,
+                bvlan: 0,
+                next_hop: Some(next_hop),
+                nat: None,
+                ip6: Some(dst),
             },
         );
     }
@@ -520,6 +579,7 @@ impl FastPath {
                 bvlan: 0,
                 next_hop: Some(next_hop),
                 nat: Some((orig, xlate)),
+                ip6: None,
             },
         );
     }
@@ -653,9 +713,19 @@ impl FastPath {
         for k in &dead_nat {
             l.remove_nat(k);
         }
-        self.work
-            .removed
-            .fetch_add((dead.len() + dead_nat.len()) as u64, Ordering::Relaxed);
+        let dead6: Vec<Key6> = l
+            .route6_entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || a.out_ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead6 {
+            l.remove_route6(k);
+        }
+        self.work.removed.fetch_add(
+            (dead.len() + dead_nat.len() + dead6.len()) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// What the fast path forwarded for port `id` (zero if it is not attached).
@@ -688,10 +758,28 @@ impl FastPath {
         let gen = self.generation();
         let now = ktime_coarse();
         let by_ifindex = self.ports_by_ifindex();
-        let (all, nat) = {
+        let (all, nat, r6) = {
             let l = self.loaded.lock();
-            (l.entries(), l.nat_entries())
+            (l.entries(), l.nat_entries(), l.route6_entries())
         };
+        let r6 = r6.into_iter().filter_map(|(k, a)| {
+            let in_id = *by_ifindex.get(&k.ifindex)?;
+            let out_id = *by_ifindex.get(&a.out_ifindex)?;
+            (a.gen == gen).then_some(Entry {
+                in_id,
+                out_id,
+                bvlan: 0,
+                src: MacAddr(k.src),
+                dst: MacAddr(k.dst),
+                tag: (a.push_vid != 0).then_some(a.push_vid),
+                packets: a.packets,
+                bytes: a.bytes,
+                idle_ms: (a.last_hit != 0).then(|| now.saturating_sub(a.last_hit) / 1_000_000),
+                route: Some((IpAddr::V6(k.ip6_dst), MacAddr(a.new_dst))),
+                nat: None,
+                expires_ms: None,
+            })
+        });
         let nat = nat.into_iter().filter_map(|(k, a)| {
             let in_id = *by_ifindex.get(&k.ifindex)?;
             let out_id = *by_ifindex.get(&a.route.out_ifindex)?;
@@ -706,7 +794,7 @@ impl FastPath {
                 bytes: a.route.bytes,
                 idle_ms: (a.route.last_hit != 0)
                     .then(|| now.saturating_sub(a.route.last_hit) / 1_000_000),
-                route: Some((k.tuple.dst, MacAddr(a.route.new_dst))),
+                route: Some((IpAddr::V4(k.tuple.dst), MacAddr(a.route.new_dst))),
                 nat: Some((k.tuple, a.xlate)),
                 expires_ms: Some(a.deadline.saturating_sub(now) / 1_000_000),
             })
@@ -726,12 +814,14 @@ impl FastPath {
                     packets: a.packets,
                     bytes: a.bytes,
                     idle_ms: (a.last_hit != 0).then(|| now.saturating_sub(a.last_hit) / 1_000_000),
-                    route: (a.flags & F_ROUTED != 0).then_some((k.ip_dst, MacAddr(a.new_dst))),
+                    route: (a.flags & F_ROUTED != 0)
+                        .then_some((IpAddr::V4(k.ip_dst), MacAddr(a.new_dst))),
                     nat: None,
                     expires_ms: None,
                 })
             })
             .chain(nat)
+            .chain(r6)
             .collect()
     }
 
@@ -792,6 +882,23 @@ impl FastPath {
                             self.work.installs.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => tracing::debug!(error = %e, "fast path: NAT install failed"),
+                    }
+                }
+                None => {
+                    self.work.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        if let (Some(d), Some(nh)) = (o.ip6, o.next_hop) {
+            match self.check_routed6(&o, nh, d) {
+                Some(action) => {
+                    let a = Action { gen, ..action };
+                    match self.loaded.lock().insert_route6(&key6(&o.key, d), &a) {
+                        Ok(()) => {
+                            self.work.installs.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "fast path: IPv6 install failed"),
                     }
                 }
                 None => {
@@ -911,6 +1018,67 @@ impl FastPath {
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(0).unwrap_or(0),
             flags: F_ROUTED,
+            bvlan: 0,
+            mtu: outb.mtu.min(0xffff) as u16,
+            new_dst: nh.0,
+            new_src: out_rif.mac.0,
+            ..Action::default()
+        })
+    }
+
+    /// The routed IPv6 entry for offer `o` (to `dst`, next hop `nh`) if the pipeline
+    /// would still route such a frame the same way now, untranslated: `pipeline::route6`
+    /// and `l3::decide6` with the current snapshot, neighbour cache (NDP) and Fdbs.
+    /// Isolated bridges and flows NAT66 could touch are refused (see [`nat6_free`]).
+    fn check_routed6(&self, o: &Offer, nh: MacAddr, dst: Ipv6Addr) -> Option<Action> {
+        let snap = self.snap.load();
+        let now = clock::now_secs();
+        let inp = snap.port(o.in_id)?;
+        let out = snap.port(o.out_id)?;
+        let out_if = self.ready_ifindex(o.out_id)?;
+        if self.ready_ifindex(o.in_id)? != o.key.ifindex
+            || self.tun_dev(o.out_id).is_some()
+            || self.tun_dev(o.in_id).is_some()
+            || inp.lock.is_some()
+            || o.bvlan != 0
+            || !o.key.ip_dst.is_unspecified()
+            || bridge_vlan(&inp.vlan, o.key.vid)? != 0
+            || !out.vlan.carries(0)
+            || !lab_tools_allow(&snap, inp, out)
+        {
+            return None;
+        }
+        let (inb, outb) = (snap.bridges.get(inp.bridge)?, snap.bridges.get(out.bridge)?);
+        let (in_rif, out_rif) = (inb.router6?, outb.router6?);
+        if in_rif.mac.0 != o.key.dst
+            || inb.isolated
+            || outb.isolated
+            || dst.is_unspecified()
+            || dst.is_loopback()
+            || dst.is_multicast()
+            || crate::wire::ipv6::is_link_local(&dst)
+            || snap.router_ip6(&dst).is_some()
+            || !nat6_free(&snap, inp.bridge, out.bridge, dst)
+        {
+            return None;
+        }
+        let r = snap.routes6.lookup(dst)?;
+        if r.bridge != out.bridge {
+            return None;
+        }
+        let next = r.via.unwrap_or(dst);
+        if NeighCache::lookup(&self.neigh.load(), next, now) != Some(nh)
+            || inb.fdb.lookup(0, MacAddr(o.key.src), now) != Some(o.in_id)
+            || outb.fdb.lookup(0, nh, now) != Some(o.out_id)
+        {
+            return None;
+        }
+        Some(Action {
+            out_ifindex: out_if,
+            in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
+            out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
+            push_vid: out.vlan.egress_tag(0).unwrap_or(0),
+            flags: F_ROUTED6,
             bvlan: 0,
             mtu: outb.mtu.min(0xffff) as u16,
             new_dst: nh.0,
@@ -1062,6 +1230,25 @@ impl FastPath {
                 Some(_) => {}
             }
         }
+        for (k, a) in l.route6_entries() {
+            let alive = a.gen == gen
+                && self
+                    .routed6_still(&k, &a, &by_ifindex)
+                    .is_some_and(|in_id| {
+                        if a.last_hit > last_scan {
+                            if let Some(b) =
+                                snap.port(in_id).and_then(|p| snap.bridges.get(p.bridge))
+                            {
+                                b.fdb.refresh(0, MacAddr(k.src), in_id, now);
+                            }
+                        }
+                        true
+                    });
+            if !alive {
+                l.remove_route6(&k);
+                removed += 1;
+            }
+        }
         self.work
             .removed
             .fetch_add(removed as u64, Ordering::Relaxed);
@@ -1113,6 +1300,7 @@ impl FastPath {
             bvlan: 0,
             next_hop: Some(nh),
             nat: Some((t, x)),
+            ip6: None,
         };
         let now = self.check_nat(&o, nh, &t, &x)?;
         let r = &now.route;
@@ -1137,8 +1325,38 @@ impl FastPath {
             bvlan: 0,
             next_hop: Some(MacAddr(a.new_dst)),
             nat: None,
+            ip6: None,
         };
         let now = self.check_routed(&o, MacAddr(a.new_dst))?;
+        (now.new_src == a.new_src && now.mtu == a.mtu && now.push_vid == a.push_vid)
+            .then_some(in_id)
+    }
+
+    /// [`FastPath::routed_still`] for a routed IPv6 entry.
+    fn routed6_still(
+        &self,
+        k: &Key6,
+        a: &Action,
+        by_ifindex: &std::collections::HashMap<u32, PortId>,
+    ) -> Option<PortId> {
+        let in_id = *by_ifindex.get(&k.ifindex)?;
+        let out_id = *by_ifindex.get(&a.out_ifindex)?;
+        let o = Offer {
+            key: Key {
+                ifindex: k.ifindex,
+                vid: k.vid,
+                src: k.src,
+                dst: k.dst,
+                ip_dst: Ipv4Addr::UNSPECIFIED,
+            },
+            in_id,
+            out_id,
+            bvlan: 0,
+            next_hop: Some(MacAddr(a.new_dst)),
+            nat: None,
+            ip6: Some(k.ip6_dst),
+        };
+        let now = self.check_routed6(&o, MacAddr(a.new_dst), k.ip6_dst)?;
         (now.new_src == a.new_src && now.mtu == a.mtu && now.push_vid == a.push_vid)
             .then_some(in_id)
     }
@@ -1201,6 +1419,42 @@ fn nat_free(snap: &Snapshot, in_bridge: usize, dst: Ipv4Addr) -> bool {
         .values()
         .flatten()
         .any(|p| p.ip == Some(dst) || net.is_some_and(|n| n.contains(&p.target_ip)))
+}
+
+/// The `fp_route6` key of a routed IPv6 offer keyed `k` (its L2 part), to `dst`.
+fn key6(k: &Key, dst: Ipv6Addr) -> Key6 {
+    Key6 {
+        ifindex: k.ifindex,
+        vid: k.vid,
+        src: k.src,
+        dst: k.dst,
+        ip6_dst: dst,
+    }
+}
+
+/// Whether no NAT66 rule can touch a routed IPv6 flow from bridge `in_bridge` to `dst`
+/// on `out_bridge`: neither bridge is masqueraded (`masquerade6`) or the outside of a
+/// masquerade, `dst` is no published IPv6 address, and no published port targets a
+/// host on the ingress bridge (its replies are translated).
+fn nat6_free(snap: &Snapshot, in_bridge: usize, out_bridge: usize, dst: Ipv6Addr) -> bool {
+    let nat = &snap.nat6;
+    if nat.is_empty() {
+        return true;
+    }
+    let masq =
+        |b: usize| nat.masq.get(b).copied().flatten().is_some() || nat.masq.contains(&Some(b));
+    if masq(in_bridge) || masq(out_bridge) {
+        return false;
+    }
+    let net = snap
+        .bridges
+        .get(in_bridge)
+        .and_then(|b| b.router6)
+        .map(|r| r.net);
+    !nat.publish
+        .values()
+        .flatten()
+        .any(|p| p.ip == dst || net.is_some_and(|n| n.contains(&p.target_ip)))
 }
 
 /// Whether the lab tools let a flow from `inp` to `out` leave userspace: not while a

@@ -333,8 +333,27 @@ fn route6(
             };
             l3::rewrite(batch.frame_mut(i), meta.l3, mac, rif.mac);
             let payload_ofs = meta.eth.payload_ofs as u8;
-            if let Err(r) = l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
-                dropped(ctx, inp, batch.frame(i), r);
+            match l2::output(ctx, out, bridge, 0, mac, None, i as u8, payload_ofs) {
+                // To a learned next hop, untouched by NAT66: the kernel fast path may
+                // route the rest of this flow (it re-checks NAT66 rules, isolation,
+                // route, neighbour).
+                Ok(Some(out_id))
+                    if !translated
+                        && ctx
+                            .snap
+                            .nat6
+                            .masq
+                            .get(inp.bridge)
+                            .copied()
+                            .flatten()
+                            .is_none() =>
+                {
+                    if let Some(fp) = &ctx.snap.fastpath {
+                        fp.offer_routed6(ctx.worker, ctx.now, inp, meta, m.dst, out_id, mac);
+                    }
+                }
+                Ok(_) => {}
+                Err(r) => dropped(ctx, inp, batch.frame(i), r),
             }
         }
         Verdict::Punt(kind) => l2::punt(ctx, inp, in_id, batch, i, kind),

@@ -240,7 +240,7 @@ impl State {
 }
 
 /// Whether the kernel fast path carries the traced frame now: an entry for its input
-/// port and MACs (and, for a routed entry, its IPv4 destination).
+/// port and MACs (and, for a routed entry, its IPv4 or IPv6 destination).
 fn offload_text(
     entries: &[crate::fastpath::Entry],
     in_id: crate::tables::PortId,
@@ -259,7 +259,15 @@ fn offload_text(
         .then(|| frame.get(30..34))
         .flatten()
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(std::net::Ipv4Addr::from);
+        .map(|a| std::net::IpAddr::from(std::net::Ipv4Addr::from(a)))
+        .or_else(|| {
+            // The IPv6 destination of an untagged IPv6 frame.
+            (frame.get(12..14) == Some(&[0x86, 0xdd][..]))
+                .then(|| frame.get(38..54))
+                .flatten()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(|a| std::net::IpAddr::from(std::net::Ipv6Addr::from(a)))
+        });
     let hit = entries.iter().find(|e| {
         e.in_id == in_id
             && e.src.0 == src
