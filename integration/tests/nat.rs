@@ -317,6 +317,38 @@ fn iperf(lab: &Lab, from: &str, ip: &str, secs: u32) -> Result<u64> {
         .context("no iperf3 result")
 }
 
+/// A 4-second iperf3 run from `from` to `ip` (bytes received), watching the fast
+/// path's NAT entries while it runs: the entries last seen, or the first that has an
+/// entry matching `want`. They must be read during the transfer: its FINs move the
+/// connections to Closing, and the next walk (once a second) deletes their entries,
+/// so a look after iperf3 returns races the walk (and loses under load).
+fn iperf_watching(
+    lab: &Lab,
+    from: &str,
+    ip: &str,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(u64, Vec<serde_json::Value>)> {
+    std::thread::scope(|s| {
+        let run = s.spawn(|| iperf(lab, from, ip, 4));
+        let mut seen = Vec::new();
+        // Bounded: at most 40 looks, and none once iperf3 has returned.
+        for _ in 0..40 {
+            if run.is_finished() {
+                break;
+            }
+            seen = fp_nat_entries(lab)?;
+            if seen.iter().any(&want) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let bytes = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))??;
+        Ok((bytes, seen))
+    })
+}
+
 /// The fast path's NAT entries (`fastpath-show --json`).
 fn fp_nat_entries(lab: &Lab) -> Result<Vec<serde_json::Value>> {
     let v = lab.ctl_json(&["fastpath-show"])?;
@@ -358,7 +390,15 @@ fn fastpath_tcp_through_masquerade_and_published_port() -> Result<()> {
     // Masquerade: data c1 → out, out of vo.
     lab.iperf_server("out", "198.51.100.1")?;
     let before = fast(&lab, "v1")?;
-    let bytes = iperf(&lab, "c1", "198.51.100.1", 3)?;
+    let masq_hit = |x: &serde_json::Value| {
+        x["nat"]["proto"] == "tcp"
+            && x["nat"]["nat_src"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("198.51.100.2:"))
+            && x["nat"]["dst"] == "198.51.100.1:5201"
+            && hits(x) > 0
+    };
+    let (bytes, seen) = iperf_watching(&lab, "c1", "198.51.100.1", masq_hit)?;
     let kernel = fast(&lab, "v1")? - before;
     ensure!(bytes > 10_000_000, "masquerade: only {bytes} bytes");
     ensure!(
@@ -366,21 +406,20 @@ fn fastpath_tcp_through_masquerade_and_published_port() -> Result<()> {
         "masquerade: {kernel} of {bytes} bytes through the kernel\n{}",
         lab.ctl_ok(&["fastpath-show"])?
     );
-    let e = fp_nat_entries(&lab)?;
     ensure!(
-        e.iter().any(|x| x["nat"]["proto"] == "tcp"
-            && x["nat"]["nat_src"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("198.51.100.2:"))
-            && x["nat"]["dst"] == "198.51.100.1:5201"
-            && hits(x) > 0),
-        "no masquerade entry hit: {e:#?}"
+        seen.iter().any(masq_hit),
+        "no masquerade entry hit: {seen:#?}"
     );
     // Published port: data out → c1, out of v1.
     lab.ctl_ok(&["publish", "tcp", "5201", "10.0.0.5:5201"])?;
     lab.iperf_server("c1", "10.0.0.5")?;
     let before = fast(&lab, "vo")?;
-    let bytes = iperf(&lab, "out", "198.51.100.2", 3)?;
+    let pub_hit = |x: &serde_json::Value| {
+        x["nat"]["dst"] == "198.51.100.2:5201"
+            && x["nat"]["nat_dst"] == "10.0.0.5:5201"
+            && hits(x) > 0
+    };
+    let (bytes, seen) = iperf_watching(&lab, "out", "198.51.100.2", pub_hit)?;
     let kernel = fast(&lab, "vo")? - before;
     ensure!(bytes > 10_000_000, "published: only {bytes} bytes");
     ensure!(
@@ -388,12 +427,9 @@ fn fastpath_tcp_through_masquerade_and_published_port() -> Result<()> {
         "published: {kernel} of {bytes} bytes through the kernel\n{}",
         lab.ctl_ok(&["fastpath-show"])?
     );
-    let e = fp_nat_entries(&lab)?;
     ensure!(
-        e.iter().any(|x| x["nat"]["dst"] == "198.51.100.2:5201"
-            && x["nat"]["nat_dst"] == "10.0.0.5:5201"
-            && hits(x) > 0),
-        "no published-port entry hit: {e:#?}"
+        seen.iter().any(pub_hit),
+        "no published-port entry hit: {seen:#?}"
     );
     ensure!(
         csum_errors(&lab)? == 0,
