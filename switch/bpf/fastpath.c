@@ -3,7 +3,7 @@
 // vswitch kernel fast path (switch/src/fastpath/ is the user-space half; read its
 // module docs first).
 //
-// Two programs share one cache of decisions the userspace pipeline already made:
+// The programs share one cache of decisions the userspace pipeline already made:
 //
 //   fp_sock  a socket filter on vswitchd's AF_PACKET socket of a `system` port. Packet
 //            taps run in __netif_receive_skb_core *before* tc ingress, so this is the
@@ -16,6 +16,16 @@
 //            lookup, and a cache change between the tap and tc can never deliver a frame
 //            twice or not at all. Without a verdict (no socket filter ran: the frame is
 //            not going to vswitchd anyway) fp_tc looks up by itself.
+//   fp_tap_out  the tcx *egress* program of an `internal` port's TAP (in vswitchd's
+//            namespace): what the host sends on the TAP passes it before it is queued
+//            for vswitchd's TAP fd. No socket filter there: it looks up by itself, and
+//            a hit is redirected (never reaching the fd) while a miss goes on to
+//            vswitchd, so a frame is delivered once by construction. Entries *into*
+//            an internal port carry FP_F_INGRESS: redirected into the TAP's ingress,
+//            the host receives them as if vswitchd had written them to the fd.
+//
+// fp_tc and fp_tap_out share the lookup (fp_find) and the rewrite/count/redirect body
+// (fp_forward).
 //
 // The cache (fp_flows) is keyed by what the L2 decision depends on: ingress ifindex,
 // VLAN as received, source and destination MAC (ip_dst 0). A routed entry (a frame to
@@ -950,15 +960,95 @@ int fp_tun_rx(struct __sk_buff *skb)
 	return bpf_redirect(out_ifindex, (flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);
 }
 
+// What a hit does to the frame, taken from an entry (fp_action, fp_nat_action) or from
+// fp_sock's verdict: the one shape fp_forward carries out.
+struct fp_fwd {
+	__u32 out_ifindex;
+	__u16 in_slot;
+	__u16 out_slot;
+	__u16 push_vid;
+	__u16 flags;
+	__u8 new_dst[6];
+	__u8 new_src[6];
+};
+
+#define FP_FWD_FROM(f, a)                                       \
+	do {                                                    \
+		(f)->out_ifindex = (a)->out_ifindex;            \
+		(f)->in_slot = (a)->in_slot;                    \
+		(f)->out_slot = (a)->out_slot;                  \
+		(f)->push_vid = (a)->push_vid;                  \
+		(f)->flags = (a)->flags;                        \
+		__builtin_memcpy((f)->new_dst, (a)->new_dst, 6); \
+		__builtin_memcpy((f)->new_src, (a)->new_src, 6); \
+	} while (0)
+
+// Look the frame (L2 key `k`, ip_dst 0) up by itself, without a socket filter's
+// verdict: its L2 entry, else its routed IPv4 entry, else an established NAT flow
+// (the translation in `x`), else its routed IPv6 entry. True on a hit (counted in
+// the entry), with what to do in `f`.
+static __always_inline int fp_find(struct __sk_buff *skb, struct fp_key *k, __u32 len,
+				   struct fp_fwd *f, struct fp_nat_verdict *x)
+{
+	struct fp_action *a = fp_lookup(skb, k, len);
+	struct fp_nat_action *na;
+	__u8 d6[16];
+
+	if (a) {
+		FP_FWD_FROM(f, a);
+		return 1;
+	}
+	na = fp_nat_find(skb, k, len, x);
+	if (na) {
+		FP_FWD_FROM(f, na);
+		return 1;
+	}
+	a = fp6_find(skb, k, len, d6);
+	if (a) {
+		FP_FWD_FROM(f, a);
+		return 1;
+	}
+	return 0;
+}
+
+// Carry out a hit (`f`; FP_F_NAT: the translation in `x`): count it, egress VLAN,
+// rewrite, tunnel key, redirect. `at_egress`: the program runs at tc egress
+// (fp_tap_out), where bpf_redirect_peer cannot work (it drops the frame outside tc
+// ingress), so FP_F_PEER is never honoured there, whatever the entry says.
+static __always_inline int fp_forward(struct __sk_buff *skb, const struct fp_fwd *f, __u32 len,
+				      const struct fp_nat_verdict *x, int at_egress)
+{
+	fp_count(f->in_slot, 1, len);
+	// Egress VLAN exactly as vswitchd does it: the received tag goes, the output
+	// port's tag (if any) is pushed with priority 0.
+	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
+		return TC_ACT_SHOT;
+	if ((f->flags & FP_F_ROUTED) && fp_route_rewrite(skb, f->new_dst, f->new_src) < 0)
+		return TC_ACT_SHOT;
+	if ((f->flags & FP_F_NAT) && fp_nat_rewrite(skb, x) < 0)
+		return TC_ACT_SHOT;
+	if ((f->flags & FP_F_ROUTED6) && fp6_rewrite(skb, f->new_dst, f->new_src) < 0)
+		return TC_ACT_SHOT;
+	if (f->push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), f->push_vid) < 0)
+		return TC_ACT_SHOT;
+	fp_count(f->out_slot, 0, skb->len + (f->push_vid ? 4 : 0));
+	if ((f->flags & FP_F_TUNNEL) && fp_tun_encap(skb, f->out_slot) < 0)
+		return TC_ACT_SHOT;
+	if ((f->flags & FP_F_PEER) && !at_egress)
+		return bpf_redirect_peer(f->out_ifindex, 0);
+	// FP_F_INGRESS: into an internal port's host side, as if the host had received
+	// the frame on its TAP (vswitchd's write to the TAP fd does the same).
+	return bpf_redirect(f->out_ifindex, (f->flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);
+}
+
 SEC("classifier")
 int fp_tc(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct fp_verdict *v = bpf_map_lookup_elem(&fp_verdicts, &zero);
 	struct fp_key k = {};
-	__u32 out_ifindex, len, in_slot, out_slot;
-	__u16 push_vid, flags;
-	__u8 new_dst[6], new_src[6];
+	struct fp_fwd f = {};
+	__u32 len;
 	struct fp_nat_verdict x = {}; // FP_F_NAT: the tuple matched and its translation
 	int have = 0, state = FP_V_NONE;
 
@@ -979,79 +1069,40 @@ int fp_tc(struct __sk_buff *skb)
 	    (v->state != FP_V_HIT || !(v->flags & FP_F_ROUTED6) || fp6_take(skb))) {
 		// The socket filter saw this frame a moment ago: do what it decided.
 		state = v->state;
-		out_ifindex = v->out_ifindex;
-		in_slot = v->in_slot;
-		out_slot = v->out_slot;
-		push_vid = v->push_vid;
-		flags = v->flags;
-		__builtin_memcpy(new_dst, v->new_dst, 6);
-		__builtin_memcpy(new_src, v->new_src, 6);
+		FP_FWD_FROM(&f, v);
 		have = 1;
 	}
 	v->state = FP_V_NONE;
 	if (!have) {
-		struct fp_action *a;
-
 		k.ip_dst = 0;
-		a = fp_lookup(skb, &k, len);
-		if (a) {
-			out_ifindex = a->out_ifindex;
-			in_slot = a->in_slot;
-			out_slot = a->out_slot;
-			push_vid = a->push_vid;
-			flags = a->flags;
-			__builtin_memcpy(new_dst, a->new_dst, 6);
-			__builtin_memcpy(new_src, a->new_src, 6);
-		} else {
-			struct fp_nat_action *na = fp_nat_find(skb, &k, len, &x);
-			__u8 d6[16];
-
-			if (!na) {
-				a = fp6_find(skb, &k, len, d6);
-				if (!a)
-					return TC_ACT_OK;
-				out_ifindex = a->out_ifindex;
-				in_slot = a->in_slot;
-				out_slot = a->out_slot;
-				push_vid = a->push_vid;
-				flags = a->flags;
-				__builtin_memcpy(new_dst, a->new_dst, 6);
-				__builtin_memcpy(new_src, a->new_src, 6);
-				goto found;
-			}
-			out_ifindex = na->out_ifindex;
-			in_slot = na->in_slot;
-			out_slot = na->out_slot;
-			push_vid = na->push_vid;
-			flags = na->flags;
-			__builtin_memcpy(new_dst, na->new_dst, 6);
-			__builtin_memcpy(new_src, na->new_src, 6);
-		}
-found:
+		if (!fp_find(skb, &k, len, &f, &x))
+			return TC_ACT_OK;
 		state = FP_V_HIT;
 	}
 	if (state != FP_V_HIT)
 		return TC_ACT_OK;
+	return fp_forward(skb, &f, len, &x, 0);
+}
 
-	fp_count(in_slot, 1, len);
-	// Egress VLAN exactly as vswitchd does it: the received tag goes, the output
-	// port's tag (if any) is pushed with priority 0.
-	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
-		return TC_ACT_SHOT;
-	if ((flags & FP_F_ROUTED) && fp_route_rewrite(skb, new_dst, new_src) < 0)
-		return TC_ACT_SHOT;
-	if ((flags & FP_F_NAT) && fp_nat_rewrite(skb, &x) < 0)
-		return TC_ACT_SHOT;
-	if ((flags & FP_F_ROUTED6) && fp6_rewrite(skb, new_dst, new_src) < 0)
-		return TC_ACT_SHOT;
-	if (push_vid && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), push_vid) < 0)
-		return TC_ACT_SHOT;
-	fp_count(out_slot, 0, skb->len + (push_vid ? 4 : 0));
-	if ((flags & FP_F_TUNNEL) && fp_tun_encap(skb, out_slot) < 0)
-		return TC_ACT_SHOT;
-	if (flags & FP_F_PEER)
-		return bpf_redirect_peer(out_ifindex, 0);
-	return bpf_redirect(out_ifindex, (flags & FP_F_INGRESS) ? BPF_F_INGRESS : 0);
+// tcx egress of an `internal` port's TAP: what the host sends on it leaves through
+// here before tun_net_xmit queues it for vswitchd's TAP fd. No socket filter sees
+// these frames first, so this program alone decides, with one lookup: a hit is
+// redirected and never reaches the fd, a miss (TC_ACT_OK) goes on to vswitchd as
+// without the fast path. It never reads or clears fp_sock's per-CPU verdicts.
+SEC("classifier")
+int fp_tap_out(struct __sk_buff *skb)
+{
+	struct fp_key k = {};
+	struct fp_fwd f = {};
+	struct fp_nat_verdict x = {};
+	__u32 len;
+
+	if (!fp_make_key(skb, &k))
+		return TC_ACT_OK;
+	len = fp_len(skb);
+	if (!fp_find(skb, &k, len, &f, &x))
+		return TC_ACT_OK;
+	return fp_forward(skb, &f, len, &x, 1);
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

@@ -70,7 +70,7 @@ pub(super) fn open_dev(p: &PortConf, mtu: u32) -> Result<Arc<dyn Port>, HandlerE
             // reference: retry briefly before calling the name taken.
             let deadline = Instant::now() + Duration::from_secs(1);
             loop {
-                match TapPort::create(&p.name, m) {
+                match TapPort::create(&p.name, m, p.kind == PortKind::Internal) {
                     Ok(d) => return Ok(Arc::new(d)),
                     Err(e)
                         if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EBUSY))

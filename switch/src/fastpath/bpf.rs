@@ -1,5 +1,5 @@
 //! The BPF object (switch/bpf/fastpath.c, compiled by build.rs) as Rust sees it: the
-//! two programs, the maps, and the byte layout of their keys and values.
+//! programs, the maps, and the byte layout of their keys and values.
 //!
 //! Keys and values cross the syscall as byte arrays (`[u8; N]` is `aya::Pod`), encoded
 //! and decoded here field by field in the C struct layout (host byte order), so no
@@ -27,6 +27,10 @@ pub const MAX_SLOTS: usize = 4096;
 
 /// Action flag: `bpf_redirect_peer` (into a veth peer's ingress).
 pub const F_PEER: u16 = 1;
+/// Action flag: redirect into the egress device's *ingress* (`FP_F_INGRESS`): an
+/// internal port's TAP, whose host receives the frame as if vswitchd had written it
+/// to the TAP fd.
+pub const F_INGRESS: u16 = 2;
 /// Action flag: a routed entry (MACs rewritten, TTL - 1; `FP_F_ROUTED`).
 pub const F_ROUTED: u16 = 4;
 /// Action flag: an established NAT flow (`FP_F_NAT`, entries of `fp_nat`).
@@ -374,6 +378,8 @@ pub struct Loaded {
     tun_chan: HashMap<MapData, u32, u32>,
     /// `fp_tun_rx` links by the external device's ifindex.
     tun_links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+    /// `fp_tap_out` links (tcx egress of internal ports' TAPs) by ifindex.
+    tap_links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
 }
 
 /// The generation array, apart so that bumping it (workers, rarely) never waits for a
@@ -402,6 +408,14 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             .try_into()
             .map_err(|e| load_err("fp_tc", e))?;
         p.load().map_err(|e| load_err("fp_tc", e))?;
+    }
+    {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut("fp_tap_out")
+            .ok_or_else(|| BpfError::Load("fp_tap_out missing from the object".into()))?
+            .try_into()
+            .map_err(|e| load_err("fp_tap_out", e))?;
+        p.load().map_err(|e| load_err("fp_tap_out", e))?;
     }
     {
         let p: &mut SchedClassifier = ebpf
@@ -448,6 +462,7 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             tun_remotes,
             tun_chan,
             tun_links: StdMap::new(),
+            tap_links: StdMap::new(),
         },
         GenMap(gen),
     ))
@@ -536,6 +551,51 @@ impl Loaded {
             if let Ok(tc) = tc {
                 if let Err(e) = tc.detach(link) {
                     tracing::warn!(ifindex, error = %e, "cannot detach the fast path");
+                }
+            }
+        }
+    }
+
+    /// Attach `fp_tap_out` at the tcx egress of the internal port's TAP `name`
+    /// (`ifindex`, in vswitchd's namespace). No socket filter: the TAP fd is not a
+    /// packet socket, and what the program redirects never reaches it.
+    pub fn attach_tap(&mut self, name: &str, ifindex: u32) -> Result<(), BpfError> {
+        if self.tap_links.contains_key(&ifindex) {
+            return Ok(());
+        }
+        let err = |why: String| BpfError::Attach {
+            port: name.to_string(),
+            why,
+        };
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("fp_tap_out")
+            .ok_or_else(|| err("fp_tap_out missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        if aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+        {
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+        }
+        let link = tc
+            .attach(name, TcAttachType::Egress)
+            .map_err(|e| err(e.to_string()))?;
+        self.tap_links.insert(ifindex, link);
+        Ok(())
+    }
+
+    /// Detach `fp_tap_out` from the TAP that had `ifindex` when it was attached (it
+    /// may have moved to another namespace since: the link still names it).
+    pub fn detach_tap(&mut self, ifindex: u32) {
+        let Some(link) = self.tap_links.remove(&ifindex) else {
+            return;
+        };
+        if let Some(p) = self.ebpf.program_mut("fp_tap_out") {
+            let tc: Result<&mut SchedClassifier, _> = p.try_into();
+            if let Ok(tc) = tc {
+                if let Err(e) = tc.detach(link) {
+                    tracing::warn!(ifindex, error = %e, "cannot detach the fast path from a TAP");
                 }
             }
         }
@@ -1821,6 +1881,120 @@ mod tests {
             })
             .expect("test run fp_tun_rx");
         assert_eq!(r.return_value, TC_ACT_SHOT);
+    }
+
+    /// `fp_tap_out`'s verdict and the frame as it left the program.
+    fn run_tap_out(l: &Loaded, f: &[u8]) -> (u32, Vec<u8>) {
+        let p: &SchedClassifier = l.ebpf.program("fp_tap_out").unwrap().try_into().unwrap();
+        let mut out = vec![0u8; f.len() + 64];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("test run fp_tap_out");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// The egress program of an internal port's TAP decides alone, with its own
+    /// lookup: a miss passes the frame unchanged (on to vswitchd's TAP fd), a hit is
+    /// counted and redirected (never reaching the fd), routed and NAT entries are
+    /// rewritten by the same body as `fp_tc`'s, a stale generation misses, and the
+    /// socket filter's per-CPU verdict (left for another port's `fp_tc`) is neither
+    /// taken nor consumed. (`BPF_PROG_TEST_RUN` does not carry out the redirect, so
+    /// `F_INGRESS` itself is not observable here: the integration tests in
+    /// integration/tests/fastpath.rs `internal_*` see the host receive the frames.)
+    #[test]
+    fn tap_out_looks_up_by_itself_and_redirects_hits() {
+        let Some((mut l, mut g)) = loaded() else {
+            return;
+        };
+        pin();
+        g.set(21).unwrap();
+        let f = frame(B, A, 0x0800);
+        let into_host = Action {
+            flags: F_INGRESS,
+            in_slot: 8,
+            out_slot: 9,
+            ..action(21)
+        };
+        let (rv, out) = run_tap_out(&l, &f);
+        assert_eq!(rv, TC_ACT_OK, "empty cache: on to vswitchd");
+        assert_eq!(out, f, "a miss leaves the frame alone");
+        // A hit verdict of the socket filter (another port, same CPU) is not the
+        // egress program's to follow...
+        l.insert(&key(), &action(21)).unwrap();
+        assert_eq!(run_sock(&l, &f), 0);
+        l.remove(&key());
+        assert_eq!(
+            run_tap_out(&l, &f).0,
+            TC_ACT_OK,
+            "followed fp_sock's verdict"
+        );
+        // ...nor to consume: fp_tc still finds it.
+        assert_eq!(
+            run_tc(&l, &f),
+            TC_ACT_REDIRECT,
+            "fp_sock's verdict was consumed"
+        );
+        // A miss verdict does not stop the egress program's own hit either.
+        assert!(run_sock(&l, &f) > 0);
+        l.insert(&key(), &into_host).unwrap();
+        let (rv, out) = run_tap_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "own lookup: hit");
+        assert_eq!(out, f, "an L2 hit is not rewritten");
+        assert_eq!(
+            run_tc(&l, &f),
+            TC_ACT_OK,
+            "fp_tc follows its own miss verdict"
+        );
+        let e = l.entries();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].1.packets, e[0].1.bytes), (1, f.len() as u64));
+        let (rx, tx) = (l.stats(8), l.stats(9));
+        assert_eq!((rx.rx_packets, rx.rx_bytes), (1, f.len() as u64));
+        assert_eq!((tx.tx_packets, tx.tx_bytes), (1, f.len() as u64));
+        // Routed from the host to another bridge: MACs, TTL and checksum as fp_tc does.
+        l.insert(&routed_key(), &routed_action(21, 1500)).unwrap();
+        let f = ip_frame(64, 0x1234, 100);
+        let (rv, out) = run_tap_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "routed");
+        assert_eq!(
+            (out[0..6].to_vec(), out[6..12].to_vec()),
+            (NH.to_vec(), R_OUT.to_vec())
+        );
+        assert_eq!(out[14 + 8], 63, "TTL");
+        assert!(ip_checksum_ok(&out));
+        assert_eq!(run_tap_out(&l, &ip_frame(1, 0, 100)).0, TC_ACT_OK, "TTL 1");
+        // An established NAT flow from the host.
+        let t = tup(6, C1, 40000, OUT_HOST, 5201);
+        let x = tup(6, OUTSIDE, 40000, OUT_HOST, 5201);
+        l.insert_nat(&nat_key(t), &nat_action(21, x, far_future()))
+            .unwrap();
+        let f = nat_frame(&t, 100, 0x10, false);
+        let (rv, out) = run_tap_out(&l, &f);
+        assert_eq!(rv, TC_ACT_REDIRECT, "NAT");
+        assert_translated(&f, &out, &x, "NAT from an internal port");
+        assert_eq!(
+            run_tap_out(&l, &nat_frame(&t, 0, 0x02, false)).0,
+            TC_ACT_OK,
+            "SYN"
+        );
+        // A new generation: everything misses.
+        g.set(22).unwrap();
+        assert_eq!(
+            run_tap_out(&l, &frame(B, A, 0x0800)).0,
+            TC_ACT_OK,
+            "stale generation"
+        );
+        assert_eq!(run_tap_out(&l, &ip_frame(64, 0, 100)).0, TC_ACT_OK);
+        assert_eq!(
+            run_tap_out(&l, &nat_frame(&t, 100, 0x10, false)).0,
+            TC_ACT_OK
+        );
+        assert_eq!(l.stats(8).rx_packets, 1);
     }
 
     #[test]

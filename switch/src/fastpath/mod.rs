@@ -13,9 +13,13 @@
 //! L2 known unicast inside a bridge and VLAN, keyed (ingress ifindex, VLAN as received,
 //! source MAC, destination MAC) → (egress ifindex, egress tag). The source is in the
 //! key so that a MAC showing up on another port always misses and reaches the
-//! pipeline's learning. Only `system` ports take part (a veth or NIC in vswitchd's
-//! namespace; TAP ports usually live in another namespace, where an ifindex means
-//! something else), and only ports without port security.
+//! pipeline's learning. `system` ports take part (a veth or NIC in vswitchd's
+//! namespace) and `internal` ports (a TAP vswitchd made in its own namespace for the
+//! host: `fp_tap_out` at the TAP's tcx egress forwards what the host sends, entries
+//! into it carry `F_INGRESS`; see [`FastPath::attach_port`] and
+//! [`FastPath::check_taps`]); `tap` ports do not (their netdev belongs to a guest and
+//! usually lives in another namespace, where an ifindex means something else). Only
+//! ports without port security are an entry's ingress.
 //!
 //! VXLAN: with the fast path a vxlan port's UDP port belongs to a collect-metadata
 //! kernel device ([`crate::port::vxlan`]); a remote VTEP port is keyed as
@@ -90,8 +94,8 @@ use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use bpf::{
-    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, F_ROUTED6, F_TUNNEL,
-    MAX_SLOTS, TUN_IFINDEX,
+    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_INGRESS, F_NAT, F_ROUTED,
+    F_ROUTED6, F_TUNNEL, MAX_SLOTS, TUN_IFINDEX,
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
@@ -141,6 +145,10 @@ fn reconcile_interval() -> Duration {
             Duration::from_millis(ms.clamp(10, 86_400_000))
         })
 }
+/// How often the fast-path thread checks that internal ports' TAPs are still in its
+/// namespace ([`FastPath::check_taps`]); not changed by [`RECONCILE_ENV`], which only
+/// spaces the cache walk.
+const TAP_CHECK: Duration = Duration::from_secs(1);
 /// Install requests waiting for the thread; more are dropped (and retried a second
 /// later by the flow's next slow-path frame).
 const OFFER_QUEUE: usize = 1024;
@@ -232,6 +240,15 @@ pub struct FastPath {
     tun_out: Box<[AtomicU32]>,
     /// (VNI, remote) of each attached remote VTEP port by slot (control thread).
     tun_params: Mutex<std::collections::HashMap<usize, (u32, Ipv4Addr)>>,
+    /// Per port slot: an attached `internal` port (its TAP's egress runs
+    /// `fp_tap_out`; entries into it redirect with `F_INGRESS`). Written by the
+    /// control thread before (attach) and after (detach) `ready`, and by the
+    /// fast-path thread when the TAP left the namespace ([`FastPath::check_taps`]).
+    internal: Box<[AtomicBool]>,
+    /// (port id, name, ifindex) of each attached internal port by slot, for
+    /// [`FastPath::check_taps`]. Control and fast-path threads, never per frame; taken
+    /// after `loaded` when both are held.
+    taps: Mutex<std::collections::HashMap<usize, (PortId, String, u32)>>,
     memo: Box<[CachePadded<Memo>]>,
     offers: Sender<Offer>,
     inbox: Mutex<Option<Receiver<Offer>>>,
@@ -311,6 +328,8 @@ impl FastPath {
             ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tun_out: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
             tun_params: Mutex::new(std::collections::HashMap::new()),
+            internal: (0..MAX_SLOTS).map(|_| AtomicBool::new(false)).collect(),
+            taps: Mutex::new(std::collections::HashMap::new()),
             memo: (0..workers.max(1))
                 .map(|_| CachePadded::new(Memo(std::array::from_fn(|_| AtomicU64::new(0)))))
                 .collect(),
@@ -604,10 +623,14 @@ impl FastPath {
     }
 
     /// Attach to port `id` (control thread): counters zeroed, socket filter on its
-    /// AF_PACKET socket, tc program at its ingress. Ports the fast path cannot serve
-    /// (not `system`, slot beyond the counters) are left alone, which is not an error.
+    /// AF_PACKET socket, tc program at its ingress; for an `internal` port, `fp_tap_out`
+    /// at its TAP's egress. Ports the fast path cannot serve (`tap`, in-memory, slot
+    /// beyond the counters) are left alone, which is not an error.
     pub fn attach_port(&self, id: PortId, dev: &dyn Port) -> Result<(), Error> {
         let slot = crate::dp::snapshot::slot_of(id);
+        if let (None, Some(ifindex)) = (dev.packet_socket(), dev.tap_ifindex()) {
+            return self.attach_tap(id, dev.name(), ifindex);
+        }
         let (Some(sock), Some(ifindex)) = (dev.packet_socket(), dev.ifindex()) else {
             return Ok(());
         };
@@ -624,6 +647,138 @@ impl FastPath {
         self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
         tracing::debug!(port = dev.name(), ifindex, "fast path attached");
         Ok(())
+    }
+
+    /// Attach to internal port `id` whose TAP `name` (`ifindex`) is in vswitchd's
+    /// namespace (control thread): counters zeroed, `fp_tap_out` at the TAP's tcx
+    /// egress, then the port is ready for entries (entries into it get `F_INGRESS`).
+    fn attach_tap(&self, id: PortId, name: &str, ifindex: u32) -> Result<(), Error> {
+        let slot = crate::dp::snapshot::slot_of(id);
+        if slot >= MAX_SLOTS {
+            tracing::info!(
+                port = name,
+                "port slot beyond the fast path's counters: userspace only"
+            );
+            return Ok(());
+        }
+        let mut l = self.loaded.lock();
+        l.reset_stats(slot)?;
+        l.attach_tap(name, ifindex)?;
+        self.taps
+            .lock()
+            .insert(slot, (id, name.to_string(), ifindex));
+        // Before `ready` (Release): whoever sees the port ready sees it internal.
+        self.internal[slot].store(true, Ordering::Release);
+        self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
+        tracing::debug!(
+            port = name,
+            ifindex,
+            "fast path attached to an internal port"
+        );
+        Ok(())
+    }
+
+    /// Whether port `id` is an attached internal port.
+    #[inline]
+    fn is_internal(&self, id: PortId) -> bool {
+        self.ready_ifindex(id).is_some()
+            && self
+                .internal
+                .get(crate::dp::snapshot::slot_of(id))
+                .is_some_and(|b| b.load(Ordering::Acquire))
+    }
+
+    /// How an entry from port `in_id` redirects into port `out_id`: the one place
+    /// the redirect flags are computed, for every kind of entry (L2, routed, routed
+    /// IPv6, NAT; the kind's own flag is OR'ed in by its check). Into an internal
+    /// port: `F_INGRESS` (the host receives it). `F_PEER` (bpf_redirect_peer, for veth
+    /// outputs) belongs here too, and must be masked when `in_id` is an internal port:
+    /// its entries run in `fp_tap_out` at tc egress, where bpf_redirect_peer drops
+    /// the frame (the program ignores the flag there too, but the entry should not
+    /// claim it).
+    fn redirect_flags(&self, in_id: PortId, out_id: PortId) -> u16 {
+        let _ = in_id;
+        if self.is_internal(out_id) {
+            F_INGRESS
+        } else {
+            0
+        }
+    }
+
+    /// Internal ports whose TAP is no longer in vswitchd's namespace under its name
+    /// and ifindex (the user moved it: `ip link set NAME netns X`), checked by the
+    /// fast-path thread every [`TAP_CHECK`]: each is unmarked (no new entries), the
+    /// generation bumped (every entry misses), `fp_tap_out` detached and the entries
+    /// naming it deleted. Its frames then go through vswitchd's TAP fd, as without
+    /// the fast path, until the port is added again.
+    fn check_taps(&self) {
+        let taps: Vec<(usize, PortId, String, u32)> = self
+            .taps
+            .lock()
+            .iter()
+            .map(|(&s, (id, name, ifx))| (s, *id, name.clone(), *ifx))
+            .collect();
+        for (slot, id, name, ifindex) in taps {
+            if crate::port::sys::netdev::ifindex(&name).is_ok_and(|i| i == ifindex) {
+                continue;
+            }
+            let want = u64::from(id) << 32 | u64::from(ifindex);
+            // Only if the slot still holds that port (a del-port may have raced us;
+            // it then detaches). AcqRel: the unmark is ordered before the bump.
+            if self.ready[slot]
+                .compare_exchange(want, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            self.bump();
+            let mut l = self.loaded.lock();
+            self.internal[slot].store(false, Ordering::Release);
+            self.taps.lock().remove(&slot);
+            l.detach_tap(ifindex);
+            let removed = Self::purge(&mut l, ifindex);
+            self.work
+                .removed
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::warn!(
+                port = %name,
+                ifindex,
+                "internal port's device left vswitchd's namespace: fast path detached, userspace only"
+            );
+        }
+    }
+
+    /// Delete every entry naming port `ifindex` (as its key's or as its action's);
+    /// how many went.
+    fn purge(l: &mut Loaded, ifindex: u32) -> usize {
+        let dead: Vec<Key> = l
+            .entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || out_key_ifindex(a) == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            l.remove(k);
+        }
+        let dead_nat: Vec<NatKey> = l
+            .nat_entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || a.route.out_ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead_nat {
+            l.remove_nat(k);
+        }
+        let dead6: Vec<Key6> = l
+            .route6_entries()
+            .into_iter()
+            .filter(|(k, a)| k.ifindex == ifindex || a.out_ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead6 {
+            l.remove_route6(k);
+        }
+        dead.len() + dead_nat.len() + dead6.len()
     }
 
     /// Attach remote VTEP port `id` of a vxlan port whose UDP port the external
@@ -681,7 +836,10 @@ impl FastPath {
         self.bump();
         let mut l = self.loaded.lock();
         let tun = self.tun_out[slot].swap(0, Ordering::AcqRel);
-        if tun != 0 {
+        if self.internal[slot].swap(false, Ordering::AcqRel) {
+            self.taps.lock().remove(&slot);
+            l.detach_tap(ifindex);
+        } else if tun != 0 {
             if let Some((vni, remote)) = self.tun_params.lock().remove(&slot) {
                 l.clear_tun_port(slot, vni, remote);
             }
@@ -695,37 +853,10 @@ impl FastPath {
         } else {
             l.detach(ifindex);
         }
-        let dead: Vec<Key> = l
-            .entries()
-            .into_iter()
-            .filter(|(k, a)| k.ifindex == ifindex || out_key_ifindex(a) == ifindex)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            l.remove(k);
-        }
-        let dead_nat: Vec<NatKey> = l
-            .nat_entries()
-            .into_iter()
-            .filter(|(k, a)| k.ifindex == ifindex || a.route.out_ifindex == ifindex)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead_nat {
-            l.remove_nat(k);
-        }
-        let dead6: Vec<Key6> = l
-            .route6_entries()
-            .into_iter()
-            .filter(|(k, a)| k.ifindex == ifindex || a.out_ifindex == ifindex)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead6 {
-            l.remove_route6(k);
-        }
-        self.work.removed.fetch_add(
-            (dead.len() + dead_nat.len() + dead6.len()) as u64,
-            Ordering::Relaxed,
-        );
+        let removed = Self::purge(&mut l, ifindex);
+        self.work
+            .removed
+            .fetch_add(removed as u64, Ordering::Relaxed);
     }
 
     /// What the fast path forwarded for port `id` (zero if it is not attached).
@@ -838,6 +969,7 @@ impl FastPath {
     fn run(&self, rx: Receiver<Offer>) {
         let every = reconcile_interval();
         let mut next = Instant::now() + every;
+        let mut next_taps = Instant::now() + TAP_CHECK;
         let mut last_scan = ktime_coarse();
         while !self.stop.load(Ordering::Relaxed) {
             // Wake at least every RECONCILE to notice `stop`.
@@ -852,6 +984,10 @@ impl FastPath {
             if Instant::now() >= next {
                 last_scan = self.reconcile(last_scan);
                 next = Instant::now() + every;
+            }
+            if Instant::now() >= next_taps {
+                self.check_taps();
+                next_taps = Instant::now() + TAP_CHECK;
             }
         }
     }
@@ -961,7 +1097,8 @@ impl FastPath {
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(o.bvlan).unwrap_or(0),
-            flags: if tun.is_some() { F_TUNNEL } else { 0 },
+            flags: if tun.is_some() { F_TUNNEL } else { 0 }
+                | self.redirect_flags(o.in_id, o.out_id),
             bvlan: o.bvlan,
             ..Action::default()
         })
@@ -1017,7 +1154,7 @@ impl FastPath {
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(0).unwrap_or(0),
-            flags: F_ROUTED,
+            flags: F_ROUTED | self.redirect_flags(o.in_id, o.out_id),
             bvlan: 0,
             mtu: outb.mtu.min(0xffff) as u16,
             new_dst: nh.0,
@@ -1078,7 +1215,7 @@ impl FastPath {
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(0).unwrap_or(0),
-            flags: F_ROUTED6,
+            flags: F_ROUTED6 | self.redirect_flags(o.in_id, o.out_id),
             bvlan: 0,
             mtu: outb.mtu.min(0xffff) as u16,
             new_dst: nh.0,
@@ -1144,7 +1281,7 @@ impl FastPath {
                 in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
                 out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
                 push_vid: out.vlan.egress_tag(0).unwrap_or(0),
-                flags: F_ROUTED | F_NAT,
+                flags: F_ROUTED | F_NAT | self.redirect_flags(o.in_id, o.out_id),
                 bvlan: 0,
                 mtu: outb.mtu.min(0xffff) as u16,
                 new_dst: nh.0,

@@ -140,4 +140,13 @@ pub trait Port: Send + Sync {
     fn packet_socket(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+    /// The ifindex of the TAP netdev of an `internal` port, which vswitchd created in
+    /// its own namespace for the host (frames the host sends leave through that
+    /// netdev's egress; frames for the host enter its ingress), for the kernel fast
+    /// path's egress program (`fastpath`). `None` for every other port, `tap` ports
+    /// included: their netdev belongs to a guest and usually lives in another
+    /// namespace, where a redirect cannot reach it.
+    fn tap_ifindex(&self) -> Option<u32> {
+        None
+    }
 }

@@ -21,6 +21,8 @@ const READ_BUDGET: usize = 64;
 pub struct TapPort {
     name: String,
     ifindex: u32,
+    /// An `internal` port (the host's leg), not a `tap` handed to a guest.
+    internal: bool,
     fd: Arc<OwnedFd>,
     rx: RxSlot<TapRx>,
 }
@@ -37,8 +39,9 @@ impl PortRx for TapRx {
 }
 
 impl TapPort {
-    /// Create TAP `name` (which must not exist yet) and bring it up.
-    pub fn create(name: &str, mtu: Option<u32>) -> io::Result<TapPort> {
+    /// Create TAP `name` (which must not exist yet) and bring it up; `internal`: the
+    /// port is the host's own leg (its netdev stays in vswitchd's namespace).
+    pub fn create(name: &str, mtu: Option<u32>, internal: bool) -> io::Result<TapPort> {
         if netdev::ifindex(name).is_ok() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
@@ -52,6 +55,7 @@ impl TapPort {
         Ok(TapPort {
             name: name.to_string(),
             ifindex,
+            internal,
             rx: RxSlot::new(TapRx { fd: fd.clone() }),
             fd,
         })
@@ -73,5 +77,10 @@ impl Port for TapPort {
     }
     fn send(&self, frames: &[TxFrame<'_>]) -> TxResult {
         tap::send_batch(self.fd.as_raw_fd(), frames)
+    }
+    fn tap_ifindex(&self) -> Option<u32> {
+        // The ifindex it was created with: if the user moves the netdev to another
+        // namespace later, the fast path notices (`FastPath::check_taps`).
+        self.internal.then_some(self.ifindex)
     }
 }
