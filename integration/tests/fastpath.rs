@@ -7,7 +7,9 @@
 //! rewritten, TTL decremented), while what needs the router (TTL 1, over the MTU, the
 //! gateway itself, NAT) still reaches vswitchd, and route and neighbour changes
 //! invalidate what was cached. Routed IPv6 likewise (MACs rewritten, hop limit
-//! decremented; hop limit 1 and packets too big still reach vswitchd).
+//! decremented; hop limit 1 and packets too big still reach vswitchd). An `internal`
+//! port (the switch namespace's own host on the bridge) is offloaded too, both ways,
+//! until its TAP leaves the namespace; `tap` ports stay in userspace.
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
@@ -107,6 +109,31 @@ fn main() -> std::process::ExitCode {
             "routed6_masquerade6_takes_over_a_cached_flow",
             routed6_masquerade6_takes_over_a_cached_flow,
         ),
+        (
+            "internal_port_ping_and_tcp_go_through_the_kernel",
+            internal_port_ping_and_tcp_go_through_the_kernel,
+        ),
+        (
+            "internal_port_routed_to_another_bridge",
+            internal_port_routed_to_another_bridge,
+        ),
+        (
+            "internal_port_del_port_stops_traffic_at_once",
+            internal_port_del_port_stops_traffic_at_once,
+        ),
+        (
+            "internal_port_moved_to_another_netns_goes_back_to_userspace",
+            internal_port_moved_to_another_netns_goes_back_to_userspace,
+        ),
+        (
+            "internal_port_nothing_left_after_exit_or_kill",
+            internal_port_nothing_left_after_exit_or_kill,
+        ),
+        (
+            "internal_port_fastpath_off_unchanged",
+            internal_port_fastpath_off_unchanged,
+        ),
+        ("tap_ports_stay_in_userspace", tap_ports_stay_in_userspace),
     ])
 }
 
@@ -1344,6 +1371,403 @@ fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
         "{flushes} flushes; v1 rx {} of which fast path {}",
         d(&v1, &v1_before, "rx_packets"),
         d(&v1, &v1_before, "fastpath_rx_packets")
+    );
+    Ok(())
+}
+
+/// The switch namespace's host on br0 through the internal port vsint0 at 10.0.0.254,
+/// with container c1 (10.0.0.1) on v1; vswitchd with `--fastpath MODE`. The host's
+/// IPv6 is off, so it sends only what a test makes it send.
+fn internal_lab(mode: &str) -> Result<Lab> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--fastpath", mode])?;
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    lab.ctl_ok(&["add-br", "br0"])?;
+    add(&mut lab, 1, &[])?;
+    internal_port(&lab)?;
+    Ok(lab)
+}
+
+/// Add (or, after a restart, find again) the internal port vsint0 and give the host
+/// 10.0.0.254 on it.
+fn internal_port(lab: &Lab) -> Result<()> {
+    lab.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vsint0",
+        "--type",
+        "internal",
+        "--may-exist",
+    ])?;
+    lab.sh(
+        "sw",
+        "ip addr replace 10.0.0.254/24 dev vsint0 && ip link set vsint0 up",
+    )?;
+    // A TAP made anew has a new MAC: c1 forgets the old one.
+    lab.sh("c1", "ip neigh flush all")?;
+    Ok(())
+}
+
+/// The tcx attach direction ("ingress"/"egress") of each device vswitchd holds a link
+/// on (`attach_type` in the link's fdinfo), sorted by device.
+fn tcx_directions(lab: &Lab) -> Result<Vec<(String, String)>> {
+    let pid = lab.switch_pid().context("vswitchd not running")?;
+    let links = tcx_links(lab)?;
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(f?.path()) else {
+            continue;
+        };
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+        if field("link_type:") != Some("tcx") {
+            continue;
+        }
+        let (Some(id), Some(at)) = (field("link_id:"), field("attach_type:")) else {
+            continue;
+        };
+        let Some(dev) = links
+            .iter()
+            .find(|l| id.parse::<u64>().ok() == Some(l.0))
+            .map(|l| l.2.clone())
+        else {
+            continue;
+        };
+        // "46"/"47", or with the name in brackets on newer kernels.
+        let dir = if at.contains("egress") || at.starts_with("47") {
+            "egress"
+        } else {
+            "ingress"
+        };
+        out.push((dev, dir.to_string()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The entries of br0 naming port `port` (either way).
+fn entries_naming(lab: &Lab, port: &str) -> Result<Vec<serde_json::Value>> {
+    Ok(entries(lab)?
+        .into_iter()
+        .filter(|x| x["in_port"] == port || x["out_port"] == port)
+        .collect())
+}
+
+/// The host (an internal port) and a container ping each other and run TCP both ways
+/// through the kernel: the host's frames leave its TAP through `fp_tap_out` at tcx
+/// egress and never reach vswitchd, frames for the host are redirected into the TAP's
+/// ingress (`F_INGRESS`). Every ping answered once; the switch's counters equal what
+/// the container's kernel counted and agree across the two ports.
+fn internal_port_ping_and_tcp_go_through_the_kernel() -> Result<()> {
+    let mut lab = internal_lab("on")?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    wait_entry(&lab, "v1", "vsint0")?;
+    wait_entry(&lab, "vsint0", "v1")?;
+    let dirs = tcx_directions(&lab)?;
+    ensure!(
+        dirs == [
+            ("v1".to_string(), "ingress".to_string()),
+            ("vsint0".to_string(), "egress".to_string())
+        ],
+        "want fp_tc at v1's ingress and fp_tap_out at vsint0's egress: {dirs:?} {:?}",
+        tcx_links(&lab)?
+    );
+    let (v1_0, int_0, c1_0) = (
+        stats(&lab, "v1")?,
+        stats(&lab, "vsint0")?,
+        eth0_packets(&lab, "c1")?,
+    );
+    lab.assert_pings("c1", "10.0.0.254", 20)?;
+    lab.assert_pings("sw", "10.0.0.1", 20)?;
+    let (v1, int, c1) = (
+        stats(&lab, "v1")?,
+        stats(&lab, "vsint0")?,
+        eth0_packets(&lab, "c1")?,
+    );
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    // Counted once, by vswitchd or by a program: v1 against c1's kernel, and the host
+    // is the only other port, so what one port received the other sent.
+    ensure!(
+        d(&v1, &v1_0, "rx_packets") == c1.0 - c1_0.0,
+        "v1 rx {} vs c1 tx {}",
+        d(&v1, &v1_0, "rx_packets"),
+        c1.0 - c1_0.0
+    );
+    ensure!(
+        d(&v1, &v1_0, "tx_packets") == c1.1 - c1_0.1,
+        "v1 tx {} vs c1 rx {}",
+        d(&v1, &v1_0, "tx_packets"),
+        c1.1 - c1_0.1
+    );
+    ensure!(
+        d(&int, &int_0, "rx_packets") == d(&v1, &v1_0, "tx_packets")
+            && d(&int, &int_0, "tx_packets") == d(&v1, &v1_0, "rx_packets"),
+        "vsint0 {int} vs v1 {v1}"
+    );
+    // 40 echo requests and 40 replies each way, through the kernel.
+    for (port, s, s0) in [("v1", &v1, &v1_0), ("vsint0", &int, &int_0)] {
+        for f in ["fastpath_rx_packets", "fastpath_tx_packets"] {
+            ensure!(d(s, s0, f) >= 40, "{port} {f}: {}", d(s, s0, f));
+        }
+    }
+    let e = entries_naming(&lab, "vsint0")?;
+    ensure!(
+        e.len() == 2 && e.iter().all(|x| n(x, "packets") >= 40),
+        "{e:?}"
+    );
+    // TCP, container to host and host to container.
+    for (server_ns, server_ip, client, port) in [
+        ("sw", "10.0.0.254", "c1", "v1"),
+        ("c1", "10.0.0.1", "sw", "vsint0"),
+    ] {
+        let before = stats(&lab, port)?;
+        lab.iperf_server(server_ns, server_ip)?;
+        let bytes = lab.iperf_bytes(client, server_ip)?;
+        ensure!(bytes > 0, "iperf3 {client} → {server_ip} moved nothing");
+        let after = stats(&lab, port)?;
+        let fast = d(&after, &before, "fastpath_rx_bytes");
+        let total = d(&after, &before, "rx_bytes");
+        ensure!(
+            fast * 10 >= total * 9,
+            "{client} → {server_ip}: only {fast} of {total} bytes took the fast path"
+        );
+        ensure!(fast >= bytes, "fast path {fast} bytes < {bytes} delivered");
+        println!("iperf3 {client} → {server_ip}: {bytes} bytes, {port} rx {total} bytes of which fast path {fast}");
+    }
+    let text = lab.ctl_ok(&["fastpath-show"])?;
+    ensure!(text.contains("vsint0"), "{text}");
+    println!("{text}");
+    Ok(())
+}
+
+/// The host on br1 (internal port vsint0, 10.0.0.5) reaches c2 on br2 (10.1.0.5)
+/// through the router in the kernel both ways: MACs rewritten, TTL decremented once.
+fn internal_port_routed_to_another_bridge() -> Result<()> {
+    let lab = Lab::new()?;
+    let mut lab = lab;
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    for (br, net) in [("br1", 0), ("br2", 1)] {
+        lab.ctl_ok(&[
+            "add-br",
+            br,
+            "--subnet",
+            &format!("10.{net}.0.0/24"),
+            "--gateway",
+            &format!("10.{net}.0.1"),
+        ])?;
+    }
+    lab.ctl_ok(&["add-port", "br1", "vsint0", "--type", "internal"])?;
+    lab.sh(
+        "sw",
+        "ip addr add 10.0.0.5/24 dev vsint0 && ip link set vsint0 up && ip route add 10.1.0.0/24 via 10.0.0.1 dev vsint0",
+    )?;
+    lab.container("sw", "c2", "v2", "10.1.0.5/24", Some("10.1.0.1"))?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    first_ping(&lab, "sw", "10.1.0.5")?;
+    let e = wait_routed(&lab, "vsint0", "10.1.0.5")?;
+    wait_routed(&lab, "v2", "10.0.0.5")?;
+    ensure!(
+        e["out_port"] == "v2" && e["route"]["out_bridge"] == "br2",
+        "{e}"
+    );
+    let (int_0, v2_0, c2_0) = (
+        stats(&lab, "vsint0")?,
+        stats(&lab, "v2")?,
+        eth0_packets(&lab, "c2")?,
+    );
+    lab.assert_pings("sw", "10.1.0.5", 20)?;
+    let (int, v2, c2) = (
+        stats(&lab, "vsint0")?,
+        stats(&lab, "v2")?,
+        eth0_packets(&lab, "c2")?,
+    );
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    ensure!(
+        d(&v2, &v2_0, "tx_packets") == c2.1 - c2_0.1
+            && d(&v2, &v2_0, "rx_packets") == c2.0 - c2_0.0,
+        "v2 {v2} vs c2 (tx, rx) {:?} → {:?}",
+        c2_0,
+        c2
+    );
+    ensure!(
+        d(&int, &int_0, "fastpath_rx_packets") >= 20
+            && d(&int, &int_0, "fastpath_tx_packets") >= 20,
+        "{int}"
+    );
+    // The TTL is decremented once, by a program, both ways.
+    let out = lab.sh("sw", "ping -c 3 -i 0.2 -W 1 10.1.0.5")?;
+    ensure!(out.matches("ttl=63").count() == 3, "{out}");
+    let out = lab.sh("c2", "ping -c 3 -i 0.2 -W 1 10.0.0.5")?;
+    ensure!(out.matches("ttl=63").count() == 3, "{out}");
+    Ok(())
+}
+
+/// `del-port` of the internal port: its program detached, every entry naming it gone
+/// and no frame forwarded to it once the command returned.
+fn internal_port_del_port_stops_traffic_at_once() -> Result<()> {
+    let lab = internal_lab("on")?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    wait_entry(&lab, "v1", "vsint0")?;
+    wait_entry(&lab, "vsint0", "v1")?;
+    let links = tcx_links(&lab)?;
+    ensure!(
+        attached_devices(&lab)? == ["v1", "vsint0"],
+        "want the programs on v1 and vsint0: {links:?}"
+    );
+    lab.ctl_ok(&["del-port", "br0", "vsint0"])?;
+    let out = lab.sh_out("c1", "ping -c 5 -i 0.2 -W 1 10.0.0.254")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(s.received == 0, "traffic after del-port: {text}");
+    ensure!(attached_devices(&lab)? == ["v1"], "{:?}", tcx_links(&lab)?);
+    let gone: Vec<TcxLink> = links.into_iter().filter(|l| l.2 == "vsint0").collect();
+    ensure!(gone.len() == 1, "{gone:?}");
+    let left = any_left(&lab, &gone, false)?;
+    ensure!(left.is_empty(), "left after del-port: {left:?}");
+    ensure!(entries(&lab)?.is_empty(), "{:?}", entries(&lab)?);
+    // Added again: offloaded again.
+    internal_port(&lab)?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    wait_entry(&lab, "vsint0", "v1")?;
+    Ok(())
+}
+
+/// The user moves the internal port's TAP into another namespace: within about two
+/// seconds its program is detached and no entry names it any more (a redirect could
+/// not reach it there); traffic between the namespace and c1 keeps working through
+/// vswitchd's TAP fd and is never cached again.
+fn internal_port_moved_to_another_netns_goes_back_to_userspace() -> Result<()> {
+    let mut lab = internal_lab("on")?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    wait_entry(&lab, "v1", "vsint0")?;
+    wait_entry(&lab, "vsint0", "v1")?;
+    let h = lab.add_ns("h")?;
+    let moved = std::time::Instant::now();
+    lab.sh("sw", &format!("ip link set vsint0 netns {h}"))?;
+    let gone = wait_until(Duration::from_secs(3), || {
+        entries_naming(&lab, "vsint0").is_ok_and(|e| e.is_empty())
+            && attached_devices(&lab).is_ok_and(|d| d == ["v1"])
+    });
+    let took = moved.elapsed();
+    ensure!(
+        gone,
+        "after the move: entries {:?}, links {:?}",
+        entries_naming(&lab, "vsint0"),
+        tcx_links(&lab)
+    );
+    ensure!(took <= Duration::from_millis(2500), "took {took:?}");
+    println!("unmarked {took:?} after the move");
+    ensure!(
+        lab.log_tail(50).contains("left vswitchd's namespace"),
+        "{}",
+        lab.log_tail(20)
+    );
+    lab.sh(
+        "h",
+        "ip addr add 10.0.0.254/24 dev vsint0 && ip link set vsint0 up",
+    )?;
+    let before = stats(&lab, "vsint0")?;
+    first_ping(&lab, "h", "10.0.0.1")?;
+    lab.assert_pings("h", "10.0.0.1", 10)?;
+    lab.assert_pings("c1", "10.0.0.254", 10)?;
+    let after = stats(&lab, "vsint0")?;
+    ensure!(
+        n(&after, "rx_packets") >= n(&before, "rx_packets") + 20
+            && n(&after, "fastpath_rx_packets") == n(&before, "fastpath_rx_packets")
+            && n(&after, "fastpath_tx_packets") == n(&before, "fastpath_tx_packets"),
+        "before {before}, after {after}"
+    );
+    let e = entries_naming(&lab, "vsint0")?;
+    ensure!(e.is_empty(), "cached again: {e:?}");
+    // The rest of the switch is still offloaded.
+    add(&mut lab, 2, &[])?;
+    first_ping(&lab, "c1", "10.0.0.2")?;
+    wait_entry(&lab, "v1", "v2")?;
+    Ok(())
+}
+
+/// [`nothing_left_attached_after_exit_or_kill`] with an internal port: its egress link
+/// goes with vswitchd (SIGTERM and SIGKILL), and after a restart (the port recreated
+/// from the database) there is one program per port again.
+fn internal_port_nothing_left_after_exit_or_kill() -> Result<()> {
+    let mut lab = internal_lab("on")?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    let links = tcx_links(&lab)?;
+    ensure!(attached_devices(&lab)? == ["v1", "vsint0"], "{links:?}");
+    let code = lab.stop_switch()?;
+    ensure!(code == 0, "vswitchd exited {code}");
+    let left = any_left(&lab, &links, true)?;
+    ensure!(left.is_empty(), "after SIGTERM: {left:?}");
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    internal_port(&lab)?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    let links = tcx_links(&lab)?;
+    ensure!(
+        attached_devices(&lab)? == ["v1", "vsint0"],
+        "after restart: {links:?}"
+    );
+    lab.kill_switch()?;
+    if !wait_until(Duration::from_secs(5), || {
+        any_left(&lab, &links, true).is_ok_and(|l| l.is_empty())
+    }) {
+        bail!("after SIGKILL: {:?}", any_left(&lab, &links, true)?);
+    }
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    internal_port(&lab)?;
+    first_ping(&lab, "c1", "10.0.0.254")?;
+    ensure!(
+        attached_devices(&lab)? == ["v1", "vsint0"],
+        "after kill + restart: {:?}",
+        tcx_links(&lab)?
+    );
+    wait_entry(&lab, "vsint0", "v1")?;
+    lab.assert_pings("sw", "10.0.0.1", 5)?;
+    Ok(())
+}
+
+/// `--fastpath off` with an internal port: pure userspace, as before.
+fn internal_port_fastpath_off_unchanged() -> Result<()> {
+    let mut lab = internal_lab("off")?;
+    lab.assert_pings("c1", "10.0.0.254", 10)?;
+    lab.assert_pings("sw", "10.0.0.1", 10)?;
+    ensure!(tcx_links(&lab)?.is_empty(), "{:?}", tcx_links(&lab)?);
+    let s = stats(&lab, "vsint0")?;
+    ensure!(
+        n(&s, "fastpath_rx_packets") == 0 && n(&s, "rx_packets") >= 10,
+        "{s}"
+    );
+    lab.iperf_server("c1", "10.0.0.1")?;
+    ensure!(lab.iperf_bytes("sw", "10.0.0.1")? > 0);
+    Ok(())
+}
+
+/// A `tap` port (its netdev handed to a guest, here moved into a namespace) stays in
+/// userspace: no program on it, no entry naming it, while the rest is offloaded.
+fn tap_ports_stay_in_userspace() -> Result<()> {
+    let mut lab = switch(&[])?;
+    add(&mut lab, 1, &[])?;
+    lab.ctl_ok(&["add-port", "br0", "tap0", "--type", "tap"])?;
+    let g = lab.add_ns("g")?;
+    lab.sh("sw", &format!("ip link set tap0 netns {g}"))?;
+    lab.sh(
+        "g",
+        "ip link set tap0 name eth0 && ip addr add 10.0.0.7/24 dev eth0 && ip link set eth0 up",
+    )?;
+    first_ping(&lab, "g", "10.0.0.1")?;
+    lab.assert_pings("c1", "10.0.0.7", 10)?;
+    ensure!(attached_devices(&lab)? == ["v1"], "{:?}", tcx_links(&lab)?);
+    let e = entries_naming(&lab, "tap0")?;
+    ensure!(e.is_empty(), "{e:?}");
+    let s = stats(&lab, "tap0")?;
+    ensure!(
+        n(&s, "fastpath_rx_packets") == 0 && n(&s, "rx_packets") >= 10,
+        "{s}"
     );
     Ok(())
 }
