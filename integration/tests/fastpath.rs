@@ -134,6 +134,10 @@ fn main() -> std::process::ExitCode {
             internal_port_fastpath_off_unchanged,
         ),
         ("tap_ports_stay_in_userspace", tap_ports_stay_in_userspace),
+        (
+            "internal_port_frames_counted_once_while_the_cache_churns",
+            internal_port_frames_counted_once_while_the_cache_churns,
+        ),
     ])
 }
 
@@ -1768,6 +1772,67 @@ fn tap_ports_stay_in_userspace() -> Result<()> {
     ensure!(
         n(&s, "fastpath_rx_packets") == 0 && n(&s, "rx_packets") >= 10,
         "{s}"
+    );
+    Ok(())
+}
+
+/// [`frames_counted_once_while_the_cache_churns`] from the host through its internal
+/// port: a ping flood from the host to c1 while `fdb-flush` invalidates the cache every
+/// 20 ms. `fp_tap_out` decides alone at the TAP's egress (a hit never reaches the TAP
+/// fd, a miss only there), so not one echo is lost or duplicated, and the switch's
+/// counters agree with c1's kernel and across the two ports.
+fn internal_port_frames_counted_once_while_the_cache_churns() -> Result<()> {
+    let lab = internal_lab("on")?;
+    first_ping(&lab, "sw", "10.0.0.1")?;
+    wait_entry(&lab, "vsint0", "v1")?;
+    let c1_0 = eth0_packets(&lab, "c1")?;
+    let (v1_0, int_0) = (stats(&lab, "v1")?, stats(&lab, "vsint0")?);
+    let sock = lab.socket();
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let churn = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(4);
+        let mut flushes = 0;
+        while std::time::Instant::now() < end {
+            let _ = std::process::Command::new(&ctl)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["fdb-flush", "br0"])
+                .output();
+            flushes += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flushes
+    });
+    let out = lab.sh_out("sw", "ping -c 3000 -i 0.001 -W 2 -q 10.0.0.1")?;
+    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
+        "{flushes} flushes: {text}"
+    );
+    let c1 = eth0_packets(&lab, "c1")?;
+    let (v1, int) = (stats(&lab, "v1")?, stats(&lab, "vsint0")?);
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    ensure!(
+        d(&v1, &v1_0, "tx_packets") == c1.1 - c1_0.1
+            && d(&v1, &v1_0, "rx_packets") == c1.0 - c1_0.0,
+        "v1 {v1} vs c1 (tx, rx) {c1_0:?} → {c1:?}"
+    );
+    ensure!(
+        d(&int, &int_0, "rx_packets") == d(&v1, &v1_0, "tx_packets"),
+        "vsint0 rx {} vs v1 tx {}",
+        d(&int, &int_0, "rx_packets"),
+        d(&v1, &v1_0, "tx_packets")
+    );
+    let fast = d(&int, &int_0, "fastpath_rx_packets");
+    ensure!(
+        fast > 0 && fast < d(&int, &int_0, "rx_packets"),
+        "the flood should mix both paths: {int}"
+    );
+    println!(
+        "{flushes} flushes; vsint0 rx {} of which fast path {fast}",
+        d(&int, &int_0, "rx_packets")
     );
     Ok(())
 }
