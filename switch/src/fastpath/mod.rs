@@ -70,8 +70,9 @@
 //! heard only by the fast path does not age out).
 //!
 //! # Thread safety
-//! Writers of the BPF maps: the fast-path thread (installs, reconcile) and the control
-//! thread (attach, detach, show), serialised by `loaded`; the generation array by
+//! Writers of the BPF maps: the fast-path thread (installs, reconcile, an internal
+//! port's TAP leaving the namespace) and the control thread (attach, detach, show),
+//! serialised by `loaded`; the generation array by
 //! [`FastPath::bump`] under `gen_map` (workers take that mutex only when a MAC moved or
 //! a named MAC was learned anew, never per frame; the service thread when a neighbour
 //! changed its MAC, after publishing the new neighbour map, so an installer that read
