@@ -350,6 +350,18 @@ impl FastPath {
     pub fn spawn(self: &Arc<FastPath>) -> std::io::Result<std::thread::JoinHandle<()>> {
         let fp = self.clone();
         let rx = self.inbox.lock().take();
+        let watcher = self.clone();
+        // Not fatal: without it, the thread's one-second check still notices.
+        if let Err(e) = std::thread::Builder::new()
+            .name("vswitch-fp-links".into())
+            .spawn(move || {
+                if let Err(e) = watcher.watch_links() {
+                    tracing::info!(error = %e, "fast path: no link notifications; internal ports are checked every second");
+                }
+            })
+        {
+            tracing::info!(error = %e, "fast path: no link watcher thread");
+        }
         std::thread::Builder::new()
             .name("vswitch-fastpath".into())
             .spawn(move || {
@@ -357,6 +369,54 @@ impl FastPath {
                     fp.run(rx)
                 }
             })
+    }
+
+    /// Run [`FastPath::check_taps`] on every rtnetlink link notification of
+    /// vswitchd's namespace (`RTMGRP_LINK`), until [`FastPath::stop`]. A device moved
+    /// to another namespace is announced here as `RTM_DELLINK` (after it left our
+    /// device list), and the move takes it down: so an internal port whose TAP moves is
+    /// unmarked, and the generation bumped, while the device is still down over there,
+    /// in practice before anyone can bring it up and send through it. The one-second
+    /// check in [`FastPath::run`] stays as the backstop (a lost notification, a full
+    /// socket buffer).
+    fn watch_links(&self) -> nix::Result<()> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{
+            bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
+            SockFlag, SockProtocol, SockType,
+        };
+        use nix::sys::time::TimeValLike;
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        bind(
+            fd.as_raw_fd(),
+            &NetlinkAddr::new(0, libc::RTMGRP_LINK as u32),
+        )?;
+        // Wake at least every second to notice `stop`.
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::seconds(1),
+        )?;
+        let mut buf = vec![0u8; 32 * 1024];
+        while !self.stop.load(Ordering::Relaxed) {
+            match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                // ENOBUFS: notifications were lost; check anyway.
+                Ok(_) | Err(Errno::ENOBUFS) => {
+                    if !self.taps.lock().is_empty() {
+                        self.check_taps();
+                    }
+                }
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Ask the thread to stop (it exits within [`RECONCILE`] or its current walk).
@@ -707,8 +767,10 @@ impl FastPath {
     }
 
     /// Internal ports whose TAP is no longer in vswitchd's namespace under its name
-    /// and ifindex (the user moved it: `ip link set NAME netns X`), checked by the
-    /// fast-path thread every [`TAP_CHECK`]: each is unmarked (no new entries), the
+    /// and ifindex (the user moved it: `ip link set NAME netns X`), checked on every
+    /// link notification ([`FastPath::watch_links`]) and by the fast-path thread every
+    /// [`TAP_CHECK`] (both may run at once: the compare-exchange on `ready` lets one
+    /// of them act): each is unmarked (no new entries), the
     /// generation bumped (every entry misses), `fp_tap_out` detached and the entries
     /// naming it deleted. Its frames then go through vswitchd's TAP fd, as without
     /// the fast path, until the port is added again.
