@@ -375,10 +375,11 @@ impl FastPath {
     /// vswitchd's namespace (`RTMGRP_LINK`), until [`FastPath::stop`]. A device moved
     /// to another namespace is announced here as `RTM_DELLINK` (after it left our
     /// device list), and the move takes it down: so an internal port whose TAP moves is
-    /// unmarked, and the generation bumped, while the device is still down over there,
-    /// in practice before anyone can bring it up and send through it. The one-second
-    /// check in [`FastPath::run`] stays as the backstop (a lost notification, a full
-    /// socket buffer).
+    /// unmarked, and the generation bumped, usually while the device is still down over
+    /// there. Not always: this thread may wait for a CPU longer than a script takes to
+    /// bring the device up and send (docs/architecture.md, "Internal ports"). The
+    /// one-second check in [`FastPath::run`] stays as the backstop (a lost
+    /// notification, a full socket buffer).
     fn watch_links(&self) -> nix::Result<()> {
         use nix::errno::Errno;
         use nix::sys::socket::{
