@@ -1084,25 +1084,73 @@ int fp_tc(struct __sk_buff *skb)
 	return fp_forward(skb, &f, len, &x, 0);
 }
 
+// vswitchd's own network namespace, as its netns cookie: written once by
+// fp_netns_probe when vswitchd loads the object (0: unknown, no check).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fp_netns SEC(".maps");
+
 // tcx egress of an `internal` port's TAP: what the host sends on it leaves through
 // here before tun_net_xmit queues it for vswitchd's TAP fd. No socket filter sees
 // these frames first, so this program alone decides, with one lookup: a hit is
 // redirected and never reaches the fd, a miss (TC_ACT_OK) goes on to vswitchd as
 // without the fast path. It never reads or clears fp_sock's per-CPU verdicts.
-SEC("classifier")
-int fp_tap_out(struct __sk_buff *skb)
+//
+// `netns_check`: a frame sent by a socket of another namespace than vswitchd's means
+// the TAP was moved there (`ip link set vsint0 netns X`; the link stays attached, and
+// bpf_redirect would resolve the entry's ifindex as X numbers it) and vswitchd has not
+// noticed yet: it goes to vswitchd's fd. bpf_get_netns_cookie(skb) in tc is the
+// socket's namespace (init_net's without one), so frames without a socket (ARP
+// replies, forwarded) are not covered. Passing a frame up is always right.
+static __always_inline int fp_tap_out_body(struct __sk_buff *skb, int netns_check)
 {
 	struct fp_key k = {};
 	struct fp_fwd f = {};
 	struct fp_nat_verdict x = {};
 	__u32 len;
 
+	if (netns_check && skb->sk) {
+		__u32 zero = 0;
+		__u64 *own = bpf_map_lookup_elem(&fp_netns, &zero);
+
+		if (own && *own && bpf_get_netns_cookie(skb) != *own)
+			return TC_ACT_OK;
+	}
 	if (!fp_make_key(skb, &k))
 		return TC_ACT_OK;
 	len = fp_len(skb);
 	if (!fp_find(skb, &k, len, &f, &x))
 		return TC_ACT_OK;
 	return fp_forward(skb, &f, len, &x, 1);
+}
+
+SEC("classifier")
+int fp_tap_out(struct __sk_buff *skb)
+{
+	return fp_tap_out_body(skb, 1);
+}
+
+// fp_tap_out for kernels whose tc programs lack bpf_get_netns_cookie (before 6.15):
+// loaded only if fp_tap_out is refused.
+SEC("classifier")
+int fp_tap_out_nc(struct __sk_buff *skb)
+{
+	return fp_tap_out_body(skb, 0);
+}
+
+// Run once by vswitchd with BPF_PROG_TEST_RUN, whose skb carries a socket of the
+// caller's namespace: records vswitchd's netns cookie in fp_netns.
+SEC("classifier")
+int fp_netns_probe(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	__u64 c = bpf_get_netns_cookie(skb);
+
+	bpf_map_update_elem(&fp_netns, &zero, &c, BPF_ANY);
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

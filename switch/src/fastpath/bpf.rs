@@ -380,6 +380,9 @@ pub struct Loaded {
     tun_links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
     /// `fp_tap_out` links (tcx egress of internal ports' TAPs) by ifindex.
     tap_links: StdMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+    /// The loaded egress program: `fp_tap_out`, or `fp_tap_out_nc` on a kernel whose
+    /// tc programs lack `bpf_get_netns_cookie`.
+    tap_prog: &'static str,
 }
 
 /// The generation array, apart so that bumping it (workers, rarely) never waits for a
@@ -409,14 +412,7 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             .map_err(|e| load_err("fp_tc", e))?;
         p.load().map_err(|e| load_err("fp_tc", e))?;
     }
-    {
-        let p: &mut SchedClassifier = ebpf
-            .program_mut("fp_tap_out")
-            .ok_or_else(|| BpfError::Load("fp_tap_out missing from the object".into()))?
-            .try_into()
-            .map_err(|e| load_err("fp_tap_out", e))?;
-        p.load().map_err(|e| load_err("fp_tap_out", e))?;
-    }
+    let tap_prog = load_tap_out(&mut ebpf)?;
     {
         let p: &mut SchedClassifier = ebpf
             .program_mut("fp_tun_rx")
@@ -463,9 +459,52 @@ pub fn load() -> Result<(Loaded, GenMap), BpfError> {
             tun_chan,
             tun_links: StdMap::new(),
             tap_links: StdMap::new(),
+            tap_prog,
         },
         GenMap(gen),
     ))
+}
+
+/// Load the internal ports' egress program: `fp_tap_out` (which sends frames of
+/// sockets in another namespace up: its TAP was moved), else `fp_tap_out_nc` (kernels
+/// before 6.15, whose tc programs lack `bpf_get_netns_cookie`); then record vswitchd's
+/// netns cookie for it (`fp_netns_probe`, run once). Returns the program's name.
+fn load_tap_out(ebpf: &mut Ebpf) -> Result<&'static str, BpfError> {
+    use aya::programs::{TestRun, TestRunOptions};
+    let prog = |ebpf: &mut Ebpf, name: &'static str| -> Result<(), BpfError> {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| BpfError::Load(format!("{name} missing from the object")))?
+            .try_into()
+            .map_err(|e| BpfError::Load(format!("{name}: {}", verifier_msg(&e))))?;
+        p.load()
+            .map_err(|e| BpfError::Load(format!("{name}: {}", verifier_msg(&e))))
+    };
+    if let Err(e) = prog(ebpf, "fp_tap_out") {
+        tracing::info!(error = %e, "fast path: internal ports without the namespace check (fp_tap_out_nc)");
+        prog(ebpf, "fp_tap_out_nc")?;
+        return Ok("fp_tap_out_nc");
+    }
+    // The probe needs the same helper, so it loads where fp_tap_out did. Without a
+    // recorded cookie (0) fp_tap_out checks nothing: forwarding is as without it.
+    let probed = prog(ebpf, "fp_netns_probe").and_then(|()| {
+        let p: &SchedClassifier = ebpf
+            .program("fp_netns_probe")
+            .ok_or_else(|| BpfError::Load("fp_netns_probe missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| BpfError::Load(e.to_string()))?;
+        let frame = [0u8; 64];
+        p.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ..TestRunOptions::new()
+        })
+        .map(|_| ())
+        .map_err(|e| BpfError::Load(format!("fp_netns_probe: {e}")))
+    });
+    if let Err(e) = probed {
+        tracing::info!(error = %e, "fast path: vswitchd's namespace not recorded; internal ports without the namespace check");
+    }
+    Ok("fp_tap_out")
 }
 
 /// An error with its causes, one line.
@@ -569,8 +608,8 @@ impl Loaded {
         };
         let tc: &mut SchedClassifier = self
             .ebpf
-            .program_mut("fp_tap_out")
-            .ok_or_else(|| err("fp_tap_out missing".into()))?
+            .program_mut(self.tap_prog)
+            .ok_or_else(|| err(format!("{} missing", self.tap_prog)))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
         if aya::util::KernelVersion::current()
@@ -591,7 +630,7 @@ impl Loaded {
         let Some(link) = self.tap_links.remove(&ifindex) else {
             return;
         };
-        if let Some(p) = self.ebpf.program_mut("fp_tap_out") {
+        if let Some(p) = self.ebpf.program_mut(self.tap_prog) {
             let tc: Result<&mut SchedClassifier, _> = p.try_into();
             if let Ok(tc) = tc {
                 if let Err(e) = tc.detach(link) {
@@ -1953,9 +1992,42 @@ mod tests {
         let e = l.entries();
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].1.packets, e[0].1.bytes), (1, f.len() as u64));
+        // A frame from a socket of another namespace (the TAP was moved there and
+        // vswitchd has not noticed yet) goes up, hit or not. The test run's skb carries
+        // a socket of this namespace, whose cookie the probe recorded at load.
+        assert_eq!(
+            l.tap_prog, "fp_tap_out",
+            "this kernel has bpf_get_netns_cookie in tc"
+        );
+        let own = {
+            let m: Array<&MapData, u64> =
+                Array::try_from(l.ebpf.map("fp_netns").expect("fp_netns")).unwrap();
+            m.get(&0, 0).unwrap()
+        };
+        assert_ne!(own, 0, "vswitchd's netns cookie recorded");
+        let set_own = |l: &mut Loaded, v: u64| {
+            let mut m: Array<&mut MapData, u64> =
+                Array::try_from(l.ebpf.map_mut("fp_netns").expect("fp_netns")).unwrap();
+            m.set(0, v, 0).unwrap();
+        };
+        set_own(&mut l, own ^ 1);
+        let (rv, out) = run_tap_out(&l, &f);
+        assert_eq!(
+            rv, TC_ACT_OK,
+            "a socket of another namespace: up to vswitchd"
+        );
+        assert_eq!(out, f);
+        set_own(&mut l, own);
+        assert_eq!(
+            run_tap_out(&l, &f).0,
+            TC_ACT_REDIRECT,
+            "own namespace again"
+        );
+        let e = l.entries();
+        assert_eq!(e[0].1.packets, 2);
         let (rx, tx) = (l.stats(8), l.stats(9));
-        assert_eq!((rx.rx_packets, rx.rx_bytes), (1, f.len() as u64));
-        assert_eq!((tx.tx_packets, tx.tx_bytes), (1, f.len() as u64));
+        assert_eq!((rx.rx_packets, rx.rx_bytes), (2, 2 * f.len() as u64));
+        assert_eq!((tx.tx_packets, tx.tx_bytes), (2, 2 * f.len() as u64));
         // Routed from the host to another bridge: MACs, TTL and checksum as fp_tc does.
         l.insert(&routed_key(), &routed_action(21, 1500)).unwrap();
         let f = ip_frame(64, 0x1234, 100);
@@ -1994,7 +2066,7 @@ mod tests {
             run_tap_out(&l, &nat_frame(&t, 100, 0x10, false)).0,
             TC_ACT_OK
         );
-        assert_eq!(l.stats(8).rx_packets, 1);
+        assert_eq!(l.stats(8).rx_packets, 2);
     }
 
     #[test]
