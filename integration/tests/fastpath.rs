@@ -1843,74 +1843,80 @@ fn internal_port_frames_counted_once_while_the_cache_churns() -> Result<()> {
 
 /// The race of a move: the TAP's program stays attached in the new namespace, where
 /// `bpf_redirect` resolves ifindexes as *that* namespace numbers them. Namespace x gets
-/// a device with v1's ifindex; the host there brings the moved TAP up and pings c1 at
-/// once (one shell, about 15 ms; a permanent neighbour entry for c1: no ARP first).
-/// vswitchd's link watcher must have made every entry miss by then (else c1's replies
-/// are redirected to the TAP's old ifindex here, which names nothing), and a frame of
-/// x's sockets still hitting an entry goes up (fp_tap_out's namespace check) instead of
-/// into x's device. The first echo may race the watcher on a loaded machine (then it is
-/// lost, not misdelivered); the others are answered through vswitchd.
+/// a device d0 with v1's ifindex (and none with the TAP's, so the TAP keeps its number
+/// and the cached vsint0 → v1 entry still matches there); the host in x brings the
+/// moved TAP up and, in the same shell (about 15 ms; a permanent neighbour entry for
+/// c1: no ARP first), sends c1 five UDP datagrams, then pings it. Nothing may be
+/// redirected into d0: the datagrams' socket is of another namespace (fp_tap_out's
+/// check) or the link watcher has already made every entry miss. The datagrams reach
+/// c1 through vswitchd; the ping is answered (its first echo may race the watcher on a
+/// loaded machine: c1's reply then hits the v1 → vsint0 entry, whose ifindex names
+/// nothing here, and is lost — so 2 of 3).
 fn internal_port_moved_and_used_at_once() -> Result<()> {
     let mut lab = internal_lab("on")?;
     first_ping(&lab, "sw", "10.0.0.1")?;
     wait_entry(&lab, "vsint0", "v1")?;
     wait_entry(&lab, "v1", "vsint0")?;
     let c1_mac = lab.mac("c1", "eth0")?;
-    let v1_ifindex: serde_json::Value = serde_json::from_str(&lab.sh("sw", "ip -j link show v1")?)?;
-    let v1_ifindex = v1_ifindex[0]["ifindex"].as_u64().context("v1 ifindex")?;
+    fn ifindex(lab: &Lab, ns: &str, dev: &str) -> Result<u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.sh(ns, &format!("ip -j link show {dev}"))?)?;
+        v[0]["ifindex"].as_u64().context("ifindex")
+    }
+    let (v1_if, tap_if) = (ifindex(&lab, "sw", "v1")?, ifindex(&lab, "sw", "vsint0")?);
     let x = lab.add_ns("x")?;
-    // x's own IPv6 housekeeping (DAD, MLD on its devices) would count as their tx.
-    lab.sh(
-        "x",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
-    // Devices until one has v1's number (ifindexes are allocated per namespace); veth
-    // pairs inside x (no dummy driver everywhere): a redirect into one counts as its tx.
-    let mut same = None;
-    'pairs: for i in 0..4 {
+    let y = lab.add_ns("y")?;
+    // x's own IPv6 housekeeping (DAD, MLD) would count as its devices' tx.
+    for ns in ["x", "y"] {
+        lab.sh(
+            ns,
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+        )?;
+    }
+    // One device in x per veth pair (the peer in y), until one has v1's number.
+    let mut d0 = None;
+    for i in 0..4 {
+        let d = format!("d{i}");
         lab.sh(
             "x",
-            &format!("ip link add d{i}a type veth peer name d{i}b && ip link set d{i}a up && ip link set d{i}b up"),
+            &format!("ip link add {d} type veth peer name {d}p netns {y} && ip link set {d} up"),
         )?;
-        for end in ["a", "b"] {
-            let v: serde_json::Value =
-                serde_json::from_str(&lab.sh("x", &format!("ip -j link show d{i}{end}"))?)?;
-            if v[0]["ifindex"].as_u64() == Some(v1_ifindex) {
-                same = Some(format!("d{i}{end}"));
-                break 'pairs;
-            }
+        lab.sh("y", &format!("ip link set {d}p up"))?;
+        if ifindex(&lab, "x", &d)? == v1_if {
+            d0 = Some(d);
+            break;
         }
     }
-    let dummy = same.with_context(|| format!("no device in x got ifindex {v1_ifindex}"))?;
-    // What went into `dummy` (its tx) and out of its peer (the peer's rx): a veth
-    // counts a frame sent into it on one side or the other depending on the path.
-    let peer = if dummy.ends_with('a') {
-        dummy.replace('a', "b")
-    } else {
-        dummy.replace('b', "a")
-    };
-    let tx = |lab: &Lab| -> Result<u64> {
+    let d0 = d0.with_context(|| format!("no device in x got ifindex {v1_if}"))?;
+    let taken: serde_json::Value = serde_json::from_str(&lab.sh("x", "ip -j link show")?)?;
+    ensure!(
+        !taken
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["ifindex"].as_u64() == Some(tap_if)),
+        "x already has ifindex {tap_if}: {taken}"
+    );
+    let into_d0 = |lab: &Lab| -> Result<u64> {
         let v: serde_json::Value =
-            serde_json::from_str(&lab.sh("x", &format!("ip -j -s link show {dummy}"))?)?;
-        let p: serde_json::Value =
-            serde_json::from_str(&lab.sh("x", &format!("ip -j -s link show {peer}"))?)?;
-        Ok(v[0]["stats64"]["tx"]["packets"].as_u64().context("tx")?
-            + p[0]["stats64"]["rx"]["packets"].as_u64().context("rx")?)
+            serde_json::from_str(&lab.sh("y", &format!("ip -j -s link show {d0}p"))?)?;
+        v[0]["stats64"]["rx"]["packets"].as_u64().context("rx")
     };
-    let before = tx(&lab)?;
+    let (d0_before, c1_before) = (into_d0(&lab)?, eth0_packets(&lab, "c1")?);
     let out = lab.sh_out(
         "sw",
         &format!(
-            "ip link set vsint0 netns {x} && ip netns exec {x} sh -c 'ip link set vsint0 up && ip addr add 10.0.0.254/24 dev vsint0 && ip neigh replace 10.0.0.1 lladdr {c1_mac} dev vsint0 nud permanent && ping -c 3 -i 0.2 -W 1 10.0.0.1'"
+            "ip link set vsint0 netns {x} && ip netns exec {x} sh -c 'ip link set vsint0 up && ip addr add 10.0.0.254/24 dev vsint0 && ip neigh replace 10.0.0.1 lladdr {c1_mac} dev vsint0 nud permanent && python3 -c \"import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(5):\n s.sendto(b\\\"x\\\",(\\\"10.0.0.1\\\",9))\n time.sleep(0.01)\" && ping -c 3 -i 0.2 -W 1 10.0.0.1'"
         ),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let misforwarded = tx(&lab)? - before;
+    let misforwarded = into_d0(&lab)? - d0_before;
+    let c1_rx = eth0_packets(&lab, "c1")?.1 - c1_before.1;
     ensure!(
         misforwarded == 0,
-        "{misforwarded} frames redirected into x's {dummy} (ifindex {v1_ifindex}): {text}\n{}",
-        lab.log_tail(8)
+        "{misforwarded} frames redirected into x's {d0} (ifindex {v1_if}); c1 received {c1_rx}: {text}"
     );
+    ensure!(c1_rx >= 5 + 3, "c1 received {c1_rx} frames: {text}");
     let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
     ensure!(s.received >= 2 && s.duplicates == 0, "{text}");
     ensure!(entries_naming(&lab, "vsint0")?.is_empty());
