@@ -107,6 +107,10 @@ fn main() -> std::process::ExitCode {
             "routed6_masquerade6_takes_over_a_cached_flow",
             routed6_masquerade6_takes_over_a_cached_flow,
         ),
+        (
+            "veth_peers_take_frames_directly_until_one_moves_home",
+            veth_peers_take_frames_directly_until_one_moves_home,
+        ),
     ])
 }
 
@@ -1344,6 +1348,85 @@ fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
         "{flushes} flushes; v1 rx {} of which fast path {}",
         d(&v1, &v1_before, "rx_packets"),
         d(&v1, &v1_before, "fastpath_rx_packets")
+    );
+    Ok(())
+}
+
+/// `count` pings 20 ms apart from `from` to `dst`: every one answered, once.
+fn pings_all_answered(lab: &Lab, from: &str, dst: &str, count: usize) -> Result<()> {
+    let out = lab.sh_out(from, &format!("ping -c {count} -i 0.02 -W 1 -q {dst}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    ensure!(
+        s.transmitted == count && s.received == count && s.duplicates == 0,
+        "{from} → {dst}: {text}"
+    );
+    Ok(())
+}
+
+/// Entries out of a veth whose peer is in another namespace deliver with
+/// `bpf_redirect_peer` (fastpath-show says `peer`), every frame once; when that peer
+/// is moved into vswitchd's own namespace (where `bpf_redirect_peer` would drop), the
+/// fast path notices within a second, the entries go and come back as plain
+/// redirects, and the traffic keeps flowing.
+fn veth_peers_take_frames_directly_until_one_moves_home() -> Result<()> {
+    let mut lab = switch(&[])?;
+    // c2 must receive only what the switch forwards (see the churn test).
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    for i in 1..=2 {
+        add(&mut lab, i, &[])?;
+    }
+    first_ping(&lab, "c1", "10.0.0.2")?;
+    wait_entry(&lab, "v1", "v2")?;
+    wait_entry(&lab, "v2", "v1")?;
+    let e = entries(&lab)?;
+    ensure!(
+        !e.is_empty() && e.iter().all(|x| x["peer"] == true),
+        "entries between two containers' veths should use redirect_peer: {e:?}"
+    );
+    let c2_before = eth0_packets(&lab, "c2")?;
+    let v2_before = stats(&lab, "v2")?;
+    pings_all_answered(&lab, "c1", "10.0.0.2", 50)?;
+    let c2 = eth0_packets(&lab, "c2")?;
+    let v2 = stats(&lab, "v2")?;
+    let sent = n(&v2, "tx_packets") - n(&v2_before, "tx_packets");
+    let fast = n(&v2, "fastpath_tx_packets") - n(&v2_before, "fastpath_tx_packets");
+    ensure!(
+        sent == c2.1 - c2_before.1 && fast >= 50,
+        "v2 tx {sent} (fast path {fast}) vs c2 rx {}",
+        c2.1 - c2_before.1
+    );
+    // c2's end of the veth comes home: into the switch's namespace, same MAC, same
+    // address (the switch namespace's kernel answers the pings now).
+    let sw = lab.ns("sw");
+    lab.sh("c2", &format!("ip link set eth0 netns {sw}"))?;
+    lab.sh(
+        "sw",
+        "ip link set eth0 name c2home && ip addr add 10.0.0.2/24 dev c2home && ip link set c2home up",
+    )?;
+    let gone = wait_until(Duration::from_secs(5), || {
+        entries(&lab).is_ok_and(|e| !e.iter().any(|x| x["out_port"] == "v2" && x["peer"] == true))
+    });
+    ensure!(
+        gone,
+        "entries into v2 still use redirect_peer after its peer moved into vswitchd's namespace: {:?}",
+        entries(&lab)
+    );
+    // The first pings after the move may find the peer not up yet: wait for one.
+    ensure!(
+        wait_until(Duration::from_secs(5), || lab.ping_once("c1", "10.0.0.2")),
+        "c1 cannot ping 10.0.0.2 once c2's veth end is in the switch's namespace"
+    );
+    pings_all_answered(&lab, "c1", "10.0.0.2", 20)?;
+    wait_entry(&lab, "v1", "v2")?;
+    let e = entries(&lab)?;
+    ensure!(
+        e.iter()
+            .any(|x| x["in_port"] == "v1" && x["out_port"] == "v2" && x["peer"].is_null()),
+        "v1 → v2 should be cached again as a plain redirect: {e:?}"
     );
     Ok(())
 }

@@ -1189,6 +1189,10 @@ pub struct FastpathEntry {
     /// Established NAT flows (routed too): the connection as matched and translated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<FastpathNat>,
+    /// Delivered straight into the veth peer's ingress (`bpf_redirect_peer`):
+    /// the output is a veth whose other end is in another namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer: bool,
 }
 
 /// How a NAT fast-path entry translates its frames (endpoints as in `ct-show`:

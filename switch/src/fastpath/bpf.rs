@@ -27,6 +27,8 @@ pub const MAX_SLOTS: usize = 4096;
 
 /// Action flag: `bpf_redirect_peer` (into a veth peer's ingress).
 pub const F_PEER: u16 = 1;
+/// Action flag: redirect into the device's ingress (`FP_F_INGRESS`).
+pub const F_INGRESS: u16 = 2;
 /// Action flag: a routed entry (MACs rewritten, TTL - 1; `FP_F_ROUTED`).
 pub const F_ROUTED: u16 = 4;
 /// Action flag: an established NAT flow (`FP_F_NAT`, entries of `fp_nat`).

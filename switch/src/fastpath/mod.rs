@@ -90,8 +90,8 @@ use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use bpf::{
-    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_NAT, F_ROUTED, F_ROUTED6, F_TUNNEL,
-    MAX_SLOTS, TUN_IFINDEX,
+    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_INGRESS, F_NAT, F_PEER, F_ROUTED,
+    F_ROUTED6, F_TUNNEL, MAX_SLOTS, TUN_IFINDEX,
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
@@ -212,6 +212,8 @@ pub struct Entry {
     /// NAT entries: milliseconds until the program stops translating (the conntrack
     /// deadline as last extended; 0: passed, frames go to vswitchd).
     pub expires_ms: Option<u64>,
+    /// Delivered with `bpf_redirect_peer` (into the veth peer's ingress).
+    pub peer: bool,
 }
 
 /// The kernel fast path of one vswitchd.
@@ -230,6 +232,12 @@ pub struct FastPath {
     /// entry names it by `TUN_IFINDEX | slot`); 0: not a tunnel. Written by the
     /// control thread before (attach) and after (detach) `ready`.
     tun_out: Box<[AtomicU32]>,
+    /// Per port slot: a veth whose peer is in another namespace, so entries out of it
+    /// can use `bpf_redirect_peer` (straight into the peer's ingress). Set by the
+    /// control thread before the port's `ready` store (Release), which publishes it to
+    /// installers (they read `ready` with Acquire first); cleared by the fast-path
+    /// thread itself ([`FastPath::recheck_peers`]) before a bump.
+    peer: Box<[AtomicBool]>,
     /// (VNI, remote) of each attached remote VTEP port by slot (control thread).
     tun_params: Mutex<std::collections::HashMap<usize, (u32, Ipv4Addr)>>,
     memo: Box<[CachePadded<Memo>]>,
@@ -310,6 +318,7 @@ impl FastPath {
             marks: (0..MARK_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tun_out: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            peer: (0..MAX_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             tun_params: Mutex::new(std::collections::HashMap::new()),
             memo: (0..workers.max(1))
                 .map(|_| CachePadded::new(Memo(std::array::from_fn(|_| AtomicU64::new(0)))))
@@ -621,6 +630,8 @@ impl FastPath {
         let mut l = self.loaded.lock();
         l.reset_stats(slot)?;
         l.attach(dev.name(), ifindex, sock)?;
+        // Relaxed: published by the Release store of `ready` below.
+        self.peer[slot].store(peer_elsewhere(ifindex), Ordering::Relaxed);
         self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
         tracing::debug!(port = dev.name(), ifindex, "fast path attached");
         Ok(())
@@ -653,6 +664,8 @@ impl FastPath {
         l.attach_tunnel(dev, dev_ifindex, chan_ifindex)?;
         l.set_tun_port(slot, vni, remote, local)?;
         self.tun_params.lock().insert(slot, (vni, remote));
+        // Relaxed: published by the Release store of `ready` below.
+        self.peer[slot].store(false, Ordering::Relaxed);
         self.tun_out[slot].store(dev_ifindex, Ordering::Release);
         let key_if = TUN_IFINDEX | slot as u32;
         self.ready[slot].store(u64::from(id) << 32 | u64::from(key_if), Ordering::Release);
@@ -778,6 +791,7 @@ impl FastPath {
                 route: Some((IpAddr::V6(k.ip6_dst), MacAddr(a.new_dst))),
                 nat: None,
                 expires_ms: None,
+                peer: a.flags & F_PEER != 0,
             })
         });
         let nat = nat.into_iter().filter_map(|(k, a)| {
@@ -797,6 +811,7 @@ impl FastPath {
                 route: Some((IpAddr::V4(k.tuple.dst), MacAddr(a.route.new_dst))),
                 nat: Some((k.tuple, a.xlate)),
                 expires_ms: Some(a.deadline.saturating_sub(now) / 1_000_000),
+                peer: a.route.flags & F_PEER != 0,
             })
         });
         all.into_iter()
@@ -818,11 +833,57 @@ impl FastPath {
                         .then_some((IpAddr::V4(k.ip_dst), MacAddr(a.new_dst))),
                     nat: None,
                     expires_ms: None,
+                    peer: a.flags & F_PEER != 0,
                 })
             })
             .chain(nat)
             .chain(r6)
             .collect()
+    }
+
+    /// `F_PEER` for action `a` if its output is a veth whose peer is in another
+    /// namespace (then `bpf_redirect_peer` skips the veth's transmit and the peer's
+    /// backlog queue: the frame enters the peer's stack in the same softirq). Never
+    /// for tunnel or ingress-redirect outputs.
+    fn peer_flag(&self, a: &Action) -> u16 {
+        if a.flags & (F_TUNNEL | F_INGRESS) != 0 {
+            return 0;
+        }
+        // Relaxed: written before the port's `ready` (Release) that `check` read with
+        // Acquire, or by this thread (recheck_peers).
+        match self.peer.get(usize::from(a.out_slot)) {
+            Some(p) if p.load(Ordering::Relaxed) => F_PEER,
+            _ => 0,
+        }
+    }
+
+    /// A veth's peer moved into vswitchd's namespace (`ip link set ... netns`) would
+    /// make `bpf_redirect_peer` drop (the kernel requires another namespace): look
+    /// every [`RECONCILE`]; a port whose peer came home loses the flag and every entry
+    /// misses (bump), so frames go through vswitchd and then plain redirects. A peer
+    /// that moved away again gets the flag back for entries installed from then on.
+    fn recheck_peers(&self) {
+        let mut changed = false;
+        for (slot, r) in self.ready.iter().enumerate() {
+            let v = r.load(Ordering::Acquire);
+            if v == 0 || (v as u32) & TUN_IFINDEX != 0 {
+                continue;
+            }
+            let now = peer_elsewhere(v as u32);
+            // Relaxed: only this thread writes after attach (which happened before
+            // the `ready` value read above, by its Release/Acquire pair); installers
+            // run on this thread too.
+            if self.peer[slot].swap(now, Ordering::Relaxed) && !now {
+                changed = true;
+                tracing::info!(
+                    ifindex = v as u32,
+                    "fast path: a port's veth peer is in vswitchd's namespace now: plain redirects"
+                );
+            }
+        }
+        if changed {
+            self.bump();
+        }
     }
 
     fn ports_by_ifindex(&self) -> std::collections::HashMap<u32, PortId> {
@@ -838,6 +899,7 @@ impl FastPath {
     fn run(&self, rx: Receiver<Offer>) {
         let every = reconcile_interval();
         let mut next = Instant::now() + every;
+        let mut next_peers = Instant::now() + RECONCILE;
         let mut last_scan = ktime_coarse();
         while !self.stop.load(Ordering::Relaxed) {
             // Wake at least every RECONCILE to notice `stop`.
@@ -852,6 +914,10 @@ impl FastPath {
             if Instant::now() >= next {
                 last_scan = self.reconcile(last_scan);
                 next = Instant::now() + every;
+            }
+            if Instant::now() >= next_peers {
+                self.recheck_peers();
+                next_peers = Instant::now() + RECONCILE;
             }
         }
     }
@@ -877,6 +943,7 @@ impl FastPath {
             match self.check_nat(&o, nh, &t, &x) {
                 Some(mut a) => {
                     a.route.gen = gen;
+                    a.route.flags |= self.peer_flag(&a.route);
                     match self.loaded.lock().insert_nat(&key, &a) {
                         Ok(()) => {
                             self.work.installs.fetch_add(1, Ordering::Relaxed);
@@ -893,7 +960,11 @@ impl FastPath {
         if let (Some(d), Some(nh)) = (o.ip6, o.next_hop) {
             match self.check_routed6(&o, nh, d) {
                 Some(action) => {
-                    let a = Action { gen, ..action };
+                    let a = Action {
+                        gen,
+                        flags: action.flags | self.peer_flag(&action),
+                        ..action
+                    };
                     match self.loaded.lock().insert_route6(&key6(&o.key, d), &a) {
                         Ok(()) => {
                             self.work.installs.fetch_add(1, Ordering::Relaxed);
@@ -909,7 +980,11 @@ impl FastPath {
         }
         match self.check(&o) {
             Some(action) => {
-                let a = Action { gen, ..action };
+                let a = Action {
+                    gen,
+                    flags: action.flags | self.peer_flag(&action),
+                    ..action
+                };
                 match self.loaded.lock().insert(&o.key, &a) {
                     Ok(()) => {
                         self.work.installs.fetch_add(1, Ordering::Relaxed);
@@ -1389,6 +1464,13 @@ fn nat_deadline(proto: u8, e: &CtEntry, now: u32) -> Option<u64> {
 /// The ifindex an action's egress port is known by in keys and `ready`: the device's
 /// own, or for a tunnel entry (out through the external VXLAN device) the remote VTEP
 /// port's `TUN_IFINDEX | slot`.
+/// Whether netdev `ifindex` is a veth whose peer lives in another namespace.
+fn peer_elsewhere(ifindex: u32) -> bool {
+    crate::port::sys::netdev::link_info_index(ifindex)
+        .map(|i| i.kind.as_deref() == Some("veth") && i.link_in_other_netns)
+        .unwrap_or(false)
+}
+
 fn out_key_ifindex(a: &Action) -> u32 {
     if a.flags & F_TUNNEL != 0 {
         TUN_IFINDEX | u32::from(a.out_slot)
