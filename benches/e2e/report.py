@@ -18,6 +18,7 @@ LABELS = {
     "ovs-tso": "OVS userspace + TSO",
     "vswitchd": "vswitchd (--fastpath off)",
     "vswitchd-fp": "vswitchd --fastpath on",
+    "vswitchd-fp-nopeer": "vswitchd --fastpath on, plain redirect (VSWITCH_FASTPATH_PEER=off)",
     "veth": "direct veth pair (ceiling)",
     "kernel-route": "Linux IPv4 forwarding",
     "vswitchd-route": "vswitchd router (--fastpath off)",

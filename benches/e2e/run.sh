@@ -133,7 +133,7 @@ if command -v ovsdb-server >/dev/null && command -v ovs-vswitchd >/dev/null && c
 else
   note "Open vSwitch binaries missing (Debian package openvswitch-switch): OVS rows skipped"
 fi
-VARIANTS+=(vswitchd vswitchd-fp veth)
+VARIANTS+=(vswitchd vswitchd-fp vswitchd-fp-nopeer veth)
 if [ $GEN = auto ]; then
   if command -v trafgen >/dev/null; then GEN=trafgen; else GEN=python; fi
 fi
@@ -220,8 +220,10 @@ switch_up() { # VARIANT on the L2 topology
           fi
         done
       fi ;;
-    vswitchd|vswitchd-fp)
+    vswitchd|vswitchd-fp|vswitchd-fp-nopeer)
       if [ $v = vswitchd-fp ]; then start_vswitchd $SW vs --fastpath on || return 1
+      elif [ $v = vswitchd-fp-nopeer ]; then
+        VSWITCH_FASTPATH_PEER=off start_vswitchd $SW vs --fastpath on || return 1
       else start_vswitchd $SW vs || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vs.sock"
       $V add-br br0 >/dev/null && $V add-port br0 v1 >/dev/null && $V add-port br0 v2 >/dev/null || return 1 ;;

@@ -133,6 +133,10 @@ pub const RECONCILE: Duration = Duration::from_secs(1);
 /// invalidation does not wait for the walk.
 pub const RECONCILE_ENV: &str = "VSWITCH_FASTPATH_RECONCILE_MS";
 
+/// Environment variable: `off` makes every entry use a plain `bpf_redirect`, never
+/// `bpf_redirect_peer`.
+pub const PEER_ENV: &str = "VSWITCH_FASTPATH_PEER";
+
 fn reconcile_interval() -> Duration {
     std::env::var(RECONCILE_ENV)
         .ok()
@@ -238,6 +242,9 @@ pub struct FastPath {
     /// installers (they read `ready` with Acquire first); cleared by the fast-path
     /// thread itself ([`FastPath::recheck_peers`]) before a bump.
     peer: Box<[AtomicBool]>,
+    /// `bpf_redirect_peer` allowed at all (`VSWITCH_FASTPATH_PEER=off` turns it off,
+    /// for A/B measurements and as a way out should a kernel misbehave).
+    peer_ok: bool,
     /// (VNI, remote) of each attached remote VTEP port by slot (control thread).
     tun_params: Mutex<std::collections::HashMap<usize, (u32, Ipv4Addr)>>,
     memo: Box<[CachePadded<Memo>]>,
@@ -319,6 +326,7 @@ impl FastPath {
             ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tun_out: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
             peer: (0..MAX_SLOTS).map(|_| AtomicBool::new(false)).collect(),
+            peer_ok: std::env::var(PEER_ENV).map_or(true, |v| v != "off"),
             tun_params: Mutex::new(std::collections::HashMap::new()),
             memo: (0..workers.max(1))
                 .map(|_| CachePadded::new(Memo(std::array::from_fn(|_| AtomicU64::new(0)))))
@@ -631,7 +639,7 @@ impl FastPath {
         l.reset_stats(slot)?;
         l.attach(dev.name(), ifindex, sock)?;
         // Relaxed: published by the Release store of `ready` below.
-        self.peer[slot].store(peer_elsewhere(ifindex), Ordering::Relaxed);
+        self.peer[slot].store(self.peer_ok && peer_elsewhere(ifindex), Ordering::Relaxed);
         self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
         tracing::debug!(port = dev.name(), ifindex, "fast path attached");
         Ok(())
@@ -869,7 +877,7 @@ impl FastPath {
             if v == 0 || (v as u32) & TUN_IFINDEX != 0 {
                 continue;
             }
-            let now = peer_elsewhere(v as u32);
+            let now = self.peer_ok && peer_elsewhere(v as u32);
             // Relaxed: only this thread writes after attach (which happened before
             // the `ready` value read above, by its Release/Acquire pair); installers
             // run on this thread too.
