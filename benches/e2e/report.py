@@ -25,6 +25,7 @@ LABELS = {
     "vswitchd-route-fp": "vswitchd router --fastpath on",
     "kernel-route6": "Linux IPv6 forwarding",
     "vswitchd-route6": "vswitchd router, IPv6 (--fastpath off)",
+    "vswitchd-route6-fp": "vswitchd router, IPv6 --fastpath on",
     "kernel-nat": "Linux forwarding + nftables masquerade",
     "vswitchd-nat": "vswitchd masquerade (--fastpath off)",
     "vswitchd-nat-fp": "vswitchd masquerade --fastpath on",

@@ -409,8 +409,9 @@ route6_up() {
       ip -n $SW addr add fd00:10::fe/64 dev v1 nodad; ip -n $SW addr add fd00:11::fe/64 dev v2 nodad
       ip -n $SW link set v1 up; ip -n $SW link set v2 up
       ip netns exec $SW sysctl -qw net.ipv6.conf.all.forwarding=1 ;;
-    vswitchd-route6)
-      start_vswitchd $SW vsr6 || return 1
+    vswitchd-route6|vswitchd-route6-fp)
+      if [ $v = vswitchd-route6-fp ]; then start_vswitchd $SW vsr6 --fastpath on || return 1
+      else start_vswitchd $SW vsr6 || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vsr6.sock"
       $V add-br br1 --subnet fd00:10::/64 --gateway fd00:10::fe >/dev/null &&
       $V add-br br2 --subnet fd00:11::/64 --gateway fd00:11::fe >/dev/null &&
@@ -494,7 +495,7 @@ if [ $VXONLY = 1 ] || [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VARIANTS=(); fi
 if [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VX_VARIANTS=(); fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $NATONLY = 0 ]; then
   RT_VARIANTS=(kernel-route vswitchd-route vswitchd-route-fp)
-  RT6_VARIANTS=(kernel-route6 vswitchd-route6)
+  RT6_VARIANTS=(kernel-route6 vswitchd-route6 vswitchd-route6-fp)
 fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi

@@ -1060,8 +1060,14 @@ impl FastPath {
         let inp = snap.port(o.in_id)?;
         let out = snap.port(o.out_id)?;
         let out_if = self.ready_ifindex(o.out_id)?;
+        // Into a tunnel (a remote VTEP on the egress bridge): routed, then
+        // encapsulated with the remote's tunnel key, as `check` does for L2. Never
+        // from one tunnel into another.
+        let tun = self.tun_dev(o.out_id);
+        if tun.is_some() && self.tun_dev(o.in_id).is_some() {
+            return None;
+        }
         if self.ready_ifindex(o.in_id)? != o.key.ifindex
-            || self.tun_dev(o.out_id).is_some()
             || inp.lock.is_some()
             || o.bvlan != 0
             || bridge_vlan(&inp.vlan, o.key.vid)? != 0
@@ -1096,11 +1102,15 @@ impl FastPath {
             return None;
         }
         Some(Action {
-            out_ifindex: out_if,
+            out_ifindex: tun.unwrap_or(out_if),
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(0).unwrap_or(0),
-            flags: F_ROUTED,
+            flags: if tun.is_some() {
+                F_ROUTED | F_TUNNEL
+            } else {
+                F_ROUTED
+            },
             bvlan: 0,
             mtu: outb.mtu.min(0xffff) as u16,
             new_dst: nh.0,
