@@ -116,7 +116,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 fp.learned(learned, meta.vlan, meta.eth.src);
             }
         } else {
-            trace::admitted(ctx, inp, &meta);
+            trace::admitted(ctx, inp, &meta, f);
         }
         if let Some(o) = bridge.overlay.as_ref().filter(|_| meta.vlan == 0) {
             // ARP for remote endpoints and DHCP are answered on the sender's host, never

@@ -93,7 +93,7 @@ pub fn stage_of(r: DropReason) -> &'static str {
     match r {
         D::Malformed => "parse",
         D::VlanFiltered => "vlan",
-        D::BadSource | D::SpoofedMac | D::SpoofedIp => "security",
+        D::BadSource | D::SpoofedMac | D::SpoofedIp | D::RogueRouter => "security",
         D::SameSegment => "l2",
         D::NoPort | D::MirrorOutput => "input",
         D::NotRoutable | D::Isolated | D::TooBig => "l3",
@@ -144,7 +144,7 @@ pub fn tuple_text(t: &Tuple) -> String {
 
 /// Notes for a frame the port admitted: its VLAN, the source checks, and the MAC it
 /// would learn.
-pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
+pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta, f: &[u8]) {
     let Some(t) = ctx.trace else { return };
     let how = match (&inp.vlan, meta.eth.tagged) {
         (VlanMode::Access(v), _) => format!("access port of vlan {v}: untagged frame, vlan {v}"),
@@ -155,8 +155,10 @@ pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
     t.push(
         "security",
         match &inp.lock {
-            Some(l) if l.ips.is_empty() => format!("port locked to {}: source allowed", l.mac),
-            Some(l) => format!("port locked to {} and its addresses: source allowed", l.mac),
+            Some(l) if !l.locks_addresses() => {
+                format!("port locked to {}: source allowed", l.mac)
+            }
+            Some(l) => lock_text(l, meta, f),
             None => format!("source {} allowed", meta.eth.src),
         },
     );
@@ -167,6 +169,38 @@ pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
             meta.eth.src, meta.vlan, inp.name
         ),
     );
+}
+
+/// What an address lock let through, naming the source address (and for IPv6, why
+/// it may send from it).
+fn lock_text(l: &crate::dp::snapshot::PortLock, meta: &Meta, f: &[u8]) -> String {
+    let mut addrs: Vec<String> = l.ips.iter().map(ToString::to_string).collect();
+    addrs.extend(l.ips6.iter().map(ToString::to_string));
+    let locked = format!("port locked to {} and {}", l.mac, addrs.join(", "));
+    let src = || -> Option<std::net::IpAddr> {
+        let f = f.get(meta.l3..)?;
+        match meta.eth.ethertype {
+            ipv4::ETHERTYPE_IPV4 => Some(<[u8; 4]>::try_from(f.get(12..16)?).ok()?.into()),
+            ipv4::ETHERTYPE_ARP => Some(<[u8; 4]>::try_from(f.get(14..18)?).ok()?.into()),
+            crate::wire::ipv6::ETHERTYPE_IPV6 => {
+                Some(<[u8; 16]>::try_from(f.get(8..24)?).ok()?.into())
+            }
+            _ => None,
+        }
+    };
+    match src() {
+        Some(std::net::IpAddr::V6(a)) if a == l.ll => {
+            format!("{locked}: source {a} allowed (the locked MAC's link-local address)")
+        }
+        Some(a) if a.is_unspecified() && a.is_ipv6() => {
+            format!("{locked}: source :: allowed (duplicate address detection or MLD)")
+        }
+        Some(a) if a.is_unspecified() => {
+            format!("{locked}: source 0.0.0.0 allowed (DHCP client or ARP probe)")
+        }
+        Some(a) => format!("{locked}: source {a} allowed"),
+        None => format!("{locked}: source allowed"),
+    }
 }
 
 /// The L3 decision in words: the route (and next hop) behind `verdict`.
@@ -553,5 +587,68 @@ mod tests {
         let (o, t) = w.agree(0, &syn);
         assert_eq!(o.drop, Some("isolated"), "{}", text(&t));
         assert!(text(&t).contains("--isolated"), "{}", text(&t));
+    }
+
+    #[test]
+    fn ipv6_port_lock_decisions_agree() {
+        use crate::dp::snapshot::PortLock;
+        use crate::wire::ipv6::{self, icmp};
+        use std::net::Ipv6Addr;
+        let mut w = world();
+        let mine: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        let lock = PortLock::new(
+            MacAddr(H5),
+            &[Ipv4Addr::new(10, 0, 0, 5).into(), mine.into()],
+        );
+        let ll = lock.ll;
+        if let Some(Some(p)) = w.snap.ports.get_mut(0) {
+            p.lock = Some(Arc::new(lock));
+        }
+        let gw: Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let f6 = |src: Ipv6Addr, msg: Vec<u8>| {
+            let pkt = ipv6::icmp_packet(src, gw, 255, msg);
+            ipv6::ethernet(MacAddr::BROADCAST, MacAddr(H5), &pkt)
+        };
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+        let (o, t) = w.agree(0, &f6(mine, echo.clone()));
+        assert_eq!(o.drop, None, "{}", text(&t));
+        assert!(
+            text(&t).contains("port locked to 02:00:00:00:00:05 and 10.0.0.5, fd00:1::5: source fd00:1::5 allowed"),
+            "{}",
+            text(&t)
+        );
+        let (o, t) = w.agree(0, &f6(ll, echo.clone()));
+        assert_eq!(o.drop, None, "{}", text(&t));
+        assert!(text(&t).contains("link-local"), "{}", text(&t));
+        let (o, t) = w.agree(0, &f6("fd00:1::9".parse().unwrap(), echo));
+        assert_eq!(o.drop, Some("spoofed_ip"), "{}", text(&t));
+        let na = ipv6::neighbor_advert(gw, MacAddr(H5), ipv6::NA_OVERRIDE);
+        let (o, t) = w.agree(0, &f6(mine, na));
+        assert_eq!(
+            o.drop,
+            Some("spoofed_ip"),
+            "NA for the gateway: {}",
+            text(&t)
+        );
+        let ra = vec![
+            icmp::ROUTER_ADVERT,
+            0,
+            0,
+            0,
+            64,
+            0,
+            7,
+            8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let (o, t) = w.agree(0, &f6(ll, ra));
+        assert_eq!(o.drop, Some("rogue_router"), "{}", text(&t));
     }
 }
