@@ -1031,10 +1031,11 @@ fn drop_count(lab: &Lab, port: &str, reason: &str) -> Result<u64> {
 /// gateway keeps the router's MAC; a Router Advertisement from it is dropped as
 /// `rogue_router`; `trace` says the same. A port locked to IPv4 only (c3) passes no
 /// IPv6. Bad addresses are one-line errors; `show` and `list-ports --json` show the
-/// lock.
+/// lock. With `--fastpath on`, nothing from the locked port is offloaded (so the
+/// kernel never forwards a spoofed frame either).
 fn lock_ip_dual_stack() -> Result<()> {
     let mut lab = Lab::new()?;
-    lab.start_switch("sw")?;
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
     dual_br(&lab, "br1", 1, &[])?;
     lab.container("sw", "c1", "v1", "10.1.0.5/24", Some("10.1.0.1"))?;
     lab.sh("c1", "sysctl -qw net.ipv6.conf.eth0.accept_ra=0")?;
@@ -1134,6 +1135,20 @@ fn lock_ip_dual_stack() -> Result<()> {
         .with_context(|| format!("c1 has no link-local address: {addrs}"))?
         .to_string();
     lab.assert_ping("c2", &format!("{ll1}%eth0"))?;
+    // The kernel fast path takes nothing from the locked port (frames to it, it may).
+    let fp = lab.ctl_json(&["fastpath-show", "br1"])?;
+    let from_v1: Vec<_> = fp["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["in_port"] == "v1")
+        .collect();
+    ensure!(from_v1.is_empty(), "fast-path entries from v1: {from_v1:?}");
+    let st = lab.ctl_json(&["stats", "v1"])?;
+    ensure!(
+        st[0]["fastpath_rx_packets"].as_u64().unwrap_or(0) == 0,
+        "v1's frames went through the kernel fast path: {st}"
+    );
 
     // Another IPv6 address: dropped, counted.
     let spoofed = drop_count(&lab, "v1", "spoofed_ip")?;
@@ -1248,5 +1263,21 @@ fn lock_ip_dual_stack() -> Result<()> {
         "v3's IPv6 was not dropped: {}",
         lab.drops()
     );
+
+    // The lock is kept in the db: after a restart, the same addresses, and still
+    // enforced.
+    lab.restart_switch()?;
+    let ports = lab.ctl_json(&["list-ports", "br1"])?;
+    let v1 = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "v1"))
+        .context("v1 in list-ports after a restart")?;
+    ensure!(
+        v1["lock_ip"] == serde_json::json!(["10.1.0.5", "fd00:1::5"]),
+        "{v1}"
+    );
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let t = lab.ctl_json(&["trace", "br1", "v1", &na])?;
+    ensure!(t["drop_reason"] == "spoofed_ip", "after a restart: {t}");
     Ok(())
 }
