@@ -1189,6 +1189,12 @@ fn lock_ip_dual_stack() -> Result<()> {
         t["verdict"] == "drop" && t["drop_reason"] == "spoofed_ip",
         "trace of the spoofed NA: {t}"
     );
+    ensure!(
+        t["stages"].to_string().contains(
+            "IPv6 from fd00:1::5, a Neighbor Advertisement for fd00:1::1: not an address the port may use"
+        ),
+        "the trace does not say why: {t}"
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/send_frame.py");
     let before = drop_count(&lab, "v1", "spoofed_ip")?;
     lab.sh("c1", &format!("python3 {script} eth0 {na} 5"))?;

@@ -100,7 +100,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         }
         let admitted = Meta::parse(f).and_then(|mut m| {
             m.vlan = l2::ingress_vlan(inp, &m.eth)?;
-            l2::admit(inp, &m.eth, f)?;
+            l2::admit(ctx, inp, &m.eth, f)?;
             Ok(m)
         });
         let meta = match admitted {

@@ -13,11 +13,12 @@
 use super::l3::Verdict;
 use super::punt::PuntKind;
 use super::{Ctx, Meta};
-use crate::dp::snapshot::{PortEntry, VlanMode};
+use crate::dp::snapshot::{PortEntry, PortLock, VlanMode};
 use crate::dp::DropReason;
 use crate::tables::conntrack::Tuple;
-use crate::wire::ipv4;
+use crate::wire::{ipv4, ipv6, EthFrame};
 use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// One stage's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,25 +172,70 @@ pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta, f: &[u8]) {
     );
 }
 
-/// What an address lock let through, naming the source address (and for IPv6, why
-/// it may send from it).
-fn lock_text(l: &crate::dp::snapshot::PortLock, meta: &Meta, f: &[u8]) -> String {
+/// "port locked to MAC and its addresses" (the addresses listed).
+fn lock_prefix(l: &PortLock) -> String {
     let mut addrs: Vec<String> = l.ips.iter().map(ToString::to_string).collect();
     addrs.extend(l.ips6.iter().map(ToString::to_string));
-    let locked = format!("port locked to {} and {}", l.mac, addrs.join(", "));
-    let src = || -> Option<std::net::IpAddr> {
-        let f = f.get(meta.l3..)?;
-        match meta.eth.ethertype {
-            ipv4::ETHERTYPE_IPV4 => Some(<[u8; 4]>::try_from(f.get(12..16)?).ok()?.into()),
-            ipv4::ETHERTYPE_ARP => Some(<[u8; 4]>::try_from(f.get(14..18)?).ok()?.into()),
-            crate::wire::ipv6::ETHERTYPE_IPV6 => {
-                Some(<[u8; 16]>::try_from(f.get(8..24)?).ok()?.into())
-            }
-            _ => None,
-        }
+    format!("port locked to {} and {}", l.mac, addrs.join(", "))
+}
+
+/// The source address of frame `f`: IPv4, ARP's sender, IPv6.
+fn frame_src(eth: &EthFrame, f: &[u8]) -> Option<IpAddr> {
+    let l3 = f.get(eth.payload_ofs + 2..)?;
+    match eth.ethertype {
+        ipv4::ETHERTYPE_IPV4 => Some(<[u8; 4]>::try_from(l3.get(12..16)?).ok()?.into()),
+        ipv4::ETHERTYPE_ARP => Some(<[u8; 4]>::try_from(l3.get(14..18)?).ok()?.into()),
+        ipv6::ETHERTYPE_IPV6 => Some(<[u8; 16]>::try_from(l3.get(8..24)?).ok()?.into()),
+        _ => None,
+    }
+}
+
+/// What frame `f` is, for port security's notes: `IPv6 from fd00:1::5, a Neighbor
+/// Advertisement for fd00:1::1`.
+fn lock_subject(eth: &EthFrame, f: &[u8]) -> String {
+    let fam = match eth.ethertype {
+        ipv4::ETHERTYPE_IPV4 => "IPv4",
+        ipv4::ETHERTYPE_ARP => "ARP",
+        ipv6::ETHERTYPE_IPV6 => "IPv6",
+        t => return format!("EtherType 0x{t:04x}"),
     };
-    match src() {
-        Some(std::net::IpAddr::V6(a)) if a == l.ll => {
+    let Some(src) = frame_src(eth, f) else {
+        return format!("{fam}, cut short");
+    };
+    let mut s = format!("{fam} from {src}");
+    // ICMPv6 right after the fixed header (Neighbor Discovery never has extension
+    // headers in front).
+    let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
+    if eth.ethertype == ipv6::ETHERTYPE_IPV6 && l3.get(6) == Some(&ipv6::NEXT_ICMPV6) {
+        let msg = l3.get(ipv6::HLEN..).unwrap_or_default();
+        let target = msg
+            .get(8..24)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Ipv6Addr::from);
+        let what = match (msg.first(), target) {
+            (Some(&ipv6::icmp::NEIGHBOR_ADVERT), Some(t)) => {
+                format!("a Neighbor Advertisement for {t}")
+            }
+            (Some(&ipv6::icmp::NEIGHBOR_SOLICIT), Some(t)) => {
+                format!("a Neighbor Solicitation for {t}")
+            }
+            (Some(&ipv6::icmp::ROUTER_ADVERT), _) => "a Router Advertisement".into(),
+            (Some(&137), _) => "a Redirect".into(),
+            _ => String::new(),
+        };
+        if !what.is_empty() {
+            s = format!("{s}, {what}");
+        }
+    }
+    s
+}
+
+/// What an address lock let through, naming the source address (and for IPv6, why
+/// it may send from it).
+fn lock_text(l: &PortLock, meta: &Meta, f: &[u8]) -> String {
+    let locked = lock_prefix(l);
+    match frame_src(&meta.eth, f) {
+        Some(IpAddr::V6(a)) if a == l.ll => {
             format!("{locked}: source {a} allowed (the locked MAC's link-local address)")
         }
         Some(a) if a.is_unspecified() && a.is_ipv6() => {
@@ -201,6 +247,37 @@ fn lock_text(l: &crate::dp::snapshot::PortLock, meta: &Meta, f: &[u8]) -> String
         Some(a) => format!("{locked}: source {a} allowed"),
         None => format!("{locked}: source allowed"),
     }
+}
+
+/// Why port security refused frame `f` (`r`: the drop reason), for the trace.
+pub(super) fn lock_refused(l: &PortLock, eth: &EthFrame, f: &[u8], r: DropReason) -> String {
+    let v6 = eth.ethertype == ipv6::ETHERTYPE_IPV6;
+    let why = match r {
+        DropReason::SpoofedMac => format!(
+            "{} (or the MAC it names) is not the locked MAC {}",
+            eth.src, l.mac
+        ),
+        DropReason::SpoofedIp if v6 && l.ips6.is_empty() => {
+            "no IPv6 address is locked, so no IPv6 passes".into()
+        }
+        DropReason::SpoofedIp
+            if !v6
+                && eth.ethertype != ipv4::ETHERTYPE_IPV4
+                && eth.ethertype != ipv4::ETHERTYPE_ARP =>
+        {
+            "only IPv4, ARP and IPv6 pass a port locked to addresses".into()
+        }
+        DropReason::SpoofedIp => "not an address the port may use".into(),
+        DropReason::RogueRouter => "a locked port may not act as a router".into(),
+        DropReason::Malformed => "headers cut short or malformed".into(),
+        r => r.as_str().into(),
+    };
+    let who = if l.locks_addresses() {
+        lock_prefix(l)
+    } else {
+        format!("port locked to {}", l.mac)
+    };
+    format!("{who}: {}: {why}", lock_subject(eth, f))
 }
 
 /// The L3 decision in words: the route (and next hop) behind `verdict`.
@@ -630,25 +707,34 @@ mod tests {
             "NA for the gateway: {}",
             text(&t)
         );
-        let ra = vec![
-            icmp::ROUTER_ADVERT,
-            0,
-            0,
-            0,
-            64,
-            0,
-            7,
-            8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
+        assert!(
+            text(&t).contains("security: port locked to 02:00:00:00:00:05 and 10.0.0.5, fd00:1::5: IPv6 from fd00:1::5, a Neighbor Advertisement for fd00:1::1: not an address the port may use"),
+            "{}",
+            text(&t)
+        );
+        let mut ra = vec![icmp::ROUTER_ADVERT, 0, 0, 0, 64, 0, 7, 8];
+        ra.resize(16, 0);
         let (o, t) = w.agree(0, &f6(ll, ra));
         assert_eq!(o.drop, Some("rogue_router"), "{}", text(&t));
+        assert!(
+            text(&t).contains("a Router Advertisement: a locked port may not act as a router"),
+            "{}",
+            text(&t)
+        );
+        // Locked to IPv4 only: the trace says why IPv6 stops.
+        if let Some(Some(p)) = w.snap.ports.get_mut(0) {
+            p.lock = Some(Arc::new(PortLock::new(
+                MacAddr(H5),
+                &[Ipv4Addr::new(10, 0, 0, 5).into()],
+            )));
+        }
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+        let (o, t) = w.agree(0, &f6(ll, echo));
+        assert_eq!(o.drop, Some("spoofed_ip"), "{}", text(&t));
+        assert!(
+            text(&t).contains("no IPv6 address is locked, so no IPv6 passes"),
+            "{}",
+            text(&t)
+        );
     }
 }
