@@ -933,13 +933,14 @@ fn iperf3_ipv6_gso_through_router() -> Result<()> {
 }
 
 /// DNS over TCP at the IPv6 gateway (`dig +tcp`): A and AAAA answers, the same as
-/// over UDP, and dig says the answer came over TCP.
+/// over UDP, and dig says the answer came over TCP; a whole exchange counts no drop.
 fn dns_over_tcp_at_ipv6_gateway() -> Result<()> {
     let lab = two_nets(false)?;
     lab.ctl_ok(&["add-host", "br1", "web", "fd00:1::5"])?;
     lab.ctl_ok(&["add-host", "br1", "web", "10.1.0.5"])?;
     lab.assert_ping("c1", "fd00:1::1")?;
     let dig = |args: &str| lab.sh("c1", &format!("dig +tcp +time=2 +tries=2 {args}"));
+    let service = drop_count(&lab, "v1", "service")?;
     let out = dig("AAAA web @fd00:1::1")?;
     ensure!(
         out.contains("SERVER: fd00:1::1#53(fd00:1::1) (TCP)"),
@@ -952,6 +953,12 @@ fn dns_over_tcp_at_ipv6_gateway() -> Result<()> {
     );
     let out = dig("+short A web.br1 @fd00:1::1")?;
     ensure!(out.trim() == "10.1.0.5", "dig +tcp A: {out:?}");
+    // The client's last ACK needs no answer, and is no drop.
+    let now = drop_count(&lab, "v1", "service")?;
+    ensure!(
+        now == service,
+        "service drops {service} -> {now} over two dig +tcp"
+    );
     let out = dig("+short -x fd00:1::5 @fd00:1::1")?;
     ensure!(out.trim() == "web.", "dig +tcp -x: {out:?}");
     let out = dig("AAAA nothere @fd00:1::1")?;

@@ -356,7 +356,8 @@ impl Service {
                     tcp53::Out::Query(q, reply) => {
                         self.dns_query(snap, bi, in_port, &q, dns::Reply::Tcp(reply))
                     }
-                    tcp53::Out::None => self.count_drop(snap, in_port),
+                    tcp53::Out::None => {}
+                    tcp53::Out::Drop => self.count_drop(snap, in_port),
                 }
             }
             _ => self.count_drop(snap, in_port),

@@ -197,7 +197,8 @@ impl Service {
                 };
                 self.dns_query(snap, bi, in_port, &q, reply);
             }
-            tcp53::Out::None => self.count_drop(snap, in_port),
+            tcp53::Out::None => {}
+            tcp53::Out::Drop => self.count_drop(snap, in_port),
         }
     }
 

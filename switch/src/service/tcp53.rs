@@ -74,8 +74,12 @@ impl Ends {
 /// What to do with a segment.
 #[derive(Debug)]
 pub enum Out {
-    /// Nothing.
+    /// Nothing: the segment needs no answer (the client's ACK of our answer, its
+    /// reset).
     None,
+    /// Nothing, and the segment is counted as dropped: too short, a bad data offset, a
+    /// query cut short.
+    Drop,
     /// Send this IP packet, of the query's family (SYN-ACK, ACK, RST).
     Packet(Vec<u8>),
     /// A whole query arrived: answer it with [`TcpReply::segments`].
@@ -199,7 +203,7 @@ impl Tcp53 {
     /// Handle one TCP segment `tcp` between `ends` (to the server's port 53) on a
     /// bridge whose frames carry `mtu` bytes of IP.
     pub fn handle(&self, ends: Ends, tcp: &[u8], mtu: u32) -> Out {
-        self.segment_in(ends, tcp, mtu).unwrap_or(Out::None)
+        self.segment_in(ends, tcp, mtu).unwrap_or(Out::Drop)
     }
 
     fn segment_in(&self, ends: Ends, tcp: &[u8], mtu: u32) -> Option<Out> {
@@ -212,8 +216,11 @@ impl Tcp53 {
         let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
         let off = usize::from(tcp[12] >> 4) * 4;
         let flags = tcp[13];
-        if off < 20 || off > tcp.len() || flags & RST != 0 {
+        if off < 20 || off > tcp.len() {
             return None;
+        }
+        if flags & RST != 0 {
+            return Some(Out::None);
         }
         let data = &tcp[off..];
         let isn = self.isn(ends, cport);
@@ -258,7 +265,7 @@ impl Tcp53 {
         if flags & FIN != 0 {
             return reply(ack, seq.wrapping_add(1), ACK, &[]);
         }
-        None
+        Some(Out::None)
     }
 }
 
