@@ -916,6 +916,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        /// Any bytes after an IPv6, IPv4 or ARP EtherType from the locked MAC: the
+        /// check decides without panicking (extension header chains, options, cut
+        /// headers), and a packet from an address the port may not use never passes.
+        #[test]
+        fn port_lock_never_panics(
+            ethertype in proptest::sample::select(vec![0x86ddu16, 0x0800, 0x0806]),
+            l3 in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            icmp in proptest::prelude::any::<bool>(),
+        ) {
+            let me = [2, 0, 0, 0, 0, 5];
+            let lock = PortLock::new(
+                MacAddr(me),
+                &[Ipv4Addr::new(10, 0, 0, 5).into(), "fd00:1::5".parse::<Ipv6Addr>().unwrap().into()],
+            );
+            let mut l3 = l3;
+            if icmp && l3.len() >= 40 {
+                l3[0] = 0x60;
+                l3[6] = 58;
+            }
+            let f = frame(me, false, ethertype, &l3);
+            let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
+            let r = lock.check(&eth, &f);
+            if ethertype == 0x86dd && l3.len() >= 40 && l3[0] >> 4 == 6 {
+                let src = ipv6_at(&l3[8..24]);
+                if !src.is_unspecified() && src != lock.ll && !lock.ips6.contains(&src) {
+                    proptest::prop_assert!(r.is_err());
+                }
+            }
+        }
+    }
+
     #[test]
     fn router_mac_is_stable_and_local() {
         let m = router_mac("br1");
