@@ -111,6 +111,10 @@ fn main() -> std::process::ExitCode {
             "veth_peers_take_frames_directly_until_one_moves_home",
             veth_peers_take_frames_directly_until_one_moves_home,
         ),
+        (
+            "trunk_to_access_flows_are_cached_with_their_tags",
+            trunk_to_access_flows_are_cached_with_their_tags,
+        ),
     ])
 }
 
@@ -1428,5 +1432,95 @@ fn veth_peers_take_frames_directly_until_one_moves_home() -> Result<()> {
             .any(|x| x["in_port"] == "v1" && x["out_port"] == "v2" && x["peer"].is_null()),
         "v1 → v2 should be cached again as a plain redirect: {e:?}"
     );
+    Ok(())
+}
+
+/// `scripts/vlan_ping.py` in c1: `count` echo requests tagged `vid` from 10.0.0.9 (a
+/// VLAN-aware host on the trunk; the kernel here has no 8021q module) to `dst` at
+/// `dst_mac`. Ok(summary) when every one was answered once, tagged `vid`.
+fn vlan_ping(lab: &Lab, vid: u16, dst: &str, dst_mac: &str, count: u32) -> Result<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vlan_ping.py");
+    let out = lab.sh_out(
+        "c1",
+        &format!("python3 {script} eth0 {vid} 10.0.0.9 {dst} {dst_mac} {count} 0.01"),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        out.status.success(),
+        "VLAN {vid} pings to {dst}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text)
+}
+
+/// A trunk port (VLANs 10, 20) and access ports in VLAN 10 and 20: tagged frames from
+/// the trunk to the access port leave untagged, the answers get the tag pushed, both
+/// through the kernel (entries with their VLAN and tag, fast-path counters, every
+/// frame once at the access host); a VLAN the trunk does not carry, or one other than
+/// the access port's, never reaches it, cached or not.
+fn trunk_to_access_flows_are_cached_with_their_tags() -> Result<()> {
+    let mut lab = switch(&[])?;
+    lab.sh(
+        "sw",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    add(&mut lab, 1, &["--trunks", "10,20"])?;
+    add(&mut lab, 2, &["--tag", "10"])?;
+    add(&mut lab, 3, &["--tag", "20"])?;
+    let mac2 = lab.mac("c2", "eth0")?;
+    let mac3 = lab.mac("c3", "eth0")?;
+    // First exchange: learning (both ends), ARP, the offers.
+    vlan_ping(&lab, 10, "10.0.0.2", &mac2, 20)?;
+    wait_entry(&lab, "v1", "v2")?;
+    wait_entry(&lab, "v2", "v1")?;
+    let e = entries(&lab)?;
+    let find = |i: &str, o: &str| {
+        e.iter()
+            .find(|x| x["in_port"] == i && x["out_port"] == o)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (pop, push) = (find("v1", "v2"), find("v2", "v1"));
+    ensure!(
+        pop["vlan"] == 10 && pop["tag"].is_null() && push["vlan"] == 10 && push["tag"] == 10,
+        "trunk → access should pop (no tag), access → trunk push 10: {e:?}"
+    );
+    let c2_before = eth0_packets(&lab, "c2")?;
+    let (v1_before, v2_before) = (stats(&lab, "v1")?, stats(&lab, "v2")?);
+    let text = vlan_ping(&lab, 10, "10.0.0.2", &mac2, 200)?;
+    let c2 = eth0_packets(&lab, "c2")?;
+    let (v1, v2) = (stats(&lab, "v1")?, stats(&lab, "v2")?);
+    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    ensure!(
+        d(&v1, &v1_before, "fastpath_rx_packets") >= 150
+            && d(&v2, &v2_before, "fastpath_rx_packets") >= 150,
+        "{text}: trunk → access {} and access → trunk {} frames through the kernel (want >= 150 of 200)",
+        d(&v1, &v1_before, "fastpath_rx_packets"),
+        d(&v2, &v2_before, "fastpath_rx_packets")
+    );
+    ensure!(
+        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
+        "v2 tx {} vs c2 rx {}",
+        d(&v2, &v2_before, "tx_packets"),
+        c2.1 - c2_before.1
+    );
+    // VLAN 20 reaches c3 (access 20), never c2; VLAN 30 is not on the trunk.
+    vlan_ping(&lab, 20, "10.0.0.3", &mac3, 20)?;
+    let c2_before = eth0_packets(&lab, "c2")?;
+    ensure!(
+        vlan_ping(&lab, 20, "10.0.0.2", &mac2, 5).is_err(),
+        "a frame tagged 20 reached c2 in VLAN 10"
+    );
+    ensure!(
+        vlan_ping(&lab, 30, "10.0.0.2", &mac2, 5).is_err(),
+        "a frame tagged 30 crossed a trunk of 10,20"
+    );
+    let c2 = eth0_packets(&lab, "c2")?;
+    ensure!(
+        c2.1 == c2_before.1,
+        "c2 received {} frames of other VLANs",
+        c2.1 - c2_before.1
+    );
+    println!("{text}");
     Ok(())
 }
