@@ -133,7 +133,7 @@ if command -v ovsdb-server >/dev/null && command -v ovs-vswitchd >/dev/null && c
 else
   note "Open vSwitch binaries missing (Debian package openvswitch-switch): OVS rows skipped"
 fi
-VARIANTS+=(vswitchd vswitchd-fp veth)
+VARIANTS+=(vswitchd vswitchd-fp vswitchd-fp-nopeer veth)
 if [ $GEN = auto ]; then
   if command -v trafgen >/dev/null; then GEN=trafgen; else GEN=python; fi
 fi
@@ -220,8 +220,10 @@ switch_up() { # VARIANT on the L2 topology
           fi
         done
       fi ;;
-    vswitchd|vswitchd-fp)
+    vswitchd|vswitchd-fp|vswitchd-fp-nopeer)
       if [ $v = vswitchd-fp ]; then start_vswitchd $SW vs --fastpath on || return 1
+      elif [ $v = vswitchd-fp-nopeer ]; then
+        VSWITCH_FASTPATH_PEER=off start_vswitchd $SW vs --fastpath on || return 1
       else start_vswitchd $SW vs || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vs.sock"
       $V add-br br0 >/dev/null && $V add-port br0 v1 >/dev/null && $V add-port br0 v2 >/dev/null || return 1 ;;
@@ -407,8 +409,9 @@ route6_up() {
       ip -n $SW addr add fd00:10::fe/64 dev v1 nodad; ip -n $SW addr add fd00:11::fe/64 dev v2 nodad
       ip -n $SW link set v1 up; ip -n $SW link set v2 up
       ip netns exec $SW sysctl -qw net.ipv6.conf.all.forwarding=1 ;;
-    vswitchd-route6)
-      start_vswitchd $SW vsr6 || return 1
+    vswitchd-route6|vswitchd-route6-fp)
+      if [ $v = vswitchd-route6-fp ]; then start_vswitchd $SW vsr6 --fastpath on || return 1
+      else start_vswitchd $SW vsr6 || return 1; fi
       local V="$BIN/vswitchctl --socket $TMP/vsr6.sock"
       $V add-br br1 --subnet fd00:10::/64 --gateway fd00:10::fe >/dev/null &&
       $V add-br br2 --subnet fd00:11::/64 --gateway fd00:11::fe >/dev/null &&
@@ -492,7 +495,7 @@ if [ $VXONLY = 1 ] || [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VARIANTS=(); fi
 if [ $RTONLY = 1 ] || [ $NATONLY = 1 ]; then VX_VARIANTS=(); fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $NATONLY = 0 ]; then
   RT_VARIANTS=(kernel-route vswitchd-route vswitchd-route-fp)
-  RT6_VARIANTS=(kernel-route6 vswitchd-route6)
+  RT6_VARIANTS=(kernel-route6 vswitchd-route6 vswitchd-route6-fp)
 fi
 if [ $L2ONLY = 0 ] && [ $VXONLY = 0 ] && [ $RTONLY = 0 ]; then
   if command -v nft >/dev/null; then NAT_VARIANTS+=(kernel-nat); else note "nft missing: kernel NAT row skipped"; fi

@@ -36,6 +36,8 @@ fn main() -> std::process::ExitCode {
             "iperf3_ipv6_gso_through_router",
             iperf3_ipv6_gso_through_router,
         ),
+        ("dns_over_tcp_at_ipv6_gateway", dns_over_tcp_at_ipv6_gateway),
+        ("lock_ip_dual_stack", lock_ip_dual_stack),
     ])
 }
 
@@ -927,5 +929,368 @@ fn iperf3_ipv6_gso_through_router() -> Result<()> {
         "no TCP/IPv6 frame larger than 3000 bytes reached c2: {}",
         lab.read_log("tcpdump6.log")
     );
+    Ok(())
+}
+
+/// DNS over TCP at the IPv6 gateway (`dig +tcp`): A and AAAA answers, the same as
+/// over UDP, and dig says the answer came over TCP; a whole exchange counts no drop.
+fn dns_over_tcp_at_ipv6_gateway() -> Result<()> {
+    let lab = two_nets(false)?;
+    lab.ctl_ok(&["add-host", "br1", "web", "fd00:1::5"])?;
+    lab.ctl_ok(&["add-host", "br1", "web", "10.1.0.5"])?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let dig = |args: &str| lab.sh("c1", &format!("dig +tcp +time=2 +tries=2 {args}"));
+    let service = drop_count(&lab, "v1", "service")?;
+    let out = dig("AAAA web @fd00:1::1")?;
+    ensure!(
+        out.contains("SERVER: fd00:1::1#53(fd00:1::1) (TCP)"),
+        "not answered over TCP/IPv6: {out}"
+    );
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("web.") && l.trim_end().ends_with("AAAA\tfd00:1::5")),
+        "{out}"
+    );
+    let out = dig("+short A web.br1 @fd00:1::1")?;
+    ensure!(out.trim() == "10.1.0.5", "dig +tcp A: {out:?}");
+    // The client's last ACK needs no answer, and is no drop.
+    let now = drop_count(&lab, "v1", "service")?;
+    ensure!(
+        now == service,
+        "service drops {service} -> {now} over two dig +tcp"
+    );
+    let out = dig("+short -x fd00:1::5 @fd00:1::1")?;
+    ensure!(out.trim() == "web.", "dig +tcp -x: {out:?}");
+    let out = dig("AAAA nothere @fd00:1::1")?;
+    ensure!(out.contains("status: NXDOMAIN"), "{out}");
+    // Another bridge's IPv6 gateway is not this bridge's resolver (as over UDP).
+    let o = lab.sh_out("c1", "dig +tcp +time=1 +tries=1 AAAA web @fd00:2::1")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(!text.contains("ANSWER SECTION"), "{text}");
+    // IPv4's TCP responder still answers beside it.
+    let out = dig("+short AAAA web @10.1.0.1")?;
+    ensure!(out.trim() == "fd00:1::5", "dig +tcp @10.1.0.1: {out:?}");
+    Ok(())
+}
+
+/// The bytes of a MAC written `aa:bb:..`.
+fn mac_bytes(mac: &str) -> Result<[u8; 6]> {
+    let v: Vec<u8> = mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()?;
+    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {mac}"))
+}
+
+/// An Ethernet frame (hex) from `smac` to `dmac` carrying the ICMPv6 message `msg`
+/// from `src` to `dst`, hop limit 255, checksum filled in.
+fn icmp6_frame_hex(
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    mut msg: Vec<u8>,
+) -> String {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(&msg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut f = dmac.to_vec();
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&msg);
+    f.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The link-layer address `ns` has for `ip` (empty when it has none).
+fn neigh_mac(lab: &Lab, ns: &str, ip: &str) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.sh(ns, &format!("ip -j -6 neigh show {ip} dev eth0"))?)?;
+    Ok(v[0]["lladdr"].as_str().unwrap_or_default().to_string())
+}
+
+/// A port's drop count for `reason`.
+fn drop_count(lab: &Lab, port: &str, reason: &str) -> Result<u64> {
+    let v = lab.ctl_json(&["stats", port])?;
+    Ok(v[0]["drops"][reason].as_u64().unwrap_or(0))
+}
+
+/// Port security with IPv6 (`--lock-ip 10.1.0.5,fd00:1::5`): c1 on the locked port v1
+/// pings the gateway and c2 over both families (its address went through duplicate
+/// address detection, from `::`); with its IPv6 address changed, its pings fail and
+/// `spoofed_ip` grows; a Neighbor Advertisement claiming the gateway's address
+/// (sent to all nodes, override flag) never reaches c2, whose neighbour entry for the
+/// gateway keeps the router's MAC; a Router Advertisement from it is dropped as
+/// `rogue_router`; `trace` says the same. A port locked to IPv4 only (c3) passes no
+/// IPv6. Bad addresses are one-line errors; `show` and `list-ports --json` show the
+/// lock. With `--fastpath on`, nothing from the locked port is offloaded (so the
+/// kernel never forwards a spoofed frame either).
+fn lock_ip_dual_stack() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    dual_br(&lab, "br1", 1, &[])?;
+    lab.container("sw", "c1", "v1", "10.1.0.5/24", Some("10.1.0.1"))?;
+    lab.sh("c1", "sysctl -qw net.ipv6.conf.eth0.accept_ra=0")?;
+    dual_container(&mut lab, "c2", "v2", 1, 6)?;
+    dual_container(&mut lab, "c3", "v3", 1, 7)?;
+    let mac1 = lab.mac("c1", "eth0")?;
+    let mac3 = lab.mac("c3", "eth0")?;
+    // Bad input: one line, non-zero exit, nothing added.
+    for (ips, want) in [
+        (
+            "10.1.0.5,fe80::zz",
+            "error: bad --lock-ip \"fe80::zz\": expected an IPv4 or IPv6 address",
+        ),
+        (
+            "ff02::1",
+            "error: bad --lock-ip ff02::1: not a unicast address",
+        ),
+        ("::", "error: bad --lock-ip ::: not a unicast address"),
+    ] {
+        let o = lab.ctl(&[
+            "add-port",
+            "br1",
+            "v1",
+            "--lock-mac",
+            &mac1,
+            "--lock-ip",
+            ips,
+        ])?;
+        ensure!(
+            o.code != 0 && o.stderr.trim() == want && o.stderr.lines().count() == 1,
+            "--lock-ip {ips}: exit {} {:?}",
+            o.code,
+            o.stderr
+        );
+    }
+    ensure!(
+        !lab.ctl_ok(&["list-ports", "br1"])?.contains("v1"),
+        "a rejected add-port added the port"
+    );
+    lab.ctl_ok(&[
+        "add-port",
+        "br1",
+        "v1",
+        "--lock-mac",
+        &mac1,
+        "--lock-ip",
+        "10.1.0.5,fd00:1::5",
+    ])?;
+    lab.ctl_ok(&["add-port", "br1", "v2"])?;
+    lab.ctl_ok(&[
+        "add-port",
+        "br1",
+        "v3",
+        "--lock-mac",
+        &mac3,
+        "--lock-ip",
+        "10.1.0.7",
+    ])?;
+    // c1's address goes through DAD (a Neighbor Solicitation from ::) behind the lock.
+    lab.sh(
+        "c1",
+        "ip -6 addr add fd00:1::5/64 dev eth0 && ip -6 route replace default via fd00:1::1",
+    )?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || lab
+            .sh("c1", "ip -6 addr show dev eth0 tentative")
+            .is_ok_and(|o| o.trim().is_empty())),
+        "c1's addresses stay tentative: {}",
+        lab.sh("c1", "ip -6 addr show dev eth0").unwrap_or_default()
+    );
+    let ports = lab.ctl_json(&["list-ports", "br1"])?;
+    let v1 = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "v1"))
+        .context("v1 in list-ports")?;
+    ensure!(
+        v1["lock_mac"] == mac1.as_str()
+            && v1["lock_ip"] == serde_json::json!(["10.1.0.5", "fd00:1::5"]),
+        "{v1}"
+    );
+    let show = lab.ctl_ok(&["show"])?;
+    ensure!(
+        show.contains(&format!("lock {mac1} 10.1.0.5,fd00:1::5")),
+        "{show}"
+    );
+    lab.assert_ping("c1", "fd00:1::1")?;
+    lab.assert_ping("c1", "fd00:1::6")?;
+    lab.assert_ping("c1", "10.1.0.1")?;
+    lab.assert_ping("c2", "fd00:1::5")?;
+    // From the link-local address (EUI-64 of the locked MAC) too.
+    let addrs = lab.sh("c1", "ip -j -6 addr show dev eth0")?;
+    let v: serde_json::Value = serde_json::from_str(&addrs)?;
+    let ll1 = v[0]["addr_info"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["scope"] == "link"))
+        .and_then(|x| x["local"].as_str())
+        .with_context(|| format!("c1 has no link-local address: {addrs}"))?
+        .to_string();
+    lab.assert_ping("c2", &format!("{ll1}%eth0"))?;
+    // The kernel fast path takes nothing from the locked port (frames to it, it may).
+    let fp = lab.ctl_json(&["fastpath-show", "br1"])?;
+    let from_v1: Vec<_> = fp["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["in_port"] == "v1")
+        .collect();
+    ensure!(from_v1.is_empty(), "fast-path entries from v1: {from_v1:?}");
+    let st = lab.ctl_json(&["stats", "v1"])?;
+    ensure!(
+        st[0]["fastpath_rx_packets"].as_u64().unwrap_or(0) == 0,
+        "v1's frames went through the kernel fast path: {st}"
+    );
+
+    // Another IPv6 address: dropped, counted.
+    let spoofed = drop_count(&lab, "v1", "spoofed_ip")?;
+    lab.sh(
+        "c1",
+        "ip -6 addr del fd00:1::5/64 dev eth0 && ip -6 addr add fd00:1::9/64 dev eth0 nodad && ip -6 route replace default via fd00:1::1",
+    )?;
+    lab.assert_no_ping("c1", "fd00:1::1")?;
+    lab.assert_no_ping("c1", "fd00:1::6")?;
+    let now = drop_count(&lab, "v1", "spoofed_ip")?;
+    ensure!(now >= spoofed + 6, "spoofed_ip {spoofed} -> {now}");
+    // Back to the locked address: answered again.
+    lab.sh(
+        "c1",
+        "ip -6 addr del fd00:1::9/64 dev eth0 && ip -6 addr add fd00:1::5/64 dev eth0 nodad && ip -6 route replace default via fd00:1::1",
+    )?;
+    lab.assert_ping("c1", "fd00:1::1")?;
+
+    // A spoofed Neighbor Advertisement: c1 claims the gateway's address.
+    lab.assert_ping("c2", "fd00:1::1")?;
+    let rmac = neigh_mac(&lab, "c2", "fd00:1::1")?;
+    ensure!(rmac.starts_with("02:76:"), "c2's gateway entry: {rmac:?}");
+    let m1 = mac_bytes(&mac1)?;
+    let gw: std::net::Ipv6Addr = "fd00:1::1".parse()?;
+    let mut na = vec![136, 0, 0, 0, 0xa0, 0, 0, 0]; // router + override
+    na.extend_from_slice(&gw.octets());
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&m1);
+    let na = icmp6_frame_hex(
+        [0x33, 0x33, 0, 0, 0, 1],
+        m1,
+        "fd00:1::5".parse()?,
+        "ff02::1".parse()?,
+        na,
+    );
+    let t = lab.ctl_json(&["trace", "br1", "v1", &na])?;
+    ensure!(
+        t["verdict"] == "drop" && t["drop_reason"] == "spoofed_ip",
+        "trace of the spoofed NA: {t}"
+    );
+    ensure!(
+        t["stages"].to_string().contains(
+            "IPv6 from fd00:1::5, a Neighbor Advertisement for fd00:1::1: not an address the port may use"
+        ),
+        "the trace does not say why: {t}"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/send_frame.py");
+    let before = drop_count(&lab, "v1", "spoofed_ip")?;
+    lab.sh("c1", &format!("python3 {script} eth0 {na} 5"))?;
+    ensure!(
+        wait_until(Duration::from_secs(5), || {
+            drop_count(&lab, "v1", "spoofed_ip").is_ok_and(|n| n >= before + 5)
+        }),
+        "the spoofed NAs were not dropped as spoofed_ip: {}",
+        lab.drops()
+    );
+    let after = neigh_mac(&lab, "c2", "fd00:1::1")?;
+    ensure!(
+        after == rmac,
+        "c2's entry for the gateway moved from {rmac} to {after}: the spoofed NA got through"
+    );
+    lab.assert_ping("c2", "fd00:1::1")?;
+    // Its own address it may advertise (the trace lets it through).
+    let mut own = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    own.extend_from_slice(&"fd00:1::5".parse::<std::net::Ipv6Addr>()?.octets());
+    own.extend_from_slice(&[2, 1]);
+    own.extend_from_slice(&m1);
+    let own = icmp6_frame_hex(
+        [0x33, 0x33, 0, 0, 0, 1],
+        m1,
+        "fd00:1::5".parse()?,
+        "ff02::1".parse()?,
+        own,
+    );
+    let t = lab.ctl_json(&["trace", "br1", "v1", &own])?;
+    ensure!(t["verdict"] == "flood", "trace of c1's own NA: {t}");
+    let stages = t["stages"].to_string();
+    ensure!(
+        stages.contains(&format!(
+            "port locked to {mac1} and 10.1.0.5, fd00:1::5: source fd00:1::5 allowed"
+        )),
+        "{stages}"
+    );
+
+    // A Router Advertisement from the locked port.
+    let mut ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    ra.extend_from_slice(&[1, 1]);
+    ra.extend_from_slice(&m1);
+    let ra = icmp6_frame_hex(
+        [0x33, 0x33, 0, 0, 0, 1],
+        m1,
+        ll1.parse()?,
+        "ff02::1".parse()?,
+        ra,
+    );
+    let t = lab.ctl_json(&["trace", "br1", "v1", &ra])?;
+    ensure!(
+        t["verdict"] == "drop" && t["drop_reason"] == "rogue_router",
+        "trace of the RA: {t}"
+    );
+    let before = drop_count(&lab, "v1", "rogue_router")?;
+    lab.sh("c1", &format!("python3 {script} eth0 {ra} 3"))?;
+    ensure!(
+        wait_until(Duration::from_secs(5), || {
+            drop_count(&lab, "v1", "rogue_router").is_ok_and(|n| n >= before + 3)
+        }),
+        "the RAs were not dropped as rogue_router: {}",
+        lab.drops()
+    );
+
+    // Locked to an IPv4 address only: IPv4 passes, IPv6 not at all (c3's Neighbor
+    // Solicitations for the gateway are dropped: its pings never leave).
+    lab.assert_ping("c3", "10.1.0.1")?;
+    let before = drop_count(&lab, "v3", "spoofed_ip")?;
+    lab.assert_no_ping("c3", "fd00:1::1")?;
+    ensure!(
+        drop_count(&lab, "v3", "spoofed_ip")? > before,
+        "v3's IPv6 was not dropped: {}",
+        lab.drops()
+    );
+
+    // The lock is kept in the db: after a restart, the same addresses, and still
+    // enforced.
+    lab.restart_switch()?;
+    let ports = lab.ctl_json(&["list-ports", "br1"])?;
+    let v1 = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "v1"))
+        .context("v1 in list-ports after a restart")?;
+    ensure!(
+        v1["lock_ip"] == serde_json::json!(["10.1.0.5", "fd00:1::5"]),
+        "{v1}"
+    );
+    lab.assert_ping("c1", "fd00:1::1")?;
+    let t = lab.ctl_json(&["trace", "br1", "v1", &na])?;
+    ensure!(t["drop_reason"] == "spoofed_ip", "after a restart: {t}");
     Ok(())
 }

@@ -31,6 +31,10 @@ fn main() -> std::process::ExitCode {
             "lock_drops_mac_and_ip_spoofing",
             lock_drops_mac_and_ip_spoofing,
         ),
+        (
+            "lock_with_an_ipv6_address_locks_it",
+            lock_with_an_ipv6_address_locks_it,
+        ),
         ("ipv6_guests_talk", ipv6_guests_talk),
         ("dhcp_asks_for_both_families", dhcp_asks_for_both_families),
     ])
@@ -533,5 +537,59 @@ fn dhcp_asks_for_both_families() -> Result<()> {
         &format!("dig +short +time=2 AAAA {dc} @fd00:7::1 || true"),
     )?;
     ensure!(!aaaa.contains(&leased6), "{aaaa}");
+    Ok(())
+}
+
+/// `pipework --lock -a inet6`: the port is locked to the guest's MAC and its IPv6
+/// address; the guest talks from it (and its link-local address), another IPv6 source
+/// is dropped and counted.
+fn lock_with_an_ipv6_address_locks_it() -> Result<()> {
+    let lab = lab_with(&["l6", "peer6"], &["add-br", "br0"])?;
+    let (l6, peer6) = (lab.ns("l6"), lab.ns("peer6"));
+    pipework_ok(
+        &lab,
+        &["--lock", "br0", "-a", "inet6", &l6, "2001:db8::11/64"],
+    )?;
+    pipework_ok(&lab, &["br0", "-a", "inet6", &peer6, "2001:db8::12/64"])?;
+    let ping = lab.sh_out("l6", "ping -6 -c 3 -i 0.2 -W 2 2001:db8::12")?;
+    let text = String::from_utf8_lossy(&ping.stdout);
+    ensure!(
+        ping.status.success() && text.contains("3 received"),
+        "the locked guest cannot ping from its own address: {text}"
+    );
+    let ports = lab.ctl_json(&["list-ports", "br0"])?;
+    let port = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["external_ids"]["guest"] == l6.as_str()))
+        .cloned()
+        .context("the locked guest's port")?;
+    let mac = lab.mac("l6", "eth1")?;
+    ensure!(
+        port["lock_mac"] == mac.as_str() && port["lock_ip"] == serde_json::json!(["2001:db8::11"]),
+        "{port}"
+    );
+    let name = port["name"].as_str().context("port name")?.to_string();
+    let spoofed = || -> Result<u64> {
+        let s = lab.ctl_json(&["stats", &name])?;
+        Ok(s.as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p["drops"]["spoofed_ip"].as_u64())
+            .unwrap_or(0))
+    };
+    let before = spoofed()?;
+    lab.sh("l6", "ip -6 addr add 2001:db8::99/64 dev eth1 nodad")?;
+    let spoof = lab.sh_out("l6", "ping -6 -c 2 -W 1 -I 2001:db8::99 2001:db8::12")?;
+    ensure!(
+        !spoof.status.success(),
+        "a spoofed IPv6 source got through the lock"
+    );
+    ensure!(spoofed()? > before, "no spoofed_ip drops counted");
+    lab.sh("l6", "ip -6 addr del 2001:db8::99/64 dev eth1")?;
+    let ping = lab.sh_out("l6", "ping -6 -c 2 -i 0.2 -W 2 2001:db8::12")?;
+    ensure!(
+        ping.status.success(),
+        "the locked guest lost its own address"
+    );
+    let _ = peer6;
     Ok(())
 }

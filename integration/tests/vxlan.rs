@@ -47,6 +47,10 @@ fn main() -> std::process::ExitCode {
             "ipv6_tcp_and_udp_gso_cross_the_tunnel",
             ipv6_tcp_and_udp_gso_cross_the_tunnel,
         ),
+        (
+            "fast_path_routes_into_and_out_of_the_tunnel",
+            fast_path_routes_into_and_out_of_the_tunnel,
+        ),
     ])
 }
 
@@ -779,5 +783,117 @@ fn fast_path_vxlan_survives_kill_and_restart() -> Result<()> {
     wait_tunnel_entry(&h1, "vc", "vx0@192.0.2.2")?;
     wait_tunnel_entry(&h1, "vx0@192.0.2.2", "vc")?;
     h1.assert_pings("c", "10.0.0.2", 5)?;
+    Ok(())
+}
+
+/// h1 routes between br1 (its container, 10.1.0.5) and br0 (10.0.0.0/24, gateway
+/// 10.0.0.254), whose only port is the tunnel to h2; h2's container (10.0.0.2) uses
+/// h1's gateway across the tunnel. With the fast path on both, the routed flow is
+/// cached both ways on h1 (into the tunnel: routed, then encapsulated; out of it:
+/// decapsulated, then routed), every frame arrives once, and TCP crosses intact.
+fn fast_path_routes_into_and_out_of_the_tunnel() -> Result<()> {
+    let on = ["--fastpath", "on"];
+    let mut h1 = Lab::new()?;
+    h1.start_switch_with("sw", &on)?;
+    h1.ctl_ok(&[
+        "add-br",
+        "br0",
+        "--subnet",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.254",
+    ])?;
+    h1.ctl_ok(&[
+        "add-br",
+        "br1",
+        "--subnet",
+        "10.1.0.0/24",
+        "--gateway",
+        "10.1.0.1",
+    ])?;
+    h1.container("sw", "c", "vc", "10.1.0.5/24", Some("10.1.0.1"))?;
+    h1.ctl_ok(&["add-port", "br1", "vc"])?;
+    let mut h2 = host_with("10.0.0.2/24", &on)?;
+    h2.sh("c", "ip route add default via 10.0.0.254")?;
+    underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
+    vxlan_port(&h1, "192.0.2.2")?;
+    vxlan_port(&h2, "192.0.2.1")?;
+    for h in [&h1, &h2] {
+        for (ns, dev) in [("c", "eth0"), ("sw", "vc")] {
+            h.sh(
+                ns,
+                &format!(
+                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.{dev}.disable_ipv6=1"
+                ),
+            )?;
+        }
+    }
+    let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
+    ensure!(
+        ok,
+        "no routed ping across the tunnel; h1 log:\n{}",
+        h1.log_tail(15)
+    );
+    let entry = |in_port: &str, out_port: &str| -> Result<serde_json::Value> {
+        let find = || -> Option<serde_json::Value> {
+            let v = h1.ctl_json(&["fastpath-show"]).ok()?;
+            v["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["in_port"] == in_port && e["out_port"] == out_port && e["route"].is_object()
+                })
+                .cloned()
+        };
+        let ok = wait_until(Duration::from_secs(5), || {
+            h1.ping_once("c", "10.0.0.2") && find().is_some()
+        });
+        ensure!(
+            ok,
+            "no routed fast-path entry {in_port} -> {out_port}: {}\nlog:\n{}",
+            h1.ctl_ok(&["fastpath-show"]).unwrap_or_default(),
+            h1.log_tail(15)
+        );
+        find().context("entry vanished")
+    };
+    entry("vc", "vx0@192.0.2.2")?;
+    entry("vx0@192.0.2.2", "vc")?;
+    let c1 = link_packets(&h1, "c", "eth0")?;
+    let c2 = link_packets(&h2, "c", "eth0")?;
+    let (v1, t1) = (port_stats(&h1, "vc")?, port_stats(&h1, "vx0")?);
+    h1.assert_pings("c", "10.0.0.2", 20)?;
+    let c1a = link_packets(&h1, "c", "eth0")?;
+    let c2a = link_packets(&h2, "c", "eth0")?;
+    let (v1a, t1a) = (port_stats(&h1, "vc")?, port_stats(&h1, "vx0")?);
+    ensure!(
+        c2a.1 - c2.1 == c1a.0 - c1.0 && c1a.1 - c1.1 == c2a.0 - c2.0,
+        "c1 sent {} received {}, c2 sent {} received {}",
+        c1a.0 - c1.0,
+        c1a.1 - c1.1,
+        c2a.0 - c2.0,
+        c2a.1 - c2.1
+    );
+    let enc = num(&v1a, "fastpath_rx_packets") - num(&v1, "fastpath_rx_packets");
+    let dec = num(&t1a, "fastpath_rx_packets") - num(&t1, "fastpath_rx_packets");
+    ensure!(
+        enc >= 20 && dec >= 20,
+        "h1's fast path routed {enc} frames into the tunnel and {dec} out of it (want >= 20)"
+    );
+    let show = h1.ctl_ok(&["fastpath-show"])?;
+    eprintln!("h1$ vswitchctl fastpath-show\n{show}");
+    let before = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets");
+    h2.iperf_server("c", "10.0.0.2")?;
+    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
+    ensure!(
+        bytes > 1_000_000,
+        "routed TCP into the tunnel moved {bytes} bytes"
+    );
+    let fast = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets") - before;
+    ensure!(
+        fast > 100,
+        "only {fast} frames of the TCP test took the fast path"
+    );
+    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 8 << 20)?;
+    assert_transfer(&h2, "c", &mut h1, "c", "10.1.0.5", 8 << 20)?;
     Ok(())
 }

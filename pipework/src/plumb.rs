@@ -569,8 +569,10 @@ fn build(
         (Addr::Static { ip, .. }, true) => (Some(mac_string(&mac)), vec![ip.to_string()]),
         // The leased address is not known yet: lock the MAC only.
         (Addr::Dhcp, true) => (Some(mac_string(&mac)), Vec::new()),
-        // --lock-ip is IPv4 only (it would drop IPv6): lock the MAC.
-        (Addr::Static6 { .. }, true) => (Some(mac_string(&mac)), Vec::new()),
+        // The IPv6 address (with the MAC's EUI-64 link-local address, which the
+        // lock allows too); IPv4 then only from 0.0.0.0 (DHCP), as vswitchd's
+        // IPv6-only locks do.
+        (Addr::Static6 { ip, .. }, true) => (Some(mac_string(&mac)), vec![ip.to_string()]),
     };
     d.client
         .call_value(Req::AddPort(AddPort {

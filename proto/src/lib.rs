@@ -547,8 +547,10 @@ pub struct AddPort {
     /// not this one are dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_mac: Option<String>,
-    /// Port security (`--lock-ip`, needs `lock_mac`): only IPv4 and ARP from these
-    /// addresses (or 0.0.0.0, for DHCP) pass.
+    /// Port security (`--lock-ip`, needs `lock_mac`): IPv4 and IPv6 addresses, mixed;
+    /// each family passes only from its locked addresses (IPv4 also from 0.0.0.0, for
+    /// DHCP; IPv6 also from the MAC's link-local address and `::` for DAD), IPv6 not
+    /// at all without an IPv6 address locked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_ip: Vec<String>,
     /// An identical existing port on this bridge is not an error (one with other
@@ -1073,7 +1075,7 @@ pub struct PortInfo {
     /// Port security: the only source MAC allowed, if locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_mac: Option<String>,
-    /// Port security: the only source IPv4 addresses allowed (empty: any).
+    /// Port security: the only source addresses allowed, IPv4 and IPv6 (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_ip: Vec<String>,
     /// Link impairment of what leaves the port (`set-port`), if any.
@@ -1189,6 +1191,10 @@ pub struct FastpathEntry {
     /// Established NAT flows (routed too): the connection as matched and translated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<FastpathNat>,
+    /// Delivered straight into the veth peer's ingress (`bpf_redirect_peer`):
+    /// the output is a veth whose other end is in another namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer: bool,
 }
 
 /// How a NAT fast-path entry translates its frames (endpoints as in `ct-show`:

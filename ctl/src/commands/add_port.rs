@@ -47,8 +47,10 @@ pub struct AddPort {
     /// Port security: drop frames whose source MAC (or ARP sender) is not MAC
     #[arg(long, value_name = "MAC")]
     pub lock_mac: Option<String>,
-    /// Port security (with --lock-mac): only IPv4/ARP from these addresses (or
-    /// 0.0.0.0 for DHCP) pass; anything else, IPv6 included, is dropped
+    /// Port security (with --lock-mac): IPv4 and/or IPv6 addresses; IPv4/ARP only
+    /// from the IPv4 ones (or 0.0.0.0 for DHCP), IPv6 only from the IPv6 ones (or the
+    /// MAC's link-local address), no IPv6 at all if none is given; other frames are
+    /// dropped
     #[arg(
         long,
         value_name = "IP[,IP..]",

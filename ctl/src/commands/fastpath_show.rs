@@ -148,6 +148,7 @@ mod tests {
                     idle_ms: Some(12),
                     route: None,
                     nat: None,
+                    peer: false,
                 },
                 FastpathEntry {
                     bridge: "br1".into(),
@@ -166,6 +167,7 @@ mod tests {
                         next_hop: "02:00:00:00:00:03".into(),
                     }),
                     nat: None,
+                    peer: false,
                 },
             ],
             ..Default::default()
@@ -210,6 +212,7 @@ mod tests {
                     nat_dst: "198.51.100.1:5201".into(),
                     expires_ms: 119000,
                 }),
+                peer: false,
             }],
             ..Default::default()
         };

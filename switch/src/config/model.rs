@@ -248,7 +248,7 @@ pub struct PortConf {
     pub external_ids: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<VxlanConf>,
-    /// Port security: allowed source MAC and (if any) IPv4 addresses.
+    /// Port security: allowed source MAC and (if any) IPv4/IPv6 addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockConf>,
     /// Link impairment of what leaves the port (`set-port`).
@@ -260,8 +260,10 @@ pub struct PortConf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockConf {
     pub mac: MacAddr,
+    /// Both families, in the order given (a db written before IPv6 locks holds IPv4
+    /// strings only, which read as they are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ips: Vec<Ipv4Addr>,
+    pub ips: Vec<IpAddr>,
 }
 
 /// VXLAN settings of a port.
@@ -1901,10 +1903,13 @@ fn check_lock(req: &AddPort) -> Result<Option<LockConf>, ConfigError> {
     }
     let mut ips = Vec::new();
     for s in req.lock_ip.iter().flat_map(|s| s.split(',')) {
-        let ip: Ipv4Addr = s.trim().parse().map_err(|_| {
-            ConfigError::Lock(format!("bad --lock-ip {s:?}: expected an IPv4 address"))
+        let ip: IpAddr = s.trim().parse().map_err(|_| {
+            ConfigError::Lock(format!(
+                "bad --lock-ip {s:?}: expected an IPv4 or IPv6 address"
+            ))
         })?;
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+        if ip.is_unspecified() || ip.is_multicast() || broadcast || ip.is_loopback() {
             return Err(ConfigError::Lock(format!(
                 "bad --lock-ip {ip}: not a unicast address"
             )));
@@ -2478,7 +2483,44 @@ mod tests {
                 &["10.0.0.x"],
                 PortKind::System
             )),
-            "bad --lock-ip \"10.0.0.x\": expected an IPv4 address"
+            "bad --lock-ip \"10.0.0.x\": expected an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            lock_err(locked(
+                Some("02:00:00:00:00:01"),
+                &["10.0.0.5,fe80::zz"],
+                PortKind::System
+            )),
+            "bad --lock-ip \"fe80::zz\": expected an IPv4 or IPv6 address"
+        );
+        for bad in [
+            "ff02::1",
+            "::",
+            "::1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert_eq!(
+                lock_err(locked(Some("02:00:00:00:00:01"), &[bad], PortKind::System)),
+                format!("bad --lock-ip {bad}: not a unicast address")
+            );
+        }
+        let mixed = m
+            .check_add_port(&locked(
+                Some("02:00:00:00:00:01"),
+                &["10.0.0.5,fd00:1::5", "FD00:1::5", "fe80::1"],
+                PortKind::System,
+            ))
+            .unwrap();
+        assert_eq!(
+            mixed.lock.map(|l| l.ips),
+            Some(vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00:1::5".parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+            ]),
+            "both families, in order, deduplicated"
         );
         let ok = m
             .check_add_port(&locked(

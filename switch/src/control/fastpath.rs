@@ -161,6 +161,7 @@ impl State {
                 nat: e
                     .nat
                     .map(|(t, x)| nat_view(&t, &x, e.expires_ms.unwrap_or(0))),
+                peer: e.peer,
             });
         }
         let ip = |e: &FastpathEntry| {

@@ -78,12 +78,10 @@ pub fn build(
                     dev: l.dev.clone(),
                     counters: l.counters.clone(),
                     group,
-                    lock: p.lock.as_ref().map(|c| {
-                        Arc::new(PortLock {
-                            mac: c.mac,
-                            ips: c.ips.clone(),
-                        })
-                    }),
+                    lock: p
+                        .lock
+                        .as_ref()
+                        .map(|c| Arc::new(PortLock::new(c.mac, &c.ips))),
                     mirror_to: mirror_to.get(p.name.as_str()).cloned().unwrap_or_default(),
                     mirror_out: mirror_outs.contains(&p.name.as_str()),
                     impair: p.impair.as_ref().filter(|i| !i.is_none()).map(|i| {

@@ -105,15 +105,74 @@ pub struct PortEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortLock {
     pub mac: MacAddr,
-    /// Allowed IPv4 sources; empty: any (only the MAC is locked).
+    /// Allowed IPv4 sources.
     pub ips: Vec<Ipv4Addr>,
+    /// Allowed IPv6 sources (besides `ll`).
+    pub ips6: Vec<Ipv6Addr>,
+    /// The EUI-64 link-local address of `mac`: allowed whenever `ips6` is not empty.
+    pub ll: Ipv6Addr,
 }
 
+/// Where a locked IPv6 packet's ICMPv6 message is, after the extension headers.
+enum Upper<'a> {
+    /// The ICMPv6 message (at least its type byte).
+    Icmp(&'a [u8]),
+    /// Another protocol, or a fragment after the first (its header is not there).
+    Other,
+}
+
+/// Extension headers walked to find an ICMPv6 message (MLD comes after a hop-by-hop
+/// header with the router alert option).
+const MAX_EXT_HEADERS: usize = 8;
+
 impl PortLock {
+    /// The lock of a port whose frames must come from `mac` and, when `ips` is not
+    /// empty, from those addresses (both families).
+    pub fn new(mac: MacAddr, ips: &[std::net::IpAddr]) -> PortLock {
+        use std::net::IpAddr;
+        PortLock {
+            mac,
+            ips: ips
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+            ips6: ips
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            ll: crate::wire::ipv6::link_local(mac),
+        }
+    }
+
+    /// Whether the lock names addresses (else only the MAC is locked).
+    pub fn locks_addresses(&self) -> bool {
+        !self.ips.is_empty() || !self.ips6.is_empty()
+    }
+
+    /// Whether `a` may be an IPv6 source (or a Neighbor Advertisement's target).
+    fn allowed6(&self, a: &Ipv6Addr) -> bool {
+        *a == self.ll || self.ips6.contains(a)
+    }
+
     /// Whether frame `f` (Ethernet header parsed as `eth`) may enter from this port.
-    /// IPv4 must come from an allowed address (or 0.0.0.0, a DHCP client); ARP must
-    /// name the locked MAC and an allowed address as its sender; with addresses
-    /// locked, nothing else (IPv6 included) passes.
+    ///
+    /// The source MAC must be the locked one, and ARP must name it as its sender.
+    /// With addresses locked, each family passes only from its own addresses:
+    /// - IPv4 from a locked IPv4 address or 0.0.0.0 (a DHCP client), ARP with one of
+    ///   them as the sender address (an IPv6-only lock leaves just 0.0.0.0);
+    /// - IPv6 only when IPv6 addresses are locked: from one of them or the MAC's
+    ///   EUI-64 link-local address, or from `::` for duplicate address detection
+    ///   (a Neighbor Solicitation for an allowed address) and MLD reports. A Neighbor
+    ///   Advertisement must advertise an allowed target, and Neighbor Discovery must
+    ///   name the locked MAC in its link-layer address option; Router Advertisements
+    ///   and Redirects are dropped (`rogue_router`);
+    /// - nothing else (other EtherTypes).
     pub fn check(&self, eth: &crate::wire::EthFrame, f: &[u8]) -> Result<(), DropReason> {
         if eth.src != self.mac {
             return Err(DropReason::SpoofedMac);
@@ -133,20 +192,132 @@ impl PortLock {
                 if arp[8..14] != self.mac.0 {
                     return Err(DropReason::SpoofedMac);
                 }
-                if !self.ips.is_empty() && !allowed(&arp[14..18]) {
+                if self.locks_addresses() && !allowed(&arp[14..18]) {
                     return Err(DropReason::SpoofedIp);
                 }
                 Ok(())
             }
-            _ if self.ips.is_empty() => Ok(()),
+            _ if !self.locks_addresses() => Ok(()),
             crate::wire::ipv4::ETHERTYPE_IPV4 => match l3.get(12..16) {
                 Some(src) if allowed(src) => Ok(()),
                 Some(_) => Err(DropReason::SpoofedIp),
                 None => Err(DropReason::Malformed),
             },
+            // Locked to IPv4 addresses only: no IPv6 at all.
+            crate::wire::ipv6::ETHERTYPE_IPV6 if self.ips6.is_empty() => Err(DropReason::SpoofedIp),
+            crate::wire::ipv6::ETHERTYPE_IPV6 => self.check6(l3),
             _ => Err(DropReason::SpoofedIp),
         }
     }
+
+    /// [`PortLock::check`] of an IPv6 packet `ip` (with `ips6` not empty).
+    fn check6(&self, ip: &[u8]) -> Result<(), DropReason> {
+        use crate::wire::ipv6::{icmp, opt, HLEN};
+        let Some(h) = ip.get(..HLEN).filter(|h| h[0] >> 4 == 6) else {
+            return Err(DropReason::Malformed);
+        };
+        let src = ipv6_at(&h[8..24]);
+        let unspecified = src.is_unspecified();
+        if !unspecified && !self.allowed6(&src) {
+            return Err(DropReason::SpoofedIp);
+        }
+        // Ethernet padding is not part of the packet (and not of its ICMPv6 message).
+        let len = HLEN + usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let ip = ip.get(..len).unwrap_or(ip);
+        let msg = match upper_icmp6(ip, h[6])? {
+            Upper::Icmp(m) => m,
+            Upper::Other if unspecified => return Err(DropReason::SpoofedIp),
+            Upper::Other => return Ok(()),
+        };
+        const MLD_REPORT: u8 = 131;
+        const MLD2_REPORT: u8 = 143;
+        const REDIRECT: u8 = 137;
+        let lla = match msg[0] {
+            icmp::ROUTER_ADVERT | REDIRECT => return Err(DropReason::RogueRouter),
+            icmp::NEIGHBOR_SOLICIT | icmp::NEIGHBOR_ADVERT => {
+                let Some(target) = msg.get(8..24).map(ipv6_at) else {
+                    return Err(DropReason::Malformed);
+                };
+                // A solicitation from `::` is duplicate address detection: for an
+                // address the port may take only (it would fail another host's DAD);
+                // an advertisement claims its target.
+                let claims = msg[0] == icmp::NEIGHBOR_ADVERT || unspecified;
+                if claims && !self.allowed6(&target) {
+                    return Err(DropReason::SpoofedIp);
+                }
+                if unspecified && msg[0] == icmp::NEIGHBOR_ADVERT {
+                    return Err(DropReason::SpoofedIp);
+                }
+                if msg[0] == icmp::NEIGHBOR_SOLICIT {
+                    opt::SOURCE_LLA
+                } else {
+                    opt::TARGET_LLA
+                }
+            }
+            MLD_REPORT | MLD2_REPORT => return Ok(()),
+            _ if unspecified => return Err(DropReason::SpoofedIp),
+            _ => return Ok(()),
+        };
+        // The link-layer address option must be the locked MAC (as ARP's sender).
+        let mut opts = msg.get(24..).unwrap_or_default();
+        while let &[ty, n, ..] = opts {
+            let olen = usize::from(n) * 8;
+            let Some(o) = opts.get(..olen).filter(|_| olen != 0) else {
+                return Err(DropReason::Malformed);
+            };
+            if ty == lla && o.get(2..8).is_some_and(|m| m != self.mac.0) {
+                return Err(DropReason::SpoofedMac);
+            }
+            opts = &opts[olen..];
+        }
+        Ok(())
+    }
+}
+
+fn ipv6_at(b: &[u8]) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[..16]);
+    Ipv6Addr::from(a)
+}
+
+/// The ICMPv6 message of IPv6 packet `ip` whose first next header is `next`, past
+/// hop-by-hop, routing and destination options headers and a first fragment's header.
+fn upper_icmp6(ip: &[u8], mut next: u8) -> Result<Upper<'_>, DropReason> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const DEST_OPTS: u8 = 60;
+    let mut off = crate::wire::ipv6::HLEN;
+    for _ in 0..MAX_EXT_HEADERS {
+        let Some(&[n, hlen]) = ip.get(off..off + 2) else {
+            return match next {
+                crate::wire::ipv6::NEXT_ICMPV6 | HOP_BY_HOP | ROUTING | FRAGMENT | DEST_OPTS => {
+                    Err(DropReason::Malformed)
+                }
+                _ => Ok(Upper::Other),
+            };
+        };
+        match next {
+            crate::wire::ipv6::NEXT_ICMPV6 => return Ok(Upper::Icmp(&ip[off..])),
+            HOP_BY_HOP | ROUTING | DEST_OPTS => {
+                next = n;
+                off += (usize::from(hlen) + 1) * 8;
+            }
+            FRAGMENT => {
+                // Offset (13 bits) and flags: a later fragment has no upper header.
+                let Some(&[a, b]) = ip.get(off + 2..off + 4) else {
+                    return Err(DropReason::Malformed);
+                };
+                if u16::from_be_bytes([a, b]) >> 3 != 0 {
+                    return Ok(Upper::Other);
+                }
+                next = n;
+                off += 8;
+            }
+            _ => return Ok(Upper::Other),
+        }
+    }
+    Err(DropReason::Malformed)
 }
 
 /// The router's interface on a bridge with a gateway.
@@ -506,10 +677,7 @@ mod tests {
     fn port_lock_checks_mac_ip_and_arp() {
         let me = [2, 0, 0, 0, 0, 1];
         let other = [2, 0, 0, 0, 0, 2];
-        let lock = PortLock {
-            mac: MacAddr(me),
-            ips: vec![Ipv4Addr::new(10, 0, 0, 5)],
-        };
+        let lock = PortLock::new(MacAddr(me), &[Ipv4Addr::new(10, 0, 0, 5).into()]);
         let check = |f: Vec<u8>| {
             let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
             lock.check(&eth, &f)
@@ -553,13 +721,232 @@ mod tests {
             );
         }
         // Only the MAC locked: any address, any protocol from that MAC.
-        let mac_only = PortLock {
-            mac: MacAddr(me),
-            ips: vec![],
-        };
+        let mac_only = PortLock::new(MacAddr(me), &[]);
         let f = frame(me, false, 0x86dd, &[0; 40]);
         let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
         assert_eq!(mac_only.check(&eth, &f), Ok(()));
+    }
+
+    #[test]
+    fn port_lock_ipv6_sources_nd_and_routers() {
+        use crate::wire::ipv6::{self, icmp};
+        use std::net::IpAddr;
+        let me = [2, 0, 0, 0, 0, 5];
+        let other = [2, 0, 0, 0, 0, 6];
+        let v4: IpAddr = "10.0.0.5".parse().unwrap();
+        let mine: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        let theirs: Ipv6Addr = "fd00:1::6".parse().unwrap();
+        let gw: Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let ll = ipv6::link_local(MacAddr(me));
+        assert_eq!(ll, "fe80::ff:fe00:5".parse::<Ipv6Addr>().unwrap());
+        let dual = PortLock::new(MacAddr(me), &[v4, mine.into()]);
+        let only4 = PortLock::new(MacAddr(me), &[v4]);
+        let only6 = PortLock::new(MacAddr(me), &[mine.into()]);
+        let check = |lock: &PortLock, f: Vec<u8>| {
+            let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
+            lock.check(&eth, &f)
+        };
+        let udp = |src: Ipv6Addr| ipv6::packet(src, gw, ipv6::NEXT_UDP, 64, &[0; 12]);
+        let icmp6 =
+            |src: Ipv6Addr, dst: Ipv6Addr, msg: Vec<u8>| ipv6::icmp_packet(src, dst, 255, msg);
+        let echo = |src| icmp6(src, gw, vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1]);
+        for tag in [false, true] {
+            let f6 = |l3: &[u8]| frame(me, tag, 0x86dd, l3);
+            // Sources: the locked address, the MAC's link-local address; nothing else.
+            assert_eq!(check(&dual, f6(&udp(mine))), Ok(()));
+            assert_eq!(check(&dual, f6(&echo(ll))), Ok(()));
+            assert_eq!(check(&dual, f6(&udp(theirs))), Err(DropReason::SpoofedIp));
+            assert_eq!(
+                check(&dual, f6(&udp("fe80::1".parse().unwrap()))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(&dual, frame(other, tag, 0x86dd, &udp(mine))),
+                Err(DropReason::SpoofedMac)
+            );
+            assert_eq!(
+                check(&dual, f6(&udp(mine)[..30])),
+                Err(DropReason::Malformed)
+            );
+            // `::`: duplicate address detection of an allowed address, MLD reports.
+            let unspec = Ipv6Addr::UNSPECIFIED;
+            let dad = |t| {
+                icmp6(
+                    unspec,
+                    ipv6::solicited_node(&t),
+                    ipv6::neighbor_solicit(t, MacAddr(me))[..24].to_vec(),
+                )
+            };
+            assert_eq!(check(&dual, f6(&dad(mine))), Ok(()));
+            assert_eq!(check(&dual, f6(&dad(ll))), Ok(()));
+            assert_eq!(check(&dual, f6(&dad(theirs))), Err(DropReason::SpoofedIp));
+            let mld2: Ipv6Addr = "ff02::16".parse().unwrap();
+            let mut hbh = vec![icmp::ECHO_REPLY, 0, 5, 2, 0, 0, 1, 0]; // next, len, router alert, padn
+            hbh[0] = ipv6::NEXT_ICMPV6;
+            let mut report = vec![143, 0, 0, 0, 0, 0, 0, 0];
+            let c = ipv6::checksum(&unspec, &mld2, ipv6::NEXT_ICMPV6, &report);
+            report[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut pl = hbh.clone();
+            pl.extend_from_slice(&report);
+            let mld = ipv6::packet(unspec, mld2, 0, 1, &pl);
+            assert_eq!(check(&dual, f6(&mld)), Ok(()));
+            assert_eq!(check(&dual, f6(&udp(unspec))), Err(DropReason::SpoofedIp));
+            assert_eq!(check(&dual, f6(&echo(unspec))), Err(DropReason::SpoofedIp));
+            // Neighbor Advertisements claim their target; the LLA must be ours.
+            let na = |src, t, mac| {
+                icmp6(
+                    src,
+                    gw,
+                    ipv6::neighbor_advert(t, MacAddr(mac), ipv6::NA_OVERRIDE),
+                )
+            };
+            assert_eq!(check(&dual, f6(&na(mine, mine, me))), Ok(()));
+            assert_eq!(check(&dual, f6(&na(ll, mine, me))), Ok(()));
+            assert_eq!(
+                check(&dual, f6(&na(mine, theirs, me))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(&dual, f6(&na(mine, gw, me))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(&dual, f6(&na(mine, mine, other))),
+                Err(DropReason::SpoofedMac)
+            );
+            assert_eq!(
+                check(&dual, f6(&na(unspec, mine, me))),
+                Err(DropReason::SpoofedIp)
+            );
+            let ns = |t, mac| {
+                icmp6(
+                    mine,
+                    ipv6::solicited_node(&t),
+                    ipv6::neighbor_solicit(t, MacAddr(mac)),
+                )
+            };
+            assert_eq!(
+                check(&dual, f6(&ns(gw, me))),
+                Ok(()),
+                "resolving the gateway"
+            );
+            assert_eq!(
+                check(&dual, f6(&ns(gw, other))),
+                Err(DropReason::SpoofedMac)
+            );
+            let mut bad_opt = ns(gw, me);
+            let n = bad_opt.len();
+            bad_opt[n - 7] = 0; // option length 0
+            assert_eq!(check(&dual, f6(&bad_opt)), Err(DropReason::Malformed));
+            // Routers: never from a locked port.
+            let ra = icmp6(
+                ll,
+                ipv6::ALL_NODES,
+                vec![
+                    icmp::ROUTER_ADVERT,
+                    0,
+                    0,
+                    0,
+                    64,
+                    0,
+                    7,
+                    8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            assert_eq!(check(&dual, f6(&ra)), Err(DropReason::RogueRouter));
+            let mut redirect = vec![137, 0, 0, 0, 0, 0, 0, 0];
+            redirect.extend_from_slice(&mine.octets());
+            redirect.extend_from_slice(&gw.octets());
+            assert_eq!(
+                check(&dual, f6(&icmp6(ll, theirs, redirect))),
+                Err(DropReason::RogueRouter)
+            );
+            let rs = icmp6(
+                ll,
+                "ff02::2".parse().unwrap(),
+                vec![icmp::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+            );
+            assert_eq!(check(&dual, f6(&rs)), Ok(()));
+            // A later fragment shows no ICMPv6 header: its source still counts.
+            let frag = |src| {
+                ipv6::packet(
+                    src,
+                    gw,
+                    44,
+                    64,
+                    &[ipv6::NEXT_ICMPV6, 0, 0x05, 0xa8, 0, 0, 0, 1, 0, 0],
+                )
+            };
+            assert_eq!(check(&dual, f6(&frag(mine))), Ok(()));
+            assert_eq!(check(&dual, f6(&frag(theirs))), Err(DropReason::SpoofedIp));
+            // IPv4 beside IPv6: the dual lock passes its IPv4 address.
+            assert_eq!(
+                check(&dual, frame(me, tag, 0x0800, &ipv4_from([10, 0, 0, 5]))),
+                Ok(())
+            );
+            // Locked to IPv4 only: no IPv6 at all, not even link-local (as before).
+            assert_eq!(check(&only4, f6(&udp(mine))), Err(DropReason::SpoofedIp));
+            assert_eq!(check(&only4, f6(&echo(ll))), Err(DropReason::SpoofedIp));
+            // Locked to IPv6 only: IPv4 and ARP from 0.0.0.0 (DHCP, probes) and no other.
+            assert_eq!(check(&only6, f6(&udp(mine))), Ok(()));
+            assert_eq!(
+                check(&only6, frame(me, tag, 0x0800, &ipv4_from([0, 0, 0, 0]))),
+                Ok(())
+            );
+            assert_eq!(
+                check(&only6, frame(me, tag, 0x0800, &ipv4_from([10, 0, 0, 5]))),
+                Err(DropReason::SpoofedIp)
+            );
+            assert_eq!(
+                check(&only6, frame(me, tag, 0x0806, &arp_from(me, [0, 0, 0, 0]))),
+                Ok(())
+            );
+            assert_eq!(
+                check(&only6, frame(me, tag, 0x0806, &arp_from(me, [10, 0, 0, 5]))),
+                Err(DropReason::SpoofedIp)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        /// Any bytes after an IPv6, IPv4 or ARP EtherType from the locked MAC: the
+        /// check decides without panicking (extension header chains, options, cut
+        /// headers), and a packet from an address the port may not use never passes.
+        #[test]
+        fn port_lock_never_panics(
+            ethertype in proptest::sample::select(vec![0x86ddu16, 0x0800, 0x0806]),
+            l3 in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            icmp in proptest::prelude::any::<bool>(),
+        ) {
+            let me = [2, 0, 0, 0, 0, 5];
+            let lock = PortLock::new(
+                MacAddr(me),
+                &[Ipv4Addr::new(10, 0, 0, 5).into(), "fd00:1::5".parse::<Ipv6Addr>().unwrap().into()],
+            );
+            let mut l3 = l3;
+            if icmp && l3.len() >= 40 {
+                l3[0] = 0x60;
+                l3[6] = 58;
+            }
+            let f = frame(me, false, ethertype, &l3);
+            let eth = crate::wire::EthFrame::parse(&f).expect("frame parses");
+            let r = lock.check(&eth, &f);
+            if ethertype == 0x86dd && l3.len() >= 40 && l3[0] >> 4 == 6 {
+                let src = ipv6_at(&l3[8..24]);
+                if !src.is_unspecified() && src != lock.ll && !lock.ips6.contains(&src) {
+                    proptest::prop_assert!(r.is_err());
+                }
+            }
+        }
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub enum DropReason {
     Service,
     /// Port security: a source MAC (or ARP sender MAC) other than the port's lock.
     SpoofedMac,
-    /// Port security: an IPv4/ARP source address the port is not locked to, or a
-    /// non-IPv4 frame on a port locked to addresses.
+    /// Port security: a source address (IPv4, ARP sender, IPv6, a Neighbor
+    /// Advertisement's target) the port is not locked to, or a frame of a family or
+    /// protocol the port's lock does not let through.
     SpoofedIp,
     /// A NAT connection whose conntrack bucket stayed busy (lookup or insert): the
     /// packet is dropped rather than taken for a new connection (TCP retransmits).
@@ -54,10 +55,13 @@ pub enum DropReason {
     Impaired,
     /// Received on a mirror's output port, which takes no part in forwarding.
     MirrorOutput,
+    /// Port security: a Router Advertisement or Redirect from a port locked to IPv6
+    /// addresses (a guest must not act as a router, RFC 6105's RA guard).
+    RogueRouter,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::VlanFiltered,
@@ -77,6 +81,7 @@ impl DropReason {
         DropReason::TxQueueFull,
         DropReason::Impaired,
         DropReason::MirrorOutput,
+        DropReason::RogueRouter,
     ];
 
     /// Stable name used in `stats` output and JSON.
@@ -100,6 +105,7 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::Impaired => "impaired",
             DropReason::MirrorOutput => "mirror_output",
+            DropReason::RogueRouter => "rogue_router",
         }
     }
 }

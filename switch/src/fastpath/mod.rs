@@ -95,7 +95,7 @@ use crate::tables::PortId;
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use bpf::{
-    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_INGRESS, F_NAT, F_ROUTED,
+    Action, Key, Key6, Loaded, NatAction, NatKey, PortTotals, F_INGRESS, F_NAT, F_PEER, F_ROUTED,
     F_ROUTED6, F_TUNNEL, MAX_SLOTS, TUN_IFINDEX,
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -137,6 +137,10 @@ pub const RECONCILE: Duration = Duration::from_secs(1);
 /// Overrides [`RECONCILE`] in milliseconds: the tests set it very long to prove that
 /// invalidation does not wait for the walk.
 pub const RECONCILE_ENV: &str = "VSWITCH_FASTPATH_RECONCILE_MS";
+
+/// Environment variable: `off` makes every entry use a plain `bpf_redirect`, never
+/// `bpf_redirect_peer`.
+pub const PEER_ENV: &str = "VSWITCH_FASTPATH_PEER";
 
 fn reconcile_interval() -> Duration {
     std::env::var(RECONCILE_ENV)
@@ -221,6 +225,8 @@ pub struct Entry {
     /// NAT entries: milliseconds until the program stops translating (the conntrack
     /// deadline as last extended; 0: passed, frames go to vswitchd).
     pub expires_ms: Option<u64>,
+    /// Delivered with `bpf_redirect_peer` (into the veth peer's ingress).
+    pub peer: bool,
 }
 
 /// The kernel fast path of one vswitchd.
@@ -239,6 +245,15 @@ pub struct FastPath {
     /// entry names it by `TUN_IFINDEX | slot`); 0: not a tunnel. Written by the
     /// control thread before (attach) and after (detach) `ready`.
     tun_out: Box<[AtomicU32]>,
+    /// Per port slot: a veth whose peer is in another namespace, so entries out of it
+    /// can use `bpf_redirect_peer` (straight into the peer's ingress). Set by the
+    /// control thread before the port's `ready` store (Release), which publishes it to
+    /// installers (they read `ready` with Acquire first); cleared by the fast-path
+    /// thread itself ([`FastPath::recheck_peers`]) before a bump.
+    peer: Box<[AtomicBool]>,
+    /// `bpf_redirect_peer` allowed at all (`VSWITCH_FASTPATH_PEER=off` turns it off,
+    /// for A/B measurements and as a way out should a kernel misbehave).
+    peer_ok: bool,
     /// (VNI, remote) of each attached remote VTEP port by slot (control thread).
     tun_params: Mutex<std::collections::HashMap<usize, (u32, Ipv4Addr)>>,
     /// Per port slot: an attached `internal` port (its TAP's egress runs
@@ -328,6 +343,8 @@ impl FastPath {
             marks: (0..MARK_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..MAX_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tun_out: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            peer: (0..MAX_SLOTS).map(|_| AtomicBool::new(false)).collect(),
+            peer_ok: std::env::var(PEER_ENV).map_or(true, |v| v != "off"),
             tun_params: Mutex::new(std::collections::HashMap::new()),
             internal: (0..MAX_SLOTS).map(|_| AtomicBool::new(false)).collect(),
             taps: Mutex::new(std::collections::HashMap::new()),
@@ -706,6 +723,8 @@ impl FastPath {
         let mut l = self.loaded.lock();
         l.reset_stats(slot)?;
         l.attach(dev.name(), ifindex, sock)?;
+        // Relaxed: published by the Release store of `ready` below.
+        self.peer[slot].store(self.peer_ok && peer_elsewhere(ifindex), Ordering::Relaxed);
         self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
         tracing::debug!(port = dev.name(), ifindex, "fast path attached");
         Ok(())
@@ -731,6 +750,8 @@ impl FastPath {
             .insert(slot, (id, name.to_string(), ifindex));
         // Before `ready` (Release): whoever sees the port ready sees it internal.
         self.internal[slot].store(true, Ordering::Release);
+        // Relaxed: published by the Release store of `ready` below.
+        self.peer[slot].store(false, Ordering::Relaxed);
         self.ready[slot].store(u64::from(id) << 32 | u64::from(ifindex), Ordering::Release);
         tracing::debug!(
             port = name,
@@ -759,9 +780,25 @@ impl FastPath {
     /// the frame (the program ignores the flag there too, but the entry should not
     /// claim it).
     fn redirect_flags(&self, in_id: PortId, out_id: PortId) -> u16 {
-        let _ = in_id;
         if self.is_internal(out_id) {
-            F_INGRESS
+            return F_INGRESS;
+        }
+        // F_PEER: a veth output whose other end is in another namespace (then
+        // `bpf_redirect_peer` skips the veth's transmit and the peer's backlog queue:
+        // the frame enters the peer's stack in the same softirq). Never from an
+        // internal port (its entries run at tc egress) and never into a tunnel.
+        // Relaxed: `peer` is written before the port's `ready` (Release), which
+        // `check*` read with Acquire before calling this, or by this thread
+        // (recheck_peers).
+        let slot = crate::dp::snapshot::slot_of(out_id);
+        if !self.is_internal(in_id)
+            && self.tun_dev(out_id).is_none()
+            && self
+                .peer
+                .get(slot)
+                .is_some_and(|p| p.load(Ordering::Relaxed))
+        {
+            F_PEER
         } else {
             0
         }
@@ -872,6 +909,8 @@ impl FastPath {
         l.attach_tunnel(dev, dev_ifindex, chan_ifindex)?;
         l.set_tun_port(slot, vni, remote, local)?;
         self.tun_params.lock().insert(slot, (vni, remote));
+        // Relaxed: published by the Release store of `ready` below.
+        self.peer[slot].store(false, Ordering::Relaxed);
         self.tun_out[slot].store(dev_ifindex, Ordering::Release);
         let key_if = TUN_IFINDEX | slot as u32;
         self.ready[slot].store(u64::from(id) << 32 | u64::from(key_if), Ordering::Release);
@@ -973,6 +1012,7 @@ impl FastPath {
                 route: Some((IpAddr::V6(k.ip6_dst), MacAddr(a.new_dst))),
                 nat: None,
                 expires_ms: None,
+                peer: a.flags & F_PEER != 0,
             })
         });
         let nat = nat.into_iter().filter_map(|(k, a)| {
@@ -992,6 +1032,7 @@ impl FastPath {
                 route: Some((IpAddr::V4(k.tuple.dst), MacAddr(a.route.new_dst))),
                 nat: Some((k.tuple, a.xlate)),
                 expires_ms: Some(a.deadline.saturating_sub(now) / 1_000_000),
+                peer: a.route.flags & F_PEER != 0,
             })
         });
         all.into_iter()
@@ -1013,11 +1054,41 @@ impl FastPath {
                         .then_some((IpAddr::V4(k.ip_dst), MacAddr(a.new_dst))),
                     nat: None,
                     expires_ms: None,
+                    peer: a.flags & F_PEER != 0,
                 })
             })
             .chain(nat)
             .chain(r6)
             .collect()
+    }
+
+    /// A veth's peer moved into vswitchd's namespace (`ip link set ... netns`) would
+    /// make `bpf_redirect_peer` drop (the kernel requires another namespace): look
+    /// every [`RECONCILE`]; a port whose peer came home loses the flag and every entry
+    /// misses (bump), so frames go through vswitchd and then plain redirects. A peer
+    /// that moved away again gets the flag back for entries installed from then on.
+    fn recheck_peers(&self) {
+        let mut changed = false;
+        for (slot, r) in self.ready.iter().enumerate() {
+            let v = r.load(Ordering::Acquire);
+            if v == 0 || (v as u32) & TUN_IFINDEX != 0 {
+                continue;
+            }
+            let now = self.peer_ok && peer_elsewhere(v as u32);
+            // Relaxed: only this thread writes after attach (which happened before
+            // the `ready` value read above, by its Release/Acquire pair); installers
+            // run on this thread too.
+            if self.peer[slot].swap(now, Ordering::Relaxed) && !now {
+                changed = true;
+                tracing::info!(
+                    ifindex = v as u32,
+                    "fast path: a port's veth peer is in vswitchd's namespace now: plain redirects"
+                );
+            }
+        }
+        if changed {
+            self.bump();
+        }
     }
 
     fn ports_by_ifindex(&self) -> std::collections::HashMap<u32, PortId> {
@@ -1034,6 +1105,7 @@ impl FastPath {
         let every = reconcile_interval();
         let mut next = Instant::now() + every;
         let mut next_taps = Instant::now() + TAP_CHECK;
+        let mut next_peers = Instant::now() + RECONCILE;
         let mut last_scan = ktime_coarse();
         while !self.stop.load(Ordering::Relaxed) {
             // Wake at least every RECONCILE to notice `stop`.
@@ -1052,6 +1124,10 @@ impl FastPath {
             if Instant::now() >= next_taps {
                 self.check_taps();
                 next_taps = Instant::now() + TAP_CHECK;
+            }
+            if Instant::now() >= next_peers {
+                self.recheck_peers();
+                next_peers = Instant::now() + RECONCILE;
             }
         }
     }
@@ -1178,8 +1254,14 @@ impl FastPath {
         let inp = snap.port(o.in_id)?;
         let out = snap.port(o.out_id)?;
         let out_if = self.ready_ifindex(o.out_id)?;
+        // Into a tunnel (a remote VTEP on the egress bridge): routed, then
+        // encapsulated with the remote's tunnel key, as `check` does for L2. Never
+        // from one tunnel into another.
+        let tun = self.tun_dev(o.out_id);
+        if tun.is_some() && self.tun_dev(o.in_id).is_some() {
+            return None;
+        }
         if self.ready_ifindex(o.in_id)? != o.key.ifindex
-            || self.tun_dev(o.out_id).is_some()
             || inp.lock.is_some()
             || o.bvlan != 0
             || bridge_vlan(&inp.vlan, o.key.vid)? != 0
@@ -1214,11 +1296,15 @@ impl FastPath {
             return None;
         }
         Some(Action {
-            out_ifindex: out_if,
+            out_ifindex: tun.unwrap_or(out_if),
             in_slot: crate::dp::snapshot::slot_of(o.in_id) as u16,
             out_slot: crate::dp::snapshot::slot_of(o.out_id) as u16,
             push_vid: out.vlan.egress_tag(0).unwrap_or(0),
-            flags: F_ROUTED | self.redirect_flags(o.in_id, o.out_id),
+            flags: if tun.is_some() {
+                F_ROUTED | F_TUNNEL
+            } else {
+                F_ROUTED
+            } | self.redirect_flags(o.in_id, o.out_id),
             bvlan: 0,
             mtu: outb.mtu.min(0xffff) as u16,
             new_dst: nh.0,
@@ -1590,6 +1676,13 @@ fn nat_deadline(proto: u8, e: &CtEntry, now: u32) -> Option<u64> {
 /// The ifindex an action's egress port is known by in keys and `ready`: the device's
 /// own, or for a tunnel entry (out through the external VXLAN device) the remote VTEP
 /// port's `TUN_IFINDEX | slot`.
+/// Whether netdev `ifindex` is a veth whose peer lives in another namespace.
+fn peer_elsewhere(ifindex: u32) -> bool {
+    crate::port::sys::netdev::link_info_index(ifindex)
+        .map(|i| i.kind.as_deref() == Some("veth") && i.link_in_other_netns)
+        .unwrap_or(false)
+}
+
 fn out_key_ifindex(a: &Action) -> u32 {
     if a.flags & F_TUNNEL != 0 {
         TUN_IFINDEX | u32::from(a.out_slot)

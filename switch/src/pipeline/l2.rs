@@ -273,14 +273,22 @@ pub(super) fn ingress_vlan(inp: &PortEntry, eth: &EthFrame) -> Result<u16, DropR
     }
 }
 
-/// Source checks: never a multicast or zero sender; port security.
+/// Source checks: never a multicast or zero sender; port security (a trace notes
+/// what the lock refused).
 #[inline]
-pub(super) fn admit(inp: &PortEntry, eth: &EthFrame, f: &[u8]) -> Result<(), DropReason> {
+pub(super) fn admit(
+    ctx: &Ctx<'_>,
+    inp: &PortEntry,
+    eth: &EthFrame,
+    f: &[u8],
+) -> Result<(), DropReason> {
     if eth.src.is_multicast() || eth.src.is_zero() {
         return Err(DropReason::BadSource);
     }
     match &inp.lock {
-        Some(lock) => lock.check(eth, f),
+        Some(lock) => lock.check(eth, f).inspect_err(|&r| {
+            trace::note(ctx, "security", || trace::lock_refused(lock, eth, f, r));
+        }),
         None => Ok(()),
     }
 }

@@ -100,7 +100,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
         }
         let admitted = Meta::parse(f).and_then(|mut m| {
             m.vlan = l2::ingress_vlan(inp, &m.eth)?;
-            l2::admit(inp, &m.eth, f)?;
+            l2::admit(ctx, inp, &m.eth, f)?;
             Ok(m)
         });
         let meta = match admitted {
@@ -116,7 +116,7 @@ pub fn process(ctx: &Ctx<'_>, in_id: PortId, batch: &mut Batch, out: &mut OutQue
                 fp.learned(learned, meta.vlan, meta.eth.src);
             }
         } else {
-            trace::admitted(ctx, inp, &meta);
+            trace::admitted(ctx, inp, &meta, f);
         }
         if let Some(o) = bridge.overlay.as_ref().filter(|_| meta.vlan == 0) {
             // ARP for remote endpoints and DHCP are answered on the sender's host, never

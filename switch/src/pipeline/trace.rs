@@ -13,11 +13,12 @@
 use super::l3::Verdict;
 use super::punt::PuntKind;
 use super::{Ctx, Meta};
-use crate::dp::snapshot::{PortEntry, VlanMode};
+use crate::dp::snapshot::{PortEntry, PortLock, VlanMode};
 use crate::dp::DropReason;
 use crate::tables::conntrack::Tuple;
-use crate::wire::ipv4;
+use crate::wire::{ipv4, ipv6, EthFrame};
 use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// One stage's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub fn stage_of(r: DropReason) -> &'static str {
     match r {
         D::Malformed => "parse",
         D::VlanFiltered => "vlan",
-        D::BadSource | D::SpoofedMac | D::SpoofedIp => "security",
+        D::BadSource | D::SpoofedMac | D::SpoofedIp | D::RogueRouter => "security",
         D::SameSegment => "l2",
         D::NoPort | D::MirrorOutput => "input",
         D::NotRoutable | D::Isolated | D::TooBig => "l3",
@@ -144,7 +145,7 @@ pub fn tuple_text(t: &Tuple) -> String {
 
 /// Notes for a frame the port admitted: its VLAN, the source checks, and the MAC it
 /// would learn.
-pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
+pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta, f: &[u8]) {
     let Some(t) = ctx.trace else { return };
     let how = match (&inp.vlan, meta.eth.tagged) {
         (VlanMode::Access(v), _) => format!("access port of vlan {v}: untagged frame, vlan {v}"),
@@ -155,8 +156,10 @@ pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
     t.push(
         "security",
         match &inp.lock {
-            Some(l) if l.ips.is_empty() => format!("port locked to {}: source allowed", l.mac),
-            Some(l) => format!("port locked to {} and its addresses: source allowed", l.mac),
+            Some(l) if !l.locks_addresses() => {
+                format!("port locked to {}: source allowed", l.mac)
+            }
+            Some(l) => lock_text(l, meta, f),
             None => format!("source {} allowed", meta.eth.src),
         },
     );
@@ -167,6 +170,114 @@ pub(super) fn admitted(ctx: &Ctx<'_>, inp: &PortEntry, meta: &Meta) {
             meta.eth.src, meta.vlan, inp.name
         ),
     );
+}
+
+/// "port locked to MAC and its addresses" (the addresses listed).
+fn lock_prefix(l: &PortLock) -> String {
+    let mut addrs: Vec<String> = l.ips.iter().map(ToString::to_string).collect();
+    addrs.extend(l.ips6.iter().map(ToString::to_string));
+    format!("port locked to {} and {}", l.mac, addrs.join(", "))
+}
+
+/// The source address of frame `f`: IPv4, ARP's sender, IPv6.
+fn frame_src(eth: &EthFrame, f: &[u8]) -> Option<IpAddr> {
+    let l3 = f.get(eth.payload_ofs + 2..)?;
+    match eth.ethertype {
+        ipv4::ETHERTYPE_IPV4 => Some(<[u8; 4]>::try_from(l3.get(12..16)?).ok()?.into()),
+        ipv4::ETHERTYPE_ARP => Some(<[u8; 4]>::try_from(l3.get(14..18)?).ok()?.into()),
+        ipv6::ETHERTYPE_IPV6 => Some(<[u8; 16]>::try_from(l3.get(8..24)?).ok()?.into()),
+        _ => None,
+    }
+}
+
+/// What frame `f` is, for port security's notes: `IPv6 from fd00:1::5, a Neighbor
+/// Advertisement for fd00:1::1`.
+fn lock_subject(eth: &EthFrame, f: &[u8]) -> String {
+    let fam = match eth.ethertype {
+        ipv4::ETHERTYPE_IPV4 => "IPv4",
+        ipv4::ETHERTYPE_ARP => "ARP",
+        ipv6::ETHERTYPE_IPV6 => "IPv6",
+        t => return format!("EtherType 0x{t:04x}"),
+    };
+    let Some(src) = frame_src(eth, f) else {
+        return format!("{fam}, cut short");
+    };
+    let mut s = format!("{fam} from {src}");
+    // ICMPv6 right after the fixed header (Neighbor Discovery never has extension
+    // headers in front).
+    let l3 = f.get(eth.payload_ofs + 2..).unwrap_or_default();
+    if eth.ethertype == ipv6::ETHERTYPE_IPV6 && l3.get(6) == Some(&ipv6::NEXT_ICMPV6) {
+        let msg = l3.get(ipv6::HLEN..).unwrap_or_default();
+        let target = msg
+            .get(8..24)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Ipv6Addr::from);
+        let what = match (msg.first(), target) {
+            (Some(&ipv6::icmp::NEIGHBOR_ADVERT), Some(t)) => {
+                format!("a Neighbor Advertisement for {t}")
+            }
+            (Some(&ipv6::icmp::NEIGHBOR_SOLICIT), Some(t)) => {
+                format!("a Neighbor Solicitation for {t}")
+            }
+            (Some(&ipv6::icmp::ROUTER_ADVERT), _) => "a Router Advertisement".into(),
+            (Some(&137), _) => "a Redirect".into(),
+            _ => String::new(),
+        };
+        if !what.is_empty() {
+            s = format!("{s}, {what}");
+        }
+    }
+    s
+}
+
+/// What an address lock let through, naming the source address (and for IPv6, why
+/// it may send from it).
+fn lock_text(l: &PortLock, meta: &Meta, f: &[u8]) -> String {
+    let locked = lock_prefix(l);
+    match frame_src(&meta.eth, f) {
+        Some(IpAddr::V6(a)) if a == l.ll => {
+            format!("{locked}: source {a} allowed (the locked MAC's link-local address)")
+        }
+        Some(a) if a.is_unspecified() && a.is_ipv6() => {
+            format!("{locked}: source :: allowed (duplicate address detection or MLD)")
+        }
+        Some(a) if a.is_unspecified() => {
+            format!("{locked}: source 0.0.0.0 allowed (DHCP client or ARP probe)")
+        }
+        Some(a) => format!("{locked}: source {a} allowed"),
+        None => format!("{locked}: source allowed"),
+    }
+}
+
+/// Why port security refused frame `f` (`r`: the drop reason), for the trace.
+pub(super) fn lock_refused(l: &PortLock, eth: &EthFrame, f: &[u8], r: DropReason) -> String {
+    let v6 = eth.ethertype == ipv6::ETHERTYPE_IPV6;
+    let why = match r {
+        DropReason::SpoofedMac => format!(
+            "{} (or the MAC it names) is not the locked MAC {}",
+            eth.src, l.mac
+        ),
+        DropReason::SpoofedIp if v6 && l.ips6.is_empty() => {
+            "no IPv6 address is locked, so no IPv6 passes".into()
+        }
+        DropReason::SpoofedIp
+            if !v6
+                && eth.ethertype != ipv4::ETHERTYPE_IPV4
+                && eth.ethertype != ipv4::ETHERTYPE_ARP =>
+        {
+            "only IPv4, ARP and IPv6 pass a port locked to addresses".into()
+        }
+        DropReason::SpoofedIp => "not an address the port may use".into(),
+        DropReason::RogueRouter => "a locked port may not act as a router".into(),
+        DropReason::Malformed => "headers cut short or malformed".into(),
+        r => r.as_str().into(),
+    };
+    let who = if l.locks_addresses() {
+        lock_prefix(l)
+    } else {
+        format!("port locked to {}", l.mac)
+    };
+    format!("{who}: {}: {why}", lock_subject(eth, f))
 }
 
 /// The L3 decision in words: the route (and next hop) behind `verdict`.
@@ -553,5 +664,77 @@ mod tests {
         let (o, t) = w.agree(0, &syn);
         assert_eq!(o.drop, Some("isolated"), "{}", text(&t));
         assert!(text(&t).contains("--isolated"), "{}", text(&t));
+    }
+
+    #[test]
+    fn ipv6_port_lock_decisions_agree() {
+        use crate::dp::snapshot::PortLock;
+        use crate::wire::ipv6::{self, icmp};
+        use std::net::Ipv6Addr;
+        let mut w = world();
+        let mine: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        let lock = PortLock::new(
+            MacAddr(H5),
+            &[Ipv4Addr::new(10, 0, 0, 5).into(), mine.into()],
+        );
+        let ll = lock.ll;
+        if let Some(Some(p)) = w.snap.ports.get_mut(0) {
+            p.lock = Some(Arc::new(lock));
+        }
+        let gw: Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let f6 = |src: Ipv6Addr, msg: Vec<u8>| {
+            let pkt = ipv6::icmp_packet(src, gw, 255, msg);
+            ipv6::ethernet(MacAddr::BROADCAST, MacAddr(H5), &pkt)
+        };
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+        let (o, t) = w.agree(0, &f6(mine, echo.clone()));
+        assert_eq!(o.drop, None, "{}", text(&t));
+        assert!(
+            text(&t).contains("port locked to 02:00:00:00:00:05 and 10.0.0.5, fd00:1::5: source fd00:1::5 allowed"),
+            "{}",
+            text(&t)
+        );
+        let (o, t) = w.agree(0, &f6(ll, echo.clone()));
+        assert_eq!(o.drop, None, "{}", text(&t));
+        assert!(text(&t).contains("link-local"), "{}", text(&t));
+        let (o, t) = w.agree(0, &f6("fd00:1::9".parse().unwrap(), echo));
+        assert_eq!(o.drop, Some("spoofed_ip"), "{}", text(&t));
+        let na = ipv6::neighbor_advert(gw, MacAddr(H5), ipv6::NA_OVERRIDE);
+        let (o, t) = w.agree(0, &f6(mine, na));
+        assert_eq!(
+            o.drop,
+            Some("spoofed_ip"),
+            "NA for the gateway: {}",
+            text(&t)
+        );
+        assert!(
+            text(&t).contains("security: port locked to 02:00:00:00:00:05 and 10.0.0.5, fd00:1::5: IPv6 from fd00:1::5, a Neighbor Advertisement for fd00:1::1: not an address the port may use"),
+            "{}",
+            text(&t)
+        );
+        let mut ra = vec![icmp::ROUTER_ADVERT, 0, 0, 0, 64, 0, 7, 8];
+        ra.resize(16, 0);
+        let (o, t) = w.agree(0, &f6(ll, ra));
+        assert_eq!(o.drop, Some("rogue_router"), "{}", text(&t));
+        assert!(
+            text(&t).contains("a Router Advertisement: a locked port may not act as a router"),
+            "{}",
+            text(&t)
+        );
+        // Locked to IPv4 only: the trace says why IPv6 stops.
+        if let Some(Some(p)) = w.snap.ports.get_mut(0) {
+            p.lock = Some(Arc::new(PortLock::new(
+                MacAddr(H5),
+                &[Ipv4Addr::new(10, 0, 0, 5).into()],
+            )));
+        }
+        let echo = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+        let (o, t) = w.agree(0, &f6(ll, echo));
+        assert_eq!(o.drop, Some("spoofed_ip"), "{}", text(&t));
+        assert!(
+            text(&t).contains("no IPv6 address is locked, so no IPv6 passes"),
+            "{}",
+            text(&t)
+        );
     }
 }

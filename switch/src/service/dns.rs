@@ -34,7 +34,15 @@ pub enum Reply {
         /// again over TCP.
         limit: usize,
     },
+    /// Over TCP and IPv4, routed back to the client.
     Tcp(TcpReply),
+    /// Over TCP and IPv6, back out of the port the query came in on, to the MAC it
+    /// came from (as `Udp6`).
+    Tcp6 {
+        reply: TcpReply,
+        port: crate::tables::PortId,
+        mac: crate::wire::MacAddr,
+    },
     /// Over UDP and IPv6, back out of the port the query came in on, to the MAC it
     /// came from (the client, or the router in front of it).
     Udp6 {

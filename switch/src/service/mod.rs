@@ -347,12 +347,17 @@ impl Service {
                 }
             }
             ipv4::PROTO_TCP if target == Some(bi) && body.len() >= 20 && body[2..4] == [0, 53] => {
-                match self.tcp53.handle(m.src, m.dst, body, bridge.mtu) {
+                let ends = tcp53::Ends::V4 {
+                    client: m.src,
+                    server: m.dst,
+                };
+                match self.tcp53.handle(ends, body, bridge.mtu) {
                     tcp53::Out::Packet(pkt) => self.emit(snap, pkt),
                     tcp53::Out::Query(q, reply) => {
                         self.dns_query(snap, bi, in_port, &q, dns::Reply::Tcp(reply))
                     }
-                    tcp53::Out::None => self.count_drop(snap, in_port),
+                    tcp53::Out::None => {}
+                    tcp53::Out::Drop => self.count_drop(snap, in_port),
                 }
             }
             _ => self.count_drop(snap, in_port),
@@ -416,8 +421,13 @@ impl Service {
     fn send_dns(&mut self, snap: &Snapshot, reply: dns::Reply, msg: Vec<u8>) {
         let bi = match &reply {
             dns::Reply::Udp { server, .. } => snap.router_ip(*server),
-            dns::Reply::Tcp(r) => snap.router_ip(r.server()),
-            dns::Reply::Udp6 { port, .. } => snap.port(*port).map(|p| p.bridge),
+            dns::Reply::Tcp(r) => match r.ends() {
+                tcp53::Ends::V4 { server, .. } => snap.router_ip(server),
+                tcp53::Ends::V6 { server, .. } => snap.router_ip6(&server),
+            },
+            dns::Reply::Udp6 { port, .. } | dns::Reply::Tcp6 { port, .. } => {
+                snap.port(*port).map(|p| p.bridge)
+            }
         };
         if let Some(b) = bi.and_then(|i| snap.bridges.get(i)) {
             self.dns_stats.update(&b.name, |c| c.count_answer(&msg));
@@ -436,6 +446,18 @@ impl Service {
             dns::Reply::Tcp(r) => {
                 for pkt in r.segments(&msg) {
                     self.emit(snap, pkt);
+                }
+            }
+            dns::Reply::Tcp6 { reply, port, mac } => {
+                let Some(rif) = snap
+                    .port(port)
+                    .and_then(|p| snap.bridges.get(p.bridge))
+                    .and_then(|b| b.router6)
+                else {
+                    return;
+                };
+                for pkt in reply.segments(&msg) {
+                    self.send_port(snap, port, &ipv6::ethernet(mac, rif.mac, &pkt));
                 }
             }
             dns::Reply::Udp6 {

@@ -8,7 +8,7 @@
 //!
 //! Read first: RFC 4861 (NDP) §6–7, RFC 4443 (ICMPv6), RFC 8106 (RDNSS).
 
-use super::{dns, Queued, Service};
+use super::{dns, tcp53, Queued, Service};
 use crate::dp::clock;
 use crate::dp::snapshot::{BridgeRt, Router6If, Snapshot};
 use crate::pipeline::l3;
@@ -64,8 +64,11 @@ impl Service {
         if m.next == ipv6::NEXT_UDP && snap.router_ip6(&m.dst) == Some(bi) {
             return self.udp6(snap, bi, in_port, eth, (&m, ip));
         }
+        if m.next == ipv6::NEXT_TCP && snap.router_ip6(&m.dst) == Some(bi) {
+            return self.tcp6(snap, bi, in_port, eth, (&m, ip));
+        }
         if m.next != ipv6::NEXT_ICMPV6 || body.len() < 4 || !ipv6::icmp_checksum_ok(&m, body) {
-            // Not ICMPv6 (TCP to the router: no IPv6 service listens), or corrupt.
+            // Not ICMPv6 (TCP to another bridge's gateway, another protocol), or corrupt.
             self.count_drop(snap, in_port);
             return;
         }
@@ -157,6 +160,46 @@ impl Service {
             mac: eth.src,
         };
         self.dns_query(snap, bi, in_port, data, reply);
+    }
+
+    /// TCP to this bridge's own IPv6 gateway: DNS over TCP on port 53, by the same
+    /// stateless responder as IPv4's; its segments go back out of the port the query
+    /// came in on, to the MAC it came from.
+    fn tcp6(
+        &mut self,
+        snap: &Snapshot,
+        bi: usize,
+        in_port: PortId,
+        eth: &EthFrame,
+        (m, ip): (&Ipv6Meta, &[u8]),
+    ) {
+        let body = m.payload(ip);
+        let bridge = &snap.bridges[bi];
+        let Some(rif) = bridge.router6 else { return };
+        // The checksum is not verified (a kernel peer leaves it partial), as for IPv4.
+        if body.len() < 20 || body[2..4] != [0, 53] {
+            self.count_drop(snap, in_port);
+            return;
+        }
+        let ends = tcp53::Ends::V6 {
+            client: m.src,
+            server: m.dst,
+        };
+        match self.tcp53.handle(ends, body, bridge.mtu) {
+            tcp53::Out::Packet(pkt) => {
+                self.send_port(snap, in_port, &ipv6::ethernet(eth.src, rif.mac, &pkt));
+            }
+            tcp53::Out::Query(q, reply) => {
+                let reply = dns::Reply::Tcp6 {
+                    reply,
+                    port: in_port,
+                    mac: eth.src,
+                };
+                self.dns_query(snap, bi, in_port, &q, reply);
+            }
+            tcp53::Out::None => {}
+            tcp53::Out::Drop => self.count_drop(snap, in_port),
+        }
     }
 
     /// DHCPv6 from a client on bridge `bi` (to All_DHCP_Relay_Agents_and_Servers):

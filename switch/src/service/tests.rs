@@ -214,6 +214,135 @@ mod ipv6 {
         (d, m, m.payload(&f[14..]).to_vec())
     }
 
+    /// A TCP segment from the host (fd00:10::5, port 40000) to the gateway's port 53,
+    /// checksum left zero (as a kernel with offload leaves it partial).
+    fn tcp6(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+        let mut t = 40000u16.to_be_bytes().to_vec();
+        t.extend_from_slice(&53u16.to_be_bytes());
+        t.extend_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&ack.to_be_bytes());
+        t.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t.extend_from_slice(data);
+        let ip = w6::packet(a("fd00:10::5"), a("fd00:10::1"), w6::NEXT_TCP, 64, &t);
+        w6::ethernet(router_mac("br0"), MacAddr(HOST_MAC), &ip)
+    }
+
+    /// The TCP segments sent on port 0, each checked with etherparse (addresses,
+    /// TCP checksum over the IPv6 pseudo-header): (seq, ack, SYN/FIN/RST, payload).
+    fn tcp_answers(mems: &[Arc<MemPort>]) -> Vec<(u32, u32, [bool; 3], Vec<u8>)> {
+        let mut v = Vec::new();
+        for f in mems[0].take_sent() {
+            assert_eq!(f[..6], HOST_MAC, "back to the asking MAC");
+            assert_eq!(f[6..12], router_mac("br0").0);
+            let p = SlicedPacket::from_ethernet(&f).expect("an Ethernet frame");
+            let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport)
+            else {
+                panic!("not TCP over IPv6: {f:02x?}");
+            };
+            let h = ip.header();
+            assert_eq!(
+                (h.source_addr(), h.destination_addr()),
+                (a("fd00:10::1"), a("fd00:10::5"))
+            );
+            let hdr = t.to_header();
+            let want = hdr
+                .calc_checksum_ipv6_raw(
+                    h.source_addr().octets(),
+                    h.destination_addr().octets(),
+                    t.payload(),
+                )
+                .unwrap();
+            assert_eq!(
+                hdr.checksum, want,
+                "TCP checksum over the IPv6 pseudo-header"
+            );
+            assert_eq!((hdr.source_port, hdr.destination_port), (53, 40000));
+            v.push((
+                hdr.sequence_number,
+                hdr.acknowledgment_number,
+                [hdr.syn, hdr.fin, hdr.rst],
+                t.payload().to_vec(),
+            ));
+        }
+        v
+    }
+
+    #[test]
+    fn answers_dns_over_tcp_at_the_ipv6_gateway() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        let (snap, mems) = Rig::new().into_parts();
+        let mut snap = snap;
+        let mut names6 = crate::dp::Names6::new();
+        names6.insert("web".to_string(), a("fd00:10::80"));
+        snap.bridges[0].names6 = Arc::new(names6);
+        let mut s = Service::new(
+            Arc::new(ArcSwap::from_pointee(snap)),
+            Arc::new(NeighCache::new(64)),
+            Arc::new(LeaseStore::new()),
+            0,
+        );
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        const PSH: u8 = 0x08;
+        const FIN: u8 = 0x01;
+        punt(&mut s, PuntKind::Local, tcp6(1000, 0, SYN, &[]));
+        let got = tcp_answers(&mems);
+        assert_eq!(got.len(), 1, "a SYN-ACK");
+        let (isn, ack, flags, _) = &got[0];
+        assert_eq!((*ack, *flags), (1001, [true, false, false]));
+        let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(
+            Name::from_ascii("web").unwrap(),
+            RecordType::AAAA,
+        ));
+        let q = q.to_vec().unwrap();
+        let mut data = (q.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&q);
+        punt(
+            &mut s,
+            PuntKind::Local,
+            tcp6(1001, isn + 1, ACK | PSH, &data),
+        );
+        let got = tcp_answers(&mems);
+        assert_eq!(got.len(), 1, "the answer in one segment");
+        let (seq, ack, flags, payload) = &got[0];
+        assert_eq!((*seq, *ack), (isn + 1, 1001 + data.len() as u32));
+        assert_eq!(*flags, [false, true, false], "FIN with the answer");
+        let len = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
+        assert_eq!(len, payload.len() - 2, "length-prefixed (RFC 7766)");
+        let m = Message::from_vec(&payload[2..]).expect("a DNS message");
+        assert_eq!(m.metadata.id, 7);
+        let aaaa: Vec<_> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::AAAA(v) => Some(v.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(aaaa, vec![a("fd00:10::80")]);
+        // The client's FIN is acknowledged; a segment from nowhere is reset.
+        punt(
+            &mut s,
+            PuntKind::Local,
+            tcp6(
+                1001 + data.len() as u32,
+                seq + payload.len() as u32 + 1,
+                ACK | FIN,
+                &[],
+            ),
+        );
+        let got = tcp_answers(&mems);
+        assert_eq!(
+            (got[0].1, got[0].2),
+            (1002 + data.len() as u32, [false, false, false])
+        );
+        punt(&mut s, PuntKind::Local, tcp6(5, 12345, ACK, &data));
+        assert_eq!(tcp_answers(&mems)[0].2, [false, false, true]);
+    }
+
     #[test]
     fn answers_neighbor_solicitation_and_learns_the_sender() {
         let (mut s, mems) = service();

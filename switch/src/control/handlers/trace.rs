@@ -104,7 +104,12 @@ impl State {
                         std::net::IpAddr::V4(v4) if n.mac == src => Some(*v4),
                         _ => None,
                     });
-                    let lock = pc.lock.as_ref().and_then(|l| l.ips.first().copied());
+                    let lock = pc.lock.as_ref().and_then(|l| {
+                        l.ips.iter().find_map(|ip| match ip {
+                            std::net::IpAddr::V4(v4) => Some(*v4),
+                            std::net::IpAddr::V6(_) => None,
+                        })
+                    });
                     if let Some(ip) = lock.or(by_mac) {
                         f.nw_src = Some(ip);
                         assumed.push(format!("nw_src={ip}"));

@@ -257,6 +257,9 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     /// The device this one is enslaved to (a kernel bridge or bond), by name.
     pub master: Option<String>,
+    /// IFLA_LINK_NETNSID is present: the device's link (a veth's peer) lives in
+    /// another network namespace than the one asking.
+    pub link_in_other_netns: bool,
 }
 
 /// A readable name of an ARPHRD link type.
@@ -323,12 +326,17 @@ fn each_attr(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
 
 /// Type, kind and master of netdev `name`, with one RTM_GETLINK.
 pub fn link_info(name: &str) -> io::Result<LinkInfo> {
+    link_info_index(ifindex(name)?)
+}
+
+/// [`link_info`] of the netdev with `index` (in the caller's namespace).
+pub fn link_info_index(index: u32) -> io::Result<LinkInfo> {
     // ifinfomsg: family(1) pad(1) type(2) index(4) flags(4) change(4).
     const IFI_LEN: usize = 16;
     const IFLA_MASTER: u16 = 10;
     const IFLA_LINKINFO: u16 = 18;
+    const IFLA_LINK_NETNSID: u16 = 37;
     const IFLA_INFO_KIND: u16 = 1;
-    let index = ifindex(name)?;
     let hl = std::mem::size_of::<libc::nlmsghdr>();
     let mut req = vec![0u8; hl + IFI_LEN];
     req[0..4].copy_from_slice(&((hl + IFI_LEN) as u32).to_ne_bytes());
@@ -391,6 +399,7 @@ pub fn link_info(name: &str) -> io::Result<LinkInfo> {
                 master = Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
             }
             IFLA_LINKINFO => linkinfo = Some(v.to_vec()),
+            IFLA_LINK_NETNSID => info.link_in_other_netns = true,
             _ => {}
         },
     );
