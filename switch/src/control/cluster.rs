@@ -18,6 +18,7 @@
 use super::events::{self, EventKind};
 use super::handlers::HandlerError;
 use super::State;
+use crate::config::model::DhcpRange6;
 use crate::config::{BridgeConf, DhcpRange, OverlayConf};
 use crate::dp::snapshot::{NameMap, Names6, OverlayRt};
 use crate::tables::PortId;
@@ -316,6 +317,18 @@ fn parse_range(s: &str, b: &BridgeConf) -> Result<DhcpRange, HandlerError> {
     Ok(DhcpRange { first, last })
 }
 
+fn parse_range6(s: &str, b: &BridgeConf) -> Result<DhcpRange6, HandlerError> {
+    let bad = || cluster_err(format!("bad DHCPv6 range {s:?} for bridge {}", b.name));
+    let (a, z) = s.split_once('-').ok_or_else(bad)?;
+    let first: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
+    let last: Ipv6Addr = z.trim().parse().map_err(|_| bad())?;
+    let net = b.subnet6.ok_or_else(bad)?;
+    if !net.contains(&first) || !net.contains(&last) || first > last || b.gateway6.is_none() {
+        return Err(bad());
+    }
+    Ok(DhcpRange6 { first, last })
+}
+
 /// `overlay-set`: make the overlay bridge on this host what the cluster says.
 fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> {
     let oc = OverlayConf {
@@ -373,11 +386,21 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
                 )));
             }
             let dhcp = s.dhcp.as_deref().map(|r| parse_range(r, &b)).transpose()?;
-            if b.dhcp != dhcp || b.isolated != s.isolated || b.mtu != s.mtu || b.overlay != Some(oc)
+            let dhcp6 = s
+                .dhcp6
+                .as_deref()
+                .map(|r| parse_range6(r, &b))
+                .transpose()?;
+            if b.dhcp != dhcp
+                || b.dhcp6 != dhcp6
+                || b.isolated != s.isolated
+                || b.mtu != s.mtu
+                || b.overlay != Some(oc)
             {
                 state.apply(|m| {
                     if let Some(x) = m.bridges.iter_mut().find(|x| x.name == s.name) {
                         x.dhcp = dhcp;
+                        x.dhcp6 = dhcp6;
                         x.isolated = s.isolated;
                         x.mtu = s.mtu;
                         x.overlay = Some(oc);
@@ -400,6 +423,11 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
             };
             let mut b = state.model().check_add_bridge(&req)?;
             b.dhcp = s.dhcp.as_deref().map(|r| parse_range(r, &b)).transpose()?;
+            b.dhcp6 = s
+                .dhcp6
+                .as_deref()
+                .map(|r| parse_range6(r, &b))
+                .transpose()?;
             b.overlay = Some(oc);
             state.apply(|m| {
                 m.insert_bridge(b);
