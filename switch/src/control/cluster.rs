@@ -549,6 +549,7 @@ pub fn overlay_rt(
         gateway: b.gateway,
         gateway6: b.gateway6,
         dhcp: b.dhcp.is_some(),
+        dhcp6: b.dhcp6.is_some() && b.gateway6.is_some(),
         ..Default::default()
     };
     if let Some(remotes) = REMOTES.lock().get(&b.name) {
@@ -702,5 +703,23 @@ mod tests {
         assert!(keeps6(ns("fd00:9::9")));
         assert!(keeps6(ns("fd00:9::1")));
         assert!(!keeps6(ns("fd00:9::77")), "unknown: flooded");
+        // A DHCPv6 Solicit (UDP 546 -> 547 to ff02::1:2) stays where DHCPv6 is
+        // served, else it is flooded.
+        let solicit = {
+            let src: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+            let dst: std::net::Ipv6Addr = "ff02::1:2".parse().unwrap();
+            // UDP header (546 -> 547, length 12; the checksum is not looked at) and a
+            // Solicit's first bytes.
+            let udp = [2, 0x22, 2, 0x23, 0, 12, 0, 0, 1, 0, 0, 1];
+            let pkt = ipv6::packet(src, dst, ipv6::NEXT_UDP, 1, &udp);
+            ipv6::ethernet(ipv6::multicast_mac(&dst), me, &pkt)
+        };
+        assert!(!keeps6(solicit.clone()), "no DHCPv6 here: flooded");
+        let on = OverlayRt {
+            dhcp6: true,
+            ..v6.clone()
+        };
+        let eth = crate::wire::EthFrame::parse(&solicit).unwrap();
+        assert!(on.keeps_local(&eth, &solicit));
     }
 }
