@@ -1219,7 +1219,9 @@ fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
     );
     ensure!(
         b1.1 < b2.0 || b2.1 < b1.0,
-        "the hosts' DHCPv6 ranges overlap: h1 {b1:x?}, h2 {b2:x?}"
+        "the hosts' DHCPv6 ranges overlap: h1 serves {}, h2 serves {}",
+        dhcp6_of("h1").unwrap_or_default(),
+        dhcp6_of("h2").unwrap_or_default()
     );
     // cluster-show lists the host's IPv6 block among its blocks.
     let show = cl.show("h2").context("cluster-show on h2")?;
@@ -1298,6 +1300,10 @@ fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
             v["networks"][0]["endpoints"] == 2
         })?;
     }
+    println!(
+        "$ vswitchctl cluster-show   # on h2\n{}",
+        cl.ctl_ok("h2", &["cluster-show"])?
+    );
     // ping -6 across the overlay, both ways, between the leased addresses.
     lab.assert_ping("d1", &addrs[1])?;
     lab.assert_ping("d2", &addrs[0])?;
@@ -1328,6 +1334,10 @@ fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
             )
         })?;
     }
+    println!(
+        "$ dig +short AAAA d2 @fd00:10::1   # in d1 on h1\n{}",
+        lab.sh("d1", "dig +short +time=2 +tries=2 AAAA d2 @fd00:10::1")?
+    );
     // A static IPv6 address in h1's block, asked for on h2: refused, naming h1.
     v6_container(&mut lab, "s2")?;
     let stolen = std::net::Ipv6Addr::from(b1.0 + 0x20);
