@@ -407,6 +407,9 @@ pub struct OverlayRt {
     pub dhcp6: bool,
 }
 
+/// The UDP port DHCPv6 clients send to (RFC 8415).
+const DHCP6_SERVER_PORT: u16 = 547;
+
 impl OverlayRt {
     /// Whether broadcast frame `f` stays on this host instead of being flooded to the
     /// other nodes: an ARP request for a remote endpoint or the gateway (answered
@@ -426,7 +429,7 @@ impl OverlayRt {
                 && eth.dst.is_multicast()
                 && l3.len() >= h + 8
                 && l3[6] == ipv6::NEXT_UDP
-                && l3[h + 2..h + 4] == [2, 0x23]
+                && l3[h + 2..h + 4] == DHCP6_SERVER_PORT.to_be_bytes()
             {
                 return true;
             }
