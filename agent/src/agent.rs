@@ -10,7 +10,7 @@
 //! and blocks are written again). Nothing is pushed to vswitchd before the first full
 //! listing, so a restarted agent never wipes what vswitchd already has.
 
-use crate::keys::{self, BlockVal, EpVal, IpVal, Keys, NetVal, NodeVal, VERSION};
+use crate::keys::{self, Block6Val, BlockVal, EpVal, IpVal, Keys, NetVal, NodeVal, VERSION};
 use crate::local::{self, Ctl, Input};
 use crate::state::{self, LocalBridge, View};
 use etcd_client::{
@@ -769,6 +769,7 @@ impl Agent {
         let mut dels: Vec<String> = Vec::new();
         let mut wanted_eps: HashSet<String> = HashSet::new();
         let mut claims: Vec<(String, BlockVal)> = Vec::new();
+        let mut claims6: Vec<(String, Block6Val)> = Vec::new();
         for n in self.view.nets.values() {
             let Some(b) = self.local.get(&n.name).filter(|b| b.overlay) else {
                 continue;
@@ -824,6 +825,27 @@ impl Agent {
                     },
                 ));
             }
+            // DHCPv6 leases (those with a DUID) in this node's IPv6 range.
+            let range6 = state::my_range6(&self.view, &n.name, &me);
+            let leased6 = range6.map_or(0, |(f, l)| {
+                b.leases
+                    .iter()
+                    .filter(|x| x.duid.is_some())
+                    .filter_map(|x| x.ip.parse::<Ipv6Addr>().ok())
+                    .filter(|ip| *ip >= f && *ip <= l)
+                    .count()
+            });
+            if let Some((first, last)) = state::block6_to_claim(&self.view, n, &me, leased6) {
+                claims6.push((
+                    self.keys.block6(&n.name, first),
+                    Block6Val {
+                        v: VERSION,
+                        node: me.clone(),
+                        first,
+                        last,
+                    },
+                ));
+            }
         }
         for (net, node, mac) in self.view.eps.keys() {
             if node == &me {
@@ -833,7 +855,7 @@ impl Agent {
                 }
             }
         }
-        if puts.is_empty() && dels.is_empty() && claims.is_empty() {
+        if puts.is_empty() && dels.is_empty() && claims.is_empty() && claims6.is_empty() {
             return Ok(());
         }
         let mut ops: Vec<TxnOp> = puts
@@ -865,6 +887,18 @@ impl Agent {
             let r = with_timeout(self.urls(), c.txn(txn)).await?;
             if r.succeeded() {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCP address block claimed");
+                self.set(key, Some(keys::encode(&val)));
+            }
+        }
+        // The same create-if-absent claim for DHCPv6 blocks: of two nodes racing for a
+        // block, one gets it; the other picks again on the next round.
+        for (key, val) in claims6 {
+            let txn = Txn::new()
+                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), keys::encode(&val), lease.clone())]);
+            let r = with_timeout(self.urls(), c.txn(txn)).await?;
+            if r.succeeded() {
+                tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCPv6 address block claimed");
                 self.set(key, Some(keys::encode(&val)));
             }
         }
@@ -1033,7 +1067,7 @@ impl Agent {
             })?;
         self.pushed.insert(val.name.clone(), want);
         self.local_stale = true;
-        if val.dhcp.is_some() {
+        if val.dhcp.is_some() || val.dhcp6.is_some() {
             // This host's first address block now, so that DHCP works here as soon as
             // the command returns (publish claims it, the next round gives vswitchd
             // its range).
@@ -1070,7 +1104,7 @@ impl Agent {
         for s in [&n.subnet, &n.subnet6].into_iter().flatten() {
             ops.push(TxnOp::delete(k.subnet(s), None));
         }
-        for kind in ["endpoints", "blocks", "ips"] {
+        for kind in ["endpoints", "blocks", "blocks6", "ips"] {
             ops.push(TxnOp::delete(
                 k.of_network(kind, name),
                 Some(DeleteOptions::new().with_prefix()),
@@ -1082,6 +1116,7 @@ impl Agent {
             k.network(name),
             k.of_network("endpoints", name),
             k.of_network("blocks", name),
+            k.of_network("blocks6", name),
             k.of_network("ips", name),
         ];
         let gone: Vec<String> = self
@@ -1122,11 +1157,11 @@ impl Agent {
         let Some(n) = self.view.nets.get(bridge).cloned() else {
             return Err(format!("no such overlay network: {bridge}"));
         };
-        let v4 = match any {
-            IpAddr::V4(a) => Some(a),
+        let (v4, v6) = match any {
+            IpAddr::V4(a) => (Some(a), None),
             IpAddr::V6(a) => {
                 check_ip6(&n, a)?;
-                None
+                (None, Some(a))
             }
         };
         if n.gateway.as_deref() == Some(ip)
@@ -1142,6 +1177,15 @@ impl Agent {
         {
             return Err(format!(
                 "address {ip} is in node {}'s DHCP block {}-{} of {bridge}: pick an address outside the DHCP range",
+                b.node, b.first, b.last
+            ));
+        }
+        if let Some(b) = v6
+            .and_then(|a| state::block6_owner(&self.view, bridge, a))
+            .filter(|b| b.node != me)
+        {
+            return Err(format!(
+                "address {ip} is in node {}'s DHCPv6 block {}-{} of {bridge}: pick an address outside the DHCPv6 range",
                 b.node, b.first, b.last
             ));
         }
@@ -1183,6 +1227,17 @@ impl Agent {
             if state::block_owner(&self.view, bridge, addr).is_none() {
                 when.push(Compare::version(
                     self.keys.block(bridge, first),
+                    CompareOp::Equal,
+                    0,
+                ));
+            }
+        }
+        if let Some(addr) = v6 {
+            if let Some((first, _)) = state::block6_of(&n, addr)
+                .filter(|_| state::block6_owner(&self.view, bridge, addr).is_none())
+            {
+                when.push(Compare::version(
+                    self.keys.block6(bridge, first),
                     CompareOp::Equal,
                     0,
                 ));
@@ -1245,6 +1300,7 @@ impl Agent {
                     subnet6: n.subnet6.clone(),
                     gateway6: n.gateway6.clone(),
                     dhcp: n.dhcp.clone(),
+                    dhcp6: n.dhcp6.clone(),
                     isolated: n.isolated,
                     mtu: n.mtu,
                     endpoints: per.values().sum(),
@@ -1255,6 +1311,13 @@ impl Agent {
                         .iter()
                         .filter(|((net, _), b)| net == &n.name && &b.node == me)
                         .map(|(_, b)| format!("{}-{}", b.first, b.last))
+                        .chain(
+                            self.view
+                                .blocks6
+                                .iter()
+                                .filter(|((net, _), b)| net == &n.name && &b.node == me)
+                                .map(|(_, b)| format!("{}-{}", b.first, b.last)),
+                        )
                         .collect(),
                 }
             })
@@ -1324,13 +1387,6 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         }
     }
     let req = &split_families(req)?;
-    if req.dhcp6.is_some() {
-        return Err(
-            "DHCPv6 on an overlay network is not supported: IPv6 hosts there use SLAAC \
-             (the gateway's Router Advertisements) or static addresses, claimed cluster-wide"
-                .into(),
-        );
-    }
     let subnet6 = match &req.subnet6 {
         None => None,
         Some(s) => {
@@ -1398,8 +1454,52 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
             Some(ip)
         }
     };
+    // A bare `--dhcp` ("") asks for every family the network's router serves (as on a
+    // local bridge): DHCPv6 where it has an IPv6 gateway; a range asks for its own
+    // family only.
+    let bare = req.dhcp.as_deref().is_some_and(|r| r.trim().is_empty());
+    let dhcp6 = match (&req.dhcp6, subnet6) {
+        (None, Some(n)) if bare && gateway6.is_some() => Some(format!(
+            "{}-{}",
+            Ipv6Addr::from(u128::from(n.network()).saturating_add(1)),
+            n.broadcast()
+        )),
+        (None, _) => None,
+        (Some(r), None) => {
+            return Err(format!(
+                "DHCPv6 range {r:?} needs an IPv6 subnet (--subnet IPV6/N)"
+            ))
+        }
+        (Some(_), Some(_)) if gateway6.is_none() => {
+            return Err(
+                "DHCPv6 needs an IPv6 gateway (--gateway IPV6: the DHCPv6 server answers from it)"
+                    .into(),
+            )
+        }
+        (Some(r), Some(n)) if r.trim().is_empty() => Some(format!(
+            "{}-{}",
+            Ipv6Addr::from(u128::from(n.network()).saturating_add(1)),
+            n.broadcast()
+        )),
+        (Some(r), Some(n)) => {
+            let bad = || {
+                format!(
+                    "bad DHCPv6 range {r:?}: expected FIRST-LAST inside the IPv6 subnet {n}, FIRST <= LAST"
+                )
+            };
+            let (a, b) = r.split_once('-').ok_or_else(bad)?;
+            let f: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
+            let l: Ipv6Addr = b.trim().parse().map_err(|_| bad())?;
+            if !n.contains(&f) || !n.contains(&l) || f > l {
+                return Err(bad());
+            }
+            Some(format!("{f}-{l}"))
+        }
+    };
     let dhcp = match (&req.dhcp, subnet) {
         (None, _) => None,
+        // A bare `--dhcp` on an IPv6-only network: DHCPv6 only.
+        (Some(_), None) if bare && dhcp6.is_some() => None,
         (Some(_), None) => return Err("--dhcp needs --subnet".into()),
         (Some(_), Some(_)) if gateway.is_none() => {
             return Err(
@@ -1438,6 +1538,7 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         subnet6: subnet6.map(|s| s.to_string()),
         gateway6: gateway6.map(|g| g.to_string()),
         dhcp,
+        dhcp6,
         isolated: req.isolated,
         mtu,
     })
@@ -1560,15 +1661,60 @@ mod tests {
                 req(
                     Some("fd00:10::/64"),
                     Some("fd00:10::1"),
+                    Some("fd00:11::5-fd00:11::9"),
+                ),
+                "bad DHCPv6 range",
+            ),
+            (
+                req(
+                    Some("fd00:10::/64"),
+                    Some("fd00:10::1"),
+                    Some("fd00:10::9-fd00:10::5"),
+                ),
+                "bad DHCPv6 range",
+            ),
+            (
+                req(Some("fd00:10::/64"), None, Some("fd00:10::5-fd00:10::9")),
+                "needs an IPv6 gateway",
+            ),
+            (
+                req(
+                    Some("10.1.0.0/24"),
+                    Some("10.1.0.1"),
                     Some("fd00:10::5-fd00:10::9"),
                 ),
-                "DHCPv6",
+                "needs an IPv6 subnet",
             ),
         ] {
             let e = validate_overlay(&r).unwrap_err();
             assert!(e.contains(want), "{e}");
             assert_eq!(e.lines().count(), 1);
         }
+        // DHCPv6 on an overlay: a range in the IPv6 subnet; a bare --dhcp on a
+        // dual-stack network serves both families (IPv6: the whole subnet but its
+        // first address).
+        let n = validate_overlay(&req(
+            Some("fd00:10::/64"),
+            Some("fd00:10::1"),
+            Some("fd00:10::100-fd00:10::1ff"),
+        ))
+        .unwrap();
+        assert_eq!(
+            (n.dhcp.as_deref(), n.dhcp6.as_deref()),
+            (None, Some("fd00:10::100-fd00:10::1ff"))
+        );
+        let mut r = req(Some("10.1.0.0/24"), Some("10.1.0.1"), Some(""));
+        r.subnet6 = Some("fd00:10::/64".into());
+        r.gateway6 = Some("fd00:10::1".into());
+        let n = validate_overlay(&r).unwrap();
+        assert_eq!(n.dhcp.as_deref(), Some("10.1.0.0-10.1.0.255"));
+        assert_eq!(
+            n.dhcp6.as_deref(),
+            Some("fd00:10::1-fd00:10::ffff:ffff:ffff:ffff")
+        );
+        let n = validate_overlay(&req(Some("fd00:10::/64"), Some("fd00:10::1"), Some(""))).unwrap();
+        assert_eq!(n.dhcp, None);
+        assert!(n.dhcp6.is_some());
         let n = net_with6();
         assert!(check_ip6(&n, "fd00:10::5".parse().unwrap()).is_ok());
         assert!(check_ip6(&n, "fd00:11::5".parse().unwrap())
@@ -1595,6 +1741,7 @@ mod tests {
             subnet6: Some("fd00:10::/64".into()),
             gateway6: Some("fd00:10::1".into()),
             dhcp: None,
+            dhcp6: None,
             isolated: false,
             mtu: 1450,
         }

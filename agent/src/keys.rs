@@ -9,13 +9,15 @@
 //! PREFIX/index/udp/PORT                 NET: one network per UDP port       permanent
 //! PREFIX/endpoints/NET/NODE/MAC         endpoint (MAC, IP, name, VTEP)      node lease
 //! PREFIX/blocks/NET/HEXIP               DHCP address block of a node        node lease
+//! PREFIX/blocks6/NET/HEXIP6             DHCPv6 address block of a node      node lease
 //! PREFIX/ips/NET/HEXIP                  static address claimed by a node    node lease
 //! ```
 //! Every value is a JSON object with `"v": 1`: a value with a higher version (a newer
 //! agent's) or one that is not ours is skipped and logged, never a crash. Addresses in
 //! keys are 8 hex digits (IPv4) or 32 (IPv6), so keys sort in address order. IPv6
-//! (dual stack) came as optional fields (`subnet6`, `gateway6`, `ip6`): values written
-//! before them parse as they are, still version 1.
+//! (dual stack) came as optional fields (`subnet6`, `gateway6`, `ip6`, `dhcp6`): values
+//! written before them parse as they are, still version 1. DHCPv6 blocks have a key space
+//! of their own (`blocks6`), which agents from before it do not read.
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -89,6 +91,9 @@ impl Keys {
     pub fn block(&self, net: &str, first: Ipv4Addr) -> String {
         format!("{}/blocks/{net}/{}", self.prefix, hex(first))
     }
+    pub fn block6(&self, net: &str, first: Ipv6Addr) -> String {
+        format!("{}/blocks6/{net}/{}", self.prefix, hex(first))
+    }
     pub fn ip(&self, net: &str, ip: impl Into<IpAddr>) -> String {
         format!("{}/ips/{net}/{}", self.prefix, hex(ip))
     }
@@ -128,6 +133,10 @@ pub struct NetVal {
     /// DHCP: `None` off, else the cluster-wide range `FIRST-LAST` that nodes take
     /// blocks of.
     pub dhcp: Option<String>,
+    /// DHCPv6: the same for the IPv6 range (`blocks6`); absent in values written before
+    /// it (an older agent ignores it: its hosts serve no DHCPv6 there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<String>,
     pub isolated: bool,
     pub mtu: u32,
 }
@@ -157,6 +166,15 @@ pub struct BlockVal {
     pub last: Ipv4Addr,
 }
 
+/// A DHCPv6 address block: `PREFIX/blocks6/NET/HEXIP6`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block6Val {
+    pub v: u32,
+    pub node: String,
+    pub first: Ipv6Addr,
+    pub last: Ipv6Addr,
+}
+
 /// A static address (IPv4 or IPv6): `PREFIX/ips/NET/HEXIP`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpVal {
@@ -178,6 +196,10 @@ pub enum Entry {
     Block {
         net: String,
         val: BlockVal,
+    },
+    Block6 {
+        net: String,
+        val: Block6Val,
     },
     Ip {
         net: String,
@@ -239,6 +261,10 @@ impl Keys {
                 }
             }
             ["blocks", net, _first] => Entry::Block {
+                net: net.to_string(),
+                val: decode(value)?,
+            },
+            ["blocks6", net, _first] => Entry::Block6 {
                 net: net.to_string(),
                 val: decode(value)?,
             },
@@ -313,7 +339,7 @@ mod tests {
         let Ok(Some(Entry::Network(n))) = k.parse("/vswitch/networks/ov", old) else {
             panic!("old network value refused");
         };
-        assert_eq!((n.subnet6, n.gateway6), (None, None));
+        assert_eq!((n.subnet6, n.gateway6, n.dhcp6), (None, None, None));
         let ep = br#"{"v":1,"node":"h1","vtep":"192.0.2.1","mac":"02:00:00:00:00:01",
             "ip":"10.1.0.5","name":"web","port":"p"}"#;
         let Ok(Some(Entry::Endpoint { val, .. })) =

@@ -90,7 +90,8 @@ impl Ctl {
                 ..Default::default()
             };
             if overlay {
-                if b.dhcp.is_some() {
+                // DHCP and DHCPv6 leases (those with a DUID) in one list.
+                if b.dhcp.is_some() || b.dhcp6.is_some() {
                     lb.leases = self.get::<Vec<LeaseEntry>>(Command::DhcpLeases {
                         bridge: b.name.clone(),
                     })?;

@@ -4,10 +4,11 @@
 //! batch of watch events). [`Local`]: this host's overlay bridges as read from
 //! vswitchd. From the two: the `overlay-set` each local bridge should get
 //! ([`overlay_set`]), the endpoints this node should publish ([`local_endpoints`]),
-//! and the DHCP blocks it holds or should claim ([`my_range`], [`block_to_claim`]).
+//! and the DHCP blocks it holds or should claim ([`my_range`], [`block_to_claim`]; for
+//! DHCPv6 [`my_range6`], [`block6_to_claim`]).
 
-use crate::keys::{BlockVal, Entry, EpVal, IpVal, Keys, NetVal, NodeVal};
-use ipnet::Ipv4Net;
+use crate::keys::{Block6Val, BlockVal, Entry, EpVal, IpVal, Keys, NetVal, NodeVal};
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vswitch_proto::cluster::{OverlaySet, RemoteEndpoint};
@@ -15,6 +16,9 @@ use vswitch_proto::{HostEntry, LeaseEntry, PortInfo, PortKind};
 
 /// Addresses per DHCP block (a /28).
 pub const BLOCK: u32 = 16;
+/// Addresses per DHCPv6 block (a /120): an IPv6 range is as large as one likes (a
+/// whole /64 by default), so blocks are never listed, only computed.
+pub const BLOCK6: u128 = 256;
 /// Claim the next block when this share of the current range is leased.
 const REFILL_PERCENT: usize = 75;
 
@@ -27,6 +31,8 @@ pub struct View {
     pub eps: BTreeMap<(String, String, String), EpVal>,
     /// (network, first address) → block.
     pub blocks: BTreeMap<(String, Ipv4Addr), BlockVal>,
+    /// (network, first address) → DHCPv6 block.
+    pub blocks6: BTreeMap<(String, Ipv6Addr), Block6Val>,
     /// (network, address) → static claim (IPv4 or IPv6).
     pub ips: BTreeMap<(String, IpAddr), IpVal>,
 }
@@ -71,6 +77,9 @@ impl View {
             Ok(Some(Entry::Block { net, val })) => {
                 self.blocks.insert((net, val.first), val);
             }
+            Ok(Some(Entry::Block6 { net, val })) => {
+                self.blocks6.insert((net, val.first), val);
+            }
             Ok(Some(Entry::Ip { net, ip, val })) => {
                 self.ips.insert((net, ip), val);
             }
@@ -104,6 +113,11 @@ impl View {
             ["blocks", net, first] => {
                 if let Some(IpAddr::V4(f)) = ip(first) {
                     self.blocks.remove(&(net.to_string(), f));
+                }
+            }
+            ["blocks6", net, first] => {
+                if let Some(IpAddr::V6(f)) = ip(first) {
+                    self.blocks6.remove(&(net.to_string(), f));
                 }
             }
             ["ips", net, addr] => {
@@ -330,6 +344,130 @@ pub fn block_owner<'a>(view: &'a View, net: &str, ip: Ipv4Addr) -> Option<&'a Bl
         .next()
 }
 
+/// The DHCPv6 range of network `n` as block numbers and addresses: `(first block,
+/// last block, first address, last address)`, block `i` holding the addresses
+/// `i * BLOCK6 ..= i * BLOCK6 + BLOCK6 - 1` cut to the range, without the subnet's
+/// first address (the subnet-router anycast address).
+fn range6(n: &NetVal) -> Option<(u128, u128, u128, u128)> {
+    let net: Ipv6Net = n.subnet6.as_deref()?.parse().ok()?;
+    let (a, z) = n.dhcp6.as_deref()?.split_once('-')?;
+    let (lo, hi): (Ipv6Addr, Ipv6Addr) = (a.trim().parse().ok()?, z.trim().parse().ok()?);
+    let base = u128::from(net.network());
+    let top = u128::from(net.broadcast());
+    let (lo, hi) = (
+        u128::from(lo).max(base.saturating_add(1)),
+        u128::from(hi).min(top),
+    );
+    (lo <= hi).then_some((lo / BLOCK6, hi / BLOCK6, lo, hi))
+}
+
+/// Block number `i` of a range from [`range6`], as addresses.
+fn block6_at(r: (u128, u128, u128, u128), i: u128) -> (Ipv6Addr, Ipv6Addr) {
+    let f = (i * BLOCK6).max(r.2);
+    let l = (i * BLOCK6).saturating_add(BLOCK6 - 1).min(r.3);
+    (Ipv6Addr::from(f), Ipv6Addr::from(l))
+}
+
+/// The number of DHCPv6 blocks of network `n` (0: no DHCPv6).
+pub fn blocks6_count(n: &NetVal) -> u128 {
+    range6(n).map_or(0, |r| r.1 - r.0 + 1)
+}
+
+/// The DHCPv6 block of network `n` holding `ip`, if it is in the range.
+pub fn block6_of(n: &NetVal, ip: Ipv6Addr) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let r = range6(n)?;
+    let a = u128::from(ip);
+    (a >= r.2 && a <= r.3).then(|| block6_at(r, a / BLOCK6))
+}
+
+/// This node's DHCPv6 range on `net`: the contiguous run of its blocks starting at its
+/// lowest one (vswitchd serves one range per bridge), as for IPv4 ([`my_range`]).
+pub fn my_range6(view: &View, net: &str, me: &str) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let mine: Vec<&Block6Val> = view
+        .blocks6
+        .iter()
+        .filter(|((n, _), b)| n == net && b.node == me)
+        .map(|(_, b)| b)
+        .collect();
+    let first = mine.first()?;
+    let mut range = (first.first, first.last);
+    for b in &mine[1..] {
+        if u128::from(b.first) == u128::from(range.1).wrapping_add(1) {
+            range.1 = b.last;
+        } else {
+            break;
+        }
+    }
+    Some(range)
+}
+
+/// The DHCPv6 block this node should claim on `net` now, if any, chosen as for IPv4
+/// ([`block_to_claim`]): a first one as soon as it has the network, in the middle of
+/// the longest run of free blocks after another node's (the first block when nothing
+/// is taken); the adjacent one when `leased` fills [`REFILL_PERCENT`] of its range.
+/// Computed from the taken blocks only (a /64 has 2^56 blocks).
+pub fn block6_to_claim(
+    view: &View,
+    net: &NetVal,
+    me: &str,
+    leased: usize,
+) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let r = range6(net)?;
+    // Block numbers held by a node or holding a static claim, in order.
+    let mut taken: BTreeSet<u128> = view
+        .blocks6
+        .iter()
+        .filter(|((n, _), _)| n == &net.name)
+        .map(|(_, b)| u128::from(b.first) / BLOCK6)
+        .collect();
+    taken.extend(view.ips.keys().filter_map(|(n, ip)| match ip {
+        IpAddr::V6(a) if n == &net.name => Some(u128::from(*a) / BLOCK6),
+        _ => None,
+    }));
+    match my_range6(view, &net.name, me) {
+        None => {
+            // Runs of free blocks between the taken ones: (start, length).
+            let mut best: Option<(u128, u128)> = None;
+            let mut start = r.0;
+            for t in taken
+                .iter()
+                .copied()
+                .filter(|t| *t >= r.0 && *t <= r.1)
+                .chain(std::iter::once(r.1.saturating_add(1)))
+            {
+                if t > start {
+                    let len = t - start;
+                    if best.is_none_or(|(_, l)| len > l) {
+                        best = Some((start, len));
+                    }
+                }
+                start = start.max(t.saturating_add(1));
+            }
+            let (s, len) = best?;
+            let at = if s == r.0 { s } else { s + len / 2 };
+            Some(block6_at(r, at))
+        }
+        Some((f, l)) => {
+            let last = u128::from(l);
+            let size = last - u128::from(f) + 1;
+            if (leased as u128).saturating_mul(100) < size.saturating_mul(REFILL_PERCENT as u128) {
+                return None;
+            }
+            let next = last.checked_add(1)? / BLOCK6;
+            (next <= r.1 && !taken.contains(&next)).then(|| block6_at(r, next))
+        }
+    }
+}
+
+/// The DHCPv6 block of `net` holding `ip`, and who holds it.
+pub fn block6_owner<'a>(view: &'a View, net: &str, ip: Ipv6Addr) -> Option<&'a Block6Val> {
+    view.blocks6
+        .iter()
+        .filter(|((n, _), b)| n == net && ip >= b.first && ip <= b.last)
+        .map(|(_, b)| b)
+        .next()
+}
+
 /// Nodes alive (registered) with at least one endpoint on `net`, other than `me`.
 pub fn remote_members(view: &View, net: &str, me: &str) -> BTreeSet<String> {
     view.endpoints_of(net)
@@ -377,6 +515,11 @@ pub fn overlay_set(view: &View, n: &NetVal, me: &str, vtep: Ipv4Addr) -> Overlay
             .as_ref()
             .and_then(|_| my_range(view, &n.name, me))
             .map(|(f, l)| format!("{f}-{l}")),
+        dhcp6: n
+            .dhcp6
+            .as_ref()
+            .and_then(|_| my_range6(view, &n.name, me))
+            .map(|(f, l)| format!("{f}-{l}")),
         isolated: n.isolated,
         mtu: n.mtu,
         local_ip: vtep.to_string(),
@@ -400,6 +543,7 @@ mod tests {
             subnet6: None,
             gateway6: None,
             dhcp: Some("10.1.0.0-10.1.0.255".into()),
+            dhcp6: None,
             isolated: false,
             mtu: 1450,
         }
@@ -531,6 +675,141 @@ mod tests {
         );
         assert_eq!(my_range(&v, "ov", "h1"), Some((mine.0, next.1)));
         assert_eq!(block_owner(&v, "ov", ip("10.1.0.5")).unwrap().node, "h2");
+    }
+
+    fn net6() -> NetVal {
+        let mut n = net();
+        n.subnet6 = Some("fd00:10::/64".into());
+        n.gateway6 = Some("fd00:10::1".into());
+        n.dhcp6 = Some("fd00:10::-fd00:10::ffff:ffff:ffff:ffff".into());
+        n
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn hold6(v: &mut View, node: &str, b: (Ipv6Addr, Ipv6Addr)) {
+        v.blocks6.insert(
+            ("ov".into(), b.0),
+            Block6Val {
+                v: 1,
+                node: node.into(),
+                first: b.0,
+                last: b.1,
+            },
+        );
+    }
+
+    /// A /64 has 2^56 blocks of 256: they are computed, never listed; the subnet's
+    /// first address (subnet-router anycast) is never handed out; a range is cut at
+    /// its ends.
+    #[test]
+    fn ipv6_blocks_are_cut_from_huge_ranges() {
+        let mut n = net6();
+        assert_eq!(blocks6_count(&n), 1 << 56);
+        assert_eq!(
+            block6_of(&n, ip6("fd00:10::1234")),
+            Some((ip6("fd00:10::1200"), ip6("fd00:10::12ff")))
+        );
+        assert_eq!(
+            block6_of(&n, ip6("fd00:10::5")),
+            Some((ip6("fd00:10::1"), ip6("fd00:10::ff")))
+        );
+        assert_eq!(block6_of(&n, ip6("fd00:11::5")), None);
+        n.dhcp6 = Some("fd00:10::180-fd00:10::2ff".into());
+        assert_eq!(blocks6_count(&n), 2);
+        assert_eq!(
+            block6_of(&n, ip6("fd00:10::1a0")),
+            Some((ip6("fd00:10::180"), ip6("fd00:10::1ff")))
+        );
+        assert_eq!(block6_of(&n, ip6("fd00:10::17f")), None);
+        n.dhcp6 = None;
+        assert_eq!(blocks6_count(&n), 0);
+        assert_eq!(block6_to_claim(&View::default(), &n, "h1", 0), None);
+    }
+
+    /// The first node takes the first block, the second the middle of the rest (room
+    /// for both to grow), nobody a block another node holds or one with a static
+    /// claim; a node grows into the adjacent block at 75 % leased.
+    #[test]
+    fn ipv6_blocks_are_claimed_like_ipv4_ones() {
+        let mut v = View::default();
+        let mut n = net6();
+        n.dhcp6 = Some("fd00:10::100-fd00:10::10ff".into()); // 16 blocks
+        let a = block6_to_claim(&v, &n, "h1", 0).unwrap();
+        assert_eq!(a, (ip6("fd00:10::100"), ip6("fd00:10::1ff")));
+        hold6(&mut v, "h1", a);
+        assert_eq!(my_range6(&v, "ov", "h1"), Some(a));
+        assert_eq!(block6_to_claim(&v, &n, "h1", 0), None, "room left");
+        // h2: the middle of the 15 free blocks after h1's.
+        let b = block6_to_claim(&v, &n, "h2", 0).unwrap();
+        assert_eq!(b, (ip6("fd00:10::900"), ip6("fd00:10::9ff")));
+        assert_ne!(b, a, "two nodes never get one block");
+        hold6(&mut v, "h2", b);
+        assert_eq!(
+            block6_owner(&v, "ov", ip6("fd00:10::9aa")).unwrap().node,
+            "h2"
+        );
+        assert_eq!(block6_owner(&v, "ov", ip6("fd00:10::aaa")), None);
+        // h1 at 192 of 256 leased takes the adjacent block, unless a static address
+        // sits in it.
+        assert_eq!(block6_to_claim(&v, &n, "h1", 191), None);
+        v.ips.insert(
+            ("ov".into(), IpAddr::V6(ip6("fd00:10::205"))),
+            IpVal {
+                v: 1,
+                node: "h3".into(),
+                mac: None,
+                port: "p".into(),
+            },
+        );
+        assert_eq!(block6_to_claim(&v, &n, "h1", 192), None, "static claim");
+        v.ips.clear();
+        let next = block6_to_claim(&v, &n, "h1", 192).unwrap();
+        assert_eq!(next, (ip6("fd00:10::200"), ip6("fd00:10::2ff")));
+        hold6(&mut v, "h1", next);
+        assert_eq!(my_range6(&v, "ov", "h1"), Some((a.0, next.1)));
+        // h3: the middle of the longest free run (0xa00..0x10ff, 7 blocks).
+        let c = block6_to_claim(&v, &n, "h3", 0).unwrap();
+        assert_eq!(c, (ip6("fd00:10::d00"), ip6("fd00:10::dff")));
+        // Every block held: nothing to claim.
+        for i in 0..16u128 {
+            let f = 0xfd00_0010_0000_0000_0000_0000_0000_0100u128 + i * 256;
+            if !v
+                .blocks6
+                .contains_key(&("ov".to_string(), Ipv6Addr::from(f)))
+            {
+                hold6(&mut v, "h9", (Ipv6Addr::from(f), Ipv6Addr::from(f + 255)));
+            }
+        }
+        assert_eq!(block6_to_claim(&v, &n, "h4", 0), None);
+        // vswitchd gets this node's range as its bridge's DHCPv6 range.
+        v.nodes.insert("h1".into(), node("h1", "192.0.2.1"));
+        let s = overlay_set(&v, &n, "h1", ip("192.0.2.1"));
+        assert_eq!(s.dhcp6.as_deref(), Some("fd00:10::100-fd00:10::2ff"));
+        assert_eq!(s.dhcp, None, "no IPv4 block");
+    }
+
+    /// Blocks6 keys are read and forgotten one at a time, apart from IPv4 blocks.
+    #[test]
+    fn ipv6_block_keys_apply() {
+        let k = Keys::new("/vswitch");
+        let mut v = View::default();
+        let mut warned = HashSet::new();
+        let b = Block6Val {
+            v: 1,
+            node: "h1".into(),
+            first: ip6("fd00:10::100"),
+            last: ip6("fd00:10::1ff"),
+        };
+        let key = k.block6("ov", b.first);
+        assert_eq!(key, "/vswitch/blocks6/ov/fd000010000000000000000000000100");
+        v.apply(&k, &key, Some(&crate::keys::encode(&b)), &mut warned);
+        assert_eq!(v.blocks6.len(), 1);
+        assert!(v.blocks.is_empty());
+        v.apply(&k, &key, None, &mut warned);
+        assert!(v.blocks6.is_empty() && warned.is_empty());
     }
 
     #[test]

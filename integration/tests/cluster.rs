@@ -41,6 +41,10 @@ fn main() -> std::process::ExitCode {
             etcd_over_tls_with_client_certificates,
         ),
         ("cluster_lab_file", cluster_lab_file),
+        (
+            "dhcpv6_on_an_overlay_network_from_per_host_blocks",
+            dhcpv6_on_an_overlay_network_from_per_host_blocks,
+        ),
     ])
 }
 
@@ -1150,5 +1154,241 @@ fn cluster_lab_file() -> Result<()> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("vl-clu-"))
         .count();
     ensure!(left == 0, "{left} namespaces left after down");
+    Ok(())
+}
+
+/// dhclient-script stand-in for `dhclient -6 -sf`: puts the leased address on the
+/// interface and logs it (never touches /etc/resolv.conf).
+const DHCLIENT6_SCRIPT: &str = r#"#!/bin/sh
+case "$reason" in
+BOUND6|RENEW6|REBIND6|REBOOT6)
+    ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad
+    echo "reason=$reason addr=$new_ip6_address" >> "$LOG6";;
+esac
+exit 0
+"#;
+
+/// DHCPv6 on a dual-stack overlay network (issue 23): the network's IPv6 range is cut
+/// into blocks of 256 addresses claimed per host in etcd; ISC `dhclient -6` in a
+/// container on each host gets an address from its own host's block (distinct
+/// addresses, distinct blocks), the leases become endpoints everywhere, the two
+/// containers ping -6 each other across the overlay and their names (the FQDN they
+/// send) answer AAAA at the other host's gateway; a static IPv6 address in another
+/// host's block is refused in one line.
+fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cl = Cluster::new(&mut lab, 1)?;
+    cl.add_host(&mut lab, 1)?;
+    cl.add_host(&mut lab, 2)?;
+    add_overlay(
+        &cl,
+        "h1",
+        &[
+            "--subnet",
+            "fd00:10::/64",
+            "--gateway",
+            "fd00:10::1",
+            "--dhcp",
+            "fd00:10::100-fd00:10::8ff",
+        ],
+    )?;
+    // Each host claims its first block as soon as it has the network, and vswitchd
+    // serves it.
+    let dhcp6_of = |h: &str| -> Option<String> {
+        let v = cl.ctl_json(h, &["list-br"]).ok()?;
+        let b = v.as_array()?.iter().find(|b| b["name"] == "ov")?.clone();
+        b["dhcp6"].as_str().map(str::to_string)
+    };
+    for h in ["h1", "h2"] {
+        wait_for(&format!("a DHCPv6 range on {h}'s ov"), 15, || {
+            dhcp6_of(h).is_some()
+        })?;
+    }
+    let block = |h: &str| -> Result<(u128, u128)> {
+        let r = dhcp6_of(h).with_context(|| format!("{h}: no DHCPv6 range"))?;
+        let (a, z) = r.split_once('-').with_context(|| r.clone())?;
+        let a: std::net::Ipv6Addr = a.parse()?;
+        let z: std::net::Ipv6Addr = z.parse()?;
+        Ok((u128::from(a), u128::from(z)))
+    };
+    let (b1, b2) = (block("h1")?, block("h2")?);
+    println!(
+        "h1 serves {}, h2 serves {}",
+        dhcp6_of("h1").unwrap_or_default(),
+        dhcp6_of("h2").unwrap_or_default()
+    );
+    ensure!(
+        b1.1 < b2.0 || b2.1 < b1.0,
+        "the hosts' DHCPv6 ranges overlap: h1 serves {}, h2 serves {}",
+        dhcp6_of("h1").unwrap_or_default(),
+        dhcp6_of("h2").unwrap_or_default()
+    );
+    // cluster-show lists the host's IPv6 block among its blocks.
+    let show = cl.show("h2").context("cluster-show on h2")?;
+    ensure!(
+        show["networks"][0]["dhcp6"] == "fd00:10::100-fd00:10::8ff"
+            && show["networks"][0]["blocks"].as_array().is_some_and(
+                |b| b.len() == 1 && b[0] == dhcp6_of("h2").unwrap_or_default().as_str()
+            ),
+        "cluster-show on h2: {show}"
+    );
+    // One container per host on a port of ov, IPv6 on, Router Advertisements ignored:
+    // its only global address is the one DHCPv6 leases.
+    let dir = lab.dir().to_path_buf();
+    let script = dir.join("dhclient6.sh");
+    std::fs::write(&script, DHCLIENT6_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let mut addrs = Vec::new();
+    for (h, c) in [("h1", "d1"), ("h2", "d2")] {
+        v6_container(&mut lab, c)?;
+        let port = format!("p{c}");
+        lab.veth(h, &port, c, "eth0")?;
+        lab.sh(h, &format!("ip link set {port} up"))?;
+        lab.sh(c, "ip link set eth0 up")?;
+        cl.ctl_ok(h, &["add-port", "ov", &port])?;
+        wait_for(&format!("DAD on {c}"), 10, || {
+            dad_done(&lab, c)
+                && lab
+                    .sh(c, "ip -6 addr show dev eth0 scope link")
+                    .is_ok_and(|o| o.contains("inet6"))
+        })?;
+        let conf = dir.join(format!("{c}.conf"));
+        std::fs::write(
+            &conf,
+            format!("send fqdn.fqdn \"{c}\";\nsend fqdn.server-update on;\n"),
+        )?;
+        let log = dir.join(format!("{c}.log6"));
+        let out = lab.sh_out(
+            c,
+            &format!(
+                "timeout 30 dhclient -6 -1 -cf {} -e LOG6={} -sf {} -lf {}/{c}.leases6 -pf {}/{c}.pid6 eth0 2>&1",
+                conf.display(),
+                log.display(),
+                script.display(),
+                dir.display(),
+                dir.display()
+            ),
+        )?;
+        let got = std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = got
+            .lines()
+            .rfind(|l| l.contains("reason=BOUND6"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .with_context(|| {
+                format!(
+                    "{c} on {h}: dhclient -6 got no lease: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })?
+            .to_string();
+        let a = u128::from(addr.parse::<std::net::Ipv6Addr>()?);
+        let (f, l) = block(h)?;
+        ensure!(
+            a >= f && a <= l,
+            "{c} on {h} got {addr}, outside {h}'s DHCPv6 block {}",
+            dhcp6_of(h).unwrap_or_default()
+        );
+        println!("$ dhclient -6 -1 eth0   # in {c} on {h}\n{}", got.trim());
+        // The leased address is a /128: the rest of the subnet is on the link.
+        lab.sh(c, "ip -6 route replace fd00:10::/64 dev eth0")?;
+        addrs.push(addr);
+    }
+    ensure!(addrs[0] != addrs[1], "both containers got {}", addrs[0]);
+    // The leases are endpoints (with their IPv6 address and name) on both hosts.
+    for h in ["h1", "h2"] {
+        cl.wait_show(h, "2 endpoints", Duration::from_secs(15), |v| {
+            v["networks"][0]["endpoints"] == 2
+        })?;
+    }
+    println!(
+        "$ vswitchctl cluster-show   # on h2\n{}",
+        cl.ctl_ok("h2", &["cluster-show"])?
+    );
+    // ping -6 across the overlay, both ways, between the leased addresses.
+    lab.assert_ping("d1", &addrs[1])?;
+    lab.assert_ping("d2", &addrs[0])?;
+    println!(
+        "$ ping -6 -c 2 {}   # in d1 on h1\n{}",
+        addrs[1],
+        lab.sh("d1", &format!("ping -6 -c 2 {}", addrs[1]))?
+    );
+    // The names the clients sent answer AAAA at the other host's gateway.
+    for (c, name, want) in [("d1", "d2", &addrs[1]), ("d2", "d1", &addrs[0])] {
+        let mut got = String::new();
+        wait_for(&format!("AAAA {name} at {c}'s gateway"), 10, || {
+            got = lab
+                .sh(
+                    c,
+                    &format!("dig +short +time=1 +tries=1 AAAA {name} @fd00:10::1"),
+                )
+                .unwrap_or_default();
+            got.trim() == want.as_str()
+        })
+        .with_context(|| {
+            format!(
+                "{c}: dig AAAA {name}: {got:?}, want {want}; leases {}; endpoints {}",
+                cl.ctl_ok("h1", &["dhcp-leases", "ov"]).unwrap_or_default()
+                    + &cl.ctl_ok("h2", &["dhcp-leases", "ov"]).unwrap_or_default(),
+                cl.etcdctl(&lab, &["get", "--prefix", "/vswitch/endpoints/"])
+                    .unwrap_or_default()
+            )
+        })?;
+    }
+    println!(
+        "$ dig +short AAAA d2 @fd00:10::1   # in d1 on h1\n{}",
+        lab.sh("d1", "dig +short +time=2 +tries=2 AAAA d2 @fd00:10::1")?
+    );
+    // A static IPv6 address in h1's block, asked for on h2: refused, naming h1.
+    v6_container(&mut lab, "s2")?;
+    let stolen = std::net::Ipv6Addr::from(b1.0 + 0x20);
+    let o = pipework6(&cl, &lab, "h2", "s2", &format!("{stolen}/64"))?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && err.contains("h1") && err.contains("DHCPv6 block"),
+        "{stolen} (h1's block) on h2: {err}"
+    );
+    ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    println!(
+        "$ pipework ov -i eth1 -a inet6 s2 {stolen}/64   # on h2\n{}",
+        err.trim()
+    );
+    // Bad DHCPv6 input: one line, non-zero exit.
+    for (args, want) in [
+        (
+            vec![
+                "add-br",
+                "ov6",
+                "--overlay",
+                "--subnet",
+                "fd00:20::/64",
+                "--gateway",
+                "fd00:20::1",
+                "--dhcp",
+                "fd00:21::10-fd00:21::20",
+            ],
+            "bad DHCPv6 range",
+        ),
+        (
+            vec![
+                "add-br",
+                "ov6",
+                "--overlay",
+                "--subnet",
+                "fd00:20::/64",
+                "--dhcp",
+                "fd00:20::10-fd00:20::20",
+            ],
+            "needs an IPv6 gateway",
+        ),
+    ] {
+        let o = cl.ctl("h2", &args)?;
+        ensure!(
+            o.code != 0 && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
+            "vswitchctl {}: {} {:?}",
+            args.join(" "),
+            o.code,
+            o.stderr
+        );
+    }
     Ok(())
 }

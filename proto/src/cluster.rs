@@ -81,6 +81,10 @@ pub struct OverlaySet {
     /// This host's DHCP range (`FIRST-LAST`, its address blocks), if DHCP is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<String>,
+    /// This host's DHCPv6 range (`FIRST-LAST`, its IPv6 address blocks), if DHCPv6 is
+    /// on (absent from older agents: no DHCPv6 on the bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<String>,
     #[serde(default)]
     pub isolated: bool,
     pub mtu: u32,
@@ -125,13 +129,16 @@ pub struct NetworkInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<String>,
     pub dhcp: Option<String>,
+    /// The cluster-wide DHCPv6 range, if DHCPv6 is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp6: Option<String>,
     pub isolated: bool,
     pub mtu: u32,
     /// Endpoints on it, over all nodes.
     pub endpoints: u64,
     /// Endpoints per node (nodes without any are left out).
     pub nodes: std::collections::BTreeMap<String, u64>,
-    /// This node's DHCP address blocks on it.
+    /// This node's DHCP address blocks on it (IPv4, then IPv6).
     #[serde(default)]
     pub blocks: Vec<String>,
 }

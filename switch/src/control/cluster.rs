@@ -18,6 +18,7 @@
 use super::events::{self, EventKind};
 use super::handlers::HandlerError;
 use super::State;
+use crate::config::model::DhcpRange6;
 use crate::config::{BridgeConf, DhcpRange, OverlayConf};
 use crate::dp::snapshot::{NameMap, Names6, OverlayRt};
 use crate::tables::PortId;
@@ -316,6 +317,18 @@ fn parse_range(s: &str, b: &BridgeConf) -> Result<DhcpRange, HandlerError> {
     Ok(DhcpRange { first, last })
 }
 
+fn parse_range6(s: &str, b: &BridgeConf) -> Result<DhcpRange6, HandlerError> {
+    let bad = || cluster_err(format!("bad DHCPv6 range {s:?} for bridge {}", b.name));
+    let (a, z) = s.split_once('-').ok_or_else(bad)?;
+    let first: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
+    let last: Ipv6Addr = z.trim().parse().map_err(|_| bad())?;
+    let net = b.subnet6.ok_or_else(bad)?;
+    if !net.contains(&first) || !net.contains(&last) || first > last || b.gateway6.is_none() {
+        return Err(bad());
+    }
+    Ok(DhcpRange6 { first, last })
+}
+
 /// `overlay-set`: make the overlay bridge on this host what the cluster says.
 fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> {
     let oc = OverlayConf {
@@ -373,11 +386,21 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
                 )));
             }
             let dhcp = s.dhcp.as_deref().map(|r| parse_range(r, &b)).transpose()?;
-            if b.dhcp != dhcp || b.isolated != s.isolated || b.mtu != s.mtu || b.overlay != Some(oc)
+            let dhcp6 = s
+                .dhcp6
+                .as_deref()
+                .map(|r| parse_range6(r, &b))
+                .transpose()?;
+            if b.dhcp != dhcp
+                || b.dhcp6 != dhcp6
+                || b.isolated != s.isolated
+                || b.mtu != s.mtu
+                || b.overlay != Some(oc)
             {
                 state.apply(|m| {
                     if let Some(x) = m.bridges.iter_mut().find(|x| x.name == s.name) {
                         x.dhcp = dhcp;
+                        x.dhcp6 = dhcp6;
                         x.isolated = s.isolated;
                         x.mtu = s.mtu;
                         x.overlay = Some(oc);
@@ -400,6 +423,11 @@ fn overlay_set(state: &mut State, s: OverlaySet) -> Result<Value, HandlerError> 
             };
             let mut b = state.model().check_add_bridge(&req)?;
             b.dhcp = s.dhcp.as_deref().map(|r| parse_range(r, &b)).transpose()?;
+            b.dhcp6 = s
+                .dhcp6
+                .as_deref()
+                .map(|r| parse_range6(r, &b))
+                .transpose()?;
             b.overlay = Some(oc);
             state.apply(|m| {
                 m.insert_bridge(b);
@@ -521,6 +549,7 @@ pub fn overlay_rt(
         gateway: b.gateway,
         gateway6: b.gateway6,
         dhcp: b.dhcp.is_some(),
+        dhcp6: b.dhcp6.is_some() && b.gateway6.is_some(),
         ..Default::default()
     };
     if let Some(remotes) = REMOTES.lock().get(&b.name) {
@@ -674,5 +703,23 @@ mod tests {
         assert!(keeps6(ns("fd00:9::9")));
         assert!(keeps6(ns("fd00:9::1")));
         assert!(!keeps6(ns("fd00:9::77")), "unknown: flooded");
+        // A DHCPv6 Solicit (UDP 546 -> 547 to ff02::1:2) stays where DHCPv6 is
+        // served, else it is flooded.
+        let solicit = {
+            let src: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+            let dst: std::net::Ipv6Addr = "ff02::1:2".parse().unwrap();
+            // UDP header (546 -> 547, length 12; the checksum is not looked at) and a
+            // Solicit's first bytes.
+            let udp = [2, 0x22, 2, 0x23, 0, 12, 0, 0, 1, 0, 0, 1];
+            let pkt = ipv6::packet(src, dst, ipv6::NEXT_UDP, 1, &udp);
+            ipv6::ethernet(ipv6::multicast_mac(&dst), me, &pkt)
+        };
+        assert!(!keeps6(solicit.clone()), "no DHCPv6 here: flooded");
+        let on = OverlayRt {
+            dhcp6: true,
+            ..v6.clone()
+        };
+        let eth = crate::wire::EthFrame::parse(&solicit).unwrap();
+        assert!(on.keeps_local(&eth, &solicit));
     }
 }

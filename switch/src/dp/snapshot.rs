@@ -403,13 +403,20 @@ pub struct OverlayRt {
     pub gateway6: Option<Ipv6Addr>,
     /// DHCP is served on this host (its own address blocks).
     pub dhcp: bool,
+    /// DHCPv6 is served on this host (its own IPv6 address blocks).
+    pub dhcp6: bool,
 }
+
+/// The UDP port DHCPv6 clients send to (RFC 8415).
+const DHCP6_SERVER_PORT: u16 = 547;
 
 impl OverlayRt {
     /// Whether broadcast frame `f` stays on this host instead of being flooded to the
     /// other nodes: an ARP request for a remote endpoint or the gateway (answered
     /// here), or a DHCP client's request (served by this host's DHCP server); for
-    /// IPv6, a multicast Neighbor Solicitation for a remote endpoint or the gateway.
+    /// IPv6, a multicast Neighbor Solicitation for a remote endpoint or the gateway, or
+    /// a DHCPv6 client's message (UDP to port 547, served by this host's DHCPv6 server
+    /// from its own blocks: another host's server must not answer it).
     pub fn keeps_local(&self, eth: &crate::wire::EthFrame, f: &[u8]) -> bool {
         use crate::wire::ipv4::{ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_UDP};
         use crate::wire::ipv6;
@@ -418,6 +425,14 @@ impl OverlayRt {
             // ICMPv6 right after the fixed header (NDP has no extension headers): an
             // NS (type 135) whose target (bytes 8..24 of the message) we answer.
             let h = ipv6::HLEN;
+            if self.dhcp6
+                && eth.dst.is_multicast()
+                && l3.len() >= h + 8
+                && l3[6] == ipv6::NEXT_UDP
+                && l3[h + 2..h + 4] == DHCP6_SERVER_PORT.to_be_bytes()
+            {
+                return true;
+            }
             if !eth.dst.is_multicast()
                 || l3.len() < h + 24
                 || l3[6] != ipv6::NEXT_ICMPV6
