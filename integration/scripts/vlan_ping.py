@@ -9,25 +9,14 @@ Usage: vlan_ping.py IFACE VID SRC_IP DST_IP DST_MAC COUNT [GAP_S]
 """
 import socket, struct, sys, time
 
+from pktlib import csum, untag, vlan_socket  # beside this script (its directory is on sys.path)
+
 iface, vid, sip, dip, dmac = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 count = int(sys.argv[6])
 gap = float(sys.argv[7]) if len(sys.argv) > 7 else 0.02
-SOL_PACKET, PACKET_AUXDATA = 263, 8
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-s.bind((iface, 0))
-mac = bytes.fromhex(open(f"/sys/class/net/{iface}/address").read().strip().replace(":", ""))
+s, mac = vlan_socket(iface)
 dst = bytes.fromhex(dmac.replace(":", ""))
 tag = struct.pack("!HH", 0x8100, vid)
-
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16:
-        t = (t & 0xFFFF) + (t >> 16)
-    return ~t & 0xFFFF
 
 
 def echo(seq):
@@ -37,23 +26,6 @@ def echo(seq):
                      socket.inet_aton(sip), socket.inet_aton(dip))
     ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
     return dst + mac + tag + struct.pack("!H", 0x0800) + ip + body
-
-
-def parse(data, anc):
-    """(vid or None, ethertype, payload) of a received frame."""
-    tci = None
-    for level, ty, blob in anc:
-        if level == SOL_PACKET and ty == PACKET_AUXDATA and len(blob) >= 20:
-            status, _, _, _, _, vtci, _ = struct.unpack("IIIHHHH", blob[:20])
-            if status & 0x10 or vtci:
-                tci = vtci & 0x0FFF
-    et = struct.unpack("!H", data[12:14])[0]
-    body = data[14:]
-    if et == 0x8100:
-        tci = struct.unpack("!H", data[14:16])[0] & 0x0FFF
-        et = struct.unpack("!H", data[16:18])[0]
-        body = data[18:]
-    return tci, et, body
 
 
 replies, other, seen = 0, 0, set()
@@ -72,7 +44,7 @@ while time.time() < deadline and len(seen) < count:
         continue
     if addr[2] == socket.PACKET_OUTGOING:
         continue
-    tci, et, body = parse(data, anc)
+    tci, et, body = untag(data, anc)
     if et == 0x0806 and len(body) >= 28:
         op = struct.unpack("!H", body[6:8])[0]
         if op == 1 and body[24:28] == socket.inet_aton(sip):
