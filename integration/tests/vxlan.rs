@@ -573,6 +573,60 @@ fn num(v: &serde_json::Value, field: &str) -> u64 {
     v[field].as_u64().unwrap_or(0)
 }
 
+/// Quiet links on host `h`: only what the switch forwards reaches its container (the
+/// switch namespace's kernel would send IPv6 on vc, straight to the container).
+fn quiet_ipv6(h: &Lab) -> Result<()> {
+    for (ns, dev) in [("c", "eth0"), ("sw", "vc")] {
+        h.sh(
+            ns,
+            &format!(
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.{dev}.disable_ipv6=1"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// `h1`'s container pings 10.0.0.2 (`h2`'s) `n` times, every one answered, and each
+/// container receives exactly what the other sent (nothing twice, nothing lost).
+fn pings_arrive_once(h1: &Lab, h2: &Lab, n: usize) -> Result<()> {
+    let c1 = link_packets(h1, "c", "eth0")?;
+    let c2 = link_packets(h2, "c", "eth0")?;
+    h1.assert_pings("c", "10.0.0.2", n)?;
+    let c1a = link_packets(h1, "c", "eth0")?;
+    let c2a = link_packets(h2, "c", "eth0")?;
+    ensure!(
+        c2a.1 - c2.1 == c1a.0 - c1.0 && c1a.1 - c1.1 == c2a.0 - c2.0,
+        "c1 sent {} received {}, c2 sent {} received {}",
+        c1a.0 - c1.0,
+        c1a.1 - c1.1,
+        c2a.0 - c2.0,
+        c2a.1 - c2.1
+    );
+    Ok(())
+}
+
+/// iperf3 from `h1`'s container to `h2`'s (10.0.0.2), mostly through `h1`'s fast path
+/// (more than 100 frames counted on its port vc), then 8 MiB each way intact (back to
+/// `back_to`, h1's container).
+fn tcp_through_the_fast_path(h1: &mut Lab, h2: &mut Lab, back_to: &str) -> Result<()> {
+    let before = num(&port_stats(h1, "vc")?, "fastpath_rx_packets");
+    h2.iperf_server("c", "10.0.0.2")?;
+    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
+    ensure!(
+        bytes > 1_000_000,
+        "TCP across the tunnel moved {bytes} bytes"
+    );
+    let fast = num(&port_stats(h1, "vc")?, "fastpath_rx_packets") - before;
+    ensure!(
+        fast > 100,
+        "only {fast} frames of the TCP test took the fast path"
+    );
+    assert_transfer(h1, "c", h2, "c", "10.0.0.2", 8 << 20)?;
+    assert_transfer(h2, "c", h1, "c", back_to, 8 << 20)?;
+    Ok(())
+}
+
 /// The fast-path entry of `h` from `in_port` to `out_port`, once cached.
 fn wait_tunnel_entry(h: &Lab, in_port: &str, out_port: &str) -> Result<serde_json::Value> {
     let find = || -> Option<serde_json::Value> {
@@ -601,16 +655,7 @@ fn fast_path_tunnel_flows_skip_vswitchd() -> Result<()> {
     let on = ["--fastpath", "on"];
     let (mut h1, mut h2) = tunnel_pair_with(&on, &on)?;
     for h in [&h1, &h2] {
-        // Quiet links: only what the switch forwards reaches a container (the switch
-        // namespace's kernel would send IPv6 on vc, straight to the container).
-        for (ns, dev) in [("c", "eth0"), ("sw", "vc")] {
-            h.sh(
-                ns,
-                &format!(
-                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.{dev}.disable_ipv6=1"
-                ),
-            )?;
-        }
+        quiet_ipv6(h)?;
         let dev = h.sh("sw", "ip -d link show vsvx4789")?;
         ensure!(
             dev.contains("vxlan external"),
@@ -627,22 +672,9 @@ fn fast_path_tunnel_flows_skip_vswitchd() -> Result<()> {
     wait_tunnel_entry(&h1, "vx0@192.0.2.2", "vc")?;
     wait_tunnel_entry(&h2, "vc", "vx0@192.0.2.1")?;
     wait_tunnel_entry(&h2, "vx0@192.0.2.1", "vc")?;
-    let c1 = link_packets(&h1, "c", "eth0")?;
-    let c2 = link_packets(&h2, "c", "eth0")?;
     let (v1, r2) = (port_stats(&h1, "vc")?, port_stats(&h2, "vx0")?);
-    h1.assert_pings("c", "10.0.0.2", 20)?;
-    let c1a = link_packets(&h1, "c", "eth0")?;
-    let c2a = link_packets(&h2, "c", "eth0")?;
+    pings_arrive_once(&h1, &h2, 20)?;
     let (v1a, r2a) = (port_stats(&h1, "vc")?, port_stats(&h2, "vx0")?);
-    // Once at the receiver: each side received exactly what the other sent.
-    ensure!(
-        c2a.1 - c2.1 == c1a.0 - c1.0 && c1a.1 - c1.1 == c2a.0 - c2.0,
-        "c1 sent {} received {}, c2 sent {} received {}",
-        c1a.0 - c1.0,
-        c1a.1 - c1.1,
-        c2a.0 - c2.0,
-        c2a.1 - c2.1
-    );
     let enc = num(&v1a, "fastpath_rx_packets") - num(&v1, "fastpath_rx_packets");
     let dec = num(&r2a, "fastpath_rx_packets") - num(&r2, "fastpath_rx_packets");
     ensure!(
@@ -664,21 +696,7 @@ fn fast_path_tunnel_flows_skip_vswitchd() -> Result<()> {
         .context("remote MAC not learned")?;
     ensure!(fe["port"] == "vx0@192.0.2.2", "{fe}");
     // TCP through the kernel both ways, every byte intact.
-    let before = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets");
-    h2.iperf_server("c", "10.0.0.2")?;
-    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
-    ensure!(
-        bytes > 1_000_000,
-        "TCP across the tunnel moved {bytes} bytes"
-    );
-    let fast = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets") - before;
-    ensure!(
-        fast > 100,
-        "only {fast} frames of the TCP test took the fast path"
-    );
-    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 8 << 20)?;
-    assert_transfer(&h2, "c", &mut h1, "c", "10.0.0.1", 8 << 20)?;
-    Ok(())
+    tcp_through_the_fast_path(&mut h1, &mut h2, "10.0.0.1")
 }
 
 /// h1 with the fast path, h2 without (its own socket on 4789): standard VXLAN both
@@ -795,22 +813,12 @@ fn fast_path_routes_into_and_out_of_the_tunnel() -> Result<()> {
     let on = ["--fastpath", "on"];
     let mut h1 = Lab::new()?;
     h1.start_switch_with("sw", &on)?;
-    h1.ctl_ok(&[
-        "add-br",
-        "br0",
-        "--subnet",
-        "10.0.0.0/24",
-        "--gateway",
-        "10.0.0.254",
-    ])?;
-    h1.ctl_ok(&[
-        "add-br",
-        "br1",
-        "--subnet",
-        "10.1.0.0/24",
-        "--gateway",
-        "10.1.0.1",
-    ])?;
+    for (br, net, gw) in [
+        ("br0", "10.0.0.0/24", "10.0.0.254"),
+        ("br1", "10.1.0.0/24", "10.1.0.1"),
+    ] {
+        h1.ctl_ok(&["add-br", br, "--subnet", net, "--gateway", gw])?;
+    }
     h1.container("sw", "c", "vc", "10.1.0.5/24", Some("10.1.0.1"))?;
     h1.ctl_ok(&["add-port", "br1", "vc"])?;
     let mut h2 = host_with("10.0.0.2/24", &on)?;
@@ -818,16 +826,8 @@ fn fast_path_routes_into_and_out_of_the_tunnel() -> Result<()> {
     underlay(&h1, "192.0.2.1/24", &h2.ns("sw"), "192.0.2.2/24")?;
     vxlan_port(&h1, "192.0.2.2")?;
     vxlan_port(&h2, "192.0.2.1")?;
-    for h in [&h1, &h2] {
-        for (ns, dev) in [("c", "eth0"), ("sw", "vc")] {
-            h.sh(
-                ns,
-                &format!(
-                    "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.{dev}.disable_ipv6=1"
-                ),
-            )?;
-        }
-    }
+    quiet_ipv6(&h1)?;
+    quiet_ipv6(&h2)?;
     let ok = wait_until(Duration::from_secs(10), || h1.ping_once("c", "10.0.0.2"));
     ensure!(
         ok,
@@ -858,21 +858,9 @@ fn fast_path_routes_into_and_out_of_the_tunnel() -> Result<()> {
     };
     entry("vc", "vx0@192.0.2.2")?;
     entry("vx0@192.0.2.2", "vc")?;
-    let c1 = link_packets(&h1, "c", "eth0")?;
-    let c2 = link_packets(&h2, "c", "eth0")?;
     let (v1, t1) = (port_stats(&h1, "vc")?, port_stats(&h1, "vx0")?);
-    h1.assert_pings("c", "10.0.0.2", 20)?;
-    let c1a = link_packets(&h1, "c", "eth0")?;
-    let c2a = link_packets(&h2, "c", "eth0")?;
+    pings_arrive_once(&h1, &h2, 20)?;
     let (v1a, t1a) = (port_stats(&h1, "vc")?, port_stats(&h1, "vx0")?);
-    ensure!(
-        c2a.1 - c2.1 == c1a.0 - c1.0 && c1a.1 - c1.1 == c2a.0 - c2.0,
-        "c1 sent {} received {}, c2 sent {} received {}",
-        c1a.0 - c1.0,
-        c1a.1 - c1.1,
-        c2a.0 - c2.0,
-        c2a.1 - c2.1
-    );
     let enc = num(&v1a, "fastpath_rx_packets") - num(&v1, "fastpath_rx_packets");
     let dec = num(&t1a, "fastpath_rx_packets") - num(&t1, "fastpath_rx_packets");
     ensure!(
@@ -881,19 +869,5 @@ fn fast_path_routes_into_and_out_of_the_tunnel() -> Result<()> {
     );
     let show = h1.ctl_ok(&["fastpath-show"])?;
     eprintln!("h1$ vswitchctl fastpath-show\n{show}");
-    let before = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets");
-    h2.iperf_server("c", "10.0.0.2")?;
-    let bytes = h1.iperf_bytes("c", "10.0.0.2")?;
-    ensure!(
-        bytes > 1_000_000,
-        "routed TCP into the tunnel moved {bytes} bytes"
-    );
-    let fast = num(&port_stats(&h1, "vc")?, "fastpath_rx_packets") - before;
-    ensure!(
-        fast > 100,
-        "only {fast} frames of the TCP test took the fast path"
-    );
-    assert_transfer(&h1, "c", &mut h2, "c", "10.0.0.2", 8 << 20)?;
-    assert_transfer(&h2, "c", &mut h1, "c", "10.1.0.5", 8 << 20)?;
-    Ok(())
+    tcp_through_the_fast_path(&mut h1, &mut h2, "10.1.0.5")
 }
