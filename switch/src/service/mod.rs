@@ -449,11 +449,7 @@ impl Service {
                 }
             }
             dns::Reply::Tcp6 { reply, port, mac } => {
-                let Some(rif) = snap
-                    .port(port)
-                    .and_then(|p| snap.bridges.get(p.bridge))
-                    .and_then(|b| b.router6)
-                else {
+                let Some(rif) = router6_of(snap, port) else {
                     return;
                 };
                 for pkt in reply.segments(&msg) {
@@ -469,11 +465,7 @@ impl Service {
                 mac,
             } => {
                 let msg = dns::fit_udp(msg, limit);
-                let Some(rif) = snap
-                    .port(port)
-                    .and_then(|p| snap.bridges.get(p.bridge))
-                    .and_then(|b| b.router6)
-                else {
+                let Some(rif) = router6_of(snap, port) else {
                     return;
                 };
                 let udp = ndp::udp6(server, client, 53, cport, &msg);
@@ -783,6 +775,13 @@ fn bridge_of_source(snap: &Snapshot, ip: &[u8]) -> Option<usize> {
     snap.bridges
         .iter()
         .position(|b| b.router.is_some_and(|r| r.net.contains(&m.src)))
+}
+
+/// The IPv6 router interface of the bridge port `port` is on, if it routes IPv6.
+fn router6_of(snap: &Snapshot, port: PortId) -> Option<crate::dp::snapshot::Router6If> {
+    snap.port(port)
+        .and_then(|p| snap.bridges.get(p.bridge))
+        .and_then(|b| b.router6)
 }
 
 #[cfg(test)]
