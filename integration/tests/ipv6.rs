@@ -1179,18 +1179,23 @@ fn lock_ip_dual_stack() -> Result<()> {
     let rmac = neigh_mac(&lab, "c2", "fd00:1::1")?;
     ensure!(rmac.starts_with("02:76:"), "c2's gateway entry: {rmac:?}");
     let m1 = mac_bytes(&mac1)?;
-    let gw: std::net::Ipv6Addr = "fd00:1::1".parse()?;
-    let mut na = vec![136, 0, 0, 0, 0xa0, 0, 0, 0]; // router + override
-    na.extend_from_slice(&gw.octets());
-    na.extend_from_slice(&[2, 1]);
-    na.extend_from_slice(&m1);
-    let na = icmp6_frame_hex(
-        [0x33, 0x33, 0, 0, 0, 1],
-        m1,
-        "fd00:1::5".parse()?,
-        "ff02::1".parse()?,
-        na,
-    );
+    // Neighbor Advertisements from c1 (fd00:1::5) to all nodes, for `target`, with
+    // `flags` (router 0x80, solicited 0x40, override 0x20) and c1's MAC as the
+    // target link-layer address.
+    let na_hex = |target: &str, flags: u8| -> Result<String> {
+        let mut na = vec![136, 0, 0, 0, flags, 0, 0, 0];
+        na.extend_from_slice(&target.parse::<std::net::Ipv6Addr>()?.octets());
+        na.extend_from_slice(&[2, 1]);
+        na.extend_from_slice(&m1);
+        Ok(icmp6_frame_hex(
+            [0x33, 0x33, 0, 0, 0, 1],
+            m1,
+            "fd00:1::5".parse()?,
+            "ff02::1".parse()?,
+            na,
+        ))
+    };
+    let na = na_hex("fd00:1::1", 0xa0)?; // router + override
     let t = lab.ctl_json(&["trace", "br1", "v1", &na])?;
     ensure!(
         t["verdict"] == "drop" && t["drop_reason"] == "spoofed_ip",
@@ -1219,17 +1224,7 @@ fn lock_ip_dual_stack() -> Result<()> {
     );
     lab.assert_ping("c2", "fd00:1::1")?;
     // Its own address it may advertise (the trace lets it through).
-    let mut own = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
-    own.extend_from_slice(&"fd00:1::5".parse::<std::net::Ipv6Addr>()?.octets());
-    own.extend_from_slice(&[2, 1]);
-    own.extend_from_slice(&m1);
-    let own = icmp6_frame_hex(
-        [0x33, 0x33, 0, 0, 0, 1],
-        m1,
-        "fd00:1::5".parse()?,
-        "ff02::1".parse()?,
-        own,
-    );
+    let own = na_hex("fd00:1::5", 0x20)?;
     let t = lab.ctl_json(&["trace", "br1", "v1", &own])?;
     ensure!(t["verdict"] == "flood", "trace of c1's own NA: {t}");
     let stages = t["stages"].to_string();
