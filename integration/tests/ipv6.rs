@@ -1207,16 +1207,21 @@ fn lock_ip_dual_stack() -> Result<()> {
         ),
         "the trace does not say why: {t}"
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/send_frame.py");
-    let before = drop_count(&lab, "v1", "spoofed_ip")?;
-    lab.sh("c1", &format!("python3 {script} eth0 {na} 5"))?;
-    ensure!(
-        wait_until(Duration::from_secs(5), || {
-            drop_count(&lab, "v1", "spoofed_ip").is_ok_and(|n| n >= before + 5)
-        }),
-        "the spoofed NAs were not dropped as spoofed_ip: {}",
-        lab.drops()
-    );
+    // c1 sends frame `hex` `n` times: every one must be dropped on v1 as `reason`.
+    let dropped_as = |hex: &str, n: u64, reason: &str| -> Result<()> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/send_frame.py");
+        let before = drop_count(&lab, "v1", reason)?;
+        lab.sh("c1", &format!("python3 {script} eth0 {hex} {n}"))?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || {
+                drop_count(&lab, "v1", reason).is_ok_and(|d| d >= before + n)
+            }),
+            "{n} frames were not dropped as {reason}: {}",
+            lab.drops()
+        );
+        Ok(())
+    };
+    dropped_as(&na, 5, "spoofed_ip")?;
     let after = neigh_mac(&lab, "c2", "fd00:1::1")?;
     ensure!(
         after == rmac,
@@ -1251,15 +1256,7 @@ fn lock_ip_dual_stack() -> Result<()> {
         t["verdict"] == "drop" && t["drop_reason"] == "rogue_router",
         "trace of the RA: {t}"
     );
-    let before = drop_count(&lab, "v1", "rogue_router")?;
-    lab.sh("c1", &format!("python3 {script} eth0 {ra} 3"))?;
-    ensure!(
-        wait_until(Duration::from_secs(5), || {
-            drop_count(&lab, "v1", "rogue_router").is_ok_and(|n| n >= before + 3)
-        }),
-        "the RAs were not dropped as rogue_router: {}",
-        lab.drops()
-    );
+    dropped_as(&ra, 3, "rogue_router")?;
 
     // Locked to an IPv4 address only: IPv4 passes, IPv6 not at all (c3's Neighbor
     // Solicitations for the gateway are dropped: its pings never leave).
