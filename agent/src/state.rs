@@ -421,25 +421,22 @@ trait Block {
     fn span(&self) -> (Self::Addr, Self::Addr);
 }
 
-impl Block for BlockVal {
-    type Addr = Ipv4Addr;
-    fn node(&self) -> &str {
-        &self.node
-    }
-    fn span(&self) -> (Ipv4Addr, Ipv4Addr) {
-        (self.first, self.last)
-    }
+/// [`Block`] for the block values, which both have `node`, `first` and `last`.
+macro_rules! impl_block {
+    ($($t:ty => $a:ty),*) => {$(
+        impl Block for $t {
+            type Addr = $a;
+            fn node(&self) -> &str {
+                &self.node
+            }
+            fn span(&self) -> ($a, $a) {
+                (self.first, self.last)
+            }
+        }
+    )*};
 }
 
-impl Block for Block6Val {
-    type Addr = Ipv6Addr;
-    fn node(&self) -> &str {
-        &self.node
-    }
-    fn span(&self) -> (Ipv6Addr, Ipv6Addr) {
-        (self.first, self.last)
-    }
-}
+impl_block!(BlockVal => Ipv4Addr, Block6Val => Ipv6Addr);
 
 /// [`my_range`] / [`my_range6`]: the contiguous run of `me`'s blocks of `net` starting
 /// at its lowest one.
