@@ -1471,30 +1471,21 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
             ))
         }
         (Some(_), Some(_)) if gateway6.is_none() => {
-            return Err(
-                "DHCPv6 needs an IPv6 gateway (--gateway IPV6: the DHCPv6 server answers from it)"
-                    .into(),
-            )
+            return Err("DHCPv6 needs an IPv6 gateway \
+                        (--gateway IPV6: the DHCPv6 server answers from it)"
+                .into())
         }
         (Some(r), Some(n)) if r.trim().is_empty() => Some(format!(
             "{}-{}",
             Ipv6Addr::from(u128::from(n.network()).saturating_add(1)),
             n.broadcast()
         )),
-        (Some(r), Some(n)) => {
-            let bad = || {
-                format!(
-                    "bad DHCPv6 range {r:?}: expected FIRST-LAST inside the IPv6 subnet {n}, FIRST <= LAST"
-                )
-            };
-            let (a, b) = r.split_once('-').ok_or_else(bad)?;
-            let f: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
-            let l: Ipv6Addr = b.trim().parse().map_err(|_| bad())?;
-            if !n.contains(&f) || !n.contains(&l) || f > l {
-                return Err(bad());
-            }
-            Some(format!("{f}-{l}"))
-        }
+        (Some(r), Some(n)) => Some(dhcp_range::<Ipv6Addr>(
+            "DHCPv6",
+            r,
+            &format!("the IPv6 subnet {n}"),
+            |a| n.contains(a),
+        )?),
     };
     let dhcp = match (&req.dhcp, subnet) {
         (None, _) => None,
@@ -1509,20 +1500,9 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         (Some(r), Some(n)) if r.trim().is_empty() => {
             Some(format!("{}-{}", n.network(), n.broadcast()))
         }
-        (Some(r), Some(n)) => {
-            let bad = || {
-                format!(
-                    "bad DHCP range {r:?}: expected FIRST-LAST inside the subnet, FIRST <= LAST"
-                )
-            };
-            let (a, b) = r.split_once('-').ok_or_else(bad)?;
-            let f: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-            let l: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
-            if !n.contains(&f) || !n.contains(&l) || f > l {
-                return Err(bad());
-            }
-            Some(format!("{f}-{l}"))
-        }
+        (Some(r), Some(n)) => Some(dhcp_range::<Ipv4Addr>("DHCP", r, "the subnet", |a| {
+            n.contains(a)
+        })?),
     };
     let mtu = req.mtu.unwrap_or(OVERLAY_MTU);
     if !(68..=65535).contains(&mtu) {
@@ -1542,6 +1522,28 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         isolated: req.isolated,
         mtu,
     })
+}
+
+/// The `what` (DHCP, DHCPv6) range `r`, `FIRST-LAST` with both `inside` `subnet` and
+/// FIRST <= LAST, written back as `FIRST-LAST`; anything else is one line naming it.
+fn dhcp_range<A>(
+    what: &str,
+    r: &str,
+    subnet: &str,
+    inside: impl Fn(&A) -> bool,
+) -> Result<String, String>
+where
+    A: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let bad =
+        || format!("bad {what} range {r:?}: expected FIRST-LAST inside {subnet}, FIRST <= LAST");
+    let (a, b) = r.split_once('-').ok_or_else(bad)?;
+    let f: A = a.trim().parse().map_err(|_| bad())?;
+    let l: A = b.trim().parse().map_err(|_| bad())?;
+    if !inside(&f) || !inside(&l) || f > l {
+        return Err(bad());
+    }
+    Ok(format!("{f}-{l}"))
 }
 
 /// Docker's way: `--subnet` and `--gateway` once per family. An IPv6 CIDR in `subnet`
@@ -1589,6 +1591,50 @@ fn split_families(req: &AddBr) -> Result<AddBr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both families' DHCP ranges are checked by one function; the messages are the
+    /// ones docs/cli.md and docs/cluster.md show, and a good range is written back.
+    #[test]
+    fn dhcp_ranges_of_both_families() {
+        let req = |subnet: &str, gw: &str, dhcp: &str| AddBr {
+            name: "ov".into(),
+            subnet: Some(subnet.into()),
+            gateway: Some(gw.into()),
+            dhcp: Some(dhcp.into()),
+            overlay: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_overlay(&req("10.3.0.0/24", "10.3.0.1", "10.3.0.200-10.3.0.100")),
+            Err(
+                "bad DHCP range \"10.3.0.200-10.3.0.100\": expected FIRST-LAST inside the \
+                 subnet, FIRST <= LAST"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            validate_overlay(&req(
+                "fd00:20::/64",
+                "fd00:20::1",
+                "fd00:21::10-fd00:21::20"
+            )),
+            Err(
+                "bad DHCPv6 range \"fd00:21::10-fd00:21::20\": expected FIRST-LAST inside \
+                 the IPv6 subnet fd00:20::/64, FIRST <= LAST"
+                    .to_string()
+            )
+        );
+        let n =
+            validate_overlay(&req("10.3.0.0/24", "10.3.0.1", " 10.3.0.10 - 10.3.0.20")).unwrap();
+        assert_eq!(n.dhcp.as_deref(), Some("10.3.0.10-10.3.0.20"));
+        let n = validate_overlay(&req(
+            "fd00:20::/64",
+            "fd00:20::1",
+            "fd00:20::10-fd00:20::20",
+        ))
+        .unwrap();
+        assert_eq!(n.dhcp6.as_deref(), Some("fd00:20::10-fd00:20::20"));
+    }
 
     #[test]
     fn overlay_requests_are_checked() {
