@@ -807,13 +807,7 @@ impl Agent {
                 }
             }
             let range = state::my_range(&self.view, &n.name, &me);
-            let leased = range.map_or(0, |(f, l)| {
-                b.leases
-                    .iter()
-                    .filter_map(|x| x.ip.parse::<Ipv4Addr>().ok())
-                    .filter(|ip| *ip >= f && *ip <= l)
-                    .count()
-            });
+            let leased = leased_in(b.leases.iter().map(|x| &x.ip), range);
             if let Some((first, last)) = state::block_to_claim(&self.view, n, &me, leased) {
                 claims.push((
                     self.keys.block(&n.name, first),
@@ -827,14 +821,8 @@ impl Agent {
             }
             // DHCPv6 leases (those with a DUID) in this node's IPv6 range.
             let range6 = state::my_range6(&self.view, &n.name, &me);
-            let leased6 = range6.map_or(0, |(f, l)| {
-                b.leases
-                    .iter()
-                    .filter(|x| x.duid.is_some())
-                    .filter_map(|x| x.ip.parse::<Ipv6Addr>().ok())
-                    .filter(|ip| *ip >= f && *ip <= l)
-                    .count()
-            });
+            let dhcp6 = b.leases.iter().filter(|x| x.duid.is_some());
+            let leased6 = leased_in(dhcp6.map(|x| &x.ip), range6);
             if let Some((first, last)) = state::block6_to_claim(&self.view, n, &me, leased6) {
                 claims6.push((
                     self.keys.block6(&n.name, first),
@@ -1524,6 +1512,19 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
     })
 }
 
+/// How many of the leased addresses `ips` (as vswitchd lists them) are in `range`
+/// (0 without a range); addresses of the other family do not parse and do not count.
+fn leased_in<'a, A>(ips: impl Iterator<Item = &'a String>, range: Option<(A, A)>) -> usize
+where
+    A: std::str::FromStr + PartialOrd,
+{
+    range.map_or(0, |(f, l)| {
+        ips.filter_map(|ip| ip.parse::<A>().ok())
+            .filter(|ip| *ip >= f && *ip <= l)
+            .count()
+    })
+}
+
 /// The `what` (DHCP, DHCPv6) range `r`, `FIRST-LAST` with both `inside` `subnet` and
 /// FIRST <= LAST, written back as `FIRST-LAST`; anything else is one line naming it.
 fn dhcp_range<A>(
@@ -1634,6 +1635,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(n.dhcp6.as_deref(), Some("fd00:20::10-fd00:20::20"));
+    }
+
+    /// Leases count towards a range of their own family only, and only inside it.
+    #[test]
+    fn leases_counted_per_family_and_range() {
+        let ips: Vec<String> = ["10.1.0.5", "10.1.0.20", "fd00:10::105", "junk"]
+            .map(String::from)
+            .into();
+        let v4: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        let v4z: Ipv4Addr = "10.1.0.15".parse().unwrap();
+        assert_eq!(leased_in(ips.iter(), Some((v4, v4z))), 1);
+        let v6: Ipv6Addr = "fd00:10::100".parse().unwrap();
+        let v6z: Ipv6Addr = "fd00:10::1ff".parse().unwrap();
+        assert_eq!(leased_in(ips.iter(), Some((v6, v6z))), 1);
+        assert_eq!(leased_in::<Ipv6Addr>(ips.iter(), None), 0);
     }
 
     #[test]
