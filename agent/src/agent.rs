@@ -492,6 +492,26 @@ impl Agent {
         }
     }
 
+    /// Create `key` holding `value` unless it exists: a block claim (of two nodes racing
+    /// for a block, one gets it; the other picks again on the next round). Whether it
+    /// was created.
+    async fn claim(
+        &mut self,
+        c: &mut Client,
+        key: String,
+        value: Vec<u8>,
+        lease: &Option<PutOptions>,
+    ) -> Result<bool, String> {
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), value.clone(), lease.clone())]);
+        let r = with_timeout(self.urls(), c.txn(txn)).await?;
+        if r.succeeded() {
+            self.set(key, Some(value));
+        }
+        Ok(r.succeeded())
+    }
+
     /// Key `key` now holds `value` (`None`: deleted): the raw copy and the view follow.
     fn set(&mut self, key: String, value: Option<Vec<u8>>) {
         self.view
@@ -869,25 +889,13 @@ impl Agent {
             }
         }
         for (key, val) in claims {
-            let txn = Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), keys::encode(&val), lease.clone())]);
-            let r = with_timeout(self.urls(), c.txn(txn)).await?;
-            if r.succeeded() {
+            if self.claim(&mut c, key, keys::encode(&val), &lease).await? {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCP address block claimed");
-                self.set(key, Some(keys::encode(&val)));
             }
         }
-        // The same create-if-absent claim for DHCPv6 blocks: of two nodes racing for a
-        // block, one gets it; the other picks again on the next round.
         for (key, val) in claims6 {
-            let txn = Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), keys::encode(&val), lease.clone())]);
-            let r = with_timeout(self.urls(), c.txn(txn)).await?;
-            if r.succeeded() {
+            if self.claim(&mut c, key, keys::encode(&val), &lease).await? {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCPv6 address block claimed");
-                self.set(key, Some(keys::encode(&val)));
             }
         }
         self.rebuild();
