@@ -1167,22 +1167,17 @@ impl Agent {
                 "address {ip} is the gateway of overlay network {bridge}"
             ));
         }
-        if let Some(b) = v4
+        // The DHCP block of the address's family holding it: (node, block, family).
+        let held = v4
             .and_then(|a| state::block_owner(&self.view, bridge, a))
-            .filter(|b| b.node != me)
-        {
+            .map(|b| (&b.node, format!("{}-{}", b.first, b.last), "DHCP"))
+            .or_else(|| {
+                v6.and_then(|a| state::block6_owner(&self.view, bridge, a))
+                    .map(|b| (&b.node, format!("{}-{}", b.first, b.last), "DHCPv6"))
+            });
+        if let Some((node, block, what)) = held.filter(|(node, _, _)| **node != me) {
             return Err(format!(
-                "address {ip} is in node {}'s DHCP block {}-{} of {bridge}: pick an address outside the DHCP range",
-                b.node, b.first, b.last
-            ));
-        }
-        if let Some(b) = v6
-            .and_then(|a| state::block6_owner(&self.view, bridge, a))
-            .filter(|b| b.node != me)
-        {
-            return Err(format!(
-                "address {ip} is in node {}'s DHCPv6 block {}-{} of {bridge}: pick an address outside the DHCPv6 range",
-                b.node, b.first, b.last
+                "address {ip} is in node {node}'s {what} block {block} of {bridge}: pick an address outside the {what} range"
             ));
         }
         if let Some(v) = self.view.ips.get(&(bridge.to_string(), any)) {
