@@ -492,6 +492,26 @@ impl Agent {
         }
     }
 
+    /// Create `key` holding `value` unless it exists: a block claim (of two nodes racing
+    /// for a block, one gets it; the other picks again on the next round). Whether it
+    /// was created.
+    async fn claim(
+        &mut self,
+        c: &mut Client,
+        key: String,
+        value: Vec<u8>,
+        lease: &Option<PutOptions>,
+    ) -> Result<bool, String> {
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), value.clone(), lease.clone())]);
+        let r = with_timeout(self.urls(), c.txn(txn)).await?;
+        if r.succeeded() {
+            self.set(key, Some(value));
+        }
+        Ok(r.succeeded())
+    }
+
     /// Key `key` now holds `value` (`None`: deleted): the raw copy and the view follow.
     fn set(&mut self, key: String, value: Option<Vec<u8>>) {
         self.view
@@ -807,13 +827,7 @@ impl Agent {
                 }
             }
             let range = state::my_range(&self.view, &n.name, &me);
-            let leased = range.map_or(0, |(f, l)| {
-                b.leases
-                    .iter()
-                    .filter_map(|x| x.ip.parse::<Ipv4Addr>().ok())
-                    .filter(|ip| *ip >= f && *ip <= l)
-                    .count()
-            });
+            let leased = leased_in(b.leases.iter().map(|x| &x.ip), range);
             if let Some((first, last)) = state::block_to_claim(&self.view, n, &me, leased) {
                 claims.push((
                     self.keys.block(&n.name, first),
@@ -827,14 +841,8 @@ impl Agent {
             }
             // DHCPv6 leases (those with a DUID) in this node's IPv6 range.
             let range6 = state::my_range6(&self.view, &n.name, &me);
-            let leased6 = range6.map_or(0, |(f, l)| {
-                b.leases
-                    .iter()
-                    .filter(|x| x.duid.is_some())
-                    .filter_map(|x| x.ip.parse::<Ipv6Addr>().ok())
-                    .filter(|ip| *ip >= f && *ip <= l)
-                    .count()
-            });
+            let dhcp6 = b.leases.iter().filter(|x| x.duid.is_some());
+            let leased6 = leased_in(dhcp6.map(|x| &x.ip), range6);
             if let Some((first, last)) = state::block6_to_claim(&self.view, n, &me, leased6) {
                 claims6.push((
                     self.keys.block6(&n.name, first),
@@ -881,25 +889,13 @@ impl Agent {
             }
         }
         for (key, val) in claims {
-            let txn = Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), keys::encode(&val), lease.clone())]);
-            let r = with_timeout(self.urls(), c.txn(txn)).await?;
-            if r.succeeded() {
+            if self.claim(&mut c, key, keys::encode(&val), &lease).await? {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCP address block claimed");
-                self.set(key, Some(keys::encode(&val)));
             }
         }
-        // The same create-if-absent claim for DHCPv6 blocks: of two nodes racing for a
-        // block, one gets it; the other picks again on the next round.
         for (key, val) in claims6 {
-            let txn = Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), keys::encode(&val), lease.clone())]);
-            let r = with_timeout(self.urls(), c.txn(txn)).await?;
-            if r.succeeded() {
+            if self.claim(&mut c, key, keys::encode(&val), &lease).await? {
                 tracing::info!(block = %format!("{}-{}", val.first, val.last), "DHCPv6 address block claimed");
-                self.set(key, Some(keys::encode(&val)));
             }
         }
         self.rebuild();
@@ -1171,22 +1167,17 @@ impl Agent {
                 "address {ip} is the gateway of overlay network {bridge}"
             ));
         }
-        if let Some(b) = v4
+        // The DHCP block of the address's family holding it: (node, block, family).
+        let held = v4
             .and_then(|a| state::block_owner(&self.view, bridge, a))
-            .filter(|b| b.node != me)
-        {
+            .map(|b| (&b.node, format!("{}-{}", b.first, b.last), "DHCP"))
+            .or_else(|| {
+                v6.and_then(|a| state::block6_owner(&self.view, bridge, a))
+                    .map(|b| (&b.node, format!("{}-{}", b.first, b.last), "DHCPv6"))
+            });
+        if let Some((node, block, what)) = held.filter(|(node, _, _)| **node != me) {
             return Err(format!(
-                "address {ip} is in node {}'s DHCP block {}-{} of {bridge}: pick an address outside the DHCP range",
-                b.node, b.first, b.last
-            ));
-        }
-        if let Some(b) = v6
-            .and_then(|a| state::block6_owner(&self.view, bridge, a))
-            .filter(|b| b.node != me)
-        {
-            return Err(format!(
-                "address {ip} is in node {}'s DHCPv6 block {}-{} of {bridge}: pick an address outside the DHCPv6 range",
-                b.node, b.first, b.last
+                "address {ip} is in node {node}'s {what} block {block} of {bridge}: pick an address outside the {what} range"
             ));
         }
         if let Some(v) = self.view.ips.get(&(bridge.to_string(), any)) {
@@ -1471,30 +1462,21 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
             ))
         }
         (Some(_), Some(_)) if gateway6.is_none() => {
-            return Err(
-                "DHCPv6 needs an IPv6 gateway (--gateway IPV6: the DHCPv6 server answers from it)"
-                    .into(),
-            )
+            return Err("DHCPv6 needs an IPv6 gateway \
+                        (--gateway IPV6: the DHCPv6 server answers from it)"
+                .into())
         }
         (Some(r), Some(n)) if r.trim().is_empty() => Some(format!(
             "{}-{}",
             Ipv6Addr::from(u128::from(n.network()).saturating_add(1)),
             n.broadcast()
         )),
-        (Some(r), Some(n)) => {
-            let bad = || {
-                format!(
-                    "bad DHCPv6 range {r:?}: expected FIRST-LAST inside the IPv6 subnet {n}, FIRST <= LAST"
-                )
-            };
-            let (a, b) = r.split_once('-').ok_or_else(bad)?;
-            let f: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
-            let l: Ipv6Addr = b.trim().parse().map_err(|_| bad())?;
-            if !n.contains(&f) || !n.contains(&l) || f > l {
-                return Err(bad());
-            }
-            Some(format!("{f}-{l}"))
-        }
+        (Some(r), Some(n)) => Some(dhcp_range::<Ipv6Addr>(
+            "DHCPv6",
+            r,
+            &format!("the IPv6 subnet {n}"),
+            |a| n.contains(a),
+        )?),
     };
     let dhcp = match (&req.dhcp, subnet) {
         (None, _) => None,
@@ -1509,20 +1491,9 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         (Some(r), Some(n)) if r.trim().is_empty() => {
             Some(format!("{}-{}", n.network(), n.broadcast()))
         }
-        (Some(r), Some(n)) => {
-            let bad = || {
-                format!(
-                    "bad DHCP range {r:?}: expected FIRST-LAST inside the subnet, FIRST <= LAST"
-                )
-            };
-            let (a, b) = r.split_once('-').ok_or_else(bad)?;
-            let f: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-            let l: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
-            if !n.contains(&f) || !n.contains(&l) || f > l {
-                return Err(bad());
-            }
-            Some(format!("{f}-{l}"))
-        }
+        (Some(r), Some(n)) => Some(dhcp_range::<Ipv4Addr>("DHCP", r, "the subnet", |a| {
+            n.contains(a)
+        })?),
     };
     let mtu = req.mtu.unwrap_or(OVERLAY_MTU);
     if !(68..=65535).contains(&mtu) {
@@ -1542,6 +1513,41 @@ fn validate_overlay(req: &AddBr) -> Result<NetVal, String> {
         isolated: req.isolated,
         mtu,
     })
+}
+
+/// How many of the leased addresses `ips` (as vswitchd lists them) are in `range`
+/// (0 without a range); addresses of the other family do not parse and do not count.
+fn leased_in<'a, A>(ips: impl Iterator<Item = &'a String>, range: Option<(A, A)>) -> usize
+where
+    A: std::str::FromStr + PartialOrd,
+{
+    range.map_or(0, |(f, l)| {
+        ips.filter_map(|ip| ip.parse::<A>().ok())
+            .filter(|ip| *ip >= f && *ip <= l)
+            .count()
+    })
+}
+
+/// The `what` (DHCP, DHCPv6) range `r`, `FIRST-LAST` with both `inside` `subnet` and
+/// FIRST <= LAST, written back as `FIRST-LAST`; anything else is one line naming it.
+fn dhcp_range<A>(
+    what: &str,
+    r: &str,
+    subnet: &str,
+    inside: impl Fn(&A) -> bool,
+) -> Result<String, String>
+where
+    A: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let bad =
+        || format!("bad {what} range {r:?}: expected FIRST-LAST inside {subnet}, FIRST <= LAST");
+    let (a, b) = r.split_once('-').ok_or_else(bad)?;
+    let f: A = a.trim().parse().map_err(|_| bad())?;
+    let l: A = b.trim().parse().map_err(|_| bad())?;
+    if !inside(&f) || !inside(&l) || f > l {
+        return Err(bad());
+    }
+    Ok(format!("{f}-{l}"))
 }
 
 /// Docker's way: `--subnet` and `--gateway` once per family. An IPv6 CIDR in `subnet`
@@ -1589,6 +1595,65 @@ fn split_families(req: &AddBr) -> Result<AddBr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both families' DHCP ranges are checked by one function; the messages are the
+    /// ones docs/cli.md and docs/cluster.md show, and a good range is written back.
+    #[test]
+    fn dhcp_ranges_of_both_families() {
+        let req = |subnet: &str, gw: &str, dhcp: &str| AddBr {
+            name: "ov".into(),
+            subnet: Some(subnet.into()),
+            gateway: Some(gw.into()),
+            dhcp: Some(dhcp.into()),
+            overlay: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_overlay(&req("10.3.0.0/24", "10.3.0.1", "10.3.0.200-10.3.0.100")),
+            Err(
+                "bad DHCP range \"10.3.0.200-10.3.0.100\": expected FIRST-LAST inside the \
+                 subnet, FIRST <= LAST"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            validate_overlay(&req(
+                "fd00:20::/64",
+                "fd00:20::1",
+                "fd00:21::10-fd00:21::20"
+            )),
+            Err(
+                "bad DHCPv6 range \"fd00:21::10-fd00:21::20\": expected FIRST-LAST inside \
+                 the IPv6 subnet fd00:20::/64, FIRST <= LAST"
+                    .to_string()
+            )
+        );
+        let n =
+            validate_overlay(&req("10.3.0.0/24", "10.3.0.1", " 10.3.0.10 - 10.3.0.20")).unwrap();
+        assert_eq!(n.dhcp.as_deref(), Some("10.3.0.10-10.3.0.20"));
+        let n = validate_overlay(&req(
+            "fd00:20::/64",
+            "fd00:20::1",
+            "fd00:20::10-fd00:20::20",
+        ))
+        .unwrap();
+        assert_eq!(n.dhcp6.as_deref(), Some("fd00:20::10-fd00:20::20"));
+    }
+
+    /// Leases count towards a range of their own family only, and only inside it.
+    #[test]
+    fn leases_counted_per_family_and_range() {
+        let ips: Vec<String> = ["10.1.0.5", "10.1.0.20", "fd00:10::105", "junk"]
+            .map(String::from)
+            .into();
+        let v4: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        let v4z: Ipv4Addr = "10.1.0.15".parse().unwrap();
+        assert_eq!(leased_in(ips.iter(), Some((v4, v4z))), 1);
+        let v6: Ipv6Addr = "fd00:10::100".parse().unwrap();
+        let v6z: Ipv6Addr = "fd00:10::1ff".parse().unwrap();
+        assert_eq!(leased_in(ips.iter(), Some((v6, v6z))), 1);
+        assert_eq!(leased_in::<Ipv6Addr>(ips.iter(), None), 0);
+    }
 
     #[test]
     fn overlay_requests_are_checked() {

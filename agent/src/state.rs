@@ -261,22 +261,7 @@ pub fn blocks_of(n: &NetVal) -> Vec<(Ipv4Addr, Ipv4Addr)> {
 /// This node's DHCP range on `net`: the contiguous run of its blocks starting at its
 /// lowest one (vswitchd serves one range per bridge).
 pub fn my_range(view: &View, net: &str, me: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let mine: Vec<&BlockVal> = view
-        .blocks
-        .iter()
-        .filter(|((n, _), b)| n == net && b.node == me)
-        .map(|(_, b)| b)
-        .collect();
-    let first = mine.first()?;
-    let mut range = (first.first, first.last);
-    for b in &mine[1..] {
-        if u32::from(b.first) == u32::from(range.1).wrapping_add(1) {
-            range.1 = b.last;
-        } else {
-            break;
-        }
-    }
-    Some(range)
+    run_of(&view.blocks, net, me)
 }
 
 /// The block this node should claim on `net` now, if any: a first one as soon as it
@@ -304,27 +289,15 @@ pub fn block_to_claim(
     };
     match my_range(view, &net.name, me) {
         None => {
-            // Runs of free blocks: (start index, length).
-            let mut runs: Vec<(usize, usize)> = Vec::new();
-            for (i, b) in all.iter().enumerate() {
-                if !free(b) {
-                    continue;
-                }
-                match runs.last_mut() {
-                    Some((s, l)) if *s + *l == i => *l += 1,
-                    _ => runs.push((i, 1)),
-                }
-            }
-            let (start, len) = runs
-                .iter()
-                .copied()
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
-            let at = if start == 0 { 0 } else { start + len / 2 };
-            all.get(at).copied()
+            // Blocks by index in `all`.
+            let taken = (0..all.len())
+                .filter(|i| !free(&all[*i]))
+                .map(|i| i as u128);
+            let at = first_block(taken, 0, (all.len() as u128).checked_sub(1)?)?;
+            all.get(usize::try_from(at).ok()?).copied()
         }
         Some((f, l)) => {
-            let size = (u32::from(l) - u32::from(f) + 1) as usize;
-            if leased * 100 < size * REFILL_PERCENT {
+            if !range_full(leased, f, l) {
                 return None;
             }
             all.iter()
@@ -337,11 +310,7 @@ pub fn block_to_claim(
 
 /// The block of `net` holding `ip`, and who holds it.
 pub fn block_owner<'a>(view: &'a View, net: &str, ip: Ipv4Addr) -> Option<&'a BlockVal> {
-    view.blocks
-        .iter()
-        .filter(|((n, _), b)| n == net && ip >= b.first && ip <= b.last)
-        .map(|(_, b)| b)
-        .next()
+    owner_of(&view.blocks, net, ip)
 }
 
 /// The DHCPv6 range of network `n` as block numbers and addresses: `(first block,
@@ -383,22 +352,7 @@ pub fn block6_of(n: &NetVal, ip: Ipv6Addr) -> Option<(Ipv6Addr, Ipv6Addr)> {
 /// This node's DHCPv6 range on `net`: the contiguous run of its blocks starting at its
 /// lowest one (vswitchd serves one range per bridge), as for IPv4 ([`my_range`]).
 pub fn my_range6(view: &View, net: &str, me: &str) -> Option<(Ipv6Addr, Ipv6Addr)> {
-    let mine: Vec<&Block6Val> = view
-        .blocks6
-        .iter()
-        .filter(|((n, _), b)| n == net && b.node == me)
-        .map(|(_, b)| b)
-        .collect();
-    let first = mine.first()?;
-    let mut range = (first.first, first.last);
-    for b in &mine[1..] {
-        if u128::from(b.first) == u128::from(range.1).wrapping_add(1) {
-            range.1 = b.last;
-        } else {
-            break;
-        }
-    }
-    Some(range)
+    run_of(&view.blocks6, net, me)
 }
 
 /// The DHCPv6 block this node should claim on `net` now, if any, chosen as for IPv4
@@ -425,35 +379,12 @@ pub fn block6_to_claim(
         _ => None,
     }));
     match my_range6(view, &net.name, me) {
-        None => {
-            // Runs of free blocks between the taken ones: (start, length).
-            let mut best: Option<(u128, u128)> = None;
-            let mut start = r.0;
-            for t in taken
-                .iter()
-                .copied()
-                .filter(|t| *t >= r.0 && *t <= r.1)
-                .chain(std::iter::once(r.1.saturating_add(1)))
-            {
-                if t > start {
-                    let len = t - start;
-                    if best.is_none_or(|(_, l)| len > l) {
-                        best = Some((start, len));
-                    }
-                }
-                start = start.max(t.saturating_add(1));
-            }
-            let (s, len) = best?;
-            let at = if s == r.0 { s } else { s + len / 2 };
-            Some(block6_at(r, at))
-        }
+        None => Some(block6_at(r, first_block(taken.iter().copied(), r.0, r.1)?)),
         Some((f, l)) => {
-            let last = u128::from(l);
-            let size = last - u128::from(f) + 1;
-            if (leased as u128).saturating_mul(100) < size.saturating_mul(REFILL_PERCENT as u128) {
+            if !range_full(leased, f, l) {
                 return None;
             }
-            let next = last.checked_add(1)? / BLOCK6;
+            let next = u128::from(l).checked_add(1)? / BLOCK6;
             (next <= r.1 && !taken.contains(&next)).then(|| block6_at(r, next))
         }
     }
@@ -461,11 +392,116 @@ pub fn block6_to_claim(
 
 /// The DHCPv6 block of `net` holding `ip`, and who holds it.
 pub fn block6_owner<'a>(view: &'a View, net: &str, ip: Ipv6Addr) -> Option<&'a Block6Val> {
-    view.blocks6
+    owner_of(&view.blocks6, net, ip)
+}
+
+/// An address of one family, as the block logic shared by IPv4 and IPv6 sees it.
+trait Addr: Copy + Ord {
+    /// The address as a number (`u32` or `u128` widened).
+    fn num(self) -> u128;
+}
+
+impl Addr for Ipv4Addr {
+    fn num(self) -> u128 {
+        u32::from(self).into()
+    }
+}
+
+impl Addr for Ipv6Addr {
+    fn num(self) -> u128 {
+        self.into()
+    }
+}
+
+/// A DHCP block of either family ([`BlockVal`], [`Block6Val`]).
+trait Block {
+    type Addr: Addr;
+    fn node(&self) -> &str;
+    /// First and last address.
+    fn span(&self) -> (Self::Addr, Self::Addr);
+}
+
+/// [`Block`] for the block values, which both have `node`, `first` and `last`.
+macro_rules! impl_block {
+    ($($t:ty => $a:ty),*) => {$(
+        impl Block for $t {
+            type Addr = $a;
+            fn node(&self) -> &str {
+                &self.node
+            }
+            fn span(&self) -> ($a, $a) {
+                (self.first, self.last)
+            }
+        }
+    )*};
+}
+
+impl_block!(BlockVal => Ipv4Addr, Block6Val => Ipv6Addr);
+
+/// [`my_range`] / [`my_range6`]: the contiguous run of `me`'s blocks of `net` starting
+/// at its lowest one.
+fn run_of<B: Block>(
+    blocks: &BTreeMap<(String, B::Addr), B>,
+    net: &str,
+    me: &str,
+) -> Option<(B::Addr, B::Addr)> {
+    let mut mine = blocks
         .iter()
-        .filter(|((n, _), b)| n == net && ip >= b.first && ip <= b.last)
+        .filter(|((n, _), b)| n == net && b.node() == me)
+        .map(|(_, b)| b.span());
+    let mut range = mine.next()?;
+    for (f, l) in mine {
+        if f.num() == range.1.num().wrapping_add(1) {
+            range.1 = l;
+        } else {
+            break;
+        }
+    }
+    Some(range)
+}
+
+/// [`block_owner`] / [`block6_owner`]: the block of `net` holding `ip`.
+fn owner_of<'a, B: Block>(
+    blocks: &'a BTreeMap<(String, B::Addr), B>,
+    net: &str,
+    ip: B::Addr,
+) -> Option<&'a B> {
+    blocks
+        .iter()
+        .filter(|((n, _), b)| n == net && ip >= b.span().0 && ip <= b.span().1)
         .map(|(_, b)| b)
         .next()
+}
+
+/// Where a node's first block goes among the blocks numbered `lo..=hi`, given the
+/// numbers of the taken ones in ascending order: in the middle of the longest run of
+/// free blocks (the earliest of equally long ones), or at the run's start when it
+/// starts at `lo` (nothing taken before it).
+fn first_block(taken: impl IntoIterator<Item = u128>, lo: u128, hi: u128) -> Option<u128> {
+    // Runs of free blocks between the taken ones: (start, length).
+    let mut best: Option<(u128, u128)> = None;
+    let mut start = lo;
+    for t in taken
+        .into_iter()
+        .filter(|t| *t >= lo && *t <= hi)
+        .chain(std::iter::once(hi.saturating_add(1)))
+    {
+        if t > start {
+            let len = t - start;
+            if best.is_none_or(|(_, l)| len > l) {
+                best = Some((start, len));
+            }
+        }
+        start = start.max(t.saturating_add(1));
+    }
+    let (s, len) = best?;
+    Some(if s == lo { s } else { s + len / 2 })
+}
+
+/// Whether `leased` addresses fill [`REFILL_PERCENT`] of the range `first..=last`.
+fn range_full<A: Addr>(leased: usize, first: A, last: A) -> bool {
+    let size = (last.num() - first.num()).saturating_add(1);
+    (leased as u128).saturating_mul(100) >= size.saturating_mul(REFILL_PERCENT as u128)
 }
 
 /// Nodes alive (registered) with at least one endpoint on `net`, other than `me`.

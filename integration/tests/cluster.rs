@@ -259,6 +259,48 @@ fn dad_done(lab: &Lab, c: &str) -> bool {
         .is_ok_and(|o| o.trim().is_empty())
 }
 
+/// Bridge `ov` as `list-br` on `host` shows it.
+fn ov_bridge(cl: &Cluster, host: &str) -> Option<serde_json::Value> {
+    let v = cl.ctl_json(host, &["list-br"]).ok()?;
+    v.as_array()?.iter().find(|b| b["name"] == "ov").cloned()
+}
+
+/// pipework of the static IPv6 address `addr` on container `c` on `host` must fail
+/// with one line naming every word of `want`; returns that line (stderr).
+fn pipework6_refused(
+    cl: &Cluster,
+    lab: &Lab,
+    host: &str,
+    c: &str,
+    addr: &str,
+    want: &[&str],
+) -> Result<String> {
+    let o = pipework6(cl, lab, host, c, addr)?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(
+        !o.status.success() && want.iter().all(|w| err.contains(w)),
+        "{addr} on {host}: {err}"
+    );
+    ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    Ok(err)
+}
+
+/// Each `vswitchctl ARGS` (words split at spaces) on `host` fails with one line
+/// containing its `want`.
+fn ctl_refused(cl: &Cluster, host: &str, cases: &[(&str, &str)]) -> Result<()> {
+    for (args, want) in cases {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let o = cl.ctl(host, &words)?;
+        ensure!(
+            o.code != 0 && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
+            "vswitchctl {args}: {} {:?}",
+            o.code,
+            o.stderr
+        );
+    }
+    Ok(())
+}
+
 /// Dual stack on an overlay network: the network carries its IPv6 subnet and gateway
 /// to every host, endpoints carry their IPv6 addresses, ping -6 crosses the VXLAN
 /// overlay, names resolve AAAA at every host's gateway, a static IPv6 address in use
@@ -276,13 +318,8 @@ fn dual_stack_overlay_across_hosts() -> Result<()> {
     )?;
     for h in ["h1", "h2", "h3"] {
         wait_for(&format!("ov with its IPv6 subnet on {h}"), 10, || {
-            cl.ctl_json(h, &["list-br"])
-                .ok()
-                .and_then(|v| {
-                    let b = v.as_array()?.iter().find(|b| b["name"] == "ov")?.clone();
-                    Some(b["subnet6"] == "fd00:10::/64" && b["gateway6"] == "fd00:10::1")
-                })
-                .unwrap_or(false)
+            ov_bridge(&cl, h)
+                .is_some_and(|b| b["subnet6"] == "fd00:10::/64" && b["gateway6"] == "fd00:10::1")
         })?;
     }
     let show = cl.show("h3").context("cluster-show on h3")?;
@@ -381,58 +418,32 @@ fn dual_stack_overlay_across_hosts() -> Result<()> {
     );
     // A static IPv6 address in use on another host is refused, naming that host.
     v6_container(&mut lab, "dup")?;
-    let o = pipework6(&cl, &lab, "h3", "dup", "fd00:10::11/64")?;
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    ensure!(
-        !o.status.success() && err.contains("fd00:10::11") && err.contains("h1"),
-        "a second fd00:10::11 on h3: {err}"
-    );
-    ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    let err = pipework6_refused(
+        &cl,
+        &lab,
+        "h3",
+        "dup",
+        "fd00:10::11/64",
+        &["fd00:10::11", "h1"],
+    )?;
     println!("$ pipework ov -i eth1 -a inet6 dup fd00:10::11/64   # on h3\n{err}");
     // Bad IPv6 input: one line, non-zero exit.
-    for (args, want) in [
+    let bad = [
         (
-            vec!["add-br", "ov6", "--overlay", "--subnet", "fd00:10:0:1::/56"],
+            "add-br ov6 --overlay --subnet fd00:10:0:1::/56",
             "host bits set",
         ),
+        ("add-br ov6 --overlay --subnet fd00:10::/48", "overlaps"),
         (
-            vec!["add-br", "ov6", "--overlay", "--subnet", "fd00:10::/48"],
-            "overlaps",
-        ),
-        (
-            vec![
-                "add-br",
-                "ov6",
-                "--overlay",
-                "--subnet",
-                "fd00:20::/64",
-                "--gateway",
-                "fd00:30::1",
-            ],
+            "add-br ov6 --overlay --subnet fd00:20::/64 --gateway fd00:30::1",
             "not a host address",
         ),
         (
-            vec![
-                "add-br",
-                "ov6",
-                "--overlay",
-                "--subnet",
-                "fd00:20::/64",
-                "--dhcp",
-                "fd00:20::10-fd00:20::20",
-            ],
-            "DHCPv6",
+            "add-br ov6 --overlay --subnet fd00:20::/64 --dhcp fd00:20::10-fd00:20::20",
+            "DHCPv6 needs an IPv6 gateway",
         ),
-    ] {
-        let o = cl.ctl("h2", &args)?;
-        ensure!(
-            o.code != 0 && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
-            "vswitchctl {}: {} {:?}",
-            args.join(" "),
-            o.code,
-            o.stderr
-        );
-    }
+    ];
+    ctl_refused(&cl, "h2", &bad)?;
     // An IPv6 address on an overlay network without an IPv6 subnet.
     cl.ctl_ok(
         "h2",
@@ -1194,11 +1205,8 @@ fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
     )?;
     // Each host claims its first block as soon as it has the network, and vswitchd
     // serves it.
-    let dhcp6_of = |h: &str| -> Option<String> {
-        let v = cl.ctl_json(h, &["list-br"]).ok()?;
-        let b = v.as_array()?.iter().find(|b| b["name"] == "ov")?.clone();
-        b["dhcp6"].as_str().map(str::to_string)
-    };
+    let dhcp6_of =
+        |h: &str| -> Option<String> { ov_bridge(&cl, h)?["dhcp6"].as_str().map(str::to_string) };
     for h in ["h1", "h2"] {
         wait_for(&format!("a DHCPv6 range on {h}'s ov"), 15, || {
             dhcp6_of(h).is_some()
@@ -1341,54 +1349,28 @@ fn dhcpv6_on_an_overlay_network_from_per_host_blocks() -> Result<()> {
     // A static IPv6 address in h1's block, asked for on h2: refused, naming h1.
     v6_container(&mut lab, "s2")?;
     let stolen = std::net::Ipv6Addr::from(b1.0 + 0x20);
-    let o = pipework6(&cl, &lab, "h2", "s2", &format!("{stolen}/64"))?;
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    ensure!(
-        !o.status.success() && err.contains("h1") && err.contains("DHCPv6 block"),
-        "{stolen} (h1's block) on h2: {err}"
-    );
-    ensure!(err.trim().lines().count() == 1, "not one line: {err}");
+    let err = pipework6_refused(
+        &cl,
+        &lab,
+        "h2",
+        "s2",
+        &format!("{stolen}/64"),
+        &["h1", "DHCPv6 block"],
+    )?;
     println!(
         "$ pipework ov -i eth1 -a inet6 s2 {stolen}/64   # on h2\n{}",
         err.trim()
     );
-    // Bad DHCPv6 input: one line, non-zero exit.
-    for (args, want) in [
-        (
-            vec![
-                "add-br",
-                "ov6",
-                "--overlay",
-                "--subnet",
-                "fd00:20::/64",
-                "--gateway",
-                "fd00:20::1",
-                "--dhcp",
-                "fd00:21::10-fd00:21::20",
-            ],
+    // Bad DHCPv6 input: one line, non-zero exit (a DHCPv6 range without an IPv6
+    // gateway: dual_stack_overlay_across_hosts).
+    ctl_refused(
+        &cl,
+        "h2",
+        &[(
+            "add-br ov6 --overlay --subnet fd00:20::/64 --gateway fd00:20::1 \
+             --dhcp fd00:21::10-fd00:21::20",
             "bad DHCPv6 range",
-        ),
-        (
-            vec![
-                "add-br",
-                "ov6",
-                "--overlay",
-                "--subnet",
-                "fd00:20::/64",
-                "--dhcp",
-                "fd00:20::10-fd00:20::20",
-            ],
-            "needs an IPv6 gateway",
-        ),
-    ] {
-        let o = cl.ctl("h2", &args)?;
-        ensure!(
-            o.code != 0 && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
-            "vswitchctl {}: {} {:?}",
-            args.join(" "),
-            o.code,
-            o.stderr
-        );
-    }
+        )],
+    )?;
     Ok(())
 }

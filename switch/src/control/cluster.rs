@@ -306,27 +306,32 @@ fn parse_ip(s: &str, what: &str) -> Result<Ipv4Addr, HandlerError> {
 }
 
 fn parse_range(s: &str, b: &BridgeConf) -> Result<DhcpRange, HandlerError> {
-    let bad = || cluster_err(format!("bad DHCP range {s:?} for bridge {}", b.name));
-    let (a, z) = s.split_once('-').ok_or_else(bad)?;
-    let first: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
-    let last: Ipv4Addr = z.trim().parse().map_err(|_| bad())?;
-    let net = b.subnet.ok_or_else(bad)?;
-    if !net.contains(&first) || !net.contains(&last) || first > last || b.gateway.is_none() {
-        return Err(bad());
-    }
+    let (first, last) = span(s, b.subnet.filter(|_| b.gateway.is_some()), |n, a| {
+        n.contains(a)
+    })
+    .ok_or_else(|| cluster_err(format!("bad DHCP range {s:?} for bridge {}", b.name)))?;
     Ok(DhcpRange { first, last })
 }
 
 fn parse_range6(s: &str, b: &BridgeConf) -> Result<DhcpRange6, HandlerError> {
-    let bad = || cluster_err(format!("bad DHCPv6 range {s:?} for bridge {}", b.name));
-    let (a, z) = s.split_once('-').ok_or_else(bad)?;
-    let first: Ipv6Addr = a.trim().parse().map_err(|_| bad())?;
-    let last: Ipv6Addr = z.trim().parse().map_err(|_| bad())?;
-    let net = b.subnet6.ok_or_else(bad)?;
-    if !net.contains(&first) || !net.contains(&last) || first > last || b.gateway6.is_none() {
-        return Err(bad());
-    }
+    let (first, last) = span(s, b.subnet6.filter(|_| b.gateway6.is_some()), |n, a| {
+        n.contains(a)
+    })
+    .ok_or_else(|| cluster_err(format!("bad DHCPv6 range {s:?} for bridge {}", b.name)))?;
     Ok(DhcpRange6 { first, last })
+}
+
+/// `FIRST-LAST` of either family with both addresses `inside` the subnet `net` (none:
+/// the bridge has no subnet or no gateway of that family) and FIRST <= LAST.
+fn span<N, A>(s: &str, net: Option<N>, inside: impl Fn(&N, &A) -> bool) -> Option<(A, A)>
+where
+    A: std::str::FromStr + PartialOrd,
+{
+    let (a, z) = s.split_once('-')?;
+    let first: A = a.trim().parse().ok()?;
+    let last: A = z.trim().parse().ok()?;
+    let net = net?;
+    (inside(&net, &first) && inside(&net, &last) && first <= last).then_some((first, last))
 }
 
 /// `overlay-set`: make the overlay bridge on this host what the cluster says.
@@ -586,6 +591,35 @@ pub fn add_names(bridge: &str, names: &mut NameMap, names6: &mut Names6) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DHCP range of either family: both ends in the subnet, in order, and the
+    /// subnet there; anything else is one error naming range and bridge.
+    #[test]
+    fn ranges_of_both_families() {
+        let inside4 = |n: &ipnet::Ipv4Net, a: &Ipv4Addr| n.contains(a);
+        let n4: ipnet::Ipv4Net = "10.1.0.0/24".parse().unwrap();
+        let (f, l): (Ipv4Addr, Ipv4Addr) =
+            ("10.1.0.10".parse().unwrap(), "10.1.0.20".parse().unwrap());
+        assert_eq!(
+            span(" 10.1.0.10 - 10.1.0.20", Some(n4), inside4),
+            Some((f, l))
+        );
+        assert_eq!(span("10.1.0.20-10.1.0.10", Some(n4), inside4), None);
+        assert_eq!(span("10.1.0.10-10.2.0.20", Some(n4), inside4), None);
+        assert_eq!(span("10.1.0.10-10.1.0.20", None, inside4), None);
+        assert_eq!(span("10.1.0.10", Some(n4), inside4), None);
+        let inside6 = |n: &ipnet::Ipv6Net, a: &Ipv6Addr| n.contains(a);
+        let n6: ipnet::Ipv6Net = "fd00:10::/64".parse().unwrap();
+        let (f, l): (Ipv6Addr, Ipv6Addr) = (
+            "fd00:10::100".parse().unwrap(),
+            "fd00:10::1ff".parse().unwrap(),
+        );
+        assert_eq!(
+            span("fd00:10::100-fd00:10::1ff", Some(n6), inside6),
+            Some((f, l))
+        );
+        assert_eq!(span("fd00:11::100-fd00:11::1ff", Some(n6), inside6), None);
+    }
 
     #[test]
     fn overlay_rt_maps_remotes_to_tunnel_ports() {
