@@ -324,6 +324,209 @@ fn any_left(lab: &Lab, links: &[TcxLink], progs: bool) -> Result<Vec<String>> {
     Ok(left)
 }
 
+/// Silence namespace `ns`'s own IPv6 (MLD, router solicitations, DAD), so that its
+/// devices send, and the hosts behind the switch receive, only what a test makes them.
+fn no_ipv6(lab: &Lab, ns: &str) -> Result<()> {
+    lab.sh(
+        ns,
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+    )?;
+    Ok(())
+}
+
+/// The summary `ping` printed in `text`.
+fn summary(text: &str) -> Result<PingSummary> {
+    PingSummary::parse(text).with_context(|| format!("no summary: {text}"))
+}
+
+/// `ping ARGS` in namespace `ns`: its summary and its output.
+fn ping(lab: &Lab, ns: &str, args: &str) -> Result<(PingSummary, String)> {
+    let out = lab.sh_out(ns, &format!("ping {args}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok((summary(&text)?, text))
+}
+
+/// `count` pings 20 ms apart from `from` to `dst`: every one answered, once.
+fn pings_all_answered(lab: &Lab, from: &str, dst: &str, count: usize) -> Result<()> {
+    let (s, text) = ping(lab, from, &format!("-c {count} -i 0.02 -W 1 -q {dst}"))?;
+    ensure!(
+        s.transmitted == count && s.received == count && s.duplicates == 0,
+        "{from} → {dst}: {text}"
+    );
+    Ok(())
+}
+
+/// `field` of the stats `after` less the same field of `before`.
+fn delta(after: &serde_json::Value, before: &serde_json::Value, field: &str) -> u64 {
+    n(after, field) - n(before, field)
+}
+
+/// A port's counters (`stats`) and the (tx, rx) packets of the eth0 of the container
+/// `ns` behind it, read together.
+struct Counts {
+    port: String,
+    ns: String,
+    stats: serde_json::Value,
+    eth0: (u64, u64),
+}
+
+/// The reading of `port` and container `ns` (the container's kernel first, as the
+/// tests always did).
+fn counts(lab: &Lab, port: &str, ns: &str) -> Result<Counts> {
+    let eth0 = eth0_packets(lab, ns)?;
+    Ok(Counts {
+        port: port.to_string(),
+        ns: ns.to_string(),
+        stats: stats(lab, port)?,
+        eth0,
+    })
+}
+
+/// Between the readings `before` and `after`, the port counted every frame of its
+/// container once (by vswitchd or by a program, never both), in each of `dirs`: "rx"
+/// against what the container sent, "tx" against what it received.
+fn ensure_counted_once(before: &Counts, after: &Counts, dirs: &[&str]) -> Result<()> {
+    let (port, ns) = (&after.port, &after.ns);
+    for &dir in dirs {
+        let (switch, host, host_dir) = if dir == "rx" {
+            (
+                delta(&after.stats, &before.stats, "rx_packets"),
+                after.eth0.0 - before.eth0.0,
+                "tx",
+            )
+        } else {
+            (
+                delta(&after.stats, &before.stats, "tx_packets"),
+                after.eth0.1 - before.eth0.1,
+                "rx",
+            )
+        };
+        ensure!(
+            switch == host,
+            "{port} {dir} {switch} vs {ns} {host_dir} {host}"
+        );
+    }
+    Ok(())
+}
+
+/// Between the stats `before` and `after`, port `port` received frames both through
+/// vswitchd and through the kernel; returns (received, of them through the kernel).
+fn ensure_mixed(
+    port: &str,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> Result<(u64, u64)> {
+    let rx = delta(after, before, "rx_packets");
+    let fast = delta(after, before, "fastpath_rx_packets");
+    ensure!(
+        fast > 0 && fast < rx,
+        "the flood should mix both paths: {port} {after}"
+    );
+    Ok((rx, fast))
+}
+
+/// 3000 pings 1 ms apart from `from` to `dst` (with options such as `-6` before it)
+/// while `bridge`'s FDB is flushed every 20 ms for 4 s (each flush sends the flow back
+/// to userspace until it is cached again): not one reply lost or duplicated. Returns
+/// how many flushes there were.
+fn flood_while_flushing(lab: &Lab, bridge: &str, from: &str, dst: &str) -> Result<u32> {
+    let sock = lab.socket();
+    let ctl = vswitch_integration::bin("vswitchctl")?;
+    let bridge = bridge.to_string();
+    let churn = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(4);
+        let mut flushes = 0;
+        while std::time::Instant::now() < end {
+            let _ = std::process::Command::new(&ctl)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["fdb-flush", &bridge])
+                .output();
+            flushes += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flushes
+    });
+    let out = lab.sh_out(from, &format!("ping -c 3000 -i 0.001 -W 2 -q {dst}"))?;
+    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = summary(&text)?;
+    ensure!(
+        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
+        "{flushes} flushes: {text}"
+    );
+    Ok(flushes)
+}
+
+/// vswitchd holds tcx links on the devices `want` (sorted) and on no other.
+fn ensure_attached(lab: &Lab, want: &[&str], when: &str) -> Result<()> {
+    let devices = attached_devices(lab)?;
+    ensure!(
+        devices == want,
+        "{when}: links on {devices:?}, want {want:?}: {:?}",
+        tcx_links(lab)?
+    );
+    Ok(())
+}
+
+/// `del-port br0 PORT`, whose one tcx link is among `links`: once the command returned,
+/// `from` gets no answer from `dst`, the link and every entry are gone, and vswitchd
+/// holds links on `rest` only.
+fn del_port_stops_traffic(
+    lab: &Lab,
+    port: &str,
+    links: Vec<TcxLink>,
+    (from, dst): (&str, &str),
+    rest: &[&str],
+) -> Result<()> {
+    lab.ctl_ok(&["del-port", "br0", port])?;
+    let (s, text) = ping(lab, from, &format!("-c 5 -i 0.2 -W 1 {dst}"))?;
+    ensure!(s.received == 0, "traffic after del-port: {text}");
+    ensure_attached(lab, rest, "after del-port")?;
+    let gone: Vec<TcxLink> = links.into_iter().filter(|l| l.2 == port).collect();
+    ensure!(gone.len() == 1, "{gone:?}");
+    let left = any_left(lab, &gone, false)?;
+    ensure!(left.is_empty(), "left after del-port: {left:?}");
+    ensure!(entries(lab)?.is_empty(), "{:?}", entries(lab)?);
+    Ok(())
+}
+
+/// vswitchd stopped (SIGTERM), then restarted and killed (SIGKILL): every tcx link
+/// (and program) it held goes with it each time. After each start, `restarted` runs,
+/// then `from` pings `dst` and vswitchd holds links on `devices` again.
+fn nothing_left_after_exit_or_kill(
+    lab: &mut Lab,
+    (from, dst): (&str, &str),
+    devices: &[&str],
+    restarted: impl Fn(&Lab) -> Result<()>,
+) -> Result<()> {
+    first_ping(lab, from, dst)?;
+    let links = tcx_links(lab)?;
+    ensure_attached(lab, devices, "before")?;
+    // SIGTERM: detached on the way out.
+    let code = lab.stop_switch()?;
+    ensure!(code == 0, "vswitchd exited {code}");
+    let left = any_left(lab, &links, true)?;
+    ensure!(left.is_empty(), "after SIGTERM: {left:?}");
+    // SIGKILL: the tcx links die with the process's file descriptors.
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    restarted(lab)?;
+    first_ping(lab, from, dst)?;
+    let links = tcx_links(lab)?;
+    ensure_attached(lab, devices, "after restart")?;
+    lab.kill_switch()?;
+    if !wait_until(Duration::from_secs(5), || {
+        any_left(lab, &links, true).is_ok_and(|l| l.is_empty())
+    }) {
+        bail!("after SIGKILL: {:?}", any_left(lab, &links, true)?);
+    }
+    // Restarted after the kill: one program per port again.
+    lab.start_switch_with("sw", &["--fastpath", "on"])?;
+    restarted(lab)?;
+    first_ping(lab, from, dst)?;
+    ensure_attached(lab, devices, "after kill + restart")
+}
+
 fn ping_goes_through_the_kernel() -> Result<()> {
     let lab = lab_with(2, &[])?;
     first_ping(&lab, "c1", "10.0.0.2")?;
@@ -356,74 +559,32 @@ fn ping_goes_through_the_kernel() -> Result<()> {
 /// the flow back to userspace until it is cached again): not one reply lost or
 /// duplicated, and each side's counters equal what the peers sent and received.
 fn frames_counted_once_while_the_cache_churns() -> Result<()> {
+    let lab = quiet_pair()?;
+    churned_counts_agree(&lab, "br0", "c1", "10.0.0.2")
+}
+
+/// A switch with c1 and c2 whose namespace's own IPv6 is off (its kernel would send
+/// on v2 too: c2 receives only what the switch forwards), after c1's first ping to c2.
+fn quiet_pair() -> Result<Lab> {
     let mut lab = switch(&[])?;
-    // The switch namespace's own kernel would send IPv6 (MLD, router solicitations)
-    // on v2 too: silence it, so c2 receives only what the switch forwards.
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
+    no_ipv6(&lab, "sw")?;
     for i in 1..=2 {
         add(&mut lab, i, &[])?;
     }
     first_ping(&lab, "c1", "10.0.0.2")?;
-    let c1_before = eth0_packets(&lab, "c1")?;
-    let c2_before = eth0_packets(&lab, "c2")?;
-    let v1_before = stats(&lab, "v1")?;
-    let v2_before = stats(&lab, "v2")?;
-    let sock = lab.socket();
-    let ctl = vswitch_integration::bin("vswitchctl")?;
-    // Flush the FDB every 20 ms while 3000 pings go out 1 ms apart.
-    let churn = std::thread::spawn(move || {
-        let end = std::time::Instant::now() + Duration::from_secs(4);
-        let mut flushes = 0;
-        while std::time::Instant::now() < end {
-            let _ = std::process::Command::new(&ctl)
-                .arg("--socket")
-                .arg(&sock)
-                .args(["fdb-flush", "br0"])
-                .output();
-            flushes += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        flushes
-    });
-    let out = lab.sh_out("c1", "ping -c 3000 -i 0.001 -W 2 -q 10.0.0.2")?;
-    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
-    ensure!(
-        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
-        "{flushes} flushes: {text}"
-    );
-    // Quiet again: compare what the hosts' kernels counted with the switch's counters.
-    let c1 = eth0_packets(&lab, "c1")?;
-    let c2 = eth0_packets(&lab, "c2")?;
-    let v1 = stats(&lab, "v1")?;
-    let v2 = stats(&lab, "v2")?;
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
-    ensure!(
-        d(&v1, &v1_before, "rx_packets") == c1.0 - c1_before.0,
-        "v1 rx {} vs c1 tx {}",
-        d(&v1, &v1_before, "rx_packets"),
-        c1.0 - c1_before.0
-    );
-    ensure!(
-        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
-        "v2 tx {} vs c2 rx {}",
-        d(&v2, &v2_before, "tx_packets"),
-        c2.1 - c2_before.1
-    );
-    ensure!(
-        d(&v1, &v1_before, "fastpath_rx_packets") > 0
-            && d(&v1, &v1_before, "fastpath_rx_packets") < d(&v1, &v1_before, "rx_packets"),
-        "the flood should mix both paths: {v1}"
-    );
-    println!(
-        "{flushes} flushes; v1 rx {} of which fast path {}",
-        d(&v1, &v1_before, "rx_packets"),
-        d(&v1, &v1_before, "fastpath_rx_packets")
-    );
+    Ok(lab)
+}
+
+/// [`flood_while_flushing`] from c1 (behind v1) to `dst` (c2, behind v2); then, quiet
+/// again, the switch's counters equal what the containers' kernels counted.
+fn churned_counts_agree(lab: &Lab, bridge: &str, from: &str, dst: &str) -> Result<()> {
+    let (p1_0, p2_0) = (counts(lab, "v1", "c1")?, counts(lab, "v2", "c2")?);
+    let flushes = flood_while_flushing(lab, bridge, from, dst)?;
+    let (p1, p2) = (counts(lab, "v1", "c1")?, counts(lab, "v2", "c2")?);
+    ensure_counted_once(&p1_0, &p1, &["rx"])?;
+    ensure_counted_once(&p2_0, &p2, &["tx"])?;
+    let (rx, fast) = ensure_mixed("v1", &p1_0.stats, &p1.stats)?;
+    println!("{flushes} flushes; v1 rx {rx} of which fast path {fast}");
     Ok(())
 }
 
@@ -487,18 +648,8 @@ fn del_port_stops_traffic_at_once() -> Result<()> {
         attached_devices(&lab)? == ["v1", "v2"],
         "want the program on v1 and v2: {links:?}"
     );
-    lab.ctl_ok(&["del-port", "br0", "v2"])?;
     // Not one reply once del-port returned.
-    let out = lab.sh_out("c1", "ping -c 5 -i 0.2 -W 1 10.0.0.2")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
-    ensure!(s.received == 0, "traffic after del-port: {text}");
-    ensure!(attached_devices(&lab)? == ["v1"], "{:?}", tcx_links(&lab)?);
-    let v2: Vec<TcxLink> = links.into_iter().filter(|l| l.2 == "v2").collect();
-    let left = any_left(&lab, &v2, false)?;
-    ensure!(left.is_empty(), "left after del-port: {left:?}");
-    ensure!(entries(&lab)?.is_empty(), "{:?}", entries(&lab)?);
-    Ok(())
+    del_port_stops_traffic(&lab, "v2", links, ("c1", "10.0.0.2"), &["v1"])
 }
 
 fn fdb_flush_invalidates_the_cache() -> Result<()> {
@@ -586,36 +737,8 @@ fn fastpath_off_is_pure_userspace() -> Result<()> {
 
 fn nothing_left_attached_after_exit_or_kill() -> Result<()> {
     let mut lab = lab_with(2, &[])?;
-    first_ping(&lab, "c1", "10.0.0.2")?;
-    let links = tcx_links(&lab)?;
-    ensure!(attached_devices(&lab)? == ["v1", "v2"], "{links:?}");
-    // SIGTERM: detached on the way out.
-    let code = lab.stop_switch()?;
-    ensure!(code == 0, "vswitchd exited {code}");
-    let left = any_left(&lab, &links, true)?;
-    ensure!(left.is_empty(), "after SIGTERM: {left:?}");
-    // SIGKILL: the tcx links die with the process's file descriptors.
-    lab.start_switch_with("sw", &["--fastpath", "on"])?;
-    first_ping(&lab, "c1", "10.0.0.2")?;
-    let links = tcx_links(&lab)?;
-    ensure!(
-        attached_devices(&lab)? == ["v1", "v2"],
-        "after restart: {links:?}"
-    );
-    lab.kill_switch()?;
-    if !wait_until(Duration::from_secs(5), || {
-        any_left(&lab, &links, true).is_ok_and(|l| l.is_empty())
-    }) {
-        bail!("after SIGKILL: {:?}", any_left(&lab, &links, true)?);
-    }
-    // Restarted after the kill: one program per port, and traffic cached again.
-    lab.start_switch_with("sw", &["--fastpath", "on"])?;
-    first_ping(&lab, "c1", "10.0.0.2")?;
-    ensure!(
-        attached_devices(&lab)? == ["v1", "v2"],
-        "after kill + restart: {:?}",
-        tcx_links(&lab)?
-    );
+    nothing_left_after_exit_or_kill(&mut lab, ("c1", "10.0.0.2"), &["v1", "v2"], |_| Ok(()))?;
+    // And traffic cached again.
     wait_entry(&lab, "v1", "v2")?;
     Ok(())
 }
@@ -623,14 +746,21 @@ fn nothing_left_attached_after_exit_or_kill() -> Result<()> {
 /// br1 10.0.0.0/24 (gateway .1) with c1 10.0.0.5 on v1, br2 10.1.0.0/24 (gateway .1,
 /// `br2_args` added) with c2 10.1.0.5 on v2; vswitchd with `--fastpath MODE`.
 fn two_nets(mode: &str, br2_args: &[&str]) -> Result<Lab> {
+    let mut lab = routers(mode, br2_args)?;
+    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
+    lab.container("sw", "c2", "v2", "10.1.0.5/24", Some("10.1.0.1"))?;
+    lab.ctl_ok(&["add-port", "br1", "v1"])?;
+    lab.ctl_ok(&["add-port", "br2", "v2"])?;
+    Ok(lab)
+}
+
+/// vswitchd with `--fastpath MODE`, the switch namespace's IPv6 off (it would send on
+/// the ports too), and the routed bridges br1 10.0.0.0/24 and br2 10.1.0.0/24
+/// (`br2_args` added), each with gateway .1.
+fn routers(mode: &str, br2_args: &[&str]) -> Result<Lab> {
     let mut lab = Lab::new()?;
     lab.start_switch_with("sw", &["--fastpath", mode])?;
-    // The switch namespace's own kernel would send IPv6 (MLD, router solicitations)
-    // on the ports too: silence it, so the hosts receive only what the switch sends.
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
+    no_ipv6(&lab, "sw")?;
     lab.ctl_ok(&[
         "add-br",
         "br1",
@@ -649,10 +779,6 @@ fn two_nets(mode: &str, br2_args: &[&str]) -> Result<Lab> {
     ];
     a.extend_from_slice(br2_args);
     lab.ctl_ok(&a)?;
-    lab.container("sw", "c1", "v1", "10.0.0.5/24", Some("10.0.0.1"))?;
-    lab.container("sw", "c2", "v2", "10.1.0.5/24", Some("10.1.0.1"))?;
-    lab.ctl_ok(&["add-port", "br1", "v1"])?;
-    lab.ctl_ok(&["add-port", "br2", "v2"])?;
     Ok(lab)
 }
 
@@ -1333,62 +1459,7 @@ fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
     let lab = two_nets6(&[])?;
     first_ping(&lab, "c1", "fd00:2::5")?;
     wait_routed(&lab, "v1", "fd00:2::5")?;
-    let c1_before = eth0_packets(&lab, "c1")?;
-    let c2_before = eth0_packets(&lab, "c2")?;
-    let v1_before = stats(&lab, "v1")?;
-    let v2_before = stats(&lab, "v2")?;
-    let sock = lab.socket();
-    let ctl = vswitch_integration::bin("vswitchctl")?;
-    let churn = std::thread::spawn(move || {
-        let end = std::time::Instant::now() + Duration::from_secs(4);
-        let mut flushes = 0;
-        while std::time::Instant::now() < end {
-            let _ = std::process::Command::new(&ctl)
-                .arg("--socket")
-                .arg(&sock)
-                .args(["fdb-flush", "br1"])
-                .output();
-            flushes += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        flushes
-    });
-    let out = lab.sh_out("c1", "ping -6 -c 3000 -i 0.001 -W 2 -q fd00:2::5")?;
-    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
-    ensure!(
-        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
-        "{flushes} flushes: {text}"
-    );
-    let c1 = eth0_packets(&lab, "c1")?;
-    let c2 = eth0_packets(&lab, "c2")?;
-    let v1 = stats(&lab, "v1")?;
-    let v2 = stats(&lab, "v2")?;
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
-    ensure!(
-        d(&v1, &v1_before, "rx_packets") == c1.0 - c1_before.0,
-        "v1 rx {} vs c1 tx {}",
-        d(&v1, &v1_before, "rx_packets"),
-        c1.0 - c1_before.0
-    );
-    ensure!(
-        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
-        "v2 tx {} vs c2 rx {}",
-        d(&v2, &v2_before, "tx_packets"),
-        c2.1 - c2_before.1
-    );
-    ensure!(
-        d(&v1, &v1_before, "fastpath_rx_packets") > 0
-            && d(&v1, &v1_before, "fastpath_rx_packets") < d(&v1, &v1_before, "rx_packets"),
-        "the flood should mix both paths: {v1}"
-    );
-    println!(
-        "{flushes} flushes; v1 rx {} of which fast path {}",
-        d(&v1, &v1_before, "rx_packets"),
-        d(&v1, &v1_before, "fastpath_rx_packets")
-    );
-    Ok(())
+    churned_counts_agree(&lab, "br1", "c1", "-6 fd00:2::5")
 }
 
 /// The switch namespace's host on br0 through the internal port vsint0 at 10.0.0.254,
@@ -1397,10 +1468,7 @@ fn routed6_frames_counted_once_while_the_cache_churns() -> Result<()> {
 fn internal_lab(mode: &str) -> Result<Lab> {
     let mut lab = Lab::new()?;
     lab.start_switch_with("sw", &["--fastpath", mode])?;
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
+    no_ipv6(&lab, "sw")?;
     lab.ctl_ok(&["add-br", "br0"])?;
     add(&mut lab, 1, &[])?;
     internal_port(&lab)?;
@@ -1425,6 +1493,13 @@ fn internal_port(lab: &Lab) -> Result<()> {
     // A TAP made anew has a new MAC: c1 forgets the old one.
     lab.sh("c1", "ip neigh flush all")?;
     Ok(())
+}
+
+/// c1 pings the host (ARP, learning), and both of their flows get cached.
+fn host_flows_cached(lab: &Lab) -> Result<()> {
+    first_ping(lab, "c1", "10.0.0.254")?;
+    wait_entry(lab, "v1", "vsint0")?;
+    wait_entry(lab, "vsint0", "v1")
 }
 
 /// The tcx attach direction ("ingress"/"egress") of each device vswitchd holds a link
@@ -1478,9 +1553,7 @@ fn entries_naming(lab: &Lab, port: &str) -> Result<Vec<serde_json::Value>> {
 /// the container's kernel counted and agree across the two ports.
 fn internal_port_ping_and_tcp_go_through_the_kernel() -> Result<()> {
     let mut lab = internal_lab("on")?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    wait_entry(&lab, "v1", "vsint0")?;
-    wait_entry(&lab, "vsint0", "v1")?;
+    host_flows_cached(&lab)?;
     let dirs = tcx_directions(&lab)?;
     ensure!(
         dirs == [
@@ -1490,42 +1563,23 @@ fn internal_port_ping_and_tcp_go_through_the_kernel() -> Result<()> {
         "want fp_tc at v1's ingress and fp_tap_out at vsint0's egress: {dirs:?} {:?}",
         tcx_links(&lab)?
     );
-    let (v1_0, int_0, c1_0) = (
-        stats(&lab, "v1")?,
-        stats(&lab, "vsint0")?,
-        eth0_packets(&lab, "c1")?,
-    );
+    let (p1_0, int_0) = (counts(&lab, "v1", "c1")?, stats(&lab, "vsint0")?);
     lab.assert_pings("c1", "10.0.0.254", 20)?;
     lab.assert_pings("sw", "10.0.0.1", 20)?;
-    let (v1, int, c1) = (
-        stats(&lab, "v1")?,
-        stats(&lab, "vsint0")?,
-        eth0_packets(&lab, "c1")?,
-    );
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    let (p1, int) = (counts(&lab, "v1", "c1")?, stats(&lab, "vsint0")?);
     // Counted once, by vswitchd or by a program: v1 against c1's kernel, and the host
     // is the only other port, so what one port received the other sent.
+    ensure_counted_once(&p1_0, &p1, &["rx", "tx"])?;
+    let (v1, v1_0) = (&p1.stats, &p1_0.stats);
     ensure!(
-        d(&v1, &v1_0, "rx_packets") == c1.0 - c1_0.0,
-        "v1 rx {} vs c1 tx {}",
-        d(&v1, &v1_0, "rx_packets"),
-        c1.0 - c1_0.0
-    );
-    ensure!(
-        d(&v1, &v1_0, "tx_packets") == c1.1 - c1_0.1,
-        "v1 tx {} vs c1 rx {}",
-        d(&v1, &v1_0, "tx_packets"),
-        c1.1 - c1_0.1
-    );
-    ensure!(
-        d(&int, &int_0, "rx_packets") == d(&v1, &v1_0, "tx_packets")
-            && d(&int, &int_0, "tx_packets") == d(&v1, &v1_0, "rx_packets"),
+        delta(&int, &int_0, "rx_packets") == delta(v1, v1_0, "tx_packets")
+            && delta(&int, &int_0, "tx_packets") == delta(v1, v1_0, "rx_packets"),
         "vsint0 {int} vs v1 {v1}"
     );
     // 40 echo requests and 40 replies each way, through the kernel.
-    for (port, s, s0) in [("v1", &v1, &v1_0), ("vsint0", &int, &int_0)] {
+    for (port, s, s0) in [("v1", v1, v1_0), ("vsint0", &int, &int_0)] {
         for f in ["fastpath_rx_packets", "fastpath_tx_packets"] {
-            ensure!(d(s, s0, f) >= 40, "{port} {f}: {}", d(s, s0, f));
+            ensure!(delta(s, s0, f) >= 40, "{port} {f}: {}", delta(s, s0, f));
         }
     }
     let e = entries_naming(&lab, "vsint0")?;
@@ -1543,8 +1597,8 @@ fn internal_port_ping_and_tcp_go_through_the_kernel() -> Result<()> {
         let bytes = lab.iperf_bytes(client, server_ip)?;
         ensure!(bytes > 0, "iperf3 {client} → {server_ip} moved nothing");
         let after = stats(&lab, port)?;
-        let fast = d(&after, &before, "fastpath_rx_bytes");
-        let total = d(&after, &before, "rx_bytes");
+        let fast = delta(&after, &before, "fastpath_rx_bytes");
+        let total = delta(&after, &before, "rx_bytes");
         ensure!(
             fast * 10 >= total * 9,
             "{client} → {server_ip}: only {fast} of {total} bytes took the fast path"
@@ -1561,23 +1615,7 @@ fn internal_port_ping_and_tcp_go_through_the_kernel() -> Result<()> {
 /// The host on br1 (internal port vsint0, 10.0.0.5) reaches c2 on br2 (10.1.0.5)
 /// through the router in the kernel both ways: MACs rewritten, TTL decremented once.
 fn internal_port_routed_to_another_bridge() -> Result<()> {
-    let lab = Lab::new()?;
-    let mut lab = lab;
-    lab.start_switch_with("sw", &["--fastpath", "on"])?;
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
-    for (br, net) in [("br1", 0), ("br2", 1)] {
-        lab.ctl_ok(&[
-            "add-br",
-            br,
-            "--subnet",
-            &format!("10.{net}.0.0/24"),
-            "--gateway",
-            &format!("10.{net}.0.1"),
-        ])?;
-    }
+    let mut lab = routers("on", &[])?;
     lab.ctl_ok(&["add-port", "br1", "vsint0", "--type", "internal"])?;
     lab.sh(
         "sw",
@@ -1592,28 +1630,13 @@ fn internal_port_routed_to_another_bridge() -> Result<()> {
         e["out_port"] == "v2" && e["route"]["out_bridge"] == "br2",
         "{e}"
     );
-    let (int_0, v2_0, c2_0) = (
-        stats(&lab, "vsint0")?,
-        stats(&lab, "v2")?,
-        eth0_packets(&lab, "c2")?,
-    );
+    let (int_0, p2_0) = (stats(&lab, "vsint0")?, counts(&lab, "v2", "c2")?);
     lab.assert_pings("sw", "10.1.0.5", 20)?;
-    let (int, v2, c2) = (
-        stats(&lab, "vsint0")?,
-        stats(&lab, "v2")?,
-        eth0_packets(&lab, "c2")?,
-    );
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
+    let (int, p2) = (stats(&lab, "vsint0")?, counts(&lab, "v2", "c2")?);
+    ensure_counted_once(&p2_0, &p2, &["tx", "rx"])?;
     ensure!(
-        d(&v2, &v2_0, "tx_packets") == c2.1 - c2_0.1
-            && d(&v2, &v2_0, "rx_packets") == c2.0 - c2_0.0,
-        "v2 {v2} vs c2 (tx, rx) {:?} → {:?}",
-        c2_0,
-        c2
-    );
-    ensure!(
-        d(&int, &int_0, "fastpath_rx_packets") >= 20
-            && d(&int, &int_0, "fastpath_tx_packets") >= 20,
+        delta(&int, &int_0, "fastpath_rx_packets") >= 20
+            && delta(&int, &int_0, "fastpath_tx_packets") >= 20,
         "{int}"
     );
     // The TTL is decremented once, by a program, both ways.
@@ -1628,25 +1651,14 @@ fn internal_port_routed_to_another_bridge() -> Result<()> {
 /// and no frame forwarded to it once the command returned.
 fn internal_port_del_port_stops_traffic_at_once() -> Result<()> {
     let lab = internal_lab("on")?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    wait_entry(&lab, "v1", "vsint0")?;
-    wait_entry(&lab, "vsint0", "v1")?;
+    host_flows_cached(&lab)?;
     let links = tcx_links(&lab)?;
-    ensure!(
-        attached_devices(&lab)? == ["v1", "vsint0"],
-        "want the programs on v1 and vsint0: {links:?}"
-    );
-    lab.ctl_ok(&["del-port", "br0", "vsint0"])?;
-    let out = lab.sh_out("c1", "ping -c 5 -i 0.2 -W 1 10.0.0.254")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
-    ensure!(s.received == 0, "traffic after del-port: {text}");
-    ensure!(attached_devices(&lab)? == ["v1"], "{:?}", tcx_links(&lab)?);
-    let gone: Vec<TcxLink> = links.into_iter().filter(|l| l.2 == "vsint0").collect();
-    ensure!(gone.len() == 1, "{gone:?}");
-    let left = any_left(&lab, &gone, false)?;
-    ensure!(left.is_empty(), "left after del-port: {left:?}");
-    ensure!(entries(&lab)?.is_empty(), "{:?}", entries(&lab)?);
+    ensure_attached(
+        &lab,
+        &["v1", "vsint0"],
+        "want the programs on v1 and vsint0",
+    )?;
+    del_port_stops_traffic(&lab, "vsint0", links, ("c1", "10.0.0.254"), &["v1"])?;
     // Added again: offloaded again.
     internal_port(&lab)?;
     first_ping(&lab, "c1", "10.0.0.254")?;
@@ -1660,9 +1672,7 @@ fn internal_port_del_port_stops_traffic_at_once() -> Result<()> {
 /// vswitchd's TAP fd and is never cached again.
 fn internal_port_moved_to_another_netns_goes_back_to_userspace() -> Result<()> {
     let mut lab = internal_lab("on")?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    wait_entry(&lab, "v1", "vsint0")?;
-    wait_entry(&lab, "vsint0", "v1")?;
+    host_flows_cached(&lab)?;
     let h = lab.add_ns("h")?;
     let moved = std::time::Instant::now();
     lab.sh("sw", &format!("ip link set vsint0 netns {h}"))?;
@@ -1713,35 +1723,12 @@ fn internal_port_moved_to_another_netns_goes_back_to_userspace() -> Result<()> {
 /// from the database) there is one program per port again.
 fn internal_port_nothing_left_after_exit_or_kill() -> Result<()> {
     let mut lab = internal_lab("on")?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    let links = tcx_links(&lab)?;
-    ensure!(attached_devices(&lab)? == ["v1", "vsint0"], "{links:?}");
-    let code = lab.stop_switch()?;
-    ensure!(code == 0, "vswitchd exited {code}");
-    let left = any_left(&lab, &links, true)?;
-    ensure!(left.is_empty(), "after SIGTERM: {left:?}");
-    lab.start_switch_with("sw", &["--fastpath", "on"])?;
-    internal_port(&lab)?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    let links = tcx_links(&lab)?;
-    ensure!(
-        attached_devices(&lab)? == ["v1", "vsint0"],
-        "after restart: {links:?}"
-    );
-    lab.kill_switch()?;
-    if !wait_until(Duration::from_secs(5), || {
-        any_left(&lab, &links, true).is_ok_and(|l| l.is_empty())
-    }) {
-        bail!("after SIGKILL: {:?}", any_left(&lab, &links, true)?);
-    }
-    lab.start_switch_with("sw", &["--fastpath", "on"])?;
-    internal_port(&lab)?;
-    first_ping(&lab, "c1", "10.0.0.254")?;
-    ensure!(
-        attached_devices(&lab)? == ["v1", "vsint0"],
-        "after kill + restart: {:?}",
-        tcx_links(&lab)?
-    );
+    nothing_left_after_exit_or_kill(
+        &mut lab,
+        ("c1", "10.0.0.254"),
+        &["v1", "vsint0"],
+        internal_port,
+    )?;
     wait_entry(&lab, "vsint0", "v1")?;
     lab.assert_pings("sw", "10.0.0.1", 5)?;
     Ok(())
@@ -1777,7 +1764,7 @@ fn tap_ports_stay_in_userspace() -> Result<()> {
     )?;
     first_ping(&lab, "g", "10.0.0.1")?;
     lab.assert_pings("c1", "10.0.0.7", 10)?;
-    ensure!(attached_devices(&lab)? == ["v1"], "{:?}", tcx_links(&lab)?);
+    ensure_attached(&lab, &["v1"], "a tap port")?;
     let e = entries_naming(&lab, "tap0")?;
     ensure!(e.is_empty(), "{e:?}");
     let s = stats(&lab, "tap0")?;
@@ -1797,55 +1784,18 @@ fn internal_port_frames_counted_once_while_the_cache_churns() -> Result<()> {
     let lab = internal_lab("on")?;
     first_ping(&lab, "sw", "10.0.0.1")?;
     wait_entry(&lab, "vsint0", "v1")?;
-    let c1_0 = eth0_packets(&lab, "c1")?;
-    let (v1_0, int_0) = (stats(&lab, "v1")?, stats(&lab, "vsint0")?);
-    let sock = lab.socket();
-    let ctl = vswitch_integration::bin("vswitchctl")?;
-    let churn = std::thread::spawn(move || {
-        let end = std::time::Instant::now() + Duration::from_secs(4);
-        let mut flushes = 0;
-        while std::time::Instant::now() < end {
-            let _ = std::process::Command::new(&ctl)
-                .arg("--socket")
-                .arg(&sock)
-                .args(["fdb-flush", "br0"])
-                .output();
-            flushes += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        flushes
-    });
-    let out = lab.sh_out("sw", "ping -c 3000 -i 0.001 -W 2 -q 10.0.0.1")?;
-    let flushes = churn.join().map_err(|_| anyhow::anyhow!("churn thread"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    let (p1_0, int_0) = (counts(&lab, "v1", "c1")?, stats(&lab, "vsint0")?);
+    let flushes = flood_while_flushing(&lab, "br0", "sw", "10.0.0.1")?;
+    let (p1, int) = (counts(&lab, "v1", "c1")?, stats(&lab, "vsint0")?);
+    ensure_counted_once(&p1_0, &p1, &["tx", "rx"])?;
     ensure!(
-        s.transmitted == 3000 && s.received == 3000 && s.duplicates == 0,
-        "{flushes} flushes: {text}"
-    );
-    let c1 = eth0_packets(&lab, "c1")?;
-    let (v1, int) = (stats(&lab, "v1")?, stats(&lab, "vsint0")?);
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
-    ensure!(
-        d(&v1, &v1_0, "tx_packets") == c1.1 - c1_0.1
-            && d(&v1, &v1_0, "rx_packets") == c1.0 - c1_0.0,
-        "v1 {v1} vs c1 (tx, rx) {c1_0:?} → {c1:?}"
-    );
-    ensure!(
-        d(&int, &int_0, "rx_packets") == d(&v1, &v1_0, "tx_packets"),
+        delta(&int, &int_0, "rx_packets") == delta(&p1.stats, &p1_0.stats, "tx_packets"),
         "vsint0 rx {} vs v1 tx {}",
-        d(&int, &int_0, "rx_packets"),
-        d(&v1, &v1_0, "tx_packets")
+        delta(&int, &int_0, "rx_packets"),
+        delta(&p1.stats, &p1_0.stats, "tx_packets")
     );
-    let fast = d(&int, &int_0, "fastpath_rx_packets");
-    ensure!(
-        fast > 0 && fast < d(&int, &int_0, "rx_packets"),
-        "the flood should mix both paths: {int}"
-    );
-    println!(
-        "{flushes} flushes; vsint0 rx {} of which fast path {fast}",
-        d(&int, &int_0, "rx_packets")
-    );
+    let (rx, fast) = ensure_mixed("vsint0", &int_0, &int)?;
+    println!("{flushes} flushes; vsint0 rx {rx} of which fast path {fast}");
     Ok(())
 }
 
@@ -1876,10 +1826,7 @@ fn internal_port_moved_and_used_at_once() -> Result<()> {
     let y = lab.add_ns("y")?;
     // x's own IPv6 housekeeping (DAD, MLD) would count as its devices' tx.
     for ns in ["x", "y"] {
-        lab.sh(
-            ns,
-            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-        )?;
+        no_ipv6(&lab, ns)?;
     }
     // One device in x per veth pair (the peer in y), until one has v1's number.
     let mut d0 = None;
@@ -1925,21 +1872,9 @@ fn internal_port_moved_and_used_at_once() -> Result<()> {
         "{misforwarded} frames redirected into x's {d0} (ifindex {v1_if}); c1 received {c1_rx}: {text}"
     );
     ensure!(c1_rx >= 5 + 3, "c1 received {c1_rx} frames: {text}");
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
+    let s = summary(&text)?;
     ensure!(s.received >= 2 && s.duplicates == 0, "{text}");
     ensure!(entries_naming(&lab, "vsint0")?.is_empty());
-    Ok(())
-}
-
-/// `count` pings 20 ms apart from `from` to `dst`: every one answered, once.
-fn pings_all_answered(lab: &Lab, from: &str, dst: &str, count: usize) -> Result<()> {
-    let out = lab.sh_out(from, &format!("ping -c {count} -i 0.02 -W 1 -q {dst}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = PingSummary::parse(&text).with_context(|| format!("no summary: {text}"))?;
-    ensure!(
-        s.transmitted == count && s.received == count && s.duplicates == 0,
-        "{from} → {dst}: {text}"
-    );
     Ok(())
 }
 
@@ -1949,16 +1884,7 @@ fn pings_all_answered(lab: &Lab, from: &str, dst: &str, count: usize) -> Result<
 /// fast path notices within a second, the entries go and come back as plain
 /// redirects, and the traffic keeps flowing.
 fn veth_peers_take_frames_directly_until_one_moves_home() -> Result<()> {
-    let mut lab = switch(&[])?;
-    // c2 must receive only what the switch forwards (see the churn test).
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
-    for i in 1..=2 {
-        add(&mut lab, i, &[])?;
-    }
-    first_ping(&lab, "c1", "10.0.0.2")?;
+    let lab = quiet_pair()?;
     wait_entry(&lab, "v1", "v2")?;
     wait_entry(&lab, "v2", "v1")?;
     let e = entries(&lab)?;
@@ -1966,18 +1892,12 @@ fn veth_peers_take_frames_directly_until_one_moves_home() -> Result<()> {
         !e.is_empty() && e.iter().all(|x| x["peer"] == true),
         "entries between two containers' veths should use redirect_peer: {e:?}"
     );
-    let c2_before = eth0_packets(&lab, "c2")?;
-    let v2_before = stats(&lab, "v2")?;
+    let p2_0 = counts(&lab, "v2", "c2")?;
     pings_all_answered(&lab, "c1", "10.0.0.2", 50)?;
-    let c2 = eth0_packets(&lab, "c2")?;
-    let v2 = stats(&lab, "v2")?;
-    let sent = n(&v2, "tx_packets") - n(&v2_before, "tx_packets");
-    let fast = n(&v2, "fastpath_tx_packets") - n(&v2_before, "fastpath_tx_packets");
-    ensure!(
-        sent == c2.1 - c2_before.1 && fast >= 50,
-        "v2 tx {sent} (fast path {fast}) vs c2 rx {}",
-        c2.1 - c2_before.1
-    );
+    let p2 = counts(&lab, "v2", "c2")?;
+    ensure_counted_once(&p2_0, &p2, &["tx"])?;
+    let fast = delta(&p2.stats, &p2_0.stats, "fastpath_tx_packets");
+    ensure!(fast >= 50, "v2 tx through the kernel: {fast} of 50 echoes");
     // c2's end of the veth comes home: into the switch's namespace, same MAC, same
     // address (the switch namespace's kernel answers the pings now).
     let sw = lab.ns("sw");
@@ -2035,10 +1955,7 @@ fn vlan_ping(lab: &Lab, vid: u16, dst: &str, dst_mac: &str, count: u32) -> Resul
 /// the access port's, never reaches it, cached or not.
 fn trunk_to_access_flows_are_cached_with_their_tags() -> Result<()> {
     let mut lab = switch(&[])?;
-    lab.sh(
-        "sw",
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-    )?;
+    no_ipv6(&lab, "sw")?;
     add(&mut lab, 1, &["--trunks", "10,20"])?;
     add(&mut lab, 2, &["--tag", "10"])?;
     add(&mut lab, 3, &["--tag", "20"])?;
@@ -2060,25 +1977,18 @@ fn trunk_to_access_flows_are_cached_with_their_tags() -> Result<()> {
         pop["vlan"] == 10 && pop["tag"].is_null() && push["vlan"] == 10 && push["tag"] == 10,
         "trunk → access should pop (no tag), access → trunk push 10: {e:?}"
     );
-    let c2_before = eth0_packets(&lab, "c2")?;
-    let (v1_before, v2_before) = (stats(&lab, "v1")?, stats(&lab, "v2")?);
+    let (v1_before, p2_0) = (stats(&lab, "v1")?, counts(&lab, "v2", "c2")?);
     let text = vlan_ping(&lab, 10, "10.0.0.2", &mac2, 200)?;
-    let c2 = eth0_packets(&lab, "c2")?;
-    let (v1, v2) = (stats(&lab, "v1")?, stats(&lab, "v2")?);
-    let d = |a: &serde_json::Value, b: &serde_json::Value, f: &str| n(a, f) - n(b, f);
-    ensure!(
-        d(&v1, &v1_before, "fastpath_rx_packets") >= 150
-            && d(&v2, &v2_before, "fastpath_rx_packets") >= 150,
-        "{text}: trunk → access {} and access → trunk {} frames through the kernel (want >= 150 of 200)",
-        d(&v1, &v1_before, "fastpath_rx_packets"),
-        d(&v2, &v2_before, "fastpath_rx_packets")
+    let (v1, p2) = (stats(&lab, "v1")?, counts(&lab, "v2", "c2")?);
+    let (pop_fast, push_fast) = (
+        delta(&v1, &v1_before, "fastpath_rx_packets"),
+        delta(&p2.stats, &p2_0.stats, "fastpath_rx_packets"),
     );
     ensure!(
-        d(&v2, &v2_before, "tx_packets") == c2.1 - c2_before.1,
-        "v2 tx {} vs c2 rx {}",
-        d(&v2, &v2_before, "tx_packets"),
-        c2.1 - c2_before.1
+        pop_fast >= 150 && push_fast >= 150,
+        "{text}: trunk → access {pop_fast} and access → trunk {push_fast} frames through the kernel (want >= 150 of 200)"
     );
+    ensure_counted_once(&p2_0, &p2, &["tx"])?;
     // VLAN 20 reaches c3 (access 20), never c2; VLAN 30 is not on the trunk.
     vlan_ping(&lab, 20, "10.0.0.3", &mac3, 20)?;
     let c2_before = eth0_packets(&lab, "c2")?;

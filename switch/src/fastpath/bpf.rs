@@ -534,6 +534,42 @@ fn verifier_msg(e: &aya::programs::ProgramError) -> String {
     }
 }
 
+/// Attach the loaded tc program `prog` at `point` of device `name`; the error says why.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    name: &str,
+    point: TcAttachType,
+) -> Result<aya::programs::tc::SchedClassifierLinkId, String> {
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("{prog} missing"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    if aya::util::KernelVersion::current().is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+    {
+        // Before tcx: the clsact qdisc carries the filter (an existing one is fine).
+        let _ = aya::programs::tc::qdisc_add_clsact(name);
+    }
+    tc.attach(name, point).map_err(|e| e.to_string())
+}
+
+/// Detach `link` from the tc program `prog` (a program not loaded has no links: Ok).
+fn detach_tc(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    link: aya::programs::tc::SchedClassifierLinkId,
+) -> Result<(), aya::programs::ProgramError> {
+    let Some(p) = ebpf.program_mut(prog) else {
+        return Ok(());
+    };
+    let tc: Result<&mut SchedClassifier, _> = p.try_into();
+    match tc {
+        Ok(tc) => tc.detach(link),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Loaded {
     /// Attach the socket filter to `socket` and the tc program at `name`'s ingress.
     pub fn attach(
@@ -555,27 +591,15 @@ impl Loaded {
         // The filter first: once the tc program redirects, the socket must already hide
         // what it redirects.
         sock.attach(socket).map_err(|e| err(e.to_string()))?;
-        let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut("fp_tc")
-            .ok_or_else(|| err("fp_tc missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
-        if aya::util::KernelVersion::current()
-            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
-        {
-            // Before tcx: the clsact qdisc carries the filter (an existing one is fine).
-            let _ = aya::programs::tc::qdisc_add_clsact(name);
-        }
-        match tc.attach(name, TcAttachType::Ingress) {
+        match attach_tc(&mut self.ebpf, "fp_tc", name, TcAttachType::Ingress) {
             Ok(link) => {
                 self.links.insert(ifindex, link);
                 Ok(())
             }
-            Err(e) => {
+            Err(why) => {
                 // Nothing will be redirected, so the filter must hide nothing either.
                 let _ = SocketFilter::detach(socket);
-                Err(err(e.to_string()))
+                Err(err(why))
             }
         }
     }
@@ -585,13 +609,8 @@ impl Loaded {
         let Some(link) = self.links.remove(&ifindex) else {
             return;
         };
-        if let Some(p) = self.ebpf.program_mut("fp_tc") {
-            let tc: Result<&mut SchedClassifier, _> = p.try_into();
-            if let Ok(tc) = tc {
-                if let Err(e) = tc.detach(link) {
-                    tracing::warn!(ifindex, error = %e, "cannot detach the fast path");
-                }
-            }
+        if let Err(e) = detach_tc(&mut self.ebpf, "fp_tc", link) {
+            tracing::warn!(ifindex, error = %e, "cannot detach the fast path");
         }
     }
 
@@ -602,24 +621,12 @@ impl Loaded {
         if self.tap_links.contains_key(&ifindex) {
             return Ok(());
         }
-        let err = |why: String| BpfError::Attach {
-            port: name.to_string(),
-            why,
-        };
-        let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(self.tap_prog)
-            .ok_or_else(|| err(format!("{} missing", self.tap_prog)))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
-        if aya::util::KernelVersion::current()
-            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
-        {
-            let _ = aya::programs::tc::qdisc_add_clsact(name);
-        }
-        let link = tc
-            .attach(name, TcAttachType::Egress)
-            .map_err(|e| err(e.to_string()))?;
+        let link = attach_tc(&mut self.ebpf, self.tap_prog, name, TcAttachType::Egress).map_err(
+            |why| BpfError::Attach {
+                port: name.to_string(),
+                why,
+            },
+        )?;
         self.tap_links.insert(ifindex, link);
         Ok(())
     }
@@ -630,13 +637,8 @@ impl Loaded {
         let Some(link) = self.tap_links.remove(&ifindex) else {
             return;
         };
-        if let Some(p) = self.ebpf.program_mut(self.tap_prog) {
-            let tc: Result<&mut SchedClassifier, _> = p.try_into();
-            if let Ok(tc) = tc {
-                if let Err(e) = tc.detach(link) {
-                    tracing::warn!(ifindex, error = %e, "cannot detach the fast path from a TAP");
-                }
-            }
+        if let Err(e) = detach_tc(&mut self.ebpf, self.tap_prog, link) {
+            tracing::warn!(ifindex, error = %e, "cannot detach the fast path from a TAP");
         }
     }
 
@@ -651,28 +653,17 @@ impl Loaded {
         if self.tun_links.contains_key(&ifindex) {
             return Ok(());
         }
-        let err = |why: String| BpfError::Attach {
-            port: name.to_string(),
-            why,
-        };
         // The channel first: from the attach on, every miss needs it.
         self.tun_chan
             .insert(ifindex, chan_ifindex, 0)
             .map_err(map_err("fp_tun_chan"))?;
-        let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut("fp_tun_rx")
-            .ok_or_else(|| err("fp_tun_rx missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
-        if aya::util::KernelVersion::current()
-            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
-        {
-            let _ = aya::programs::tc::qdisc_add_clsact(name);
-        }
-        let link = tc
-            .attach(name, TcAttachType::Ingress)
-            .map_err(|e| err(e.to_string()))?;
+        let link =
+            attach_tc(&mut self.ebpf, "fp_tun_rx", name, TcAttachType::Ingress).map_err(|why| {
+                BpfError::Attach {
+                    port: name.to_string(),
+                    why,
+                }
+            })?;
         self.tun_links.insert(ifindex, link);
         Ok(())
     }
@@ -683,13 +674,8 @@ impl Loaded {
         let Some(link) = self.tun_links.remove(&ifindex) else {
             return;
         };
-        if let Some(p) = self.ebpf.program_mut("fp_tun_rx") {
-            let tc: Result<&mut SchedClassifier, _> = p.try_into();
-            if let Ok(tc) = tc {
-                // The device may be gone already (then so is the link).
-                let _ = tc.detach(link);
-            }
-        }
+        // The device may be gone already (then so is the link).
+        let _ = detach_tc(&mut self.ebpf, "fp_tun_rx", link);
     }
 
     /// Tunnel parameters of the remote VTEP port in `slot`, and the reverse lookup
@@ -906,7 +892,12 @@ mod tests {
 
     /// The tc program's verdict and the frame as it left the program.
     fn run_tc_out(l: &Loaded, f: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = l.ebpf.program("fp_tc").unwrap().try_into().unwrap();
+        run_prog_out(l, "fp_tc", f)
+    }
+
+    /// The verdict of tc program `prog` and the frame as it left the program.
+    fn run_prog_out(l: &Loaded, prog: &str, f: &[u8]) -> (u32, Vec<u8>) {
+        let p: &SchedClassifier = l.ebpf.program(prog).unwrap().try_into().unwrap();
         let mut out = vec![0u8; f.len() + 64];
         let r = p
             .test_run(TestRunOptions {
@@ -914,7 +905,7 @@ mod tests {
                 data_out: Some(&mut out),
                 ..TestRunOptions::new()
             })
-            .expect("test run fp_tc");
+            .unwrap_or_else(|e| panic!("test run {prog}: {e}"));
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
     }
@@ -1924,17 +1915,7 @@ mod tests {
 
     /// `fp_tap_out`'s verdict and the frame as it left the program.
     fn run_tap_out(l: &Loaded, f: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = l.ebpf.program("fp_tap_out").unwrap().try_into().unwrap();
-        let mut out = vec![0u8; f.len() + 64];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(f),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("test run fp_tap_out");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        run_prog_out(l, "fp_tap_out", f)
     }
 
     /// The egress program of an internal port's TAP decides alone, with its own
